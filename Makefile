@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine with Python 3.11 and pip:
+#   make demo   - venv, install, keys, data, node + agents over mTLS, scripted bank session
+#   make test   - venv, install, the whole test suite
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast typecheck proto check-proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xinrong demo
+
+test: $(STAMP)
+	$(BIN)/python -m mypy
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not e2e and not slow"
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py
+
+check-proto: $(STAMP)
+	$(BIN)/python scripts/gen_proto.py --check
+
+bench: $(STAMP)
+	$(BIN)/xinrong bench verify --seconds 10 --concurrency 8 --json
+	$(BIN)/xinrong bench train --dataset default_credit --backend ckks --providers 2 --json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

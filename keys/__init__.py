@@ -1,0 +1,23 @@
+"""Key management recipes for every party.
+
+Callers use these recipes (load credentials, sign/verify, seal/open, issue
+certificates and bindings) and never touch the ``cryptography`` hazmat layer
+themselves. Private key files are written 0600 and refused on load when group
+or others can read them.
+"""
+
+from keys.files import read_private_file, write_private_file, write_public_file
+from keys.signing import SigningKey, VerifyKey, key_id_of
+from keys.sealing import SealingKey, open_sealed, seal
+
+__all__ = [
+    "SealingKey",
+    "SigningKey",
+    "VerifyKey",
+    "key_id_of",
+    "open_sealed",
+    "read_private_file",
+    "seal",
+    "write_private_file",
+    "write_public_file",
+]

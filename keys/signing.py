@@ -1,0 +1,102 @@
+"""Ed25519 signatures with domain separation.
+
+Every signature covers ``context || 0x00 || message`` where context names the
+message type ("xinrong.v1.Verdict", ...), so a signature over one kind of
+message can never be replayed as another kind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from keys.files import read_private_file, write_private_file
+from xinrong.errors import KeyFileError, SignatureError
+
+
+def key_id_of(public_raw: bytes) -> str:
+    """Short stable id of a raw public key: first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def _framed(context: str, message: bytes) -> bytes:
+    if "\x00" in context:
+        raise ValueError("signature context must not contain NUL")
+    return context.encode("ascii") + b"\x00" + message
+
+
+class VerifyKey:
+    """An Ed25519 public key that checks domain-separated signatures."""
+
+    __slots__ = ("_key", "raw", "key_id")
+
+    def __init__(self, raw: bytes) -> None:
+        if len(raw) != 32:
+            raise SignatureError("Ed25519 public key must be 32 bytes")
+        self._key = Ed25519PublicKey.from_public_bytes(raw)
+        self.raw = raw
+        self.key_id = key_id_of(raw)
+
+    def verify(self, context: str, message: bytes, signature: bytes) -> None:
+        """Raise SignatureError (one opaque error) unless signature is valid."""
+        try:
+            self._key.verify(signature, _framed(context, message))
+        except (InvalidSignature, ValueError):
+            raise SignatureError("signature check failed") from None
+
+    def is_valid(self, context: str, message: bytes, signature: bytes) -> bool:
+        try:
+            self.verify(context, message, signature)
+        except SignatureError:
+            return False
+        return True
+
+
+class SigningKey:
+    """An Ed25519 private key. Never logged, never serialized except to a 0600 file."""
+
+    __slots__ = ("_key", "verify_key")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.verify_key = VerifyKey(raw)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SigningKey:
+        data = read_private_file(path)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError:
+            raise KeyFileError(f"{path} is not a PEM private key") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileError(f"{path} is not an Ed25519 private key")
+        return cls(key)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        pem = self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        write_private_file(path, pem, overwrite=overwrite)
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.verify_key.raw
+
+    @property
+    def key_id(self) -> str:
+        return self.verify_key.key_id
+
+    def sign(self, context: str, message: bytes) -> bytes:
+        return self._key.sign(_framed(context, message))
+
+    def __repr__(self) -> str:
+        return f"SigningKey(key_id={self.key_id})"

@@ -1,0 +1,250 @@
+"""Consents: how an enterprise signs one, and the checks every party repeats.
+
+The node and each agent run the same ``verify_signed_consent`` and
+``check_consent_use`` before reading any data. Authenticity failures (bad
+signature, unknown or mismatched enterprise, binding not from the CA) all
+raise the single uniform ``ACCESS_DENIED``; failures the grantee could read
+off its own consent file (expired, wrong grantee, out of scope) get precise
+reasons, since they reveal nothing about the enterprise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterable
+
+from keys.binding import verify_binding
+from keys.ca import CaVerifier
+from keys.signing import SigningKey
+from xinrong import uscc as uscc_mod
+from xinrong.catalog import Catalog, Form
+from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM
+from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError
+from xinrong.v1 import common_pb2
+
+CONSENT_CONTEXT = "xinrong.v1.Consent"
+REVOCATION_CONTEXT = "xinrong.v1.ConsentRevocation"
+
+PURPOSES = {
+    "loan_application": common_pb2.CONSENT_PURPOSE_LOAN_APPLICATION,
+    "post_loan_monitoring": common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING,
+    "credit_scoring": common_pb2.CONSENT_PURPOSE_CREDIT_SCORING,
+    "joint_modeling": common_pb2.CONSENT_PURPOSE_JOINT_MODELING,
+}
+FETCH_TYPES = {"one_time": common_pb2.FETCH_TYPE_ONE_TIME, "periodic": common_pb2.FETCH_TYPE_PERIODIC}
+
+
+def _date(text: str, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"{what} {text!r} is not a YYYY-MM-DD date") from None
+
+
+def parse_scope(catalog: Catalog, specs: Iterable[str]) -> list[common_pb2.ConsentScopeItem]:
+    """Scope from text items: 'tax.credit_grade', 'tax.credit_grade:grade', 'tax.*',
+    'tax.vat_paid_last_year:bracket+ladder'. A bare field grants all its catalog forms."""
+    items: dict[str, set[Form]] = {}
+    for spec in specs:
+        field_part, _, forms_part = spec.partition(":")
+        if field_part.endswith(".*"):
+            provider = field_part[:-2]
+            keys = [f.key for f in catalog.provider_fields(provider) if f.forms]
+        else:
+            keys = [catalog.field(field_part).key]
+        for key in keys:
+            allowed = catalog.fields[key].forms
+            if forms_part:
+                try:
+                    wanted = {Form(f) for f in forms_part.split("+")}
+                except ValueError:
+                    raise ValidationError(f"unknown form in scope item {spec!r}") from None
+                if not wanted <= allowed:
+                    raise ValidationError(f"{key} allows only {sorted(allowed)}, not {sorted(wanted)}")
+            else:
+                wanted = set(allowed)
+            if not wanted:
+                raise ValidationError(f"{key} has no disclosure form an institution may get")
+            items.setdefault(key, set()).update(wanted)
+    if not items:
+        raise ValidationError("a consent needs a non-empty scope")
+    return [
+        common_pb2.ConsentScopeItem(field=k, forms=sorted(FORM_TO_PROTO[f] for f in v))
+        for k, v in sorted(items.items())
+    ]
+
+
+def build_consent(
+    *,
+    enterprise_uscc: str,
+    enterprise_key_id: str,
+    grantee_id: str,
+    purpose: str,
+    scope: list[common_pb2.ConsentScopeItem],
+    data_period_from: str,
+    data_period_to: str,
+    valid_from: int,
+    valid_until: int,
+    max_uses: int,
+    retention_days: int = 90,
+    fetch_type: str = "one_time",
+    max_uses_per_day: int = 0,
+    consent_id: str | None = None,
+    now: int | None = None,
+) -> common_pb2.Consent:
+    code = uscc_mod.parse(enterprise_uscc)
+    if purpose not in PURPOSES:
+        raise ValidationError(f"purpose must be one of {sorted(PURPOSES)}")
+    if fetch_type not in FETCH_TYPES:
+        raise ValidationError(f"fetch type must be one of {sorted(FETCH_TYPES)}")
+    if _date(data_period_to, "data period end") < _date(data_period_from, "data period start"):
+        raise ValidationError("data period ends before it starts")
+    if valid_until <= valid_from:
+        raise ValidationError("consent validity ends before it starts")
+    if max_uses < 1:
+        raise ValidationError("max uses must be at least 1")
+    return common_pb2.Consent(
+        consent_id=consent_id or str(uuid.uuid4()),
+        enterprise_uscc=code,
+        grantee_id=grantee_id,
+        purpose=PURPOSES[purpose],
+        scope=scope,
+        data_period_from=data_period_from,
+        data_period_to=data_period_to,
+        fetch_type=FETCH_TYPES[fetch_type],
+        max_uses_per_day=max_uses_per_day,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        max_uses=max_uses,
+        retention_days=retention_days,
+        nonce=os.urandom(16),
+        enterprise_key_id=enterprise_key_id,
+        issued_at=int(time.time()) if now is None else now,
+    )
+
+
+def sign_consent(
+    consent: common_pb2.Consent, key: SigningKey, binding: common_pb2.SignedPartyBinding
+) -> common_pb2.SignedConsent:
+    raw = consent.SerializeToString(deterministic=True)
+    return common_pb2.SignedConsent(consent=raw, signature=key.sign(CONSENT_CONTEXT, raw), enterprise_binding=binding)
+
+
+def sign_revocation(
+    consent_id: str, enterprise_uscc: str, key: SigningKey, *, now: int | None = None
+) -> common_pb2.SignedConsentRevocation:
+    revocation = common_pb2.ConsentRevocation(
+        consent_id=consent_id,
+        enterprise_uscc=enterprise_uscc,
+        revoked_at=int(time.time()) if now is None else now,
+        nonce=os.urandom(16),
+    )
+    raw = revocation.SerializeToString(deterministic=True)
+    return common_pb2.SignedConsentRevocation(revocation=raw, signature=key.sign(REVOCATION_CONTEXT, raw))
+
+
+@dataclass(frozen=True)
+class VerifiedConsent:
+    """An authentic consent (CA-bound enterprise key, valid signature), not yet checked for use."""
+
+    consent: common_pb2.Consent
+    signed: common_pb2.SignedConsent
+    digest: str  # hex SHA-256 of the signed consent bytes
+    scope: dict[str, frozenset[Form]]
+
+    @property
+    def consent_id(self) -> str:
+        return self.consent.consent_id
+
+    @property
+    def enterprise(self) -> str:
+        return self.consent.enterprise_uscc
+
+    def covers(self, field: str, form: Form) -> bool:
+        return form in self.scope.get(field, frozenset())
+
+
+def verify_signed_consent(ca: CaVerifier, signed: common_pb2.SignedConsent) -> VerifiedConsent:
+    """Authenticity only. Every failure is the uniform ACCESS_DENIED."""
+    try:
+        binding = verify_binding(ca, signed.enterprise_binding, expect_role="enterprise")
+        binding.verify_key.verify(CONSENT_CONTEXT, signed.consent, signed.signature)
+        consent = common_pb2.Consent()
+        consent.ParseFromString(signed.consent)
+    except SignatureError as exc:
+        raise ConsentError(f"consent not authentic: {exc.detail}") from None
+    except Exception:
+        raise ConsentError("consent does not parse") from None
+    if consent.enterprise_uscc != binding.party_id or consent.enterprise_key_id != binding.key_id:
+        raise ConsentError("consent not signed by the enterprise it names")
+    if not consent.consent_id or not consent.grantee_id:
+        raise ConsentError("consent lacks an id or grantee")
+    scope: dict[str, frozenset[Form]] = {}
+    for item in consent.scope:
+        forms = frozenset(PROTO_TO_FORM[f] for f in item.forms if f in PROTO_TO_FORM)
+        scope[item.field] = scope.get(item.field, frozenset()) | forms
+    return VerifiedConsent(
+        consent=consent, signed=signed, digest=hashlib.sha256(signed.consent).hexdigest(), scope=scope
+    )
+
+
+def verify_revocation(
+    ca: CaVerifier, signed: common_pb2.SignedConsentRevocation, enterprise_binding: common_pb2.SignedPartyBinding
+) -> common_pb2.ConsentRevocation:
+    """A revocation is authentic if the enterprise's CA-bound key signed it."""
+    try:
+        binding = verify_binding(ca, enterprise_binding, expect_role="enterprise")
+        binding.verify_key.verify(REVOCATION_CONTEXT, signed.revocation, signed.signature)
+        revocation = common_pb2.ConsentRevocation()
+        revocation.ParseFromString(signed.revocation)
+    except SignatureError as exc:
+        raise ConsentError(f"revocation not authentic: {exc.detail}") from None
+    except Exception:
+        raise ConsentError("revocation does not parse") from None
+    if revocation.enterprise_uscc != binding.party_id:
+        raise ConsentError("revocation not signed by the enterprise it names")
+    return revocation
+
+
+def check_consent_use(
+    verified: VerifiedConsent,
+    *,
+    enterprise_uscc: str,
+    audience_id: str,
+    needs: Iterable[tuple[str, Form]],
+    now: float,
+    state: int = common_pb2.CONSENT_STATE_ACTIVE,
+) -> None:
+    """Checks that hold for every use, in a fixed order so the answer is deterministic."""
+    c = verified.consent
+    if c.enterprise_uscc != enterprise_uscc:
+        # Consent for another enterprise: indistinguishable from no consent.
+        raise ConsentError("consent is for another enterprise")
+    if c.grantee_id != audience_id:
+        raise ConsentError("grantee mismatch", reason=Reason.CONSENT_GRANTEE_MISMATCH)
+    if state == common_pb2.CONSENT_STATE_REVOKED:
+        raise ConsentError("revoked", reason=Reason.CONSENT_REVOKED)
+    if state == common_pb2.CONSENT_STATE_PAUSED:
+        raise ConsentError("paused", reason=Reason.CONSENT_PAUSED)
+    if now < c.valid_from:
+        raise ConsentError("not yet valid", reason=Reason.CONSENT_NOT_YET_VALID)
+    if now >= c.valid_until or state == common_pb2.CONSENT_STATE_EXPIRED:
+        raise ConsentError("expired", reason=Reason.CONSENT_EXPIRED)
+    for field, form in needs:
+        if not verified.covers(field, form):
+            raise ConsentError(f"{field}:{form} not in scope", reason=Reason.CLAIM_OUT_OF_SCOPE)
+
+
+def check_data_period(verified: VerifiedConsent, data_as_of: str) -> None:
+    c = verified.consent
+    if data_as_of and not (c.data_period_from <= data_as_of <= c.data_period_to):
+        raise ConsentError("data period outside consent", reason=Reason.CONSENT_PERIOD_MISMATCH)
+
+
+def consent_state_name(state: int) -> str:
+    return common_pb2.ConsentState.Name(state).removeprefix("CONSENT_STATE_").lower()

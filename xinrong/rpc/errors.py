@@ -1,0 +1,102 @@
+"""The one place that maps domain errors to gRPC status codes and public reasons.
+
+Servers abort with a ``google.rpc.Status`` carrying one ``ErrorInfo``
+(reason = ``Reason`` value, domain = ``xinrong.v1``), as AIP-193 describes;
+the status message is the fixed public message of the reason. Internal
+detail goes to the local log only. Clients turn the status back into a
+typed ``RemoteError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from xinrong.errors import PUBLIC_MESSAGES, Reason, XinrongError
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "xinrong.v1"
+
+STATUS_OF: dict[Reason, grpc.StatusCode] = {
+    Reason.ACCESS_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.CONSENT_EXPIRED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONSENT_NOT_YET_VALID: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONSENT_REVOKED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONSENT_PAUSED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONSENT_GRANTEE_MISMATCH: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.CLAIM_OUT_OF_SCOPE: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.CONSENT_USES_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.CONSENT_DAILY_LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.CONSENT_PERIOD_MISMATCH: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.CONSENT_MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.REQUEST_REPLAYED: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.REQUEST_STALE: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.THRESHOLD_NOT_PUBLISHED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.FORM_NOT_ALLOWED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.UNKNOWN_FIELD: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_CLAIM: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.ENTERPRISE_BUDGET_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.CALLER_NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.JOB_FAILED: grpc.StatusCode.ABORTED,
+    Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+assert set(STATUS_OF) == set(Reason), "every reason needs a status code"
+
+
+def status_for(reason: Reason, message: str | None = None) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason.value, domain=DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = STATUS_OF[reason]
+    status = status_pb2.Status(
+        code=code.value[0], message=message or PUBLIC_MESSAGES[reason], details=[detail]
+    )
+    return rpc_status.to_status(status)
+
+
+def status_for_error(exc: XinrongError) -> grpc.Status:
+    return status_for(exc.reason, exc.public_message)
+
+
+@dataclass
+class RemoteError(Exception):
+    """A refusal from a xinrong server, decoded from its google.rpc.Status."""
+
+    code: grpc.StatusCode
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name} {self.reason}: {self.message}"
+
+
+def decode_rpc_error(err: grpc.RpcError) -> RemoteError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = err.details() if hasattr(err, "details") else str(err)
+    reason = ""
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except Exception:
+        status = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                break
+    if not reason:
+        reason = {grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE", grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED"}.get(
+            code, code.name
+        )
+    return RemoteError(code=code, reason=reason, message=message or "")

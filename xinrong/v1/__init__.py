@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for package xinrong.v1 (do not edit)."""
