@@ -1,0 +1,1 @@
+"""The institution side: verification SDK and CLI, joint-modeling and scoring client."""

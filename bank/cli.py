@@ -1,0 +1,132 @@
+"""``xinrong bank``: verify claims and read indicators about an enterprise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bank.client import BankClient
+from enterprise.client import parse_consent, read_consent
+from keys.layout import load_party
+from xinrong.errors import XinrongError
+from xinrong.rpc.errors import RemoteError
+
+
+def _connection(args: argparse.Namespace) -> tuple[str, Path]:
+    """Node address and credentials from flags, or from a [bank] table in --config."""
+    node, creds = args.node, args.credentials
+    if args.config:
+        doc: dict[str, Any] = tomllib.loads(Path(args.config).read_text())
+        table = doc.get("bank", {})
+        base = Path(args.config).parent
+        node = node or table.get("node", "")
+        creds = creds or (str(base / table["credentials"]) if "credentials" in table else "")
+    if not node or not creds:
+        raise ValueError("give --node and --credentials, or --config with a [bank] table")
+    return str(node), Path(creds)
+
+
+def _client(args: argparse.Namespace) -> BankClient:
+    node, creds = _connection(args)
+    return BankClient(node, load_party(creds), timeout=args.timeout)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    signed = read_consent(args.consent)
+    consent_id = parse_consent(signed).consent_id
+    with _client(args) as client:
+        client.register_consent(signed)  # idempotent: the node may already hold it
+        verdicts = client.verify(args.enterprise, args.claim, consent_id)
+    if args.json:
+        print(json.dumps({
+            "enterprise": args.enterprise,
+            "consent_id": consent_id,
+            "verdicts": [v.as_dict() for v in verdicts],
+        }, ensure_ascii=False))
+    else:
+        for v in verdicts:
+            print(f"{v.result:8s} {v.claim}   [{v.provider}, data as of {v.data_as_of}, signature ok]")
+    return 0
+
+
+def cmd_indicators(args: argparse.Namespace) -> int:
+    signed = read_consent(args.consent)
+    consent_id = parse_consent(signed).consent_id
+    with _client(args) as client:
+        client.register_consent(signed)
+        queries = []
+        for item in args.field:
+            field, _, form = item.partition(":")
+            spec = client.catalog.field(field)
+            if not form:
+                allowed = sorted(str(f) for f in spec.forms if f.value != "ladder")
+                if not allowed:
+                    raise ValueError(f"{field} has no indicator form")
+                form = allowed[0]
+            queries.append((field, form))
+        indicators = client.indicators(args.enterprise, queries, consent_id)
+    if args.json:
+        print(json.dumps({
+            "enterprise": args.enterprise,
+            "consent_id": consent_id,
+            "indicators": [i.as_dict() for i in indicators],
+        }, ensure_ascii=False))
+    else:
+        for i in indicators:
+            print(f"{i.field:45s} {i.form:8s} {json.dumps(i.value)}   [{i.provider}, as of {i.data_as_of}]")
+    return 0
+
+
+def cmd_parties(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        providers = client.refresh_providers()
+    for name, b in sorted(providers.items()):
+        print(f"{name:20s} key {b.key_id}  (CA-verified)")
+    return 0
+
+
+def _run(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except RemoteError as exc:
+            print(f"xinrong bank: refused: {exc}", file=sys.stderr)
+            return 1
+        except (XinrongError, OSError, ValueError) as exc:
+            print(f"xinrong bank: {exc}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with [bank] node = 'host:port', credentials = 'dir'")
+    p.add_argument("--node", default="", help="node address host:port")
+    p.add_argument("--credentials", default="", help="the institution's credentials directory")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+
+
+def register_cli(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bank_cmd", metavar="COMMAND")
+    sub.required = True
+    p = sub.add_parser("verify", help="verify claims about an enterprise (signed by each provider)")
+    add_connection_args(p)
+    p.add_argument("--enterprise", required=True, help="USCC")
+    p.add_argument("--claim", action="append", required=True, help="e.g. 'tax.credit_grade in A,B'; repeatable")
+    p.add_argument("--consent", required=True, type=Path, help="the enterprise's signed consent file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(cmd_verify))
+    p = sub.add_parser("indicators", help="fields in published forms: flags, grades, brackets")
+    add_connection_args(p)
+    p.add_argument("--enterprise", required=True)
+    p.add_argument("--field", action="append", required=True, help="catalog field[:form]; repeatable")
+    p.add_argument("--consent", required=True, type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(cmd_indicators))
+    p = sub.add_parser("parties", help="list providers with CA-verified keys")
+    add_connection_args(p)
+    p.set_defaults(func=_run(cmd_parties))

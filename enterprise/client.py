@@ -1,0 +1,126 @@
+"""Enterprise client: sign consents and revocations, and register them at the node.
+
+The enterprise's Ed25519 key signs every consent; the node and every agent
+check that signature against the enterprise's CA-signed binding, so neither
+the node nor a bank can forge or widen a consent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from keys.layout import PartyCredentials
+from xinrong.catalog import Catalog, default_catalog
+from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
+from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
+from xinrong.rpc.errors import decode_rpc_error
+from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    grantee: str
+    purpose: str
+    scope: tuple[str, ...]
+    data_period_from: str
+    data_period_to: str
+    valid_days: float = 30.0
+    max_uses: int = 10
+    max_uses_per_day: int = 0
+    retention_days: int = 90
+    fetch_type: str = "one_time"
+    valid_from: int | None = None
+
+
+def grant(
+    credentials: PartyCredentials, request: ConsentRequest, *, catalog: Catalog | None = None
+) -> common_pb2.SignedConsent:
+    """Build and sign a consent with the enterprise's own key (no network)."""
+    if credentials.role != "enterprise":
+        raise ValueError("only an enterprise's credentials can sign its consents")
+    catalog = catalog or default_catalog()
+    now = int(time.time())
+    valid_from = request.valid_from if request.valid_from is not None else now - 60
+    consent = build_consent(
+        enterprise_uscc=credentials.party_id,
+        enterprise_key_id=credentials.signing_key.key_id,
+        grantee_id=request.grantee,
+        purpose=request.purpose,
+        scope=parse_scope(catalog, request.scope),
+        data_period_from=request.data_period_from,
+        data_period_to=request.data_period_to,
+        valid_from=valid_from,
+        valid_until=int(valid_from + request.valid_days * 86400),
+        max_uses=request.max_uses,
+        max_uses_per_day=request.max_uses_per_day,
+        retention_days=request.retention_days,
+        fetch_type=request.fetch_type,
+        now=now,
+    )
+    return sign_consent(consent, credentials.signing_key, credentials.binding.signed)
+
+
+def write_consent(path: str | Path, signed: common_pb2.SignedConsent) -> None:
+    Path(path).write_bytes(signed.SerializeToString(deterministic=True))
+
+
+def read_consent(path: str | Path) -> common_pb2.SignedConsent:
+    signed = common_pb2.SignedConsent()
+    signed.ParseFromString(Path(path).read_bytes())
+    return signed
+
+
+def parse_consent(signed: common_pb2.SignedConsent) -> common_pb2.Consent:
+    consent = common_pb2.Consent()
+    consent.ParseFromString(signed.consent)
+    return consent
+
+
+class EnterpriseClient:
+    """Talks to the node as the enterprise (mTLS with the enterprise's certificate)."""
+
+    def __init__(self, node_target: str, credentials: PartyCredentials, *, node_id: str = "node") -> None:
+        self.credentials = credentials
+        self._channel = secure_channel(node_target, credentials, server_role="node", server_id=node_id)
+        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EnterpriseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def register(self, signed: common_pb2.SignedConsent) -> node_pb2.RegisterConsentResponse:
+        try:
+            resp: node_pb2.RegisterConsentResponse = self._stub.RegisterConsent(
+                node_pb2.RegisterConsentRequest(consent=signed), timeout=DEFAULT_TIMEOUT
+            )
+            return resp
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+
+    def revoke(self, consent_id: str) -> node_pb2.RevokeConsentResponse:
+        revocation = sign_revocation(consent_id, self.credentials.party_id, self.credentials.signing_key)
+        try:
+            resp: node_pb2.RevokeConsentResponse = self._stub.RevokeConsent(
+                node_pb2.RevokeConsentRequest(revocation=revocation), timeout=DEFAULT_TIMEOUT * 2
+            )
+            return resp
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+
+    def status(self, consent_id: str) -> node_pb2.GetConsentStatusResponse:
+        try:
+            resp: node_pb2.GetConsentStatusResponse = self._stub.GetConsentStatus(
+                node_pb2.GetConsentStatusRequest(consent_id=consent_id), timeout=DEFAULT_TIMEOUT
+            )
+            return resp
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None

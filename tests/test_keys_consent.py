@@ -1,0 +1,172 @@
+"""Keys (file modes, signatures, sealing, CA bindings) and consent signing/verification."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Pki
+from keys.binding import issue_binding, verify_binding
+from keys.ca import CaVerifier, CertificateAuthority
+from keys.files import read_private_file, write_private_file
+from keys.sealing import SealingKey, seal
+from keys.signing import SigningKey
+from xinrong.catalog import Catalog, Form
+from xinrong.consent import (
+    build_consent,
+    check_consent_use,
+    parse_scope,
+    sign_consent,
+    sign_revocation,
+    verify_revocation,
+    verify_signed_consent,
+)
+from xinrong.errors import ConsentError, KeyFileError, Reason, SignatureError, ValidationError
+from xinrong.v1 import common_pb2
+
+USCC = "911301001234567883"
+OTHER = "91110108551385082Q"
+
+
+def test_private_key_files_are_0600_and_refused_when_readable_by_others(tmp_path: Path) -> None:
+    path = write_private_file(tmp_path / "k.pem", b"secret")
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert read_private_file(path) == b"secret"
+    os.chmod(path, 0o640)
+    with pytest.raises(KeyFileError, match="group or others"):
+        read_private_file(path)
+    os.chmod(path, 0o604)
+    with pytest.raises(KeyFileError):
+        SigningKey.load(path)
+
+
+def test_party_keys_on_disk_are_private(pki: Pki) -> None:
+    directory = pki.root / "providers" / "tax"
+    for name in ("tls.key", "signing.key", "sealing.key"):
+        assert ((directory / name).stat().st_mode & 0o077) == 0, name
+    assert ((pki.root / "ca" / "ca.key").stat().st_mode & 0o077) == 0
+
+
+def test_signatures_are_domain_separated() -> None:
+    key = SigningKey.generate()
+    sig = key.sign("xinrong.v1.Verdict", b"payload")
+    key.verify_key.verify("xinrong.v1.Verdict", b"payload", sig)
+    with pytest.raises(SignatureError):
+        key.verify_key.verify("xinrong.v1.Indicator", b"payload", sig)
+    with pytest.raises(SignatureError):
+        key.verify_key.verify("xinrong.v1.Verdict", b"payloaD", sig)
+
+
+def test_sealed_boxes_bind_recipient_type_and_context() -> None:
+    key = SealingKey.generate()
+    box = seal(b"hello", recipient_id="bank-a", recipient_public_raw=key.public_raw,
+               content_type="t", context="req-1")
+    assert key.open(box, recipient_id="bank-a", content_type="t", context="req-1") == b"hello"
+    assert b"hello" not in box.ciphertext
+    for kwargs in ({"recipient_id": "bank-b", "content_type": "t", "context": "req-1"},
+                   {"recipient_id": "bank-a", "content_type": "u", "context": "req-1"},
+                   {"recipient_id": "bank-a", "content_type": "t", "context": "req-2"}):
+        with pytest.raises(SignatureError):
+            key.open(box, **kwargs)
+    box.context = "req-2"  # relabelled by a relay: the HPKE info no longer matches
+    with pytest.raises(SignatureError):
+        key.open(box, recipient_id="bank-a", content_type="t", context="req-2")
+    with pytest.raises(SignatureError):
+        SealingKey.generate().open(box, recipient_id="bank-a", content_type="t", context="req-1")
+
+
+def test_bindings_are_checked_against_the_ca(pki: Pki) -> None:
+    ca = CaVerifier(pki.ca.cert_pem)
+    tax = pki.provider("tax")
+    b = verify_binding(ca, tax.binding.signed, expect_role="provider", expect_party_id="tax")
+    assert b.provider == "tax"
+    rogue = CertificateAuthority.create("rogue")
+    forged = issue_binding(rogue, party_id="tax", role="provider", signing_public_raw=SigningKey.generate().public_raw)
+    with pytest.raises(SignatureError):
+        verify_binding(ca, forged)
+    with pytest.raises(SignatureError):
+        verify_binding(ca, tax.binding.signed, expect_role="institution")
+    with pytest.raises(SignatureError):
+        verify_binding(ca, tax.binding.signed, now=time.time() + 10 * 365 * 86400)
+
+
+def _consent(pki: Pki, catalog: Catalog, **over: object) -> common_pb2.SignedConsent:
+    ent = pki.enterprise(USCC)
+    now = int(time.time())
+    fields: dict[str, object] = dict(
+        enterprise_uscc=USCC, enterprise_key_id=ent.signing_key.key_id, grantee_id="bank-a",
+        purpose="loan_application", scope=parse_scope(catalog, ["tax.*", "social_insurance.consecutive_months"]),
+        data_period_from="2025-01-01", data_period_to="2026-12-31", valid_from=now - 10, valid_until=now + 3600,
+        max_uses=5,
+    )
+    fields.update(over)
+    return sign_consent(build_consent(**fields), ent.signing_key, ent.binding.signed)  # type: ignore[arg-type]
+
+
+def test_consent_round_trip_and_use_checks(pki: Pki, catalog: Catalog) -> None:
+    ca = CaVerifier(pki.ca.cert_pem)
+    v = verify_signed_consent(ca, _consent(pki, catalog))
+    assert v.covers("tax.credit_grade", Form.GRADE)
+    assert v.covers("social_insurance.consecutive_months", Form.LADDER)
+    assert not v.covers("social_insurance.in_arrears", Form.FLAG)
+    now = time.time()
+    check_consent_use(v, enterprise_uscc=USCC, audience_id="bank-a", needs=[("tax.credit_grade", Form.GRADE)], now=now)
+
+    def reason(**kw: object) -> Reason:
+        args: dict[str, object] = dict(enterprise_uscc=USCC, audience_id="bank-a",
+                                       needs=[("tax.credit_grade", Form.GRADE)], now=now)
+        args.update(kw)
+        with pytest.raises(ConsentError) as info:
+            check_consent_use(v, **args)  # type: ignore[arg-type]
+        return info.value.reason
+
+    assert reason(audience_id="bank-b") is Reason.CONSENT_GRANTEE_MISMATCH
+    assert reason(enterprise_uscc=OTHER) is Reason.ACCESS_DENIED
+    assert reason(now=now + 7200) is Reason.CONSENT_EXPIRED
+    assert reason(now=now - 3600) is Reason.CONSENT_NOT_YET_VALID
+    assert reason(state=common_pb2.CONSENT_STATE_REVOKED) is Reason.CONSENT_REVOKED
+    assert reason(needs=[("social_insurance.in_arrears", Form.FLAG)]) is Reason.CLAIM_OUT_OF_SCOPE
+
+
+def test_forged_consents_get_the_uniform_denial(pki: Pki, catalog: Catalog) -> None:
+    ca = CaVerifier(pki.ca.cert_pem)
+    good = _consent(pki, catalog)
+    tampered = common_pb2.SignedConsent()
+    tampered.CopyFrom(good)
+    c = common_pb2.Consent()
+    c.ParseFromString(good.consent)
+    c.max_uses = 1000  # a bank widening its consent
+    tampered.consent = c.SerializeToString(deterministic=True)
+    other_ent = pki.enterprise(OTHER)
+    wrong_signer = sign_consent(c, other_ent.signing_key, other_ent.binding.signed)
+    for bad in (tampered, wrong_signer):
+        with pytest.raises(ConsentError) as info:
+            verify_signed_consent(ca, bad)
+        assert info.value.reason is Reason.ACCESS_DENIED
+        assert info.value.public_message == ConsentError("x").public_message
+
+
+def test_consent_validation(pki: Pki, catalog: Catalog) -> None:
+    with pytest.raises(ValidationError):
+        _consent(pki, catalog, data_period_from="2027-01-01")
+    with pytest.raises(ValueError):
+        _consent(pki, catalog, enterprise_uscc="911301001234567884")
+    with pytest.raises(ValidationError):
+        parse_scope(catalog, ["tax.credit_grade:bracket"])
+    with pytest.raises(ValidationError):
+        parse_scope(catalog, ["tax.last_normal_payment_date"])
+
+
+def test_revocations_must_be_signed_by_the_enterprise(pki: Pki) -> None:
+    ca = CaVerifier(pki.ca.cert_pem)
+    ent = pki.enterprise(USCC)
+    rev = sign_revocation("c-1", USCC, ent.signing_key)
+    assert verify_revocation(ca, rev, ent.binding.signed).consent_id == "c-1"
+    forged = sign_revocation("c-1", USCC, SigningKey.generate())
+    with pytest.raises(ConsentError):
+        verify_revocation(ca, forged, ent.binding.signed)
+    with pytest.raises(ConsentError):
+        verify_revocation(ca, rev, pki.enterprise(OTHER).binding.signed)

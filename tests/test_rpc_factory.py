@@ -1,0 +1,127 @@
+"""The server factory: mTLS required, role checks before handlers, one error mapping,
+real health, reflection, size limits, server identity pinning, graceful stop."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from conftest import Pki
+from xinrong.errors import ConsentError, Reason
+from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.errors import decode_rpc_error
+from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.v1 import agent_pb2, agent_pb2_grpc
+
+
+class _Agent(agent_pb2_grpc.AgentServiceServicer):
+    def GetAgentInfo(self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
+        return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
+
+    def EvaluateClaims(self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateClaimsResponse:
+        raise ConsentError("internal detail that must not leak")
+
+    def EvaluateIndicators(self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateIndicatorsResponse:
+        raise RuntimeError("boom: secret internal state")
+
+
+@pytest.fixture()
+def server(pki: Pki) -> Iterator[RunningServer]:
+    running = build_server(
+        pki.provider("tax"), "127.0.0.1:0",
+        [ServiceBinding("xinrong.v1.AgentService",
+                        lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(_Agent(), s),
+                        frozenset({"node"}))],
+        max_message_bytes=1024 * 1024,
+    )
+    yield running
+    running.stop(0)
+
+
+def _channel(pki: Pki, server: RunningServer, role: str, pid: str, *, server_id: str = "tax") -> grpc.Channel:
+    creds = pki.node if role == "node" else pki.party(role, pid)
+    return secure_channel(f"127.0.0.1:{server.port}", creds, server_role="provider", server_id=server_id)
+
+
+def test_health_is_not_serving_until_ready(pki: Pki, server: RunningServer) -> None:
+    assert server.port > 0
+    with _channel(pki, server, "node", "node") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        status = stub.Check(health_pb2.HealthCheckRequest(service="xinrong.v1.AgentService"), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        server.set_serving(True)
+        assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_role_check_and_error_mapping(pki: Pki, server: RunningServer) -> None:
+    with _channel(pki, server, "node", "node") as ch:
+        stub = agent_pb2_grpc.AgentServiceStub(ch)
+        assert stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5).provider == "tax"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.EvaluateClaims(agent_pb2.EvaluateClaimsRequest(), timeout=5)
+        err = decode_rpc_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.ACCESS_DENIED.value)
+        assert "internal detail" not in err.message
+        with pytest.raises(grpc.RpcError) as info:
+            stub.EvaluateIndicators(agent_pb2.EvaluateIndicatorsRequest(), timeout=5)
+        err = decode_rpc_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.INTERNAL, "INTERNAL")
+        assert "secret" not in err.message
+    with _channel(pki, server, "institution", "bank-a") as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+        err = decode_rpc_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
+
+
+def test_clients_pin_the_server_identity(pki: Pki, server: RunningServer) -> None:
+    """A client that means to reach the water agent does not complete a handshake with tax."""
+    with _channel(pki, server, "node", "node", server_id="water") as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_plaintext_and_foreign_clients_are_refused(pki: Pki, server: RunningServer) -> None:
+    from keys.ca import CertificateAuthority
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.RpcError):
+            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
+    rogue = CertificateAuthority.create("rogue")
+    key, cert = rogue.issue_tls("node", "node")
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert_pem, private_key=key, certificate_chain=cert)
+    options = [("grpc.ssl_target_name_override", "tax.provider.xinrong")]
+    with grpc.secure_channel(f"127.0.0.1:{server.port}", creds, options=options) as ch:
+        with pytest.raises(grpc.RpcError):
+            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
+
+
+def test_message_size_limit(pki: Pki, server: RunningServer) -> None:
+    with _channel(pki, server, "node", "node") as ch:
+        big = agent_pb2.EvaluateClaimsRequest(request_id="x" * (2 * 1024 * 1024))
+        with pytest.raises(grpc.RpcError) as info:
+            agent_pb2_grpc.AgentServiceStub(ch).EvaluateClaims(big, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+
+
+def test_reflection_lists_services(pki: Pki, server: RunningServer) -> None:
+    with _channel(pki, server, "node", "node") as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name for r in responses for s in r.list_services_response.service}
+    assert {"xinrong.v1.AgentService", "grpc.health.v1.Health"} <= names
+
+
+def test_graceful_stop_reports_not_serving(pki: Pki) -> None:
+    running = build_server(pki.provider("tax"), "127.0.0.1:0", [])
+    running.set_serving(True)
+    running.stop(0.5)
+    running.stop(0.5)  # idempotent
+    with _channel(pki, running, "node", "node") as ch:
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)

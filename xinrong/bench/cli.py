@@ -1,0 +1,37 @@
+"""``xinrong bench``: benchmarks that print one JSON line each."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from typing import Any
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from xinrong.bench import verify
+
+    return verify.main(args)
+
+
+def _lazy(module: str, func: str = "main") -> Any:
+    def run(args: argparse.Namespace) -> int:
+        result: int = getattr(importlib.import_module(module), func)(args)
+        return result
+
+    return run
+
+
+def _print(result: dict[str, Any]) -> int:
+    print(json.dumps(result))
+    return 0
+
+
+def register_cli(parser: argparse.ArgumentParser) -> None:
+    from xinrong.bench import verify
+
+    sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH")
+    sub.required = True
+    p = sub.add_parser("verify", help="end-to-end verify qps and latency vs the one-hop gRPC ceiling")
+    verify.add_arguments(p)
+    p.set_defaults(func=_verify)

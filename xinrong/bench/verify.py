@@ -1,0 +1,158 @@
+"""``xinrong bench verify``: end-to-end verify calls through node and agent over
+mTLS, against the raw one-hop gRPC ceiling measured in the same run.
+
+Both loads use the same client machinery: one mTLS channel shared by C
+threads, each issuing calls back to back for S seconds. The end-to-end call
+is the real thing - the bank SDK builds a request, the node checks consent,
+policy, budgets and replay, writes the audit entry, calls the tax agent,
+which re-verifies the consent, reads SQLite, signs and seals; the client
+opens the box and checks the provider signature before counting the call.
+The ceiling is an empty unary RPC (gRPC health Check) to a server built by
+the same factory with the same certificates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from bank.client import BankClient
+from enterprise.client import ConsentRequest, grant, parse_consent
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.localnet import deploy
+from xinrong.procs import ProcessGroup
+from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.server import build_server
+
+
+def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> dict[str, float]:
+    """C threads calling back to back; returns qps and latency percentiles (ms)."""
+    stop = threading.Event()
+    measuring = threading.Event()
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+
+    def worker(i: int) -> None:
+        mine = latencies[i]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - counted, reported
+                errors[i] += 1
+                continue
+            if measuring.is_set():
+                mine.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    measuring.set()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    measuring.clear()
+    elapsed = time.perf_counter() - start
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    lat = sorted(x for per in latencies for x in per)
+    if not lat:
+        raise RuntimeError(f"no call succeeded ({sum(errors)} errors)")
+    return {
+        "qps": len(lat) / elapsed,
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "calls": float(len(lat)),
+        "errors": float(sum(errors)),
+    }
+
+
+def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int = 1,
+        warmup: float = 2.0, workdir: Path | None = None) -> dict[str, object]:
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
+        workdir = Path(tmp.name)
+    try:
+        with ProcessGroup(workdir) as group:
+            gen = group.run_cli(["data", "generate", "--enterprises", str(enterprises), "--out",
+                                 str(workdir / "data"), "--seed", "11"])
+            if gen.returncode != 0:
+                raise RuntimeError(gen.stderr)
+            platform = deploy(
+                workdir, providers=["tax"], institutions=["bank-a"], data_dir=workdir / "data", group=group,
+                node_overrides={"enterprise_daily_budget": 1_000_000_000},
+            )
+            with open(workdir / "data" / "tax.csv") as fh:
+                fh.readline()
+                enterprise = fh.readline().split(",")[0]
+            ca = load_ca(platform.keys_dir)
+            provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
+            ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
+            bank_creds = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
+            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01",
+                                                "2026-12-31", max_uses=4_000_000_000))
+            consent_id = parse_consent(consent).consent_id
+            all_claims = ["tax.credit_grade in A,B", "tax.in_arrears == false",
+                          "tax.consecutive_normal_months >= 12", "tax.vat_paid_last_year >= 500000"]
+            asked = all_claims[: max(1, min(claims, len(all_claims)))]
+            with BankClient(platform.node_address, bank_creds) as bank:
+                bank.register_consent(consent)
+                bank.refresh_providers()
+                e2e = _drive(lambda: bank.verify(enterprise, asked, consent_id),
+                             seconds=seconds, concurrency=concurrency, warmup=warmup)
+
+            # The ceiling: same factory, same certificates, an empty unary RPC.
+            node_creds = load_party(party_dir(platform.keys_dir, "node", "node"))
+            group.stop_all()
+            server = build_server(node_creds, "127.0.0.1:0", [])
+            server.set_serving(True)
+            try:
+                with secure_channel(f"127.0.0.1:{server.port}", bank_creds,
+                                    server_role="node", server_id="node") as channel:
+                    stub = health_pb2_grpc.HealthStub(channel)
+                    req = health_pb2.HealthCheckRequest()
+                    ceiling = _drive(lambda: stub.Check(req, timeout=5), seconds=seconds,
+                                     concurrency=concurrency, warmup=warmup)
+            finally:
+                server.stop(0)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "bench": "verify",
+        "qps": round(e2e["qps"], 1),
+        "p50_ms": round(e2e["p50_ms"], 2),
+        "p99_ms": round(e2e["p99_ms"], 2),
+        "ceiling_qps": round(ceiling["qps"], 1),
+        "ceiling_p50_ms": round(ceiling["p50_ms"], 2),
+        "ratio": round(e2e["qps"] / ceiling["qps"], 3),
+        "errors": int(e2e["errors"] + ceiling["errors"]),
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "claims_per_call": len(asked),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--claims", type=int, default=1, help="claims per verify call (1-4, all at the tax agent)")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims)
+    if not args.json:
+        print(f"end-to-end verify: {result['qps']} qps, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
+              f"one-hop ceiling {result['ceiling_qps']} qps; ratio {result['ratio']}")
+    print(json.dumps(result))
+    return 0

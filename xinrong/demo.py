@@ -1,0 +1,358 @@
+"""``xinrong demo``: the whole verification story on one machine, checked.
+
+Generates keys and synthetic data, starts every provider agent and the node
+as separate processes on 127.0.0.1 over mTLS, and plays a scripted bank
+session: consent -> verify -> indicators -> revoke -> refused -> probing
+refused. Every verdict and indicator is checked against the generated CSVs
+(read here independently of the agent's code). Ends with one JSON line and
+exits non-zero if any check fails; every process it started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from bank.client import BankClient, CheckedIndicator, CheckedVerdict
+from enterprise.client import ConsentRequest, EnterpriseClient, grant, parse_consent
+from keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.catalog import Catalog, FieldSpec, FieldType, default_catalog
+from xinrong.claims import check_claim, parse_claim
+from xinrong.localnet import LocalPlatform, deploy
+from xinrong.procs import ProcessGroup
+from xinrong.rpc.errors import RemoteError
+from xinrong.v1 import common_pb2
+
+DEFAULT_PROVIDERS = [
+    "tax", "social_insurance", "housing_fund", "electricity", "water", "gas", "market", "judicial", "real_estate",
+]
+
+VERIFY_CLAIMS = [
+    "tax.credit_grade in A,B",
+    "tax.in_arrears == false",
+    "tax.consecutive_normal_months >= 12",
+    "social_insurance.consecutive_months >= 12",
+    "social_insurance.avg_insured_headcount in [10,50)",
+    "housing_fund.consecutive_normal_months >= 6",
+    "electricity.avg_spend_6m in [5000,20000)",
+    "electricity.in_arrears == false",
+    "water.avg_use_3m >= 50",
+    "gas.in_arrears == false",
+    "market.status in in_business",
+    "judicial.dishonest_debtor == false",
+    "real_estate.property_count >= 1",
+]
+
+INDICATOR_QUERIES = [
+    ("tax.credit_grade", "grade"),
+    ("tax.in_arrears", "flag"),
+    ("electricity.avg_spend_12m", "bracket"),
+    ("housing_fund.avg_contributors", "bracket"),
+    ("market.registered_capital", "bracket"),
+    ("water.avg_use_6m", "bracket"),
+]
+
+
+# --- ground truth, read straight from the generated CSVs -----------------------------
+
+
+def _typed(spec: FieldSpec, text: str) -> Any:
+    if text == "":
+        return None
+    if spec.type is FieldType.BOOL:
+        return text == "true"
+    if spec.type in (FieldType.INT, FieldType.DECIMAL):
+        return Decimal(text)
+    return text
+
+
+class GroundTruth:
+    """The generated CSVs, to check every signed answer against."""
+
+    def __init__(self, data_dir: Path, catalog: Catalog, providers: list[str]) -> None:
+        self.catalog = catalog
+        self.rows: dict[str, dict[str, dict[str, str]]] = {}
+        for provider in providers:
+            with open(data_dir / f"{provider}.csv", newline="") as fh:
+                self.rows[provider] = {row["uscc"]: row for row in csv.DictReader(fh)}
+
+    def value(self, field: str, enterprise: str) -> Any:
+        spec = self.catalog.field(field)
+        row = self.rows[spec.provider].get(enterprise)
+        return None if row is None else _typed(spec, row[spec.column])
+
+    def expected_verdict(self, claim: str, enterprise: str) -> str:
+        checked = check_claim(self.catalog, parse_claim(claim))
+        c = checked.claim
+        value = self.value(c.field, enterprise)
+        if value is None:
+            return "NO_DATA"
+        op = c.op
+        if op == common_pb2.CLAIM_OPERATOR_EQ:
+            truth = value == (c.values[0] == "true")
+        elif op == common_pb2.CLAIM_OPERATOR_IN:
+            truth = value in set(c.values)
+        elif op == common_pb2.CLAIM_OPERATOR_GE:
+            truth = value >= Decimal(c.values[0])
+        elif op == common_pb2.CLAIM_OPERATOR_LT:
+            truth = value < Decimal(c.values[0])
+        else:
+            lo, hi = Decimal(c.values[0]), (Decimal(c.values[1]) if c.values[1] else None)
+            truth = value >= lo and (hi is None or value < hi)
+        return "TRUE" if truth else "FALSE"
+
+    def expected_indicator(self, field: str, enterprise: str) -> Any:
+        spec = self.catalog.field(field)
+        value = self.value(field, enterprise)
+        if value is None:
+            return None
+        if spec.type is FieldType.BOOL or spec.type is FieldType.ENUM:
+            return value
+        index = -1
+        for i, edge in enumerate(spec.edges):
+            if value >= edge:
+                index = i
+        return index
+
+    def enterprises_present_everywhere(self) -> list[str]:
+        sets = [set(rows) for rows in self.rows.values()]
+        return sorted(set.intersection(*sets))
+
+    def enterprises_missing_somewhere(self) -> list[str]:
+        everywhere = set(self.enterprises_present_everywhere())
+        return sorted(set(self.rows["market"]) - everywhere) if "market" in self.rows else []
+
+
+# --- the scripted session -----------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    verified: int = 0
+    signatures_ok: int = 0
+    indicators: int = 0
+    denied_as_expected: int = 0
+    mismatches_vs_ground_truth: int = 0
+    unexpected: list[str] = field(default_factory=list)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _check_verdicts(
+    verdicts: list[CheckedVerdict], truth: GroundTruth, enterprise: str, tally: Tally
+) -> None:
+    for v in verdicts:
+        expected = truth.expected_verdict(v.claim, enterprise)
+        ok = v.result == expected
+        tally.verified += 1
+        tally.signatures_ok += 1  # BankClient returns only signature-checked verdicts
+        if not ok:
+            tally.mismatches_vs_ground_truth += 1
+        mark = "ok" if ok else f"MISMATCH (csv says {expected})"
+        _say(f"    {v.result:8s} {v.claim:52s} signed by {v.provider:17s} {mark}")
+
+
+def _check_indicators(
+    indicators: list[CheckedIndicator], truth: GroundTruth, enterprise: str, tally: Tally
+) -> None:
+    for ind in indicators:
+        expected = truth.expected_indicator(ind.field, enterprise)
+        got: Any = ind.value
+        if isinstance(got, dict):
+            got = got["index"]
+        ok = got == expected
+        tally.indicators += 1
+        tally.signatures_ok += 1
+        if not ok:
+            tally.mismatches_vs_ground_truth += 1
+        mark = "ok" if ok else f"MISMATCH (csv says {expected})"
+        _say(f"    {ind.field:38s} {ind.form:8s} {json.dumps(ind.value):40s} {mark}")
+
+
+def _expect_refusal(tally: Tally, label: str, reason: str, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except RemoteError as exc:
+        if exc.reason == reason:
+            tally.denied_as_expected += 1
+            _say(f"    refused as expected: {label}: {exc.code.name} {exc.reason}")
+            return
+        tally.unexpected.append(f"{label}: expected {reason}, got {exc.reason}")
+        _say(f"    UNEXPECTED refusal for {label}: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - a demo step failing is reported, not raised
+        tally.unexpected.append(f"{label}: expected {reason}, got {type(exc).__name__}: {exc}")
+        _say(f"    UNEXPECTED error for {label}: {exc}")
+        return
+    tally.unexpected.append(f"{label}: expected refusal {reason}, but it was allowed")
+    _say(f"    NOT REFUSED: {label}")
+
+
+def _enterprise_creds(platform: LocalPlatform, code: str) -> Any:
+    ca = load_ca(platform.keys_dir)
+    provision_party(ca, platform.keys_dir, role="enterprise", party_id=code, with_sealing=False, overwrite=True)
+    return load_party(party_dir(platform.keys_dir, "enterprise", code))
+
+
+def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tally:
+    tally = Tally()
+    catalog = truth.catalog
+    full = truth.enterprises_present_everywhere()
+    partial = truth.enterprises_missing_somewhere()
+    if not full or not partial:
+        raise RuntimeError("generated data has no enterprise present everywhere / missing somewhere")
+    e1, e2 = full[len(full) // 2], partial[len(partial) // 3]
+    bank_a = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
+    bank_b = load_party(party_dir(platform.keys_dir, "institution", "bank-b"))
+    period = (f"{int(as_of[:4]) - 1}-01-01", f"{as_of[:4]}-12-31")
+    all_scope = tuple(f"{p}.*" for p in truth.rows)
+
+    with BankClient(platform.node_address, bank_a, catalog=catalog) as bank, \
+            BankClient(platform.node_address, bank_b, catalog=catalog) as other_bank:
+        _say("\n[1] enterprises sign consents for bank-a (Ed25519, CA-bound keys)")
+        creds1, creds2 = _enterprise_creds(platform, e1), _enterprise_creds(platform, e2)
+        consent1 = grant(creds1, ConsentRequest("bank-a", "loan_application", all_scope, *period, max_uses=20))
+        consent2 = grant(creds2, ConsentRequest("bank-a", "loan_application", ("tax.*", "electricity.*"),
+                                                *period, max_uses=20))
+        with EnterpriseClient(platform.node_address, creds1) as ent1:
+            ent1.register(consent1)
+        bank.register_consent(consent2)  # a grantee may register the consent it holds
+        id1, id2 = parse_consent(consent1).consent_id, parse_consent(consent2).consent_id
+        _say(f"    {e1}: consent {id1} (all providers, 20 uses)")
+        _say(f"    {e2}: consent {id2} (tax and electricity only)")
+
+        _say(f"\n[2] bank-a verifies {len(VERIFY_CLAIMS)} claims about {e1} across {len(truth.rows)} providers")
+        _check_verdicts(bank.verify(e1, VERIFY_CLAIMS, id1), truth, e1, tally)
+        claims2 = [c for c in VERIFY_CLAIMS if c.startswith(("tax.", "electricity."))]
+        _say(f"    ... and {len(claims2)} claims about {e2}, who is missing at some providers")
+        _check_verdicts(bank.verify(e2, claims2, id2), truth, e2, tally)
+
+        _say("\n[3] bank-a reads indicators in their published forms")
+        _check_indicators(bank.indicators(e1, INDICATOR_QUERIES, id1), truth, e1, tally)
+
+        _say("\n[4] probing and misuse are refused")
+        _expect_refusal(tally, "threshold off the published ladder (>= 13)", "THRESHOLD_NOT_PUBLISHED",
+                        lambda: bank.verify(e1, ["social_insurance.consecutive_months >= 13"], id1))
+        _expect_refusal(tally, "bracket with an unpublished edge [1234,5000)", "THRESHOLD_NOT_PUBLISHED",
+                        lambda: bank.verify(e1, ["electricity.avg_spend_6m in [1234,5000)"], id1))
+        _expect_refusal(tally, "value of a verification-only field", "FORM_NOT_ALLOWED",
+                        lambda: bank.indicators(e1, [("social_insurance.avg_insured_headcount", "bracket")], id1))
+        _expect_refusal(tally, "field outside the consent's scope", "CLAIM_OUT_OF_SCOPE",
+                        lambda: bank.verify(e2, ["social_insurance.in_arrears == false"], id2))
+        _expect_refusal(tally, "bank-b using bank-a's consent", "CONSENT_GRANTEE_MISMATCH",
+                        lambda: other_bank.verify(e1, ["tax.in_arrears == false"], id1))
+        _expect_refusal(tally, "a consent id the node never saw", "ACCESS_DENIED",
+                        lambda: bank.verify(e1, ["tax.in_arrears == false"], str(uuid.uuid4())))
+        _expect_refusal(tally, "e2's consent used for e1", "ACCESS_DENIED",
+                        lambda: bank.verify(e1, ["tax.in_arrears == false"], id2))
+        replay_id = str(uuid.uuid4())
+        bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id)
+        tally.verified += 1
+        tally.signatures_ok += 1
+        _expect_refusal(tally, "the same request id again", "REQUEST_REPLAYED",
+                        lambda: bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id))
+
+        _say(f"\n[5] {e1} revokes its consent; the node pushes the revocation to every agent")
+        with EnterpriseClient(platform.node_address, creds1) as ent1:
+            resp = ent1.revoke(id1)
+        _say(f"    state {common_pb2.ConsentState.Name(resp.state)}, "
+             f"acknowledged by {len(resp.providers_notified)} providers")
+        _expect_refusal(tally, "verify after revocation", "CONSENT_REVOKED",
+                        lambda: bank.verify(e1, ["tax.credit_grade in A,B"], id1))
+    return tally
+
+
+def _audit_ok(platform: LocalPlatform) -> bool:
+    assert platform.node_config is not None
+    result = platform.group.run_cli(["node", "audit", "verify", "--config", str(platform.node_config)])
+    _say(f"\n[6] node audit chain: {result.stdout.strip() or result.stderr.strip()}")
+    return result.returncode == 0
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    workdir = Path(args.workdir).resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    catalog = default_catalog()
+    providers = [p for p in args.providers.split(",") if p]
+    unknown = set(providers) - set(catalog.providers)
+    if unknown or not {"tax", "social_insurance", "housing_fund", "electricity"} <= set(providers):
+        print("the demo needs at least tax, social_insurance, housing_fund and electricity", file=sys.stderr)
+        return 2
+    data_dir = workdir / "data"
+    _say(f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
+         f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})")
+    gen = subprocess.run(
+        [sys.executable, "-m", "xinrong.cli", "data", "generate", "--enterprises", str(args.enterprises),
+         "--out", str(data_dir), "--seed", str(args.seed), "--as-of", args.as_of],
+        capture_output=True, text=True,
+    )
+    if gen.returncode != 0:
+        print(gen.stdout, gen.stderr, file=sys.stderr)
+        return 1
+    summary: dict[str, Any] = {}
+    ok = False
+    with ProcessGroup(workdir) as group:
+        try:
+            platform = deploy(
+                workdir, providers=providers, institutions=["bank-a", "bank-b"], data_dir=data_dir, group=group,
+            )
+            _say(f"    node on {platform.node_address}; agents: "
+                 + ", ".join(f"{p}:{port}" for p, port in platform.provider_ports.items()))
+            truth = GroundTruth(data_dir, catalog, providers)
+            tally = play_session(platform, truth, args.as_of)
+            audit_ok = _audit_ok(platform)
+        except Exception as exc:  # noqa: BLE001 - reported below, processes stopped by the group
+            _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
+            for party in group.parties.values():
+                tail = party.log_tail(15)
+                if tail:
+                    _say(f"--- {party.name} log ---\n{tail}")
+            tally, audit_ok = Tally(unexpected=[f"{type(exc).__name__}: {exc}"]), False
+        summary = {
+            "verified": tally.verified,
+            "signatures_ok": tally.signatures_ok,
+            "indicators": tally.indicators,
+            "denied_as_expected": tally.denied_as_expected,
+            "mismatches_vs_ground_truth": tally.mismatches_vs_ground_truth,
+            "unexpected": len(tally.unexpected),
+            "audit_chain_ok": audit_ok,
+            "providers": len(providers),
+            "enterprises": args.enterprises,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        ok = (
+            not tally.unexpected
+            and tally.mismatches_vs_ground_truth == 0
+            and tally.verified > 0
+            and tally.signatures_ok == tally.verified + tally.indicators
+            and tally.denied_as_expected >= 9
+            and audit_ok
+        )
+    for problem in tally.unexpected:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0 if ok else 1
+
+
+def register_cli(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--enterprises", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--as-of", default="2026-09-30")
+    parser.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
+    parser.add_argument("--workdir", default="demo-run", help="wiped and recreated on every run")
+    parser.set_defaults(func=run)
