@@ -18,7 +18,7 @@ from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
 
-class _Agent(agent_pb2_grpc.AgentServiceServicer):
+class _Agent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def GetAgentInfo(self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
         return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
 

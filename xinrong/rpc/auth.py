@@ -34,7 +34,7 @@ def _identity_from_pem(pem: bytes) -> Peer | None:
 
 def peer_of(context: grpc.ServicerContext) -> Peer | None:
     auth = context.auth_context()
-    pems = auth.get("x509_pem_cert") or []
+    pems = list(auth.get("x509_pem_cert") or [])
     if not pems:
         return None
     return _identity_from_pem(bytes(pems[0]))

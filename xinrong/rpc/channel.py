@@ -4,6 +4,7 @@ identity pinned through its certificate's DNS name (see keys.ca.server_name)."""
 from __future__ import annotations
 
 import time
+from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,13 +23,15 @@ def secure_channel(
     server_role: str,
     server_id: str,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.Channel:
+    """options: extra channel arguments appended to the defaults (e.g. reconnect backoff)."""
     channel_creds = grpc.ssl_channel_credentials(
         root_certificates=credentials.ca_cert_pem,
         private_key=credentials.tls_key_pem,
         certificate_chain=credentials.tls_cert_pem,
     )
-    options = [
+    channel_options: list[tuple[str, int | str]] = [
         ("grpc.ssl_target_name_override", server_name(server_role, server_id)),
         ("grpc.default_authority", server_name(server_role, server_id)),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -36,8 +39,9 @@ def secure_channel(
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.enable_retries", 1),
+        *options,
     ]
-    return grpc.secure_channel(target, channel_creds, options=options)
+    return grpc.secure_channel(target, channel_creds, options=channel_options)
 
 
 def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 30.0) -> None:

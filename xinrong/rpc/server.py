@@ -79,7 +79,7 @@ def _wrap_stream(behavior: Callable[..., Any], roles: frozenset[str] | None, met
     return wrapped
 
 
-class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class GuardInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg, misc]
     """Role check before the handler; XinrongError -> status with ErrorInfo after it."""
 
     def __init__(self, rules: dict[str, frozenset[str]]) -> None:

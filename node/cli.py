@@ -1,0 +1,156 @@
+"""``xinrong node``: serve, check the audit chain, inspect consents.
+
+    xinrong node serve --config node.toml [--port-file PATH]
+    xinrong node audit verify --config node.toml
+    xinrong node audit tail --config node.toml [-n N]
+    xinrong node consents list --config node.toml
+
+The operator tools open the database read-only, so they are safe beside a
+running node. They print metadata only; the node holds nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import tempfile
+from contextlib import closing
+from pathlib import Path
+
+from node.audit import tail, verify_chain
+from node.config import ConfigError, load_config
+from node.db import open_readonly
+from xinrong.errors import XinrongError
+from xinrong.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    """Atomic write, so a waiting script never reads a half-written port."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from node.server import start_node  # grpc start-up only for this verb
+
+    try:
+        config = load_config(args.config)
+        node = start_node(config)
+    except (ConfigError, XinrongError) as exc:
+        print(f"xinrong node serve: {exc}", file=sys.stderr)
+        return 2
+    node.server.install_signal_handlers()
+    if args.port_file:
+        _write_port_file(Path(args.port_file), node.port)
+    print(f"node serving on port {node.port}", flush=True)
+    try:
+        node.wait()
+    finally:
+        node.stop()
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    try:
+        conn = open_readonly(load_config(args.config).db)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"xinrong node audit verify: {exc}", file=sys.stderr)
+        return 2
+    with closing(conn):
+        report = verify_chain(conn)
+    if report.ok:
+        print(f"audit chain OK: {report.entries} entries, head {report.head or '-'}")
+        return 0
+    print(
+        f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} "
+        f"({report.entries} entries verified before it, last good head {report.head})",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _audit_tail(args: argparse.Namespace) -> int:
+    try:
+        conn = open_readonly(load_config(args.config).db)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"xinrong node audit tail: {exc}", file=sys.stderr)
+        return 2
+    with closing(conn):
+        for entry in tail(conn, args.n):
+            print(json.dumps(entry.to_json(), sort_keys=True))
+    return 0
+
+
+def _consents_list(args: argparse.Namespace) -> int:
+    try:
+        conn = open_readonly(load_config(args.config).db)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"xinrong node consents list: {exc}", file=sys.stderr)
+        return 2
+    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    with closing(conn):
+        pushes: dict[str, list[str]] = {}
+        for cid, provider, acked in conn.execute("SELECT consent_id, provider, acked_ms FROM revocation_pushes"):
+            if acked is None:
+                pushes.setdefault(cid, []).append(provider)
+        totals = dict(conn.execute("SELECT consent_id, SUM(uses) FROM consent_daily_uses GROUP BY consent_id"))
+        rows = conn.execute(
+            "SELECT consent_id, enterprise, grantee, signed, state FROM consents ORDER BY registered_ms"
+        ).fetchall()
+        for cid, enterprise, grantee, signed_raw, state in rows:
+            uses = int(totals.get(cid, 0))
+            signed = common_pb2.SignedConsent()
+            signed.ParseFromString(bytes(signed_raw))
+            consent = common_pb2.Consent()
+            consent.ParseFromString(signed.consent)
+            shown = state
+            if state != common_pb2.CONSENT_STATE_REVOKED and now >= consent.valid_until:
+                shown = common_pb2.CONSENT_STATE_EXPIRED
+            print(json.dumps({
+                "consent_id": cid,
+                "enterprise": enterprise,
+                "grantee": grantee,
+                "state": common_pb2.ConsentState.Name(shown).removeprefix("CONSENT_STATE_"),
+                "uses": uses,
+                "max_uses": consent.max_uses,
+                "valid_until": dt.datetime.fromtimestamp(consent.valid_until, dt.timezone.utc).isoformat(),
+                "pending_revocation_pushes": sorted(pushes.get(cid, [])),
+            }, sort_keys=True))
+    return 0
+
+
+def register_cli(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="node_verb", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="serve the node over mTLS")
+    serve.add_argument("--config", required=True, help="node TOML config")
+    serve.add_argument("--port-file", help="write the bound port here once serving (for port 0)")
+    serve.set_defaults(func=_serve)
+
+    audit_p = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit_p.add_subparsers(dest="audit_verb", metavar="COMMAND")
+    audit_sub.required = True
+    verify = audit_sub.add_parser("verify", help="check the whole hash chain")
+    verify.add_argument("--config", required=True)
+    verify.set_defaults(func=_audit_verify)
+    tail_p = audit_sub.add_parser("tail", help="print the last entries as JSON lines")
+    tail_p.add_argument("--config", required=True)
+    tail_p.add_argument("-n", type=int, default=20, help="number of entries (default 20)")
+    tail_p.set_defaults(func=_audit_tail)
+
+    consents_p = sub.add_parser("consents", help="consent registry tools")
+    consents_sub = consents_p.add_subparsers(dest="consents_verb", metavar="COMMAND")
+    consents_sub.required = True
+    list_p = consents_sub.add_parser("list", help="registered consents, their state and uses")
+    list_p.add_argument("--config", required=True)
+    list_p.set_defaults(func=_consents_list)

@@ -1,0 +1,149 @@
+"""Replay protection and the per-enterprise daily budget.
+
+Both are held in memory for the hot path and written through to SQLite in
+the request's admission transaction, so they survive a restart.
+
+Replay ids are global, not per institution: the node passes the bank's
+request id on to the agents, which refuse any id they have seen, so two
+institutions must not share one either. An id is kept for twice the
+clock-skew window (plus a minute): a captured request replayed later than
+that is refused as stale, whatever its id.
+
+The tables carry no secondary index: every index is one more page written
+per request. Expired replay ids are found in memory (kept in arrival
+order) and deleted by primary key, a few hundred per transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from node.db import Database, Transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS replay_ids (
+    request_id TEXT PRIMARY KEY,
+    seen_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS enterprise_daily_uses (
+    enterprise TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    uses       INTEGER NOT NULL,
+    PRIMARY KEY (enterprise, day)
+) WITHOUT ROWID;
+"""
+
+DAY_SECONDS = 86_400
+
+
+def utc_day(now: float) -> int:
+    """Days since the Unix epoch in UTC: budgets reset at 00:00 UTC."""
+    return int(now // DAY_SECONDS)
+
+
+class ReplayGuard:
+    """Request ids seen within the retention window. Callers hold the database lock
+    across ``seen`` and ``record`` so that check and insert are one atomic step.
+
+    Ids are kept in a set for lookups and in a deque in arrival order, so
+    pruning pops expired ids from the left in small batches instead of
+    scanning everything while requests wait.
+    """
+
+    def __init__(self, db: Database, *, retention_seconds: float) -> None:
+        self._db = db
+        self._retention_ms = int(retention_seconds * 1000)
+        self._ids: set[str] = set()
+        self._order: deque[tuple[int, str]] = deque()
+        self._lock = threading.Lock()
+
+    def load(self, now: float) -> int:
+        """Drop expired rows once, then hold the live ids in memory."""
+        cutoff = int(now * 1000) - self._retention_ms
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM replay_ids WHERE seen_ms < ?", (cutoff,))
+        rows = self._db.query("SELECT request_id, seen_ms FROM replay_ids")
+        ordered = sorted((int(seen), str(rid)) for rid, seen in rows)
+        with self._lock:
+            self._order = deque(ordered)
+            self._ids = {rid for _seen, rid in ordered}
+            return len(self._ids)
+
+    def seen(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._ids
+
+    def record(self, tx: Transaction, request_id: str, now: float) -> None:
+        seen_ms = int(now * 1000)
+        # OR REPLACE: an id already pruned from memory may linger on disk for a
+        # moment; it is older than the window, so this is a new use of it.
+        tx.execute("INSERT OR REPLACE INTO replay_ids (request_id, seen_ms) VALUES (?, ?)", (request_id, seen_ms))
+
+        def commit() -> None:
+            with self._lock:
+                self._ids.add(request_id)
+                self._order.append((seen_ms, request_id))
+
+        tx.on_commit(commit)
+
+    def prune(self, now: float, *, batch: int = 500) -> int:
+        """Forget ids older than the retention window, a batch per transaction."""
+        cutoff = int(now * 1000) - self._retention_ms
+        dropped = 0
+        while True:
+            expired: list[tuple[str, int]] = []
+            with self._lock:
+                while self._order and len(expired) < batch and self._order[0][0] < cutoff:
+                    _seen, rid = self._order.popleft()
+                    self._ids.discard(rid)
+                    expired.append((rid, cutoff))
+            if not expired:
+                return dropped
+            with self._db.transaction() as tx:
+                # The seen_ms guard keeps a row that was re-recorded in the meantime.
+                tx.executemany("DELETE FROM replay_ids WHERE request_id = ? AND seen_ms < ?", expired)
+            dropped += len(expired)
+
+
+class EnterpriseBudget:
+    """Requests about one enterprise per UTC day, across all institutions."""
+
+    def __init__(self, db: Database, *, daily_limit: int) -> None:
+        self._db = db
+        self.daily_limit = daily_limit
+        self._uses: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def load(self, now: float) -> int:
+        today = utc_day(now)
+        rows = self._db.query("SELECT enterprise, day, uses FROM enterprise_daily_uses WHERE day >= ?", (today - 1,))
+        with self._lock:
+            self._uses = {(str(e), int(d)): int(u) for e, d, u in rows}
+            return len(self._uses)
+
+    def used(self, enterprise: str, day: int) -> int:
+        with self._lock:
+            return self._uses.get((enterprise, day), 0)
+
+    def exhausted(self, enterprise: str, day: int) -> bool:
+        return self.used(enterprise, day) >= self.daily_limit
+
+    def consume(self, tx: Transaction, enterprise: str, day: int) -> None:
+        tx.execute(
+            "INSERT INTO enterprise_daily_uses (enterprise, day, uses) VALUES (?, ?, 1) "
+            "ON CONFLICT (enterprise, day) DO UPDATE SET uses = uses + 1",
+            (enterprise, day),
+        )
+
+        def commit() -> None:
+            with self._lock:
+                self._uses[(enterprise, day)] = self._uses.get((enterprise, day), 0) + 1
+
+        tx.on_commit(commit)
+
+    def prune_memory(self, now: float) -> None:
+        """Drop counters of past days from memory (they stay on disk for operators)."""
+        today = utc_day(now)
+        with self._lock:
+            self._uses = {k: v for k, v in self._uses.items() if k[1] >= today - 1}

@@ -1,0 +1,137 @@
+"""Micro-benchmark: CPU the node process spends per Verify request.
+
+    python -m node.microbench [--seconds 5] [--concurrency 8] [--claims 1]
+
+Deploys a real platform on 127.0.0.1 (``xinrong.localnet``: keys, the tax
+agent with imported synthetic data, the node; separate processes over
+mTLS), drives Verify calls from this process with plain stubs (no client
+verification, so the load generator stays light), and reads the node's and
+the agent's CPU time (user + system, all threads) from ``/proc`` before and
+after. Prints one JSON line. Per-request CPU is what bounds throughput on a
+small machine: at 2 cores, a node spending ``c`` ms per request cannot
+exceed ``2000 / c`` requests per second however the rest performs.
+
+Linux only (``/proc/<pid>/stat``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from xinrong.claims import parse_claim
+from xinrong.v1 import node_pb2, node_pb2_grpc
+
+CLAIMS = ["tax.credit_grade in A,B", "tax.in_arrears == false", "tax.consecutive_normal_months >= 12",
+          "tax.vat_paid_last_year >= 500000"]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the full line)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[int, int]:
+    stop = threading.Event()
+    counts = [0] * concurrency
+    errors = [0] * concurrency
+
+    def worker(i: int) -> None:
+        while not stop.is_set():
+            try:
+                stub.Verify(make(), timeout=10)
+                counts[i] += 1
+            except Exception:  # noqa: BLE001 - counted and reported
+                errors[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    return sum(counts), sum(errors)
+
+
+def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200) -> dict[str, object]:
+    from enterprise.client import ConsentRequest, grant, parse_consent
+    from keys.layout import load_ca, load_party, party_dir, provision_party
+    from xinrong.localnet import deploy
+    from xinrong.procs import ProcessGroup
+    from xinrong.rpc.channel import secure_channel
+
+    with tempfile.TemporaryDirectory(prefix="xinrong-node-microbench-") as tmp:
+        workdir = Path(tmp)
+        with ProcessGroup(workdir) as group:
+            gen = group.run_cli(["data", "generate", "--enterprises", str(enterprises), "--out",
+                                 str(workdir / "data"), "--seed", "7"])
+            if gen.returncode != 0:
+                raise RuntimeError(gen.stderr)
+            platform = deploy(workdir, providers=["tax"], institutions=["bank-a"], data_dir=workdir / "data",
+                              group=group, node_overrides={"enterprise_daily_budget": 1_000_000_000})
+            with open(workdir / "data" / "tax.csv") as fh:
+                fh.readline()
+                enterprise = fh.readline().split(",")[0]
+            ca = load_ca(platform.keys_dir)
+            provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
+            ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
+            bank = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
+            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31",
+                                                max_uses=4_000_000_000))
+            consent_id = parse_consent(consent).consent_id
+            asked = [parse_claim(c) for c in CLAIMS[: max(1, min(claims, len(CLAIMS)))]]
+
+            def make() -> node_pb2.VerifyRequest:
+                return node_pb2.VerifyRequest(request_id=str(uuid.uuid4()), requested_at=int(time.time()),
+                                              enterprise_uscc=enterprise, consent_id=consent_id, claims=asked)
+
+            node_pid = group.parties["node"].proc.pid
+            agent_pid = group.parties["agent-tax"].proc.pid
+            with secure_channel(platform.node_address, bank, server_role="node", server_id="node") as channel:
+                stub = node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+                stub.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
+                _drive(stub, make, seconds=1.0, concurrency=concurrency)  # warm-up
+                node0, agent0, self0 = process_cpu_seconds(node_pid), process_cpu_seconds(agent_pid), time.process_time()
+                wall0 = time.perf_counter()
+                done, errors = _drive(stub, make, seconds=seconds, concurrency=concurrency)
+                wall = time.perf_counter() - wall0
+                node1, agent1, self1 = process_cpu_seconds(node_pid), process_cpu_seconds(agent_pid), time.process_time()
+    if done == 0:
+        raise RuntimeError(f"no request succeeded ({errors} errors)")
+    return {
+        "bench": "node_cpu",
+        "requests": done,
+        "errors": errors,
+        "qps": round(done / wall, 1),
+        "node_cpu_ms_per_request": round(1000 * (node1 - node0) / done, 3),
+        "agent_cpu_ms_per_request": round(1000 * (agent1 - agent0) / done, 3),
+        "client_cpu_ms_per_request": round(1000 * (self1 - self0) / done, 3),
+        "concurrency": concurrency,
+        "claims_per_call": len(asked),
+        "seconds": seconds,
+        "cores": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node.microbench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--claims", type=int, default=1, help="claims per call (1-4, all at the tax agent)")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

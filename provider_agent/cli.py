@@ -1,0 +1,126 @@
+"""``xinrong agent ...``: import a provider CSV, serve, show status.
+
+    xinrong agent import --config agent.toml --csv tax.csv [--allow-older]
+    xinrong agent serve  --config agent.toml [--port-file PATH]
+    xinrong agent info   --config agent.toml [--json]
+
+Every command validates the whole config (catalog, credentials, binding)
+before doing anything, and prints errors plainly: a rejected import lists
+every problem with its line number, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Callable
+
+from provider_agent.config import AgentSetup, load_agent
+from provider_agent.importer import import_csv
+from provider_agent.server import serve
+from provider_agent.store import DataStore
+from xinrong.errors import ImportRejected, XinrongError
+
+EXIT_REJECTED = 1
+EXIT_CONFIG = 2
+
+
+def _err(text: str) -> None:
+    print(f"xinrong agent: {text}", file=sys.stderr)
+
+
+def _with_setup(run: Callable[[AgentSetup, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            setup = load_agent(args.config)
+        except XinrongError as exc:
+            _err(f"invalid config {args.config}: {exc.detail or exc.public_message}")
+            return EXIT_CONFIG
+        try:
+            return run(setup, args)
+        except ImportRejected as exc:
+            _err(f"import rejected, nothing was imported ({len(exc.problems)} problems):")
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return EXIT_REJECTED
+        except XinrongError as exc:
+            _err(exc.detail or exc.public_message)
+            return EXIT_REJECTED
+        except (OSError, sqlite3.Error) as exc:
+            _err(f"{type(exc).__name__}: {exc}")
+            return EXIT_REJECTED
+
+    return wrapped
+
+
+def _import(setup: AgentSetup, args: argparse.Namespace) -> int:
+    cfg = setup.config
+    store = DataStore(cfg.db, cfg.provider)
+    try:
+        result = import_csv(store, setup.catalog, cfg.provider, args.csv, allow_older=args.allow_older)
+    finally:
+        store.close()
+    replaced = f", replacing period {result.previous_as_of}" if result.previous_as_of else ""
+    print(
+        f"imported {result.rows} enterprises for {result.provider} as of {result.as_of}{replaced} "
+        f"in {result.seconds:.1f}s (sha256 {result.sha256})"
+    )
+    return 0
+
+
+def _serve(setup: AgentSetup, args: argparse.Namespace) -> int:
+    return serve(setup, port_file=Path(args.port_file) if args.port_file else None)
+
+
+def _info(setup: AgentSetup, args: argparse.Namespace) -> int:
+    cfg = setup.config
+    store = DataStore(cfg.db, cfg.provider)
+    try:
+        active = store.active_period()
+        periods = store.periods()
+    finally:
+        store.close()
+    doc = {
+        "provider": cfg.provider,
+        "party_id": setup.credentials.party_id,
+        "key_id": setup.credentials.signing_key.key_id,
+        "data_as_of": active.as_of if active else "",
+        "enterprises": active.rows if active else 0,
+        "imported_at": active.imported_at if active else 0,
+        "sha256": active.sha256 if active else "",
+        "periods_imported": len(periods),
+    }
+    if args.json:
+        print(json.dumps(doc, sort_keys=True))
+    elif active is None:
+        print(f"{cfg.provider}: no data imported yet (health stays NOT_SERVING)")
+    else:
+        print(
+            f"{cfg.provider}: active period {active.as_of}, {active.rows} enterprises, "
+            f"file sha256 {active.sha256}, {len(periods)} imports so far, signing key {doc['key_id']}"
+        )
+    return 0
+
+
+def register_cli(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("import", help="validate a provider CSV and make it the active data period")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--csv", required=True, help="CSV export: uscc,as_of and this provider's catalog columns")
+    p.add_argument("--allow-older", action="store_true", help="accept an as_of older than the active period")
+    p.set_defaults(func=_with_setup(_import))
+
+    p = sub.add_parser("serve", help="serve AgentService over mTLS (only the node may call)")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--port-file", help="write the bound port here once serving (for bind port 0)")
+    p.set_defaults(func=_with_setup(_serve))
+
+    p = sub.add_parser("info", help="show the active data period")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=_with_setup(_info))

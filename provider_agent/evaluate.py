@@ -1,0 +1,533 @@
+"""The agent's domain logic: re-check everything, read once, sign, seal.
+
+The node already checked the caller, the consent and the probing policy, but
+the node is honest-but-curious and the agent holds the raw data, so the agent
+trusts nothing it is told. Before it reads any record it repeats, in a fixed
+order (so the refusal reason is deterministic):
+
+0. shape: request id syntax, 1-64 items            INVALID_ARGUMENT
+1. freshness of the request timestamp              REQUEST_STALE
+2. authenticity of the enterprise-signed consent   ACCESS_DENIED (uniform)
+3. the CA-signed binding of the audience           ACCESS_DENIED (uniform)
+4. the probing policy for every claim / indicator  THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
+   and that each field is this provider's          INVALID_ARGUMENT
+5. consent use: enterprise, grantee = audience,    ACCESS_DENIED, CONSENT_GRANTEE_MISMATCH,
+   revocation, validity window, scope              CONSENT_REVOKED, CONSENT_EXPIRED, ...
+6. the request id was never seen here              REQUEST_REPLAYED
+7. this agent's own use count for the consent      CONSENT_USES_EXHAUSTED / CONSENT_DAILY_LIMIT
+8. the active data period is inside the consent's  CONSENT_PERIOD_MISMATCH
+
+Then one read of the record, one answer per claim (TRUE / FALSE / NO_DATA;
+an absent enterprise is NO_DATA, the same as an absent value), each signed
+with the provider's Ed25519 key, bundled and sealed with HPKE to the audience
+so the node relays it unread. Raw values never leave through this module.
+
+Steps 6-8, the read, signing, sealing and the answer-log entry share one
+state-store transaction: an answer leaves only if its request id was
+recorded, its use counted and its log entry written, and a refused request
+consumes neither its id nor a use.
+
+Signature checks are the expensive part of 2 and 3, so verified consents and
+bindings are cached, keyed by exactly the bytes that were verified;
+time-dependent checks (validity windows, binding expiry) still run on every
+request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Callable, Generic, TypeVar
+
+from keys.binding import VerifiedBinding, verify_binding
+from keys.ca import CaVerifier
+from keys.layout import PartyCredentials
+from keys.sealing import seal
+from provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
+from xinrong.claims import (
+    FORM_TO_PROTO,
+    PROTO_TO_FORM,
+    CheckedClaim,
+    FieldValue,
+    check_claim,
+    check_indicator,
+    evaluate,
+    format_decimal,
+)
+from xinrong.consent import (
+    VerifiedConsent,
+    check_consent_use,
+    check_data_period,
+    verify_revocation,
+    verify_signed_consent,
+)
+from xinrong.errors import (
+    ConsentError,
+    ProviderUnavailable,
+    Reason,
+    SignatureError,
+    ValidationError,
+    XinrongError,
+)
+from xinrong.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+VERDICT_CONTEXT = "xinrong.v1.Verdict"
+INDICATOR_CONTEXT = "xinrong.v1.Indicator"
+BUNDLE_CONTENT_TYPE = "xinrong.v1.AnswerBundle"
+MAX_ITEMS_PER_REQUEST = 64
+# Printable ASCII without spaces: the id is bound into the HPKE info, which
+# joins its parts with NUL, so it must never contain one.
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+_RESULT = {
+    True: common_pb2.VERDICT_RESULT_TRUE,
+    False: common_pb2.VERDICT_RESULT_FALSE,
+    None: common_pb2.VERDICT_RESULT_NO_DATA,
+}
+
+
+@dataclass(frozen=True)
+class ClaimsRequest:
+    """EvaluateClaims in domain form; consent and binding stay signed protos
+    because their exact bytes are what gets verified."""
+
+    request_id: str
+    requested_at: int
+    enterprise_uscc: str
+    consent: common_pb2.SignedConsent
+    audience_binding: common_pb2.SignedPartyBinding
+    claims: tuple[common_pb2.Claim, ...]
+
+
+@dataclass(frozen=True)
+class IndicatorQuery:
+    field: str
+    form: common_pb2.DisclosureForm
+
+
+@dataclass(frozen=True)
+class IndicatorsRequest:
+    request_id: str
+    requested_at: int
+    enterprise_uscc: str
+    consent: common_pb2.SignedConsent
+    audience_binding: common_pb2.SignedPartyBinding
+    queries: tuple[IndicatorQuery, ...]
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    provider: str
+    data_as_of: str
+    enterprises: int
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    consent_id: str
+    state: common_pb2.ConsentState
+
+
+@dataclass(frozen=True)
+class _CachedConsent:
+    verified: VerifiedConsent
+    binding_not_after: int
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _BoundedCache(Generic[K, V]):
+    """A small thread-safe map that forgets its oldest entries: enough to
+    keep hot consents verified once without growing with an attacker's input."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.pop(next(iter(self._items)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _typed(spec: FieldSpec, cell: object) -> FieldValue:
+    """A stored JSON cell back to the typed value claims evaluate on."""
+    if cell is None:
+        return None
+    if spec.type is FieldType.BOOL and isinstance(cell, bool):
+        return cell
+    if spec.type is FieldType.ENUM and isinstance(cell, str):
+        return cell
+    if spec.numeric and isinstance(cell, (int, str)) and not isinstance(cell, bool):
+        return Decimal(cell)
+    if spec.type is FieldType.DATE and isinstance(cell, str):
+        return cell
+    # Only possible if the catalog changed a field's type after the import.
+    raise XinrongError(f"{spec.key}: stored cell does not have the catalog type {spec.type}")
+
+
+class ProviderAgent:
+    """One provider's answering logic over its data and state stores."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        provider: str,
+        credentials: PartyCredentials,
+        data: DataStore,
+        state: StateStore,
+        verdict_ttl_seconds: int = 86400,
+        max_clock_skew_seconds: int = 300,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 4096,
+    ) -> None:
+        if credentials.role != "provider" or credentials.binding.provider != provider:
+            raise ValidationError(f"credentials are not those of provider {provider!r}")
+        self.catalog = catalog
+        self.provider = provider
+        self._signing = credentials.signing_key
+        self._key_id = credentials.signing_key.key_id
+        self._ca: CaVerifier = credentials.ca
+        self._data = data
+        self._state = state
+        self._ttl = verdict_ttl_seconds
+        self._skew = max_clock_skew_seconds
+        self._clock = clock
+        self._consents: _BoundedCache[tuple[bytes, ...], _CachedConsent] = _BoundedCache(cache_size)
+        self._audiences: _BoundedCache[tuple[bytes, ...], VerifiedBinding] = _BoundedCache(cache_size)
+        self._claims: _BoundedCache[bytes, CheckedClaim] = _BoundedCache(cache_size)
+        self._revoked: dict[str, frozenset[str]] = {}
+        self._revoked_lock = threading.Lock()
+        for r in state.revocations():
+            self._revoked[r.consent_id] = self._revoked.get(r.consent_id, frozenset()) | {r.enterprise_uscc}
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_shape(self, request_id: str, n_items: int) -> None:
+        if not _REQUEST_ID.fullmatch(request_id):
+            raise ValidationError("request id must be 1-128 printable ASCII characters")
+        if not 1 <= n_items <= MAX_ITEMS_PER_REQUEST:
+            raise ValidationError(f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries")
+
+    def _check_fresh(self, requested_at: int, now: float) -> None:
+        if abs(now - requested_at) > self._skew:
+            raise ValidationError(
+                f"requested_at is {now - requested_at:.0f}s from now", reason=Reason.REQUEST_STALE
+            )
+
+    def _verify_consent(self, signed: common_pb2.SignedConsent, now: float) -> VerifiedConsent:
+        eb = signed.enterprise_binding
+        # The key is the exact bytes that were verified (a tuple compares
+        # them in full on a hit), so a forged signature never hits the cache.
+        key = (signed.consent, signed.signature, eb.binding, eb.ca_signature)
+        hit = self._consents.get(key)
+        if hit is not None and now <= hit.binding_not_after:
+            return hit.verified
+        verified = verify_signed_consent(self._ca, signed)
+        binding = common_pb2.PartyBinding()
+        binding.ParseFromString(eb.binding)  # parsed fine inside verify_signed_consent
+        self._consents.put(key, _CachedConsent(verified, binding.not_after))
+        return verified
+
+    def _verify_audience(self, signed: common_pb2.SignedPartyBinding, now: float) -> VerifiedBinding:
+        key = (signed.binding, signed.ca_signature)
+        hit = self._audiences.get(key)
+        if hit is not None and now <= hit.not_after:
+            return hit
+        audience = verify_binding(self._ca, signed, expect_role="institution", now=now)
+        if len(audience.sealing_public_raw) != 32:
+            raise SignatureError("audience binding has no X25519 sealing key")
+        self._audiences.put(key, audience)
+        return audience
+
+    def _consent_state(self, verified: VerifiedConsent) -> int:
+        if verified.enterprise in self._revoked.get(verified.consent_id, frozenset()):
+            return common_pb2.CONSENT_STATE_REVOKED
+        return common_pb2.CONSENT_STATE_ACTIVE
+
+    def _check_claim(self, claim: common_pb2.Claim) -> CheckedClaim:
+        """Probing policy and ownership of one claim. Only accepted claims are
+        cached (by their exact bytes); a refused one is re-checked every time,
+        so the cache cannot be grown with junk."""
+        key = claim.SerializeToString(deterministic=True)
+        hit = self._claims.get(key)
+        if hit is not None:
+            return hit
+        checked = check_claim(self.catalog, claim)
+        self._own_field(checked.spec)
+        self._claims.put(key, checked)
+        return checked
+
+    def _own_field(self, spec: FieldSpec) -> None:
+        if spec.provider != self.provider:
+            raise ValidationError(f"{spec.key} belongs to provider {spec.provider}, not {self.provider}")
+
+    def _answer(
+        self,
+        *,
+        kind: str,
+        request_id: str,
+        requested_at: int,
+        enterprise: str,
+        verified: VerifiedConsent,
+        audience: VerifiedBinding,
+        needs: list[tuple[str, Form]],
+        now: float,
+        build: Callable[[Lookup, list[object] | None, int], tuple[common_pb2.AnswerBundle, list[str]]],
+    ) -> common_pb2.SealedBox:
+        """Steps 5-8, the one read, then ``build`` (evaluate and sign), seal,
+        and the answer log: all inside the state store's request transaction,
+        so an answer exists only if its use was counted and it was logged."""
+        check_consent_use(
+            verified,
+            enterprise_uscc=enterprise,
+            audience_id=audience.party_id,
+            needs=needs,
+            now=now,
+            state=self._consent_state(verified),
+        )
+        consent = verified.consent
+        with self._state.request(
+            request_id=request_id,
+            requested_at=requested_at,
+            consent_id=consent.consent_id,
+            max_uses=consent.max_uses,
+            max_uses_per_day=consent.max_uses_per_day,
+            now=now,
+        ) as txn:
+            if txn.outcome is Admission.REPLAYED:
+                raise ValidationError("request id seen before", reason=Reason.REQUEST_REPLAYED)
+            if txn.outcome is Admission.USES_EXHAUSTED:
+                raise ConsentError("agent use count reached max_uses", reason=Reason.CONSENT_USES_EXHAUSTED)
+            if txn.outcome is Admission.DAILY_LIMIT:
+                raise ConsentError("agent use count reached max_uses_per_day", reason=Reason.CONSENT_DAILY_LIMIT)
+            lookup = self._data.lookup(enterprise, consent.data_period_from, consent.data_period_to)
+            if lookup is None:
+                raise ProviderUnavailable("no data period imported yet")
+            check_data_period(verified, lookup.as_of)
+            cells: list[object] | None = None
+            if lookup.data is not None:
+                parsed = json.loads(lookup.data)
+                if not isinstance(parsed, list):
+                    raise XinrongError("stored record is not a JSON array")
+                cells = parsed
+            issued_at = int(now)
+            bundle, hashes = build(lookup, cells, issued_at)
+            box = seal(
+                bundle.SerializeToString(deterministic=True),
+                recipient_id=audience.party_id,
+                recipient_public_raw=audience.sealing_public_raw,
+                content_type=BUNDLE_CONTENT_TYPE,
+                context=request_id,
+            )
+            txn.record(
+                AnswerLogEntry(
+                    request_id=request_id,
+                    kind=kind,
+                    consent_id=consent.consent_id,
+                    enterprise_uscc=enterprise,
+                    audience=audience.party_id,
+                    fields=tuple(field for field, _ in needs),
+                    data_as_of=lookup.as_of,
+                    answer_sha256=tuple(hashes),
+                    sealed_sha256=hashlib.sha256(box.ciphertext).hexdigest(),
+                    issued_at=issued_at,
+                )
+            )
+        log.debug("answered %s %s: consent %s, %d items", kind, request_id, consent.consent_id, len(needs))
+        return box
+
+    def _cell(self, lookup: Lookup, cells: list[object] | None, spec: FieldSpec) -> FieldValue:
+        if cells is None:
+            return None
+        index = self._data.columns(lookup.period_id).get(spec.column)
+        if index is None or index >= len(cells):
+            return None
+        return _typed(spec, cells[index])
+
+    # -------------------------------------------------------------- use cases
+
+    def evaluate_claims(self, req: ClaimsRequest) -> common_pb2.SealedBox:
+        """Verdicts on claims, signed and sealed to the audience."""
+        now = self._clock()
+        self._check_shape(req.request_id, len(req.claims))
+        self._check_fresh(req.requested_at, now)
+        verified = self._verify_consent(req.consent, now)
+        audience = self._verify_audience(req.audience_binding, now)
+        checked = [self._check_claim(claim) for claim in req.claims]
+
+        def build(lookup: Lookup, cells: list[object] | None, issued_at: int) -> tuple[
+            common_pb2.AnswerBundle, list[str]
+        ]:
+            bundle = common_pb2.AnswerBundle()
+            hashes: list[str] = []
+            for c in checked:
+                verdict = common_pb2.Verdict(
+                    request_id=req.request_id,
+                    enterprise_uscc=req.enterprise_uscc,
+                    claim=c.claim,
+                    claim_text=c.text,
+                    result=_RESULT[evaluate(c, self._cell(lookup, cells, c.spec))],
+                    data_as_of=lookup.as_of,
+                    consent_id=verified.consent_id,
+                    audience=audience.party_id,
+                    issued_at=issued_at,
+                    expires_at=issued_at + self._ttl,
+                    provider=self.provider,
+                    provider_key_id=self._key_id,
+                )
+                raw = verdict.SerializeToString(deterministic=True)
+                bundle.verdicts.add(verdict=raw, signature=self._signing.sign(VERDICT_CONTEXT, raw))
+                hashes.append(hashlib.sha256(raw).hexdigest())
+            return bundle, hashes
+
+        return self._answer(
+            kind="claims",
+            request_id=req.request_id,
+            requested_at=req.requested_at,
+            enterprise=req.enterprise_uscc,
+            verified=verified,
+            audience=audience,
+            needs=[(c.spec.key, c.form) for c in checked],
+            now=now,
+            build=build,
+        )
+
+    def evaluate_indicators(self, req: IndicatorsRequest) -> common_pb2.SealedBox:
+        """Fields disclosed in a published form (flag, grade, bracket), signed
+        and sealed. Verification-only fields are refused: they only ever
+        confirm or deny a claim."""
+        now = self._clock()
+        self._check_shape(req.request_id, len(req.queries))
+        self._check_fresh(req.requested_at, now)
+        verified = self._verify_consent(req.consent, now)
+        audience = self._verify_audience(req.audience_binding, now)
+        specs: list[tuple[FieldSpec, Form]] = []
+        for q in req.queries:
+            form = PROTO_TO_FORM.get(q.form)
+            if form is None:
+                raise ValidationError("indicator query without a disclosure form")
+            spec = check_indicator(self.catalog, q.field, form)
+            self._own_field(spec)
+            specs.append((spec, form))
+
+        def build(lookup: Lookup, cells: list[object] | None, issued_at: int) -> tuple[
+            common_pb2.AnswerBundle, list[str]
+        ]:
+            bundle = common_pb2.AnswerBundle()
+            hashes: list[str] = []
+            for spec, form in specs:
+                indicator = common_pb2.Indicator(
+                    request_id=req.request_id,
+                    enterprise_uscc=req.enterprise_uscc,
+                    field=spec.key,
+                    form=FORM_TO_PROTO[form],
+                    data_as_of=lookup.as_of,
+                    consent_id=verified.consent_id,
+                    audience=audience.party_id,
+                    issued_at=issued_at,
+                    expires_at=issued_at + self._ttl,
+                    provider=self.provider,
+                    provider_key_id=self._key_id,
+                )
+                _disclose(indicator, spec, form, self._cell(lookup, cells, spec))
+                raw = indicator.SerializeToString(deterministic=True)
+                bundle.indicators.add(indicator=raw, signature=self._signing.sign(INDICATOR_CONTEXT, raw))
+                hashes.append(hashlib.sha256(raw).hexdigest())
+            return bundle, hashes
+
+        return self._answer(
+            kind="indicators",
+            request_id=req.request_id,
+            requested_at=req.requested_at,
+            enterprise=req.enterprise_uscc,
+            verified=verified,
+            audience=audience,
+            needs=[(spec.key, form) for spec, form in specs],
+            now=now,
+            build=build,
+        )
+
+    def update_consent_status(
+        self, revocation: common_pb2.SignedConsentRevocation, enterprise_binding: common_pb2.SignedPartyBinding
+    ) -> RevocationResult:
+        """Accept a revocation only if the enterprise's own CA-bound key signed
+        it; the node merely delivers it. Later uses of that consent by that
+        enterprise are refused with CONSENT_REVOKED (a revocation signed by one
+        enterprise cannot revoke another enterprise's consent)."""
+        parsed = verify_revocation(self._ca, revocation, enterprise_binding)
+        if not parsed.consent_id:
+            raise ValidationError("revocation names no consent")
+        self._state.add_revocation(
+            consent_id=parsed.consent_id,
+            enterprise_uscc=parsed.enterprise_uscc,
+            revoked_at=parsed.revoked_at,
+            received_at=int(self._clock()),
+            revocation=revocation.revocation,
+            signature=revocation.signature,
+            enterprise_binding=enterprise_binding.SerializeToString(deterministic=True),
+        )
+        with self._revoked_lock:
+            self._revoked[parsed.consent_id] = (
+                self._revoked.get(parsed.consent_id, frozenset()) | {parsed.enterprise_uscc}
+            )
+        log.info("consent %s revoked by its enterprise", parsed.consent_id)
+        return RevocationResult(consent_id=parsed.consent_id, state=common_pb2.CONSENT_STATE_REVOKED)
+
+    def info(self) -> AgentInfo:
+        period = self._data.active_period()
+        return AgentInfo(
+            provider=self.provider,
+            data_as_of=period.as_of if period else "",
+            enterprises=period.rows if period else 0,
+        )
+
+    def ready(self) -> bool:
+        """Ready to answer: keys loaded (construction) and an active period exists."""
+        return self._data.active_period() is not None
+
+    def housekeeping(self) -> int:
+        """Forget request ids old enough that freshness refuses them anyway."""
+        return self._state.prune_seen(int(self._clock()) - 2 * self._skew)
+
+
+def _disclose(indicator: common_pb2.Indicator, spec: FieldSpec, form: Form, value: FieldValue) -> None:
+    """Set the indicator's value in exactly the published form."""
+    if value is None:
+        indicator.no_data = True
+    elif form is Form.FLAG and isinstance(value, bool):
+        indicator.flag = value
+    elif form is Form.GRADE and isinstance(value, str):
+        indicator.grade = value
+    elif form is Form.BRACKET and isinstance(value, Decimal):
+        index = spec.bracket_index(value)
+        if index < 0:
+            # The importer refuses values below the first edge; only a catalog
+            # change after the import gets here. Never guess a bracket.
+            raise XinrongError(f"{spec.key}: stored value below the first published edge")
+        lower, upper = spec.bracket_bounds(index)
+        indicator.bracket.index = index
+        indicator.bracket.lower = format_decimal(lower)
+        indicator.bracket.upper = format_decimal(upper) if upper is not None else ""
+    else:
+        raise XinrongError(f"{spec.key}: stored cell does not fit the {form} form")

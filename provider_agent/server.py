@@ -1,0 +1,170 @@
+"""Running an agent: stores, domain, servicer, and the mTLS server around them.
+
+Health tells the truth: NOT_SERVING until keys are loaded *and* a data period
+is active. The import runs as a separate process, so a watcher thread polls
+the data store (one indexed query a second) and flips health to SERVING as
+soon as the first import commits. The same thread checkpoints the state
+store's WAL (so no request ever pays for an fsync) and prunes old request ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+from provider_agent.config import AgentSetup
+from provider_agent.evaluate import ProviderAgent
+from provider_agent.servicer import SERVICE_NAME, AgentServicer
+from provider_agent.store import DataStore, StateStore
+from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.v1 import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 60.0
+
+
+@dataclass
+class RunningAgent:
+    """A started agent; ``stop`` is idempotent and closes the stores last."""
+
+    agent: ProviderAgent
+    server: RunningServer
+    data: DataStore
+    state: StateStore
+    poll_seconds: float
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+    _ready: bool = False
+    _closed: bool = False
+    _close_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def refresh_health(self) -> bool:
+        """Re-evaluate readiness now (the watcher also does this every poll)."""
+        ready = self.agent.ready()
+        if ready != self._ready and not self._stop.is_set():
+            self._ready = ready
+            self.server.set_serving(ready)
+            log.info("agent %s health: %s", self.agent.provider, "SERVING" if ready else "NOT_SERVING")
+        return ready
+
+    def _watch(self) -> None:
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh_health()
+                self.state.checkpoint()
+                if time.monotonic() >= next_housekeeping:
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+                    pruned = self.agent.housekeeping()
+                    if pruned:
+                        log.debug("pruned %d expired request ids", pruned)
+            except Exception:  # noqa: BLE001 - keep watching; the next poll retries
+                log.exception("agent watcher failed")
+
+    def start_watcher(self) -> None:
+        self._watcher = threading.Thread(target=self._watch, name="agent-health", daemon=True)
+        self._watcher.start()
+
+    def stop(self, grace: float = 5.0) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5.0)
+        self.server.stop(grace)
+        self.data.close()
+        self.state.close()
+
+    def wait(self) -> None:
+        self.server.wait()
+
+
+def start_agent(
+    setup: AgentSetup,
+    *,
+    bind: str | None = None,
+    clock: Callable[[], float] = time.time,
+    poll_seconds: float = 1.0,
+) -> RunningAgent:
+    """Open the stores, build the domain agent and start the mTLS server."""
+    cfg = setup.config
+    data = DataStore(cfg.db, cfg.provider)
+    try:
+        state = StateStore(cfg.state_db, cfg.provider, background_checkpoint=True)
+    except BaseException:
+        data.close()
+        raise
+    try:
+        agent = ProviderAgent(
+            catalog=setup.catalog,
+            provider=cfg.provider,
+            credentials=setup.credentials,
+            data=data,
+            state=state,
+            verdict_ttl_seconds=cfg.verdict_ttl_seconds,
+            max_clock_skew_seconds=cfg.max_clock_skew_seconds,
+            clock=clock,
+        )
+        period = data.active_period()
+        if period is not None and period.catalog_sha256 != setup.catalog.sha256:
+            log.warning(
+                "active period %s was imported under another catalog version; re-import to be safe", period.as_of
+            )
+        servicer = AgentServicer(agent, cfg.node_id)
+
+        def register(server: grpc.Server) -> None:
+            agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+        server = build_server(
+            setup.credentials,
+            bind or cfg.bind,
+            [ServiceBinding(SERVICE_NAME, register, allowed_roles=frozenset({"node"}))],
+            max_workers=cfg.max_workers,
+        )
+    except BaseException:
+        data.close()
+        state.close()
+        raise
+    running = RunningAgent(agent=agent, server=server, data=data, state=state, poll_seconds=poll_seconds)
+    running.refresh_health()
+    running.start_watcher()
+    log.info("agent %s listening on port %d", cfg.provider, server.port)
+    return running
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Atomically, so a watcher never reads a half-written number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def serve(setup: AgentSetup, *, port_file: Path | None = None) -> int:
+    """Serve until SIGTERM / SIGINT, then stop gracefully. Returns an exit code."""
+    running = start_agent(setup)
+    try:
+        running.server.install_signal_handlers()
+        if port_file is not None:
+            write_port_file(port_file, running.port)
+        period = running.agent.info()
+        state = f"serving period {period.data_as_of}" if period.data_as_of else "NOT_SERVING until the first import"
+        print(f"agent {period.provider} listening on port {running.port}, {state}", flush=True)
+        running.wait()
+    finally:
+        running.stop()
+    return 0

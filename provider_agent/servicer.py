@@ -1,0 +1,79 @@
+"""AgentService over gRPC: proto in, domain call, proto out. Nothing else.
+
+The guard interceptor (``xinrong.rpc.server``) has already refused every
+caller whose certificate role is not ``node``; here the certificate's party
+id must also be the configured node id, so a second CA-certified node (say,
+a test or staging node) cannot drive this provider. Domain errors propagate
+to the interceptor, which maps them to a status with an ``ErrorInfo`` reason.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from provider_agent.evaluate import ClaimsRequest, IndicatorQuery, IndicatorsRequest, ProviderAgent
+from xinrong.errors import Reason, XinrongError
+from xinrong.rpc.auth import peer_of
+from xinrong.v1 import agent_pb2, agent_pb2_grpc
+
+SERVICE_NAME = "xinrong.v1.AgentService"
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, agent: ProviderAgent, node_id: str) -> None:
+        self._agent = agent
+        self._node_id = node_id
+
+    def _require_node(self, context: grpc.ServicerContext) -> None:
+        peer = peer_of(context)
+        if peer is None or peer.role != "node" or peer.party_id != self._node_id:
+            raise XinrongError("caller is not the configured node", reason=Reason.CALLER_NOT_ALLOWED)
+
+    def EvaluateClaims(  # noqa: N802 - gRPC method name
+        self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateClaimsResponse:
+        self._require_node(context)
+        box = self._agent.evaluate_claims(
+            ClaimsRequest(
+                request_id=request.request_id,
+                requested_at=request.requested_at,
+                enterprise_uscc=request.enterprise_uscc,
+                consent=request.consent,
+                audience_binding=request.audience_binding,
+                claims=tuple(request.claims),
+            )
+        )
+        return agent_pb2.EvaluateClaimsResponse(sealed=box)
+
+    def EvaluateIndicators(  # noqa: N802
+        self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateIndicatorsResponse:
+        self._require_node(context)
+        box = self._agent.evaluate_indicators(
+            IndicatorsRequest(
+                request_id=request.request_id,
+                requested_at=request.requested_at,
+                enterprise_uscc=request.enterprise_uscc,
+                consent=request.consent,
+                audience_binding=request.audience_binding,
+                queries=tuple(IndicatorQuery(field=q.field, form=q.form) for q in request.queries),
+            )
+        )
+        return agent_pb2.EvaluateIndicatorsResponse(sealed=box)
+
+    def UpdateConsentStatus(  # noqa: N802
+        self, request: agent_pb2.UpdateConsentStatusRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.UpdateConsentStatusResponse:
+        self._require_node(context)
+        result = self._agent.update_consent_status(request.revocation, request.enterprise_binding)
+        return agent_pb2.UpdateConsentStatusResponse(consent_id=result.consent_id, state=result.state)
+
+    def GetAgentInfo(  # noqa: N802
+        self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.GetAgentInfoResponse:
+        self._require_node(context)
+        info = self._agent.info()
+        return agent_pb2.GetAgentInfoResponse(
+            provider=info.provider, data_as_of=info.data_as_of, enterprises=info.enterprises
+        )
+

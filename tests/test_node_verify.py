@@ -1,0 +1,347 @@
+"""Verify / GetIndicators through a real node over mTLS, with fake agents that
+really sign and seal: every refusal with its exact status and reason, the
+uniform denial, budgets, replay, fan-out and agent failures."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+
+from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
+    ACME,
+    BETA,
+    GAMMA,
+    assert_refused,
+    consent_id_of,
+    grant,
+    indicators_request,
+    make_harness,
+    open_indicators,
+    open_verdicts,
+    refusal,
+    register,
+    revocation,
+    verify_request,
+)
+from xinrong.catalog import Catalog
+from xinrong.errors import Reason
+from xinrong.rpc.errors import decode_rpc_error
+from xinrong.v1 import common_pb2, node_pb2
+
+PD = grpc.StatusCode.PERMISSION_DENIED
+FP = grpc.StatusCode.FAILED_PRECONDITION
+RE = grpc.StatusCode.RESOURCE_EXHAUSTED
+IA = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _denial_bytes(err: grpc.RpcError) -> tuple[Any, Any, bytes]:
+    """Everything an institution receives with a refusal: code, message, status details."""
+    metadata: Any = err.trailing_metadata()  # type: ignore[attr-defined]
+    details = [bytes(value) for key, value in metadata if key == "grpc-status-details-bin"]
+    assert len(details) == 1
+    return err.code(), err.details(), details[0]  # type: ignore[attr-defined]
+
+
+def _status(h: Any, consent: common_pb2.SignedConsent, bank: str = "bank-a") -> Any:
+    return h.bank(bank).GetConsentStatus(node_pb2.GetConsentStatusRequest(consent_id=consent_id_of(consent)), timeout=5)
+
+
+def test_verify_and_indicators_return_sealed_signed_answers(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness()
+    consent = grant(pki, catalog)
+    assert register(h.bank(), consent).state == common_pb2.CONSENT_STATE_ACTIVE
+    req = verify_request(consent, ["tax.in_arrears == false", "social_insurance.avg_insured_headcount in [50,100)",
+                                   "tax.cit_paid_last_year >= 50000"])
+    resp = h.bank().Verify(req, timeout=10)
+    assert resp.request_id == req.request_id
+    assert open_verdicts(pki, "bank-a", resp, req.request_id) == {
+        "tax.in_arrears == false": "TRUE",
+        "social_insurance.avg_insured_headcount in [50,100)": "TRUE",
+        "tax.cit_paid_last_year >= 50000": "NO_DATA",
+    }
+    ireq = indicators_request(consent, [("tax.credit_grade", "grade"), ("tax.vat_paid_last_year", "bracket"),
+                                        ("social_insurance.in_arrears", "flag")])
+    iresp = h.bank().GetIndicators(ireq, timeout=10)
+    assert open_indicators(pki, "bank-a", iresp, ireq.request_id) == {
+        "tax.credit_grade": "A",
+        "tax.vat_paid_last_year": ("500000", "1000000"),
+        "social_insurance.in_arrears": False,
+    }
+    status = _status(h, consent)
+    assert (status.uses, status.max_uses, status.state) == (2, 50, common_pb2.CONSENT_STATE_ACTIVE)
+
+
+def test_uniform_denial_is_byte_identical_across_causes(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness()
+    acme = grant(pki, catalog, ACME)
+    beta = grant(pki, catalog, BETA)
+    register(h.bank(), acme)
+    register(h.bank(), beta)
+    bank = h.bank()
+    causes = {
+        "unknown consent id": verify_request(str(uuid.uuid4()), enterprise=ACME),
+        "consent for another enterprise": verify_request(beta, enterprise=ACME),
+        "unknown enterprise": verify_request(acme, enterprise=GAMMA),
+        "unknown enterprise, unknown consent": verify_request(str(uuid.uuid4()), enterprise=GAMMA),
+    }
+    seen = set()
+    for cause, req in causes.items():
+        err = assert_refused(lambda: bank.Verify(req, timeout=5), PD, Reason.ACCESS_DENIED)
+        seen.add(_denial_bytes(err))
+    assert len(seen) == 1, f"denials differ: {seen}"
+    # Nothing was consumed by any denial.
+    assert _status(h, acme).uses == 0 and _status(h, beta).uses == 0
+    # GetIndicators denies the same way, byte for byte.
+    err = refusal(lambda: bank.GetIndicators(indicators_request(beta, [("tax.credit_grade", "grade")]), timeout=5))
+    assert {_denial_bytes(err)} == seen
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "reason"),
+    [
+        ("expired", FP, Reason.CONSENT_EXPIRED),
+        ("not_yet_valid", FP, Reason.CONSENT_NOT_YET_VALID),
+        ("revoked", FP, Reason.CONSENT_REVOKED),
+        ("wrong_grantee", PD, Reason.CONSENT_GRANTEE_MISMATCH),
+        ("out_of_scope", PD, Reason.CLAIM_OUT_OF_SCOPE),
+        ("form_out_of_scope", PD, Reason.CLAIM_OUT_OF_SCOPE),
+    ],
+)
+def test_consent_use_refusals(make_harness: Any, pki: Any, catalog: Catalog, case: str, code: grpc.StatusCode,
+                              reason: Reason) -> None:
+    h = make_harness()
+    now = int(time.time())
+    claims = ["tax.credit_grade in A,B"]
+    if case == "expired":
+        consent = grant(pki, catalog, valid_from=now - 7200, valid_until=now - 3600)
+    elif case == "not_yet_valid":
+        consent = grant(pki, catalog, valid_from=now + 3600, valid_until=now + 7200)
+    elif case == "wrong_grantee":
+        consent = grant(pki, catalog, grantee="bank-b")
+    elif case == "out_of_scope":
+        consent = grant(pki, catalog, scope=["tax.*"])
+        claims = ["tax.credit_grade in A,B", "social_insurance.consecutive_months >= 12"]
+    elif case == "form_out_of_scope":
+        consent = grant(pki, catalog, scope=["tax.vat_paid_last_year:bracket"])
+        claims = ["tax.vat_paid_last_year >= 100000"]
+    else:
+        consent = grant(pki, catalog)
+    register(h.enterprise(ACME), consent)
+    if case == "revoked":
+        h.enterprise(ACME).RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)), timeout=10)
+    bank = h.bank()
+    assert_refused(lambda: bank.Verify(verify_request(consent, claims), timeout=5), code, reason)
+    status = h.enterprise(ACME).GetConsentStatus(node_pb2.GetConsentStatusRequest(consent_id=consent_id_of(consent)),
+                                                 timeout=5)
+    assert status.uses == 0, "a refused request must not consume a use"
+    asked = [c for a in h.agents.values() for c in a.fake.calls if c != "UpdateConsentStatus"]
+    assert asked == [], "no agent may be asked for data when the node refuses"
+
+
+def test_forged_consent_is_refused_at_registration(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness()
+    forged = grant(pki, catalog, ACME, signer=BETA)  # names ACME, signed with BETA's key
+    assert_refused(lambda: register(h.bank(), forged), PD, Reason.ACCESS_DENIED)
+    tampered = grant(pki, catalog, ACME)
+    tampered.consent = tampered.consent.replace(b"bank-a", b"bank-b")
+    assert_refused(lambda: register(h.bank("bank-b"), tampered), PD, Reason.ACCESS_DENIED)
+    # The forged consent's id was never registered: using it is the uniform denial.
+    assert_refused(lambda: h.bank().Verify(verify_request(forged), timeout=5), PD, Reason.ACCESS_DENIED)
+
+
+def test_budget_refusals(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax"])
+    bank = h.bank()
+    capped = grant(pki, catalog, max_uses=2)
+    daily = grant(pki, catalog, max_uses=10, max_uses_per_day=1)
+    register(bank, capped)
+    register(bank, daily)
+    for _ in range(2):
+        bank.Verify(verify_request(capped), timeout=10)
+    assert_refused(lambda: bank.Verify(verify_request(capped), timeout=5), RE, Reason.CONSENT_USES_EXHAUSTED)
+    bank.Verify(verify_request(daily), timeout=10)
+    assert_refused(lambda: bank.Verify(verify_request(daily), timeout=5), RE, Reason.CONSENT_DAILY_LIMIT)
+    assert (_status(h, capped).uses, _status(h, daily).uses) == (2, 1)
+
+
+def test_enterprise_budget_is_shared_by_all_institutions(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax"], enterprise_daily_budget=3)
+    a, b = h.bank("bank-a"), h.bank("bank-b")
+    ca = grant(pki, catalog, ACME, "bank-a")
+    cb = grant(pki, catalog, ACME, "bank-b")
+    other = grant(pki, catalog, BETA, "bank-b")
+    register(a, ca)
+    register(b, cb)
+    register(b, other)
+    a.Verify(verify_request(ca), timeout=10)
+    b.Verify(verify_request(cb), timeout=10)
+    a.Verify(verify_request(ca), timeout=10)
+    assert_refused(lambda: b.Verify(verify_request(cb), timeout=5), RE, Reason.ENTERPRISE_BUDGET_EXHAUSTED)
+    assert_refused(lambda: a.Verify(verify_request(ca), timeout=5), RE, Reason.ENTERPRISE_BUDGET_EXHAUSTED)
+    # Another enterprise has its own budget; a refused request consumed nothing.
+    b.Verify(verify_request(other, enterprise=BETA), timeout=10)
+    assert (_status(h, ca, "bank-a").uses, _status(h, cb, "bank-b").uses) == (2, 1)
+
+
+def test_budgets_are_atomic_under_concurrency(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog, max_uses=5)
+    register(h.bank(), consent)
+    bank = h.bank()
+
+    def attempt(_i: int) -> str:
+        try:
+            bank.Verify(verify_request(consent), timeout=10)
+            return "ok"
+        except grpc.RpcError as err:
+            return decode_rpc_error(err).reason
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(attempt, range(16)))
+    assert outcomes.count("ok") == 5
+    assert outcomes.count(Reason.CONSENT_USES_EXHAUSTED.value) == 11
+    assert _status(h, consent).uses == 5
+    assert h.agents["tax"].fake.calls.count("EvaluateClaims") == 5
+
+
+def test_replay_and_stale_requests(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    req = verify_request(consent)
+    bank.Verify(req, timeout=10)
+    assert_refused(lambda: bank.Verify(req, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED)
+    # Replay ids are global: another institution cannot reuse the id either.
+    consent_b = grant(pki, catalog, grantee="bank-b")
+    register(h.bank("bank-b"), consent_b)
+    reuse = verify_request(consent_b, request_id=req.request_id)
+    assert_refused(lambda: h.bank("bank-b").Verify(reuse, timeout=5), grpc.StatusCode.ALREADY_EXISTS,
+                   Reason.REQUEST_REPLAYED)
+    # Even a refused request consumes its id.
+    refused = verify_request(consent, ["tax.vat_paid_last_year >= 123456"])
+    assert_refused(lambda: bank.Verify(refused, timeout=5), IA, Reason.THRESHOLD_NOT_PUBLISHED)
+    assert_refused(lambda: bank.Verify(refused, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED)
+    for skew in (-301, 301):
+        assert_refused(lambda: bank.Verify(verify_request(consent, requested_at=time.time() + skew), timeout=5),
+                       FP, Reason.REQUEST_STALE)
+    bank.Verify(verify_request(consent, requested_at=time.time() - 250), timeout=10)
+    assert _status(h, consent).uses == 2
+
+
+def test_probing_policy_refusals_come_before_the_consent_and_are_no_oracle(
+    make_harness: Any, pki: Any, catalog: Catalog
+) -> None:
+    h = make_harness(["tax"], max_claims_per_request=4)
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    # Off the ladder, off the bracket edges, unknown field, raw-value field, too many claims:
+    # the same refusal whether or not a consent exists for the enterprise.
+    for consent_ref, enterprise in ((consent, ACME), (str(uuid.uuid4()), GAMMA)):
+        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.vat_paid_last_year >= 123456"],
+                                                          enterprise=enterprise), timeout=5),
+                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
+        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.vat_paid_last_year in [100000,300000)"],
+                                                          enterprise=enterprise), timeout=5),
+                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
+        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.secret_field == true"],
+                                                          enterprise=enterprise), timeout=5),
+                       IA, Reason.UNKNOWN_FIELD)
+        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.credit_grade in A"] * 5,
+                                                          enterprise=enterprise), timeout=5),
+                       IA, Reason.INVALID_ARGUMENT)
+    # Indicators: verification-only fields disclose no value form; ladders are not indicators.
+    assert_refused(lambda: bank.GetIndicators(indicators_request(consent, [("social_insurance.consecutive_months",
+                                                                            "bracket")]), timeout=5),
+                   IA, Reason.FORM_NOT_ALLOWED)
+    assert_refused(lambda: bank.GetIndicators(indicators_request(consent, [("tax.vat_paid_last_year", "ladder")]),
+                                              timeout=5),
+                   IA, Reason.FORM_NOT_ALLOWED)
+    # A malformed USCC is syntax, not an oracle.
+    assert_refused(lambda: bank.Verify(verify_request(consent, enterprise="91130100MA0ACME1XX"), timeout=5),
+                   IA, Reason.INVALID_ARGUMENT)
+    assert _status(h, consent).uses == 0
+
+
+def test_callers_by_role(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    # The enterprise may not call Verify, even about itself.
+    assert_refused(lambda: h.enterprise(ACME).Verify(verify_request(consent), timeout=5), PD,
+                   Reason.CALLER_NOT_ALLOWED)
+    # A bank may not revoke.
+    assert_refused(lambda: h.bank().RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)),
+                                                  timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
+    # A CA-certified institution the node was not configured with.
+    assert_refused(lambda: h.bank("bank-c").Verify(verify_request(consent), timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
+    # Provider and node certificates are refused by the role interceptor before any handler.
+    provider_stub = h.stub(pki.provider("tax"))
+    assert_refused(lambda: provider_stub.GetCatalog(node_pb2.GetCatalogRequest(), timeout=5), PD,
+                   Reason.CALLER_NOT_ALLOWED)
+
+
+def test_fan_out_is_concurrent(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax", "social_insurance"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    for handle in h.agents.values():
+        handle.fake.delay = 0.4
+    bank = h.bank()
+    bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10)  # warm both channels
+    start = time.monotonic()
+    resp = bank.Verify(verify_request(consent, ["tax.credit_grade in A", "social_insurance.in_arrears == true"]),
+                       timeout=10)
+    elapsed = time.monotonic() - start
+    assert len(resp.answers) == 2
+    assert elapsed < 0.75, f"two 0.4 s agents took {elapsed:.2f} s: not concurrent"
+
+
+def test_agent_refusal_keeps_its_reason_and_consumes_the_use(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax", "social_insurance"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    h.agents["social_insurance"].fake.refuse_with = Reason.CONSENT_PERIOD_MISMATCH
+    bank = h.bank()
+    req = verify_request(consent, ["tax.credit_grade in A", "social_insurance.in_arrears == false"])
+    assert_refused(lambda: bank.Verify(req, timeout=10), FP, Reason.CONSENT_PERIOD_MISMATCH)
+    # Internal agent failures are not passed through as such.
+    h.agents["social_insurance"].fake.refuse_with = Reason.INTERNAL
+    assert_refused(lambda: bank.Verify(verify_request(consent, ["social_insurance.in_arrears == false"]), timeout=10),
+                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert _status(h, consent).uses == 2, "an admitted request counts even if the fan-out fails"
+
+
+def test_unreachable_agent_is_provider_unavailable(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    h = make_harness(["tax", "social_insurance"], down=["social_insurance"], agent_timeout_seconds=1)
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    resp = bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10)
+    assert [a.provider for a in resp.answers] == ["tax"]
+    start = time.monotonic()
+    assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.credit_grade in A",
+                                                                "social_insurance.in_arrears == false"]), timeout=10),
+                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert time.monotonic() - start < 3.0, "the agent deadline must bound the wait"
+    # A slow agent (past the deadline) is unavailable too.
+    h.agents["tax"].fake.delay = 1.5
+    assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10),
+                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+
+
+def test_claims_for_an_unconfigured_provider_are_refused_before_the_consent(
+    make_harness: Any, pki: Any, catalog: Catalog
+) -> None:
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog, scope=["tax.*", "electricity.*"])
+    register(h.bank(), consent)
+    assert_refused(lambda: h.bank().Verify(verify_request(consent, ["electricity.in_arrears == false"]), timeout=5),
+                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert _status(h, consent).uses == 0
