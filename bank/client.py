@@ -184,12 +184,23 @@ class BankClient:
         consent_id: str,
         *,
         request_id: str | None = None,
+        precheck: bool = True,
     ) -> list[CheckedVerdict]:
-        """Ask the node to verify claims; return only answers whose signatures check."""
+        """Ask the node to verify claims; return only answers whose signatures check.
+
+        With precheck (the default) a claim the probing policy refuses fails
+        here, before anything is sent; precheck=False sends it anyway so the
+        node's own refusal can be seen (the demo and the adversarial tests).
+        """
         parsed = [parse_claim(c) if isinstance(c, str) else c for c in claims]
-        # Canonical texts as the providers will sign them; client-side policy check
-        # gives a clear error before anything is sent (the node checks again).
-        wanted = {check_claim(self.catalog, c).text for c in parsed}
+        # Canonical texts as the providers will sign them.
+        wanted: set[str] = set()
+        for c in parsed:
+            try:
+                wanted.add(check_claim(self.catalog, c).text)
+            except XinrongError:
+                if precheck:
+                    raise
         request_id = request_id or str(uuid.uuid4())
         req = node_pb2.VerifyRequest(
             request_id=request_id,

@@ -128,9 +128,9 @@ class GroundTruth:
         sets = [set(rows) for rows in self.rows.values()]
         return sorted(set.intersection(*sets))
 
-    def enterprises_missing_somewhere(self) -> list[str]:
-        everywhere = set(self.enterprises_present_everywhere())
-        return sorted(set(self.rows["market"]) - everywhere) if "market" in self.rows else []
+    def enterprises_with_gap(self, present: str, absent: str) -> list[str]:
+        """Enterprises one provider knows and another does not (to show NO_DATA)."""
+        return sorted(set(self.rows[present]) - set(self.rows[absent]))
 
 
 # --- the scripted session -----------------------------------------------------------
@@ -142,6 +142,7 @@ class Tally:
     signatures_ok: int = 0
     indicators: int = 0
     denied_as_expected: int = 0
+    refusals_attempted: int = 0
     mismatches_vs_ground_truth: int = 0
     unexpected: list[str] = field(default_factory=list)
 
@@ -182,6 +183,7 @@ def _check_indicators(
 
 
 def _expect_refusal(tally: Tally, label: str, reason: str, action: Callable[[], object]) -> None:
+    tally.refusals_attempted += 1
     try:
         action()
     except RemoteError as exc:
@@ -210,9 +212,9 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
     tally = Tally()
     catalog = truth.catalog
     full = truth.enterprises_present_everywhere()
-    partial = truth.enterprises_missing_somewhere()
+    partial = truth.enterprises_with_gap("tax", "housing_fund")
     if not full or not partial:
-        raise RuntimeError("generated data has no enterprise present everywhere / missing somewhere")
+        raise RuntimeError("generated data has no enterprise present everywhere / missing at the housing fund")
     e1, e2 = full[len(full) // 2], partial[len(partial) // 3]
     bank_a = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
     bank_b = load_party(party_dir(platform.keys_dir, "institution", "bank-b"))
@@ -224,19 +226,19 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         _say("\n[1] enterprises sign consents for bank-a (Ed25519, CA-bound keys)")
         creds1, creds2 = _enterprise_creds(platform, e1), _enterprise_creds(platform, e2)
         consent1 = grant(creds1, ConsentRequest("bank-a", "loan_application", all_scope, *period, max_uses=20))
-        consent2 = grant(creds2, ConsentRequest("bank-a", "loan_application", ("tax.*", "electricity.*"),
-                                                *period, max_uses=20))
+        consent2 = grant(creds2, ConsentRequest("bank-a", "loan_application",
+                                                ("tax.*", "electricity.*", "housing_fund.*"), *period, max_uses=20))
         with EnterpriseClient(platform.node_address, creds1) as ent1:
             ent1.register(consent1)
         bank.register_consent(consent2)  # a grantee may register the consent it holds
         id1, id2 = parse_consent(consent1).consent_id, parse_consent(consent2).consent_id
         _say(f"    {e1}: consent {id1} (all providers, 20 uses)")
-        _say(f"    {e2}: consent {id2} (tax and electricity only)")
+        _say(f"    {e2}: consent {id2} (tax, electricity and housing fund only)")
 
         _say(f"\n[2] bank-a verifies {len(VERIFY_CLAIMS)} claims about {e1} across {len(truth.rows)} providers")
         _check_verdicts(bank.verify(e1, VERIFY_CLAIMS, id1), truth, e1, tally)
-        claims2 = [c for c in VERIFY_CLAIMS if c.startswith(("tax.", "electricity."))]
-        _say(f"    ... and {len(claims2)} claims about {e2}, who is missing at some providers")
+        claims2 = [c for c in VERIFY_CLAIMS if c.startswith(("tax.", "electricity.", "housing_fund."))]
+        _say(f"    ... and {len(claims2)} claims about {e2}, unknown to the housing fund (NO_DATA)")
         _check_verdicts(bank.verify(e2, claims2, id2), truth, e2, tally)
 
         _say("\n[3] bank-a reads indicators in their published forms")
@@ -244,9 +246,9 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
 
         _say("\n[4] probing and misuse are refused")
         _expect_refusal(tally, "threshold off the published ladder (>= 13)", "THRESHOLD_NOT_PUBLISHED",
-                        lambda: bank.verify(e1, ["social_insurance.consecutive_months >= 13"], id1))
+                        lambda: bank.verify(e1, ["social_insurance.consecutive_months >= 13"], id1, precheck=False))
         _expect_refusal(tally, "bracket with an unpublished edge [1234,5000)", "THRESHOLD_NOT_PUBLISHED",
-                        lambda: bank.verify(e1, ["electricity.avg_spend_6m in [1234,5000)"], id1))
+                        lambda: bank.verify(e1, ["electricity.avg_spend_6m in [1234,5000)"], id1, precheck=False))
         _expect_refusal(tally, "value of a verification-only field", "FORM_NOT_ALLOWED",
                         lambda: bank.indicators(e1, [("social_insurance.avg_insured_headcount", "bracket")], id1))
         _expect_refusal(tally, "field outside the consent's scope", "CLAIM_OUT_OF_SCOPE",
@@ -258,9 +260,7 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         _expect_refusal(tally, "e2's consent used for e1", "ACCESS_DENIED",
                         lambda: bank.verify(e1, ["tax.in_arrears == false"], id2))
         replay_id = str(uuid.uuid4())
-        bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id)
-        tally.verified += 1
-        tally.signatures_ok += 1
+        _check_verdicts(bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id), truth, e2, tally)
         _expect_refusal(tally, "the same request id again", "REQUEST_REPLAYED",
                         lambda: bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id))
 
@@ -340,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
             and tally.mismatches_vs_ground_truth == 0
             and tally.verified > 0
             and tally.signatures_ok == tally.verified + tally.indicators
-            and tally.denied_as_expected >= 9
+            and tally.denied_as_expected == tally.refusals_attempted >= 9
             and audit_ok
         )
     for problem in tally.unexpected:
