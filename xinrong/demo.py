@@ -220,6 +220,9 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
     bank_b = load_party(party_dir(platform.keys_dir, "institution", "bank-b"))
     period = (f"{int(as_of[:4]) - 1}-01-01", f"{as_of[:4]}-12-31")
     all_scope = tuple(f"{p}.*" for p in truth.rows)
+    deployed = tuple(f"{p}." for p in truth.rows)
+    verify_claims = [c for c in VERIFY_CLAIMS if c.startswith(deployed)]
+    indicator_queries = [q for q in INDICATOR_QUERIES if q[0].startswith(deployed)]
 
     with BankClient(platform.node_address, bank_a, catalog=catalog) as bank, \
             BankClient(platform.node_address, bank_b, catalog=catalog) as other_bank:
@@ -235,14 +238,14 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         _say(f"    {e1}: consent {id1} (all providers, 20 uses)")
         _say(f"    {e2}: consent {id2} (tax, electricity and housing fund only)")
 
-        _say(f"\n[2] bank-a verifies {len(VERIFY_CLAIMS)} claims about {e1} across {len(truth.rows)} providers")
-        _check_verdicts(bank.verify(e1, VERIFY_CLAIMS, id1), truth, e1, tally)
-        claims2 = [c for c in VERIFY_CLAIMS if c.startswith(("tax.", "electricity.", "housing_fund."))]
+        _say(f"\n[2] bank-a verifies {len(verify_claims)} claims about {e1} across {len(truth.rows)} providers")
+        _check_verdicts(bank.verify(e1, verify_claims, id1), truth, e1, tally)
+        claims2 = [c for c in verify_claims if c.startswith(("tax.", "electricity.", "housing_fund."))]
         _say(f"    ... and {len(claims2)} claims about {e2}, unknown to the housing fund (NO_DATA)")
         _check_verdicts(bank.verify(e2, claims2, id2), truth, e2, tally)
 
         _say("\n[3] bank-a reads indicators in their published forms")
-        _check_indicators(bank.indicators(e1, INDICATOR_QUERIES, id1), truth, e1, tally)
+        _check_indicators(bank.indicators(e1, indicator_queries, id1), truth, e1, tally)
 
         _say("\n[4] probing and misuse are refused")
         _expect_refusal(tally, "threshold off the published ladder (>= 13)", "THRESHOLD_NOT_PUBLISHED",

@@ -98,6 +98,10 @@ class LocalPlatform:
     provider_ports: dict[str, int] = field(default_factory=dict)
     node_config: Path | None = None
     agent_configs: dict[str, Path] = field(default_factory=dict)
+    verbose: bool = False
+
+    def _verbosity(self) -> list[str]:
+        return ["-v"] if self.verbose else []
 
     @property
     def node_address(self) -> str:
@@ -114,15 +118,16 @@ class LocalPlatform:
         names = list(providers)
         for provider in names:
             port_file = self.workdir / "state" / f"agent-{provider}.port"
-            self.group.start(f"agent-{provider}", ["agent", "serve", "--config", str(self.agent_configs[provider]),
-                                                   "--port-file", str(port_file)], port_file=port_file)
+            self.group.start(f"agent-{provider}", [*self._verbosity(), "agent", "serve", "--config",
+                                                   str(self.agent_configs[provider]), "--port-file", str(port_file)],
+                             port_file=port_file)
         for provider in names:
             self.provider_ports[provider] = self.group.wait_port(f"agent-{provider}")
 
     def start_node(self) -> int:
         assert self.node_config is not None
         port_file = self.workdir / "state" / "node.port"
-        self.group.start("node", ["node", "serve", "--config", str(self.node_config),
+        self.group.start("node", [*self._verbosity(), "node", "serve", "--config", str(self.node_config),
                                   "--port-file", str(port_file)], port_file=port_file)
         self.node_port = self.group.wait_port("node")
         return self.node_port
@@ -147,12 +152,15 @@ def deploy(
     data_dir: Path,
     node_overrides: dict[str, Any] | None = None,
     group: ProcessGroup | None = None,
+    verbose: bool = False,
 ) -> LocalPlatform:
     """Keys, configs, imports, then agents and node as processes; returns when all are healthy."""
     workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = workdir / "keys"
     provision_keys(keys_dir, providers, institutions)
-    platform = LocalPlatform(workdir=workdir, keys_dir=keys_dir, group=group or ProcessGroup(workdir))
+    platform = LocalPlatform(
+        workdir=workdir, keys_dir=keys_dir, group=group or ProcessGroup(workdir), verbose=verbose
+    )
     for name in providers:
         platform.agent_configs[name] = write_agent_config(workdir, keys_dir, name)
         platform.import_data(name, data_dir / f"{name}.csv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -35,3 +36,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help="end-to-end verify qps and latency vs the one-hop gRPC ceiling")
     verify.add_arguments(p)
     p.set_defaults(func=_verify)
+    p = sub.add_parser("ceiling-server", help=argparse.SUPPRESS)
+    p.add_argument("--credentials", required=True)
+    p.add_argument("--port-file", required=True, type=Path)
+    p.set_defaults(func=lambda args: verify.ceiling_server(args))

@@ -110,20 +110,19 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                 e2e = _drive(lambda: bank.verify(enterprise, asked, consent_id),
                              seconds=seconds, concurrency=concurrency, warmup=warmup)
 
-            # The ceiling: same factory, same certificates, an empty unary RPC.
-            node_creds = load_party(party_dir(platform.keys_dir, "node", "node"))
+            # The ceiling: an empty unary RPC (health Check) to a server built by the
+            # same factory with the node's certificates, in its own process like the node.
             group.stop_all()
-            server = build_server(node_creds, "127.0.0.1:0", [])
-            server.set_serving(True)
-            try:
-                with secure_channel(f"127.0.0.1:{server.port}", bank_creds,
-                                    server_role="node", server_id="node") as channel:
-                    stub = health_pb2_grpc.HealthStub(channel)
-                    req = health_pb2.HealthCheckRequest()
-                    ceiling = _drive(lambda: stub.Check(req, timeout=5), seconds=seconds,
-                                     concurrency=concurrency, warmup=warmup)
-            finally:
-                server.stop(0)
+            port_file = workdir / "state" / "ceiling.port"
+            group.start("ceiling", ["bench", "ceiling-server", "--credentials",
+                                    str(party_dir(platform.keys_dir, "node", "node")),
+                                    "--port-file", str(port_file)], port_file=port_file)
+            port = group.wait_port("ceiling")
+            with secure_channel(f"127.0.0.1:{port}", bank_creds, server_role="node", server_id="node") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                req = health_pb2.HealthCheckRequest()
+                ceiling = _drive(lambda: stub.Check(req, timeout=5), seconds=seconds,
+                                 concurrency=concurrency, warmup=warmup)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -140,6 +139,18 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
         "seconds": seconds,
         "claims_per_call": len(asked),
     }
+
+
+def ceiling_server(args: argparse.Namespace) -> int:
+    """Serve only gRPC health (the empty unary RPC) with a party's credentials."""
+    server = build_server(load_party(args.credentials), "127.0.0.1:0", [])
+    server.set_serving(True)
+    server.install_signal_handlers(grace=1.0)
+    tmp = Path(str(args.port_file) + ".tmp")
+    tmp.write_text(str(server.port))
+    tmp.replace(args.port_file)
+    server.wait()
+    return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

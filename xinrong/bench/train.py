@@ -1,0 +1,279 @@
+"""``xinrong bench train``: federated LR on real hetero data against scikit-learn, same run.
+
+One process plays the bank, the providers and the node (``modeling.local``),
+but every message is encoded, counted and (where the node must not read it)
+HPKE-sealed, alignment is the real ECDH-PSI, and the test rows are scored
+with the private scoring protocol. In the same run scikit-learn's
+``LogisticRegression`` is fitted on the joined training rows, with each
+party's own fitted preprocessing and the matching regularization:
+our objective is mean log-loss + ``l2``/2 * ||w||^2 (intercept free), which
+is scikit-learn's ``C = 1 / (l2 * n_train)`` with the lbfgs solver.
+
+``seconds_total`` is wall time from the start of the PSI to the finished
+model (key generation and training included; scoring of the test rows and
+the scikit-learn fit excluded). Timings on a shared machine are noisy:
+compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from modeling import data, metrics
+from modeling.local import JobResult, run_job
+from modeling.vlr import BankMetrics, TrainConfig
+
+BACKENDS = ("ckks", "paillier", "plain")
+
+# Per-dataset defaults found in plaintext trials (see modeling.sigmoid): batches
+# that fill a CKKS ciphertext on default_credit, small batches on the 398-row breast set.
+_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default_credit": {"batch_size": 7000, "epochs": 20, "learning_rate": 0.5},
+    "breast": {"batch_size": 128, "epochs": 30, "learning_rate": 0.5},
+    "custom": {"batch_size": 4096, "epochs": 20, "learning_rate": 0.5},
+}
+
+
+def _he_params(backend: str, paillier_bits: int) -> dict[str, Any]:
+    if backend == "paillier":
+        return {"n_bits": paillier_bits, "allow_small_key": paillier_bits < 2048}
+    if backend == "plain":
+        return {"max_degree": 7}  # what the default CKKS chain evaluates
+    return {}
+
+
+def _sklearn_reference(job: JobResult, bank: data.PartyTable, providers: Sequence[data.PartyTable], l2: float) -> dict[str, Any]:
+    """Fit scikit-learn on the joined rows with each party's own fitted transform."""
+    from sklearn.linear_model import LogisticRegression
+
+    al = job.alignment
+    shares = job.train.provider_shares
+    real = ~al.is_decoy
+
+    def joined(rows: np.ndarray) -> np.ndarray:
+        parts = []
+        bank_share = job.train.bank_share
+        if bank_share.feature_names:
+            xb = np.full((rows.size, len(bank.columns)), np.nan)
+            ok = real[rows]
+            xb[ok] = bank.x[al.bank_rows[rows[ok]]]
+            parts.append(bank_share.transform.apply(xb))
+        for p in providers:
+            parts.append(shares[p.name].transform.apply(p.x[al.provider_rows[p.name][rows]]))
+        return np.hstack(parts)
+
+    train_real = job.train_rows[real[job.train_rows]]
+    x_train, x_test = joined(train_real), joined(job.test_rows)
+    y_train = job.y_train[real[job.train_rows]]
+    n = y_train.size
+    t0 = time.perf_counter()
+    clf = LogisticRegression(C=1.0 / (l2 * n) if l2 > 0 else 1e12, max_iter=10_000, tol=1e-10)
+    clf.fit(x_train, y_train)
+    seconds = time.perf_counter() - t0
+    test_scores = clf.decision_function(x_test)
+    train_scores = clf.decision_function(x_train)
+    return {
+        "auc": metrics.auc(job.y_test, test_scores),
+        "ks": metrics.ks(job.y_test, test_scores),
+        "train_auc": metrics.auc(y_train, train_scores),
+        "seconds": seconds,
+        "max_abs_logit": float(np.max(np.abs(train_scores))),
+        "coef": np.r_[clf.coef_[0], clf.intercept_],
+        "x_train": x_train,
+        "y_train": y_train,
+    }
+
+
+def run(
+    dataset: str | None = "default_credit",
+    backend: str = "ckks",
+    providers: int = 2,
+    guest: str | Path | None = None,
+    hosts: Sequence[str | Path] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    l2: float = 0.01,
+    momentum: float = 0.9,
+    seed: int = 0,
+    split_seed: int = 0,
+    sigmoid_degree: int = 0,
+    sigmoid_radius: float = 10.0,
+    sigmoid_weight_scale: float = 3.0,
+    patience: int = 0,
+    track_loss: bool = True,
+    parallel: bool = True,
+    paillier_bits: int = 2048,
+    workdir: str | Path | None = None,
+    progress: Callable[[int, BankMetrics], None] | None = None,
+    loss_every: int = 1,
+    align: Literal["psi", "ids"] = "psi",
+) -> dict[str, Any]:
+    """Train federated and centralized models on the same split; return one flat JSON-able dict.
+
+    ``align="ids"`` skips the PSI (plain id join) for quick trials only; the
+    benchmark's numbers use the PSI.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}")
+    if guest is not None:
+        if not hosts:
+            raise ValueError("--guest needs at least one --host")
+        bank = data.read_table(guest, label=True, name="bank")
+        host_tables = [data.read_table(h, label=False, name=f"provider-{i + 1}") for i, h in enumerate(hosts)]
+        if len(host_tables) == 1 and providers > 1:
+            host_tables = data.split_columns(host_tables[0], providers)
+        name = "custom"
+    else:
+        if dataset is None:
+            raise ValueError("give a dataset or --guest/--host files")
+        g, h = data.dataset_paths(dataset)
+        bank = data.read_table(g, label=True, name="bank")
+        host_tables = data.split_columns(data.read_table(h, label=False, name="provider-1"), providers)
+        name = dataset
+    defaults = _DATASET_DEFAULTS.get(name, _DATASET_DEFAULTS["custom"])
+    config = TrainConfig(
+        job_id=f"bench-{name}-{backend}",
+        epochs=epochs or int(defaults["epochs"]),
+        batch_size=batch_size or int(defaults["batch_size"]),
+        learning_rate=learning_rate or float(defaults["learning_rate"]),
+        momentum=momentum,
+        l2=l2,
+        seed=seed,
+        sigmoid_degree=sigmoid_degree,
+        sigmoid_radius=sigmoid_radius,
+        sigmoid_weight_scale=sigmoid_weight_scale,
+        patience=patience,
+        track_loss=track_loss,
+        loss_every=loss_every,
+    )
+    config.validate()
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-train-")
+        workdir = tmp.name
+    try:
+        job = run_job(
+            bank,
+            host_tables,
+            config,
+            backend=backend,
+            he_params=_he_params(backend, paillier_bits),
+            workdir=workdir,
+            align=align,
+            split_seed=split_seed,
+            parallel=parallel,
+            progress=progress,
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    ref = _sklearn_reference(job, bank, host_tables, l2)
+    tr = job.train
+    fed_coef = np.r_[
+        list(tr.bank_share.weights),
+        *[list(tr.provider_shares[p.name].weights) for p in host_tables],
+        [tr.bank_share.intercept or 0.0],
+    ]
+    train_logits = ref["x_train"] @ fed_coef[:-1] + fed_coef[-1]
+    auc, ks = metrics.auc(job.y_test, job.test_logits), metrics.ks(job.y_test, job.test_logits)
+    sigmoid = tr.bank_share.sigmoid
+    traffic = tr.traffic.per_party()
+    return {
+        "dataset": name,
+        "backend": backend,
+        "providers": len(host_tables),
+        "rows_aligned": len(job.alignment),
+        "rows_train": int(job.train_rows.size),
+        "rows_test": int(job.test_rows.size),
+        "auc": round(auc, 6),
+        "ks": round(ks, 6),
+        "auc_sklearn": round(ref["auc"], 6),
+        "ks_sklearn": round(ref["ks"], 6),
+        "delta_auc": round(auc - ref["auc"], 6),
+        "delta_ks": round(ks - ref["ks"], 6),
+        "train_auc": round(metrics.auc(ref["y_train"], train_logits), 6),
+        "train_auc_sklearn": round(ref["train_auc"], 6),
+        "aligned_by": align,
+        "seconds_total": round(job.seconds_total, 3),
+        "seconds_psi": round(job.alignment.seconds, 3),
+        "seconds_keygen": round(job.seconds_keygen, 3),
+        "seconds_train": round(tr.seconds_train, 3),
+        "seconds_per_epoch": round(statistics.median(tr.epoch_seconds), 3) if tr.epoch_seconds else None,
+        "seconds_scoring_test": round(job.seconds_scoring, 3),
+        "seconds_sklearn": round(ref["seconds"], 3),
+        "epochs": tr.metrics.epochs_run,
+        "stopped_early": tr.metrics.stopped_early,
+        "bytes_per_party": {p: v["sent"] + v["received"] for p, v in traffic.items()},
+        "bytes_detail": traffic,
+        "config": {
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "momentum": config.momentum,
+            "l2": config.l2,
+            "sklearn_C": 1.0 / (config.l2 * ref["y_train"].size) if config.l2 > 0 else None,
+        },
+        "sigmoid": {k: sigmoid.get(k) for k in ("degree", "radius", "weight_scale", "max_error", "coercive", "loss_mode")},
+        "guard_events": len(tr.metrics.guard_events),
+        "guard_max_bound_sum": round(float(tr.metadata["guard"]["max_bound_sum"]), 4),
+        "max_abs_logit_train": round(float(np.max(np.abs(train_logits))), 3),
+        "max_abs_logit_train_sklearn": round(ref["max_abs_logit"], 3),
+        "epoch_losses": [round(v, 6) for v in tr.metrics.epoch_losses],
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=data.DATASETS, default=None, help="a dataset from ../shared/data")
+    p.add_argument("--guest", type=Path, help="bank CSV: id,y,x...")
+    p.add_argument("--host", type=Path, action="append", dest="hosts", help="provider CSV: id,x... (repeatable)")
+    p.add_argument("--backend", choices=BACKENDS, default="ckks")
+    p.add_argument("--providers", type=int, default=2, help="split the host columns across K providers")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--l2", type=float, default=0.01)
+    p.add_argument("--sigmoid-degree", type=int, default=0, help="0: the highest odd degree the backend evaluates")
+    p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--no-loss", action="store_true", help="do not compute the encrypted loss")
+    p.add_argument("--paillier-bits", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serial", action="store_true", help="call providers one after another")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+
+
+def main(args: argparse.Namespace) -> int:
+    dataset = args.dataset if (args.dataset or args.guest) else "default_credit"
+
+    def progress(epoch: int, m: BankMetrics) -> None:
+        if not args.json:
+            loss = f"{m.epoch_losses[-1]:.5f}" if m.epoch_losses else "n/a"
+            print(f"epoch {epoch}: loss {loss}", flush=True)
+
+    result = run(
+        dataset=None if args.guest else dataset,
+        backend=args.backend,
+        providers=args.providers,
+        guest=args.guest,
+        hosts=args.hosts,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        l2=args.l2,
+        seed=args.seed,
+        sigmoid_degree=args.sigmoid_degree,
+        patience=args.patience,
+        track_loss=not args.no_loss,
+        parallel=not args.serial,
+        paillier_bits=args.paillier_bits,
+        progress=progress,
+    )
+    print(json.dumps(result))
+    return 0
