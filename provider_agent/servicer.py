@@ -9,14 +9,42 @@ to the interceptor, which maps them to a status with an ``ErrorInfo`` reason.
 
 from __future__ import annotations
 
+import logging
+from typing import Iterator
+
 import grpc
 
 from provider_agent.evaluate import ClaimsRequest, IndicatorQuery, IndicatorsRequest, ProviderAgent
 from xinrong.errors import Reason, XinrongError
 from xinrong.rpc.auth import peer_of
-from xinrong.v1 import agent_pb2, agent_pb2_grpc
+from xinrong.rpc.errors import status_fields
+from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 SERVICE_NAME = "xinrong.v1.AgentService"
+
+log = logging.getLogger(__name__)
+
+
+def claims_request(request: agent_pb2.EvaluateClaimsRequest) -> ClaimsRequest:
+    return ClaimsRequest(
+        request_id=request.request_id,
+        requested_at=request.requested_at,
+        enterprise_uscc=request.enterprise_uscc,
+        consent=request.consent,
+        audience_binding=request.audience_binding,
+        claims=tuple(request.claims),
+    )
+
+
+def indicators_request(request: agent_pb2.EvaluateIndicatorsRequest) -> IndicatorsRequest:
+    return IndicatorsRequest(
+        request_id=request.request_id,
+        requested_at=request.requested_at,
+        enterprise_uscc=request.enterprise_uscc,
+        consent=request.consent,
+        audience_binding=request.audience_binding,
+        queries=tuple(IndicatorQuery(field=q.field, form=q.form) for q in request.queries),
+    )
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
@@ -33,33 +61,44 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateClaimsResponse:
         self._require_node(context)
-        box = self._agent.evaluate_claims(
-            ClaimsRequest(
-                request_id=request.request_id,
-                requested_at=request.requested_at,
-                enterprise_uscc=request.enterprise_uscc,
-                consent=request.consent,
-                audience_binding=request.audience_binding,
-                claims=tuple(request.claims),
-            )
-        )
-        return agent_pb2.EvaluateClaimsResponse(sealed=box)
+        return agent_pb2.EvaluateClaimsResponse(sealed=self._agent.evaluate_claims(claims_request(request)))
 
     def EvaluateIndicators(  # noqa: N802
         self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateIndicatorsResponse:
         self._require_node(context)
-        box = self._agent.evaluate_indicators(
-            IndicatorsRequest(
-                request_id=request.request_id,
-                requested_at=request.requested_at,
-                enterprise_uscc=request.enterprise_uscc,
-                consent=request.consent,
-                audience_binding=request.audience_binding,
-                queries=tuple(IndicatorQuery(field=q.field, form=q.form) for q in request.queries),
-            )
+        return agent_pb2.EvaluateIndicatorsResponse(
+            sealed=self._agent.evaluate_indicators(indicators_request(request))
         )
-        return agent_pb2.EvaluateIndicatorsResponse(sealed=box)
+
+    def _one(self, call: agent_pb2.AgentCall) -> agent_pb2.AgentCallResult:
+        """One call of a batch: answered or refused on its own, like a unary call."""
+        try:
+            kind = call.WhichOneof("call")
+            box: common_pb2.SealedBox
+            if kind == "claims":
+                box = self._agent.evaluate_claims(claims_request(call.claims))
+            elif kind == "indicators":
+                box = self._agent.evaluate_indicators(indicators_request(call.indicators))
+            else:
+                raise XinrongError("stream call without a request", reason=Reason.INVALID_ARGUMENT)
+            return agent_pb2.AgentCallResult(call_id=call.call_id, sealed=box)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this call's error
+            if isinstance(exc, XinrongError):
+                log.info("[EvaluateStream] refused %s: %s", exc.reason.value, exc.detail)
+            else:
+                log.exception("[EvaluateStream] internal error")
+            code, reason, message = status_fields(exc)
+            return agent_pb2.AgentCallResult(
+                call_id=call.call_id, error=agent_pb2.CallError(code=code, reason=reason, message=message)
+            )
+
+    def EvaluateStream(  # noqa: N802
+        self, request_iterator: Iterator[agent_pb2.EvaluateStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
+        self._require_node(context)
+        for batch in request_iterator:
+            yield agent_pb2.EvaluateStreamResponse(results=[self._one(call) for call in batch.calls])
 
     def UpdateConsentStatus(  # noqa: N802
         self, request: agent_pb2.UpdateConsentStatusRequest, context: grpc.ServicerContext

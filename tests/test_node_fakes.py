@@ -44,7 +44,7 @@ from xinrong.consent import (
 )
 from xinrong.errors import Reason, XinrongError
 from xinrong.rpc.channel import secure_channel
-from xinrong.rpc.errors import decode_rpc_error
+from xinrong.rpc.errors import decode_rpc_error, status_fields
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
@@ -191,6 +191,23 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def GetAgentInfo(self, req: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
         return agent_pb2.GetAgentInfoResponse(provider=self.provider, data_as_of=DATA_AS_OF,
                                               enterprises=len({k[0] for k in self.values}))
+
+    def EvaluateStream(self, batches: Any, context: grpc.ServicerContext) -> Any:
+        """Each call of each batch answered like the unary method, refusals per call."""
+        for batch in batches:
+            results = []
+            for call in batch.calls:
+                try:
+                    if call.WhichOneof("call") == "claims":
+                        sealed = self.EvaluateClaims(call.claims, context).sealed
+                    else:
+                        sealed = self.EvaluateIndicators(call.indicators, context).sealed
+                    results.append(agent_pb2.AgentCallResult(call_id=call.call_id, sealed=sealed))
+                except Exception as exc:  # noqa: BLE001 - mapped per call, like the real agent
+                    code, reason, message = status_fields(exc)
+                    results.append(agent_pb2.AgentCallResult(
+                        call_id=call.call_id, error=agent_pb2.CallError(code=code, reason=reason, message=message)))
+            yield agent_pb2.EvaluateStreamResponse(results=results)
 
 
 @dataclass

@@ -68,6 +68,17 @@ def status_for_error(exc: XinrongError) -> grpc.Status:
     return status_for(exc.reason, exc.public_message)
 
 
+def status_fields(exc: Exception) -> tuple[int, str, str]:
+    """(status code, reason, public message) of an error, for per-call results
+    inside a stream (``CallError``), mapped exactly like a unary refusal."""
+    if isinstance(exc, XinrongError):
+        return STATUS_OF[exc.reason].value[0], exc.reason.value, exc.public_message
+    return grpc.StatusCode.INTERNAL.value[0], Reason.INTERNAL.value, PUBLIC_MESSAGES[Reason.INTERNAL]
+
+
+_CODE_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+
+
 @dataclass
 class RemoteError(Exception):
     """A refusal from a xinrong server, decoded from its google.rpc.Status."""
@@ -100,3 +111,8 @@ def decode_rpc_error(err: grpc.RpcError) -> RemoteError:
             code, code.name
         )
     return RemoteError(code=code, reason=reason, message=message or "")
+
+
+def remote_error_from_fields(code: int, reason: str, message: str) -> RemoteError:
+    """The RemoteError a client sees for a per-call error inside a stream."""
+    return RemoteError(code=_CODE_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), reason=reason, message=message)

@@ -81,3 +81,45 @@ class GetAgentInfoResponse(_message.Message):
     data_as_of: str
     enterprises: int
     def __init__(self, provider: _Optional[str] = ..., data_as_of: _Optional[str] = ..., enterprises: _Optional[int] = ...) -> None: ...
+
+class AgentCall(_message.Message):
+    __slots__ = ("call_id", "claims", "indicators")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    INDICATORS_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    claims: EvaluateClaimsRequest
+    indicators: EvaluateIndicatorsRequest
+    def __init__(self, call_id: _Optional[int] = ..., claims: _Optional[_Union[EvaluateClaimsRequest, _Mapping]] = ..., indicators: _Optional[_Union[EvaluateIndicatorsRequest, _Mapping]] = ...) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AgentCallResult(_message.Message):
+    __slots__ = ("call_id", "sealed", "error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: int
+    sealed: _common_pb2.SealedBox
+    error: CallError
+    def __init__(self, call_id: _Optional[int] = ..., sealed: _Optional[_Union[_common_pb2.SealedBox, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ...) -> None: ...
+
+class EvaluateStreamRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[AgentCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[AgentCall, _Mapping]]] = ...) -> None: ...
+
+class EvaluateStreamResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AgentCallResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[AgentCallResult, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class AgentServiceStub:
                 request_serializer=xinrong_dot_v1_dot_agent__pb2.GetAgentInfoRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_agent__pb2.GetAgentInfoResponse.FromString,
                 _registered_method=True)
+        self.EvaluateStream = channel.stream_stream(
+                '/xinrong.v1.AgentService/EvaluateStream',
+                request_serializer=xinrong_dot_v1_dot_agent__pb2.EvaluateStreamRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_agent__pb2.EvaluateStreamResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -87,6 +92,18 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateStream(self, request_iterator, context):
+        """The same evaluations as EvaluateClaims / EvaluateIndicators on one
+        long-lived stream. The node coalesces concurrent requests into batches,
+        which cuts the per-call cost of the node-agent link several times under
+        load. Every call in a batch is checked and answered on its own: a refusal
+        of one never affects another, and its error carries the same reason a
+        unary call would have failed with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +126,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetAgentInfo,
                     request_deserializer=xinrong_dot_v1_dot_agent__pb2.GetAgentInfoRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_agent__pb2.GetAgentInfoResponse.SerializeToString,
+            ),
+            'EvaluateStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EvaluateStream,
+                    request_deserializer=xinrong_dot_v1_dot_agent__pb2.EvaluateStreamRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_agent__pb2.EvaluateStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +241,33 @@ class AgentService:
             '/xinrong.v1.AgentService/GetAgentInfo',
             xinrong_dot_v1_dot_agent__pb2.GetAgentInfoRequest.SerializeToString,
             xinrong_dot_v1_dot_agent__pb2.GetAgentInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/xinrong.v1.AgentService/EvaluateStream',
+            xinrong_dot_v1_dot_agent__pb2.EvaluateStreamRequest.SerializeToString,
+            xinrong_dot_v1_dot_agent__pb2.EvaluateStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
