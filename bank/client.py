@@ -217,6 +217,12 @@ class BankClient:
             raise AnswerRejected("the providers' answers do not match the claims asked")
         return out
 
+    def open_verdicts(
+        self, response: node_pb2.VerifyResponse, request_id: str, enterprise: str, consent_id: str
+    ) -> list[CheckedVerdict]:
+        """Check a VerifyResponse obtained outside ``verify`` (e.g. by a load generator)."""
+        return self._open_verdicts(response.answers, request_id, enterprise, consent_id)
+
     def _open_bundle(self, answer: node_pb2.ProviderAnswer, request_id: str) -> common_pb2.AnswerBundle:
         assert self.credentials.sealing_key is not None
         raw = self.credentials.sealing_key.open(

@@ -124,6 +124,7 @@ class _BatchingStream:
         self._max_in_flight = MAX_IN_FLIGHT
         self._outbox: queue.SimpleQueue[object] | None = None
         self._call: Any = None
+        self.batches_sent = 0  # for tests and diagnostics
 
     def submit(self, call: agent_pb2.AgentCall) -> Future[agent_pb2.AgentCallResult]:
         future: Future[agent_pb2.AgentCallResult] = Future()
@@ -159,6 +160,7 @@ class _BatchingStream:
             return
         batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
         self._in_flight += 1
+        self.batches_sent += 1
         self._outbox.put(agent_pb2.EvaluateStreamRequest(calls=batch))
 
     def _read(self, call: Any) -> None:

@@ -2,13 +2,17 @@
 mTLS, against the raw one-hop gRPC ceiling measured in the same run.
 
 Both loads use the same client machinery: one mTLS channel shared by C
-threads, each issuing calls back to back for S seconds. The end-to-end call
-is the real thing - the bank SDK builds a request, the node checks consent,
-policy, budgets and replay, writes the audit entry, calls the tax agent,
-which re-verifies the consent, reads SQLite, signs and seals; the client
-opens the box and checks the provider signature before counting the call.
-The ceiling is an empty unary RPC (gRPC health Check) to a server built by
-the same factory with the same certificates.
+threads, each issuing calls back to back for S seconds, like a load
+generator. The end-to-end call is the real thing: the node checks consent,
+policy, budgets and replay, writes the audit entry and calls the tax agent,
+which re-verifies the consent, reads SQLite, signs and seals. The load
+generator keeps every response, and after the timed window the bank SDK
+opens every sealed box and checks every provider signature and binding
+(``signatures_checked``); a response that fails counts as an error. Doing
+that inside the loop would measure the load generator's own crypto rather
+than the platform. The ceiling is an empty unary RPC (gRPC health Check)
+to a server built by the same factory with the same certificates, in its
+own process like the node.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bank.client import BankClient
+import uuid
+
+from bank.client import AnswerRejected, BankClient
 from enterprise.client import ConsentRequest, grant, parse_consent
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.localnet import deploy
 from xinrong.procs import ProcessGroup
 from xinrong.rpc.channel import secure_channel
+from xinrong.claims import check_claim, parse_claim
 from xinrong.rpc.server import build_server
+from xinrong.v1 import node_pb2, node_pb2_grpc
 
 
 def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> dict[str, float]:
@@ -104,11 +112,33 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
             all_claims = ["tax.credit_grade in A,B", "tax.in_arrears == false",
                           "tax.consecutive_normal_months >= 12", "tax.vat_paid_last_year >= 500000"]
             asked = all_claims[: max(1, min(claims, len(all_claims)))]
-            with BankClient(platform.node_address, bank_creds) as bank:
+            parsed = [parse_claim(c) for c in asked]
+            responses: list[tuple[str, node_pb2.VerifyResponse]] = []
+
+            with BankClient(platform.node_address, bank_creds) as bank, \
+                    secure_channel(platform.node_address, bank_creds, server_role="node", server_id="node") as ch:
                 bank.register_consent(consent)
                 bank.refresh_providers()
-                e2e = _drive(lambda: bank.verify(enterprise, asked, consent_id),
-                             seconds=seconds, concurrency=concurrency, warmup=warmup)
+                stub = node_pb2_grpc.NodeServiceStub(ch)
+
+                def verify_call() -> None:
+                    request_id = str(uuid.uuid4())
+                    resp = stub.Verify(node_pb2.VerifyRequest(
+                        request_id=request_id, requested_at=int(time.time()), enterprise_uscc=enterprise,
+                        consent_id=consent_id, claims=parsed), timeout=5)
+                    responses.append((request_id, resp))
+
+                e2e = _drive(verify_call, seconds=seconds, concurrency=concurrency, warmup=warmup)
+                wanted = {check_claim(bank.catalog, c).text for c in parsed}
+                bad = 0
+                for request_id, resp in responses:
+                    try:
+                        verdicts = bank.open_verdicts(resp, request_id, enterprise, consent_id)
+                        if {v.claim for v in verdicts} != wanted:
+                            bad += 1
+                    except AnswerRejected:
+                        bad += 1
+                checked = len(responses) - bad
 
             # The ceiling: an empty unary RPC (health Check) to a server built by the
             # same factory with the node's certificates, in its own process like the node.
@@ -134,7 +164,8 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
         "ceiling_qps": round(ceiling["qps"], 1),
         "ceiling_p50_ms": round(ceiling["p50_ms"], 2),
         "ratio": round(e2e["qps"] / ceiling["qps"], 3),
-        "errors": int(e2e["errors"] + ceiling["errors"]),
+        "errors": int(e2e["errors"] + ceiling["errors"] + bad),
+        "signatures_checked": checked,
         "concurrency": concurrency,
         "seconds": seconds,
         "claims_per_call": len(asked),

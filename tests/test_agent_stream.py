@@ -1,0 +1,125 @@
+"""The batching node-agent stream, end to end in process: a real agent, the node's
+AgentPool, concurrent calls coalesced into batches, per-call refusals that do
+not touch their batch-mates, and a stream that recovers after the agent restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from keys.layout import party_dir
+from node.config import ProviderEndpoint
+from node.routing import AgentPool
+from test_node_fakes import ACME, grant
+from xinrong.catalog import Catalog
+from xinrong.claims import parse_claim
+from xinrong.errors import Reason, XinrongError
+from xinrong.v1 import agent_pb2
+
+provider_agent_config = pytest.importorskip("provider_agent.config")
+provider_agent_server = pytest.importorskip("provider_agent.server")
+provider_agent_importer = pytest.importorskip("provider_agent.importer")
+provider_agent_store = pytest.importorskip("provider_agent.store")
+
+AS_OF = "2026-06-30"
+CSV = (
+    "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
+    "consecutive_normal_months,last_normal_payment_date\n"
+    f"{ACME},{AS_OF},A,false,false,0,734512.37,88231.90,27,2026-06-15\n"
+)
+
+
+def _config(pki: Any, workdir: Path, port: int = 0) -> Any:
+    return provider_agent_config.parse_config(
+        {"agent": {"provider": "tax", "bind": f"127.0.0.1:{port}",
+                   "credentials": str(party_dir(pki.root, "provider", "tax")),
+                   "ca_cert": str(pki.root / "ca" / "ca.crt"), "db": str(workdir / "agent-tax.db"),
+                   "node_id": "node"}},
+        workdir,
+    )
+
+
+@pytest.fixture
+def agent(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    (tmp_path / "tax.csv").write_text(CSV)
+    config = _config(pki, tmp_path)
+    store = provider_agent_store.DataStore(config.db, "tax")
+    try:
+        provider_agent_importer.import_csv(store, catalog, "tax", tmp_path / "tax.csv")
+    finally:
+        store.close()
+    server = provider_agent_server.start_agent(provider_agent_config.prepare(config), bind="127.0.0.1:0")
+    yield server, tmp_path
+    server.stop(0.5)
+
+
+def _request(pki: Any, consent: Any, claim: str, request_id: str | None = None) -> agent_pb2.EvaluateClaimsRequest:
+    return agent_pb2.EvaluateClaimsRequest(
+        request_id=request_id or str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=ACME,
+        consent=consent, audience_binding=pki.institution("bank-a").binding.signed, claims=[parse_claim(claim)],
+    )
+
+
+def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
+    agent: tuple[Any, Path], pki: Any, catalog: Catalog
+) -> None:
+    server, _ = agent
+    pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
+    consent = grant(pki, catalog, ACME)
+    results: dict[int, Any] = {}
+    replayed = str(uuid.uuid4())
+    pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false", replayed)}, recipient_id="bank-a")
+
+    def call(i: int) -> None:
+        claim = "tax.credit_grade in A,B" if i % 3 else "tax.in_arrears == false"
+        request_id = replayed if i == 5 else None  # one replay among many good calls
+        try:
+            results[i] = pool.evaluate_claims({"tax": _request(pki, consent, claim, request_id)}, recipient_id="bank-a")
+        except XinrongError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stream = pool._streams["tax"]
+    assert isinstance(results[5], XinrongError) and results[5].reason is Reason.REQUEST_REPLAYED
+    good = [r for i, r in results.items() if i != 5]
+    assert all(isinstance(r, list) and r[0][1].recipient_id == "bank-a" for r in good)
+    assert stream.batches_sent < 25, "24 concurrent calls should have shared batches"
+    pool.close()
+
+
+def test_stream_recovers_after_the_agent_restarts(agent: tuple[Any, Path], pki: Any, catalog: Catalog) -> None:
+    server, workdir = agent
+    port = server.port
+    pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{port}", Path("unused"))], pki.node, timeout=3)
+    consent = grant(pki, catalog, ACME)
+    assert pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a")
+    server.stop(0.2)
+    with pytest.raises(XinrongError) as info:
+        pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a")
+    assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
+    restarted = provider_agent_server.start_agent(provider_agent_config.prepare(_config(pki, workdir, port)),
+                                                  bind=f"127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                out = pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
+                                           recipient_id="bank-a")
+                break
+            except XinrongError as exc:
+                assert exc.reason is Reason.PROVIDER_UNAVAILABLE
+                assert time.monotonic() < deadline, "the node never reconnected to the restarted agent"
+                time.sleep(0.2)
+        assert out[0][0] == "tax"
+    finally:
+        restarted.stop(0.2)
+        pool.close()
