@@ -24,27 +24,35 @@ from modeling import psi
 
 
 def synthetic_ids(
-    n_bank: int, n_provider: int, overlap: float, providers: int, seed: int
-) -> tuple[list[str], list[list[str]], int]:
-    """USCC-shaped random ids; every provider holds the same `common` bank ids plus its own."""
+    n_bank: int, n_provider: int, overlap: float, providers: int, seed: int, decoys: int = 0
+) -> tuple[list[str], list[list[str]], list[str], int]:
+    """USCC-shaped random ids.
+
+    Every provider holds the same ``common`` bank ids, the same ``decoys``
+    non-bank ids (registry entries the bank can use as decoys) and ids of its own.
+    """
     if not 0.0 <= overlap <= 1.0:
         raise ValueError("overlap is a fraction between 0 and 1")
     common = int(round(overlap * min(n_bank, n_provider)))
+    if common + decoys > n_provider:
+        raise ValueError("more decoys than a provider set can hold")
     rng = np.random.default_rng(seed)
-    need = n_bank + providers * (n_provider - common)
-    raw = np.unique(rng.integers(0, 2**62, size=int(need * 1.01) + 16, dtype=np.int64))[: need]
+    own_count = n_provider - common - decoys
+    need = n_bank + decoys + providers * own_count
+    raw = np.unique(rng.integers(0, 2**62, size=int(need * 1.01) + 16, dtype=np.int64))[:need]
     if raw.size < need:
         raise RuntimeError("could not draw enough distinct ids")
     raw = rng.permutation(raw)
     ids = [f"91{v:016X}" for v in raw.tolist()]
     bank = ids[:n_bank]
+    registry = ids[n_bank : n_bank + decoys]
     sets = []
-    offset = n_bank
+    offset = n_bank + decoys
     for _ in range(providers):
-        own = bank[:common] + ids[offset : offset + n_provider - common]
-        offset += n_provider - common
-        sets.append([own[i] for i in rng.permutation(len(own)).tolist()])
-    return bank, sets, common
+        held = bank[:common] + registry + ids[offset : offset + own_count]
+        offset += own_count
+        sets.append([held[i] for i in rng.permutation(len(held)).tolist()])
+    return bank, sets, registry, common
 
 
 def run(
@@ -57,9 +65,7 @@ def run(
     workers: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    bank_ids, provider_sets, common = synthetic_ids(n_bank, n_provider, overlap, providers, seed)
-    shared = set(bank_ids[:common])
-    decoy_ids = [i for i in provider_sets[0] if i not in shared][:decoys] if decoys else []
+    bank_ids, provider_sets, decoy_ids, _common = synthetic_ids(n_bank, n_provider, overlap, providers, seed, decoys)
 
     t0 = time.perf_counter()
     plain = set(bank_ids)

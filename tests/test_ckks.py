@@ -1,0 +1,328 @@
+"""CKKS backend: correctness of the HE operations, masking, flooding and serialization.
+
+Most tests run at the real default parameters (N = 16384, 360-bit chain):
+the level budget and the mask room are the point. Layout-only tests use a
+small but valid N = 8192 key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tenseal as ts
+
+from modeling.he import base, ckks
+
+
+@pytest.fixture(scope="module")
+def secret() -> ckks.CKKSSecret:
+    return ckks.keygen()
+
+
+@pytest.fixture(scope="module")
+def public(secret: ckks.CKKSSecret) -> ckks.CKKSPublic:
+    return ckks.load_public(secret.public_bytes())
+
+
+@pytest.fixture(scope="module")
+def small() -> ckks.CKKSSecret:
+    # N = 8192 (4096 slots), three data primes: one plaintext product, then masks.
+    return ckks.keygen(poly_modulus_degree=8192, coeff_mod_bit_sizes=(60, 40, 40, 60))
+
+
+def _sigmoid_fit(degree: int, half_width: float) -> list[float]:
+    """Least-squares sigmoid fit on t = z / half_width in [-1, 1] (normalized inputs)."""
+    t = np.linspace(-1.0, 1.0, 2001)
+    coeffs = np.polynomial.polynomial.polyfit(t, 1.0 / (1.0 + np.exp(-half_width * t)), degree)
+    return [float(c) for c in coeffs]
+
+
+# -- parameters -------------------------------------------------------------
+
+
+def test_default_level_budget() -> None:
+    params = ckks.CKKSParams()
+    params.validate()
+    assert sum(params.coeff_mod_bit_sizes) <= 438
+    assert params.mask_primes() == 2  # 60 + 40 bits hold 2**40-sized masks
+    assert params.max_degree == 7  # 3 polyval levels + weights + features + mask room
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"coeff_mod_bit_sizes": (60, 40, 40, 40, 40, 40, 40, 40, 40, 60)},  # 440 bits > 438
+        {"coeff_mod_bit_sizes": (61, 40, 40, 60)},  # prime above SEAL's 60 bits
+        {"coeff_mod_bit_sizes": (60, 30, 40, 60)},  # rescaling prime != scale
+        {"poly_modulus_degree": 12000},
+        {"value_bound": 0.0},
+        {"mask_bits": 60},
+    ],
+)
+def test_rejects_bad_parameters(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        ckks.keygen(**overrides)  # type: ignore[arg-type]
+
+
+def test_dispatch_through_base(secret: ckks.CKKSSecret) -> None:
+    public = base.load_public("ckks", secret.public_bytes(with_relin_keys=False))
+    assert isinstance(public, base.HEPublic)
+    assert isinstance(secret, base.HESecret)
+    assert public.key_id() == secret.key_id()
+
+
+# -- arithmetic -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 1000, 4096, 10000])
+def test_encrypt_decrypt_layouts(small: ckks.CKKSSecret, n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.normal(0, 3, n)
+    enc = small.encrypt(values)
+    assert small.length(enc) == n
+    assert len(enc.parts) == math.ceil(n / small.slots)
+    np.testing.assert_allclose(small.decrypt(enc), values, atol=1e-6)
+
+
+def test_add_add_plain_mul_plain_multi_ciphertext(small: ckks.CKKSSecret) -> None:
+    rng = np.random.default_rng(1)
+    n = 9000  # three ciphertexts of 4096 slots
+    a, b, w = rng.normal(0, 2, n), rng.normal(0, 2, n), rng.uniform(-1, 1, n)
+    ea, eb = small.encrypt(a), small.encrypt(b)
+    np.testing.assert_allclose(small.decrypt(small.add(ea, eb)), a + b, atol=1e-6)
+    np.testing.assert_allclose(small.decrypt(small.add_plain(ea, b)), a + b, atol=1e-6)
+    np.testing.assert_allclose(small.decrypt(small.add_plain(ea, 2.5)), a + 2.5, atol=1e-6)
+    # Products carry TenSEAL's pinned-scale error: (q_i / 2**40 - 1) ~ -5e-6 relative.
+    np.testing.assert_allclose(small.decrypt(small.mul_plain(ea, w)), a * w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(small.decrypt(small.mul_plain(ea, -0.5)), a * -0.5, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        small.add(ea, small.encrypt(a[:100]))
+    with pytest.raises(ValueError):
+        small.mul_plain(ea, w[:-1])
+    with pytest.raises(ValueError):
+        small.encrypt(np.array([1.0, np.nan]))
+
+
+def test_tiled_vectors_keep_every_copy_consistent(small: ckks.CKKSSecret) -> None:
+    # 1000 values fit four times in 4096 slots; every op must act on all copies.
+    rng = np.random.default_rng(2)
+    a, w = rng.normal(0, 1, 1000), rng.normal(0, 1, 1000)
+    enc = small.mul_plain(small.add_plain(small.encrypt(a), w), w)
+    slots = np.asarray(enc.parts[0].decrypt(small._ctx.secret_key()))
+    expected = (a + w) * w
+    for copy in range(4):
+        np.testing.assert_allclose(slots[copy * 1000 : (copy + 1) * 1000], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("degree", "half_width"), [(3, 8.0), (5, 10.0), (7, 12.0)])
+def test_polyval_sigmoid_fits(secret: ckks.CKKSSecret, public: ckks.CKKSPublic, degree: int, half_width: float) -> None:
+    rng = np.random.default_rng(degree)
+    t = rng.uniform(-1, 1, 10000)
+    coeffs = _sigmoid_fit(degree, half_width)
+    enc = public.polyval(public.encrypt(t), coeffs)
+    got = secret.decrypt(enc)
+    np.testing.assert_allclose(got, np.polynomial.polynomial.polyval(t, coeffs), atol=1e-4)
+    # Depth ceil(log2(degree + 1)): the rest of the chain stays for weights, features, masks.
+    depth = math.ceil(math.log2(degree + 1))
+    assert ckks._primes(enc.parts[0]) == secret.params.data_primes - depth
+
+
+def test_polyval_limits(secret: ckks.CKKSSecret) -> None:
+    enc = secret.encrypt(np.linspace(-1, 1, 100))
+    with pytest.raises(ValueError, match="max_degree"):
+        secret.polyval(enc, [0.0] * 8 + [1.0])  # degree 8 > 7
+    constant = secret.polyval(enc, [0.25, 0.0])
+    np.testing.assert_allclose(secret.decrypt(constant), 0.25, atol=1e-6)
+    linear = secret.polyval(enc, [1.0, 2.0])
+    np.testing.assert_allclose(secret.decrypt(linear), 1.0 + 2.0 * np.linspace(-1, 1, 100), atol=2e-5)
+    # A ciphertext that has already spent its levels is refused, not wrapped.
+    spent = enc
+    for _ in range(5):
+        spent = secret.mul_plain(spent, 1.0)
+    with pytest.raises(ValueError):
+        secret.polyval(spent, _sigmoid_fit(3, 8.0))
+
+
+def test_public_context_without_relin_keys(secret: ckks.CKKSSecret) -> None:
+    full = secret.public_bytes()
+    light = secret.public_bytes(with_relin_keys=False)
+    assert len(light) < len(full) / 4
+    public = ckks.load_public(light)
+    assert public.key_id() == secret.key_id()
+    assert public.max_degree == 1
+    enc = public.encrypt(np.linspace(-1, 1, 50))
+    with pytest.raises(ValueError, match="relinearization"):
+        public.polyval(enc, _sigmoid_fit(3, 8.0))
+    got = secret.decrypt(public.polyval(enc, [0.5, 0.25]))
+    np.testing.assert_allclose(got, 0.5 + 0.25 * np.linspace(-1, 1, 50), atol=1e-5)
+
+
+# -- randomization and serialization ----------------------------------------
+
+
+def test_equal_plaintexts_give_different_ciphertexts(public: ckks.CKKSPublic) -> None:
+    values = np.arange(100, dtype=np.float64)
+    assert public.serialize(public.encrypt(values)) != public.serialize(public.encrypt(values))
+
+
+def test_rerandomize_changes_bytes_not_value(secret: ckks.CKKSSecret, public: ckks.CKKSPublic) -> None:
+    values = np.random.default_rng(3).normal(0, 1, 3000)
+    enc = public.encrypt(values)
+    fresh = public.rerandomize(enc)
+    assert public.serialize(fresh) != public.serialize(enc)
+    np.testing.assert_allclose(secret.decrypt(fresh), values, atol=1e-6)
+
+
+def test_serialization_round_trip_public_side_cannot_decrypt(secret: ckks.CKKSSecret) -> None:
+    public = ckks.load_public(secret.public_bytes())
+    values = np.random.default_rng(4).normal(0, 1, 20000)  # three ciphertexts
+    data = public.serialize(public.encrypt(values))
+    back = public.deserialize(data)
+    assert public.length(back) == 20000
+    # The public side holds no secret key: neither our API nor TenSEAL can decrypt.
+    assert not hasattr(public, "decrypt")
+    with pytest.raises(ValueError, match="secret"):
+        back.parts[0].decrypt()
+    np.testing.assert_allclose(secret.decrypt(secret.deserialize(data)), values, atol=1e-6)
+
+
+def test_deserialize_rejects_foreign_and_malformed(secret: ckks.CKKSSecret, small: ckks.CKKSSecret) -> None:
+    data = secret.serialize(secret.encrypt(np.ones(10)))
+    with pytest.raises(ValueError, match="another key"):
+        small.deserialize(data)
+    with pytest.raises(ValueError):
+        secret.deserialize(data[:-10])
+    with pytest.raises(ValueError):
+        secret.deserialize(data[:30])
+    with pytest.raises(ValueError):
+        secret.decrypt_total(data)  # wrong kind
+
+
+def test_load_public_refuses_secret_context(secret: ckks.CKKSSecret) -> None:
+    leaked = secret._ctx.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
+    forged = ckks._PUBLIC_MAGIC + base.pack_blobs([secret.params.to_json(), leaked])
+    with pytest.raises(ValueError, match="secret key"):
+        ckks.load_public(forged)
+
+
+def test_secret_bytes_round_trip(small: ckks.CKKSSecret) -> None:
+    restored = ckks.load_secret(small.secret_bytes())
+    assert restored.key_id() == small.key_id()
+    enc = small.encrypt(np.arange(5.0))
+    np.testing.assert_allclose(restored.decrypt(enc), np.arange(5.0), atol=1e-6)
+
+
+# -- masked column sums -----------------------------------------------------
+
+
+def _training_like_residual(public: ckks.CKKSPublic, n: int, seed: int) -> tuple[ckks.CKKSVec, np.ndarray]:
+    """[[d]] as the bank forms it: cubic sigmoid of normalized logits, minus labels, times row weights."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-1, 1, n)
+    y = rng.integers(0, 2, n).astype(np.float64)
+    weights = np.where(rng.random(n) < 0.1, 0.0, 1.0)  # 10% decoy rows, zeroed
+    coeffs = _sigmoid_fit(3, 8.0)
+    enc = public.polyval(public.encrypt(t), coeffs)
+    enc = public.mul_plain(public.add_plain(enc, -y), weights)
+    truth = (np.polynomial.polynomial.polyval(t, coeffs) - y) * weights
+    return enc, truth
+
+
+@pytest.mark.parametrize(("n", "k"), [(1000, 12), (5000, 3), (21000, 12)])
+def test_masked_column_sums_recover_xt_a(secret: ckks.CKKSSecret, public: ckks.CKKSPublic, n: int, k: int) -> None:
+    enc, d = _training_like_residual(public, n, seed=n)
+    x = np.clip(np.random.default_rng(n + 1).normal(0, 1, (n, k)), -3, 3)
+    payload, mask = public.masked_column_sums(enc, x)
+    released = secret.decrypt_column_sums(payload)
+    sums = public.unmask_column_sums(released, mask)
+    truth = x.T @ d
+    # Error budget: flooding sigma (0.25 for 1000-slot blocks, 0.7 for 8192)
+    # plus the float64 decoding residue of 2**42-sized masks.
+    np.testing.assert_allclose(sums, truth, atol=5.0)
+    # On gradient means (sums / n) the cost is negligible.
+    assert np.max(np.abs(sums - truth)) / n < 3e-3
+
+
+def test_masked_column_sums_refuses_without_room(secret: ckks.CKKSSecret) -> None:
+    enc = secret.encrypt(np.ones(100))
+    for _ in range(5):
+        enc = secret.mul_plain(enc, 1.0)  # 2 primes left, 1 after the feature product
+    with pytest.raises(ValueError, match="modulus"):
+        secret.masked_column_sums(enc, np.ones((100, 2)))
+
+
+def test_key_owner_view_is_uncorrelated(small: ckks.CKKSSecret) -> None:
+    """Slots the key owner decrypts and sums it releases: |corr| < 0.05 with the truth."""
+    public = ckks.load_public(small.public_bytes(with_relin_keys=False))
+    rng = np.random.default_rng(11)
+    n, k, trials = 64, 64, 125  # 64 columns packed in one 4096-slot ciphertext: 8000 sums
+    slot_seen, slot_true, sums_seen, sums_true, unmasked = [], [], [], [], []
+    for _ in range(trials):
+        a = rng.normal(0, 0.5, n)
+        x = rng.normal(0, 1, (n, k))
+        payload, mask = public.masked_column_sums(public.encrypt(a), x)
+        # Everything the key owner can look at: the decrypted slots ...
+        blob = base.unpack_blobs(payload[ckks._HEADER.size + ckks._COL_FIELDS.size :])[0]
+        seen = small._slots_of(small._load_part(blob))[: n * k]
+        slot_seen.append(seen)
+        slot_true.append((a[:, None] * x).T.reshape(-1))
+        # ... and the sums it returns.
+        released = small.decrypt_column_sums(payload)
+        sums_seen.append(released)
+        sums_true.append(x.T @ a)
+        unmasked.append(public.unmask_column_sums(released, mask))
+    seen_slots, true_slots = np.concatenate(slot_seen), np.concatenate(slot_true)
+    seen_sums, true_sums = np.concatenate(sums_seen), np.concatenate(sums_true)
+    assert abs(np.corrcoef(seen_slots, true_slots)[0, 1]) < 0.05
+    assert abs(np.corrcoef(seen_sums, true_sums)[0, 1]) < 0.05
+    # The test has power: the unmasked values are what we claim they are.
+    np.testing.assert_allclose(np.concatenate(unmasked), true_sums, atol=1.5)
+    assert np.corrcoef(np.concatenate(unmasked), true_sums)[0, 1] > 0.99
+    assert np.max(np.abs(seen_slots)) > 2.0**38  # masks are 2**40-sized, not cosmetic
+
+
+def test_masked_total(secret: ckks.CKKSSecret, public: ckks.CKKSPublic) -> None:
+    rng = np.random.default_rng(5)
+    for n in (300, 5000, 20000):
+        t = rng.uniform(-1, 1, n)
+        # polyval leaves p(0) in the padding slots: the total must ignore them.
+        enc = public.polyval(public.encrypt(t), _sigmoid_fit(3, 8.0))
+        truth = float(np.sum(np.polynomial.polynomial.polyval(t, _sigmoid_fit(3, 8.0))))
+        payload, mask = public.masked_total(enc)
+        released = secret.decrypt_total(payload)
+        assert abs(released - truth) > 1e6  # the key owner sees a masked total
+        assert public.unmask_total(released, mask) == pytest.approx(truth, abs=1.0)
+
+
+def test_flooding_noise_and_grid(secret: ckks.CKKSSecret, public: ckks.CKKSPublic) -> None:
+    n = 8192
+    enc, _ = _training_like_residual(public, n, seed=9)
+    x = np.random.default_rng(10).normal(0, 1, (n, 1))
+    payload, _ = public.masked_column_sums(enc, x)
+    blob = base.unpack_blobs(payload[ckks._HEADER.size + ckks._COL_FIELDS.size :])[0]
+    block = secret._slots_of(secret._load_part(blob))
+    sigma, grid = ckks.flood_parameters(secret.params, block)
+    # Honest masks set sigma by the float64 decoding term, above the floor
+    # and ~2**17 times the secret-dependent CKKS error (1e-6..4e-6, measured).
+    assert 2.0**secret.params.flood_floor_log2 < sigma < 1.0
+    releases = np.array([secret.decrypt_column_sums(payload)[0] for _ in range(40)])
+    assert len(set(releases.tolist())) > 5  # every release is freshly flooded
+    assert 0.6 * sigma < np.std(releases, ddof=1) < 1.5 * sigma
+    np.testing.assert_array_equal(np.round(releases / grid), releases / grid)  # on the grid
+
+
+def test_payload_bound_to_key(secret: ckks.CKKSSecret, public: ckks.CKKSPublic, small: ckks.CKKSSecret) -> None:
+    enc = public.encrypt(np.ones(64))
+    payload, mask = public.masked_column_sums(enc, np.ones((64, 2)))
+    with pytest.raises(ValueError, match="another key"):
+        small.decrypt_column_sums(payload)
+    with pytest.raises(ValueError, match="mask"):
+        small.unmask_column_sums(np.zeros(2), mask)
+    with pytest.raises(ValueError):
+        secret.decrypt_column_sums(payload[:-1])
+
+
+def test_tenseal_available() -> None:
+    assert ts.__version__ == "0.3.18"
