@@ -1,10 +1,21 @@
 """The node's SQLite database: one connection, one lock, explicit transactions.
 
 Every state change of one request (replay id, consent use, enterprise
-budget, audit entry) commits in one transaction, so the database never
-holds a consumed use without its audit entry or the reverse. In-memory
-caches are updated only through ``Transaction.on_commit`` callbacks: if a
-commit fails, memory and disk stay in step.
+budget, audit entry) is one unit (a SAVEPOINT), so the database never holds
+a consumed use without its audit entry or the reverse. In-memory caches are
+updated only through ``Transaction.on_commit`` callbacks.
+
+Group commit. A COMMIT costs more than everything else a Verify writes, so
+the hot path (``transaction(durable=False)``) releases its savepoint inside
+one long-running write transaction and, after letting go of the lock, waits
+in ``wait_durable`` until a COMMIT covers it: the first waiter commits for
+everyone queued behind it. Nothing a request decided leaves the node (no
+fan-out, no answer) before that COMMIT. Callbacks of such a unit run at
+once, under the lock, so the next request's checks see its effect; if a
+COMMIT then fails (disk full, I/O error) memory is ahead of disk, so the
+database refuses all further work and the node must be restarted: it fails
+stopped rather than inconsistent. ``transaction()`` (durable, the default)
+commits on exit as before.
 
 Durability: WAL with ``synchronous=NORMAL`` by default. A process crash
 loses nothing that was committed; a power loss or OS crash may roll back
@@ -29,7 +40,7 @@ SCHEMA_VERSION = 1
 class Transaction:
     """A write transaction in progress; the cursor runs statements inside it."""
 
-    __slots__ = ("cursor", "scratch", "_callbacks")
+    __slots__ = ("cursor", "scratch", "_callbacks", "token")
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self.cursor = cursor
@@ -37,6 +48,7 @@ class Transaction:
         # appended but not yet committed), keyed by the store.
         self.scratch: dict[int, object] = {}
         self._callbacks: list[Callable[[], None]] = []
+        self.token = 0  # set on exit: pass to Database.wait_durable
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.cursor.execute(sql, params)
@@ -45,7 +57,8 @@ class Transaction:
         return self.cursor.executemany(sql, rows)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Run callback after a successful commit (cache updates go here)."""
+        """Run callback once the unit is applied (cache updates go here); for a
+        durable transaction that is after its COMMIT."""
         self._callbacks.append(callback)
 
 
@@ -67,6 +80,16 @@ class Database:
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints run on a background connection (``checkpoint``): done
+        # inside a commit they fsync and turn a sub-ms p50 into a 10-ms p99.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._open = False  # a write transaction holds released, uncommitted units
+        self._applied = 0  # units applied so far
+        self._committed = 0  # units covered by a COMMIT
+        self._committing = False
+        self._failed: BaseException | None = None
+        self._commit_cv = threading.Condition()
+        self._checkpointer: sqlite3.Connection | None = None
         self._migrate(schemas)
 
     def _migrate(self, schemas: Sequence[str]) -> None:
@@ -80,25 +103,87 @@ class Database:
             tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """BEGIN IMMEDIATE ... COMMIT under the lock; ROLLBACK on any exception."""
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
+        """One unit of writes under the lock; ROLLBACK TO its savepoint on any exception.
+
+        durable=True commits on exit (and everything applied before it).
+        durable=False leaves the COMMIT to ``wait_durable(tx.token)``, which
+        the caller must call after releasing ``lock``.
+        """
         with self.lock:
+            if self._failed is not None:
+                raise RuntimeError("node database failed earlier; restart the node") from self._failed
             cursor = self._conn.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
+            if not self._open:
+                cursor.execute("BEGIN IMMEDIATE")
+                self._open = True
+            cursor.execute("SAVEPOINT unit")
             tx = Transaction(cursor)
             try:
                 yield tx
-                cursor.execute("COMMIT")
+                cursor.execute("RELEASE unit")
             except BaseException:
-                # A failed COMMIT (disk full, I/O error) may leave the transaction
-                # open; roll back so the connection is usable and memory is untouched.
                 try:
-                    cursor.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK TO unit")
+                    cursor.execute("RELEASE unit")
                 except sqlite3.Error:
                     pass
                 raise
+            self._applied += 1
+            tx.token = self._applied
+            if durable:
+                self._commit_locked()
             for callback in tx._callbacks:
                 callback()
+
+    def _commit_locked(self) -> None:
+        target = self._applied
+        if self._open:
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                # Units whose callbacks already ran are lost from disk: stop.
+                self._failed = exc
+                log.critical("node database COMMIT failed; refusing all further work: %s", exc)
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self._open = False
+                with self._commit_cv:
+                    self._commit_cv.notify_all()
+                raise
+            self._open = False
+        with self._commit_cv:
+            self._committed = max(self._committed, target)
+            self._commit_cv.notify_all()
+
+    def wait_durable(self, token: int) -> None:
+        """Return once a COMMIT covers unit ``token``; the first waiter commits for all."""
+        while True:
+            with self._commit_cv:
+                if self._committed >= token:
+                    return
+                if self._failed is not None:
+                    raise RuntimeError("node database failed; restart the node") from self._failed
+                if self._committing:
+                    self._commit_cv.wait(timeout=1.0)
+                    continue
+                self._committing = True
+            try:
+                with self.lock:
+                    if self._committed < token:
+                        self._commit_locked()
+            finally:
+                with self._commit_cv:
+                    self._committing = False
+                    self._commit_cv.notify_all()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database without blocking the writer (PASSIVE)."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.lock:
@@ -106,11 +191,16 @@ class Database:
 
     def close(self) -> None:
         with self.lock:
+            if self._open and self._failed is None:
+                self._commit_locked()
             try:
                 self._conn.execute("PRAGMA optimize")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
             self._conn.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
 
 
 def _split_statements(ddl: str) -> list[str]:

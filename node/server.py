@@ -43,6 +43,7 @@ class NodeServer:
     server: RunningServer
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _checkpointer: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -63,9 +64,19 @@ class NodeServer:
             if self._stop.wait(interval):
                 return
 
+    def _checkpoints(self) -> None:
+        """WAL checkpoints off the request path, every second (see node.db)."""
+        while not self._stop.wait(1.0):
+            try:
+                self.core.db.checkpoint()
+            except Exception:  # a busy or failed checkpoint is retried next second
+                log.warning("WAL checkpoint failed", exc_info=True)
+
     def start_maintenance(self) -> None:
         self._thread = threading.Thread(target=self._maintenance, name="node-maintenance", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="node-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING, finish in-flight calls, then close agents and the database. Idempotent."""
@@ -75,6 +86,8 @@ class NodeServer:
         self.server.stop(grace)
         if self._thread is not None:
             self._thread.join(timeout=grace + self.core.config.agent_timeout_seconds)
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=5)
         self.core.agents.close()
         self.core.db.close()
 

@@ -344,6 +344,7 @@ class NodeCore:
             check_error = exc
         day = utc_day(now)
         ts_ms = int(now * 1000)
+        refusal: XinrongError | None
         with self.db.lock:
             # 4. Replay: check and consume the id atomically under the lock.
             if self.replay.seen(request_id):
@@ -369,17 +370,25 @@ class NodeCore:
                     raise XinrongError("daily uses reached", reason=Reason.CONSENT_DAILY_LIMIT)
                 if self.budget.exhausted(enterprise, day):
                     raise XinrongError("enterprise daily budget reached", reason=Reason.ENTERPRISE_BUDGET_EXHAUSTED)
-            except XinrongError as refusal:
-                with self.db.transaction() as tx:
+            except XinrongError as exc:
+                refusal = exc
+                with self.db.transaction(durable=False) as tx:
                     self.replay.record(tx, request_id, now)
                     self.audit.append(tx, event(Decision.REFUSED, refusal.reason.value), ts_ms)
-                raise refusal from None
-            admitted = event(Decision.ALLOWED)
-            with self.db.transaction() as tx:
-                self.replay.record(tx, request_id, now)
-                self.consents.consume(tx, record, day)
-                self.budget.consume(tx, enterprise, day)
-                self.audit.append(tx, admitted, ts_ms)
+            else:
+                refusal = None
+                admitted = event(Decision.ALLOWED)
+                with self.db.transaction(durable=False) as tx:
+                    self.replay.record(tx, request_id, now)
+                    self.consents.consume(tx, record, day)
+                    self.budget.consume(tx, enterprise, day)
+                    self.audit.append(tx, admitted, ts_ms)
+        # Group commit outside the lock (see node.db): nothing leaves the node,
+        # neither a refusal nor a call to an agent, before this unit is durable.
+        self.db.wait_durable(tx.token)
+        if refusal is not None:
+            raise refusal from None
+        assert checked is not None and record is not None
         # Fan-out outside the lock: agents answer concurrently for many requests.
         requests = {p: build(p, items, record, audience) for p, items in checked.groups.items()}
         try:

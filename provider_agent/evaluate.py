@@ -35,6 +35,8 @@ request.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import hashlib
 import json
 import logging
@@ -366,6 +368,10 @@ class ProviderAgent:
         return _typed(spec, cells[index])
 
     # -------------------------------------------------------------- use cases
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Answer several requests under one state commit (see StateStore.batch)."""
+        return self._state.batch()
 
     def evaluate_claims(self, req: ClaimsRequest) -> common_pb2.SealedBox:
         """Verdicts on claims, signed and sealed to the audience."""

@@ -98,7 +98,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
         self._require_node(context)
         for batch in request_iterator:
-            yield agent_pb2.EvaluateStreamResponse(results=[self._one(call) for call in batch.calls])
+            # One state commit for the batch; answers leave only after it.
+            with self._agent.batch():
+                results = [self._one(call) for call in batch.calls]
+            yield agent_pb2.EvaluateStreamResponse(results=results)
 
     def UpdateConsentStatus(  # noqa: N802
         self, request: agent_pb2.UpdateConsentStatusRequest, context: grpc.ServicerContext

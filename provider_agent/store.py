@@ -446,8 +446,34 @@ class StateStore:
             raise
         # One writer connection, serialized in-process: SQLite's busy handler
         # sleeps in milliseconds, a Python lock hands over in microseconds.
-        self._lock = threading.Lock()
+        # Re-entrant so a batch can hold it across the requests it groups.
+        self._lock = threading.RLock()
         self._checkpointer: sqlite3.Connection | None = None
+        self._batch_depth = 0
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the requests answered inside into one commit (group commit).
+
+        A COMMIT costs more than everything else a request writes; a batch of
+        stream calls shares one. Each request inside still gets its own
+        SAVEPOINT, so a refused request rolls back alone; nothing of the batch
+        is durable (and no answer leaves the agent) before the single COMMIT,
+        which the caller awaits before sending the batch's answers.
+        """
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            self._batch_depth += 1
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_depth -= 1
 
     @contextmanager
     def request(
@@ -476,7 +502,8 @@ class StateStore:
         day = _utc_day(now)
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            nested = self._batch_depth > 0
+            conn.execute("SAVEPOINT answer" if nested else "BEGIN IMMEDIATE")
             try:
                 txn = RequestTxn(request_id=request_id, consent_id=consent_id, day=day, now=int(now))
                 try:
@@ -502,7 +529,9 @@ class StateStore:
                 yield txn
                 entry = txn.entry
                 if entry is None:
-                    conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK TO answer" if nested else "ROLLBACK")
+                    if nested:
+                        conn.execute("RELEASE answer")
                     return
                 if txn.outcome is not Admission.ADMITTED:
                     raise RuntimeError("an answer was recorded for a request that was not admitted")
@@ -522,9 +551,12 @@ class StateStore:
                         entry.sealed_sha256, entry.issued_at,
                     ),
                 )
-                conn.execute("COMMIT")
+                conn.execute("RELEASE answer" if nested else "COMMIT")
             except BaseException:
-                if conn.in_transaction:
+                if nested:
+                    conn.execute("ROLLBACK TO answer")
+                    conn.execute("RELEASE answer")
+                elif conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
 

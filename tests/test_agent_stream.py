@@ -15,7 +15,7 @@ import pytest
 from keys.layout import party_dir
 from node.config import ProviderEndpoint
 from node.routing import AgentPool
-from test_node_fakes import ACME, grant
+from test_node_fakes import ACME, consent_id_of, grant
 from xinrong.catalog import Catalog
 from xinrong.claims import parse_claim
 from xinrong.errors import Reason, XinrongError
@@ -93,6 +93,10 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
     good = [r for i, r in results.items() if i != 5]
     assert all(isinstance(r, list) and r[0][1].recipient_id == "bank-a" for r in good)
     assert stream.batches_sent < 25, "24 concurrent calls should have shared batches"
+    # Group commit: every answered call counted its use, the refused replay did not.
+    consent_id = consent_id_of(consent)
+    assert server.state.use_count(consent_id) == 1 + len(good)
+    assert len(server.state.answer_log(consent_id=consent_id)) == 1 + len(good)
     pool.close()
 
 
