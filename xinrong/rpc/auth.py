@@ -7,6 +7,7 @@ SAN. Nothing the caller sends in a request is trusted for identity.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,7 +33,21 @@ def _identity_from_pem(pem: bytes) -> Peer | None:
     return Peer(*ident) if ident else None
 
 
-def peer_of(context: grpc.ServicerContext) -> Peer | None:
+_current = threading.local()
+
+
+def remember_peer(context: grpc.ServicerContext, peer: Peer | None) -> None:
+    """Cache the peer of the call this thread is serving (set by the guard
+    interceptor), so servicers asking again do not re-read the auth context."""
+    _current.context = context
+    _current.peer = peer
+
+
+def peer_of(context: grpc.ServicerContext, *, fresh: bool = False) -> Peer | None:
+    """The verified identity of the caller (fresh=True skips the per-call cache)."""
+    if not fresh and getattr(_current, "context", None) is context:
+        cached: Peer | None = _current.peer
+        return cached
     auth = context.auth_context()
     pems = list(auth.get("x509_pem_cert") or [])
     if not pems:
@@ -40,4 +55,4 @@ def peer_of(context: grpc.ServicerContext) -> Peer | None:
     return _identity_from_pem(bytes(pems[0]))
 
 
-__all__ = ["Peer", "peer_of", "server_name"]
+__all__ = ["Peer", "peer_of", "remember_peer", "server_name"]

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from keys.layout import PartyCredentials
 from xinrong.errors import Reason, XinrongError
-from xinrong.rpc.auth import peer_of
+from xinrong.rpc.auth import peer_of, remember_peer
 from xinrong.rpc.errors import status_for, status_for_error
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class ServiceBinding:
 
 
 def _check_peer(context: grpc.ServicerContext, roles: frozenset[str] | None, method: str) -> None:
-    peer = peer_of(context)
+    peer = peer_of(context, fresh=True)
+    remember_peer(context, peer)
     if peer is None or (roles is not None and peer.role not in roles):
         log.warning("[%s] refused caller role %s", method, peer.role if peer else None)
         context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
