@@ -28,12 +28,20 @@ DATASETS = ("default_credit", "breast")
 _MISSING = {"", "na", "nan", "null", "none", "?"}
 
 
+# Where the workplace keeps the shared datasets when the clone does not sit
+# beside ``shared/`` (CI clones elsewhere); the data are read, never copied.
+WORKPLACE_DATA_DIR = Path("/work/shared/data")
+
+
 def default_data_dir() -> Path:
-    """``$XINRONG_DATA_DIR`` or ``../shared/data`` next to the repository."""
+    """``$XINRONG_DATA_DIR``, else ``../shared/data`` next to the repository, else the workplace copy."""
     env = os.environ.get("XINRONG_DATA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if beside.is_dir() or not WORKPLACE_DATA_DIR.is_dir():
+        return beside
+    return WORKPLACE_DATA_DIR
 
 
 @dataclass(frozen=True)
