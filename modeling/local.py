@@ -22,14 +22,16 @@ bank's own.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -103,12 +105,40 @@ class Captured:
 
 @dataclass
 class Traffic:
-    """Bytes each party sent and received; optionally everything the node saw."""
+    """Bytes each party sent and received, CPU each party spent; optionally everything the node saw.
+
+    ``cpu_seconds`` is thread CPU time attributed to the party whose code ran
+    (``working``): nested work of another party (the node calling a
+    provider) is subtracted from the caller, so each entry is what that
+    party would spend in a process of its own (minus the gRPC layer). Only
+    the calling thread counts: work a backend hands to its own threads or
+    processes (Paillier's obfuscator pool and exponentiation workers) is
+    missing, so compare CKKS and plain runs, not Paillier ones.
+    """
 
     capture: bool = False
     sent: dict[str, int] = field(default_factory=dict)
     received: dict[str, int] = field(default_factory=dict)
     node_view: list[Captured] = field(default_factory=list)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    _stacks: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    _cpu_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @contextmanager
+    def working(self, party: str) -> Iterator[None]:
+        """Attribute this thread's CPU time inside the block to ``party``."""
+        stack: list[list[float]] = self._stacks.__dict__.setdefault("stack", [])
+        frame = [time.thread_time(), 0.0]  # start, time spent in nested parties
+        stack.append(frame)
+        try:
+            yield
+        finally:
+            stack.pop()
+            elapsed = time.thread_time() - frame[0]
+            with self._cpu_lock:
+                self.cpu_seconds[party] = self.cpu_seconds.get(party, 0.0) + elapsed - frame[1]
+            if stack:
+                stack[-1][1] += elapsed
 
     def transfer(self, src: str, dst: str, kind: str, data: bytes) -> None:
         self.sent[src] = self.sent.get(src, 0) + len(data)
@@ -174,8 +204,9 @@ class LocalProviderLink:
         self._calls += 1
         if self._fail_after is not None and self._calls > self._fail_after:
             raise ProviderUnavailable(f"provider {self.provider_id} stopped answering")
-        reply = handler(_cross(self._traffic, NODE, self.provider_id, msg))
-        return _cross(self._traffic, self.provider_id, NODE, reply)
+        with self._traffic.working(self.provider_id):
+            reply = handler(_cross(self._traffic, NODE, self.provider_id, msg))
+            return _cross(self._traffic, self.provider_id, NODE, reply)
 
     def setup(self, msg: JobSetup) -> SetupAck:
         return self._call(msg, self.party.setup)
@@ -196,7 +227,8 @@ class LocalProviderLink:
         self._calls += 1
         if self._fail_after is not None and self._calls > self._fail_after:
             raise ProviderUnavailable(f"provider {self.provider_id} stopped answering")
-        sealed = handler(_cross(self._traffic, NODE, self.provider_id, msg))
+        with self._traffic.working(self.provider_id):
+            sealed = handler(_cross(self._traffic, NODE, self.provider_id, msg))
         self._traffic.transfer(self.provider_id, NODE, "SealedPartialLogits", sealed)
         return sealed
 
@@ -229,15 +261,13 @@ class LocalProviderLink:
 
 
 def provider_public_bytes(secret: HESecret) -> bytes:
-    """The public key providers need: without multiplication keys when the backend can drop them.
+    """The public key providers need: without relinearization keys.
 
-    Providers never multiply two ciphertexts, so a CKKS context without
-    relinearization keys (1.7 MB instead of 13.7 MB) is all they get.
+    Providers never multiply two ciphertexts, so a CKKS public key without
+    relinearization keys (1.5 MB instead of 10.6 MB) is all they get; the
+    other backends have no such keys and return their one public key.
     """
-    fn: Callable[..., bytes] = secret.public_bytes
-    if "with_relin_keys" in inspect.signature(fn).parameters:
-        return fn(with_relin_keys=False)
-    return fn()
+    return secret.public_bytes(with_relin_keys=False)
 
 
 # -- one training job ----------------------------------------------------------------------
@@ -298,13 +328,15 @@ class LocalFederation:
         self._started = False
 
     def _to_node(self, msg: M, handler: Callable[[M], R]) -> R:
-        reply = handler(_cross(self.traffic, self.bank.party_id, NODE, msg))
-        return _cross(self.traffic, NODE, self.bank.party_id, reply)
+        with self.traffic.working(NODE):
+            reply = handler(_cross(self.traffic, self.bank.party_id, NODE, msg))
+            return _cross(self.traffic, NODE, self.bank.party_id, reply)
 
     def start(self, n_rows: int, train_rows: npt.ArrayLike) -> None:
-        start: JobStart = self.bank.job_start([p.party_id for p in self.providers], n_rows, train_rows)
-        started: JobStarted = self._to_node(start, self.node.start)
-        self.bank.started(started)
+        with self.traffic.working(self.bank.party_id):
+            start: JobStart = self.bank.job_start([p.party_id for p in self.providers], n_rows, train_rows)
+            started: JobStarted = self._to_node(start, self.node.start)
+            self.bank.started(started)
         self._started = True
 
     def resume(self) -> int:
@@ -361,6 +393,10 @@ class LocalFederation:
     def run(self, *, progress: Callable[[int, BankMetrics], None] | None = None, resume: bool = False) -> TrainResult:
         if not self._started:
             raise RuntimeError("call start() first")
+        with self.traffic.working(self.bank.party_id):  # the bank drives; node and provider work is carved out
+            return self._run(progress, resume)
+
+    def _run(self, progress: Callable[[int, BankMetrics], None] | None, resume: bool) -> TrainResult:
         cfg = self.bank._cfg()
         resumed_from = self.resume() if resume else 0
         t0 = time.perf_counter()
@@ -410,6 +446,7 @@ class Alignment:
     provider_rows: dict[str, npt.NDArray[np.int64]]
     is_decoy: npt.NDArray[np.bool_]
     seconds: float
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per party, its PSI workers included
 
     def __len__(self) -> int:
         return int(self.bank_rows.size)
@@ -424,36 +461,60 @@ def align_psi(
     decoys: Sequence[str] = (),
     workers: int | None = None,
 ) -> Alignment:
-    """ECDH-PSI between the bank and each provider, relayed (and counted) through the node."""
+    """ECDH-PSI between the bank and each provider, relayed (and counted) through the node.
+
+    The parties work as they would in their own processes: every provider
+    blinds its own ids at once (``ProviderPsi.prepare``, concurrently with
+    the bank's request) and answers the request on its own thread; the bank
+    accepts responses as they arrive. X25519 holds the GIL, so the blinding
+    itself runs in one pool of worker processes shared by all parties of
+    this process (``psi.worker_pool``; ``workers=1``: none, all in this
+    thread). ``Alignment.cpu_seconds`` is each party's CPU, its workers
+    included: what it would spend in a process of its own.
+    """
     from modeling import psi
 
     t0 = time.perf_counter()
     context = f"xinrong/vlr/{job_id}".encode()
-    with psi.BankPsi(bank.ids, context=context, decoys=decoys, workers=workers) as bank_psi:
-        request = bank_psi.request()
-        traffic.transfer(bank.name, NODE, "PsiRequest", request)
-        provider_psis = {}
-        for p in providers:
-            traffic.transfer(NODE, p.name, "PsiRequest", request)
-            pp = psi.ProviderPsi(p.ids, context=context, workers=workers)
-            response = pp.respond(request)
-            traffic.transfer(p.name, NODE, "PsiResponse", response)
-            traffic.transfer(NODE, bank.name, "PsiResponse", response)
-            bank_psi.accept(p.name, response)
-            provider_psis[p.name] = pp
+    work = len(bank.ids) + len(decoys) + sum(len(bank.ids) + 2 * len(p.ids) for p in providers)
+    n_workers = psi.worker_count(workers)
+    pool = psi.worker_pool(n_workers) if n_workers > 1 and work >= psi.PARALLEL_MIN else None
+    try:
+        bank_psi = psi.BankPsi(bank.ids, context=context, decoys=decoys, workers=n_workers, executor=pool)
+        provider_psis = {
+            p.name: psi.ProviderPsi(p.ids, context=context, workers=n_workers, executor=pool) for p in providers
+        }
+        with ThreadPoolExecutor(max_workers=len(providers), thread_name_prefix="psi-provider") as threads:
+            for pp in provider_psis.values():
+                threads.submit(pp.prepare)  # their own ids, while the bank blinds its request
+            request = bank_psi.request()
+            traffic.transfer(bank.name, NODE, "PsiRequest", request)
+            responses = {}
+            for p in providers:
+                traffic.transfer(NODE, p.name, "PsiRequest", request)
+                responses[p.name] = threads.submit(provider_psis[p.name].respond, request)
+            for p in providers:
+                response = responses[p.name].result()
+                traffic.transfer(p.name, NODE, "PsiResponse", response)
+                traffic.transfer(NODE, bank.name, "PsiResponse", response)
+                bank_psi.accept(p.name, response)
         alignment, selections = bank_psi.finish()
-    provider_rows = {}
-    for p in providers:
-        sel = selections[p.name]
-        traffic.transfer(bank.name, NODE, "PsiSelection", sel)
-        traffic.transfer(NODE, p.name, "PsiSelection", sel)
-        provider_rows[p.name] = provider_psis[p.name].finish(sel).provider_index
+        provider_rows = {}
+        for p in providers:
+            sel = selections[p.name]
+            traffic.transfer(bank.name, NODE, "PsiSelection", sel)
+            traffic.transfer(NODE, p.name, "PsiSelection", sel)
+            provider_rows[p.name] = provider_psis[p.name].finish(sel).provider_index
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return Alignment(
         ids=tuple(alignment.ids),
         bank_rows=alignment.bank_index,
         provider_rows=provider_rows,
         is_decoy=np.asarray(alignment.is_decoy, dtype=bool),
         seconds=time.perf_counter() - t0,
+        cpu_seconds={bank.name: bank_psi.cpu_seconds, **{n: pp.cpu_seconds for n, pp in provider_psis.items()}},
     )
 
 

@@ -49,10 +49,17 @@ Encrypted values are in normalized units ``t = z / R`` (``modeling.sigmoid``).
    logits to the bank anyway.
 2. *Forward.* Each provider encrypts ``tau_i`` under the node's key,
    rerandomizes, and seals it to the bank. The bank forms
-   ``[[t]] = sum [[tau_i]] + tau_b``, evaluates the sigmoid polynomial,
-   subtracts labels and applies row weights (0 for decoys, ``B / B_real`` for
-   real rows, skipped when the batch has no decoys):
-   ``[[d]] = w * (s([[t]]) - y)``; rerandomized per provider and sealed.
+   ``[[t]] = sum [[tau_i]] + tau_b``, evaluates the sigmoid polynomial with
+   row weights on its coefficients (0 for decoys, ``B / B_real`` for real
+   rows, skipped when the batch has no decoys; no level of their own) and
+   subtracts the weighted labels: ``[[d]] = w * (s([[t]]) - y)``. Each
+   provider gets its own rerandomization of ``[[d]]`` (a fresh Enc(0) at
+   ``[[d]]``'s level), sealed to it. One shared rerandomization would hide
+   ``[[d]]`` from each provider just as well (the fresh randomness is the
+   bank's alone) and would only matter if providers colluded, which the
+   trust model excludes; we keep one per provider anyway, because "every
+   ciphertext that leaves a party carries randomness never sent before" is
+   a rule the backends and tests can check locally, and it costs ~11 ms.
 3. *Gradients.* Every party computes ``masked_column_sums([[d]], X_i)``; the
    node decrypts the masked sums and returns them to that party only; the
    party unmasks, divides by B, adds ``l2 * w`` and updates its own weights.
@@ -1126,13 +1133,14 @@ class BankParty(_PartyCore):
         y = self.y[rows]
         real = ~self.decoy[rows]
         n_real = int(real.sum())
-        d = he.add_plain(he.polyval(t, approx.coeffs), -y)
         weights: FloatArray | None = None
         if n_real == 0 or n / n_real > MAX_ROW_WEIGHT:
             raise VlrError("a batch has too few real rows for its decoys; use fewer decoys or larger batches")
         if n_real < n:
             weights = np.where(real, n / n_real, 0.0)
-            d = he.mul_plain(d, weights)
+        # w * (s(t) - y): the weights ride on the polynomial (no level of their own); decoys have y = 0.
+        wy = y if weights is None else weights * y
+        d = he.add_plain(he.polyval(t, approx.coeffs, row_weights=weights), -wy)
         mode = self.loss_mode
         loss_batches = self._cfg().loss_batches
         want_loss = mode != "none" and (loss_batches == 0 or reply.batch < loss_batches)
@@ -1151,9 +1159,8 @@ class BankParty(_PartyCore):
         loss_payload = b""
         loss_mask: Any = None
         if mode == "poly" and want_loss:
-            lt = he.add(he.polyval(t, approx.loss_coeffs), he.mul_plain(t, -y))
-            if weights is not None:
-                lt = he.mul_plain(lt, weights)
+            # w * (l0(t) - y t); the backend reuses the powers of t from the sigmoid above
+            lt = he.add(he.polyval(t, approx.loss_coeffs, row_weights=weights), he.mul_plain(t, -wy))
             loss_payload, loss_mask = he.masked_total(lt)
         self._pending = {
             "grad_mask": grad_mask,
@@ -1403,8 +1410,9 @@ class NodeCoordinator:
     It holds the job's HE secret key and never receives anything that
     decrypts to an unmasked value: the payloads it decrypts were masked by
     their senders, and everything else it relays is sealed to someone else.
-    ``parallel`` fans provider calls out on threads (the HE libraries release
-    the GIL for their heavy work).
+    ``parallel`` fans provider calls out on threads: over the wire each call
+    waits on a provider computing in its own process, so they overlap (in one
+    process mostly not: SEAL's Python binding holds the GIL).
     """
 
     def __init__(
@@ -1475,8 +1483,10 @@ class NodeCoordinator:
             raise ProtocolViolation("the bank cannot also be a provider of the job")
         self.widths = {self.bank_id: len(msg.bank_features) + 1}
         self.feature_names = {self.bank_id: msg.bank_features}
-        public_all = self.secret.public_bytes()
-        public_providers = self._public_providers or public_all
+        # The bank evaluates the sigmoid (relinearization keys); providers only add and
+        # multiply by plaintexts, so they get the lighter key unless the caller chose one.
+        public_all = self.secret.public_bytes(with_relin_keys=True)
+        public_providers = self._public_providers or self.secret.public_bytes(with_relin_keys=False)
         scheme = self.secret.scheme
 
         def setup(link: ProviderLink) -> SetupAck:

@@ -73,6 +73,17 @@ def test_public_key_round_trip_and_interfaces(sk: paillier.PaillierSecret, pk: p
         paillier.load_public(sk.public_bytes()[:-1])
 
 
+def test_public_bytes_keyword_and_weighted_polyval(sk: paillier.PaillierSecret, pk: paillier.PaillierPublic) -> None:
+    """No relinearization keys exist, so both public-key variants are one key; row weights fold into c0, c1."""
+    assert sk.public_bytes(with_relin_keys=False) == sk.public_bytes() == pk.public_bytes(with_relin_keys=False)
+    t = np.linspace(-1, 1, 30)
+    w = np.where(np.arange(30) % 5 == 0, 0.0, 1.25)
+    got = sk.decrypt(pk.polyval(pk.encrypt(t), (0.5, 2.5), row_weights=w))
+    np.testing.assert_allclose(got, w * (0.5 + 2.5 * t), atol=1e-5)
+    with pytest.raises(ValueError):
+        pk.polyval(pk.encrypt(t), (0.5, 2.5), row_weights=w[:-1])
+
+
 def test_base_keygen_dispatches() -> None:
     secret = base_keygen("paillier", n_bits=1024, allow_small_key=True, workers=1)
     assert secret.scheme == "paillier" and secret.max_degree == 1

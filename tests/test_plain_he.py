@@ -96,3 +96,15 @@ def test_public_key_parsing() -> None:
         plain.load_public(b"garbage")
     with pytest.raises(ValueError):
         plain.PlainPublic(b"short")
+
+
+def test_public_bytes_keyword_and_row_weights(secret: plain.PlainSecret) -> None:
+    # no relinearization keys exist: the providers' variant is the same key
+    assert secret.public_bytes(with_relin_keys=False) == secret.public_bytes()
+    a = np.linspace(-1, 1, 20)
+    w = np.where(np.arange(20) % 4 == 0, 0.0, 1.5)
+    coeffs = [0.5, 0.2, 0.0, -0.01]
+    got = secret.decrypt(secret.polyval(secret.encrypt(a), coeffs, row_weights=w))
+    np.testing.assert_allclose(got, w * np.polynomial.polynomial.polyval(a, coeffs))
+    with pytest.raises(ValueError):
+        secret.polyval(secret.encrypt(a), coeffs, row_weights=w[:-1])

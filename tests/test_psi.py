@@ -180,6 +180,7 @@ def test_blinding_commutes_on_the_curve_and_on_its_twist() -> None:
 def test_worker_processes_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(psi, "PARALLEL_MIN", 100)
     monkeypatch.setattr(psi, "CHUNK", 150)
+    monkeypatch.setattr(psi, "MIN_CHUNK", 50)
     bank_ids, provider_ids, expected = make_sets(500, 400, 123, seed=6)
     with psi.BankPsi(bank_ids, context=CTX, workers=2) as bank, psi.ProviderPsi(
         provider_ids, context=CTX, workers=2
@@ -189,6 +190,50 @@ def test_worker_processes_give_the_same_result(monkeypatch: pytest.MonkeyPatch) 
         view = provider.finish(selections["tax"])
     assert set(alignment.ids) == expected and view.ids == alignment.ids
     assert bank.cpu_seconds > 0 and provider.cpu_seconds > 0
+
+
+def test_shared_pool_concurrent_providers_and_early_prepare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How one process runs a job (``modeling.local.align_psi``): one worker pool for every party,
+    providers blinding their own ids before the request exists and answering on their own threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(psi, "SHARED_MIN", 100)
+    monkeypatch.setattr(psi, "MIN_CHUNK", 60)
+    bank_ids, tax_ids, expected = make_sets(400, 300, 150, seed=8)
+    power_ids = bank_ids[100:260] + [f"X{i}" for i in range(90)]
+    expected &= set(power_ids)
+    assert len(expected) == 50
+    with psi.worker_pool(2) as pool:
+        bank = psi.BankPsi(bank_ids, context=CTX, workers=2, executor=pool)
+        parties = {n: psi.ProviderPsi(ids, context=CTX, workers=2, executor=pool) for n, ids in (("tax", tax_ids), ("power", power_ids))}
+        with ThreadPoolExecutor(2) as threads:
+            for party in parties.values():
+                threads.submit(party.prepare)
+            request = bank.request()
+            answers = {n: threads.submit(p.respond, request) for n, p in parties.items()}
+            for name, answer in answers.items():
+                bank.accept(name, answer.result())
+        alignment, selections = bank.finish()  # closes nothing it does not own: the pool still works
+        views = {n: p.finish(selections[n]) for n, p in parties.items()}
+        assert pool.submit(len, "abc").result() == 3
+    assert set(alignment.ids) == expected
+    assert all(v.ids == alignment.ids for v in views.values())
+    # the same job without any worker gives the same intersection (row order is random per job)
+    serial, _, _ = run(bank_ids, {"tax": tax_ids, "power": power_ids})
+    assert set(serial.ids) == expected
+    assert bank.cpu_seconds > 0 and all(p.cpu_seconds > 0 for p in parties.values())
+
+
+def test_prepare_is_idempotent_and_matches_respond() -> None:
+    bank_ids, provider_ids, _ = make_sets(60, 50, 20, seed=9)
+    bank = psi.BankPsi(bank_ids, context=CTX, workers=1)
+    early = psi.ProviderPsi(provider_ids, context=CTX, workers=1)
+    early.prepare()
+    own = early._own
+    early.prepare()
+    assert early._own is own
+    response = early.respond(bank.request())
+    assert own is not None and response.endswith(own)  # {H(y)^b} close the response, as prepared
 
 
 def test_duplicate_ids_are_rejected() -> None:

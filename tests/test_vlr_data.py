@@ -106,6 +106,29 @@ def test_run_job_with_psi_split_and_private_scoring(tmp_path: Path) -> None:
     assert metrics.auc(again.y_test, again.test_logits) == pytest.approx(auc, abs=1e-6)
     sent = job.train.traffic.per_party()
     assert set(sent) == {"bank-a", "node", "tax", "power"} and all(v["sent"] > 0 for v in sent.values())
+    # CPU per party: training (each party's own code, nested calls carved out) and the PSI
+    cpu = job.train.traffic.cpu_seconds
+    assert set(cpu) == {"bank-a", "node", "tax", "power"} and all(v > 0 for v in cpu.values())
+    assert set(job.alignment.cpu_seconds) == {"bank-a", "tax", "power"}
+
+
+def test_align_psi_with_a_shared_worker_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process PSI runs every party's blinding in one pool of worker processes, providers concurrently."""
+    from modeling import psi
+    from modeling.local import Traffic, align_psi
+
+    monkeypatch.setattr(psi, "PARALLEL_MIN", 500)
+    monkeypatch.setattr(psi, "SHARED_MIN", 100)
+    monkeypatch.setattr(psi, "MIN_CHUNK", 100)
+    bank, providers = _tables(600, 2)
+    traffic = Traffic()
+    pooled = align_psi(bank, providers, job_id="pool", traffic=traffic, workers=2)
+    serial = align_psi(bank, providers, job_id="pool", traffic=Traffic(), workers=1)
+    assert set(pooled.ids) == set(serial.ids) == set(bank.ids) & set(providers[0].ids) & set(providers[1].ids)
+    for p in providers:  # every party holds the same rows in the same order
+        assert [p.ids[i] for i in pooled.provider_rows[p.name]] == list(pooled.ids)
+    assert all(v > 0 for v in pooled.cpu_seconds.values())
+    assert traffic.sent["bank-a"] > 0 and traffic.received["tax"] > 0
 
 
 def test_run_job_with_decoys(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """The one homomorphic-encryption interface the protocol is written against.
 
 Three implementations: ``plain`` (reference and tests: no encryption at all),
-``ckks`` (TenSEAL, batched, fast) and ``paillier`` (phe, exact). The protocol
-code never branches on the scheme except through ``max_degree`` (the highest
-polynomial degree the bank may evaluate on a ciphertext).
+``ckks`` (Microsoft SEAL as shipped with TenSEAL, batched, fast) and
+``paillier`` (phe, exact). The protocol code never branches on the scheme
+except through ``max_degree`` (the highest polynomial degree the bank may
+evaluate on a ciphertext).
 
 Roles: the *key owner* holds an ``HESecret`` (the node during training, the
 bank for scoring); everyone else holds an ``HEPublic`` loaded from
@@ -11,7 +12,12 @@ bank for scoring); everyone else holds an ``HEPublic`` loaded from
 
 * ``rerandomize`` before a ciphertext leaves its holder, so equal plaintexts
   never give equal ciphertexts and the receiver cannot strip its own
-  contribution (Paillier: fresh obfuscator; CKKS: add a fresh Enc(0)).
+  contribution (Paillier: fresh obfuscator; CKKS: add a fresh Enc(0)). A
+  vector straight out of ``encrypt`` already carries fresh randomness that
+  nobody has seen: both real backends hand it over on its first
+  ``rerandomize`` instead of paying for more, and mark it used (again on
+  ``serialize``), so two ciphertexts that leave a party never share
+  randomness.
 * The key owner decrypts for *another* party only through
   ``decrypt_column_sums`` / ``decrypt_total``: inputs are freshly masked by
   their sender, and the key owner releases only sums. CKKS results released
@@ -63,8 +69,13 @@ class HEPublic(Protocol):
         """Elementwise product with a plaintext vector (or a scalar)."""
         ...
 
-    def polyval(self, a: EncVector, coeffs: Sequence[float]) -> EncVector:
-        """sum_k coeffs[k] * a**k, elementwise; len(coeffs) - 1 <= max_degree."""
+    def polyval(self, a: EncVector, coeffs: Sequence[float], *, row_weights: FloatArray | None = None) -> EncVector:
+        """row_weights * sum_k coeffs[k] * a**k, elementwise; len(coeffs) - 1 <= max_degree.
+
+        ``row_weights`` (default: all ones) is a plaintext per-element factor
+        applied inside the evaluation (CKKS: on the coefficients, so it costs
+        no level of the modulus chain, unlike a separate ``mul_plain``).
+        """
         ...
 
     def rerandomize(self, a: EncVector) -> EncVector:
@@ -97,8 +108,15 @@ class HEPublic(Protocol):
 class HESecret(HEPublic, Protocol):
     """The key owner's side."""
 
-    def public_bytes(self) -> bytes:
-        """Serialized public key / public context (no secret material)."""
+    def public_bytes(self, *, with_relin_keys: bool = True) -> bytes:
+        """Serialized public key / public context (no secret material).
+
+        ``with_relin_keys=False`` asks for the smaller variant for parties
+        that never multiply two ciphertexts (providers in training, everyone
+        in scoring): CKKS drops its relinearization keys; backends that have
+        no such keys (Paillier, plain) return the same bytes either way. Both
+        variants load to a public side with the same ``key_id``.
+        """
         ...
 
     def decrypt(self, a: EncVector) -> FloatArray:

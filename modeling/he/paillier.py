@@ -234,8 +234,13 @@ class PaillierPublic:
     def key_id(self) -> str:
         return self._key_id.hex()
 
-    def public_bytes(self) -> bytes:
-        """Serialized public key: n and the encoding parameters, nothing secret."""
+    def public_bytes(self, *, with_relin_keys: bool = True) -> bytes:
+        """Serialized public key: n and the encoding parameters, nothing secret.
+
+        Paillier has no relinearization keys: ``with_relin_keys`` (the CKKS
+        backend's lighter variant for parties that never multiply two
+        ciphertexts) changes nothing here.
+        """
         return self._public
 
     def prefill(self, count: int, wait: bool = False) -> None:
@@ -391,12 +396,26 @@ class PaillierPublic:
         parts, _cpu = pool_mod.run_parallel(self.workers, pm.task_pow_each, args)
         return [v for part in parts for v in pm.unpack_ints(part, self.ct_bytes)]
 
-    def polyval(self, a: PaillierVector, coeffs: Sequence[float]) -> PaillierVector:
-        """c0 + c1 * a; Paillier cannot square a ciphertext, so degree <= 1."""
+    def polyval(
+        self, a: PaillierVector, coeffs: Sequence[float], *, row_weights: FloatArray | None = None
+    ) -> PaillierVector:
+        """w * (c0 + c1 * a); Paillier cannot square a ciphertext, so degree <= 1.
+
+        With ``row_weights`` the per-element factors ``w * c1`` and ``w * c0``
+        are one array multiplication and one array addition: the same cost
+        as a separate ``mul_plain(..., w)`` after the scalar polynomial, one
+        exponentiation pass fewer.
+        """
         if not 1 <= len(coeffs) <= self.max_degree + 1:
             raise ValueError(f"Paillier evaluates polynomials of degree <= {self.max_degree} only")
-        scaled = self.mul_plain(a, float(coeffs[1]) if len(coeffs) == 2 else 0.0)
-        return self.add_plain(scaled, float(coeffs[0]))
+        c1 = float(coeffs[1]) if len(coeffs) == 2 else 0.0
+        c0 = float(coeffs[0])
+        if row_weights is None:
+            return self.add_plain(self.mul_plain(a, c1), c0)
+        weights = np.asarray(row_weights, dtype=np.float64)
+        if weights.shape != (len(a),):
+            raise ValueError("row weights must have one value per element")
+        return self.add_plain(self.mul_plain(a, weights * c1), weights * c0)
 
     def rerandomize(self, a: PaillierVector) -> PaillierVector:
         """Fresh obfuscators for every element.

@@ -121,7 +121,9 @@ class PlainPublic:
         va = self._vec(a)
         return PlainVector(va.values * _as_vector(values, len(va)))
 
-    def polyval(self, a: PlainVector, coeffs: Sequence[float]) -> PlainVector:
+    def polyval(
+        self, a: PlainVector, coeffs: Sequence[float], *, row_weights: FloatArray | None = None
+    ) -> PlainVector:
         va = self._vec(a)
         if not coeffs:
             raise ValueError("polyval needs at least one coefficient")
@@ -130,6 +132,10 @@ class PlainPublic:
         acc = np.zeros(len(va))
         for c in reversed([float(c) for c in coeffs]):  # Horner
             acc = acc * va.values + c
+        if row_weights is not None:
+            weights = _as_vector(row_weights, len(va))
+            _check_finite(weights, "row weights")
+            acc = acc * weights
         return PlainVector(acc)
 
     def rerandomize(self, a: PlainVector) -> PlainVector:
@@ -190,7 +196,8 @@ class PlainPublic:
 class PlainSecret(PlainPublic):
     """The key owner's side; "decryption" is a copy."""
 
-    def public_bytes(self) -> bytes:
+    def public_bytes(self, *, with_relin_keys: bool = True) -> bytes:
+        """The key id and max_degree; there are no relinearization keys, so both variants are equal."""
         return _PUB_MAGIC + self._key_id + struct.pack(">I", self.max_degree)
 
     def decrypt(self, a: PlainVector) -> FloatArray:
