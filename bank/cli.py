@@ -1,4 +1,4 @@
-"""``xinrong bank``: verify claims and read indicators about an enterprise."""
+"""``xinrong bank``: verify claims, read indicators and score enterprises with a joint model."""
 
 from __future__ import annotations
 
@@ -127,6 +127,12 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--consent", required=True, type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(cmd_indicators))
+    p = sub.add_parser("score", help="score enterprises with a joint model (consent: credit_scoring)")
+    add_connection_args(p)
+    from bank.modeling_score import add_score_arguments, run_score
+
+    add_score_arguments(p)
+    p.set_defaults(func=run_score)
     p = sub.add_parser("parties", help="list providers with CA-verified keys")
     add_connection_args(p)
     p.set_defaults(func=_run(cmd_parties))

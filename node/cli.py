@@ -4,6 +4,7 @@
     xinrong node audit verify --config node.toml
     xinrong node audit tail --config node.toml [-n N]
     xinrong node consents list --config node.toml
+    xinrong node models list --config node.toml [--state failed]
 
 The operator tools open the database read-only, so they are safe beside a
 running node. They print metadata only; the node holds nothing else.
@@ -154,3 +155,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     list_p = consents_sub.add_parser("list", help="registered consents, their state and uses")
     list_p.add_argument("--config", required=True)
     list_p.set_defaults(func=_consents_list)
+
+    from node.modeling_cli import register_cli as register_models
+
+    register_models(sub)

@@ -16,6 +16,9 @@ to a default in a system whose limits are a privacy control.
     agent_timeout_seconds = 5
     max_claims_per_request = 32
     enterprise_daily_budget = 200
+    modeling_step_timeout_seconds = 300   # joint modeling: deadline per agent call
+    modeling_max_jobs = 4                 # modeling jobs held in memory at once
+    # modeling_allow_insecure = false     # plain backend / short keys: tests only
 
     [[providers]]
     name = "tax"
@@ -54,6 +57,9 @@ _NODE_KEYS = {
     "revocation_retry_seconds",
     "sqlite_synchronous",
     "max_workers",
+    "modeling_step_timeout_seconds",
+    "modeling_allow_insecure",
+    "modeling_max_jobs",
 }
 _PROVIDER_KEYS = {"name", "address", "binding"}
 _INSTITUTION_KEYS = {"id", "binding"}
@@ -99,6 +105,13 @@ class NodeConfig:
     # crash loses nothing. FULL: fsync on every commit.
     sqlite_synchronous: str = "NORMAL"
     max_workers: int = 16
+    # Joint modeling: deadline of every call to an agent for one protocol step
+    # (a CKKS step over a large batch takes seconds, a PSI over 1M ids minutes).
+    modeling_step_timeout_seconds: float = 300.0
+    # Plain (unencrypted) backend and short test keys: for tests only.
+    modeling_allow_insecure: bool = False
+    # Jobs held in memory at once (each holds an HE secret key and its working state).
+    modeling_max_jobs: int = 4
     source: Path | None = None
 
     def load_catalog(self) -> Catalog:
@@ -146,6 +159,12 @@ def _float(value: Any, where: str, *, minimum: float) -> float:
     if value < minimum:
         raise ConfigError(f"{where} must be >= {minimum}")
     return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false")
+    return value
 
 
 def check_address(address: str, where: str, *, allow_port_zero: bool) -> str:
@@ -231,6 +250,11 @@ def parse_config(doc: dict[str, Any], base: Path, *, source: Path | None = None)
         ),
         sqlite_synchronous=synchronous,
         max_workers=_int(node.get("max_workers", 16), "[node].max_workers", minimum=2),
+        modeling_step_timeout_seconds=_float(
+            node.get("modeling_step_timeout_seconds", 300.0), "[node].modeling_step_timeout_seconds", minimum=1.0
+        ),
+        modeling_allow_insecure=_bool(node.get("modeling_allow_insecure", False), "[node].modeling_allow_insecure"),
+        modeling_max_jobs=_int(node.get("modeling_max_jobs", 4), "[node].modeling_max_jobs", minimum=1),
         source=source,
     )
     # Catalog consistency: every routed provider must exist in the catalog the

@@ -16,19 +16,24 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from keys.layout import PartyCredentials, load_party
-from node import audit, consents, limits, registry
+from node import audit, consents, limits, modeling_store, registry
 from node.config import NodeConfig
 from node.db import Database
+from node.modeling import ModelingHub
+from node.modeling_links import AgentModelingChannels, Observer
+from node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
+from node.modeling_servicer import ModelingServicer
 from node.routing import AgentPool
 from node.service import NodeCore
 from node.servicer import SERVICE_NAME, NodeServicer
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
-from xinrong.v1 import node_pb2_grpc
+from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SCHEMAS = (registry.SCHEMA, consents.SCHEMA, limits.SCHEMA, audit.SCHEMA)
+SCHEMAS = (registry.SCHEMA, consents.SCHEMA, limits.SCHEMA, audit.SCHEMA, modeling_store.SCHEMA)
 ALLOWED_ROLES = frozenset({"institution", "enterprise"})
+MODELING_ROLES = frozenset({"institution"})
 
 
 def open_database(config: NodeConfig) -> Database:
@@ -41,6 +46,7 @@ class NodeServer:
 
     core: NodeCore
     server: RunningServer
+    modeling: ModelingHub | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -88,6 +94,8 @@ class NodeServer:
             self._thread.join(timeout=grace + self.core.config.agent_timeout_seconds)
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
+        if self.modeling is not None:
+            self.modeling.close()
         self.core.agents.close()
         self.core.db.close()
 
@@ -100,18 +108,27 @@ def start_node(
     *,
     credentials: PartyCredentials | None = None,
     clock: Callable[[], float] | None = None,
+    modeling_observer: Observer | None = None,
 ) -> NodeServer:
-    """Open, load, serve. Raises (and releases everything) if any step fails."""
+    """Open, load, serve. Raises (and releases everything) if any step fails.
+
+    ``modeling_observer`` (tests only) sees every serialized message of the
+    modeling service and of the node's modeling calls to agents.
+    """
     creds = credentials or load_party(config.credentials, ca_cert=config.ca_cert)
     if creds.role != "node":
         raise ValueError(f"{config.credentials} holds {creds.role} credentials, not the node's")
     catalog = config.load_catalog()
     db = open_database(config)
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds)
+    hub: ModelingHub | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
         servicer = NodeServicer(core)
+        hub = ModelingHub(core, AgentModelingChannels(config.providers, creds), observer=modeling_observer)
+        hub.load()
+        modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
         running = build_server(
             creds,
             config.bind,
@@ -120,15 +137,22 @@ def start_node(
                     SERVICE_NAME,
                     lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
                     allowed_roles=ALLOWED_ROLES,
-                )
+                ),
+                ServiceBinding(
+                    MODELING_SERVICE_NAME,
+                    lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),  # type: ignore[no-untyped-call]
+                    allowed_roles=MODELING_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
         )
     except BaseException:
+        if hub is not None:
+            hub.close()
         agents.close()
         db.close()
         raise
-    node = NodeServer(core=core, server=running)
+    node = NodeServer(core=core, server=running, modeling=hub)
     running.set_serving(True)
     node.start_maintenance()
     log.info("node %s serving on port %d (%d providers, catalog %s)", creds.party_id, running.port,

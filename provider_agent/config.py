@@ -19,12 +19,19 @@ default is how a security setting gets lost.
     max_clock_skew_seconds = 300
     # catalog = "catalog.toml"          # default: the packaged catalog
     # max_workers = 16                  # gRPC handler threads
+
+    [modeling]                          # optional: joint modeling (off by default)
+    enabled = true
+    allowed_institutions = ["bank-a"]   # anyone else's job is refused (PERMISSION_DENIED)
+    dir = "state/modeling-tax"          # checkpoints and model shares (default: next to db)
+    # dataset = "features.csv"          # id + numeric columns; default: the active period's catalog fields
+    # allow_insecure = false            # plain backend: tests only
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,26 @@ _KEYS = {
     "provider", "bind", "credentials", "ca_cert", "db", "state_db", "node_id",
     "verdict_ttl_seconds", "max_clock_skew_seconds", "catalog", "max_workers",
 }
+
+
+_MODELING_KEYS = {"enabled", "allowed_institutions", "dataset", "dir", "allow_insecure"}
+
+
+@dataclass(frozen=True)
+class ModelingConfig:
+    """The optional ``[modeling]`` table: who may run joint-modeling jobs with this provider, on what data.
+
+    ``dataset`` (a CSV with an ``id`` column and numeric feature columns)
+    replaces the active period's catalog fields as the features, for the
+    real-data benchmark. ``dir`` holds each job's alignment, checkpoints and
+    the provider's model share, on the provider's own disk.
+    """
+
+    enabled: bool = False
+    allowed_institutions: tuple[str, ...] = ()
+    dataset: Path | None = None
+    dir: Path | None = None
+    allow_insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +81,7 @@ class AgentConfig:
     max_clock_skew_seconds: int = 300
     catalog: Path | None = None
     max_workers: int = 16
+    modeling: ModelingConfig = field(default_factory=ModelingConfig)
 
 
 @dataclass(frozen=True)
@@ -94,6 +122,46 @@ def default_state_db(db: Path) -> Path:
     return db.with_name(f"{db.stem if db.suffix else db.name}.state{suffix}")
 
 
+def parse_modeling(doc: dict[str, Any], base: Path, db: Path) -> ModelingConfig:
+    """The optional ``[modeling]`` table (absent: modeling disabled)."""
+    table = doc.get("modeling")
+    if table is None:
+        return ModelingConfig()
+    if not isinstance(table, dict):
+        raise ValidationError("[modeling] must be a table")
+    unknown = sorted(set(table) - _MODELING_KEYS)
+    if unknown:
+        raise ValidationError(f"[modeling] has unknown keys {unknown}; allowed: {sorted(_MODELING_KEYS)}")
+    enabled = table.get("enabled", False)
+    insecure = table.get("allow_insecure", False)
+    if not isinstance(enabled, bool) or not isinstance(insecure, bool):
+        raise ValidationError("[modeling] enabled and allow_insecure must be true or false")
+    allowed = table.get("allowed_institutions", [])
+    if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+        raise ValidationError("[modeling] allowed_institutions must be a list of institution ids")
+    for ident in allowed:
+        try:
+            check_party_id(ident)
+        except ValueError as exc:
+            raise ValidationError(f"[modeling] allowed_institutions: {exc}") from None
+    dataset = None
+    if "dataset" in table:
+        dataset = _resolve(base, _require_str(table, "dataset"))
+        if not dataset.is_file():
+            raise ValidationError(f"[modeling] dataset {dataset} does not exist")
+    directory = (
+        _resolve(base, _require_str(table, "dir")) if "dir" in table
+        else db.with_name(f"{db.stem}.modeling")
+    )
+    return ModelingConfig(
+        enabled=enabled,
+        allowed_institutions=tuple(allowed),
+        dataset=dataset,
+        dir=directory,
+        allow_insecure=insecure,
+    )
+
+
 def parse_config(doc: dict[str, Any], base: Path) -> AgentConfig:
     """Structural validation of an already-parsed TOML document."""
     table = doc.get("agent")
@@ -131,6 +199,7 @@ def parse_config(doc: dict[str, Any], base: Path) -> AgentConfig:
         max_clock_skew_seconds=_int_in(table, "max_clock_skew_seconds", 300, 1, 3600),
         catalog=catalog,
         max_workers=_int_in(table, "max_workers", 16, 1, 256),
+        modeling=parse_modeling(doc, base, db),
     )
 
 

@@ -5,6 +5,8 @@ is active. The import runs as a separate process, so a watcher thread polls
 the data store (one indexed query a second) and flips health to SERVING as
 soon as the first import commits. The same thread checkpoints the state
 store's WAL (so no request ever pays for an fsync) and prunes old request ids.
+An agent whose ``[modeling]`` table names a dataset is also ready without
+any imported period: it serves joint modeling on that dataset.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from provider_agent.evaluate import ProviderAgent
 from provider_agent.servicer import SERVICE_NAME, AgentServicer
 from provider_agent.store import DataStore, StateStore
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
-from xinrong.v1 import agent_pb2_grpc
+from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class RunningAgent:
     data: DataStore
     state: StateStore
     poll_seconds: float
+    modeling_ready: Callable[[], bool] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -52,7 +55,7 @@ class RunningAgent:
 
     def refresh_health(self) -> bool:
         """Re-evaluate readiness now (the watcher also does this every poll)."""
-        ready = self.agent.ready()
+        ready = self.agent.ready() or (self.modeling_ready is not None and self.modeling_ready())
         if ready != self._ready and not self._stop.is_set():
             self._ready = ready
             self.server.set_serving(ready)
@@ -101,6 +104,13 @@ def start_agent(
     poll_seconds: float = 1.0,
 ) -> RunningAgent:
     """Open the stores, build the domain agent and start the mTLS server."""
+    # Joint modeling pulls in numpy and the HE libraries: load it when an agent starts,
+    # not whenever the `xinrong` command line is built.
+    from provider_agent.modeling import AgentModeling
+    from provider_agent.modeling_data import FeatureSource
+    from provider_agent.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
+    from provider_agent.modeling_servicer import AgentModelingServicer
+
     cfg = setup.config
     data = DataStore(cfg.db, cfg.provider)
     try:
@@ -125,21 +135,43 @@ def start_agent(
                 "active period %s was imported under another catalog version; re-import to be safe", period.as_of
             )
         servicer = AgentServicer(agent, cfg.node_id)
+        features = FeatureSource(
+            dataset=cfg.modeling.dataset, db=cfg.db, catalog=setup.catalog, provider=cfg.provider
+        )
+        modeling = AgentModeling(
+            provider=cfg.provider,
+            credentials=setup.credentials,
+            config=cfg.modeling,
+            features=features,
+            state=state,
+            max_clock_skew_seconds=cfg.max_clock_skew_seconds,
+            clock=clock,
+        )
+        modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
 
         def register(server: grpc.Server) -> None:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
+        def register_modeling(server: grpc.Server) -> None:
+            modeling_pb2_grpc.add_AgentModelingServiceServicer_to_server(modeling_servicer, server)  # type: ignore[no-untyped-call]
+
         server = build_server(
             setup.credentials,
             bind or cfg.bind,
-            [ServiceBinding(SERVICE_NAME, register, allowed_roles=frozenset({"node"}))],
+            [
+                ServiceBinding(SERVICE_NAME, register, allowed_roles=frozenset({"node"})),
+                ServiceBinding(MODELING_SERVICE_NAME, register_modeling, allowed_roles=frozenset({"node"})),
+            ],
             max_workers=cfg.max_workers,
         )
     except BaseException:
         data.close()
         state.close()
         raise
-    running = RunningAgent(agent=agent, server=server, data=data, state=state, poll_seconds=poll_seconds)
+    running = RunningAgent(
+        agent=agent, server=server, data=data, state=state, poll_seconds=poll_seconds,
+        modeling_ready=features.ready if cfg.modeling.enabled else None,
+    )
     running.refresh_health()
     running.start_watcher()
     log.info("agent %s listening on port %d", cfg.provider, server.port)

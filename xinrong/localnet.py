@@ -23,6 +23,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))
 
 
@@ -40,7 +42,10 @@ def provision_keys(keys_dir: Path, providers: Iterable[str], institutions: Itera
         provision_party(ca, keys_dir, role="institution", party_id=inst, overwrite=True)
 
 
-def write_agent_config(workdir: Path, keys_dir: Path, provider: str, **overrides: Any) -> Path:
+def write_agent_config(
+    workdir: Path, keys_dir: Path, provider: str, *, modeling: dict[str, Any] | None = None, **overrides: Any
+) -> Path:
+    """The agent's TOML; ``modeling`` (if given) becomes its ``[modeling]`` table."""
     values: dict[str, Any] = {
         "provider": provider,
         "bind": "127.0.0.1:0",
@@ -53,7 +58,10 @@ def write_agent_config(workdir: Path, keys_dir: Path, provider: str, **overrides
     path = workdir / "config" / f"agent-{provider}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     (workdir / "state").mkdir(parents=True, exist_ok=True)
-    path.write_text(_toml_table("agent", values))
+    text = _toml_table("agent", values)
+    if modeling is not None:
+        text += "\n" + _toml_table("modeling", modeling)
+    path.write_text(text)
     return path
 
 
@@ -149,12 +157,18 @@ def deploy(
     *,
     providers: list[str],
     institutions: list[str],
-    data_dir: Path,
+    data_dir: Path | None,
     node_overrides: dict[str, Any] | None = None,
     group: ProcessGroup | None = None,
     verbose: bool = False,
+    agent_modeling: dict[str, dict[str, Any]] | None = None,
 ) -> LocalPlatform:
-    """Keys, configs, imports, then agents and node as processes; returns when all are healthy."""
+    """Keys, configs, imports, then agents and node as processes; returns when all are healthy.
+
+    ``agent_modeling`` maps a provider to its ``[modeling]`` table (joint
+    modeling; with a ``dataset`` the agent needs no import). With
+    ``data_dir`` None nothing is imported.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = workdir / "keys"
     provision_keys(keys_dir, providers, institutions)
@@ -162,8 +176,10 @@ def deploy(
         workdir=workdir, keys_dir=keys_dir, group=group or ProcessGroup(workdir), verbose=verbose
     )
     for name in providers:
-        platform.agent_configs[name] = write_agent_config(workdir, keys_dir, name)
-        platform.import_data(name, data_dir / f"{name}.csv")
+        modeling = (agent_modeling or {}).get(name)
+        platform.agent_configs[name] = write_agent_config(workdir, keys_dir, name, modeling=modeling)
+        if data_dir is not None:
+            platform.import_data(name, data_dir / f"{name}.csv")
     platform.start_agents(providers)
     platform.node_config = write_node_config(
         workdir, keys_dir, platform.provider_ports, institutions, **(node_overrides or {})

@@ -36,6 +36,12 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help="end-to-end verify qps and latency vs the one-hop gRPC ceiling")
     verify.add_arguments(p)
     p.set_defaults(func=_verify)
+    from xinrong.bench import train
+
+    p = sub.add_parser("train", help="federated LR on real hetero data vs scikit-learn (node + agent processes)",
+                       description=(train.__doc__ or "").split("\n\n")[0])
+    train.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.bench.train"))
     p = sub.add_parser("ceiling-server", help=argparse.SUPPRESS)
     p.add_argument("--credentials", required=True)
     p.add_argument("--port-file", required=True, type=Path)

@@ -1,0 +1,44 @@
+"""``xinrong node models list``: the node's modeling jobs and model metadata.
+
+Reads the node's database read-only (safe beside a running node) and prints
+one JSON line per job: institution, providers, backend, state (FAILED jobs
+with the failing party and step), epochs done and, for finished jobs, the
+model metadata (party ids, feature names, share hashes, losses; never a
+weight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import closing
+
+from node.config import ConfigError, load_config
+from node.db import open_readonly
+from node.modeling_store import list_jobs
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    try:
+        conn = open_readonly(load_config(args.config).db)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"xinrong node models list: {exc}", file=sys.stderr)
+        return 2
+    with closing(conn):
+        records = list_jobs(conn)
+    for record in records:
+        if args.state and record.state != args.state.upper():
+            continue
+        print(json.dumps(record.to_json(), sort_keys=True))
+    return 0
+
+
+def register_cli(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    models = sub.add_parser("models", help="joint modeling jobs and their model metadata")
+    models_sub = models.add_subparsers(dest="models_verb", metavar="COMMAND")
+    models_sub.required = True
+    list_p = models_sub.add_parser("list", help="every job with its state, as JSON lines")
+    list_p.add_argument("--config", required=True)
+    list_p.add_argument("--state", choices=["created", "running", "succeeded", "failed"], help="only jobs in this state")
+    list_p.set_defaults(func=_models_list)
