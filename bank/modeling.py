@@ -50,7 +50,9 @@ import numpy.typing as npt
 from keys.binding import VerifiedBinding, verify_binding
 from keys.layout import PartyCredentials, load_party
 from modeling import metrics, psi, scoring
-from modeling.data import PartyTable, stratified_split
+from modeling.psi import psi_context
+from modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
+from modeling.data import PartyTable, parse_cell, stratified_split
 from modeling.he.base import HESecret, load_public
 from modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
 from modeling.vlr import (
@@ -75,7 +77,6 @@ from modeling.vlr import (
 )
 from modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
 from modeling.vlr_wire import decode, encode
-from provider_agent.modeling import SCORING_KEY_CONTEXT, psi_context, scoring_key_statement
 from keys.sealing import seal
 from xinrong.errors import Reason, SignatureError, XinrongError
 from xinrong.rpc.channel import secure_channel
@@ -95,7 +96,6 @@ MAX_SCORE_ROWS = 200_000  # per ScoreJobRows call (the node's limit)
 MAX_SCORE_SUBJECTS = 20_000  # per ScoreEnterprises call (the node's limit)
 MAX_PSI_IDS = 1_000_000  # bank ids + decoys per job (the node's limit)
 _MESSAGE_MARGIN = 1 << 20  # room for the envelope under the 64 MiB limit
-_MISSING = {"", "na", "nan", "null", "none", "?"}
 
 
 # -- the job file ------------------------------------------------------------------------
@@ -224,19 +224,6 @@ def load_job(path: str | Path) -> JobFile:
 # -- the bank's own data -----------------------------------------------------------------
 
 
-def _cell(text: str, where: str) -> float:
-    t = text.strip()
-    if t.lower() in _MISSING:
-        return math.nan
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"{where}: not a number") from None
-    if math.isinf(value):
-        raise ValueError(f"{where}: infinite value")
-    return value
-
-
 def read_bank_table(
     path: Path, *, party_id: str, id_column: str = "", label_column: str | None = "y",
     features: Sequence[str] | None = None,
@@ -271,11 +258,11 @@ def read_bank_table(
                 raise ValueError(f"{path}:{line}: expected {len(header)} fields, got {len(rec)}")
             ids.append(rec[header.index(id_col)].strip())
             if label_column is not None:
-                y = _cell(rec[header.index(label_column)], f"{path}:{line} {label_column}")
+                y = parse_cell(rec[header.index(label_column)], f"{path}:{line} {label_column}")
                 if y not in (0.0, 1.0):
                     raise ValueError(f"{path}:{line}: label must be 0 or 1")
                 ys.append(y)
-            rows.append([_cell(rec[j], f"{path}:{line} {cols[k]}") for k, j in enumerate(pos)])
+            rows.append([parse_cell(rec[j], f"{path}:{line} {cols[k]}") for k, j in enumerate(pos)])
     if not ids:
         raise ValueError(f"{path}: no rows")
     x = np.asarray(rows, dtype=np.float64).reshape(len(ids), len(cols))
@@ -951,7 +938,7 @@ def bank_features_for(model: dict[str, Any], share: ModelShare, usccs: Sequence[
     source: dict[str, list[float]] = {}
     if rows is not None and all(all(c in r for c in columns) for r in rows.values()):
         for u, r in rows.items():
-            source[u] = [_cell(r[c], f"input {c}") for c in columns]
+            source[u] = [parse_cell(r[c], f"input {c}") for c in columns]
     else:
         path = Path(str(model.get("bank_data", "")))
         if path.is_file():

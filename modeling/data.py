@@ -66,7 +66,8 @@ class PartyTable:
         return len(self.ids)
 
 
-def _cell(text: str, where: str) -> float:
+def parse_cell(text: str, where: str) -> float:
+    """A numeric CSV cell; empty and the usual missing markers are NaN (imputed locally)."""
     t = text.strip()
     if t.lower() in _MISSING:
         return math.nan
@@ -104,11 +105,11 @@ def read_table(path: str | Path, *, label: bool, name: str | None = None) -> Par
                 raise ValueError(f"{path}:{lineno}: expected {len(header)} fields, got {len(rec)}")
             ids.append(rec[0].strip())
             if label:
-                yv = _cell(rec[1], f"{path}:{lineno} y")
+                yv = parse_cell(rec[1], f"{path}:{lineno} y")
                 if yv not in (0.0, 1.0):
                     raise ValueError(f"{path}:{lineno}: y must be 0 or 1")
                 ys.append(yv)
-            rows.append([_cell(c, f"{path}:{lineno}") for c in rec[first:]])
+            rows.append([parse_cell(c, f"{path}:{lineno}") for c in rec[first:]])
     if not ids:
         raise ValueError(f"{path}: no rows")
     x = np.asarray(rows, dtype=np.float64).reshape(len(ids), len(columns))

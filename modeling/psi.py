@@ -464,3 +464,8 @@ class ProviderPsi(_Party):
         alignment = ProviderAlignment(ids=[self._ids[i] for i in rows.tolist()], provider_index=rows)
         self._add_cpu(time.thread_time() - started)
         return alignment
+
+
+def psi_context(job_id: str) -> bytes:
+    """The PSI's job binding (the bank uses the same): blinded ids of two jobs never match."""
+    return f"xinrong/vlr/{job_id}".encode()

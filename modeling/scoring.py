@@ -49,6 +49,8 @@ o = (1 - p) / p, ``score = offset + factor * ln(o)``, ``factor = PDO / ln 2``,
 
 from __future__ import annotations
 
+import hashlib
+
 import argparse
 import json
 import math
@@ -414,3 +416,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+# The bank signs its scoring key for one job and request, so the node cannot
+# substitute a key of its own and read the providers' partial scores.
+SCORING_KEY_CONTEXT = "xinrong.v1.ScoringKey"
+
+
+def scoring_key_statement(job_id: str, request_id: str, scheme: str, public_key: bytes) -> bytes:
+    """What the bank signs about its scoring key: this key, for this job and request only."""
+    body = {
+        "job_id": job_id,
+        "request_id": request_id,
+        "scheme": scheme,
+        "key_sha256": hashlib.sha256(public_key).hexdigest(),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

@@ -46,6 +46,8 @@ import numpy.typing as npt
 from keys.binding import VerifiedBinding, verify_binding
 from keys.layout import PartyCredentials
 from keys.sealing import seal
+from modeling.psi import psi_context
+from modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
 from modeling import scoring
 from modeling.he.base import load_public
 from modeling.psi import ProviderPsi
@@ -81,27 +83,12 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 IntArray = npt.NDArray[np.int64]
 
-SCORING_KEY_CONTEXT = "xinrong.v1.ScoringKey"
 JOB_FORMAT = "xinrong.agent.modeling_job/1"
 MAX_PSI_POINTS = 2_000_000  # 64 MB of blinded points: the gRPC message limit
 MAX_SCORE_ROWS = 200_000
 SCORING_SCHEMES = ("ckks", "paillier")
 
 
-def psi_context(job_id: str) -> bytes:
-    """The PSI's job binding (the bank uses the same): blinded ids of two jobs never match."""
-    return f"xinrong/vlr/{job_id}".encode()
-
-
-def scoring_key_statement(job_id: str, request_id: str, scheme: str, public_key: bytes) -> bytes:
-    """What the bank signs about its scoring key: this key, for this job and request only."""
-    body = {
-        "job_id": job_id,
-        "request_id": request_id,
-        "scheme": scheme,
-        "key_sha256": hashlib.sha256(public_key).hexdigest(),
-    }
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from keys.layout import party_dir
 from node.config import ConfigError, parse_config
 from provider_agent import config as agent_config
 from provider_agent.importer import import_csv
-from provider_agent.modeling import scoring_key_statement
+from modeling.scoring import scoring_key_statement
 from provider_agent.modeling_data import FeatureSource, load_csv, load_store
 from provider_agent.store import DataStore
 from xinrong import uscc
