@@ -1,7 +1,8 @@
 """Routing: one persistent mTLS channel per provider agent, concurrent fan-out.
 
-Each agent is reached through ``xinrong.rpc.channel.secure_channel`` pinned
-to the provider's certificate name, so the node only ever hands a consent
+Each agent is reached through ``xinrong.rpc.channel.secure_aio_channel``
+(and ``secure_channel`` for revocation pushes) pinned to the provider's
+certificate name, so the node only ever hands a consent
 and an institution's binding to the agent it meant to reach.
 
 Evaluations travel on one long-lived ``EvaluateStream`` per agent
@@ -23,12 +24,9 @@ PROVIDER_UNAVAILABLE like a timeout or a dead agent.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-import queue
-import threading
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -37,7 +35,7 @@ import grpc
 from keys.layout import PartyCredentials
 from node.config import ProviderEndpoint
 from xinrong.errors import ProviderUnavailable, Reason, XinrongError
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import secure_aio_channel, secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error, remote_error_from_fields
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -98,174 +96,211 @@ def agent_failure(provider: str, err: grpc.RpcError | RemoteError) -> XinrongErr
     return ProviderUnavailable(f"agent {provider} failed: {remote.code.name} {remote.reason}")
 
 
+# The end-of-stream marker of an asyncio call's read().
+_EOF = grpc.aio.EOF  # type: ignore[attr-defined]
+
 MAX_BATCH = 64
 # Two batches at the agent: one being answered, the next already waiting, so
 # the agent never idles for a node round trip while calls are queued.
 MAX_IN_FLIGHT = 2
-_CLOSE = object()
 
 
 class _BatchingStream:
     """One EvaluateStream to one agent, coalescing concurrent calls into batches.
 
-    At most ``MAX_IN_FLIGHT`` batches are at the agent (it answers a stream's
-    batches in order, one after another); calls arriving meanwhile form the
-    next batch.
+    Lives on the node's event loop (every method runs there, so no locks):
+    at most ``MAX_IN_FLIGHT`` batches are at the agent (it answers a
+    stream's batches in order, one after another); calls arriving meanwhile
+    form the next batch. One writer task sends, one reader task resolves
+    each call's future by its call id.
     """
 
     def __init__(self, provider: str, stub: Any) -> None:
         self.provider = provider
         self._stub = stub
-        self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._queued: list[agent_pb2.AgentCall] = []
-        self._pending: dict[int, Future[agent_pb2.AgentCallResult]] = {}
+        self._pending: dict[int, asyncio.Future[agent_pb2.AgentCallResult]] = {}
         self._in_flight = 0
-        self._max_in_flight = MAX_IN_FLIGHT
-        self._outbox: queue.SimpleQueue[object] | None = None
         self._call: Any = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self.batches_sent = 0  # for tests and diagnostics
 
-    def submit(self, call: agent_pb2.AgentCall) -> Future[agent_pb2.AgentCallResult]:
-        future: Future[agent_pb2.AgentCallResult] = Future()
-        with self._cond:
-            if self._call is None:
-                self._open_locked()
-            call.call_id = next(self._ids)
-            self._pending[call.call_id] = future
-            self._queued.append(call)
-            self._send_locked()
-        return future
+    async def call(self, call: agent_pb2.AgentCall, timeout: float) -> agent_pb2.AgentCallResult:
+        """Send one call on the stream and wait for its result, at most ``timeout`` seconds.
 
-    def _open_locked(self) -> None:
-        outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-        def requests() -> Iterator[agent_pb2.EvaluateStreamRequest]:
-            while True:
-                item = outbox.get()
-                if item is _CLOSE:
-                    return
-                assert isinstance(item, agent_pb2.EvaluateStreamRequest)
-                yield item
-
-        self._outbox = outbox
-        self._in_flight = 0
-        self._call = self._stub.EvaluateStream(requests())
-        threading.Thread(
-            target=self._read, args=(self._call,), name=f"agent-stream-{self.provider}", daemon=True
-        ).start()
-
-    def _send_locked(self) -> None:
-        if self._in_flight >= self._max_in_flight or not self._queued or self._outbox is None:
-            return
-        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
-        self._in_flight += 1
-        self.batches_sent += 1
-        self._outbox.put(agent_pb2.EvaluateStreamRequest(calls=batch))
-
-    def _read(self, call: Any) -> None:
-        failure: XinrongError = ProviderUnavailable(f"stream to agent {self.provider} closed")
+        A call that misses its deadline resets the stream (failing the calls
+        sharing it), since the agent is evidently stuck or gone.
+        """
+        if self._call is None:
+            self._open()
+        call.call_id = next(self._ids)
+        future: asyncio.Future[agent_pb2.AgentCallResult] = asyncio.get_running_loop().create_future()
+        self._pending[call.call_id] = future
+        self._queued.append(call)
+        self._wake.set()
         try:
-            for response in call:
-                with self._cond:
-                    self._in_flight -= 1
-                    done = [(self._pending.pop(r.call_id, None), r) for r in response.results]
-                    self._send_locked()
-                for future, result in done:
+            return await asyncio.wait_for(future, timeout)  # cancels the future on timeout
+        except asyncio.TimeoutError:
+            self.reset(ProviderUnavailable(f"agent {self.provider} did not answer within {timeout}s"))
+            raise ProviderUnavailable(f"agent {self.provider} did not answer within {timeout}s") from None
+
+    def _open(self) -> None:
+        call = self._stub.EvaluateStream()
+        self._call, self._in_flight = call, 0
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._write(call)), loop.create_task(self._read(call))]
+
+    async def _write(self, call: Any) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queued and self._in_flight < MAX_IN_FLIGHT:
+                    batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+                    self._in_flight += 1
+                    self.batches_sent += 1
+                    await call.write(agent_pb2.EvaluateStreamRequest(calls=batch))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a broken stream fails its calls
+            self._fail(call, err)
+
+    async def _read(self, call: Any) -> None:
+        try:
+            while True:
+                response = await call.read()
+                if response is _EOF:
+                    break
+                self._in_flight -= 1
+                for result in response.results:
+                    future = self._pending.pop(result.call_id, None)
                     if future is not None and not future.done():
                         future.set_result(result)
-        except grpc.RpcError as err:
-            failure = ProviderUnavailable(f"stream to agent {self.provider} failed: {decode_rpc_error(err)}")
-        finally:
-            with self._cond:
-                if self._call is call:
-                    self._reset_locked(failure)
+                if self._queued:
+                    self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a broken stream fails its calls
+            self._fail(call, err)
+            return
+        self._fail(call, None)
 
-    def _reset_locked(self, failure: XinrongError) -> None:
+    def _fail(self, call: Any, err: Exception | None) -> None:
+        if call is not self._call:
+            return
+        if isinstance(err, grpc.RpcError):
+            detail = f"failed: {decode_rpc_error(err)}"
+        else:
+            detail = "closed" if err is None else f"failed: {type(err).__name__}"
+        self.reset(ProviderUnavailable(f"stream to agent {self.provider} {detail}"))
+
+    def reset(self, failure: XinrongError) -> None:
+        """Give up on the stream and fail every call sharing it; the next call opens a fresh one."""
         pending, self._pending = self._pending, {}
         self._queued = []
-        if self._outbox is not None:
-            self._outbox.put(_CLOSE)
         if self._call is not None:
             self._call.cancel()
-        self._call, self._outbox, self._in_flight = None, None, 0
+        self._call, self._in_flight = None, 0
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+        self._wake = asyncio.Event()
         for future in pending.values():
             if not future.done():
                 future.set_exception(failure)
 
-    def reset(self, reason: str) -> None:
-        """Give up on the stream (a call missed its deadline): fail what shares it."""
-        with self._cond:
-            self._reset_locked(ProviderUnavailable(f"agent {self.provider}: {reason}"))
-
-    def close(self) -> None:
-        self.reset("node shutting down")
-
 
 class AgentPool:
-    """Persistent channels, stubs and evaluation streams for every configured provider agent."""
+    """Channels to every configured provider agent.
+
+    Evaluations (the hot path) go over asyncio channels and batching streams
+    owned by the node's event loop, created on first use there; revocation
+    pushes, which run in ordinary threads, use blocking channels.
+    """
 
     def __init__(self, endpoints: Sequence[ProviderEndpoint], credentials: PartyCredentials, *, timeout: float) -> None:
         self.timeout = timeout
+        self._endpoints = {e.name: e for e in endpoints}
+        self._credentials = credentials
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, Any] = {}
-        self._streams: dict[str, _BatchingStream] = {}
         for endpoint in endpoints:
             channel = secure_channel(
                 endpoint.address, credentials, server_role="provider", server_id=endpoint.name, options=_CHANNEL_OPTIONS
             )
             self._channels[endpoint.name] = channel
-            stub = agent_pb2_grpc.AgentServiceStub(channel)
-            self._stubs[endpoint.name] = stub
-            self._streams[endpoint.name] = _BatchingStream(endpoint.name, stub)
+            self._stubs[endpoint.name] = agent_pb2_grpc.AgentServiceStub(channel)
+        self._aio_channels: dict[str, grpc.aio.Channel] = {}
+        self._streams: dict[str, _BatchingStream] = {}
 
     @property
     def providers(self) -> frozenset[str]:
         return frozenset(self._stubs)
 
-    def evaluate_claims(
+    def batches_sent(self, name: str) -> int:
+        """Batches sent on the agent's stream so far (for tests and diagnostics)."""
+        stream = self._streams.get(name)
+        return stream.batches_sent if stream is not None else 0
+
+    def stream(self, name: str) -> _BatchingStream:
+        """The agent's batching stream (on the running loop; created on first use)."""
+        stream = self._streams.get(name)
+        if stream is None:
+            endpoint = self._endpoints[name]
+            channel = secure_aio_channel(
+                endpoint.address, self._credentials, server_role="provider", server_id=name, options=_CHANNEL_OPTIONS
+            )
+            self._aio_channels[name] = channel
+            stream = self._streams[name] = _BatchingStream(name, agent_pb2_grpc.AgentServiceStub(channel))
+        return stream
+
+    async def evaluate_claims(
         self, requests: Mapping[str, agent_pb2.EvaluateClaimsRequest], *, recipient_id: str
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(claims=req) for name, req in requests.items()}
-        return self._fan_out(calls, recipient_id)
+        return await self._fan_out(calls, recipient_id)
 
-    def evaluate_indicators(
+    async def evaluate_indicators(
         self, requests: Mapping[str, agent_pb2.EvaluateIndicatorsRequest], *, recipient_id: str
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(indicators=req) for name, req in requests.items()}
-        return self._fan_out(calls, recipient_id)
+        return await self._fan_out(calls, recipient_id)
 
-    def _fan_out(self, calls: Mapping[str, agent_pb2.AgentCall], recipient_id: str) -> list[tuple[str, common_pb2.SealedBox]]:
+    async def _fan_out(
+        self, calls: Mapping[str, agent_pb2.AgentCall], recipient_id: str
+    ) -> list[tuple[str, common_pb2.SealedBox]]:
         """Call every agent concurrently; all answers, or one failure.
 
-        Every call is submitted before any is awaited, so the wall time is the
+        Every call is sent before any is awaited, so the wall time is the
         slowest agent (bounded by the deadline), not the sum. Every call is
         awaited, so which failure is reported does not depend on timing: the
         first agent refusal in provider order, else PROVIDER_UNAVAILABLE.
         """
         names = sorted(calls)
-        futures = [(n, self._streams[n].submit(calls[n])) for n in names]
+        outcomes = await asyncio.gather(
+            *(self.stream(n).call(calls[n], self.timeout) for n in names), return_exceptions=True
+        )
         answers: list[tuple[str, common_pb2.SealedBox]] = []
         failure: XinrongError | None = None
-        for name, future in futures:
+        for name, outcome in zip(names, outcomes):
             candidate: XinrongError | None = None
-            try:
-                result = future.result(timeout=self.timeout)
-            except FutureTimeout:
-                self._streams[name].reset("deadline exceeded")
-                candidate = ProviderUnavailable(f"agent {name} did not answer within {self.timeout}s")
-            except XinrongError as exc:
-                candidate = exc
+            if isinstance(outcome, XinrongError):
+                candidate = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            elif outcome.HasField("error"):
+                e = outcome.error
+                candidate = agent_failure(name, remote_error_from_fields(e.code, e.reason, e.message))
+            elif outcome.sealed.recipient_id != recipient_id or not outcome.sealed.ciphertext:
+                # The node cannot read the box, but it can refuse to relay one
+                # that is visibly not for the caller.
+                candidate = ProviderUnavailable(f"agent {name} returned a box not sealed to the caller")
             else:
-                if result.HasField("error"):
-                    e = result.error
-                    candidate = agent_failure(name, remote_error_from_fields(e.code, e.reason, e.message))
-                elif result.sealed.recipient_id != recipient_id or not result.sealed.ciphertext:
-                    # The node cannot read the box, but it can refuse to relay one
-                    # that is visibly not for the caller.
-                    candidate = ProviderUnavailable(f"agent {name} returned a box not sealed to the caller")
-                else:
-                    answers.append((name, result.sealed))
+                answers.append((name, outcome.sealed))
             if candidate is not None and (
                 # An agent's refusal says more than another agent's outage; keep the first refusal.
                 failure is None
@@ -301,8 +336,15 @@ class AgentPool:
                 outcomes[name] = PushOutcome(False, "NOT_REVOKED")
         return outcomes
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the streams and asyncio channels (on the loop that owns them)."""
         for stream in self._streams.values():
-            stream.close()
+            stream.reset(ProviderUnavailable(f"agent {stream.provider}: node shutting down"))
+        for channel in self._aio_channels.values():
+            await channel.close(None)
+        self._aio_channels.clear()
+
+    def close(self) -> None:
+        """Close the blocking channels (call ``aclose`` on the loop first)."""
         for channel in self._channels.values():
             channel.close()

@@ -26,7 +26,7 @@ from node.modeling_servicer import ModelingServicer
 from node.routing import AgentPool
 from node.service import NodeCore
 from node.servicer import SERVICE_NAME, NodeServicer
-from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def start_node(
                 ),
             ],
             max_workers=config.max_workers,
+            runtime="asyncio",
         )
     except BaseException:
         if hub is not None:
@@ -152,6 +153,8 @@ def start_node(
         agents.close()
         db.close()
         raise
+    assert isinstance(running, AsyncioServer)
+    running.on_stop.append(agents.aclose)
     node = NodeServer(core=core, server=running, modeling=hub)
     running.set_serving(True)
     node.start_maintenance()

@@ -1,5 +1,9 @@
 """Thin gRPC servicer: proto -> domain input -> NodeCore -> proto.
 
+Verify and GetIndicators are coroutines served on the node's event loop
+(the asyncio runtime of ``xinrong.rpc.server``); the other methods are
+plain functions the runtime runs in its thread pool.
+
 No decisions are made here. The caller's identity comes from its verified
 client certificate (``peer_of``), never from the request; domain errors
 propagate to the guard interceptor in ``xinrong.rpc.server``, which maps
@@ -77,14 +81,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             uses=status.uses, max_uses=status.max_uses, valid_until=status.valid_until,
         )
 
-    def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:
-        result = self._core.verify(_caller(context), verify_input_from_proto(request))
+    async def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:
+        result = await self._core.verify(_caller(context), verify_input_from_proto(request))
         return node_pb2.VerifyResponse(request_id=result.request_id, answers=_answers(result))
 
-    def GetIndicators(
+    async def GetIndicators(
         self, request: node_pb2.GetIndicatorsRequest, context: grpc.ServicerContext
     ) -> node_pb2.GetIndicatorsResponse:
-        result = self._core.get_indicators(_caller(context), indicators_input_from_proto(request))
+        result = await self._core.get_indicators(_caller(context), indicators_input_from_proto(request))
         return node_pb2.GetIndicatorsResponse(request_id=result.request_id, answers=_answers(result))
 
     def ListParties(

@@ -4,7 +4,7 @@ not touch their batch-mates, and a stream that recovers after the agent restarts
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -69,30 +69,32 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
     agent: tuple[Any, Path], pki: Any, catalog: Catalog
 ) -> None:
     server, _ = agent
-    pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
     consent = grant(pki, catalog, ACME)
-    results: dict[int, Any] = {}
     replayed = str(uuid.uuid4())
-    pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false", replayed)}, recipient_id="bank-a")
 
-    def call(i: int) -> None:
-        claim = "tax.credit_grade in A,B" if i % 3 else "tax.in_arrears == false"
-        request_id = replayed if i == 5 else None  # one replay among many good calls
-        try:
-            results[i] = pool.evaluate_claims({"tax": _request(pki, consent, claim, request_id)}, recipient_id="bank-a")
-        except XinrongError as exc:
-            results[i] = exc
+    async def scenario() -> tuple[AgentPool, list[Any]]:
+        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
+        await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false", replayed)},
+                                   recipient_id="bank-a")
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stream = pool._streams["tax"]
+        async def call(i: int) -> Any:
+            claim = "tax.credit_grade in A,B" if i % 3 else "tax.in_arrears == false"
+            request_id = replayed if i == 5 else None  # one replay among many good calls
+            try:
+                return await pool.evaluate_claims({"tax": _request(pki, consent, claim, request_id)},
+                                                  recipient_id="bank-a")
+            except XinrongError as exc:
+                return exc
+
+        results = await asyncio.gather(*(call(i) for i in range(24)))
+        await pool.aclose()
+        return pool, results
+
+    pool, results = asyncio.run(scenario())
     assert isinstance(results[5], XinrongError) and results[5].reason is Reason.REQUEST_REPLAYED
-    good = [r for i, r in results.items() if i != 5]
+    good = [r for i, r in enumerate(results) if i != 5]
     assert all(isinstance(r, list) and r[0][1].recipient_id == "bank-a" for r in good)
-    assert stream.batches_sent < 25, "24 concurrent calls should have shared batches"
+    assert pool.batches_sent("tax") < 25, "24 concurrent calls should have shared batches"
     # Group commit: every answered call counted its use, the refused replay did not.
     consent_id = consent_id_of(consent)
     assert server.state.use_count(consent_id) == 1 + len(good)
@@ -103,27 +105,60 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
 def test_stream_recovers_after_the_agent_restarts(agent: tuple[Any, Path], pki: Any, catalog: Catalog) -> None:
     server, workdir = agent
     port = server.port
-    pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{port}", Path("unused"))], pki.node, timeout=3)
     consent = grant(pki, catalog, ACME)
-    assert pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a")
-    server.stop(0.2)
-    with pytest.raises(XinrongError) as info:
-        pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a")
-    assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
-    restarted = provider_agent_server.start_agent(provider_agent_config.prepare(_config(pki, workdir, port)),
-                                                  bind=f"127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                out = pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                           recipient_id="bank-a")
-                break
-            except XinrongError as exc:
-                assert exc.reason is Reason.PROVIDER_UNAVAILABLE
-                assert time.monotonic() < deadline, "the node never reconnected to the restarted agent"
-                time.sleep(0.2)
+
+    async def scenario() -> None:
+        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{port}", Path("unused"))], pki.node, timeout=3)
+
+        async def ask() -> list[Any]:
+            return await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
+                                              recipient_id="bank-a")
+
+        assert await ask()
+        server.stop(0.2)
+        with pytest.raises(XinrongError) as info:
+            await ask()
+        assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
+        restarted = provider_agent_server.start_agent(provider_agent_config.prepare(_config(pki, workdir, port)),
+                                                      bind=f"127.0.0.1:{port}")
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    out = await ask()
+                    break
+                except XinrongError as exc:
+                    assert exc.reason is Reason.PROVIDER_UNAVAILABLE
+                    assert time.monotonic() < deadline, "the node never reconnected to the restarted agent"
+                    await asyncio.sleep(0.2)
+            assert out[0][0] == "tax"
+        finally:
+            restarted.stop(0.2)
+            await pool.aclose()
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_past_its_deadline_fails_alone_and_the_stream_reopens(
+    agent: tuple[Any, Path], pki: Any, catalog: Catalog
+) -> None:
+    """A stuck agent costs its callers the deadline, not the node's loop; the next call opens a new stream."""
+    server, _ = agent
+    consent = grant(pki, catalog, ACME)
+
+    async def scenario() -> None:
+        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node,
+                         timeout=0.000001)
+        with pytest.raises(XinrongError) as info:
+            await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
+                                       recipient_id="bank-a")
+        assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
+        pool.timeout = 10
+        out = await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
+                                         recipient_id="bank-a")
         assert out[0][0] == "tax"
-    finally:
-        restarted.stop(0.2)
+        await pool.aclose()
         pool.close()
+
+    asyncio.run(scenario())

@@ -14,7 +14,7 @@ from conftest import Pki
 from xinrong.errors import ConsentError, Reason
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.rpc.server import RunningServer, Runtime, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
 
@@ -29,14 +29,14 @@ class _Agent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         raise RuntimeError("boom: secret internal state")
 
 
-@pytest.fixture()
-def server(pki: Pki) -> Iterator[RunningServer]:
+@pytest.fixture(params=["threads", "asyncio"])
+def server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     running = build_server(
         pki.provider("tax"), "127.0.0.1:0",
         [ServiceBinding("xinrong.v1.AgentService",
                         lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(_Agent(), s),
                         frozenset({"node"}))],
-        max_message_bytes=1024 * 1024,
+        max_message_bytes=1024 * 1024, runtime=request.param,
     )
     yield running
     running.stop(0)
@@ -117,8 +117,9 @@ def test_reflection_lists_services(pki: Pki, server: RunningServer) -> None:
     assert {"xinrong.v1.AgentService", "grpc.health.v1.Health"} <= names
 
 
-def test_graceful_stop_reports_not_serving(pki: Pki) -> None:
-    running = build_server(pki.provider("tax"), "127.0.0.1:0", [])
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_graceful_stop_reports_not_serving(pki: Pki, runtime: Runtime) -> None:
+    running = build_server(pki.provider("tax"), "127.0.0.1:0", [], runtime=runtime)
     running.set_serving(True)
     running.stop(0.5)
     running.stop(0.5)  # idempotent

@@ -16,16 +16,10 @@ from xinrong.rpc.server import DEFAULT_MAX_MESSAGE_BYTES
 DEFAULT_TIMEOUT = 10.0
 
 
-def secure_channel(
-    target: str,
-    credentials: PartyCredentials,
-    *,
-    server_role: str,
-    server_id: str,
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    options: Sequence[tuple[str, int | str]] = (),
-) -> grpc.Channel:
-    """options: extra channel arguments appended to the defaults (e.g. reconnect backoff)."""
+def _channel_arguments(
+    credentials: PartyCredentials, server_role: str, server_id: str, max_message_bytes: int,
+    options: Sequence[tuple[str, int | str]],
+) -> tuple[grpc.ChannelCredentials, list[tuple[str, int | str]]]:
     channel_creds = grpc.ssl_channel_credentials(
         root_certificates=credentials.ca_cert_pem,
         private_key=credentials.tls_key_pem,
@@ -41,7 +35,35 @@ def secure_channel(
         ("grpc.enable_retries", 1),
         *options,
     ]
-    return grpc.secure_channel(target, channel_creds, options=channel_options)
+    return channel_creds, channel_options
+
+
+def secure_channel(
+    target: str,
+    credentials: PartyCredentials,
+    *,
+    server_role: str,
+    server_id: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.Channel:
+    """options: extra channel arguments appended to the defaults (e.g. reconnect backoff)."""
+    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, options)
+    return grpc.secure_channel(target, creds, options=args)
+
+
+def secure_aio_channel(
+    target: str,
+    credentials: PartyCredentials,
+    *,
+    server_role: str,
+    server_id: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """The asyncio twin of ``secure_channel``; create it on the loop that will use it."""
+    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, options)
+    return grpc.aio.secure_channel(target, creds, options=args)
 
 
 def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 30.0) -> None:
