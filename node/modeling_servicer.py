@@ -4,7 +4,7 @@ The caller is the certificate's identity (``peer_of``), never a request
 field. Every request/response pair's serialized size is counted for the
 job's institution (the wire bytes ``GetJob`` and the benchmark report), and
 a test observer, if set, sees every message. Domain errors propagate to the
-guard interceptor, which maps them to a status.
+guard of ``xinrong.rpc.server``, which maps them to a status.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ R = TypeVar("R")
 
 def _caller(context: grpc.ServicerContext) -> Peer:
     peer = peer_of(context)
-    if peer is None:  # the interceptor already refuses these
+    if peer is None:  # the guard already refuses these
         raise XinrongError("no certified caller identity", reason=Reason.CALLER_NOT_ALLOWED)
     return peer
 

@@ -281,9 +281,16 @@ class AgentPool:
         first agent refusal in provider order, else PROVIDER_UNAVAILABLE.
         """
         names = sorted(calls)
-        outcomes = await asyncio.gather(
-            *(self.stream(n).call(calls[n], self.timeout) for n in names), return_exceptions=True
-        )
+        outcomes: list[agent_pb2.AgentCallResult | BaseException]
+        if len(names) == 1:  # the common case, without gather's task per call
+            try:
+                outcomes = [await self.stream(names[0]).call(calls[names[0]], self.timeout)]
+            except XinrongError as exc:
+                outcomes = [exc]
+        else:
+            outcomes = await asyncio.gather(
+                *(self.stream(n).call(calls[n], self.timeout) for n in names), return_exceptions=True
+            )
         answers: list[tuple[str, common_pb2.SealedBox]] = []
         failure: XinrongError | None = None
         for name, outcome in zip(names, outcomes):

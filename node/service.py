@@ -38,6 +38,7 @@ a new request id.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
@@ -67,6 +68,8 @@ from xinrong.v1 import agent_pb2, common_pb2, node_pb2
 
 log = logging.getLogger(__name__)
 
+# Audit reason of an admitted request whose caller went away before the answer.
+CANCELLED = "CANCELLED"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -401,6 +404,12 @@ class NodeCore:
             answers = await fan_out(requests, recipient_id=caller.party_id)
         except XinrongError as failure:
             self._record(_replace(admitted, decision=Decision.FAILED, reason=failure.reason.value), self.clock())
+            raise
+        except asyncio.CancelledError:
+            # The institution hung up (or its deadline passed) while agents
+            # were answering: the use stays consumed, and the log says the
+            # answer never left.
+            self._record(_replace(admitted, decision=Decision.FAILED, reason=CANCELLED), self.clock())
             raise
         return Answers(request_id=request_id, answers=tuple(answers))
 

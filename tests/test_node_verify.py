@@ -7,11 +7,16 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 import grpc
 import pytest
 
+from node import audit
+from node.audit import Decision
+from node.db import open_readonly
+from node.service import CANCELLED
 from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
     ACME,
     BETA,
@@ -345,3 +350,23 @@ def test_claims_for_an_unconfigured_provider_are_refused_before_the_consent(
     assert_refused(lambda: h.bank().Verify(verify_request(consent, ["electricity.in_arrears == false"]), timeout=5),
                    grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
     assert _status(h, consent).uses == 0
+
+
+def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    """Admission counted the use; the audit log must also say the answer never left."""
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    h.agents["tax"].fake.delay = 1.0
+    with pytest.raises(grpc.RpcError) as info:
+        h.bank().Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=0.3)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while True:
+        with closing(open_readonly(h.db_path)) as conn:
+            entries = [(e.event.method, e.event.decision, e.event.reason) for e in audit.tail(conn, 5)]
+        if ("Verify", Decision.FAILED, CANCELLED) in entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert entries[-2:] == [("Verify", Decision.ALLOWED, ""), ("Verify", Decision.FAILED, CANCELLED)]
+    assert _status(h, consent).uses == 1
