@@ -25,6 +25,7 @@ from pathlib import Path
 from node.audit import tail, verify_chain
 from node.config import ConfigError, load_config
 from node.db import open_readonly
+from xinrong.heap import settle_after_start
 from xinrong.errors import XinrongError
 from xinrong.v1 import common_pb2
 
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"xinrong node serve: {exc}", file=sys.stderr)
         return 2
     node.server.install_signal_handlers()
+    settle_after_start()
     if args.port_file:
         _write_port_file(Path(args.port_file), node.port)
     print(f"node serving on port {node.port}", flush=True)

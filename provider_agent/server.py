@@ -25,6 +25,7 @@ from provider_agent.config import AgentSetup
 from provider_agent.evaluate import ProviderAgent
 from provider_agent.servicer import SERVICE_NAME, AgentServicer
 from provider_agent.store import DataStore, StateStore
+from xinrong.heap import settle_after_start
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc
 
@@ -191,6 +192,7 @@ def serve(setup: AgentSetup, *, port_file: Path | None = None) -> int:
     running = start_agent(setup)
     try:
         running.server.install_signal_handlers()
+        settle_after_start()
         if port_file is not None:
             write_port_file(port_file, running.port)
         period = running.agent.info()

@@ -36,6 +36,7 @@ from xinrong.localnet import deploy
 from xinrong.procs import ProcessGroup
 from xinrong.rpc.channel import secure_channel
 from xinrong.claims import check_claim, parse_claim
+from xinrong.heap import settle_after_start
 from xinrong.rpc.server import build_server
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
@@ -174,8 +175,10 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
 
 def ceiling_server(args: argparse.Namespace) -> int:
     """Serve only gRPC health (the empty unary RPC) with a party's credentials."""
-    server = build_server(load_party(args.credentials), "127.0.0.1:0", [])
+    # The node's runtime, and its start-up settling, so the one hop is the node's own.
+    server = build_server(load_party(args.credentials), "127.0.0.1:0", [], runtime="asyncio")
     server.set_serving(True)
+    settle_after_start()
     server.install_signal_handlers(grace=1.0)
     tmp = Path(str(args.port_file) + ".tmp")
     tmp.write_text(str(server.port))
