@@ -439,7 +439,13 @@ def test_ckks_matches_plain(tmp_path: Path) -> None:
     for got, want in zip(_weights_of(ckks, res_c), _weights_of(plain, res_p)):
         np.testing.assert_allclose(got, want, atol=1e-2)
         assert np.corrcoef(got, want)[0, 1] > 0.99 if got.size > 2 else True
-    np.testing.assert_allclose(res_c.metrics.epoch_losses, res_p.metrics.epoch_losses, atol=2e-3)
+    # An epoch's loss averages its batches, each over weights that already carry the
+    # flooding noise of earlier steps, so the losses drift apart as the weights do: the
+    # same 1e-2 bound (2e-3 failed about one run in four, at differences up to 2.9e-3).
+    losses_c, losses_p = res_c.metrics.epoch_losses, res_p.metrics.epoch_losses
+    assert len(losses_c) == len(losses_p) == config.epochs
+    np.testing.assert_allclose(losses_c, losses_p, atol=1e-2)
+    assert losses_c[-1] < losses_c[0] and losses_p[-1] < losses_p[0]
 
 
 def test_ckks_decoys_cost_no_level_and_match_plain(tmp_path: Path) -> None:
