@@ -28,7 +28,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import grpc
 
@@ -103,6 +103,23 @@ MAX_BATCH = 64
 # Two batches at the agent: one being answered, the next already waiting, so
 # the agent never idles for a node round trip while calls are queued.
 MAX_IN_FLIGHT = 2
+# While a batch is at the agent, a call that finds fewer than
+# COALESCE_TARGET companions waits up to COALESCE_SECONDS for more before
+# it is sent. Each batch costs a stream write and read at the node, a
+# read, a write and a state COMMIT at the agent, and (see ``durable``) a
+# COMMIT at the node; under load, calls otherwise trickle out one or two
+# at a time. An idle link sends at once, so a lone request never waits.
+COALESCE_TARGET = 4
+COALESCE_SECONDS = 0.001
+
+# Makes the node's decisions for the calls of a batch durable before the
+# batch leaves (``node.db.Database.wait_durable``): given the largest unit
+# token of the batch, returns once a COMMIT covers it.
+Durable = Callable[[int], None]
+
+
+def _no_durability(token: int) -> None:
+    return None
 
 
 class _BatchingStream:
@@ -112,33 +129,39 @@ class _BatchingStream:
     at most ``MAX_IN_FLIGHT`` batches are at the agent (it answers a
     stream's batches in order, one after another); calls arriving meanwhile
     form the next batch. One writer task sends, one reader task resolves
-    each call's future by its call id.
+    each call's future by its call id. Just before a batch is written, one
+    COMMIT makes every call in it durable at the node: the group commit
+    follows the batches.
     """
 
-    def __init__(self, provider: str, stub: Any) -> None:
+    def __init__(self, provider: str, stub: Any, durable: Durable) -> None:
         self.provider = provider
         self._stub = stub
+        self._durable = durable
         self._ids = itertools.count(1)
-        self._queued: list[agent_pb2.AgentCall] = []
+        self._queued: list[tuple[agent_pb2.AgentCall, int]] = []
         self._pending: dict[int, asyncio.Future[agent_pb2.AgentCallResult]] = {}
         self._in_flight = 0
         self._call: Any = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches_sent = 0  # for tests and diagnostics
+        self.calls_sent = 0
 
-    async def call(self, call: agent_pb2.AgentCall, timeout: float) -> agent_pb2.AgentCallResult:
+    async def call(self, call: agent_pb2.AgentCall, timeout: float, durable_token: int = 0) -> agent_pb2.AgentCallResult:
         """Send one call on the stream and wait for its result, at most ``timeout`` seconds.
 
-        A call that misses its deadline resets the stream (failing the calls
-        sharing it), since the agent is evidently stuck or gone.
+        ``durable_token``: the node's database unit that must be committed
+        before the call leaves. A call that misses its deadline resets the
+        stream (failing the calls sharing it), since the agent is evidently
+        stuck or gone.
         """
         if self._call is None:
             self._open()
         call.call_id = next(self._ids)
         future: asyncio.Future[agent_pb2.AgentCallResult] = asyncio.get_running_loop().create_future()
         self._pending[call.call_id] = future
-        self._queued.append(call)
+        self._queued.append((call, durable_token))
         self._wake.set()
         try:
             return await asyncio.wait_for(future, timeout)  # cancels the future on timeout
@@ -156,12 +179,24 @@ class _BatchingStream:
         try:
             while True:
                 await self._wake.wait()
+                if self._in_flight and len(self._queued) < COALESCE_TARGET:
+                    await asyncio.sleep(COALESCE_SECONDS)
                 self._wake.clear()
                 while self._queued and self._in_flight < MAX_IN_FLIGHT:
                     batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+                    try:
+                        self._durable(max(token for _, token in batch))
+                    except Exception as err:  # noqa: BLE001 - these calls fail, the stream stays
+                        log.error("node database refused to commit; failing %d calls to %s", len(batch), self.provider)
+                        for c, _ in batch:
+                            future = self._pending.pop(c.call_id, None)
+                            if future is not None and not future.done():
+                                future.set_exception(err)
+                        continue
                     self._in_flight += 1
                     self.batches_sent += 1
-                    await call.write(agent_pb2.EvaluateStreamRequest(calls=batch))
+                    self.calls_sent += len(batch)
+                    await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - a broken stream fails its calls
@@ -222,8 +257,12 @@ class AgentPool:
     pushes, which run in ordinary threads, use blocking channels.
     """
 
-    def __init__(self, endpoints: Sequence[ProviderEndpoint], credentials: PartyCredentials, *, timeout: float) -> None:
+    def __init__(
+        self, endpoints: Sequence[ProviderEndpoint], credentials: PartyCredentials, *, timeout: float,
+        durable: Durable = _no_durability,
+    ) -> None:
         self.timeout = timeout
+        self._durable = durable
         self._endpoints = {e.name: e for e in endpoints}
         self._credentials = credentials
         self._channels: dict[str, grpc.Channel] = {}
@@ -246,6 +285,10 @@ class AgentPool:
         stream = self._streams.get(name)
         return stream.batches_sent if stream is not None else 0
 
+    def calls_sent(self, name: str) -> int:
+        stream = self._streams.get(name)
+        return stream.calls_sent if stream is not None else 0
+
     def stream(self, name: str) -> _BatchingStream:
         """The agent's batching stream (on the running loop; created on first use)."""
         stream = self._streams.get(name)
@@ -255,23 +298,25 @@ class AgentPool:
                 endpoint.address, self._credentials, server_role="provider", server_id=name, options=_CHANNEL_OPTIONS
             )
             self._aio_channels[name] = channel
-            stream = self._streams[name] = _BatchingStream(name, agent_pb2_grpc.AgentServiceStub(channel))
+            stream = self._streams[name] = _BatchingStream(
+                name, agent_pb2_grpc.AgentServiceStub(channel), self._durable
+            )
         return stream
 
     async def evaluate_claims(
-        self, requests: Mapping[str, agent_pb2.EvaluateClaimsRequest], *, recipient_id: str
+        self, requests: Mapping[str, agent_pb2.EvaluateClaimsRequest], *, recipient_id: str, durable_token: int = 0
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(claims=req) for name, req in requests.items()}
-        return await self._fan_out(calls, recipient_id)
+        return await self._fan_out(calls, recipient_id, durable_token)
 
     async def evaluate_indicators(
-        self, requests: Mapping[str, agent_pb2.EvaluateIndicatorsRequest], *, recipient_id: str
+        self, requests: Mapping[str, agent_pb2.EvaluateIndicatorsRequest], *, recipient_id: str, durable_token: int = 0
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(indicators=req) for name, req in requests.items()}
-        return await self._fan_out(calls, recipient_id)
+        return await self._fan_out(calls, recipient_id, durable_token)
 
     async def _fan_out(
-        self, calls: Mapping[str, agent_pb2.AgentCall], recipient_id: str
+        self, calls: Mapping[str, agent_pb2.AgentCall], recipient_id: str, durable_token: int
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         """Call every agent concurrently; all answers, or one failure.
 
@@ -284,12 +329,12 @@ class AgentPool:
         outcomes: list[agent_pb2.AgentCallResult | BaseException]
         if len(names) == 1:  # the common case, without gather's task per call
             try:
-                outcomes = [await self.stream(names[0]).call(calls[names[0]], self.timeout)]
+                outcomes = [await self.stream(names[0]).call(calls[names[0]], self.timeout, durable_token)]
             except XinrongError as exc:
                 outcomes = [exc]
         else:
             outcomes = await asyncio.gather(
-                *(self.stream(n).call(calls[n], self.timeout) for n in names), return_exceptions=True
+                *(self.stream(n).call(calls[n], self.timeout, durable_token) for n in names), return_exceptions=True
             )
         answers: list[tuple[str, common_pb2.SealedBox]] = []
         failure: XinrongError | None = None

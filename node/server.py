@@ -120,7 +120,7 @@ def start_node(
         raise ValueError(f"{config.credentials} holds {creds.role} credentials, not the node's")
     catalog = config.load_catalog()
     db = open_database(config)
-    agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds)
+    agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
     hub: ModelingHub | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)

@@ -394,14 +394,17 @@ class NodeCore:
                     self.audit.append(tx, admitted, ts_ms)
         # Group commit outside the lock (see node.db): nothing leaves the node,
         # neither a refusal nor a call to an agent, before this unit is durable.
-        await self.db.wait_durable_async(tx.token)
+        # A refusal waits here; an admitted call is committed by its agent
+        # stream right before the batch carrying it is written, one COMMIT
+        # per batch (node.routing).
         if refusal is not None:
+            await self.db.wait_durable_async(tx.token)
             raise refusal from None
         assert checked is not None and record is not None
         # Fan-out outside the lock: agents answer concurrently for many requests.
         requests = {p: build(p, items, record, audience) for p, items in checked.groups.items()}
         try:
-            answers = await fan_out(requests, recipient_id=caller.party_id)
+            answers = await fan_out(requests, recipient_id=caller.party_id, durable_token=tx.token)
         except XinrongError as failure:
             self._record(_replace(admitted, decision=Decision.FAILED, reason=failure.reason.value), self.clock())
             raise

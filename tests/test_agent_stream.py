@@ -162,3 +162,47 @@ def test_a_call_past_its_deadline_fails_alone_and_the_stream_reopens(
         pool.close()
 
     asyncio.run(scenario())
+
+
+def test_each_batch_is_made_durable_before_it_leaves(agent: tuple[Any, Path], pki: Any, catalog: Catalog) -> None:
+    """The node's group commit follows the batches: the hook sees every call's token before
+    the agent sees the call, and a call whose commit fails never reaches the agent."""
+    server, _ = agent
+    consent = grant(pki, catalog, ACME)
+    consent_id = consent_id_of(consent)
+    committed: list[tuple[int, int]] = []  # (token, answers the agent had logged at that moment)
+    failing = {"on": False}
+
+    def durable(token: int) -> None:
+        if failing["on"]:
+            raise RuntimeError("disk full")
+        committed.append((token, len(server.state.answer_log(consent_id=consent_id))))
+
+    async def scenario() -> list[Any]:
+        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node,
+                         timeout=10, durable=durable)
+
+        async def call(token: int) -> Any:
+            try:
+                return await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
+                                                  recipient_id="bank-a", durable_token=token)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertions
+                return exc
+
+        results = list(await asyncio.gather(*(call(t) for t in range(1, 13))))
+        failing["on"] = True
+        results.append(await call(99))
+        await pool.aclose()
+        pool.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, list) for r in results[:12])
+    assert isinstance(results[12], RuntimeError)
+    # Every token was committed (the largest of its batch covers the others), before its answer existed.
+    assert max(t for t, _ in committed) == 12 and len(committed) <= 12
+    before = 0
+    for token, answers_then in committed:
+        assert answers_then <= token - 1 and answers_then >= before
+        before = answers_then
+    assert len(server.state.answer_log(consent_id=consent_id)) == 12, "the failed commit's call never left"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Iterable
 
 import grpc
-from cryptography import x509
 
-from keys.ca import identity_of_certificate, server_name
+from keys.ca import parse_party_uri, server_name
 
 
 @dataclass(frozen=True)
@@ -23,14 +22,18 @@ class Peer:
     party_id: str
 
 
-@lru_cache(maxsize=4096)
-def _identity_from_pem(pem: bytes) -> Peer | None:
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-    ident = identity_of_certificate(cert)
-    return Peer(*ident) if ident else None
+# gRPC's name for the SAN entries of a verified certificate, when it has any.
+_SAN_KEY = "x509_subject_alternative_name"
+
+
+def _identity_from_sans(identities: Iterable[bytes]) -> Peer | None:
+    """(role, party_id) from the first ``urn:xinrong:`` URI among the SANs,
+    in certificate order, as ``keys.ca.identity_of_certificate`` reads it."""
+    for raw in identities:
+        parsed = parse_party_uri(raw.decode("ascii", "replace"))
+        if parsed:
+            return Peer(*parsed)
+    return None
 
 
 _current = threading.local()
@@ -48,11 +51,12 @@ def peer_of(context: grpc.ServicerContext, *, fresh: bool = False) -> Peer | Non
     if not fresh and getattr(_current, "context", None) is context:
         cached: Peer | None = _current.peer
         return cached
-    auth = context.auth_context()
-    pems = list(auth.get("x509_pem_cert") or [])
-    if not pems:
+    # The SANs of the chain gRPC verified against the platform CA: the same
+    # certificate field the PEM would give, at a tenth of a microsecond
+    # instead of the whole auth context with its PEM copies.
+    if context.peer_identity_key() != _SAN_KEY:
         return None
-    return _identity_from_pem(bytes(pems[0]))
+    return _identity_from_sans(context.peer_identities() or ())
 
 
 __all__ = ["Peer", "peer_of", "remember_peer", "server_name"]
