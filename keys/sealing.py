@@ -8,6 +8,7 @@ replayed under another request or opened as another message type.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hpke, serialization
@@ -73,15 +74,21 @@ class SealingKey:
         return f"SealingKey(key_id={self.key_id})"
 
 
+@lru_cache(maxsize=1024)
+def _recipient(public_raw: bytes) -> tuple[X25519PublicKey, str]:
+    """The parsed key and its id; an agent seals to the same few banks all day."""
+    return X25519PublicKey.from_public_bytes(public_raw), key_id_of(public_raw)
+
+
 def seal(
     plaintext: bytes, *, recipient_id: str, recipient_public_raw: bytes, content_type: str, context: str
 ) -> common_pb2.SealedBox:
     """Seal plaintext to a recipient's X25519 public key (taken from a CA-verified binding)."""
-    public = X25519PublicKey.from_public_bytes(recipient_public_raw)
+    public, key_id = _recipient(recipient_public_raw)
     ciphertext = _SUITE.encrypt(plaintext, public, info=_info(content_type, recipient_id, context))
     return common_pb2.SealedBox(
         recipient_id=recipient_id,
-        recipient_key_id=key_id_of(recipient_public_raw),
+        recipient_key_id=key_id,
         content_type=content_type,
         context=context,
         ciphertext=ciphertext,

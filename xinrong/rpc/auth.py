@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterable
+from functools import lru_cache
 
 import grpc
 
@@ -26,7 +26,8 @@ class Peer:
 _SAN_KEY = "x509_subject_alternative_name"
 
 
-def _identity_from_sans(identities: Iterable[bytes]) -> Peer | None:
+@lru_cache(maxsize=4096)
+def _identity_from_sans(identities: tuple[bytes, ...]) -> Peer | None:
     """(role, party_id) from the first ``urn:xinrong:`` URI among the SANs,
     in certificate order, as ``keys.ca.identity_of_certificate`` reads it."""
     for raw in identities:
@@ -56,7 +57,7 @@ def peer_of(context: grpc.ServicerContext, *, fresh: bool = False) -> Peer | Non
     # instead of the whole auth context with its PEM copies.
     if context.peer_identity_key() != _SAN_KEY:
         return None
-    return _identity_from_sans(context.peer_identities() or ())
+    return _identity_from_sans(tuple(context.peer_identities() or ()))
 
 
 __all__ = ["Peer", "peer_of", "remember_peer", "server_name"]
