@@ -3,7 +3,7 @@ real health, reflection, size limits, server identity pinning, graceful stop."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 import pytest
@@ -28,15 +28,46 @@ class _Agent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def EvaluateIndicators(self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateIndicatorsResponse:
         raise RuntimeError("boom: secret internal state")
 
+    def EvaluateStream(self, requests: Iterator[agent_pb2.EvaluateStreamRequest],
+                       context: grpc.ServicerContext) -> Iterator[agent_pb2.EvaluateStreamResponse]:
+        """Echoes call ids; a call id of 0 ends the stream with a refusal."""
+        for batch in requests:
+            if any(c.call_id == 0 for c in batch.calls):
+                raise ConsentError("internal detail that must not leak")
+            yield agent_pb2.EvaluateStreamResponse(
+                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls])
 
-@pytest.fixture(params=["threads", "asyncio"])
+
+class _AsyncAgent(_Agent):
+    """The same service with coroutine handlers, for the asyncio runtime's loop path."""
+
+    async def GetAgentInfo(self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:  # type: ignore[override]
+        return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
+
+    async def EvaluateClaims(self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateClaimsResponse:  # type: ignore[override]
+        raise ConsentError("internal detail that must not leak")
+
+    async def EvaluateIndicators(self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateIndicatorsResponse:  # type: ignore[override]
+        raise RuntimeError("boom: secret internal state")
+
+    async def EvaluateStream(self, requests: Any, context: grpc.ServicerContext) -> Any:  # type: ignore[override]
+        async for batch in requests:
+            if any(c.call_id == 0 for c in batch.calls):
+                raise ConsentError("internal detail that must not leak")
+            yield agent_pb2.EvaluateStreamResponse(
+                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls])
+
+
+@pytest.fixture(params=[("threads", _Agent), ("asyncio", _Agent), ("asyncio", _AsyncAgent)],
+                ids=["threads", "asyncio-pool", "asyncio-loop"])
 def server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    runtime, servicer = request.param
     running = build_server(
         pki.provider("tax"), "127.0.0.1:0",
         [ServiceBinding("xinrong.v1.AgentService",
-                        lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(_Agent(), s),
+                        lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer(), s),
                         frozenset({"node"}))],
-        max_message_bytes=1024 * 1024, runtime=request.param,
+        max_message_bytes=1024 * 1024, runtime=runtime,
     )
     yield running
     running.stop(0)
@@ -76,6 +107,25 @@ def test_role_check_and_error_mapping(pki: Pki, server: RunningServer) -> None:
             agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
         err = decode_rpc_error(info.value)
         assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
+
+
+def test_streams_pass_the_guard_and_map_errors(pki: Pki, server: RunningServer) -> None:
+    def batch(*ids: int) -> agent_pb2.EvaluateStreamRequest:
+        return agent_pb2.EvaluateStreamRequest(calls=[agent_pb2.AgentCall(call_id=i) for i in ids])
+
+    with _channel(pki, server, "node", "node") as ch:
+        stub = agent_pb2_grpc.AgentServiceStub(ch)
+        out = list(stub.EvaluateStream(iter([batch(1, 2), batch(3)]), timeout=5))
+        assert [[r.call_id for r in o.results] for o in out] == [[1, 2], [3]]
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.EvaluateStream(iter([batch(4), batch(0)]), timeout=5))
+        err = decode_rpc_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.ACCESS_DENIED.value)
+        assert "internal detail" not in err.message
+    with _channel(pki, server, "institution", "bank-a") as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            list(agent_pb2_grpc.AgentServiceStub(ch).EvaluateStream(iter([batch(1)]), timeout=5))
+        assert decode_rpc_error(info.value).reason == Reason.CALLER_NOT_ALLOWED.value
 
 
 def test_clients_pin_the_server_identity(pki: Pki, server: RunningServer) -> None:

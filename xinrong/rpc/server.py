@@ -156,11 +156,12 @@ def _guard_async(
     def blocking(request: Any) -> Any:
         return _BlockingRequests(request, asyncio.get_running_loop()) if request_streaming else request
 
+    on_loop = inspect.iscoroutinefunction(behavior)
     if not response_streaming:
         async def unary(request: Any, context: Any) -> Any:
             peer = await admit(context)
             try:
-                if inspect.iscoroutinefunction(behavior):
+                if on_loop:
                     return await behavior(request, context)
                 return await asyncio.get_running_loop().run_in_executor(pool, in_pool, blocking(request), context, peer)
             except Exception as exc:  # noqa: BLE001 - mapped to a status right below
@@ -169,10 +170,12 @@ def _guard_async(
 
         return unary
 
+    async_generator = inspect.isasyncgenfunction(behavior)
+
     async def stream(request: Any, context: Any) -> Any:
         peer = await admit(context)
         try:
-            if inspect.isasyncgenfunction(behavior):
+            if async_generator:
                 async for item in behavior(request, context):
                     yield item
                 return
