@@ -7,10 +7,13 @@ updated only through ``Transaction.on_commit`` callbacks.
 
 Group commit. A COMMIT costs more than everything else a Verify writes, so
 the hot path (``transaction(durable=False)``) releases its savepoint inside
-one long-running write transaction and, after letting go of the lock, waits
-in ``wait_durable`` until a COMMIT covers it: the first waiter commits for
-everyone queued behind it. Nothing a request decided leaves the node (no
-fan-out, no answer) before that COMMIT. Callbacks of such a unit run at
+one long-running write transaction and, after letting go of the lock, has
+``wait_durable`` called for its token before anything it decided leaves the
+node: the first caller commits for everyone queued behind it. A refusal
+waits itself (``wait_durable_async``); an admitted request is covered by the
+agent stream, which commits once right before writing each batch
+(``node.routing``). Nothing a request decided leaves the node (no fan-out,
+no answer) before that COMMIT. Callbacks of such a unit run at
 once, under the lock, so the next request's checks see its effect; if a
 COMMIT then fails (disk full, I/O error) memory is ahead of disk, so the
 database refuses all further work and the node must be restarted: it fails
