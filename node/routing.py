@@ -146,9 +146,8 @@ class _BatchingStream:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.batches_sent = 0  # for tests and diagnostics
-        self.calls_sent = 0
 
-    async def call(self, call: agent_pb2.AgentCall, timeout: float, durable_token: int = 0) -> agent_pb2.AgentCallResult:
+    async def call(self, call: agent_pb2.AgentCall, timeout: float, durable_token: int) -> agent_pb2.AgentCallResult:
         """Send one call on the stream and wait for its result, at most ``timeout`` seconds.
 
         ``durable_token``: the node's database unit that must be committed
@@ -166,8 +165,9 @@ class _BatchingStream:
         try:
             return await asyncio.wait_for(future, timeout)  # cancels the future on timeout
         except asyncio.TimeoutError:
-            self.reset(ProviderUnavailable(f"agent {self.provider} did not answer within {timeout}s"))
-            raise ProviderUnavailable(f"agent {self.provider} did not answer within {timeout}s") from None
+            detail = f"agent {self.provider} did not answer within {timeout}s"
+            self.reset(ProviderUnavailable(detail))  # fails the calls sharing the stream
+            raise ProviderUnavailable(detail) from None
 
     def _open(self) -> None:
         call = self._stub.EvaluateStream()
@@ -195,7 +195,6 @@ class _BatchingStream:
                         continue
                     self._in_flight += 1
                     self.batches_sent += 1
-                    self.calls_sent += len(batch)
                     await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
         except asyncio.CancelledError:
             raise
@@ -285,10 +284,6 @@ class AgentPool:
         stream = self._streams.get(name)
         return stream.batches_sent if stream is not None else 0
 
-    def calls_sent(self, name: str) -> int:
-        stream = self._streams.get(name)
-        return stream.calls_sent if stream is not None else 0
-
     def stream(self, name: str) -> _BatchingStream:
         """The agent's batching stream (on the running loop; created on first use)."""
         stream = self._streams.get(name)
@@ -304,13 +299,13 @@ class AgentPool:
         return stream
 
     async def evaluate_claims(
-        self, requests: Mapping[str, agent_pb2.EvaluateClaimsRequest], *, recipient_id: str, durable_token: int = 0
+        self, requests: Mapping[str, agent_pb2.EvaluateClaimsRequest], *, recipient_id: str, durable_token: int
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(claims=req) for name, req in requests.items()}
         return await self._fan_out(calls, recipient_id, durable_token)
 
     async def evaluate_indicators(
-        self, requests: Mapping[str, agent_pb2.EvaluateIndicatorsRequest], *, recipient_id: str, durable_token: int = 0
+        self, requests: Mapping[str, agent_pb2.EvaluateIndicatorsRequest], *, recipient_id: str, durable_token: int
     ) -> list[tuple[str, common_pb2.SealedBox]]:
         calls = {name: agent_pb2.AgentCall(indicators=req) for name, req in requests.items()}
         return await self._fan_out(calls, recipient_id, durable_token)

@@ -75,14 +75,14 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
     async def scenario() -> tuple[AgentPool, list[Any]]:
         pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
         await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false", replayed)},
-                                   recipient_id="bank-a")
+                                   recipient_id="bank-a", durable_token=0)
 
         async def call(i: int) -> Any:
             claim = "tax.credit_grade in A,B" if i % 3 else "tax.in_arrears == false"
             request_id = replayed if i == 5 else None  # one replay among many good calls
             try:
                 return await pool.evaluate_claims({"tax": _request(pki, consent, claim, request_id)},
-                                                  recipient_id="bank-a")
+                                                  recipient_id="bank-a", durable_token=0)
             except XinrongError as exc:
                 return exc
 
@@ -112,7 +112,7 @@ def test_stream_recovers_after_the_agent_restarts(agent: tuple[Any, Path], pki: 
 
         async def ask() -> list[Any]:
             return await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                              recipient_id="bank-a")
+                                              recipient_id="bank-a", durable_token=0)
 
         assert await ask()
         server.stop(0.2)
@@ -152,11 +152,11 @@ def test_a_call_past_its_deadline_fails_alone_and_the_stream_reopens(
                          timeout=0.000001)
         with pytest.raises(XinrongError) as info:
             await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                       recipient_id="bank-a")
+                                       recipient_id="bank-a", durable_token=0)
         assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
         pool.timeout = 10
         out = await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                         recipient_id="bank-a")
+                                         recipient_id="bank-a", durable_token=0)
         assert out[0][0] == "tax"
         await pool.aclose()
         pool.close()
