@@ -8,10 +8,11 @@ or others can read them.
 
 from keys.files import read_private_file, write_private_file, write_public_file
 from keys.signing import SigningKey, VerifyKey, key_id_of
-from keys.sealing import SealingKey, open_sealed, seal
+from keys.sealing import SealingKey, SessionSealer, open_sealed, seal
 
 __all__ = [
     "SealingKey",
+    "SessionSealer",
     "SigningKey",
     "VerifyKey",
     "key_id_of",

@@ -50,7 +50,7 @@ from typing import Callable, Generic, TypeVar
 from keys.binding import VerifiedBinding, verify_binding
 from keys.ca import CaVerifier
 from keys.layout import PartyCredentials
-from keys.sealing import seal
+from keys.sealing import SessionSealer
 from provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
@@ -202,6 +202,7 @@ class ProviderAgent:
         max_clock_skew_seconds: int = 300,
         clock: Callable[[], float] = time.time,
         cache_size: int = 4096,
+        sealer: SessionSealer | None = None,
     ) -> None:
         if credentials.role != "provider" or credentials.binding.provider != provider:
             raise ValidationError(f"credentials are not those of provider {provider!r}")
@@ -215,6 +216,8 @@ class ProviderAgent:
         self._ttl = verdict_ttl_seconds
         self._skew = max_clock_skew_seconds
         self._clock = clock
+        # Answers go to the same few banks all day: one HPKE per session, not per answer.
+        self._sealer = sealer if sealer is not None else SessionSealer()
         self._consents: _BoundedCache[tuple[bytes, ...], _CachedConsent] = _BoundedCache(cache_size)
         self._audiences: _BoundedCache[tuple[bytes, ...], VerifiedBinding] = _BoundedCache(cache_size)
         self._claims: _BoundedCache[bytes, CheckedClaim] = _BoundedCache(cache_size)
@@ -335,7 +338,7 @@ class ProviderAgent:
                 cells = parsed
             issued_at = int(now)
             bundle, hashes = build(lookup, cells, issued_at)
-            box = seal(
+            box = self._sealer.seal(
                 bundle.SerializeToString(deterministic=True),
                 recipient_id=audience.party_id,
                 recipient_public_raw=audience.sealing_public_raw,

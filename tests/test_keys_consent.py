@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from conftest import Pki
 from keys.binding import issue_binding, verify_binding
 from keys.ca import CaVerifier, CertificateAuthority
 from keys.files import read_private_file, write_private_file
-from keys.sealing import SealingKey, seal
+from keys.sealing import SealingKey, SessionSealer, seal
 from keys.signing import SigningKey
 from xinrong.catalog import Catalog, Form
 from xinrong.consent import (
@@ -76,6 +77,97 @@ def test_sealed_boxes_bind_recipient_type_and_context() -> None:
         key.open(box, recipient_id="bank-a", content_type="t", context="req-2")
     with pytest.raises(SignatureError):
         SealingKey.generate().open(box, recipient_id="bank-a", content_type="t", context="req-1")
+
+
+def _session_box(sealer: SessionSealer, key: SealingKey, text: bytes, context: str,
+                 *, content_type: str = "t", recipient: str = "bank-a") -> common_pb2.SealedBox:
+    return sealer.seal(text, recipient_id=recipient, recipient_public_raw=key.public_raw,
+                       content_type=content_type, context=context)
+
+
+def test_session_boxes_bind_recipient_type_context_and_session() -> None:
+    """The session scheme refuses every relabelling the single-shot one does, and more."""
+    key = SealingKey.generate()
+    sealer = SessionSealer()
+    box = _session_box(sealer, key, b"hello", "req-1")
+    assert box.scheme == common_pb2.SEALING_SCHEME_HPKE_SESSION and box.wrapped_key
+    assert key.open(box, recipient_id="bank-a", content_type="t", context="req-1") == b"hello"
+    assert b"hello" not in box.ciphertext
+    for kwargs in ({"recipient_id": "bank-b", "content_type": "t", "context": "req-1"},
+                   {"recipient_id": "bank-a", "content_type": "u", "context": "req-1"},
+                   {"recipient_id": "bank-a", "content_type": "t", "context": "req-2"}):
+        with pytest.raises(SignatureError):
+            key.open(box, **kwargs)
+    relabelled = common_pb2.SealedBox()
+    relabelled.CopyFrom(box)
+    relabelled.context = "req-2"  # the associated data binds the context
+    with pytest.raises(SignatureError):
+        key.open(relabelled, recipient_id="bank-a", content_type="t", context="req-2")
+    # The same wrapped key under another content type: the unwrapped key is
+    # cached, but the cache is keyed on the type, so the HPKE info still decides.
+    relabelled.CopyFrom(box)
+    relabelled.content_type = "u"
+    with pytest.raises(SignatureError):
+        key.open(relabelled, recipient_id="bank-a", content_type="u", context="req-1")
+    # Another session's wrapped key, a flipped bit, a truncated box, no scheme, a stranger's key.
+    other = _session_box(SessionSealer(), key, b"hello", "req-1")
+    relabelled.CopyFrom(box)
+    relabelled.wrapped_key = other.wrapped_key
+    flipped = common_pb2.SealedBox()
+    flipped.CopyFrom(box)
+    flipped.ciphertext = box.ciphertext[:-1] + bytes([box.ciphertext[-1] ^ 1])
+    short = common_pb2.SealedBox()
+    short.CopyFrom(box)
+    short.ciphertext = box.ciphertext[:5]
+    bare = common_pb2.SealedBox()
+    bare.CopyFrom(box)
+    bare.scheme = common_pb2.SEALING_SCHEME_UNSPECIFIED
+    for bad in (relabelled, flipped, short, bare):
+        with pytest.raises(SignatureError):
+            key.open(bad, recipient_id="bank-a", content_type="t", context="req-1")
+    with pytest.raises(SignatureError):
+        SealingKey.generate().open(box, recipient_id="bank-a", content_type="t", context="req-1")
+    assert key.open(other, recipient_id="bank-a", content_type="t", context="req-1") == b"hello"
+
+
+def test_sessions_rotate_and_never_repeat_a_nonce() -> None:
+    """Counter nonces are unique across threads; a session ends by count or age."""
+    key = SealingKey.generate()
+    now = [1000.0]
+    sealer = SessionSealer(max_boxes=50, max_age=60.0, clock=lambda: now[0])
+    boxes: list[common_pb2.SealedBox] = []
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        for i in range(40):
+            b = _session_box(sealer, key, f"{worker}-{i}".encode(), f"req-{worker}-{i}")
+            with lock:
+                boxes.append(b)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    by_session: dict[bytes, set[bytes]] = {}
+    for b in boxes:
+        by_session.setdefault(b.wrapped_key, set()).add(b.ciphertext[:12])
+    assert len(by_session) == 4  # 200 boxes, 50 per session
+    assert all(len(nonces) == 50 for nonces in by_session.values())
+    for b in boxes:
+        worker, i = b.context.removeprefix("req-").split("-")
+        assert key.open(b, recipient_id="bank-a", content_type="t", context=b.context) == f"{worker}-{i}".encode()
+    # Age: a box after max_age starts a new session; so do another type and another recipient key.
+    first = _session_box(sealer, key, b"x", "a")
+    assert _session_box(sealer, key, b"x", "b").wrapped_key == first.wrapped_key
+    now[0] += 60.0
+    aged = _session_box(sealer, key, b"x", "c")
+    assert aged.wrapped_key != first.wrapped_key
+    assert _session_box(sealer, key, b"x", "d", content_type="u").wrapped_key != aged.wrapped_key
+    rotated = SealingKey.generate()
+    assert _session_box(sealer, rotated, b"x", "e").wrapped_key != aged.wrapped_key
+    with pytest.raises(ValueError):
+        SessionSealer(max_boxes=0)
 
 
 def test_bindings_are_checked_against_the_ca(pki: Pki) -> None:

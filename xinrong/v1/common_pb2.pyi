@@ -60,6 +60,12 @@ class VerdictResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_RESULT_TRUE: _ClassVar[VerdictResult]
     VERDICT_RESULT_FALSE: _ClassVar[VerdictResult]
     VERDICT_RESULT_NO_DATA: _ClassVar[VerdictResult]
+
+class SealingScheme(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEALING_SCHEME_UNSPECIFIED: _ClassVar[SealingScheme]
+    SEALING_SCHEME_HPKE: _ClassVar[SealingScheme]
+    SEALING_SCHEME_HPKE_SESSION: _ClassVar[SealingScheme]
 PARTY_ROLE_UNSPECIFIED: PartyRole
 PARTY_ROLE_NODE: PartyRole
 PARTY_ROLE_PROVIDER: PartyRole
@@ -93,6 +99,9 @@ VERDICT_RESULT_UNSPECIFIED: VerdictResult
 VERDICT_RESULT_TRUE: VerdictResult
 VERDICT_RESULT_FALSE: VerdictResult
 VERDICT_RESULT_NO_DATA: VerdictResult
+SEALING_SCHEME_UNSPECIFIED: SealingScheme
+SEALING_SCHEME_HPKE: SealingScheme
+SEALING_SCHEME_HPKE_SESSION: SealingScheme
 
 class PartyBinding(_message.Message):
     __slots__ = ("party_id", "role", "signing_public_key", "sealing_public_key", "provider", "not_before", "not_after", "key_id")
@@ -303,15 +312,19 @@ class AnswerBundle(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[SignedVerdict, _Mapping]]] = ..., indicators: _Optional[_Iterable[_Union[SignedIndicator, _Mapping]]] = ...) -> None: ...
 
 class SealedBox(_message.Message):
-    __slots__ = ("recipient_id", "recipient_key_id", "content_type", "context", "ciphertext")
+    __slots__ = ("recipient_id", "recipient_key_id", "content_type", "context", "ciphertext", "scheme", "wrapped_key")
     RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
     recipient_id: str
     recipient_key_id: str
     content_type: str
     context: str
     ciphertext: bytes
-    def __init__(self, recipient_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., content_type: _Optional[str] = ..., context: _Optional[str] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+    scheme: SealingScheme
+    wrapped_key: bytes
+    def __init__(self, recipient_id: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., content_type: _Optional[str] = ..., context: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., scheme: _Optional[_Union[SealingScheme, str]] = ..., wrapped_key: _Optional[bytes] = ...) -> None: ...
