@@ -158,16 +158,23 @@ class _BatchingStream:
         if self._call is None:
             self._open()
         call.call_id = next(self._ids)
-        future: asyncio.Future[agent_pb2.AgentCallResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[agent_pb2.AgentCallResult] = loop.create_future()
         self._pending[call.call_id] = future
         self._queued.append((call, durable_token))
         self._wake.set()
+        # A plain timer rather than asyncio.wait_for, which adds a future, a
+        # callback and a loop hop to every call: ~10 us on the loop per request.
+        timer = loop.call_later(timeout, self._expire, future, timeout)
         try:
-            return await asyncio.wait_for(future, timeout)  # cancels the future on timeout
-        except asyncio.TimeoutError:
-            detail = f"agent {self.provider} did not answer within {timeout}s"
-            self.reset(ProviderUnavailable(detail))  # fails the calls sharing the stream
-            raise ProviderUnavailable(detail) from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[agent_pb2.AgentCallResult], timeout: float) -> None:
+        if not future.done():
+            # Fails this call and every call sharing the stream.
+            self.reset(ProviderUnavailable(f"agent {self.provider} did not answer within {timeout}s"))
 
     def _open(self) -> None:
         call = self._stub.EvaluateStream()
