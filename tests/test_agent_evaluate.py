@@ -486,3 +486,15 @@ def test_use_limit_holds_under_concurrency(pki: Pki, catalog: Catalog, tax: Agen
     assert outcomes.count("ok") == 5
     assert outcomes.count("CONSENT_USES_EXHAUSTED") == 11
     assert len(tax.state.answer_log()) == 5
+
+
+def test_evaluate_benchmark_runs_and_reports_every_figure() -> None:
+    """The agent benchmark the closing notes quote still runs (figures are not asserted: no timed tests)."""
+    from provider_agent.bench import bench_evaluate
+
+    result = bench_evaluate(20, 2)
+    assert result["requests"] == 20 and result["claims_per_request"] == 2
+    for key in ("cpu_us_median", "cpu_us_p99", "wall_us_median", "crypto_floor_cpu_us_median",
+                "hpke_per_box_floor_cpu_us_median", "cold_cpu_us_median"):
+        value = result[key]
+        assert isinstance(value, float) and value > 0, key
