@@ -59,8 +59,9 @@ from node.limits import EnterpriseBudget, ReplayGuard, utc_day
 from node.registry import PartyRegistry
 from node.routing import AgentPool, PushOutcome
 from xinrong import uscc as uscc_mod
+from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, check_claim, check_indicator, claim_text
+from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, CheckedClaim, check_claim, check_indicator, claim_text
 from xinrong.consent import check_consent_use, verify_revocation, verify_signed_consent
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
 from xinrong.rpc.auth import Peer
@@ -167,6 +168,10 @@ class NodeCore:
         self.replay = ReplayGuard(db, retention_seconds=2 * config.max_clock_skew_seconds + 60)
         self.budget = EnterpriseBudget(db, daily_limit=config.enterprise_daily_budget)
         self.audit = HashChainAuditLog(db.query)
+        # Accepted claims by their exact bytes: banks ask the same published
+        # ladder steps all day. A refused claim is re-checked every time, so
+        # the cache cannot be grown with junk.
+        self._claims: BoundedCache[bytes, CheckedClaim] = BoundedCache(4096)
 
     # -- start-up ----------------------------------------------------------
 
@@ -235,7 +240,11 @@ class NodeCore:
             texts: list[str] = []
             groups: dict[str, list[Any]] = {}
             for claim in req.claims:
-                checked = check_claim(self.catalog, claim)
+                key = claim.SerializeToString(deterministic=True)
+                checked = self._claims.get(key)
+                if checked is None:
+                    checked = check_claim(self.catalog, claim)
+                    self._claims.put(key, checked)
                 needs.append((checked.spec.key, checked.form))
                 texts.append(checked.text)
                 groups.setdefault(checked.spec.provider, []).append(checked.claim)

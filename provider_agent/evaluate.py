@@ -45,13 +45,14 @@ import threading
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable, Generic, TypeVar
+from typing import Callable
 
 from keys.binding import VerifiedBinding, verify_binding
 from keys.ca import CaVerifier
 from keys.layout import PartyCredentials
 from keys.sealing import SessionSealer
 from provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
     FORM_TO_PROTO,
@@ -145,32 +146,6 @@ class _CachedConsent:
     binding_not_after: int
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _BoundedCache(Generic[K, V]):
-    """A small thread-safe map that forgets its oldest entries: enough to
-    keep hot consents verified once without growing with an attacker's input."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: dict[K, V] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        return self._items.get(key)
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._capacity:
-                self._items.pop(next(iter(self._items)))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 def _typed(spec: FieldSpec, cell: object) -> FieldValue:
     """A stored JSON cell back to the typed value claims evaluate on."""
     if cell is None:
@@ -218,9 +193,9 @@ class ProviderAgent:
         self._clock = clock
         # Answers go to the same few banks all day: one HPKE per session, not per answer.
         self._sealer = sealer if sealer is not None else SessionSealer()
-        self._consents: _BoundedCache[tuple[bytes, ...], _CachedConsent] = _BoundedCache(cache_size)
-        self._audiences: _BoundedCache[tuple[bytes, ...], VerifiedBinding] = _BoundedCache(cache_size)
-        self._claims: _BoundedCache[bytes, CheckedClaim] = _BoundedCache(cache_size)
+        self._consents: BoundedCache[tuple[bytes, ...], _CachedConsent] = BoundedCache(cache_size)
+        self._audiences: BoundedCache[tuple[bytes, ...], VerifiedBinding] = BoundedCache(cache_size)
+        self._claims: BoundedCache[bytes, CheckedClaim] = BoundedCache(cache_size)
         self._revoked: dict[str, frozenset[str]] = {}
         self._revoked_lock = threading.Lock()
         for r in state.revocations():

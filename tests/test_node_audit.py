@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -80,6 +81,39 @@ def test_entry_hash_is_the_documented_encoding(tmp_path: Path) -> None:
         b"xinrong.audit.chain.v1\x00" + bytes(32) + hashlib.sha256(b"\x00" + leaf).digest()
     ).digest()
     assert bytes(row[0]) == expected == chain_hash(bytes(32), leaf)
+
+
+def _reference_leaf(seq: int, ts_ms: int, event: AuditEvent) -> bytes:
+    """The documented leaf encoding, by the json module: what canonical_leaf must equal."""
+    doc = {
+        "v": 1, "seq": seq, "ts_ms": ts_ms, "caller_role": event.caller_role, "caller_id": event.caller_id,
+        "method": event.method, "request_id": event.request_id, "enterprise": event.enterprise,
+        "consent_id": event.consent_id, "providers": list(event.providers), "fields": list(event.fields),
+        "claims_sha256": event.claims_sha256, "decision": event.decision.value, "reason": event.reason,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def test_leaf_encoding_is_the_sorted_compact_ascii_json_of_the_entry() -> None:
+    """canonical_leaf is hand-spelled for speed; it must stay byte-identical to
+    the json module's encoding, whatever the strings hold (so old chains verify)."""
+    rng = random.Random(5)
+    alphabet = 'ab"\\/\b\f\n\r\t\x00\x1f\x7f é中文🙂\u2028'
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+    for i in range(500):
+        event = AuditEvent(
+            caller_role=text(), caller_id=text(), method=text(), decision=rng.choice(list(Decision)),
+            reason=text(), request_id=text(), enterprise=text(), consent_id=text(),
+            providers=tuple(text() for _ in range(rng.randrange(0, 3))),
+            fields=tuple(text() for _ in range(rng.randrange(0, 4))), claims_sha256=text(),
+        )
+        seq, ts_ms = rng.randrange(1, 2**40), rng.randrange(0, 2**45)
+        assert canonical_leaf(seq, ts_ms, event) == _reference_leaf(seq, ts_ms, event)
+    assert canonical_leaf(1, 2, _event(0)) == _reference_leaf(1, 2, _event(0))
+    with pytest.raises(TypeError):
+        canonical_leaf(1, 2, AuditEvent(caller_role="institution", caller_id=7, method="Verify",  # type: ignore[arg-type]
+                                        decision=Decision.ALLOWED))
 
 
 def test_triggers_make_the_table_append_only(tmp_path: Path) -> None:
