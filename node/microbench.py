@@ -12,6 +12,15 @@ small machine: at 2 cores, a node spending ``c`` ms per request cannot
 exceed ``2000 / c`` requests per second however the rest performs.
 
 Linux only (``/proc/<pid>/stat``).
+
+``--admission`` instead times the node's own work per Verify in-process, on
+the node's event loop: ``NodeCore.verify`` (claim checks, consent, budgets,
+replay, the four SQLite writes and the hash-chained audit entry) with the
+agent fan-out replaced by a canned answer, in loop-thread CPU microseconds
+per call; once with the group COMMIT left to the end (as when a batch of
+calls shares one) and once with one COMMIT per call. No gRPC is involved,
+so the figure is steady on a noisy machine and shows what a change to the
+admission buys.
 """
 
 from __future__ import annotations
@@ -123,12 +132,94 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
     }
 
 
+def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
+    """NodeCore.verify in-process with a stubbed fan-out; loop-thread CPU per call."""
+    from enterprise.client import ConsentRequest, grant, parse_consent
+    from keys.layout import create_ca, load_party, party_dir, provision_party
+    from node.config import load_config, render_config
+    from node.server import start_node
+    from node.service import Answers
+    from node.servicer import verify_input_from_proto
+    from xinrong import uscc
+    from xinrong.rpc.auth import Peer
+    from xinrong.v1 import common_pb2
+
+    enterprise = uscc.make("9", "1", "130100", "12345678")
+    with tempfile.TemporaryDirectory(prefix="xinrong-admission-bench-") as tmp:
+        root = Path(tmp)
+        keys = root / "keys"
+        ca = create_ca(keys)
+        provision_party(ca, keys, role="node", party_id="node")
+        provision_party(ca, keys, role="provider", party_id="tax", provider="tax")
+        provision_party(ca, keys, role="institution", party_id="bank-a")
+        provision_party(ca, keys, role="enterprise", party_id=enterprise, with_sealing=False)
+        config = root / "node.toml"
+        config.write_text(render_config(
+            bind="127.0.0.1:0", credentials=party_dir(keys, "node", "node"), ca_cert=keys / "ca" / "ca.crt",
+            db=root / "node.db", providers=[("tax", "127.0.0.1:9", party_dir(keys, "provider", "tax") / "binding.pb")],
+            institutions=[("bank-a", party_dir(keys, "institution", "bank-a") / "binding.pb")],
+            enterprise_daily_budget=1_000_000_000,
+        ))
+        node = start_node(load_config(config))
+        try:
+            core = node.core
+            ent = load_party(party_dir(keys, "enterprise", enterprise))
+            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31",
+                                                max_uses=4_000_000_000))
+            core.register_consent(Peer("institution", "bank-a"), consent)
+            consent_id = parse_consent(consent).consent_id
+            box = common_pb2.SealedBox(recipient_id="bank-a", ciphertext=bytes(300))
+            commit_each = [False]
+            last_token = [0]
+
+            async def fan_out(requests: Any, *, recipient_id: str, durable_token: int) -> list[Any]:
+                last_token[0] = durable_token
+                if commit_each[0]:
+                    core.db.wait_durable(durable_token)
+                return [(provider, box) for provider in requests]
+
+            core.agents.evaluate_claims = fan_out  # type: ignore[method-assign]
+            bank = Peer("institution", "bank-a")
+            asked = [parse_claim(CLAIMS[0])]
+            inputs = [verify_input_from_proto(node_pb2.VerifyRequest(
+                request_id=str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=enterprise,
+                consent_id=consent_id, claims=asked)) for _ in range(3 * calls)]
+
+            async def drive(batch: list[Any]) -> float:
+                t0 = time.thread_time()
+                for item in batch:
+                    answers: Answers = await core.verify(bank, item)
+                    assert answers.answers
+                elapsed = time.thread_time() - t0
+                core.db.wait_durable(last_token[0])  # the group's COMMIT, outside the timing
+                return 1e6 * elapsed / len(batch)
+
+            server: Any = node.server
+            server.run(drive(inputs[:calls]))  # warm-up
+            grouped = server.run(drive(inputs[calls: 2 * calls]))
+            commit_each[0] = True
+            each = server.run(drive(inputs[2 * calls:]))
+        finally:
+            node.stop(0.5)
+    return {
+        "bench": "node_admission",
+        "calls": calls,
+        "cpu_us_per_call_group_commit": round(grouped, 1),
+        "cpu_us_per_call_commit_each": round(each, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.microbench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--claims", type=int, default=1, help="claims per call (1-4, all at the tax agent)")
+    parser.add_argument("--admission", action="store_true", help="time NodeCore.verify in-process instead")
+    parser.add_argument("--calls", type=int, default=5000, help="--admission: calls per measurement")
     args = parser.parse_args(argv)
+    if args.admission:
+        print(json.dumps(run_admission(calls=args.calls)))
+        return 0
     print(json.dumps(run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims)))
     return 0
 
