@@ -299,3 +299,18 @@ def test_a_dead_agent_fails_cleanly_and_revocations_reach_it_later(
             break
         time.sleep(0.2)
     assert deadline_ok, "the restarted agent never received the pending revocation"
+
+
+def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path) -> None:
+    """`xinrong bench verify` in miniature: real processes, both loads in
+    alternating windows, every answer opened and its signatures checked.
+    Figures are not asserted (no timed tests): that it measured, did."""
+    from xinrong.bench import verify
+
+    result = verify.run(seconds=1.0, concurrency=2, enterprises=100, warmup=0.3, slices=2, workdir=tmp_path)
+    assert result["errors"] == 0
+    assert isinstance(result["signatures_checked"], int) and result["signatures_checked"] > 0
+    assert result["slices"] == 2
+    for key in ("qps", "ceiling_qps", "ratio", "p50_ms", "p99_ms"):
+        value = result[key]
+        assert isinstance(value, float) and value > 0, key

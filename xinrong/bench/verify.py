@@ -12,7 +12,9 @@ opens every sealed box and checks every provider signature and binding
 that inside the loop would measure the load generator's own crypto rather
 than the platform. The ceiling is an empty unary RPC (gRPC health Check)
 to a server built by the same factory with the same certificates, in its
-own process like the node.
+own process like the node. The two loads run in alternating windows of
+about two seconds (each with its own warm-up), so a drift in the machine's
+speed moves both sides of the ratio alike.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import uuid
@@ -41,8 +44,17 @@ from xinrong.rpc.server import build_server
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
 
-def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> dict[str, float]:
-    """C threads calling back to back; returns qps and latency percentiles (ms)."""
+@dataclass
+class _Window:
+    """What one timed window of a load measured."""
+
+    latencies: list[float]
+    seconds: float
+    errors: int
+
+
+def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> _Window:
+    """C threads calling back to back; latencies of the calls that ended in the timed window."""
     stop = threading.Event()
     measuring = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -54,7 +66,7 @@ def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warm
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception:  # noqa: BLE001 - counted, reported
+            except Exception:  # noqa: BLE001 - counted (warm-up too), reported
                 errors[i] += 1
                 continue
             if measuring.is_set():
@@ -72,20 +84,48 @@ def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warm
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    lat = sorted(x for per in latencies for x in per)
+    return _Window([x for per in latencies for x in per], elapsed, sum(errors))
+
+
+def _summary(windows: list[_Window]) -> dict[str, float]:
+    """qps and latency percentiles (ms) over all windows of one load."""
+    lat = sorted(x for w in windows for x in w.latencies)
+    errors = sum(w.errors for w in windows)
     if not lat:
-        raise RuntimeError(f"no call succeeded ({sum(errors)} errors)")
+        raise RuntimeError(f"no call succeeded ({errors} errors)")
     return {
-        "qps": len(lat) / elapsed,
+        "qps": len(lat) / sum(w.seconds for w in windows),
         "p50_ms": 1000 * lat[len(lat) // 2],
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "calls": float(len(lat)),
-        "errors": float(sum(errors)),
+        "errors": float(errors),
     }
 
 
+def _interleaved(loads: dict[str, Callable[[], object]], *, seconds: float, concurrency: int, warmup: float,
+                 slices: int) -> dict[str, dict[str, float]]:
+    """Each load for ``seconds`` in total, in ``slices`` alternating windows.
+
+    This VM's speed drifts by 10-15% within minutes; measured one after the
+    other, the two loads of a ratio can land in different phases. Alternating
+    short windows (and which load goes first in each round) puts both in the
+    same phases. Every window has its own warm-up, so the calls it times ran
+    in steady state.
+    """
+    windows: dict[str, list[_Window]] = {name: [] for name in loads}
+    names = list(loads)
+    for k in range(slices):
+        for name in names if k % 2 == 0 else names[::-1]:
+            windows[name].append(_drive(loads[name], seconds=seconds / slices, concurrency=concurrency,
+                                        warmup=warmup if k == 0 else min(warmup, 0.5)))
+    return {name: _summary(w) for name, w in windows.items()}
+
+
 def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int = 1,
-        warmup: float = 2.0, workdir: Path | None = None) -> dict[str, object]:
+        warmup: float = 2.0, slices: int | None = None, workdir: Path | None = None) -> dict[str, object]:
+    """Both loads for ``seconds`` each, in alternating windows of about 2 s (``slices``)."""
+    if slices is None:
+        slices = max(1, round(seconds / 2))
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
@@ -129,7 +169,22 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                         consent_id=consent_id, claims=parsed), timeout=5)
                     responses.append((request_id, resp))
 
-                e2e = _drive(verify_call, seconds=seconds, concurrency=concurrency, warmup=warmup)
+                # The ceiling: an empty unary RPC (health Check) to a server built by
+                # the same factory with the node's certificates, in its own process
+                # like the node; idle while the platform is measured and vice versa.
+                port_file = workdir / "state" / "ceiling.port"
+                group.start("ceiling", ["bench", "ceiling-server", "--credentials",
+                                        str(party_dir(platform.keys_dir, "node", "node")),
+                                        "--port-file", str(port_file)], port_file=port_file)
+                port = group.wait_port("ceiling")
+                with secure_channel(f"127.0.0.1:{port}", bank_creds, server_role="node", server_id="node") as hc:
+                    health = health_pb2_grpc.HealthStub(hc)
+                    check = health_pb2.HealthCheckRequest()
+                    measured = _interleaved(
+                        {"verify": verify_call, "ceiling": lambda: health.Check(check, timeout=5)},
+                        seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices,
+                    )
+                e2e, ceiling = measured["verify"], measured["ceiling"]
                 wanted = {check_claim(bank.catalog, c).text for c in parsed}
                 bad = 0
                 for request_id, resp in responses:
@@ -140,20 +195,6 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                     except AnswerRejected:
                         bad += 1
                 checked = len(responses) - bad
-
-            # The ceiling: an empty unary RPC (health Check) to a server built by the
-            # same factory with the node's certificates, in its own process like the node.
-            group.stop_all()
-            port_file = workdir / "state" / "ceiling.port"
-            group.start("ceiling", ["bench", "ceiling-server", "--credentials",
-                                    str(party_dir(platform.keys_dir, "node", "node")),
-                                    "--port-file", str(port_file)], port_file=port_file)
-            port = group.wait_port("ceiling")
-            with secure_channel(f"127.0.0.1:{port}", bank_creds, server_role="node", server_id="node") as channel:
-                stub = health_pb2_grpc.HealthStub(channel)
-                req = health_pb2.HealthCheckRequest()
-                ceiling = _drive(lambda: stub.Check(req, timeout=5), seconds=seconds,
-                                 concurrency=concurrency, warmup=warmup)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -169,6 +210,7 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
         "signatures_checked": checked,
         "concurrency": concurrency,
         "seconds": seconds,
+        "slices": slices,
         "claims_per_call": len(asked),
     }
 
