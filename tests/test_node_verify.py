@@ -370,3 +370,24 @@ def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(make_harness: 
         time.sleep(0.05)
     assert entries[-2:] == [("Verify", Decision.ALLOWED, ""), ("Verify", Decision.FAILED, CANCELLED)]
     assert _status(h, consent).uses == 1
+
+
+def test_only_accepted_claims_are_cached_and_a_refused_one_stays_refused(
+    make_harness: Any, pki: Any, catalog: Catalog
+) -> None:
+    """The node's claim cache cannot be filled with junk, and never turns a refusal into an answer."""
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    assert h.node is not None
+    cache = h.node.core._claims
+    for _ in range(3):
+        assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.vat_paid_last_year >= 123456"]), timeout=5),
+                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
+    assert len(cache) == 0
+    for _ in range(3):
+        req = verify_request(consent, ["tax.credit_grade in B,A"])  # canonicalised to "in A,B" each time
+        resp = bank.Verify(req, timeout=10)
+        assert open_verdicts(pki, "bank-a", resp, req.request_id) == {"tax.credit_grade in A,B": "TRUE"}
+    assert len(cache) == 1
