@@ -127,9 +127,15 @@ def _found(values: np.ndarray, blobs: list[bytes]) -> int:
 
 
 def _as_u64(values: np.ndarray) -> np.ndarray:
+    """The 8-byte patterns worth searching for: doubles with at least three
+    non-zero bytes. Shorter patterns (0, +-1, the clip bound +-3.0, small
+    dyadic values) also occur in any binary framing: a big-endian length 8
+    followed by the byte 0xc0 reads as -3.0, which once failed this test on
+    a clipped feature. A real value has ~52 random mantissa bits and stays."""
     v = np.asarray(values, dtype="<f8").reshape(-1)
-    v = v[np.isfinite(v) & (v != 0.0) & (np.abs(v) != 1.0)]  # 0 and 1 occur in any encoding
-    out: np.ndarray = v.view("<u8")
+    v = v[np.isfinite(v)]
+    nonzero_bytes = np.count_nonzero(v.view(np.uint8).reshape(-1, 8), axis=1)
+    out: np.ndarray = v[nonzero_bytes >= 3].view("<u8")
     return out
 
 
