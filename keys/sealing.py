@@ -33,6 +33,7 @@ is acceptable:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -188,6 +189,7 @@ class _Session:
     wrapped_key: bytes
     key_id: str
     started: float
+    pid: int
     boxes: int = field(default=0)
 
 
@@ -199,7 +201,8 @@ class SessionSealer:
     ``max_age`` seconds, whichever comes first; the next box starts a new one
     with a fresh key. The counter nonce is unique within a session because
     the counter is taken under the lock and a session key is never reused
-    across sessions or processes (it is random and lives only in memory).
+    across sessions or processes (it is random and lives only in memory; a
+    process forked with a sealer starts its own sessions).
     """
 
     def __init__(
@@ -225,7 +228,7 @@ class SessionSealer:
         public, key_id = _recipient(recipient_public_raw)
         key = AESGCM.generate_key(bit_length=8 * _SESSION_KEY_BYTES)
         wrapped = _SUITE.encrypt(key, public, info=_wrap_info(content_type, recipient_id))
-        return _Session(aead=AESGCM(key), wrapped_key=wrapped, key_id=key_id, started=now)
+        return _Session(aead=AESGCM(key), wrapped_key=wrapped, key_id=key_id, started=now, pid=os.getpid())
 
     def seal(
         self, plaintext: bytes, *, recipient_id: str, recipient_public_raw: bytes, content_type: str, context: str
@@ -235,7 +238,14 @@ class SessionSealer:
         now = self._clock()
         with self._lock:
             session = self._sessions.get(slot)
-            if session is None or session.boxes >= self._max_boxes or now - session.started >= self._max_age:
+            if (
+                session is None
+                or session.boxes >= self._max_boxes
+                or now - session.started >= self._max_age
+                # A forked child must never continue its parent's counter
+                # under the parent's key: that would repeat nonces.
+                or session.pid != os.getpid()
+            ):
                 # Two X25519 operations under the lock, once per session.
                 session = self._new_session(recipient_id, recipient_public_raw, content_type, now)
                 self._sessions[slot] = session

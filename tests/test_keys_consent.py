@@ -169,6 +169,24 @@ def test_sessions_rotate_and_never_repeat_a_nonce() -> None:
         SessionSealer(max_boxes=0)
 
 
+def test_a_forked_process_never_continues_its_parents_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After fork, parent and child would otherwise seal under the same key
+    from the same counter: nonce reuse. A process that finds a session made
+    under another pid starts its own. (The fork is simulated through the pid:
+    a real fork of the test process, with gRPC and OpenSSL threads about,
+    could deadlock the child.)"""
+    key = SealingKey.generate()
+    sealer = SessionSealer()
+    parent_first = _session_box(sealer, key, b"x", "a")
+    assert _session_box(sealer, key, b"x", "b").wrapped_key == parent_first.wrapped_key
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # now "in the child"
+    child = _session_box(sealer, key, b"y", "c")
+    assert child.wrapped_key != parent_first.wrapped_key
+    assert child.ciphertext[:12] == bytes(12)  # a fresh counter under a fresh key
+    assert key.open(child, recipient_id="bank-a", content_type="t", context="c") == b"y"
+
+
 def test_bindings_are_checked_against_the_ca(pki: Pki) -> None:
     ca = CaVerifier(pki.ca.cert_pem)
     tax = pki.provider("tax")
