@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from bank.modeling import JobFile, ModelingClient, parse_job, read_bank_table, train
+from byte_scan import found, searchable
 from keys.layout import party_dir, provision_party
 from keys.sealing import SealingKey
 from modeling import data, metrics
@@ -368,28 +369,6 @@ def test_authorization(platform: Platform, pki: Any) -> None:
 # -- privacy over the wire ----------------------------------------------------------------------
 
 
-def _u64(values: np.ndarray) -> np.ndarray:
-    v = np.asarray(values, dtype="<f8").reshape(-1)
-    v = v[np.isfinite(v) & (v != 0.0) & (np.abs(v) != 1.0)]
-    out: np.ndarray = np.unique(v.view("<u8"))
-    return out
-
-
-def _found(wanted: np.ndarray, blobs: list[bytes]) -> int:
-    """How many float64 bit patterns occur in the blobs at any byte alignment."""
-    hits = 0
-    for blob in blobs:
-        arr = np.frombuffer(blob, dtype=np.uint8)
-        for off in range(8):
-            usable = (arr.size - off) // 8 * 8
-            if usable <= 0:
-                continue
-            windows = arr[off: off + usable].view("<u8")
-            pos = np.clip(np.searchsorted(wanted, windows), 0, wanted.size - 1)
-            hits += int(np.count_nonzero(wanted[pos] == windows))
-    return hits
-
-
 def _sealed_payloads(captured: list[tuple[str, str, str, bytes]]) -> list[bytes]:
     """Every sealed payload in the node's view, taken out of the messages exactly as the protocol nests them."""
     out: list[bytes] = []
@@ -443,17 +422,17 @@ def test_the_node_sees_sealed_boxes_and_no_labels_or_features(platform: Platform
     started = next(decode(JobStarted, modeling_pb2.StartTrainingResponse.FromString(b).body)
                    for _, d, rpc, b in platform.captured if (rpc, d) == ("StartTraining", "out"))
     public = load_public("plain", started.he_public)
-    taus = _u64(np.concatenate([public.deserialize(c).values for c in partials]))
-    assert taus.size > 1000 and _found(taus, partials) > 0
-    assert _found(taus, [b for *_, b in platform.captured]) == 0, "partial logits visible to the node"
+    taus = searchable(np.concatenate([public.deserialize(c).values for c in partials]))
+    assert taus.size > 1000 and found(taus, partials) > 0
+    assert found(taus, [b for *_, b in platform.captured]) == 0, "partial logits visible to the node"
     # 2. no raw feature value of any party, in any encoding at any alignment, and no label
     bank = read_bank_table(platform.guest, party_id="bank-a", label_column=LABEL)
     host_x = np.hstack([data.read_table(platform.hosts[p], label=False).x for p in PROVIDERS])
-    features = _u64(np.concatenate([bank.x.ravel(), host_x.ravel()]))
+    features = searchable(np.concatenate([bank.x.ravel(), host_x.ravel()]))
     assert features.size > 5000
-    assert _found(features, blobs) == 0, "raw features visible to the node"
+    assert found(features, blobs) == 0, "raw features visible to the node"
     planted = bytes(blobs[0]) + np.asarray(bank.x[:3, 0], dtype="<f8").tobytes()
-    assert _found(features, [planted]) >= 3  # the scan does find a value when there is one
+    assert found(features, [planted]) >= 3  # the scan does find a value when there is one
     text = [b.decode("latin-1") for b in blobs]
     assert not any(LABEL in t for t in text)
     assert bank.y is not None
@@ -464,7 +443,7 @@ def test_the_node_sees_sealed_boxes_and_no_labels_or_features(platform: Platform
         assert not any(run in b for run in runs for b in blobs)
     # 3. nor in what the node stored
     stored = b"".join(p.read_bytes() for p in platform.root.glob("node.db*"))
-    assert _found(features, [stored]) == 0
+    assert found(features, [stored]) == 0
     assert LABEL.encode() not in stored
     cells = {c for line in platform.guest.read_text().splitlines()[1:] for c in line.split(",")[2:] if len(c) > 5}
     cells |= {c for p in PROVIDERS for line in platform.hosts[p].read_text().splitlines()[1:]

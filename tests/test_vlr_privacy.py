@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from byte_scan import found, searchable
 from modeling.he import base
 from modeling.local import LocalFederation, Traffic, score_rows
 from modeling.vlr import (
@@ -110,35 +111,6 @@ def _pairs(fed: LocalFederation, seen: dict[str, list[Any]]) -> list[tuple[np.nd
     return out
 
 
-def _found(values: np.ndarray, blobs: list[bytes]) -> int:
-    """How many of the uint64 patterns occur in the blobs as 8 bytes at any alignment."""
-    wanted = np.unique(values)
-    hits = 0
-    for blob in blobs:
-        arr = np.frombuffer(blob, dtype=np.uint8)
-        for off in range(8):
-            usable = (arr.size - off) // 8 * 8
-            if usable <= 0:
-                continue
-            windows = arr[off : off + usable].view("<u8")
-            pos = np.clip(np.searchsorted(wanted, windows), 0, wanted.size - 1)
-            hits += int(np.count_nonzero(wanted[pos] == windows))
-    return hits
-
-
-def _as_u64(values: np.ndarray) -> np.ndarray:
-    """The 8-byte patterns worth searching for: doubles with at least three
-    non-zero bytes. Shorter patterns (0, +-1, the clip bound +-3.0, small
-    dyadic values) also occur in any binary framing: a big-endian length 8
-    followed by the byte 0xc0 reads as -3.0, which once failed this test on
-    a clipped feature. A real value has ~52 random mantissa bits and stays."""
-    v = np.asarray(values, dtype="<f8").reshape(-1)
-    v = v[np.isfinite(v)]
-    nonzero_bytes = np.count_nonzero(v.view(np.uint8).reshape(-1, 8), axis=1)
-    out: np.ndarray = v[nonzero_bytes >= 3].view("<u8")
-    return out
-
-
 # -- the node's view -----------------------------------------------------------------------------
 
 
@@ -173,14 +145,14 @@ def test_node_sees_only_sealed_boxes_masked_sums_and_control(tmp_path: Path, spi
     bx, y, prov = _data(200, 0)
     blobs = [c.data for c in view]
     secrets = {
-        "raw features": _as_u64(np.concatenate([bx.ravel(), *[x.ravel() for x in prov.values()]])),
-        "partial logits": _as_u64(np.concatenate([t for *_, t in spies["taus"]])),
-        "unmasked gradients": _as_u64(np.concatenate([g for _, g in spies["grads"]])),
-        "standardized features": _as_u64(np.concatenate([p.x.ravel() for p in fed.providers])),
+        "raw features": searchable(np.concatenate([bx.ravel(), *[x.ravel() for x in prov.values()]])),
+        "partial logits": searchable(np.concatenate([t for *_, t in spies["taus"]])),
+        "unmasked gradients": searchable(np.concatenate([g for _, g in spies["grads"]])),
+        "standardized features": searchable(np.concatenate([p.x.ravel() for p in fed.providers])),
     }
     for what, values in secrets.items():
         assert values.size > 50, what
-        assert _found(values, blobs) == 0, f"{what} visible to the node"
+        assert found(values, blobs) == 0, f"{what} visible to the node"
     # the node's own decryptions are the masked sums it returns, nothing else
     returned = [decode(UpdateRequest, c.data).masked_sums for c in view if c.kind == "UpdateRequest"]
     returned += [decode(BackwardReply, c.data).masked_sums for c in view if c.kind == "BackwardReply"]
@@ -316,8 +288,8 @@ def test_bank_never_holds_a_plaintext_partial_logit(tmp_path: Path, spies: dict[
     # what reaches the bank: sealed partials (CKKS ciphertexts inside), masked sums, control
     got = _sent_to(result.traffic.node_view, "bank-a")
     assert {c.kind for c in got} == {"JobStarted", "ForwardReply", "BackwardReply", "EpochAck"}
-    taus = _as_u64(np.concatenate([t for *_, t in spies["taus"]]))
-    assert taus.size > 100 and _found(taus, [c.data for c in got]) == 0
+    taus = searchable(np.concatenate([t for *_, t in spies["taus"]]))
+    assert taus.size > 100 and found(taus, [c.data for c in got]) == 0
 
 
 def test_scoring_node_view(tmp_path: Path) -> None:
@@ -340,4 +312,4 @@ def test_scoring_node_view(tmp_path: Path) -> None:
     to_bank = [c for c in view if c.direction == "out" and c.peer == "bank-a"]
     assert [c.kind for c in to_bank] == ["AggregateScores"]  # one aggregate, never a partial
     for p, s in partial.items():
-        assert _found(_as_u64(s), [c.data for c in view]) == 0, f"{p} partial scores visible"
+        assert found(searchable(s), [c.data for c in view]) == 0, f"{p} partial scores visible"
