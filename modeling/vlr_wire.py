@@ -20,6 +20,7 @@ import types
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from modeling.he.base import pack_blobs, unpack_blobs
+from xinrong.errors import ValidationError
 
 T = TypeVar("T")
 _MAGIC = b"XRVLR1"
@@ -139,4 +140,17 @@ def decode(cls: type[T], data: bytes) -> T:
     return result
 
 
-__all__ = ["encode", "decode"]
+def decode_for_job(cls: type[T], data: bytes, job_id: str) -> T:
+    """``decode`` for a body that arrived in an RPC naming ``job_id``: a
+    malformed body, or one carrying another job's id, is the caller's
+    error (INVALID_ARGUMENT), never an internal one."""
+    try:
+        msg = decode(cls, data)
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"body is not a {cls.__name__}: {exc}") from None
+    if getattr(msg, "job_id", job_id) != job_id:
+        raise ValidationError("body is for another job than the request names")
+    return msg
+
+
+__all__ = ["encode", "decode", "decode_for_job"]

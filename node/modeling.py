@@ -72,7 +72,7 @@ from modeling.vlr import (
     VlrError,
 )
 from modeling.vlr_state import check_id
-from modeling.vlr_wire import decode, encode
+from modeling.vlr_wire import decode_for_job, encode
 from node import modeling_store as store
 from node.audit import AuditEvent, Decision
 from node.limits import utc_day
@@ -87,7 +87,6 @@ from xinrong.v1 import common_pb2, modeling_pb2
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-M = TypeVar("M")
 
 INSTITUTION = "institution"
 MAX_PROVIDERS = 16
@@ -295,16 +294,6 @@ class ModelingHub:
             self._channels.stub(provider), method, request, provider=provider, step=step,
             timeout=timeout or self._timeout, meter=job.meter, observer=self._observer, wait_for_ready=wait_for_ready,
         )
-
-    @staticmethod
-    def _decode(cls: type[M], body: bytes, job_id: str) -> M:
-        try:
-            msg = decode(cls, body)
-        except (ValueError, TypeError) as exc:
-            raise ValidationError(f"body is not a {cls.__name__}: {exc}") from None
-        if getattr(msg, "job_id", job_id) != job_id:
-            raise ValidationError("body is for another job than the request names")
-        return msg
 
     def _fail(self, job: _Job, step: str, exc: BaseException) -> XinrongError:
         """Mark the job FAILED (state, reason, audit) and return the error the bank gets."""
@@ -528,7 +517,7 @@ class ModelingHub:
 
     def start_training(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         job = self._owned(caller, job_id, "StartTraining")
-        msg = self._decode(JobStart, body, job_id)
+        msg = decode_for_job(JobStart, body, job_id)
         with job.lock:
             self._require(job, store.CREATED)
             if msg.bank_id != caller.party_id:
@@ -559,13 +548,13 @@ class ModelingHub:
 
     def forward(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         self._owned(caller, job_id, "Forward")  # who asks comes before what is asked
-        msg = self._decode(ForwardRequest, body, job_id)
+        msg = decode_for_job(ForwardRequest, body, job_id)
         step = f"Forward (epoch {msg.epoch}, batch {msg.batch})"
         return self._step(caller, job_id, step, lambda job, c: encode(c.forward(msg)))
 
     def backward(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         self._owned(caller, job_id, "Backward")  # who asks comes before what is asked
-        msg = self._decode(BackwardRequest, body, job_id)
+        msg = decode_for_job(BackwardRequest, body, job_id)
         step = f"Backward (epoch {msg.epoch}, batch {msg.batch})"
 
         def run(job: _Job, c: NodeCoordinator) -> bytes:
@@ -580,13 +569,13 @@ class ModelingHub:
 
     def compute_loss(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         self._owned(caller, job_id, "ComputeLoss")  # who asks comes before what is asked
-        msg = self._decode(LossRequest, body, job_id)
+        msg = decode_for_job(LossRequest, body, job_id)
         step = f"ComputeLoss (epoch {msg.epoch}, batch {msg.batch})"
         return self._step(caller, job_id, step, lambda job, c: encode(c.loss(msg)))
 
     def end_epoch(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         self._owned(caller, job_id, "EndEpoch")  # who asks comes before what is asked
-        msg = self._decode(EpochEnd, body, job_id)
+        msg = decode_for_job(EpochEnd, body, job_id)
 
         def run(job: _Job, c: NodeCoordinator) -> bytes:
             ack = c.end_epoch(msg)
@@ -602,7 +591,7 @@ class ModelingHub:
 
     def finish(self, caller: Peer, job_id: str, body: bytes) -> str:
         self._owned(caller, job_id, "FinishJob")  # who asks comes before what is asked
-        msg = self._decode(FinishRequest, body, job_id)
+        msg = decode_for_job(FinishRequest, body, job_id)
 
         def run(job: _Job, c: NodeCoordinator) -> str:
             metadata = c.finish(msg)
@@ -627,7 +616,7 @@ class ModelingHub:
         if job_id not in self._jobs or job.record.failure_reason == store.RESTARTED_REASON:
             raise XinrongError("job not in memory", reason=Reason.FAILED_PRECONDITION,
                                public=f"modeling job {job_id} cannot resume: {store.RESTARTED_REASON}")
-        msg = self._decode(JobStart, body, job_id)
+        msg = decode_for_job(JobStart, body, job_id)
         with job.lock:
             self._require(job, store.FAILED, store.RUNNING)
             coordinator = job.coordinator
@@ -657,7 +646,7 @@ class ModelingHub:
 
     def restore(self, caller: Peer, job_id: str, body: bytes) -> int:
         self._owned(caller, job_id, "RestoreJob")  # who asks comes before what is asked
-        msg = self._decode(RestoreRequest, body, job_id)
+        msg = decode_for_job(RestoreRequest, body, job_id)
 
         def run(job: _Job, c: NodeCoordinator) -> int:
             if msg.epoch < 0:

@@ -70,7 +70,7 @@ from modeling.vlr import (
     seal_context,
 )
 from modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
-from modeling.vlr_wire import decode, encode
+from modeling.vlr_wire import decode, decode_for_job, encode
 from provider_agent.config import ModelingConfig
 from provider_agent.modeling_data import FeatureSource, FeatureTable
 from provider_agent.store import StateStore
@@ -239,16 +239,6 @@ class AgentModeling:
             return fn(job)
 
     @staticmethod
-    def _decode(cls: type[M], body: bytes, job_id: str) -> M:
-        try:
-            msg = decode(cls, body)
-        except (ValueError, TypeError) as exc:
-            raise ValidationError(f"body is not a {cls.__name__}: {exc}") from None
-        if getattr(msg, "job_id", job_id) != job_id:
-            raise ValidationError("body is for another job than the request names")
-        return msg
-
-    @staticmethod
     def _party(job: _Job) -> ProviderParty:
         if job.party is None:
             raise _refused("not set up", f"job {job.job_id} is not set up at this provider (resume it from the bank)")
@@ -345,7 +335,7 @@ class AgentModeling:
     # -- training steps ---------------------------------------------------------------
 
     def setup(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(JobSetup, body, job_id)
+        msg = decode_for_job(JobSetup, body, job_id)
 
         def run(job: _Job) -> bytes:
             if job.rows is None:
@@ -363,11 +353,11 @@ class AgentModeling:
         return self._run(job_id, run)
 
     def bound(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(BoundRequest, body, job_id)
+        msg = decode_for_job(BoundRequest, body, job_id)
         return self._run(job_id, lambda job: encode(self._party(job).bound(msg)))
 
     def encrypt(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(EncryptRequest, body, job_id)
+        msg = decode_for_job(EncryptRequest, body, job_id)
 
         def run(job: _Job) -> bytes:
             partial = self._party(job).encrypt(msg)
@@ -383,7 +373,7 @@ class AgentModeling:
         return self._run(job_id, run)
 
     def gradient(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(GradientRequest, body, job_id)
+        msg = decode_for_job(GradientRequest, body, job_id)
 
         def run(job: _Job) -> bytes:
             party = self._party(job)
@@ -409,15 +399,15 @@ class AgentModeling:
         return self._run(job_id, run)
 
     def update(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(UpdateRequest, body, job_id)
+        msg = decode_for_job(UpdateRequest, body, job_id)
         return self._run(job_id, lambda job: encode(self._party(job).update(msg)))
 
     def end_epoch(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(EpochEnd, body, job_id)
+        msg = decode_for_job(EpochEnd, body, job_id)
         return self._run(job_id, lambda job: encode(self._party(job).end_epoch(msg)))
 
     def finish(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(FinishRequest, body, job_id)
+        msg = decode_for_job(FinishRequest, body, job_id)
 
         def run(job: _Job) -> bytes:
             from modeling.report import write_weights_report  # matplotlib: imported only when needed
@@ -434,11 +424,11 @@ class AgentModeling:
         return self._run(job_id, run)
 
     def resume_state(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(ResumeQuery, body, job_id)
+        msg = decode_for_job(ResumeQuery, body, job_id)
         return self._run(job_id, lambda job: encode(self._party(job).resume_state(msg)))
 
     def restore(self, job_id: str, body: bytes) -> bytes:
-        msg = self._decode(RestoreRequest, body, job_id)
+        msg = decode_for_job(RestoreRequest, body, job_id)
         return self._run(job_id, lambda job: encode(self._party(job).restore(msg)))
 
     # -- scoring -------------------------------------------------------------------------

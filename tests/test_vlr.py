@@ -29,8 +29,10 @@ from modeling.vlr import (
     BankParty,
     BoundRequest,
     EncryptRequest,
+    EpochEnd,
     ForwardReply,
     LogitGuardError,
+    LossRequest,
     ProtocolViolation,
     ProviderParty,
     TrainConfig,
@@ -39,8 +41,8 @@ from modeling.vlr import (
     level_scale,
 )
 from modeling.vlr_state import ModelShare, checkpoint_epochs
-from modeling.vlr_wire import decode, encode
-from xinrong.errors import ProviderUnavailable
+from modeling.vlr_wire import decode, decode_for_job, encode
+from xinrong.errors import ProviderUnavailable, Reason, ValidationError
 
 # -- synthetic vertically split data ---------------------------------------------------------
 
@@ -501,3 +503,14 @@ def test_paillier_decoy_weights_match_plain(tmp_path: Path) -> None:
         np.testing.assert_allclose(got, want, atol=1.5e-3)
     # Not compared: the square-mode *loss* with decoys (weighted twice over, ~80 fractional bits)
     # decodes its masked total too coarsely on Paillier (off by ~0.03; before row_weights too).
+
+
+def test_a_body_for_another_job_or_of_another_type_is_the_callers_error() -> None:
+    """decode_for_job: what node and agents apply to every modeling body they receive."""
+    end = EpochEnd(job_id="job-1", epoch=3, loss=0.5, stop=False)
+    body = encode(end)
+    assert decode_for_job(EpochEnd, body, "job-1") == end
+    for cls, data, job in ((EpochEnd, body, "job-2"), (LossRequest, body, "job-1"), (EpochEnd, b"junk", "job-1")):
+        with pytest.raises(ValidationError) as err:
+            decode_for_job(cls, data, job)
+        assert err.value.reason is Reason.INVALID_ARGUMENT
