@@ -96,7 +96,12 @@ class WireMeter:
 
 
 class AgentModelingChannels:
-    """One persistent mTLS channel and ``AgentModelingService`` stub per configured agent."""
+    """One persistent mTLS channel and ``AgentModelingService`` stub per configured agent.
+
+    A connection of its own, apart from the verify path's (``node.routing``):
+    a training round moves megabytes of ciphertext, and on a shared HTTP/2
+    connection it would queue in front of verifications and revocation pushes.
+    """
 
     def __init__(self, endpoints: Sequence[ProviderEndpoint], credentials: PartyCredentials) -> None:
         self._channels: dict[str, grpc.Channel] = {}
