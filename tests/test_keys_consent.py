@@ -61,6 +61,34 @@ def test_signatures_are_domain_separated() -> None:
         key.verify_key.verify("xinrong.v1.Verdict", b"payloaD", sig)
 
 
+def test_signatures_interoperate_with_openssl_and_refuse_malformed_input(tmp_path: Path) -> None:
+    """Signing runs on libsodium; an auditor checking with OpenSSL (the
+    ``cryptography`` package) must get the same bytes and the same verdicts."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    openssl_key = Ed25519PrivateKey.generate()
+    key = SigningKey(openssl_key)
+    key.save(tmp_path / "k.pem")
+    loaded = SigningKey.load(tmp_path / "k.pem")
+    framed = b"xinrong.v1.Verdict\x00payload"
+    for signer in (key, loaded):
+        sig = signer.sign("xinrong.v1.Verdict", b"payload")
+        assert sig == openssl_key.sign(framed)  # Ed25519 is deterministic: identical bytes
+        Ed25519PublicKey.from_public_bytes(key.public_raw).verify(sig, framed)
+    key.verify_key.verify("xinrong.v1.Verdict", b"payload", openssl_key.sign(framed))
+    forged = bytearray(openssl_key.sign(framed))
+    forged[10] ^= 1
+    with pytest.raises(InvalidSignature):
+        Ed25519PublicKey.from_public_bytes(key.public_raw).verify(bytes(forged), framed)
+    for bad in (bytes(forged), b"", b"short", bytes(64), bytes(65)):
+        with pytest.raises(SignatureError):
+            key.verify_key.verify("xinrong.v1.Verdict", b"payload", bad)
+        assert not key.verify_key.is_valid("xinrong.v1.Verdict", b"payload", bad)
+    with pytest.raises(SignatureError):
+        SigningKey.generate().verify_key.verify("xinrong.v1.Verdict", b"payload", openssl_key.sign(framed))
+
+
 def _assert_opens_only_as_addressed(key: SealingKey, box: common_pb2.SealedBox) -> None:
     """A box sealed as bank-a / "t" / "req-1" with b"hello" opens so and no other way."""
     assert key.open(box, recipient_id="bank-a", content_type="t", context="req-1") == b"hello"
