@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -287,6 +288,16 @@ def test_over_used_consent(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> N
     ind = indicators_request(pki, consent, E_GOOD, [("tax.in_arrears", Form.FLAG)])
     assert refusal(tax.agent.evaluate_indicators, ind) is Reason.CONSENT_USES_EXHAUSTED
     assert refusal(tax.agent.evaluate_claims, claims_request(pki, consent, E_GOOD, claim)) is Reason.CONSENT_USES_EXHAUSTED
+    parsed = common_pb2.Consent()
+    parsed.ParseFromString(consent.consent)
+    assert tax.state.use_count(parsed.consent_id) == 2, "a refused request leaves the count as it was"
+
+
+def test_answer_log_lists_are_json_dumps_byte_for_byte() -> None:
+    from provider_agent.store import _json_strings
+    for items in ([], ["tax.credit_grade"], ["a" * 64, "b" * 64], ['q"uote', "back\\slash", "ctl\x01", "汉字"]):
+        assert _json_strings(items) == json.dumps(items)
+        assert _json_strings(tuple(items)) == json.dumps(items)
 
 
 def test_daily_limit(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> None:
