@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from xinrong import placement as cpus
 from xinrong.claims import parse_claim
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
@@ -72,7 +73,8 @@ def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[i
     return sum(counts), sum(errors)
 
 
-def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200) -> dict[str, object]:
+def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200,
+        placement: str = "shared") -> dict[str, object]:
     from enterprise.client import ConsentRequest, grant, parse_consent
     from keys.layout import load_ca, load_party, party_dir, provision_party
     from xinrong.localnet import deploy
@@ -106,6 +108,11 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
 
             node_pid = group.parties["node"].proc.pid
             agent_pid = group.parties["agent-tax"].proc.pid
+            plan = cpus.split() if placement == "pinned" else None
+            if plan is not None:  # as `xinrong bench verify` deploys: the node alone on the first CPU
+                cpus.pin(node_pid, plan.server)
+                cpus.pin(agent_pid, plan.rest)
+                cpus.pin(os.getpid(), plan.rest)
             with secure_channel(platform.node_address, bank, server_role="node", server_id="node") as channel:
                 stub = node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
                 stub.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
@@ -115,6 +122,8 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
                 done, errors = _drive(stub, make, seconds=seconds, concurrency=concurrency)
                 wall = time.perf_counter() - wall0
                 node1, agent1, self1 = process_cpu_seconds(node_pid), process_cpu_seconds(agent_pid), time.process_time()
+            if plan is not None:
+                cpus.pin(os.getpid(), plan.all)
     if done == 0:
         raise RuntimeError(f"no request succeeded ({errors} errors)")
     return {
@@ -129,6 +138,7 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
         "claims_per_call": len(asked),
         "seconds": seconds,
         "cores": os.cpu_count(),
+        "placement": "pinned" if plan is not None else "shared",
     }
 
 
@@ -214,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--claims", type=int, default=1, help="claims per call (1-4, all at the tax agent)")
+    parser.add_argument("--placement", choices=("shared", "pinned"), default="shared",
+                        help="pinned: node alone on the first CPU, agent and this load generator on the others")
     parser.add_argument("--admission", action="store_true", help="time NodeCore.verify in-process instead")
     parser.add_argument("--calls", type=int, default=5000, help="--admission: calls per measurement")
     args = parser.parse_args(argv)
     if args.admission:
         print(json.dumps(run_admission(calls=args.calls)))
         return 0
-    print(json.dumps(run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims)))
+    print(json.dumps(run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims,
+                         placement=args.placement)))
     return 0
 
 

@@ -7,6 +7,7 @@ and logged, and restarts.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import sqlite3
 import subprocess
@@ -307,6 +308,9 @@ def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path
     Figures are not asserted (no timed tests): that it measured, did."""
     from xinrong.bench import verify
 
+    from xinrong import placement
+
+    before = placement.affinity(os.getpid()) if placement.supported() else None
     result = verify.run(seconds=1.0, concurrency=2, enterprises=100, warmup=0.3, slices=2, workdir=tmp_path)
     assert result["errors"] == 0
     assert isinstance(result["signatures_checked"], int) and result["signatures_checked"] > 0
@@ -314,3 +318,16 @@ def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path
     for key in ("qps", "ceiling_qps", "ratio", "p50_ms", "p99_ms"):
         value = result[key]
         assert isinstance(value, float) and value > 0, key
+    if placement.split() is None:
+        assert result["placement"] == "shared"
+    else:
+        # Pinned: the ceiling is the higher of its pinned and free measurements.
+        assert result["placement"] == "pinned"
+        pinned, shared = result["ceiling_pinned_qps"], result["ceiling_shared_qps"]
+        assert isinstance(pinned, float) and isinstance(shared, float)
+        assert result["ceiling_qps"] == max(pinned, shared)
+    if before is not None:
+        # The load generator (this test process) got its CPUs back, every thread of it.
+        after = placement.affinity(os.getpid())
+        assert all(after[tid] == mask for tid, mask in before.items() if tid in after)
+        assert set(after.values()) <= set(before.values())

@@ -12,15 +12,25 @@ opens every sealed box and checks every provider signature and binding
 that inside the loop would measure the load generator's own crypto rather
 than the platform. The ceiling is an empty unary RPC (gRPC health Check)
 to a server built by the same factory with the same certificates, in its
-own process like the node. The two loads run in alternating windows of
-about two seconds (each with its own warm-up), so a drift in the machine's
-speed moves both sides of the ratio alike.
+own process like the node. The loads run in alternating windows of about
+two seconds (each with its own warm-up), so a drift in the machine's speed
+moves both sides of the ratio alike.
+
+Placement (``--placement``, Linux, two CPUs or more). ``pinned`` (the
+default) runs the platform as it would be deployed on two cores: the node
+alone on the first CPU, the agent and the load generator on the others
+(``xinrong.placement``). The ceiling is then measured twice, with its
+server pinned the same way and with every process free to move, and the
+higher of the two is the ceiling the ratio divides by: pinning may only
+make the denominator stricter, never easier. ``shared`` leaves every
+process where the scheduler puts it, for both loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -39,6 +49,7 @@ from xinrong.localnet import deploy
 from xinrong.procs import ProcessGroup
 from xinrong.rpc.channel import secure_channel
 from xinrong.claims import check_claim, parse_claim
+from xinrong import placement as cpus
 from xinrong.heap import settle_after_start
 from xinrong.rpc.server import build_server
 from xinrong.v1 import node_pb2, node_pb2_grpc
@@ -102,13 +113,25 @@ def _summary(windows: list[_Window]) -> dict[str, float]:
     }
 
 
-def _interleaved(loads: dict[str, Callable[[], object]], *, seconds: float, concurrency: int, warmup: float,
+@dataclass
+class _Load:
+    """A call to drive, and where the processes involved run while it is driven."""
+
+    call: Callable[[], object]
+    place: Callable[[], None]
+
+
+def _unplaced() -> None:
+    pass
+
+
+def _interleaved(loads: dict[str, _Load], *, seconds: float, concurrency: int, warmup: float,
                  slices: int) -> dict[str, dict[str, float]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
     This VM's speed drifts by 10-15% within minutes; measured one after the
-    other, the two loads of a ratio can land in different phases. Alternating
-    short windows (and which load goes first in each round) puts both in the
+    other, the loads of a ratio can land in different phases. Alternating
+    short windows (and which load goes first in each round) puts them in the
     same phases. Every window has its own warm-up, so the calls it times ran
     in steady state.
     """
@@ -116,14 +139,20 @@ def _interleaved(loads: dict[str, Callable[[], object]], *, seconds: float, conc
     names = list(loads)
     for k in range(slices):
         for name in names if k % 2 == 0 else names[::-1]:
-            windows[name].append(_drive(loads[name], seconds=seconds / slices, concurrency=concurrency,
+            loads[name].place()
+            windows[name].append(_drive(loads[name].call, seconds=seconds / slices, concurrency=concurrency,
                                         warmup=warmup if k == 0 else min(warmup, 0.5)))
     return {name: _summary(w) for name, w in windows.items()}
 
 
 def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int = 1,
-        warmup: float = 2.0, slices: int | None = None, workdir: Path | None = None) -> dict[str, object]:
-    """Both loads for ``seconds`` each, in alternating windows of about 2 s (``slices``)."""
+        warmup: float = 2.0, slices: int | None = None, workdir: Path | None = None,
+        placement: str = "pinned") -> dict[str, object]:
+    """Every load for ``seconds``, in alternating windows of about 2 s (``slices``)."""
+    if placement not in ("pinned", "shared"):
+        raise ValueError(f"placement must be pinned or shared, not {placement!r}")
+    plan = cpus.split() if placement == "pinned" else None
+    own_cpus = cpus.available_cpus() if cpus.supported() else None
     if slices is None:
         slices = max(1, round(seconds / 2))
     tmp = None
@@ -180,11 +209,39 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                 with secure_channel(f"127.0.0.1:{port}", bank_creds, server_role="node", server_id="node") as hc:
                     health = health_pb2_grpc.HealthStub(hc)
                     check = health_pb2.HealthCheckRequest()
-                    measured = _interleaved(
-                        {"verify": verify_call, "ceiling": lambda: health.Check(check, timeout=5)},
-                        seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices,
-                    )
+
+                    def ceiling_call() -> None:
+                        health.Check(check, timeout=5)
+
+                    loads = {"verify": _Load(verify_call, _unplaced), "ceiling": _Load(ceiling_call, _unplaced)}
+                    if plan is not None:
+                        pid = {name: group.parties[name].proc.pid for name in ("node", "agent-tax", "ceiling")}
+                        me = os.getpid()
+
+                        def platform_deployed() -> None:
+                            cpus.pin(pid["node"], plan.server)
+                            cpus.pin(pid["agent-tax"], plan.rest)
+                            cpus.pin(me, plan.rest)
+
+                        def ceiling_pinned() -> None:
+                            cpus.pin(pid["ceiling"], plan.server)
+                            cpus.pin(me, plan.rest)
+
+                        def ceiling_free() -> None:
+                            cpus.pin(pid["ceiling"], plan.all)
+                            cpus.pin(me, plan.all)
+
+                        loads = {"verify": _Load(verify_call, platform_deployed),
+                                 "ceiling": _Load(ceiling_call, ceiling_pinned),
+                                 "ceiling_shared": _Load(ceiling_call, ceiling_free)}
+                    measured = _interleaved(loads, seconds=seconds, concurrency=concurrency, warmup=warmup,
+                                            slices=slices)
                 e2e, ceiling = measured["verify"], measured["ceiling"]
+                ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
+                if "ceiling_shared" in measured:
+                    ceilings["ceiling_shared_qps"] = round(measured["ceiling_shared"]["qps"], 1)
+                    if measured["ceiling_shared"]["qps"] > ceiling["qps"]:
+                        ceiling = measured["ceiling_shared"]  # the stricter denominator
                 wanted = {check_claim(bank.catalog, c).text for c in parsed}
                 bad = 0
                 for request_id, resp in responses:
@@ -196,6 +253,8 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                         bad += 1
                 checked = len(responses) - bad
     finally:
+        if own_cpus is not None:  # the load generator may be a test process: give its CPUs back
+            cpus.pin(os.getpid(), own_cpus)
         if tmp is not None:
             tmp.cleanup()
     return {
@@ -206,7 +265,9 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
         "ceiling_qps": round(ceiling["qps"], 1),
         "ceiling_p50_ms": round(ceiling["p50_ms"], 2),
         "ratio": round(e2e["qps"] / ceiling["qps"], 3),
-        "errors": int(e2e["errors"] + ceiling["errors"] + bad),
+        **ceilings,
+        "placement": "pinned" if plan else "shared",
+        "errors": int(sum(m["errors"] for m in measured.values()) + bad),
         "signatures_checked": checked,
         "concurrency": concurrency,
         "seconds": seconds,
@@ -233,11 +294,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--claims", type=int, default=1, help="claims per verify call (1-4, all at the tax agent)")
+    p.add_argument("--placement", choices=("pinned", "shared"), default="pinned",
+                   help="pinned: node alone on the first CPU, agent and clients on the others; the ceiling "
+                        "is the higher of pinned and free (default). shared: the scheduler places everything")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims)
+    result = run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims, placement=args.placement)
     if not args.json:
         print(f"end-to-end verify: {result['qps']} qps, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
               f"one-hop ceiling {result['ceiling_qps']} qps; ratio {result['ratio']}")
