@@ -37,9 +37,10 @@ import sqlite3
 import threading
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring_ascii as _str  # what json's encoder applies to str
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from node.db import Transaction
+from xinrong.jsontext import string_array
 
 CHAIN_CONTEXT = b"xinrong.audit.chain.v1\x00"
 GENESIS = bytes(32)
@@ -149,9 +150,9 @@ def canonical_leaf(seq: int, ts_ms: int, event: AuditEvent) -> bytes:
         + ',"consent_id":' + _str(event.consent_id)
         + ',"decision":' + _str(event.decision.value)
         + ',"enterprise":' + _str(event.enterprise)
-        + ',"fields":' + _join(event.fields)
+        + ',"fields":' + string_array(event.fields)
         + ',"method":' + _str(event.method)
-        + ',"providers":' + _join(event.providers)
+        + ',"providers":' + string_array(event.providers)
         + ',"reason":' + _str(event.reason)
         + ',"request_id":' + _str(event.request_id)
         + ',"seq":' + str(int(seq))
@@ -186,13 +187,8 @@ class AuditLog(Protocol):
     def head(self) -> tuple[int, bytes]: ...
 
 
-def _join(values: Iterable[str]) -> str:
-    """List columns are JSON arrays: unambiguous whatever the items contain.
-    Same bytes as compact ``json.dumps(list(values), ensure_ascii=True)``."""
-    return "[" + ",".join([_str(v) for v in values]) + "]"
-
-
 def _split(text: str) -> tuple[str, ...]:
+    """List columns are JSON arrays (``string_array``): unambiguous whatever the items contain."""
     items = json.loads(text)
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise ValueError("list column is not a JSON array of strings")
@@ -250,7 +246,7 @@ class HashChainAuditLog:
         tx.execute(
             f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (seq, ts_ms, event.caller_role, event.caller_id, event.method, event.request_id, event.enterprise,
-             event.consent_id, _join(event.providers), _join(event.fields), event.claims_sha256,
+             event.consent_id, string_array(event.providers), string_array(event.fields), event.claims_sha256,
              event.decision.value, event.reason, prev, digest),
         )
         entry = AuditEntry(seq=seq, ts_ms=ts_ms, event=event, prev_hash=prev, entry_hash=digest)

@@ -27,11 +27,11 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 from xinrong.errors import ValidationError
+from xinrong.jsontext import string_array
 
 log = logging.getLogger(__name__)
 
@@ -421,12 +421,6 @@ class RequestTxn:
         self.entry = entry
 
 
-def _json_strings(items: Sequence[str]) -> str:
-    """``json.dumps(list(items))`` for a list of strings, byte for byte, without
-    the encoder's per-call set-up: 0.6 us instead of 2.2 us per list here."""
-    return "[" + ", ".join(map(encode_basestring_ascii, items)) + "]"
-
-
 def _utc_day(now: float) -> int:
     return int(now // 86400)
 
@@ -554,7 +548,7 @@ class StateStore:
                     "data_as_of, answer_sha256, sealed_sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         entry.request_id, entry.kind, entry.consent_id, entry.enterprise_uscc, entry.audience,
-                        _json_strings(entry.fields), entry.data_as_of, _json_strings(entry.answer_sha256),
+                        string_array(entry.fields), entry.data_as_of, string_array(entry.answer_sha256),
                         entry.sealed_sha256, entry.issued_at,
                     ),
                 )

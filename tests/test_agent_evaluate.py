@@ -293,11 +293,12 @@ def test_over_used_consent(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> N
     assert tax.state.use_count(parsed.consent_id) == 2, "a refused request leaves the count as it was"
 
 
-def test_answer_log_lists_are_json_dumps_byte_for_byte() -> None:
-    from provider_agent.store import _json_strings
+def test_string_arrays_are_compact_json_dumps_byte_for_byte() -> None:
+    from xinrong.jsontext import string_array
     for items in ([], ["tax.credit_grade"], ["a" * 64, "b" * 64], ['q"uote', "back\\slash", "ctl\x01", "汉字"]):
-        assert _json_strings(items) == json.dumps(items)
-        assert _json_strings(tuple(items)) == json.dumps(items)
+        assert string_array(items) == json.dumps(items, separators=(",", ":"))
+        assert string_array(tuple(items)) == json.dumps(items, separators=(",", ":"))
+        assert json.loads(string_array(items)) == items
 
 
 def test_daily_limit(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> None:
