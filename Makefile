@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast typecheck proto check-proto bench clean
+.PHONY: install demo test test-fast lint typecheck proto check-proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
@@ -19,9 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xinrong demo
 
-test: $(STAMP)
-	$(BIN)/python -m mypy
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest -q -ra
+
+# ruff (rules in pyproject.toml, docs/ENGINEERING.md) and the import contract.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -m "not e2e and not slow"

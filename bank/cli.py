@@ -9,10 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bank.client import BankClient
-from enterprise.client import parse_consent, read_consent
-from keys.layout import load_party
+from xinrong.bank.client import BankClient
+from xinrong.consent import parse_consent, read_consent
 from xinrong.errors import XinrongError
+from xinrong.keys.layout import load_party
 from xinrong.rpc.errors import RemoteError
 
 
@@ -42,11 +42,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         client.register_consent(signed)  # idempotent: the node may already hold it
         verdicts = client.verify(args.enterprise, args.claim, consent_id)
     if args.json:
-        print(json.dumps({
-            "enterprise": args.enterprise,
-            "consent_id": consent_id,
-            "verdicts": [v.as_dict() for v in verdicts],
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "enterprise": args.enterprise,
+                    "consent_id": consent_id,
+                    "verdicts": [v.as_dict() for v in verdicts],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         for v in verdicts:
             print(f"{v.result:8s} {v.claim}   [{v.provider}, data as of {v.data_as_of}, signature ok]")
@@ -70,11 +75,16 @@ def cmd_indicators(args: argparse.Namespace) -> int:
             queries.append((field, form))
         indicators = client.indicators(args.enterprise, queries, consent_id)
     if args.json:
-        print(json.dumps({
-            "enterprise": args.enterprise,
-            "consent_id": consent_id,
-            "indicators": [i.as_dict() for i in indicators],
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "enterprise": args.enterprise,
+                    "consent_id": consent_id,
+                    "indicators": [i.as_dict() for i in indicators],
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         for i in indicators:
             print(f"{i.field:45s} {i.form:8s} {json.dumps(i.value)}   [{i.provider}, as of {i.data_as_of}]")
@@ -129,7 +139,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_run(cmd_indicators))
     p = sub.add_parser("score", help="score enterprises with a joint model (consent: credit_scoring)")
     add_connection_args(p)
-    from bank.modeling_score import add_score_arguments, run_score
+    from xinrong.bank.modeling_score import add_score_arguments, run_score
 
     add_score_arguments(p)
     p.set_defaults(func=run_score)

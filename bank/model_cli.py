@@ -42,7 +42,7 @@ from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import modeling_pb2
 
 if TYPE_CHECKING:
-    from bank.modeling import TrainOutcome
+    from xinrong.bank.modeling import TrainOutcome
 
 
 def _outcome_json(outcome: TrainOutcome) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def _outcome_json(outcome: TrainOutcome) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from bank.modeling import load_job, tqdm_progress, train  # numpy, HE libraries: only for this verb
+    from xinrong.bank.modeling import load_job, tqdm_progress, train  # numpy, HE libraries: only for this verb
 
     job = load_job(args.config)
     progress = None if (args.no_progress or args.json) else tqdm_progress
@@ -88,8 +88,8 @@ STATE_NAMES = {v: k.removeprefix("MODELING_JOB_STATE_") for k, v in modeling_pb2
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bank.modeling import ModelingClient, load_job
-    from keys.layout import load_party
+    from xinrong.bank.modeling import ModelingClient, load_job
+    from xinrong.keys.layout import load_party
 
     job = load_job(args.config)
     with ModelingClient(job.node, load_party(job.credentials), node_id=job.node_id, timeout=30.0) as client:
@@ -108,8 +108,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(body))
     else:
         reason = f" - {body['failure_reason']}" if body["failure_reason"] else ""
-        print(f"job {body['job_id']}: {body['state']}, {body['epochs_done']} epochs done, "
-              f"resumable {'yes' if body['resumable'] else 'no'}{reason}")
+        print(
+            f"job {body['job_id']}: {body['state']}, {body['epochs_done']} epochs done, "
+            f"resumable {'yes' if body['resumable'] else 'no'}{reason}"
+        )
     return 0
 
 

@@ -2,7 +2,7 @@
 
 ``train`` runs one job end to end from the bank's process, through the node,
 with the same protocol objects as the in-process driver
-(``modeling.local``): ECDH-PSI (``modeling.psi.BankPsi``), a ``BankParty``
+(``xinrong.tools.federation``): ECDH-PSI (``xinrong.modeling.psi.BankPsi``), a ``BankParty``
 that drives every batch (``ForwardRequest`` -> node -> providers -> node ->
 bank, then ``BackwardRequest``, plus ``LossRequest`` on a degree-1
 backend), HPKE-sealed payloads (partial logits and square terms sealed to
@@ -18,7 +18,7 @@ What the bank keeps on its own disk, under the job's output directory:
   flags, the train/test split), the JobStart it sent and its checkpoints:
   what ``--resume`` needs after a provider (or this process) died;
 * at the end, written only once the node reports the job finished:
-  ``bank.share.json`` (its weights and preprocessing, atomically),
+  ``xinrong.bank.share.json`` (its weights and preprocessing, atomically),
   ``model.json`` (what ``xinrong bank score`` needs), the model card
   (JSON + Markdown), ROC and KS plots, and its own weights report.
 
@@ -28,34 +28,37 @@ provider failed at which step, and whether ``--resume`` can work.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import logging
-import math
 import shutil
 import time
 import tomllib
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
-from keys.binding import VerifiedBinding, verify_binding
-from keys.layout import PartyCredentials, load_party
-from modeling import metrics, psi, scoring
-from modeling.psi import psi_context
-from modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
-from modeling.data import PartyTable, parse_cell, stratified_split
-from modeling.he.base import HESecret, load_public
-from modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
-from modeling.vlr import (
+from xinrong.errors import Reason, SignatureError, XinrongError
+from xinrong.keys.binding import VerifiedBinding, verify_binding
+from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.keys.sealing import seal
+from xinrong.modeling import metrics, psi, scoring
+from xinrong.modeling.data import PartyTable, parse_cell, stratified_split
+from xinrong.modeling.he.base import HESecret, load_public
+from xinrong.modeling.psi import psi_context
+from xinrong.modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
+from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -66,7 +69,6 @@ from modeling.vlr import (
     EpochEnd,
     FinishRequest,
     ForwardReply,
-    JobStart,
     JobStarted,
     LossReply,
     PartialLogits,
@@ -75,10 +77,8 @@ from modeling.vlr import (
     TrainConfig,
     seal_context,
 )
-from modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
-from modeling.vlr_wire import decode, encode
-from keys.sealing import seal
-from xinrong.errors import Reason, SignatureError, XinrongError
+from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
+from xinrong.modeling.vlr_wire import decode, encode
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.rpc.server import DEFAULT_MAX_MESSAGE_BYTES
@@ -171,8 +171,10 @@ def parse_job(doc: dict[str, Any], base: Path, *, source: Path | None = None) ->
     if not isinstance(allow_plain, bool):
         raise ValueError("[job] allow_plain must be true or false")
     if backend == "plain" and not allow_plain:
-        raise ValueError("backend 'plain' sends partial logits unencrypted to the bank: it is for tests only "
-                         "(set allow_plain = true in [job] to use it)")
+        raise ValueError(
+            "backend 'plain' sends partial logits unencrypted to the bank: it is for tests only "
+            "(set allow_plain = true in [job] to use it)"
+        )
     features = data.get("features")
     if features is not None and (not isinstance(features, list) or not all(isinstance(f, str) for f in features)):
         raise ValueError("[data] features must be a list of column names")
@@ -225,7 +227,11 @@ def load_job(path: str | Path) -> JobFile:
 
 
 def read_bank_table(
-    path: Path, *, party_id: str, id_column: str = "", label_column: str | None = "y",
+    path: Path,
+    *,
+    party_id: str,
+    id_column: str = "",
+    label_column: str | None = "y",
     features: Sequence[str] | None = None,
 ) -> PartyTable:
     """The bank's CSV: ids, optional 0/1 labels, numeric features (blank -> NaN). Never leaves the bank."""
@@ -266,8 +272,13 @@ def read_bank_table(
     if not ids:
         raise ValueError(f"{path}: no rows")
     x = np.asarray(rows, dtype=np.float64).reshape(len(ids), len(cols))
-    return PartyTable(name=party_id, ids=tuple(ids), columns=tuple(cols), x=x,
-                      y=np.asarray(ys, dtype=np.float64) if label_column is not None else None)
+    return PartyTable(
+        name=party_id,
+        ids=tuple(ids),
+        columns=tuple(cols),
+        x=x,
+        y=np.asarray(ys, dtype=np.float64) if label_column is not None else None,
+    )
 
 
 def _sha256_file(path: Path) -> str:
@@ -284,8 +295,9 @@ def _sha256_file(path: Path) -> str:
 class ModelingClient:
     """The bank's ``ModelingService`` stub: deadlines, wire-byte count, decoded refusals."""
 
-    def __init__(self, target: str, credentials: PartyCredentials, *, node_id: str = "node",
-                 timeout: float = 600.0) -> None:
+    def __init__(
+        self, target: str, credentials: PartyCredentials, *, node_id: str = "node", timeout: float = 600.0
+    ) -> None:
         self.credentials = credentials
         self.timeout = timeout
         self.bytes = 0
@@ -311,9 +323,12 @@ class ModelingClient:
     def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
         size = request.ByteSize()
         if size > DEFAULT_MAX_MESSAGE_BYTES - _MESSAGE_MARGIN:
-            raise XinrongError(f"{method} of {size / 1e6:.1f} MB exceeds the 64 MiB message limit",
-                               reason=Reason.INVALID_ARGUMENT, public=f"a {method} message of {size / 1e6:.1f} MB exceeds the 64 MiB message limit: "
-                                      "lower [train] batch_size (or use fewer providers per job)")
+            raise XinrongError(
+                f"{method} of {size / 1e6:.1f} MB exceeds the 64 MiB message limit",
+                reason=Reason.INVALID_ARGUMENT,
+                public=f"a {method} message of {size / 1e6:.1f} MB exceeds the 64 MiB message limit: "
+                "lower [train] batch_size (or use fewer providers per job)",
+            )
         try:
             response = getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
@@ -445,7 +460,7 @@ def tqdm_progress(total: int, initial: int) -> Any:
 
 
 class _Trainer:
-    """One job driven from the bank: the same steps as ``modeling.local.LocalFederation``, over gRPC."""
+    """One job driven from the bank: the same steps as ``xinrong.tools.federation.LocalFederation``, over gRPC."""
 
     def __init__(self, job: JobFile, credentials: PartyCredentials, client: ModelingClient) -> None:
         if credentials.role != "institution" or credentials.sealing_key is None:
@@ -470,8 +485,10 @@ class _Trainer:
             try:
                 b = verify_binding(self.creds.ca, signed, expect_role="provider")
             except SignatureError:
-                raise XinrongError("a provider binding fails the CA check",
-                                   public="the node handed over a provider binding that fails the CA check") from None
+                raise XinrongError(
+                    "a provider binding fails the CA check",
+                    public="the node handed over a provider binding that fails the CA check",
+                ) from None
             verified[b.party_id] = b
         if set(verified) != set(self.job.providers):
             raise XinrongError("provider bindings do not match the job's providers")
@@ -485,8 +502,13 @@ class _Trainer:
         return bytes(response.body)
 
     def _read_labels(self) -> PartyTable:
-        return read_bank_table(self.job.labels, party_id=self.bank_id, id_column=self.job.id_column,
-                               label_column=self.job.label_column, features=self.job.features)
+        return read_bank_table(
+            self.job.labels,
+            party_id=self.bank_id,
+            id_column=self.job.id_column,
+            label_column=self.job.label_column,
+            features=self.job.features,
+        )
 
     def _decoys(self) -> list[str]:
         if self.job.decoys is None:
@@ -499,14 +521,17 @@ class _Trainer:
         job = self.job
         decoys = self._decoys()
         if len(table.ids) + len(decoys) > MAX_PSI_IDS:
-            raise ValueError(f"{len(table.ids) + len(decoys):,} ids exceed the PSI's limit of {MAX_PSI_IDS:,} per job "
-                             "(32 bytes each under the 64 MiB message limit); split the population into several jobs")
+            raise ValueError(
+                f"{len(table.ids) + len(decoys):,} ids exceed the PSI's limit of {MAX_PSI_IDS:,} per job "
+                "(32 bytes each under the 64 MiB message limit); split the population into several jobs"
+            )
         with psi.BankPsi(table.ids, context=psi_context(job.job_id), decoys=decoys) as bank_psi:
             request = bank_psi.request()
 
             def exchange(pid: str) -> bytes:
-                answer = self.client.call("ExchangePsi", modeling_pb2.ExchangePsiRequest(
-                    job_id=job.job_id, provider_id=pid, body=request))
+                answer = self.client.call(
+                    "ExchangePsi", modeling_pb2.ExchangePsiRequest(job_id=job.job_id, provider_id=pid, body=request)
+                )
                 if answer.provider_id != pid:
                     raise XinrongError("PSI answer from another provider")
                 return bytes(answer.body)
@@ -517,22 +542,27 @@ class _Trainer:
                 for pid in job.providers:
                     bank_psi.accept(pid, futures[pid].result())
             alignment, selections = bank_psi.finish()
-        response = self.client.call("SelectPsi", modeling_pb2.SelectPsiRequest(
-            job_id=job.job_id,
-            selections=[modeling_pb2.ProviderPsiMessage(provider_id=p, body=selections[p]) for p in job.providers],
-        ))
+        response = self.client.call(
+            "SelectPsi",
+            modeling_pb2.SelectPsiRequest(
+                job_id=job.job_id,
+                selections=[modeling_pb2.ProviderPsiMessage(provider_id=p, body=selections[p]) for p in job.providers],
+            ),
+        )
         n = len(alignment)
         if int(response.aligned_rows) != n:
             raise XinrongError("providers aligned a different number of rows than the bank")
         if n == 0:
-            raise XinrongError("no enterprise is common to the bank and every provider",
-                               public="the PSI found no enterprise common to the bank and every provider")
+            raise XinrongError(
+                "no enterprise is common to the bank and every provider",
+                public="the PSI found no enterprise common to the bank and every provider",
+            )
         is_decoy = np.asarray(alignment.is_decoy, dtype=bool)
         real = ~is_decoy
         assert table.y is not None
         y_aligned = np.zeros(n)
         y_aligned[real] = table.y[alignment.bank_index[real]]
-        # As modeling.local.run_job: split in the bank's own row order, train in a keyed-hash order.
+        # As xinrong.tools.federation.run_job: split in the bank's own row order, train in a keyed-hash order.
         real_pos = np.flatnonzero(real)
         real_pos = real_pos[np.argsort(alignment.bank_index[real_pos], kind="stable")]
         tr, te = stratified_split(y_aligned[real_pos], job.test_fraction, job.split_seed)
@@ -564,8 +594,13 @@ class _Trainer:
         y[real] = table.y[state.bank_rows[real]]
         rows = state.train_rows
         return BankParty(
-            self.bank_id, self.job.train, self.bank_x(table, state)[rows], table.columns, y[rows],
-            decoy=state.is_decoy[rows], checkpoint_dir=self.state_dir / "checkpoints",
+            self.bank_id,
+            self.job.train,
+            self.bank_x(table, state)[rows],
+            table.columns,
+            y[rows],
+            decoy=state.is_decoy[rows],
+            checkpoint_dir=self.state_dir / "checkpoints",
         )
 
     # one batch -----------------------------------------------------------------------------
@@ -576,25 +611,40 @@ class _Trainer:
         if fwd.provider_ids != self.job.providers:
             raise XinrongError("node answered for another provider order")
         partials = [
-            decode(PartialLogits, self.sealing.open(
-                common_pb2.SealedBox.FromString(blob), recipient_id=self.bank_id, content_type=SEALED_PARTIAL,
-                context=seal_context(job_id, epoch, b, pid)))
+            decode(
+                PartialLogits,
+                self.sealing.open(
+                    common_pb2.SealedBox.FromString(blob),
+                    recipient_id=self.bank_id,
+                    content_type=SEALED_PARTIAL,
+                    context=seal_context(job_id, epoch, b, pid),
+                ),
+            )
             for pid, blob in zip(fwd.provider_ids, fwd.sealed_partials)
         ]
         back = bank.backward(fwd, partials)
         sealed = tuple(
             seal(
-                encode(r), recipient_id=r.party_id, recipient_public_raw=self.providers[r.party_id].sealing_public_raw,
-                content_type=SEALED_RESIDUAL, context=seal_context(job_id, epoch, b, r.party_id),
+                encode(r),
+                recipient_id=r.party_id,
+                recipient_public_raw=self.providers[r.party_id].sealing_public_raw,
+                content_type=SEALED_RESIDUAL,
+                context=seal_context(job_id, epoch, b, r.party_id),
             ).SerializeToString()
             for r in back.residuals
         )
         request = BackwardRequest(job_id, epoch, b, sealed, back.gradient_payload, back.loss_payload)
         reply = decode(BackwardReply, self._rpc("Backward", modeling_pb2.BackwardRequest, request))
         squares = [
-            decode(SquareTerm, self.sealing.open(
-                common_pb2.SealedBox.FromString(blob), recipient_id=self.bank_id, content_type=SEALED_SQUARE,
-                context=seal_context(job_id, epoch, b, pid)))
+            decode(
+                SquareTerm,
+                self.sealing.open(
+                    common_pb2.SealedBox.FromString(blob),
+                    recipient_id=self.bank_id,
+                    content_type=SEALED_SQUARE,
+                    context=seal_context(job_id, epoch, b, pid),
+                ),
+            )
             for pid, blob in zip(self.job.providers, reply.sealed_squares)
         ]
         loss_request = bank.apply(reply, squares)
@@ -639,12 +689,14 @@ def train(
             trainer._verify_providers(bindings)
             bank.job_start(job.providers, len(state.ids), state.train_rows)  # the provider order, as first sent
             bank.started(decode(JobStarted, bytes(response.body)))
-            common = set(int(e) for e in response.provider_epochs) & set(bank.checkpointed_epochs())
+            common = {int(e) for e in response.provider_epochs} & set(bank.checkpointed_epochs())
             epoch = max(common) if common else 0
             if epoch:
                 bank.restore_checkpoint(epoch)
-            client.call("RestoreJob", modeling_pb2.RestoreJobRequest(
-                job_id=job.job_id, body=encode(RestoreRequest(job.job_id, epoch))))
+            client.call(
+                "RestoreJob",
+                modeling_pb2.RestoreJobRequest(job_id=job.job_id, body=encode(RestoreRequest(job.job_id, epoch))),
+            )
             resumed_from = epoch
             seconds_psi = 0.0
             he_public = decode(JobStarted, bytes(response.body)).he_public
@@ -653,10 +705,15 @@ def train(
         else:
             _clear_state(trainer.state_dir)
             t_start = time.perf_counter()  # seconds_total: from the job's creation (PSI start) to the model
-            created = client.call("CreateJob", modeling_pb2.CreateJobRequest(
-                job_id=job.job_id, provider_ids=list(job.providers), backend=job.backend,
-                he_params_json=json.dumps(job.he_params, sort_keys=True),
-            ))
+            created = client.call(
+                "CreateJob",
+                modeling_pb2.CreateJobRequest(
+                    job_id=job.job_id,
+                    provider_ids=list(job.providers),
+                    backend=job.backend,
+                    he_params_json=json.dumps(job.he_params, sort_keys=True),
+                ),
+            )
             trainer._verify_providers(created.provider_bindings)
             t_psi = time.perf_counter()
             state = trainer.align(table)
@@ -711,13 +768,29 @@ def train(
         status = client.call("GetJob", modeling_pb2.GetJobRequest(job_id=job.job_id))
         wire = {k: int(v) for k, v in status.wire_bytes.items()}
         outcome = TrainOutcome(
-            job_id=job.job_id, output=job.output, providers=job.providers, metadata=metadata, bank_share=share,
-            metrics=bank.metrics, auc=metrics.auc(y_test, logits), ks=metrics.ks(y_test, logits),
-            rows_bank=len(table.ids), rows_aligned=len(state.ids), rows_train=int(state.train_rows.size),
-            rows_test=int(state.test_rows.size), y_test=y_test, test_logits=logits, state=state,
-            seconds_psi=seconds_psi, seconds_total=seconds_total, seconds_train=seconds_train,
-            epoch_seconds=epoch_seconds, seconds_scoring=seconds_scoring, resumed_from=resumed_from,
-            wire_bytes=wire, bank_wire_bytes=client.bytes,
+            job_id=job.job_id,
+            output=job.output,
+            providers=job.providers,
+            metadata=metadata,
+            bank_share=share,
+            metrics=bank.metrics,
+            auc=metrics.auc(y_test, logits),
+            ks=metrics.ks(y_test, logits),
+            rows_bank=len(table.ids),
+            rows_aligned=len(state.ids),
+            rows_train=int(state.train_rows.size),
+            rows_test=int(state.test_rows.size),
+            y_test=y_test,
+            test_logits=logits,
+            state=state,
+            seconds_psi=seconds_psi,
+            seconds_total=seconds_total,
+            seconds_train=seconds_train,
+            epoch_seconds=epoch_seconds,
+            seconds_scoring=seconds_scoring,
+            resumed_from=resumed_from,
+            wire_bytes=wire,
+            bank_wire_bytes=client.bytes,
         )
         outcome.files = write_reports(outcome, job, table, scheme, he_public)
     return outcome
@@ -743,7 +816,9 @@ def _provider_bindings(client: ModelingClient, job: JobFile) -> list[common_pb2.
 # -- private scoring --------------------------------------------------------------------------
 
 
-def signed_scoring_key(creds: PartyCredentials, job_id: str, request_id: str) -> tuple[HESecret, modeling_pb2.ScoringKey]:
+def signed_scoring_key(
+    creds: PartyCredentials, job_id: str, request_id: str
+) -> tuple[HESecret, modeling_pb2.ScoringKey]:
     """A fresh scoring key of the bank's own, signed for this job and request (providers check it)."""
     secret = scoring.bank_keygen("ckks")
     public = scoring.bank_public_bytes(secret)
@@ -759,21 +834,36 @@ def _own_part(share: ModelShare, x_raw: FloatArray) -> FloatArray | None:
 
 
 def score_job_rows(
-    client: ModelingClient, creds: PartyCredentials, job_id: str, providers: Sequence[str], share: ModelShare,
-    x_raw: FloatArray, positions: IntArray,
+    client: ModelingClient,
+    creds: PartyCredentials,
+    job_id: str,
+    providers: Sequence[str],
+    share: ModelShare,
+    x_raw: FloatArray,
+    positions: IntArray,
 ) -> FloatArray:
     """Logits of aligned rows of the job, by private scoring, in chunks under the message limit."""
     out: list[FloatArray] = []
     for start in range(0, positions.size, MAX_SCORE_ROWS):
-        chunk = positions[start:start + MAX_SCORE_ROWS]
+        chunk = positions[start : start + MAX_SCORE_ROWS]
         request_id = f"{job_id}-rows-{uuid.uuid4().hex[:12]}"
         secret, key = signed_scoring_key(creds, job_id, request_id)
-        response = client.call("ScoreJobRows", modeling_pb2.ScoreJobRowsRequest(
-            job_id=job_id, request_id=request_id, positions=np.asarray(chunk, dtype="<u4").tobytes(), scoring_key=key,
-        ))
+        response = client.call(
+            "ScoreJobRows",
+            modeling_pb2.ScoreJobRowsRequest(
+                job_id=job_id,
+                request_id=request_id,
+                positions=np.asarray(chunk, dtype="<u4").tobytes(),
+                scoring_key=key,
+            ),
+        )
         batch = scoring.bank_score(
-            secret, bytes(response.aggregate), request_id=request_id, expected_providers=list(providers),
-            bank_partial=_own_part(share, x_raw[start:start + MAX_SCORE_ROWS]), intercept=float(share.intercept or 0.0),
+            secret,
+            bytes(response.aggregate),
+            request_id=request_id,
+            expected_providers=list(providers),
+            bank_partial=_own_part(share, x_raw[start : start + MAX_SCORE_ROWS]),
+            intercept=float(share.intercept or 0.0),
         )
         out.append(np.asarray(batch.logit, dtype=np.float64))
     return np.concatenate(out) if out else np.zeros(0)
@@ -791,8 +881,11 @@ class ScoredEnterprise:
     message: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"enterprise": self.enterprise, "consent_id": self.consent_id,
-                               "status": "scored" if self.scored else "refused"}
+        out: dict[str, Any] = {
+            "enterprise": self.enterprise,
+            "consent_id": self.consent_id,
+            "status": "scored" if self.scored else "refused",
+        }
         if self.scored:
             out.update(probability=self.probability, score=self.score, grade=self.grade)
         else:
@@ -811,8 +904,14 @@ def score_enterprises(
     """Score (uscc, consent id) pairs; a refused one comes back with the node's reason, unscored."""
     out: list[ScoredEnterprise] = []
     for start in range(0, len(subjects), MAX_SCORE_SUBJECTS):
-        out += _score_chunk(client, creds, model, share, subjects[start:start + MAX_SCORE_SUBJECTS],
-                            bank_x[start:start + MAX_SCORE_SUBJECTS])
+        out += _score_chunk(
+            client,
+            creds,
+            model,
+            share,
+            subjects[start : start + MAX_SCORE_SUBJECTS],
+            bank_x[start : start + MAX_SCORE_SUBJECTS],
+        )
     return out
 
 
@@ -828,11 +927,16 @@ def _score_chunk(
     providers = [str(p) for p in model["providers"]]
     request_id = f"score-{uuid.uuid4()}"
     secret, key = signed_scoring_key(creds, job_id, request_id)
-    response = client.call("ScoreEnterprises", modeling_pb2.ScoreEnterprisesRequest(
-        request_id=request_id, requested_at=int(time.time()), job_id=job_id,
-        subjects=[modeling_pb2.ScoreSubject(enterprise_uscc=u, consent_id=c) for u, c in subjects],
-        scoring_key=key,
-    ))
+    response = client.call(
+        "ScoreEnterprises",
+        modeling_pb2.ScoreEnterprisesRequest(
+            request_id=request_id,
+            requested_at=int(time.time()),
+            job_id=job_id,
+            subjects=[modeling_pb2.ScoreSubject(enterprise_uscc=u, consent_id=c) for u, c in subjects],
+            scoring_key=key,
+        ),
+    )
     outcomes = list(response.outcomes)
     if [o.enterprise_uscc for o in outcomes] != [u for u, _ in subjects]:
         raise XinrongError("node answered for other enterprises than asked")
@@ -841,15 +945,27 @@ def _score_chunk(
     batch = None
     if admitted:
         batch = scoring.bank_score(
-            secret, bytes(response.aggregate), request_id=request_id, expected_providers=providers,
-            bank_partial=_own_part(share, bank_x[admitted]), intercept=float(share.intercept or 0.0),
+            secret,
+            bytes(response.aggregate),
+            request_id=request_id,
+            expected_providers=providers,
+            bank_partial=_own_part(share, bank_x[admitted]),
+            intercept=float(share.intercept or 0.0),
         )
     slot = {i: k for k, i in enumerate(admitted)}
     for i, ((uscc, consent_id), o) in enumerate(zip(subjects, outcomes)):
         if o.admitted and batch is not None:
             k = slot[i]
-            results.append(ScoredEnterprise(uscc, consent_id, True, round(float(batch.probability[k]), 6),
-                                            int(batch.points[k]), str(batch.grade[k])))
+            results.append(
+                ScoredEnterprise(
+                    uscc,
+                    consent_id,
+                    True,
+                    round(float(batch.probability[k]), 6),
+                    int(batch.points[k]),
+                    str(batch.grade[k]),
+                )
+            )
         else:
             results.append(ScoredEnterprise(uscc, consent_id, False, reason=o.reason, message=o.message))
     return results
@@ -858,7 +974,9 @@ def _score_chunk(
 # -- reports ---------------------------------------------------------------------------------
 
 
-def write_reports(outcome: TrainOutcome, job: JobFile, table: PartyTable, scheme: str, he_public: bytes) -> dict[str, str]:
+def write_reports(
+    outcome: TrainOutcome, job: JobFile, table: PartyTable, scheme: str, he_public: bytes
+) -> dict[str, str]:
     """Plots, model card, the bank's private weights report and ``model.json``; all written atomically."""
     out = job.output
     files: dict[str, str] = {}
@@ -868,31 +986,43 @@ def write_reports(outcome: TrainOutcome, job: JobFile, table: PartyTable, scheme
     parties = [PartyInfo(outcome.bank_share.party_id, "bank", tuple(outcome.bank_share.feature_names))]
     parties += [PartyInfo(p, "provider", tuple(names.get(p, ()))) for p in outcome.providers]
     he: dict[str, Any] = {"scheme": scheme}
-    try:
+    with contextlib.suppress(ValueError):
         he = he_description(load_public(scheme, he_public))
-    except ValueError:
-        pass
     cfg = dataclasses.asdict(job.train)
     cfg["sigmoid_degree"] = outcome.bank_share.sigmoid.get("degree", cfg["sigmoid_degree"])
     card = ModelCard(
         model_id=job.job_id,
         parties=tuple(parties),
         metrics={"auc": outcome.auc, "ks": outcome.ks},
-        training={**cfg, "epochs_run": outcome.metrics.epochs_run, "stopped_early": outcome.metrics.stopped_early,
-                  "epoch_losses": [round(v, 6) for v in outcome.metrics.epoch_losses],
-                  "guard_levels": {str(k): v for k, v in sorted(outcome.metrics.guard_levels.items())},
-                  "guard_shrinks": len(outcome.metrics.guard_shrinks)},
+        training={
+            **cfg,
+            "epochs_run": outcome.metrics.epochs_run,
+            "stopped_early": outcome.metrics.stopped_early,
+            "epoch_losses": [round(v, 6) for v in outcome.metrics.epoch_losses],
+            "guard_levels": {str(k): v for k, v in sorted(outcome.metrics.guard_levels.items())},
+            "guard_shrinks": len(outcome.metrics.guard_shrinks),
+        },
         he=he,
-        data={"rows_bank": outcome.rows_bank, "rows_aligned": outcome.rows_aligned, "rows_train": outcome.rows_train,
-              "rows_test": outcome.rows_test, "test_positive_rate": round(float(outcome.y_test.mean()), 6),
-              "alignment": "ECDH-PSI (X25519) through the node", "split": f"stratified {1 - job.test_fraction:.0%}/"
-              f"{job.test_fraction:.0%}, seed {job.split_seed}", "evaluation": "private scoring (CKKS, bank's key)"},
+        data={
+            "rows_bank": outcome.rows_bank,
+            "rows_aligned": outcome.rows_aligned,
+            "rows_train": outcome.rows_train,
+            "rows_test": outcome.rows_test,
+            "test_positive_rate": round(float(outcome.y_test.mean()), 6),
+            "alignment": "ECDH-PSI (X25519) through the node",
+            "split": f"stratified {1 - job.test_fraction:.0%}/{job.test_fraction:.0%}, seed {job.split_seed}",
+            "evaluation": "private scoring (CKKS, bank's key)",
+        },
     )
     json_path, md_path = card.write(out)
     files["model_card_json"], files["model_card_md"] = str(json_path), str(md_path)
     w_json, w_md = write_weights_report(
-        out, model_id=job.job_id, party_id=outcome.bank_share.party_id, feature_names=outcome.bank_share.feature_names,
-        weights=outcome.bank_share.weights, intercept=outcome.bank_share.intercept,
+        out,
+        model_id=job.job_id,
+        party_id=outcome.bank_share.party_id,
+        feature_names=outcome.bank_share.feature_names,
+        weights=outcome.bank_share.weights,
+        intercept=outcome.bank_share.intercept,
     )
     files["weights_json"], files["weights_md"] = str(w_json), str(w_md)
     model = {
@@ -926,8 +1056,9 @@ def load_model(directory: Path) -> tuple[dict[str, Any], ModelShare]:
     return model, ModelShare.load(directory / str(model.get("share", "bank.share.json")))
 
 
-def bank_features_for(model: dict[str, Any], share: ModelShare, usccs: Sequence[str],
-                      rows: dict[str, dict[str, str]] | None = None) -> FloatArray:
+def bank_features_for(
+    model: dict[str, Any], share: ModelShare, usccs: Sequence[str], rows: dict[str, dict[str, str]] | None = None
+) -> FloatArray:
     """The bank's own raw features for enterprises: from ``rows`` (an input CSV) if it has every
     column, else from the bank's data file named in the model; an enterprise absent from both has
     gaps, which the bank's preprocessing imputes as in training."""
@@ -942,8 +1073,13 @@ def bank_features_for(model: dict[str, Any], share: ModelShare, usccs: Sequence[
     else:
         path = Path(str(model.get("bank_data", "")))
         if path.is_file():
-            table = read_bank_table(path, party_id=share.party_id, id_column=str(model.get("id_column", "")),
-                                    label_column=None, features=columns)
+            table = read_bank_table(
+                path,
+                party_id=share.party_id,
+                id_column=str(model.get("id_column", "")),
+                label_column=None,
+                features=columns,
+            )
             source = {i: list(table.x[k]) for k, i in enumerate(table.ids)}
     for k, u in enumerate(usccs):
         if u in source:
@@ -957,7 +1093,19 @@ def iter_csv(path: Path) -> Iterator[dict[str, str]]:
 
 
 __all__ = [
-    "JobFile", "JobState", "ModelingClient", "ScoredEnterprise", "TrainOutcome", "bank_features_for", "iter_csv",
-    "load_job", "load_model", "parse_job", "read_bank_table", "score_enterprises", "score_job_rows", "train",
+    "JobFile",
+    "JobState",
+    "ModelingClient",
+    "ScoredEnterprise",
+    "TrainOutcome",
+    "bank_features_for",
+    "iter_csv",
+    "load_job",
+    "load_model",
+    "parse_job",
+    "read_bank_table",
+    "score_enterprises",
+    "score_job_rows",
     "tqdm_progress",
+    "train",
 ]

@@ -31,8 +31,8 @@ from xinrong.errors import XinrongError
 from xinrong.rpc.errors import RemoteError
 
 if TYPE_CHECKING:
-    from bank.client import BankClient
-    from bank.modeling import ScoredEnterprise
+    from xinrong.bank.client import BankClient
+    from xinrong.bank.modeling import ScoredEnterprise
 
 OUTPUT_COLUMNS = ("uscc", "status", "probability", "score", "grade", "reason", "message", "consent_id")
 
@@ -54,7 +54,7 @@ def _connection(args: argparse.Namespace, model: dict[str, Any]) -> tuple[str, P
 
 
 def _register(bank: BankClient, path: Path) -> str:
-    from enterprise.client import parse_consent, read_consent
+    from xinrong.consent import parse_consent, read_consent
 
     signed = read_consent(path)
     bank.register_consent(signed)  # idempotent: the node may already hold it
@@ -63,9 +63,9 @@ def _register(bank: BankClient, path: Path) -> str:
 
 def cmd_score(args: argparse.Namespace) -> int:
     # numpy and the HE libraries load only for this verb, not for every `xinrong` command
-    from bank.client import BankClient
-    from bank.modeling import ModelingClient, bank_features_for, iter_csv, load_model, score_enterprises
-    from keys.layout import load_party
+    from xinrong.bank.client import BankClient
+    from xinrong.bank.modeling import ModelingClient, bank_features_for, iter_csv, load_model, score_enterprises
+    from xinrong.keys.layout import load_party
 
     model_dir = Path(args.model)
     model, share = load_model(model_dir)
@@ -75,8 +75,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ValueError(f"the model belongs to {share.party_id}, these credentials to {creds.party_id}")
     if bool(args.enterprise) == bool(args.input):
         raise ValueError("give either --enterprise (one enterprise) or --input/--output (a batch)")
-    with BankClient(node, creds, node_id=node_id, timeout=args.timeout) as bank, \
-            ModelingClient(node, creds, node_id=node_id, timeout=max(args.timeout, 60.0)) as client:
+    with (
+        BankClient(node, creds, node_id=node_id, timeout=args.timeout) as bank,
+        ModelingClient(node, creds, node_id=node_id, timeout=max(args.timeout, 60.0)) as client,
+    ):
         if args.enterprise:
             consent_id = _register(bank, Path(args.consent)) if args.consent else ""
             x = bank_features_for(model, share, [args.enterprise])
@@ -106,13 +108,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         if not r.scored:
             reasons[r.reason] = reasons.get(r.reason, 0) + 1
     detail = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))
-    print(f"scored {scored} of {len(results)} enterprises with model {model['job_id']}"
-          f"{f'; refused: {detail}' if detail else ''}; wrote {args.output}")
+    print(
+        f"scored {scored} of {len(results)} enterprises with model {model['job_id']}"
+        f"{f'; refused: {detail}' if detail else ''}; wrote {args.output}"
+    )
     return 0
 
 
 def _print_one(result: ScoredEnterprise, model: dict[str, Any], as_json: bool) -> int:
-    from modeling.scoring import Scorecard
+    from xinrong.modeling.scoring import Scorecard
 
     card = Scorecard()
     if as_json:
@@ -122,9 +126,11 @@ def _print_one(result: ScoredEnterprise, model: dict[str, Any], as_json: bool) -
     if not result.scored:
         print(f"xinrong bank score: refused: {result.reason}: {result.message}", file=sys.stderr)
         return 1
-    print(f"{result.enterprise}: probability of default {result.probability:.4f}, score {result.score}, "
-          f"grade {result.grade}   [model {model['job_id']}; {card.base_score:.0f} points at "
-          f"{card.base_odds:.0f}:1, PDO {card.pdo:.0f}; consent {result.consent_id}]")
+    print(
+        f"{result.enterprise}: probability of default {result.probability:.4f}, score {result.score}, "
+        f"grade {result.grade}   [model {model['job_id']}; {card.base_score:.0f} points at "
+        f"{card.base_odds:.0f}:1, PDO {card.pdo:.0f}; consent {result.consent_id}]"
+    )
     return 0
 
 
@@ -135,11 +141,18 @@ def _write_batch(path: Path, results: list[ScoredEnterprise]) -> None:
         writer = csv.writer(fh)
         writer.writerow(OUTPUT_COLUMNS)
         for r in results:
-            writer.writerow([
-                r.enterprise, "scored" if r.scored else "refused",
-                "" if r.probability is None else f"{r.probability:.6f}",
-                "" if r.score is None else r.score, r.grade or "", r.reason, r.message, r.consent_id,
-            ])
+            writer.writerow(
+                [
+                    r.enterprise,
+                    "scored" if r.scored else "refused",
+                    "" if r.probability is None else f"{r.probability:.6f}",
+                    "" if r.score is None else r.score,
+                    r.grade or "",
+                    r.reason,
+                    r.message,
+                    r.consent_id,
+                ]
+            )
     tmp.replace(path)
 
 

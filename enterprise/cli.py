@@ -8,11 +8,12 @@ import json
 import sys
 from pathlib import Path
 
-from enterprise.client import ConsentRequest, EnterpriseClient, grant, parse_consent, read_consent, write_consent
-from keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong import uscc
 from xinrong.claims import PROTO_TO_FORM
+from xinrong.consent import parse_consent, read_consent, write_consent
+from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
 from xinrong.errors import XinrongError
+from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import common_pb2
 
@@ -26,8 +27,8 @@ def consent_summary(signed: common_pb2.SignedConsent) -> dict[str, object]:
         "purpose": common_pb2.ConsentPurpose.Name(c.purpose).removeprefix("CONSENT_PURPOSE_").lower(),
         "scope": {i.field: sorted(str(PROTO_TO_FORM[f]) for f in i.forms if f in PROTO_TO_FORM) for i in c.scope},
         "data_period": [c.data_period_from, c.data_period_to],
-        "valid_from": dt.datetime.fromtimestamp(c.valid_from, dt.timezone.utc).isoformat(),
-        "valid_until": dt.datetime.fromtimestamp(c.valid_until, dt.timezone.utc).isoformat(),
+        "valid_from": dt.datetime.fromtimestamp(c.valid_from, dt.UTC).isoformat(),
+        "valid_until": dt.datetime.fromtimestamp(c.valid_until, dt.UTC).isoformat(),
         "max_uses": c.max_uses,
         "max_uses_per_day": c.max_uses_per_day,
         "retention_days": c.retention_days,
@@ -91,11 +92,15 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     creds = load_party(args.credentials)
     with EnterpriseClient(args.node, creds) as client:
         resp = client.revoke(_consent_id(args))
-    print(json.dumps({
-        "consent_id": resp.consent_id,
-        "state": common_pb2.ConsentState.Name(resp.state),
-        "providers_notified": list(resp.providers_notified),
-    }))
+    print(
+        json.dumps(
+            {
+                "consent_id": resp.consent_id,
+                "state": common_pb2.ConsentState.Name(resp.state),
+                "providers_notified": list(resp.providers_notified),
+            }
+        )
+    )
     return 0
 
 
@@ -103,12 +108,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     creds = load_party(args.credentials)
     with EnterpriseClient(args.node, creds) as client:
         resp = client.status(_consent_id(args))
-    print(json.dumps({
-        "consent_id": resp.consent_id,
-        "state": common_pb2.ConsentState.Name(resp.state),
-        "uses": resp.uses,
-        "max_uses": resp.max_uses,
-    }))
+    print(
+        json.dumps(
+            {
+                "consent_id": resp.consent_id,
+                "state": common_pb2.ConsentState.Name(resp.state),
+                "uses": resp.uses,
+                "max_uses": resp.max_uses,
+            }
+        )
+    )
     return 0
 
 
@@ -147,11 +156,14 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
     p.add_argument("--grantee", required=True, help="institution party id")
     p.add_argument(
-        "--purpose", default="loan_application",
+        "--purpose",
+        default="loan_application",
         choices=["loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling"],
     )
     p.add_argument(
-        "--scope", action="append", required=True,
+        "--scope",
+        action="append",
+        required=True,
         help="catalog field, 'field:form[+form]' or 'provider.*'; repeatable",
     )
     p.add_argument("--period-from", default="", help="first data as-of date covered (YYYY-MM-DD)")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
-from keys.layout import PartyCredentials
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
+from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -62,22 +61,6 @@ def grant(
         now=now,
     )
     return sign_consent(consent, credentials.signing_key, credentials.binding.signed)
-
-
-def write_consent(path: str | Path, signed: common_pb2.SignedConsent) -> None:
-    Path(path).write_bytes(signed.SerializeToString(deterministic=True))
-
-
-def read_consent(path: str | Path) -> common_pb2.SignedConsent:
-    signed = common_pb2.SignedConsent()
-    signed.ParseFromString(Path(path).read_bytes())
-    return signed
-
-
-def parse_consent(signed: common_pb2.SignedConsent) -> common_pb2.Consent:
-    consent = common_pb2.Consent()
-    consent.ParseFromString(signed.consent)
-    return consent
 
 
 class EnterpriseClient:

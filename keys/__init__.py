@@ -6,9 +6,9 @@ themselves. Private key files are written 0600 and refused on load when group
 or others can read them.
 """
 
-from keys.files import read_private_file, write_private_file, write_public_file
-from keys.signing import SigningKey, VerifyKey, key_id_of
-from keys.sealing import SealingKey, SessionSealer, open_sealed, seal
+from xinrong.keys.files import read_private_file, write_private_file, write_public_file
+from xinrong.keys.sealing import SealingKey, SessionSealer, open_sealed, seal
+from xinrong.keys.signing import SigningKey, VerifyKey, key_id_of
 
 __all__ = [
     "SealingKey",

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from keys.ca import CaVerifier, CertificateAuthority, check_party_id
-from keys.signing import VerifyKey, key_id_of
 from xinrong.errors import SignatureError
+from xinrong.keys.ca import CaVerifier, CertificateAuthority, check_party_id
+from xinrong.keys.signing import VerifyKey, key_id_of
 from xinrong.v1 import common_pb2
 
 ROLE_TO_PROTO = {

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keys.files import read_private_file, write_private_file, write_public_file
 from xinrong.errors import KeyFileError, SignatureError
+from xinrong.keys.files import read_private_file, write_private_file, write_public_file
 
 ROLE_NAMES = ("node", "provider", "institution", "enterprise")
 _PARTY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -51,7 +51,7 @@ def server_name(role: str, party_id: str) -> str:
 def parse_party_uri(uri: str) -> tuple[str, str] | None:
     if not uri.startswith(_URI_PREFIX):
         return None
-    rest = uri[len(_URI_PREFIX):]
+    rest = uri[len(_URI_PREFIX) :]
     role, sep, party_id = rest.partition(":")
     if not sep or role not in ROLE_NAMES or not _PARTY_ID.match(party_id):
         return None
@@ -84,7 +84,7 @@ class CertificateAuthority:
     def create(cls, name: str = "xinrong platform CA", *, days: int = 3650) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -96,9 +96,15 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -132,7 +138,7 @@ class CertificateAuthority:
     ) -> tuple[bytes, bytes]:
         """Issue a TLS key and certificate (PEM) for a party; usable as server and client."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         names: list[x509.GeneralName] = [
             x509.UniformResourceIdentifier(party_uri(role, party_id)),
             x509.DNSName(server_name(role, party_id)),
@@ -144,10 +150,14 @@ class CertificateAuthority:
                 names.append(x509.DNSName(host))
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([
-                x509.NameAttribute(NameOID.COMMON_NAME, party_id),
-                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-            ]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, party_id),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -159,9 +169,7 @@ class CertificateAuthority:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         key_pem = key.private_bytes(

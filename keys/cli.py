@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from keys.ca import ROLE_NAMES
-from keys.layout import ROLE_DIRS, create_ca, load_ca, load_party, party_dir, provision_party
 from xinrong.catalog import default_catalog
 from xinrong.errors import XinrongError
+from xinrong.keys.ca import ROLE_NAMES
+from xinrong.keys.layout import ROLE_DIRS, create_ca, load_ca, load_party, party_dir, provision_party
 
 
 def _split(text: str) -> list[str]:
@@ -48,8 +48,13 @@ def cmd_issue(args: argparse.Namespace) -> int:
         print("a provider needs --provider naming a catalog provider", file=sys.stderr)
         return 2
     directory = provision_party(
-        ca, root, role=args.role, party_id=args.id, provider=args.provider or "",
-        with_sealing=args.role != "enterprise", overwrite=args.force,
+        ca,
+        root,
+        role=args.role,
+        party_id=args.id,
+        provider=args.provider or "",
+        with_sealing=args.role != "enterprise",
+        overwrite=args.force,
     )
     print(directory)
     return 0

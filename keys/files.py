@@ -13,9 +13,28 @@ from pathlib import Path
 from xinrong.errors import KeyFileError
 
 
+def refuse_source_tree(directory: str | Path) -> None:
+    """Refuse to put key material inside a Python package.
+
+    ``xinrong keys init --dir keys`` run in a checkout once wrote the CA's
+    private key into the ``keys/`` source package, where ``git add .`` and a
+    wheel build would pick it up. A directory that is a package, or lies
+    inside one (an ``__init__.py`` in it or in any ancestor), is never a
+    keys directory.
+    """
+    here = Path(directory).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "__init__.py").is_file():
+            raise KeyFileError(
+                f"{directory} is inside the Python package {folder}; "
+                "keep keys outside source trees (for example ./run/keys)"
+            )
+
+
 def write_private_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
     """Write data to path with mode 0600, atomically (temp file + rename)."""
     path = Path(path)
+    refuse_source_tree(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path} exists; refusing to overwrite a key")

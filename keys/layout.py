@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from keys.binding import VerifiedBinding, issue_binding, verify_binding
-from keys.ca import CaVerifier, CertificateAuthority, check_party_id
-from keys.files import read_private_file, write_private_file, write_public_file
-from keys.sealing import SealingKey
-from keys.signing import SigningKey
 from xinrong.errors import KeyFileError
+from xinrong.keys.binding import VerifiedBinding, issue_binding, verify_binding
+from xinrong.keys.ca import CaVerifier, CertificateAuthority, check_party_id
+from xinrong.keys.files import read_private_file, refuse_source_tree, write_private_file, write_public_file
+from xinrong.keys.sealing import SealingKey
+from xinrong.keys.signing import SigningKey
 from xinrong.v1 import common_pb2
 
 ROLE_DIRS = {"node": "node", "provider": "providers", "institution": "institutions", "enterprise": "enterprises"}
@@ -53,6 +53,7 @@ class PartyCredentials:
 
 
 def create_ca(keys_dir: str | Path, *, overwrite: bool = False) -> CertificateAuthority:
+    refuse_source_tree(keys_dir)
     ca = CertificateAuthority.create()
     ca.save(ca_dir(keys_dir), overwrite=overwrite)
     return ca
@@ -74,6 +75,7 @@ def provision_party(
     signing_key: SigningKey | None = None,
 ) -> Path:
     """Create TLS, signing and sealing keys for a party and have the CA bind them."""
+    refuse_source_tree(keys_dir)
     directory = party_dir(keys_dir, role, party_id)
     directory.mkdir(parents=True, exist_ok=True)
     tls_key, tls_cert = ca.issue_tls(role, party_id)
@@ -87,8 +89,12 @@ def provision_party(
         sealing.save(directory / "sealing.key", overwrite=overwrite)
         sealing_raw = sealing.public_raw
     binding = issue_binding(
-        ca, party_id=party_id, role=role, signing_public_raw=signing.public_raw,
-        sealing_public_raw=sealing_raw, provider=provider,
+        ca,
+        party_id=party_id,
+        role=role,
+        signing_public_raw=signing.public_raw,
+        sealing_public_raw=sealing_raw,
+        provider=provider,
     )
     write_public_file(directory / "binding.pb", binding.SerializeToString(deterministic=True))
     write_public_file(directory / "ca.crt", ca.cert_pem)

@@ -37,18 +37,18 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keys.files import read_private_file, write_private_file
-from keys.signing import key_id_of
 from xinrong.errors import KeyFileError, SignatureError
+from xinrong.keys.files import read_private_file, write_private_file
+from xinrong.keys.signing import key_id_of
 from xinrong.v1 import common_pb2
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -57,9 +57,7 @@ _SESSION_KEY_BYTES = 32
 
 
 def _info(content_type: str, recipient_id: str, context: str) -> bytes:
-    return b"\x00".join(
-        [b"xinrong.v1.SealedBox", content_type.encode(), recipient_id.encode(), context.encode()]
-    )
+    return b"\x00".join([b"xinrong.v1.SealedBox", content_type.encode(), recipient_id.encode(), context.encode()])
 
 
 def _wrap_info(content_type: str, recipient_id: str) -> bytes:
@@ -73,7 +71,7 @@ def _session_aad(content_type: str, recipient_id: str, context: str, wrapped_key
 class SealingKey:
     """An X25519 private key that opens boxes sealed to its party."""
 
-    __slots__ = ("_key", "public_raw", "key_id", "_sessions", "_sessions_lock")
+    __slots__ = ("_key", "_sessions", "_sessions_lock", "key_id", "public_raw")
 
     #: Unwrapped session keys kept per recipient key: one per sender and
     #: content type in use, so a bank talking to every provider needs a few.
@@ -83,9 +81,7 @@ class SealingKey:
         self._key = key
         self._sessions: OrderedDict[tuple[bytes, str, str], AESGCM] = OrderedDict()
         self._sessions_lock = threading.Lock()
-        self.public_raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self.public_raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.key_id = key_id_of(self.public_raw)
 
     @classmethod

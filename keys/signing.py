@@ -24,8 +24,8 @@ import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keys.files import read_private_file, write_private_file
 from xinrong.errors import KeyFileError, SignatureError
+from xinrong.keys.files import read_private_file, write_private_file
 
 
 def key_id_of(public_raw: bytes) -> str:
@@ -42,7 +42,7 @@ def _framed(context: str, message: bytes) -> bytes:
 class VerifyKey:
     """An Ed25519 public key that checks domain-separated signatures."""
 
-    __slots__ = ("_key", "raw", "key_id")
+    __slots__ = ("_key", "key_id", "raw")
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != 32:
@@ -73,8 +73,9 @@ class SigningKey:
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key  # for save(): the PEM file format stays cryptography's
-        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                 serialization.NoEncryption())
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
         self._signer = nacl.signing.SigningKey(seed)
         raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         if bytes(self._signer.verify_key) != raw:

@@ -5,7 +5,7 @@ a *guest* file ``id,y,x...`` held by the bank and one or more *host* files
 ``id,x...`` held by providers; the same ``id`` names the same row. Empty
 cells, ``NA``/``NaN``/``null`` are missing values (NaN), which each party's
 own preprocessing imputes. Nothing here joins parties' data: alignment is
-the PSI's job (``modeling.psi``); ``align_by_id_for_tests`` exists only for
+the PSI's job (``xinrong.modeling.psi``); ``align_by_id_for_tests`` exists only for
 tests that are not about alignment.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -155,7 +155,7 @@ def stratified_split(y: npt.ArrayLike, test_fraction: float = 0.3, seed: int = 0
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         rng.shuffle(idx)
-        n_test = int(round(test_fraction * idx.size))
+        n_test = round(test_fraction * idx.size)
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)).astype(np.int64), np.sort(np.concatenate(test)).astype(np.int64)
@@ -164,7 +164,7 @@ def stratified_split(y: npt.ArrayLike, test_fraction: float = 0.3, seed: int = 0
 def align_by_id_for_tests(bank: PartyTable, providers: Sequence[PartyTable]) -> tuple[IntArray, list[IntArray]]:
     """TEST-ONLY alignment by plain ids (no privacy): rows common to all, in the bank's order.
 
-    Production and the benchmark align with ``modeling.psi``; this exists
+    Production and the benchmark align with ``xinrong.modeling.psi``; this exists
     for unit tests of the learning protocol that are not about alignment.
     """
     common = set(bank.ids)

@@ -24,7 +24,7 @@ def _check(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[npt.NDArray[np
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinity")
     labels = set(np.unique(y).tolist())
-    if not labels <= {0, 1, 0.0, 1.0, True, False}:
+    if not labels <= {0, 1}:
         raise ValueError("labels must be 0/1")
     pos = y.astype(bool)
     if pos.all() or not pos.any():

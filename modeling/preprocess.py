@@ -9,7 +9,7 @@ Why it matters for the protocol, not just for accuracy: the sigmoid is
 replaced by a polynomial that is only valid on a bounded logit interval, and
 a party's partial logit is bounded by ``clip * ||w_i||_1``. Standardizing and
 clipping (default +-3) keeps raw, unscaled inputs with gaps and outliers from
-producing logits outside that interval, so the guard in ``modeling.vlr``
+producing logits outside that interval, so the guard in ``xinrong.modeling.vlr``
 rarely has to act.
 
 Missing values (NaN) are filled with the training mean or median of the
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt

@@ -69,7 +69,7 @@ request, blinded once and reused for every provider) + ``K * (n_b + n_p)``
 chunks blinded in worker processes (``spawn``: the parties may run gRPC
 threads, which ``fork`` would not copy safely); a party starts its own pool
 for calls of ``PARALLEL_MIN`` points or more, or uses a caller-owned
-``executor`` shared by several parties in one process (``modeling.local``).
+``executor`` shared by several parties in one process (``xinrong.tools.federation``).
 A provider may blind its own ids (``ProviderPsi.prepare``) before the bank's
 request arrives: they do not depend on it.
 """
@@ -83,9 +83,10 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Self, Sequence
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt

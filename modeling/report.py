@@ -15,7 +15,7 @@ Who writes what, and why it is split this way:
 * **Plots** are drawn with matplotlib's Agg canvas directly (no pyplot, no
   global backend switch), so reports render in servers and CI alike.
 
-AUC and KS come from ``modeling.metrics`` (tie-aware, sklearn-free); tests
+AUC and KS come from ``xinrong.modeling.metrics`` (tie-aware, sklearn-free); tests
 check them against scikit-learn. Every file is written atomically (temp file
 then rename): a crashed report never leaves a half-written file behind.
 """
@@ -28,17 +28,18 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from modeling import metrics
-from modeling.he.base import HEPublic
+from xinrong.modeling import metrics
+from xinrong.modeling.he.base import HEPublic
 
 CARD_VERSION = 1
 
@@ -145,8 +146,13 @@ def plot_ks(
     ax.plot(chart.population, chart.cum_neg, lw=1.8, label=negative_label)
     i = int(np.argmax(chart.cum_pos - chart.cum_neg))
     ax.vlines(chart.ks_at, chart.cum_neg[i], chart.cum_pos[i], colors="black", linestyles="--", lw=1.0)
-    ax.annotate(f"KS {chart.ks:.4f}", (chart.ks_at, (chart.cum_pos[i] + chart.cum_neg[i]) / 2), xytext=(6, 0),
-                textcoords="offset points", va="center")
+    ax.annotate(
+        f"KS {chart.ks:.4f}",
+        (chart.ks_at, (chart.cum_pos[i] + chart.cum_neg[i]) / 2),
+        xytext=(6, 0),
+        textcoords="offset points",
+        va="center",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.005)
     ax.set_xlabel("share of population (riskiest first)")
@@ -218,7 +224,7 @@ class ModelCard:
     data: Mapping[str, Any]
     limitations: tuple[str, ...] = DEFAULT_LIMITATIONS
     version: str = field(default_factory=_software_version)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     title: str = "Joint credit model (vertical federated logistic regression)"
 
     def __post_init__(self) -> None:
@@ -273,7 +279,9 @@ class ModelCard:
                 ref_text = f"{ref:.4f}" if ref is not None else "n/a"
                 diff = f"{m[name] - ref:+.4f}" if ref is not None else "n/a"
                 lines.append(f"| {name.upper()} | {m[name]:.4f} | {ref_text} | {diff} |")
-        others = {k: v for k, v in m.items() if k not in {"auc", "ks", "auc_sklearn", "ks_sklearn", "delta_auc", "delta_ks"}}
+        others = {
+            k: v for k, v in m.items() if k not in {"auc", "ks", "auc_sklearn", "ks_sklearn", "delta_auc", "delta_ks"}
+        }
         for key, value in others.items():
             lines.append(f"| {key} | {value:.6g} | | |")
         lines += ["", "## Parties and features", "", "| party | role | features |", "|---|---|---|"]
@@ -330,7 +338,7 @@ class WeightsReport:
     features: tuple[str, ...]
     weights: tuple[float, ...]
     intercept: float | None = None  # the bank's, when it holds the intercept
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.weights):
@@ -393,6 +401,8 @@ def write_weights_report(
         intercept=None if intercept is None else float(intercept),
     )
     directory = Path(directory)
-    json_path = _atomic_write(directory / "weights_report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    json_path = _atomic_write(
+        directory / "weights_report.json", (json.dumps(report.to_dict(), indent=2) + "\n").encode()
+    )
     md_path = _atomic_write(directory / "weights_report.md", report.to_markdown().encode())
     return json_path, md_path

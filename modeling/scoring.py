@@ -49,19 +49,19 @@ o = (1 - p) / p, ``score = offset + factor * ln(o)``, ``factor = PDO / ln 2``,
 
 from __future__ import annotations
 
-import hashlib
-
 import argparse
+import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from modeling.he import base
-from modeling.he.base import FloatArray, HEPublic, HESecret
+from xinrong.modeling.he import base
+from xinrong.modeling.he.base import FloatArray, HEPublic, HESecret
 
 SCORING_VERSION = 1
 KIND_PARTIAL = "partial"
@@ -163,7 +163,7 @@ def bank_keygen(scheme: str = "ckks", **params: Any) -> HESecret:
 
 def bank_public_bytes(secret: HESecret) -> bytes:
     """What the bank publishes: the public context, without relinearization keys for CKKS."""
-    from modeling.he.ckks import CKKSSecret
+    from xinrong.modeling.he.ckks import CKKSSecret
 
     if isinstance(secret, CKKSSecret):
         return secret.public_bytes(with_relin_keys=False)
@@ -319,7 +319,7 @@ def bank_score(
         raise ValueError("decrypted logits are out of range: wrong key, batch or model")
     probability = np.exp(-np.logaddexp(0.0, -logit))  # sigmoid, stable for large |z|
     score = card.score_from_logit(logit)
-    points = tuple(int(round(s)) for s in score)
+    points = tuple(round(s) for s in score)
     grades = tuple(card.grade(float(s)) for s in score)
     return ScoreBatch(
         request_id=request_id,
@@ -400,7 +400,9 @@ def measure_batch(
         "bytes_per_provider_payload": len(payloads[0]),
         "bytes_aggregate": len(summed),
         "max_abs_logit_error": float(np.max(np.abs(batch.logit - truth))),
-        "max_abs_points_error": int(np.max(np.abs(np.array(batch.points) - np.round(Scorecard().score_from_logit(truth))))),
+        "max_abs_points_error": int(
+            np.max(np.abs(np.array(batch.points) - np.round(Scorecard().score_from_logit(truth))))
+        ),
     }
 
 

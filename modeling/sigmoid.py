@@ -17,7 +17,7 @@ minus scikit-learn's at the same L2):
    (negative leading coefficient): far out, ``s(z) - y`` pushes large logits
    *further out*, so on nearly separable data (``breast``) they diverge
    unless logits are kept inside. Degrees 5 and 9 are *coercive* (positive
-   leading coefficient) and pull them back. ``modeling.vlr``'s guard keeps
+   leading coefficient) and pull them back. ``xinrong.modeling.vlr``'s guard keeps
    every logit inside the fitted interval whatever the degree.
 3. **Accuracy where logits live, bounded error elsewhere.** Logits
    concentrate within a few units of 0, so the fit is least squares on
@@ -71,7 +71,9 @@ _MAX_DEGREE = 9
 def sigmoid(z: npt.ArrayLike) -> FloatArray:
     """The exact logistic function, numerically stable for large |z|."""
     x = np.asarray(z, dtype=np.float64)
-    out: FloatArray = np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    out: FloatArray = np.where(
+        x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x)))
+    )
     return out
 
 
@@ -241,7 +243,7 @@ def fit(
     z = np.linspace(-radius, radius, _GRID)
     t = z / radius
     # Centred on 0 the best fit is odd around 1/2; off-centre it needs every power.
-    odd = list(range(1, degree + 1, 2)) if center == 0.0 else list(range(0, degree + 1))
+    odd = list(range(1, degree + 1, 2)) if center == 0.0 else list(range(degree + 1))
     # Weighted fit for accuracy where logits live, then the smallest uniform "floor"
     # weight that keeps |s(z) - sigmoid(z)| within ``error_cap`` times the uniform
     # least-squares fit's worst error over the whole interval: the residual keeps
@@ -272,7 +274,7 @@ def fit(
         loss_mode = "square" if cap == 1 else "poly"
     else:
         even = cap - (cap % 2)
-        loss = _lstsq(t, softplus(z) / radius, base + 1e-3, list(range(0, even + 1)), even + 1)
+        loss = _lstsq(t, softplus(z) / radius, base + 1e-3, list(range(even + 1)), even + 1)
         loss_mode = "poly"
     return Approximant(
         degree=degree,

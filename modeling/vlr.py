@@ -12,12 +12,12 @@ Parties and what each holds
 Topology is hub and spoke, as on the wire: the bank calls the node, the node
 calls providers (``ProviderLink``), and every exchange runs bank -> node ->
 providers -> node -> bank. Every method here takes and returns frozen
-dataclasses of bytes and numbers (``modeling.vlr_wire`` encodes them), so
+dataclasses of bytes and numbers (``xinrong.modeling.vlr_wire`` encodes them), so
 the gRPC layer calls the same methods from separate processes.
 
 Sealing. Providers' encrypted partial logits go to the bank, and the bank's
 encrypted residual to each provider, *sealed end to end* (HPKE,
-``keys.sealing``): they are encrypted under the node's HE key, so the node
+``xinrong.keys.sealing``): they are encrypted under the node's HE key, so the node
 must not see them. The transport seals (``SEALED_*`` content types and
 ``seal_context`` below); the node only ever handles the sealed bytes.
 
@@ -25,13 +25,13 @@ One mini-batch
 --------------
 All parties derive the same batches from the job seed (``batch_rows``); no
 row list travels per batch, and a bank cannot pick adaptive batches.
-Encrypted values are in normalized units ``t = z / R`` (``modeling.sigmoid``).
+Encrypted values are in normalized units ``t = z / R`` (``xinrong.modeling.sigmoid``).
 
 1. *Bound (the logit guard).* Each party computes its partial logit at the
    Nesterov look-ahead weights, ``tau_i = X_i w_i / R`` (R = the base
    ``sigmoid_radius``; the bank adds its intercept), and sends the node an
    integer code of an upper bound on ``max |tau_i|`` over the batch
-   (quarter-octave resolution, ``modeling.sigmoid.bound_code``). The sum S of
+   (quarter-octave resolution, ``xinrong.modeling.sigmoid.bound_code``). The sum S of
    the bounds bounds every logit of the batch: ``|z| <= S * R``. The node
    picks the smallest *level* k with ``S <= 2**(k/4)`` and the whole batch
    uses the sigmoid fitted on ``[-R_k, R_k]``, ``R_k = R * 2**(k/4)``: a
@@ -121,17 +121,19 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from modeling.he.base import HEPublic, HESecret, load_public
-from modeling.preprocess import ColumnTransform, Impute, fit_transform
-from modeling.sigmoid import (
+from xinrong.errors import Reason, XinrongError
+from xinrong.modeling.he.base import HEPublic, HESecret, load_public
+from xinrong.modeling.preprocess import ColumnTransform, Impute, fit_transform
+from xinrong.modeling.sigmoid import (
     BOUND_STEPS_PER_OCTAVE,
     MIN_BOUND_CODE,
     Approximant,
@@ -140,7 +142,7 @@ from modeling.sigmoid import (
     for_backend,
     shrink_factor,
 )
-from modeling.vlr_state import (
+from xinrong.modeling.vlr_state import (
     ModelShare,
     check_id,
     checkpoint_epochs,
@@ -149,7 +151,6 @@ from modeling.vlr_state import (
     prune_checkpoints,
     save_checkpoint,
 )
-from xinrong.errors import Reason, XinrongError
 
 log = logging.getLogger(__name__)
 
@@ -845,7 +846,9 @@ class ProviderParty(_PartyCore):
         width = self.x.shape[1]
         self.opt = _Optimizer(width, np.ones(width))
         self.pos = _Position()
-        log.info("provider %s: job %s set up, %d training rows, %d columns", self.party_id, config.job_id, rows.size, width)
+        log.info(
+            "provider %s: job %s set up, %d training rows, %d columns", self.party_id, config.job_id, rows.size, width
+        )
         return SetupAck(job_id=config.job_id, party_id=self.party_id, feature_names=self.transform.output_names())
 
     def bound(self, msg: BoundRequest) -> BoundReport:
@@ -885,7 +888,7 @@ class ProviderParty(_PartyCore):
         payload, self._mask = he.masked_column_sums(d, self.x[rows])
         square = b""
         if msg.prefix:
-            from modeling.vlr_wire import encode
+            from xinrong.modeling.vlr_wire import encode
 
             if self._tau is None:
                 raise ProtocolViolation("no partial logits for this batch")
@@ -1053,7 +1056,13 @@ class BankParty(_PartyCore):
         if rows.size != self.n_train:
             raise ValueError("train rows must match the bank's training rows")
         return JobStart(
-            cfg.job_id, cfg.to_json(), self.party_id, self.feature_names, self.provider_ids, int(n_rows), _rows_bytes(rows)
+            cfg.job_id,
+            cfg.to_json(),
+            self.party_id,
+            self.feature_names,
+            self.provider_ids,
+            int(n_rows),
+            _rows_bytes(rows),
         )
 
     def started(self, msg: JobStarted) -> None:
@@ -1154,7 +1163,9 @@ class BankParty(_PartyCore):
                     prefix_ct = he.encrypt(prefix_plain)
                 prefix = he.serialize(he.rerandomize(prefix_ct))
                 prefix_ct = he.add(prefix_ct, cts[j])
-            residuals.append(Residual(reply.job_id, reply.epoch, reply.batch, pid, he.serialize(he.rerandomize(d)), prefix))
+            residuals.append(
+                Residual(reply.job_id, reply.epoch, reply.batch, pid, he.serialize(he.rerandomize(d)), prefix)
+            )
         gradient_payload, grad_mask = he.masked_column_sums(d, self.x[rows])
         loss_payload = b""
         loss_mask: Any = None
@@ -1251,7 +1262,9 @@ class BankParty(_PartyCore):
         self._epoch_loss_sum, self._epoch_loss_rows = 0.0, 0
         stop = epoch >= cfg.epochs
         if loss is not None and cfg.patience:
-            if self._best_loss - loss > cfg.tol * max(abs(self._best_loss) if math.isfinite(self._best_loss) else 1.0, 1e-12):
+            if self._best_loss - loss > cfg.tol * max(
+                abs(self._best_loss) if math.isfinite(self._best_loss) else 1.0, 1e-12
+            ):
                 self._best_loss, self._bad_epochs = loss, 0
             else:
                 self._bad_epochs += 1
@@ -1491,7 +1504,9 @@ class NodeCoordinator:
 
         def setup(link: ProviderLink) -> SetupAck:
             return link.setup(
-                JobSetup(msg.job_id, config_json, link.provider_id, msg.n_rows, msg.train_rows, scheme, public_providers)
+                JobSetup(
+                    msg.job_id, config_json, link.provider_id, msg.n_rows, msg.train_rows, scheme, public_providers
+                )
             )
 
         for pid, ack in zip(self.provider_ids, self._map(setup)):
@@ -1563,9 +1578,7 @@ class NodeCoordinator:
         squares = self._map(provider_step)
         if any(squares) and not all(squares):
             raise ProtocolViolation("square terms from some providers only")
-        return BackwardReply(
-            msg.job_id, msg.epoch, msg.batch, bank_sums, masked_loss, tuple(s for s in squares if s)
-        )
+        return BackwardReply(msg.job_id, msg.epoch, msg.batch, bank_sums, masked_loss, tuple(s for s in squares if s))
 
     def _decrypt_total(self, batch: _NodeBatch, payload: bytes) -> float:
         with self._key_lock:
@@ -1605,7 +1618,7 @@ class NodeCoordinator:
             "scheme": self.secret.scheme,
             "he_key_id": self.secret.key_id(),
             "config": dataclasses.asdict(cfg),
-            "parties": {self.bank_id: "bank", **{p: "provider" for p in self.provider_ids}},
+            "parties": {self.bank_id: "bank", **dict.fromkeys(self.provider_ids, "provider")},
             "feature_names": {p: list(names) for p, names in self.feature_names.items()},
             "share_sha256": {a.party_id: a.share_sha256 for a in acks},
             "epochs": msg.epochs,

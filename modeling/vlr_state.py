@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modeling.preprocess import ColumnTransform
+from xinrong.modeling.preprocess import ColumnTransform
 
 FloatArray = npt.NDArray[np.float64]
 SHARE_FORMAT = "xinrong.vlr.model_share/1"

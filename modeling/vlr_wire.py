@@ -1,9 +1,9 @@
 """Explicit, pickle-free encoding of the protocol's messages.
 
-Every message of ``modeling.vlr`` is a frozen dataclass whose fields are
+Every message of ``xinrong.modeling.vlr`` is a frozen dataclass whose fields are
 numbers, strings, booleans, bytes, or tuples of those. ``encode`` writes a
 JSON header (everything but bytes; ``allow_nan=False``) followed by the byte
-fields as length-prefixed blobs (``modeling.he.base.pack_blobs``), and
+fields as length-prefixed blobs (``xinrong.modeling.he.base.pack_blobs``), and
 ``decode`` checks every field's type on the way back. The gRPC layer can
 carry these bytes as-is or map the same fields onto protobuf messages; the
 in-process driver round-trips every message through them, so what is tested
@@ -19,15 +19,15 @@ import math
 import types
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from modeling.he.base import pack_blobs, unpack_blobs
 from xinrong.errors import ValidationError
+from xinrong.modeling.he.base import pack_blobs, unpack_blobs
 
 T = TypeVar("T")
 _MAGIC = b"XRVLR1"
 _MAX_HEADER = 1 << 20
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
@@ -153,4 +153,4 @@ def decode_for_job(cls: type[T], data: bytes, job_id: str) -> T:
     return msg
 
 
-__all__ = ["encode", "decode", "decode_for_job"]
+__all__ = ["decode", "decode_for_job", "encode"]

@@ -35,12 +35,13 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from json.encoder import encode_basestring_ascii as _str  # what json's encoder applies to str
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
-from node.db import Transaction
 from xinrong.jsontext import string_array
+from xinrong.node.db import Transaction
 
 CHAIN_CONTEXT = b"xinrong.audit.chain.v1\x00"
 GENESIS = bytes(32)
@@ -144,19 +145,32 @@ def canonical_leaf(seq: int, ts_ms: int, event: AuditEvent) -> bytes:
     request on the node's loop: 1 us instead of 8.
     """
     return (
-        '{"caller_id":' + _str(event.caller_id)
-        + ',"caller_role":' + _str(event.caller_role)
-        + ',"claims_sha256":' + _str(event.claims_sha256)
-        + ',"consent_id":' + _str(event.consent_id)
-        + ',"decision":' + _str(event.decision.value)
-        + ',"enterprise":' + _str(event.enterprise)
-        + ',"fields":' + string_array(event.fields)
-        + ',"method":' + _str(event.method)
-        + ',"providers":' + string_array(event.providers)
-        + ',"reason":' + _str(event.reason)
-        + ',"request_id":' + _str(event.request_id)
-        + ',"seq":' + str(int(seq))
-        + ',"ts_ms":' + str(int(ts_ms))
+        '{"caller_id":'
+        + _str(event.caller_id)
+        + ',"caller_role":'
+        + _str(event.caller_role)
+        + ',"claims_sha256":'
+        + _str(event.claims_sha256)
+        + ',"consent_id":'
+        + _str(event.consent_id)
+        + ',"decision":'
+        + _str(event.decision.value)
+        + ',"enterprise":'
+        + _str(event.enterprise)
+        + ',"fields":'
+        + string_array(event.fields)
+        + ',"method":'
+        + _str(event.method)
+        + ',"providers":'
+        + string_array(event.providers)
+        + ',"reason":'
+        + _str(event.reason)
+        + ',"request_id":'
+        + _str(event.request_id)
+        + ',"seq":'
+        + str(int(seq))
+        + ',"ts_ms":'
+        + str(int(ts_ms))
         + ',"v":1}'
     ).encode("ascii")
 
@@ -196,8 +210,23 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def _row_to_entry(row: Sequence[Any]) -> AuditEntry:
-    (seq, ts_ms, role, caller, method, request_id, enterprise, consent_id, providers, fields, digest, decision,
-     reason, prev_hash, entry_hash) = row
+    (
+        seq,
+        ts_ms,
+        role,
+        caller,
+        method,
+        request_id,
+        enterprise,
+        consent_id,
+        providers,
+        fields,
+        digest,
+        decision,
+        reason,
+        prev_hash,
+        entry_hash,
+    ) = row
     event = AuditEvent(
         caller_role=role,
         caller_id=caller,
@@ -211,7 +240,9 @@ def _row_to_entry(row: Sequence[Any]) -> AuditEntry:
         fields=_split(fields),
         claims_sha256=digest,
     )
-    return AuditEntry(seq=int(seq), ts_ms=int(ts_ms), event=event, prev_hash=bytes(prev_hash), entry_hash=bytes(entry_hash))
+    return AuditEntry(
+        seq=int(seq), ts_ms=int(ts_ms), event=event, prev_hash=bytes(prev_hash), entry_hash=bytes(entry_hash)
+    )
 
 
 class HashChainAuditLog:
@@ -245,9 +276,23 @@ class HashChainAuditLog:
         digest = chain_hash(prev, leaf)
         tx.execute(
             f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (seq, ts_ms, event.caller_role, event.caller_id, event.method, event.request_id, event.enterprise,
-             event.consent_id, string_array(event.providers), string_array(event.fields), event.claims_sha256,
-             event.decision.value, event.reason, prev, digest),
+            (
+                seq,
+                ts_ms,
+                event.caller_role,
+                event.caller_id,
+                event.method,
+                event.request_id,
+                event.enterprise,
+                event.consent_id,
+                string_array(event.providers),
+                string_array(event.fields),
+                event.claims_sha256,
+                event.decision.value,
+                event.reason,
+                prev,
+                digest,
+            ),
         )
         entry = AuditEntry(seq=seq, ts_ms=ts_ms, event=event, prev_hash=prev, entry_hash=digest)
         pending = self._pending(tx)
@@ -306,13 +351,13 @@ def tail(conn: sqlite3.Connection, n: int) -> list[AuditEntry]:
 
 
 __all__ = [
+    "SCHEMA",
     "AuditEntry",
     "AuditEvent",
     "AuditLog",
     "ChainReport",
     "Decision",
     "HashChainAuditLog",
-    "SCHEMA",
     "claims_digest",
     "tail",
     "verify_chain",

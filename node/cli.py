@@ -22,11 +22,11 @@ import tempfile
 from contextlib import closing
 from pathlib import Path
 
-from node.audit import tail, verify_chain
-from node.config import ConfigError, load_config
-from node.db import open_readonly
-from xinrong.heap import settle_after_start
 from xinrong.errors import XinrongError
+from xinrong.heap import settle_after_start
+from xinrong.node.audit import tail, verify_chain
+from xinrong.node.config import ConfigError, load_config
+from xinrong.node.db import open_readonly
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _write_port_file(path: Path, port: int) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from node.server import start_node  # grpc start-up only for this verb
+    from xinrong.node.server import start_node  # grpc start-up only for this verb
 
     try:
         config = load_config(args.config)
@@ -99,7 +99,7 @@ def _consents_list(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"xinrong node consents list: {exc}", file=sys.stderr)
         return 2
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
+    now = dt.datetime.now(dt.UTC).timestamp()
     with closing(conn):
         pushes: dict[str, list[str]] = {}
         for cid, provider, acked in conn.execute("SELECT consent_id, provider, acked_ms FROM revocation_pushes"):
@@ -118,16 +118,21 @@ def _consents_list(args: argparse.Namespace) -> int:
             shown = state
             if state != common_pb2.CONSENT_STATE_REVOKED and now >= consent.valid_until:
                 shown = common_pb2.CONSENT_STATE_EXPIRED
-            print(json.dumps({
-                "consent_id": cid,
-                "enterprise": enterprise,
-                "grantee": grantee,
-                "state": common_pb2.ConsentState.Name(shown).removeprefix("CONSENT_STATE_"),
-                "uses": uses,
-                "max_uses": consent.max_uses,
-                "valid_until": dt.datetime.fromtimestamp(consent.valid_until, dt.timezone.utc).isoformat(),
-                "pending_revocation_pushes": sorted(pushes.get(cid, [])),
-            }, sort_keys=True))
+            print(
+                json.dumps(
+                    {
+                        "consent_id": cid,
+                        "enterprise": enterprise,
+                        "grantee": grantee,
+                        "state": common_pb2.ConsentState.Name(shown).removeprefix("CONSENT_STATE_"),
+                        "uses": uses,
+                        "max_uses": consent.max_uses,
+                        "valid_until": dt.datetime.fromtimestamp(consent.valid_until, dt.UTC).isoformat(),
+                        "pending_revocation_pushes": sorted(pushes.get(cid, [])),
+                    },
+                    sort_keys=True,
+                )
+            )
     return 0
 
 
@@ -158,6 +163,6 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     list_p.add_argument("--config", required=True)
     list_p.set_defaults(func=_consents_list)
 
-    from node.modeling_cli import register_cli as register_models
+    from xinrong.node.modeling_cli import register_cli as register_models
 
     register_models(sub)

@@ -1,7 +1,7 @@
 """Node configuration: one TOML file, loaded into frozen dataclasses and
 validated before anything starts.
 
-Secrets are paths (the node's credentials directory, see ``keys.layout``),
+Secrets are paths (the node's credentials directory, see ``xinrong.keys.layout``),
 never key material. Relative paths resolve against the config file's
 directory, so a config and its keys can move together. Unknown keys are
 errors: a misspelt ``enterprise_daily_budgte`` must not silently fall back
@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from keys.ca import check_party_id
 from xinrong.catalog import Catalog, default_catalog, load_catalog
 from xinrong.errors import ValidationError
+from xinrong.keys.ca import check_party_id
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
@@ -210,7 +211,9 @@ def parse_config(doc: dict[str, Any], base: Path, *, source: Path | None = None)
             _str(_require(entry, "address", where), f"{where}.address"), f"{where}.address", allow_port_zero=False
         )
         providers.append(
-            ProviderEndpoint(name=name, address=address, binding=_path(_require(entry, "binding", where), base, f"{where}.binding"))
+            ProviderEndpoint(
+                name=name, address=address, binding=_path(_require(entry, "binding", where), base, f"{where}.binding")
+            )
         )
     _unique((p.name for p in providers), "[[providers]] name")
 
@@ -241,10 +244,16 @@ def parse_config(doc: dict[str, Any], base: Path, *, source: Path | None = None)
         providers=tuple(providers),
         institutions=tuple(institutions),
         catalog_path=catalog_path,
-        max_clock_skew_seconds=_int(node.get("max_clock_skew_seconds", 300), "[node].max_clock_skew_seconds", minimum=1),
-        agent_timeout_seconds=_float(node.get("agent_timeout_seconds", 5.0), "[node].agent_timeout_seconds", minimum=0.05),
+        max_clock_skew_seconds=_int(
+            node.get("max_clock_skew_seconds", 300), "[node].max_clock_skew_seconds", minimum=1
+        ),
+        agent_timeout_seconds=_float(
+            node.get("agent_timeout_seconds", 5.0), "[node].agent_timeout_seconds", minimum=0.05
+        ),
         max_claims_per_request=_int(node.get("max_claims_per_request", 32), "[node].max_claims_per_request", minimum=1),
-        enterprise_daily_budget=_int(node.get("enterprise_daily_budget", 200), "[node].enterprise_daily_budget", minimum=1),
+        enterprise_daily_budget=_int(
+            node.get("enterprise_daily_budget", 200), "[node].enterprise_daily_budget", minimum=1
+        ),
         revocation_retry_seconds=_float(
             node.get("revocation_retry_seconds", 30.0), "[node].revocation_retry_seconds", minimum=0.05
         ),
@@ -322,8 +331,13 @@ def render_config(
             raise ConfigError(f"unknown [node] option {key!r}")
         lines.append(f"{key} = {_toml_value(value)}")
     for name, address, binding in providers:
-        lines += ["", "[[providers]]", f"name = {_toml_value(name)}", f"address = {_toml_value(address)}",
-                  f"binding = {_toml_value(binding)}"]
+        lines += [
+            "",
+            "[[providers]]",
+            f"name = {_toml_value(name)}",
+            f"address = {_toml_value(address)}",
+            f"binding = {_toml_value(binding)}",
+        ]
     for ident, binding in institutions:
         lines += ["", "[[institutions]]", f"id = {_toml_value(ident)}", f"binding = {_toml_value(binding)}"]
     return "\n".join(lines) + "\n"

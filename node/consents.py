@@ -23,15 +23,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from keys.binding import VerifiedBinding
-from node.db import Database, Transaction
-from node.limits import utc_day
-from node.registry import PartyRegistry
 from xinrong.consent import VerifiedConsent, verify_signed_consent
-from keys.ca import CaVerifier
+from xinrong.keys.binding import VerifiedBinding
+from xinrong.keys.ca import CaVerifier
+from xinrong.node.db import Database, Transaction
+from xinrong.node.limits import utc_day
+from xinrong.node.registry import PartyRegistry
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,9 @@ class ConsentRegistry:
             "SELECT consent_id, provider, acked_ms, attempts, last_reason, next_attempt_ms FROM revocation_pushes"
         ):
             pushes.setdefault(str(cid), {})[str(provider)] = PushState(
-                acked_ms=None if acked is None else int(acked), attempts=int(attempts), last_reason=str(reason),
+                acked_ms=None if acked is None else int(acked),
+                attempts=int(attempts),
+                last_reason=str(reason),
                 next_attempt_ms=int(next_ms),
             )
         records: dict[str, ConsentRecord] = {}
@@ -232,11 +234,23 @@ class ConsentRegistry:
         tx.execute(
             "INSERT INTO consents (consent_id, enterprise, grantee, signed, digest, state, registered_ms) "
             "VALUES (?,?,?,?,?,?,?)",
-            (verified.consent_id, verified.enterprise, verified.consent.grantee_id,
-             verified.signed.SerializeToString(deterministic=True), verified.digest, ACTIVE, now_ms),
+            (
+                verified.consent_id,
+                verified.enterprise,
+                verified.consent.grantee_id,
+                verified.signed.SerializeToString(deterministic=True),
+                verified.digest,
+                ACTIVE,
+                now_ms,
+            ),
         )
         record = ConsentRecord(
-            verified=verified, enterprise_binding=binding, state=ACTIVE, uses=0, day=utc_day(now), uses_today=0,
+            verified=verified,
+            enterprise_binding=binding,
+            state=ACTIVE,
+            uses=0,
+            day=utc_day(now),
+            uses_today=0,
             registered_ms=now_ms,
         )
 
@@ -276,8 +290,13 @@ class ConsentRegistry:
         now_ms = int(now * 1000)
         tx.execute(
             "UPDATE consents SET state = ?, revoked_ms = ?, revocation = ?, revocation_binding = ? WHERE consent_id = ?",
-            (REVOKED, now_ms, revocation.SerializeToString(deterministic=True),
-             binding.SerializeToString(deterministic=True), record.consent_id),
+            (
+                REVOKED,
+                now_ms,
+                revocation.SerializeToString(deterministic=True),
+                binding.SerializeToString(deterministic=True),
+                record.consent_id,
+            ),
         )
         names = sorted(set(providers))
         for provider in names:
@@ -351,9 +370,9 @@ __all__ = [
     "EXPIRED",
     "PAUSED",
     "REVOKED",
+    "SCHEMA",
     "ConsentConflict",
     "ConsentRecord",
     "ConsentRegistry",
     "PushState",
-    "SCHEMA",
 ]

@@ -12,7 +12,7 @@ one long-running write transaction and, after letting go of the lock, has
 node: the first caller commits for everyone queued behind it. A refusal
 waits itself (``wait_durable_async``); an admitted request is covered by the
 agent stream, which commits once right before writing each batch
-(``node.routing``). Nothing a request decided leaves the node (no fan-out,
+(``xinrong.node.routing``). Nothing a request decided leaves the node (no fan-out,
 no answer) before that COMMIT. Callbacks of such a unit run at
 once, under the lock, so the next request's checks see its effect; if a
 COMMIT then fails (disk full, I/O error) memory is ahead of disk, so the
@@ -32,9 +32,10 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ SCHEMA_VERSION = 1
 class Transaction:
     """A write transaction in progress; the cursor runs statements inside it."""
 
-    __slots__ = ("cursor", "scratch", "_callbacks", "token")
+    __slots__ = ("_callbacks", "cursor", "scratch", "token")
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self.cursor = cursor
@@ -149,10 +150,8 @@ class Database:
                 # Units whose callbacks already ran are lost from disk: stop.
                 self._failed = exc
                 log.critical("node database COMMIT failed; refusing all further work: %s", exc)
-                try:
+                with suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 self._open = False
                 with self._commit_cv:
                     self._commit_cv.notify_all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from node.db import Database, Transaction
+from xinrong.node.db import Database, Transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replay_ids (

@@ -1,6 +1,6 @@
 """The node's modeling hub: a registry of joint-modeling jobs, each a ``NodeCoordinator``.
 
-What the node does for a job (``modeling.vlr`` has the protocol; this is the
+What the node does for a job (``xinrong.modeling.vlr`` has the protocol; this is the
 transport and the bookkeeping around it):
 
 * **Create.** Only a registered institution may create a job, and only it
@@ -31,7 +31,7 @@ transport and the bookkeeping around it):
   ``fail_interrupted`` marks such jobs FAILED with that explanation.
 * **Scoring.** Providers encrypt partial scores under the *bank's* key
   (signed by the bank, checked by each provider); the node only adds
-  ciphertexts (``modeling.scoring.aggregate``). Scoring enterprises needs
+  ciphertexts (``xinrong.modeling.scoring.aggregate``). Scoring enterprises needs
   each enterprise's consent to the bank for ``credit_scoring``: the node
   checks it as Verify does (uniform denial, grantee, state, validity,
   scope, uses, budgets), counts a use, and reports per enterprise why a
@@ -49,20 +49,23 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
-from keys.binding import VerifiedBinding
-from modeling import scoring
-from modeling.he.base import SCHEMES, HESecret, keygen, load_public
-from modeling.local import provider_public_bytes
-from modeling.vlr import (
+from xinrong import uscc as uscc_mod
+from xinrong.consent import check_consent_use
+from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.keys.binding import VerifiedBinding
+from xinrong.modeling import scoring
+from xinrong.modeling.he.base import SCHEMES, HESecret, keygen, load_public, provider_public_bytes
+from xinrong.modeling.vlr import (
     BackwardRequest,
     EpochEnd,
-    GradientRequest,
     FinishRequest,
     ForwardRequest,
+    GradientRequest,
     JobStart,
     LossRequest,
     NodeCoordinator,
@@ -71,16 +74,20 @@ from modeling.vlr import (
     ResumeQuery,
     VlrError,
 )
-from modeling.vlr_state import check_id
-from modeling.vlr_wire import decode_for_job, encode
-from node import modeling_store as store
-from node.audit import AuditEvent, Decision
-from node.limits import utc_day
-from node.modeling_links import AgentModelingChannels, AgentStepError, GrpcProviderLink, Observer, WireMeter, call_agent
-from node.service import NodeCore
-from xinrong import uscc as uscc_mod
-from xinrong.consent import check_consent_use
-from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.modeling.vlr_state import check_id
+from xinrong.modeling.vlr_wire import decode_for_job, encode
+from xinrong.node import modeling_store as store
+from xinrong.node.audit import AuditEvent, Decision
+from xinrong.node.limits import utc_day
+from xinrong.node.modeling_links import (
+    AgentModelingChannels,
+    AgentStepError,
+    GrpcProviderLink,
+    Observer,
+    WireMeter,
+    call_agent,
+)
+from xinrong.node.service import NodeCore
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import common_pb2, modeling_pb2
 
@@ -179,7 +186,9 @@ class ModelingHub:
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="he-keygen")
-        self._fanout = ThreadPoolExecutor(max_workers=max(4, 2 * len(channels.providers)), thread_name_prefix="modeling")
+        self._fanout = ThreadPoolExecutor(
+            max_workers=max(4, 2 * len(channels.providers)), thread_name_prefix="modeling"
+        )
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -192,8 +201,16 @@ class ModelingHub:
                 for record in stale:
                     store.save(tx, record.with_state(store.FAILED, _now_ms(now), reason=store.RESTARTED_REASON))
                     self._core.audit.append(
-                        tx, self._event("node", self._core.credentials.party_id, "ModelJobFail", Decision.FAILED,
-                                        record.job_id, record.providers, Reason.JOB_FAILED.value),
+                        tx,
+                        self._event(
+                            "node",
+                            self._core.credentials.party_id,
+                            "ModelJobFail",
+                            Decision.FAILED,
+                            record.job_id,
+                            record.providers,
+                            Reason.JOB_FAILED.value,
+                        ),
                         _now_ms(now),
                     )
             log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
@@ -218,11 +235,27 @@ class ModelingHub:
     # -- helpers --------------------------------------------------------------
 
     @staticmethod
-    def _event(role: str, caller_id: str, method: str, decision: Decision, job_id: str,
-               providers: Sequence[str] = (), reason: str = "", enterprise: str = "", consent_id: str = "") -> AuditEvent:
+    def _event(
+        role: str,
+        caller_id: str,
+        method: str,
+        decision: Decision,
+        job_id: str,
+        providers: Sequence[str] = (),
+        reason: str = "",
+        enterprise: str = "",
+        consent_id: str = "",
+    ) -> AuditEvent:
         return AuditEvent(
-            caller_role=role, caller_id=caller_id, method=method, decision=decision, reason=reason,
-            request_id=job_id, providers=tuple(sorted(providers)), enterprise=enterprise, consent_id=consent_id,
+            caller_role=role,
+            caller_id=caller_id,
+            method=method,
+            decision=decision,
+            reason=reason,
+            request_id=job_id,
+            providers=tuple(sorted(providers)),
+            enterprise=enterprise,
+            consent_id=consent_id,
         )
 
     def _audit(self, event: AuditEvent) -> None:
@@ -230,18 +263,26 @@ class ModelingHub:
         with self._core.db.transaction() as tx:
             self._core.audit.append(tx, event, _now_ms(now))
 
-    def _refuse(self, caller: Peer, method: str, job_id: str, error: XinrongError,
-                providers: Sequence[str] = ()) -> XinrongError:
+    def _refuse(
+        self, caller: Peer, method: str, job_id: str, error: XinrongError, providers: Sequence[str] = ()
+    ) -> XinrongError:
         safe_id = job_id if _REQUEST_ID.match(job_id) else ""
-        self._audit(self._event(caller.role, caller.party_id, method, Decision.REFUSED, safe_id, providers,
-                                error.reason.value))
+        self._audit(
+            self._event(caller.role, caller.party_id, method, Decision.REFUSED, safe_id, providers, error.reason.value)
+        )
         return error
 
     def _institution(self, caller: Peer, method: str, job_id: str) -> VerifiedBinding:
         binding = self._core.registry.get(INSTITUTION, caller.party_id) if caller.role == INSTITUTION else None
         if binding is None:
-            raise self._refuse(caller, method, job_id, XinrongError(
-                f"{caller.role} {caller.party_id} is not a registered institution", reason=Reason.CALLER_NOT_ALLOWED))
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(
+                    f"{caller.role} {caller.party_id} is not a registered institution", reason=Reason.CALLER_NOT_ALLOWED
+                ),
+            )
         return binding
 
     def _owned(self, caller: Peer, job_id: str, method: str) -> _Job:
@@ -250,18 +291,37 @@ class ModelingHub:
         record = job.record if job is not None else store.get(self._core.db.query, job_id)
         if record is None:
             shown = job_id if _REQUEST_ID.match(job_id) else "(malformed id)"
-            raise self._refuse(caller, method, job_id, XinrongError(f"no job {shown}", reason=Reason.NOT_FOUND,
-                                                                    public=f"no modeling job {shown!r}"))
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(f"no job {shown}", reason=Reason.NOT_FOUND, public=f"no modeling job {shown!r}"),
+            )
         if caller.role != INSTITUTION or record.institution != caller.party_id:
-            raise self._refuse(caller, method, job_id, XinrongError(
-                f"job {job_id} belongs to {record.institution}", reason=Reason.CALLER_NOT_ALLOWED,
-                public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job"))
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(
+                    f"job {job_id} belongs to {record.institution}",
+                    reason=Reason.CALLER_NOT_ALLOWED,
+                    public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job",
+                ),
+            )
         if job is None:
             job = _Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})
         return job
 
-    def _save(self, job: _Job, state: str, *, reason: str = "", epochs_done: int | None = None,
-              metadata: dict[str, Any] | None = None, audit: AuditEvent | None = None) -> None:
+    def _save(
+        self,
+        job: _Job,
+        state: str,
+        *,
+        reason: str = "",
+        epochs_done: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
         now = self._core.clock()
         record = job.record.with_state(state, _now_ms(now), reason=reason, epochs_done=epochs_done, metadata=metadata)
         with self._core.db.transaction() as tx:
@@ -278,9 +338,10 @@ class ModelingHub:
         for provider, future in futures:
             try:
                 results[provider] = future.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after every call ended
+            except BaseException as exc:
                 if failure is None or (
-                    isinstance(failure, AgentStepError) and failure.unavailable
+                    isinstance(failure, AgentStepError)
+                    and failure.unavailable
                     and not (isinstance(exc, AgentStepError) and exc.unavailable)
                 ):
                     failure = exc
@@ -288,11 +349,27 @@ class ModelingHub:
             raise failure
         return results
 
-    def _call(self, job: _Job, provider: str, method: str, request: Any, step: str, *,
-              wait_for_ready: bool = False, timeout: float | None = None) -> Any:
+    def _call(
+        self,
+        job: _Job,
+        provider: str,
+        method: str,
+        request: Any,
+        step: str,
+        *,
+        wait_for_ready: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
         return call_agent(
-            self._channels.stub(provider), method, request, provider=provider, step=step,
-            timeout=timeout or self._timeout, meter=job.meter, observer=self._observer, wait_for_ready=wait_for_ready,
+            self._channels.stub(provider),
+            method,
+            request,
+            provider=provider,
+            step=step,
+            timeout=timeout or self._timeout,
+            meter=job.meter,
+            observer=self._observer,
+            wait_for_ready=wait_for_ready,
         )
 
     def _fail(self, job: _Job, step: str, exc: BaseException) -> XinrongError:
@@ -300,7 +377,8 @@ class ModelingHub:
         resumable = job.coordinator is not None
         hint = (
             "restart the failed party, then run `xinrong model train --config <job file> --resume`"
-            if resumable else "run `xinrong model train` again (without --resume) to start over"
+            if resumable
+            else "run `xinrong model train` again (without --resume) to start over"
         )
         if isinstance(exc, AgentStepError):
             reason = Reason.PROVIDER_UNAVAILABLE if exc.unavailable else Reason.JOB_FAILED
@@ -310,16 +388,29 @@ class ModelingHub:
         elif isinstance(exc, VlrError):
             reason, what = Reason.JOB_FAILED, f"step {step}: {exc.detail}"
         elif isinstance(exc, XinrongError):
-            reason, what = (exc.reason if exc.reason is not Reason.INTERNAL else Reason.JOB_FAILED), \
-                f"step {step}: {exc.public_message}"
+            reason, what = (
+                (exc.reason if exc.reason is not Reason.INTERNAL else Reason.JOB_FAILED),
+                f"step {step}: {exc.public_message}",
+            )
         else:
             log.exception("modeling job %s: internal error at %s", job.job_id, step, exc_info=exc)
             reason, what = Reason.JOB_FAILED, f"internal error at the node at step {step}"
         failure = f"{what}"
         try:
-            self._save(job, store.FAILED, reason=failure, audit=self._event(
-                INSTITUTION, job.record.institution, "ModelJobFail", Decision.FAILED, job.job_id, job.providers,
-                reason.value))
+            self._save(
+                job,
+                store.FAILED,
+                reason=failure,
+                audit=self._event(
+                    INSTITUTION,
+                    job.record.institution,
+                    "ModelJobFail",
+                    Decision.FAILED,
+                    job.job_id,
+                    job.providers,
+                    reason.value,
+                ),
+            )
         except Exception:  # the job is failed in memory regardless; the bank still gets the real cause
             log.exception("could not record the failure of job %s", job.job_id)
         log.warning("modeling job %s FAILED at %s: %s", job.job_id, step, reason.value)
@@ -329,9 +420,10 @@ class ModelingHub:
         if job.record.state not in states:
             detail = f" ({job.record.failure_reason})" if job.record.failure_reason else ""
             raise XinrongError(
-                f"job {job.job_id} is {job.record.state}", reason=Reason.FAILED_PRECONDITION,
+                f"job {job.job_id} is {job.record.state}",
+                reason=Reason.FAILED_PRECONDITION,
                 public=f"modeling job {job.job_id} is {job.record.state}{detail}; this step needs it "
-                       f"{' or '.join(states)}",
+                f"{' or '.join(states)}",
             )
 
     def _step(self, caller: Peer, job_id: str, step: str, fn: Callable[[_Job, NodeCoordinator], T]) -> T:
@@ -341,11 +433,12 @@ class ModelingHub:
             self._require(job, store.RUNNING)
             coordinator = job.coordinator
             if coordinator is None:
-                raise XinrongError("no coordinator", reason=Reason.FAILED_PRECONDITION,
-                                   public=f"modeling job {job_id} is not training")
+                raise XinrongError(
+                    "no coordinator", reason=Reason.FAILED_PRECONDITION, public=f"modeling job {job_id} is not training"
+                )
             try:
                 return fn(job, coordinator)
-            except Exception as exc:  # noqa: BLE001 - every failure fails the job, with its cause
+            except Exception as exc:
                 raise self._fail(job, step, exc) from None
 
     # -- create and PSI ---------------------------------------------------------
@@ -354,8 +447,11 @@ class ModelingHub:
         if backend not in SCHEMES:
             raise ValidationError(f"backend must be one of {SCHEMES}")
         if backend == "plain" and not self._config.modeling_allow_insecure:
-            raise XinrongError("plain backend refused", reason=Reason.FAILED_PRECONDITION,
-                               public="this node refuses the plain (unencrypted) backend; use ckks or paillier")
+            raise XinrongError(
+                "plain backend refused",
+                reason=Reason.FAILED_PRECONDITION,
+                public="this node refuses the plain (unencrypted) backend; use ckks or paillier",
+            )
         try:
             params = json.loads(text) if text else {}
         except json.JSONDecodeError:
@@ -364,11 +460,13 @@ class ModelingHub:
             raise ValidationError("he_params_json must be a JSON object")
         unknown = set(params) - _HE_PARAM_KEYS[backend]
         if unknown:
-            raise ValidationError(f"unknown {backend} parameters {sorted(unknown)}; allowed: {sorted(_HE_PARAM_KEYS[backend])}",
-                                  public=f"unknown {backend} parameters {sorted(unknown)}")
+            raise ValidationError(
+                f"unknown {backend} parameters {sorted(unknown)}; allowed: {sorted(_HE_PARAM_KEYS[backend])}",
+                public=f"unknown {backend} parameters {sorted(unknown)}",
+            )
         try:
             if backend == "ckks":
-                from modeling.he.ckks import CKKSParams
+                from xinrong.modeling.he.ckks import CKKSParams
 
                 if "coeff_mod_bit_sizes" in params:
                     params["coeff_mod_bit_sizes"] = tuple(int(b) for b in params["coeff_mod_bit_sizes"])
@@ -386,11 +484,14 @@ class ModelingHub:
                     raise ValueError("plain max_degree must be within 1..15")
                 params["max_degree"] = degree
         except (TypeError, ValueError) as exc:
-            raise ValidationError(f"bad {backend} parameters: {exc}", public=f"bad {backend} parameters: {exc}") from None
+            raise ValidationError(
+                f"bad {backend} parameters: {exc}", public=f"bad {backend} parameters: {exc}"
+            ) from None
         return params
 
-    def create_job(self, caller: Peer, job_id: str, provider_ids: Sequence[str], backend: str,
-                   he_params_json: str) -> tuple[store.JobRecord, list[common_pb2.SignedPartyBinding]]:
+    def create_job(
+        self, caller: Peer, job_id: str, provider_ids: Sequence[str], backend: str, he_params_json: str
+    ) -> tuple[store.JobRecord, list[common_pb2.SignedPartyBinding]]:
         method = "ModelJobCreate"
         bank = self._institution(caller, method, job_id)
         providers = tuple(provider_ids)
@@ -400,14 +501,20 @@ class ModelingHub:
                 raise ValidationError(f"a job needs 1..{MAX_PROVIDERS} distinct providers")
             unroutable = sorted(set(providers) - self._channels.providers)
             if unroutable:
-                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE,
-                                   public=f"providers {unroutable} are not configured at this node")
+                raise XinrongError(
+                    f"no agent configured for {unroutable}",
+                    reason=Reason.PROVIDER_UNAVAILABLE,
+                    public=f"providers {unroutable} are not configured at this node",
+                )
             bindings = []
             for p in providers:
                 b = self._core.registry.get("provider", p)
                 if b is None:
-                    raise XinrongError(f"no binding for {p}", reason=Reason.PROVIDER_UNAVAILABLE,
-                                       public=f"provider {p} is not registered at this node")
+                    raise XinrongError(
+                        f"no binding for {p}",
+                        reason=Reason.PROVIDER_UNAVAILABLE,
+                        public=f"provider {p} is not registered at this node",
+                    )
                 bindings.append(b.signed)
             he_params = self._he_params(backend, he_params_json)
         except ValueError as exc:
@@ -416,8 +523,15 @@ class ModelingHub:
             raise self._refuse(caller, method, job_id, exc, providers) from None
         now = self._core.clock()
         record = store.JobRecord(
-            job_id=job_id, institution=caller.party_id, providers=providers, backend=backend, state=store.CREATED,
-            failure_reason="", epochs_done=0, created_ms=_now_ms(now), updated_ms=_now_ms(now),
+            job_id=job_id,
+            institution=caller.party_id,
+            providers=providers,
+            backend=backend,
+            state=store.CREATED,
+            failure_reason="",
+            epochs_done=0,
+            created_ms=_now_ms(now),
+            updated_ms=_now_ms(now),
         )
         job = _Job(record=record, bank=bank, he_params=he_params)
         with self._lock:
@@ -426,20 +540,30 @@ class ModelingHub:
                 previous = existing.record if existing is not None else store.get(self._core.db.query, job_id)
                 if previous is not None:
                     if previous.institution != caller.party_id:
-                        raise XinrongError(f"job id {job_id} belongs to {previous.institution}",
-                                           reason=Reason.CALLER_NOT_ALLOWED,
-                                           public=f"job id {job_id!r} is taken by another institution")
+                        raise XinrongError(
+                            f"job id {job_id} belongs to {previous.institution}",
+                            reason=Reason.CALLER_NOT_ALLOWED,
+                            public=f"job id {job_id!r} is taken by another institution",
+                        )
                     if previous.state == store.SUCCEEDED:
-                        raise XinrongError("job finished", reason=Reason.FAILED_PRECONDITION,
-                                           public=f"job {job_id!r} already produced a model; choose a new job id")
+                        raise XinrongError(
+                            "job finished",
+                            reason=Reason.FAILED_PRECONDITION,
+                            public=f"job {job_id!r} already produced a model; choose a new job id",
+                        )
                     if previous.state != store.FAILED and existing is not None:
-                        raise XinrongError("job is live", reason=Reason.FAILED_PRECONDITION,
-                                           public=f"job {job_id!r} is {previous.state}; resume it (--resume) or "
-                                                  "choose a new job id")
+                        raise XinrongError(
+                            "job is live",
+                            reason=Reason.FAILED_PRECONDITION,
+                            public=f"job {job_id!r} is {previous.state}; resume it (--resume) or choose a new job id",
+                        )
                 live = sum(1 for j in self._jobs.values() if j.record.state in (store.CREATED, store.RUNNING))
                 if live >= self._config.modeling_max_jobs:
-                    raise XinrongError("too many jobs", reason=Reason.FAILED_PRECONDITION,
-                                       public=f"the node runs {live} modeling jobs already (its limit); try later")
+                    raise XinrongError(
+                        "too many jobs",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"the node runs {live} modeling jobs already (its limit); try later",
+                    )
             except XinrongError as exc:
                 raise self._refuse(caller, method, job_id, exc, providers) from None
             if existing is not None:
@@ -451,18 +575,31 @@ class ModelingHub:
         with job.lock:
             request = modeling_pb2.AgentOpenJobRequest(job_id=job_id, institution_binding=bank.signed, backend=backend)
             try:
-                self._each(providers, lambda p: self._call(
-                    job, p, "OpenJob", request, "OpenJob", wait_for_ready=True,
-                    timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS)))
+                self._each(
+                    providers,
+                    lambda p: self._call(
+                        job,
+                        p,
+                        "OpenJob",
+                        request,
+                        "OpenJob",
+                        wait_for_ready=True,
+                        timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS),
+                    ),
+                )
             except XinrongError as exc:
                 with self._lock:
                     self._jobs.pop(job_id, None)
                 raise self._refuse(caller, method, job_id, exc, providers) from None
             job.keygen = self._keygen.submit(self._generate_key, job_id, backend, he_params)
-            self._save(job, store.CREATED, audit=self._event(caller.role, caller.party_id, method, Decision.ALLOWED,
-                                                             job_id, providers))
-        log.info("modeling job %s created by %s: %d providers, backend %s", job_id, caller.party_id, len(providers),
-                 backend)
+            self._save(
+                job,
+                store.CREATED,
+                audit=self._event(caller.role, caller.party_id, method, Decision.ALLOWED, job_id, providers),
+            )
+        log.info(
+            "modeling job %s created by %s: %d providers, backend %s", job_id, caller.party_id, len(providers), backend
+        )
         return job.record, bindings
 
     @staticmethod
@@ -484,12 +621,15 @@ class ModelingHub:
         if provider not in job.providers:
             raise ValidationError(f"{provider!r} is not a provider of job {job_id}")
         if len(body) > PSI_HEADER_BYTES + PSI_POINT_BYTES * MAX_PSI_IDS:
-            raise ValidationError("PSI request too large", public=f"a PSI over more than {MAX_PSI_IDS:,} bank ids "
-                                  "exceeds the 64 MiB message limit; split the bank's population into several jobs")
+            raise ValidationError(
+                "PSI request too large",
+                public=f"a PSI over more than {MAX_PSI_IDS:,} bank ids "
+                "exceeds the 64 MiB message limit; split the bank's population into several jobs",
+            )
         request = modeling_pb2.AgentRespondPsiRequest(job_id=job_id, body=body)
         try:
             answer = self._call(job, provider, "RespondPsi", request, "RespondPsi")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             with job.lock:
                 raise self._fail(job, "ExchangePsi", exc) from None
         log.info("modeling job %s: PSI request of %d bytes relayed to %s", job_id, len(body), provider)
@@ -502,13 +642,20 @@ class ModelingHub:
             if set(selections) != set(job.providers):
                 raise ValidationError("one selection per provider of the job expected")
             try:
-                counts = self._each(job.providers, lambda p: self._call(
-                    job, p, "SelectPsi", modeling_pb2.AgentSelectPsiRequest(job_id=job_id, body=selections[p]),
-                    "SelectPsi"))
+                counts = self._each(
+                    job.providers,
+                    lambda p: self._call(
+                        job,
+                        p,
+                        "SelectPsi",
+                        modeling_pb2.AgentSelectPsiRequest(job_id=job_id, body=selections[p]),
+                        "SelectPsi",
+                    ),
+                )
                 sizes = {int(r.aligned_rows) for r in counts.values()}
                 if len(sizes) != 1 or 0 in sizes:
                     raise VlrError("providers aligned different or no rows")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail(job, "SelectPsi", exc) from None
             job.aligned_rows = sizes.pop()
             return job.aligned_rows
@@ -531,16 +678,23 @@ class ModelingHub:
                     raise VlrError("no key generation started")
                 secret = job.keygen.result(timeout=self._timeout)
                 links = [
-                    GrpcProviderLink(p, self._channels.stub(p), job_id=job_id, bank_id=caller.party_id,
-                                     timeout=self._timeout, meter=job.meter, observer=self._observer,
-                                     executor=self._fanout)
+                    GrpcProviderLink(
+                        p,
+                        self._channels.stub(p),
+                        job_id=job_id,
+                        bank_id=caller.party_id,
+                        timeout=self._timeout,
+                        meter=job.meter,
+                        observer=self._observer,
+                        executor=self._fanout,
+                    )
                     for p in msg.provider_ids
                 ]
                 job.coordinator = NodeCoordinator(
                     secret, links, public_for_providers=provider_public_bytes(secret), parallel=len(links) > 1
                 )
                 started = job.coordinator.start(msg)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail(job, "StartTraining", exc) from None
             job.job_start = body
             self._save(job, store.RUNNING)
@@ -582,7 +736,10 @@ class ModelingHub:
             guard = c.guard
             if guard is not None:
                 job.guard_snapshots[msg.epoch] = (
-                    guard.batches_seen, dict(guard.levels), list(guard.shrinks), guard.max_bound_sum
+                    guard.batches_seen,
+                    dict(guard.levels),
+                    list(guard.shrinks),
+                    guard.max_bound_sum,
                 )
             self._save(job, store.RUNNING, epochs_done=msg.epoch)
             return encode(ack)
@@ -601,8 +758,15 @@ class ModelingHub:
             metadata["finished_ms"] = _now_ms(self._core.clock())
             metadata["wire_bytes"] = job.meter.snapshot()
             text = json.dumps(metadata, sort_keys=True, allow_nan=False)
-            self._save(job, store.SUCCEEDED, epochs_done=msg.epochs, metadata=json.loads(text), audit=self._event(
-                INSTITUTION, caller.party_id, "ModelJobFinish", Decision.ALLOWED, job_id, job.providers))
+            self._save(
+                job,
+                store.SUCCEEDED,
+                epochs_done=msg.epochs,
+                metadata=json.loads(text),
+                audit=self._event(
+                    INSTITUTION, caller.party_id, "ModelJobFinish", Decision.ALLOWED, job_id, job.providers
+                ),
+            )
             job.drop_key()  # the model is finished: the node has no further use for the HE secret key
             log.info("modeling job %s SUCCEEDED after %d epochs", job_id, msg.epochs)
             return text
@@ -614,33 +778,56 @@ class ModelingHub:
     def resume(self, caller: Peer, job_id: str, body: bytes) -> tuple[bytes, tuple[int, ...]]:
         job = self._owned(caller, job_id, "ResumeJob")
         if job_id not in self._jobs or job.record.failure_reason == store.RESTARTED_REASON:
-            raise XinrongError("job not in memory", reason=Reason.FAILED_PRECONDITION,
-                               public=f"modeling job {job_id} cannot resume: {store.RESTARTED_REASON}")
+            raise XinrongError(
+                "job not in memory",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"modeling job {job_id} cannot resume: {store.RESTARTED_REASON}",
+            )
         msg = decode_for_job(JobStart, body, job_id)
         with job.lock:
             self._require(job, store.FAILED, store.RUNNING)
             coordinator = job.coordinator
             if coordinator is None or not job.job_start:
-                raise XinrongError("no coordinator", reason=Reason.FAILED_PRECONDITION,
-                                   public=f"modeling job {job_id} failed before training started; run "
-                                          "`xinrong model train` without --resume to start over")
+                raise XinrongError(
+                    "no coordinator",
+                    reason=Reason.FAILED_PRECONDITION,
+                    public=f"modeling job {job_id} failed before training started; run "
+                    "`xinrong model train` without --resume to start over",
+                )
             if body != job.job_start:
-                raise XinrongError("different JobStart", reason=Reason.FAILED_PRECONDITION,
-                                   public="a resume must send the job's original JobStart (same data, split "
-                                          "and configuration)")
+                raise XinrongError(
+                    "different JobStart",
+                    reason=Reason.FAILED_PRECONDITION,
+                    public="a resume must send the job's original JobStart (same data, split and configuration)",
+                )
             assert job.bank is not None
             request = modeling_pb2.AgentOpenJobRequest(
-                job_id=job_id, institution_binding=job.bank.signed, backend=job.record.backend, resume=True)
+                job_id=job_id, institution_binding=job.bank.signed, backend=job.record.backend, resume=True
+            )
             try:
-                self._each(job.providers, lambda p: self._call(
-                    job, p, "OpenJob", request, "OpenJob (resume)", wait_for_ready=True,
-                    timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS)))
+                self._each(
+                    job.providers,
+                    lambda p: self._call(
+                        job,
+                        p,
+                        "OpenJob",
+                        request,
+                        "OpenJob (resume)",
+                        wait_for_ready=True,
+                        timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS),
+                    ),
+                )
                 started = coordinator.start(msg)
                 epochs = coordinator.resume(ResumeQuery(job_id))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self._fail(job, "ResumeJob", exc) from None
-            self._save(job, store.RUNNING, audit=self._event(
-                INSTITUTION, caller.party_id, "ModelJobResume", Decision.ALLOWED, job_id, job.providers))
+            self._save(
+                job,
+                store.RUNNING,
+                audit=self._event(
+                    INSTITUTION, caller.party_id, "ModelJobResume", Decision.ALLOWED, job_id, job.providers
+                ),
+            )
             log.info("modeling job %s resumed; providers hold checkpoints of %d epochs", job_id, len(epochs))
             return encode(started), epochs
 
@@ -685,16 +872,29 @@ class ModelingHub:
         if len(positions) % 4 or not 0 < len(positions) // 4 <= MAX_SCORE_ROWS:
             raise ValidationError(f"positions must be 1..{MAX_SCORE_ROWS:,} uint32 values")
         request = modeling_pb2.AgentScoreRowsRequest(
-            job_id=job_id, request_id=request_id, positions=positions, scoring_key=self._scoring_key(key))
-        payloads = self._each(job.providers, lambda p: bytes(
-            self._call(job, p, "ScoreRows", request, "ScoreRows").payload))
+            job_id=job_id, request_id=request_id, positions=positions, scoring_key=self._scoring_key(key)
+        )
+        payloads = self._each(
+            job.providers, lambda p: bytes(self._call(job, p, "ScoreRows", request, "ScoreRows").payload)
+        )
         try:
             aggregate = self._aggregate(job, key, payloads)
         except ValueError as exc:
-            raise XinrongError(f"aggregate failed: {exc}", reason=Reason.FAILED_PRECONDITION,
-                               public=f"provider contributions do not add up: {exc}") from None
-        self._audit(self._event(caller.role, caller.party_id, "ModelScoreRows", Decision.ALLOWED,
-                                f"{job_id}:{request_id}"[:128], job.providers))
+            raise XinrongError(
+                f"aggregate failed: {exc}",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"provider contributions do not add up: {exc}",
+            ) from None
+        self._audit(
+            self._event(
+                caller.role,
+                caller.party_id,
+                "ModelScoreRows",
+                Decision.ALLOWED,
+                f"{job_id}:{request_id}"[:128],
+                job.providers,
+            )
+        )
         log.info("modeling job %s: scored %d rows (request %s)", job_id, len(positions) // 4, request_id)
         return aggregate
 
@@ -715,8 +915,12 @@ class ModelingHub:
         if not safe_request:
             raise self._refuse(caller, method, job_id, ValidationError("request id missing or malformed"))
         if abs(now - requested_at) > self._config.max_clock_skew_seconds:
-            raise self._refuse(caller, method, job_id, XinrongError(
-                f"requested_at off by {now - requested_at:.0f}s", reason=Reason.REQUEST_STALE))
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(f"requested_at off by {now - requested_at:.0f}s", reason=Reason.REQUEST_STALE),
+            )
         job = self._owned(caller, job_id, method)
         try:
             self._require(job, store.SUCCEEDED)
@@ -737,8 +941,9 @@ class ModelingHub:
         admitted: list[tuple[str, Any]] = []  # (uscc, consent record)
         with core.db.lock:
             if core.replay.seen(request_id):
-                raise self._refuse(caller, method, job_id, XinrongError("request id seen before",
-                                                                       reason=Reason.REQUEST_REPLAYED))
+                raise self._refuse(
+                    caller, method, job_id, XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED)
+                )
             with core.db.transaction() as tx:
                 core.replay.record(tx, request_id, now)
                 for uscc, consent_id in subjects:
@@ -748,58 +953,112 @@ class ModelingHub:
                         record = self._check_subject(job, audience, uscc, safe_uscc, consent_id, now, day)
                     except XinrongError as refusal:
                         outcomes.append(SubjectOutcome(uscc, False, refusal.reason.value, refusal.public_message))
-                        core.audit.append(tx, self._event(
-                            caller.role, caller.party_id, method, Decision.REFUSED, safe_request, job.providers,
-                            refusal.reason.value, safe_uscc, safe_consent), ts_ms)
+                        core.audit.append(
+                            tx,
+                            self._event(
+                                caller.role,
+                                caller.party_id,
+                                method,
+                                Decision.REFUSED,
+                                safe_request,
+                                job.providers,
+                                refusal.reason.value,
+                                safe_uscc,
+                                safe_consent,
+                            ),
+                            ts_ms,
+                        )
                         continue
                     core.consents.consume(tx, record, day)
                     core.budget.consume(tx, uscc, day)
-                    core.audit.append(tx, self._event(
-                        caller.role, caller.party_id, method, Decision.ALLOWED, safe_request, job.providers,
-                        "", safe_uscc, safe_consent), ts_ms)
+                    core.audit.append(
+                        tx,
+                        self._event(
+                            caller.role,
+                            caller.party_id,
+                            method,
+                            Decision.ALLOWED,
+                            safe_request,
+                            job.providers,
+                            "",
+                            safe_uscc,
+                            safe_consent,
+                        ),
+                        ts_ms,
+                    )
                     outcomes.append(SubjectOutcome(uscc, True))
                     admitted.append((uscc, record))
         if not admitted:
             return ScoreResult(request_id, tuple(outcomes), b"")
         assert job.bank is not None
         request = modeling_pb2.AgentScoreEnterprisesRequest(
-            job_id=job_id, request_id=request_id, requested_at=requested_at,
-            enterprise_usccs=[u for u, _ in admitted], consents=[r.verified.signed for _, r in admitted],
-            audience_binding=audience.signed, scoring_key=scoring_key,
+            job_id=job_id,
+            request_id=request_id,
+            requested_at=requested_at,
+            enterprise_usccs=[u for u, _ in admitted],
+            consents=[r.verified.signed for _, r in admitted],
+            audience_binding=audience.signed,
+            scoring_key=scoring_key,
         )
         try:
-            payloads = self._each(job.providers, lambda p: bytes(
-                self._call(job, p, "ScoreEnterprises", request, "ScoreEnterprises").payload))
+            payloads = self._each(
+                job.providers,
+                lambda p: bytes(self._call(job, p, "ScoreEnterprises", request, "ScoreEnterprises").payload),
+            )
             aggregate = self._aggregate(job, key, payloads)
         except (XinrongError, ValueError) as exc:
-            failure = exc if isinstance(exc, XinrongError) else XinrongError(str(exc), reason=Reason.FAILED_PRECONDITION)
-            self._audit(self._event(caller.role, caller.party_id, method, Decision.FAILED, safe_request,
-                                    job.providers, failure.reason.value))
+            failure = (
+                exc if isinstance(exc, XinrongError) else XinrongError(str(exc), reason=Reason.FAILED_PRECONDITION)
+            )
+            self._audit(
+                self._event(
+                    caller.role,
+                    caller.party_id,
+                    method,
+                    Decision.FAILED,
+                    safe_request,
+                    job.providers,
+                    failure.reason.value,
+                )
+            )
             raise failure from None
-        log.info("modeling job %s: scored %d of %d enterprises (request %s)", job_id, len(admitted), len(subjects),
-                 request_id)
+        log.info(
+            "modeling job %s: scored %d of %d enterprises (request %s)",
+            job_id,
+            len(admitted),
+            len(subjects),
+            request_id,
+        )
         return ScoreResult(request_id, tuple(outcomes), aggregate)
 
-    def _check_subject(self, job: _Job, audience: VerifiedBinding, uscc: str, safe_uscc: str, consent_id: str,
-                       now: float, day: int) -> Any:
-        """Verify's consent checks for one enterprise, in Verify's order (see ``node.service``)."""
+    def _check_subject(
+        self, job: _Job, audience: VerifiedBinding, uscc: str, safe_uscc: str, consent_id: str, now: float, day: int
+    ) -> Any:
+        """Verify's consent checks for one enterprise, in Verify's order (see ``xinrong.node.service``)."""
         core = self._core
         if not safe_uscc:
             raise ValidationError("enterprise USCC malformed")
         record = core.consents.get(consent_id) if consent_id else None
         if record is None or record.enterprise != uscc or record.enterprise_binding.not_after < now:
             raise ConsentError("no usable consent for this enterprise")  # the uniform denial
-        check_consent_use(record.verified, enterprise_uscc=uscc, audience_id=audience.party_id, needs=(), now=now,
-                          state=record.state)
+        check_consent_use(
+            record.verified, enterprise_uscc=uscc, audience_id=audience.party_id, needs=(), now=now, state=record.state
+        )
         consent = record.verified.consent
         if consent.purpose != common_pb2.CONSENT_PURPOSE_CREDIT_SCORING:
-            raise ConsentError("purpose is not credit scoring", reason=Reason.CLAIM_OUT_OF_SCOPE,
-                               public="the consent's purpose is not credit_scoring")
+            raise ConsentError(
+                "purpose is not credit scoring",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public="the consent's purpose is not credit_scoring",
+            )
         covered = {key.split(".", 1)[0] for key in record.verified.scope}
         missing = sorted(set(job.providers) - covered)
         if missing:
-            raise ConsentError(f"scope lacks {missing}", reason=Reason.CLAIM_OUT_OF_SCOPE,
-                               public=f"the consent's scope does not cover providers {missing} of the model")
+            raise ConsentError(
+                f"scope lacks {missing}",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public=f"the consent's scope does not cover providers {missing} of the model",
+            )
         if record.uses >= consent.max_uses:
             raise XinrongError("max uses reached", reason=Reason.CONSENT_USES_EXHAUSTED)
         if consent.max_uses_per_day and record.uses_on(day) >= consent.max_uses_per_day:
@@ -818,4 +1077,4 @@ class ModelingHub:
         return job.record, resumable, wire
 
 
-__all__ = ["ModelingHub", "ScoringKeyInput", "ScoreResult", "SubjectOutcome"]
+__all__ = ["ModelingHub", "ScoreResult", "ScoringKeyInput", "SubjectOutcome"]

@@ -14,9 +14,9 @@ import json
 import sys
 from contextlib import closing
 
-from node.config import ConfigError, load_config
-from node.db import open_readonly
-from node.modeling_store import list_jobs
+from xinrong.node.config import ConfigError, load_config
+from xinrong.node.db import open_readonly
+from xinrong.node.modeling_store import list_jobs
 
 
 def _models_list(args: argparse.Namespace) -> int:
@@ -34,11 +34,13 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     models = sub.add_parser("models", help="joint modeling jobs and their model metadata")
     models_sub = models.add_subparsers(dest="models_verb", metavar="COMMAND")
     models_sub.required = True
     list_p = models_sub.add_parser("list", help="every job with its state, as JSON lines")
     list_p.add_argument("--config", required=True)
-    list_p.add_argument("--state", choices=["created", "running", "succeeded", "failed"], help="only jobs in this state")
+    list_p.add_argument(
+        "--state", choices=["created", "running", "succeeded", "failed"], help="only jobs in this state"
+    )
     list_p.set_defaults(func=_models_list)

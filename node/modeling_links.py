@@ -1,6 +1,6 @@
 """The node's links to provider agents for joint modeling: ``ProviderLink`` over gRPC.
 
-``NodeCoordinator`` (``modeling.vlr``) talks to providers through the
+``NodeCoordinator`` (``xinrong.modeling.vlr``) talks to providers through the
 ``ProviderLink`` protocol; ``GrpcProviderLink`` implements it with one
 ``AgentModelingService`` call per protocol step, on a persistent mTLS
 channel pinned to the provider's certificate name. Every call has a
@@ -10,7 +10,7 @@ an observer.
 
 What the node relays but must not read arrives sealed (``SealedBox``): the
 link refuses to relay a box that is visibly not addressed as the protocol
-says (recipient, content type, context), the same way ``node.routing``
+says (recipient, content type, context), the same way ``xinrong.node.routing``
 refuses a verdict box not sealed to the caller. It cannot open any of them.
 
 Failures carry the provider and the step, because that is what the bank
@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from keys.layout import PartyCredentials
-from modeling.vlr import (
+from xinrong.errors import Reason, XinrongError
+from xinrong.keys.layout import PartyCredentials
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -53,9 +55,8 @@ from modeling.vlr import (
     UpdateRequest,
     seal_context,
 )
-from modeling.vlr_wire import decode, encode
-from node.config import ProviderEndpoint
-from xinrong.errors import ProviderUnavailable, Reason, XinrongError
+from xinrong.modeling.vlr_wire import decode, encode
+from xinrong.node.config import ProviderEndpoint
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
@@ -98,7 +99,7 @@ class WireMeter:
 class AgentModelingChannels:
     """One persistent mTLS channel and ``AgentModelingService`` stub per configured agent.
 
-    A connection of its own, apart from the verify path's (``node.routing``):
+    A connection of its own, apart from the verify path's (``xinrong.node.routing``):
     a training round moves megabytes of ciphertext, and on a shared HTTP/2
     connection it would queue in front of verifications and revocation pushes.
     """
@@ -120,8 +121,11 @@ class AgentModelingChannels:
     def stub(self, provider: str) -> Any:
         stub = self._stubs.get(provider)
         if stub is None:
-            raise XinrongError(f"no agent configured for {provider}", reason=Reason.PROVIDER_UNAVAILABLE,
-                               public=f"provider {provider} is not configured at this node")
+            raise XinrongError(
+                f"no agent configured for {provider}",
+                reason=Reason.PROVIDER_UNAVAILABLE,
+                public=f"provider {provider} is not configured at this node",
+            )
         return stub
 
     def close(self) -> None:
@@ -134,7 +138,9 @@ class AgentStepError(XinrongError):
 
     def __init__(self, provider: str, step: str, remote: RemoteError) -> None:
         unavailable = remote.code in _UNAVAILABLE_CODES or remote.reason in (
-            Reason.PROVIDER_UNAVAILABLE.value, "UNAVAILABLE", "DEADLINE_EXCEEDED"
+            Reason.PROVIDER_UNAVAILABLE.value,
+            "UNAVAILABLE",
+            "DEADLINE_EXCEEDED",
         )
         self.provider = provider
         self.step = step
@@ -188,12 +194,17 @@ def check_box(blob: bytes, *, recipient: str, content_type: str, context: str, w
         box.ParseFromString(blob)
     except Exception:
         raise ProtocolViolation(f"{what}: not a sealed box") from None
-    if box.recipient_id != recipient or box.content_type != content_type or box.context != context or not box.ciphertext:
+    if (
+        box.recipient_id != recipient
+        or box.content_type != content_type
+        or box.context != context
+        or not box.ciphertext
+    ):
         raise ProtocolViolation(f"{what}: not sealed to {recipient} as {content_type} for this batch")
 
 
 class GrpcProviderLink:
-    """``modeling.vlr.ProviderLink`` over gRPC to one agent, for one job."""
+    """``xinrong.modeling.vlr.ProviderLink`` over gRPC to one agent, for one job."""
 
     def __init__(
         self,
@@ -222,8 +233,14 @@ class GrpcProviderLink:
             raise ProtocolViolation("message for another job")
         request = request_cls(job_id=self._job_id, body=encode(msg))
         response = call_agent(
-            self._stub, method, request, provider=self.provider_id, step=step, timeout=self._timeout,
-            meter=self._meter, observer=self._observer,
+            self._stub,
+            method,
+            request,
+            provider=self.provider_id,
+            step=step,
+            timeout=self._timeout,
+            meter=self._meter,
+            observer=self._observer,
         )
         if reply_cls is None:
             return response
@@ -231,7 +248,9 @@ class GrpcProviderLink:
             reply = decode(reply_cls, response.body)
         except (ValueError, TypeError) as exc:
             raise AgentStepError(
-                self.provider_id, step, RemoteError(grpc.StatusCode.INTERNAL, Reason.JOB_FAILED.value, "malformed reply")
+                self.provider_id,
+                step,
+                RemoteError(grpc.StatusCode.INTERNAL, Reason.JOB_FAILED.value, "malformed reply"),
             ) from exc
         if getattr(reply, "job_id", self._job_id) != self._job_id:
             raise ProtocolViolation(f"{self.provider_id} answered for another job")
@@ -257,7 +276,9 @@ class GrpcProviderLink:
         )
         sealed = bytes(response.sealed)
         check_box(
-            sealed, recipient=self._bank_id, content_type=SEALED_PARTIAL,
+            sealed,
+            recipient=self._bank_id,
+            content_type=SEALED_PARTIAL,
             context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
             what=f"partial logits of {self.provider_id}",
         )
@@ -286,17 +307,24 @@ class GrpcProviderLink:
 
     def _gradient_call(self, msg: GradientRequest) -> GradientReply:
         check_box(
-            msg.sealed_residual, recipient=self.provider_id, content_type=SEALED_RESIDUAL,
+            msg.sealed_residual,
+            recipient=self.provider_id,
+            content_type=SEALED_RESIDUAL,
             context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
             what=f"residual for {self.provider_id}",
         )
         reply: GradientReply = self._call(
-            "ComputeGradient", modeling_pb2.AgentComputeGradientRequest, msg, GradientReply,
+            "ComputeGradient",
+            modeling_pb2.AgentComputeGradientRequest,
+            msg,
+            GradientReply,
             self._at("ComputeGradient", msg),
         )
         if reply.sealed_square:
             check_box(
-                reply.sealed_square, recipient=self._bank_id, content_type=SEALED_SQUARE,
+                reply.sealed_square,
+                recipient=self._bank_id,
+                content_type=SEALED_SQUARE,
                 context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
                 what=f"square term of {self.provider_id}",
             )

@@ -9,14 +9,15 @@ guard of ``xinrong.rpc.server``, which maps them to a status.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
-from node.modeling import ModelingHub, ScoringKeyInput
-from node.modeling_links import Observer
-from node.modeling_store import CREATED, FAILED, RUNNING, SUCCEEDED
 from xinrong.errors import Reason, XinrongError
+from xinrong.node.modeling import ModelingHub, ScoringKeyInput
+from xinrong.node.modeling_links import Observer
+from xinrong.node.modeling_store import CREATED, FAILED, RUNNING, SUCCEEDED
 from xinrong.rpc.auth import Peer, peer_of
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
@@ -48,8 +49,9 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
         self._hub = hub
         self._observer = observer
 
-    def _serve(self, context: grpc.ServicerContext, rpc: str, request: Any, job_id: str,
-               handler: Callable[[Peer], R]) -> R:
+    def _serve(
+        self, context: grpc.ServicerContext, rpc: str, request: Any, job_id: str, handler: Callable[[Peer], R]
+    ) -> R:
         caller = _caller(context)
         if self._observer is not None:
             self._observer(caller.party_id, "in", rpc, request.SerializeToString())
@@ -59,7 +61,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
             self._observer(caller.party_id, "out", rpc, response.SerializeToString())  # type: ignore[attr-defined]
         return response
 
-    def CreateJob(  # noqa: N802 - gRPC method name
+    def CreateJob(
         self, request: modeling_pb2.CreateJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.CreateJobResponse:
         def handle(caller: Peer) -> modeling_pb2.CreateJobResponse:
@@ -72,7 +74,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
 
         return self._serve(context, "CreateJob", request, request.job_id, handle)
 
-    def ExchangePsi(  # noqa: N802
+    def ExchangePsi(
         self, request: modeling_pb2.ExchangePsiRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ExchangePsiResponse:
         def handle(caller: Peer) -> modeling_pb2.ExchangePsiResponse:
@@ -81,7 +83,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
 
         return self._serve(context, "ExchangePsi", request, request.job_id, handle)
 
-    def SelectPsi(  # noqa: N802
+    def SelectPsi(
         self, request: modeling_pb2.SelectPsiRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.SelectPsiResponse:
         def handle(caller: Peer) -> modeling_pb2.SelectPsiResponse:
@@ -95,51 +97,85 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
 
         return self._serve(context, "SelectPsi", request, request.job_id, handle)
 
-    def StartTraining(  # noqa: N802
+    def StartTraining(
         self, request: modeling_pb2.StartTrainingRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.StartTrainingResponse:
-        return self._serve(context, "StartTraining", request, request.job_id, lambda caller: (
-            modeling_pb2.StartTrainingResponse(body=self._hub.start_training(caller, request.job_id, bytes(request.body)))
-        ))
+        return self._serve(
+            context,
+            "StartTraining",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.StartTrainingResponse(
+                body=self._hub.start_training(caller, request.job_id, bytes(request.body))
+            ),
+        )
 
-    def Forward(  # noqa: N802
+    def Forward(
         self, request: modeling_pb2.ForwardRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ForwardResponse:
-        return self._serve(context, "Forward", request, request.job_id, lambda caller: (
-            modeling_pb2.ForwardResponse(body=self._hub.forward(caller, request.job_id, bytes(request.body)))
-        ))
+        return self._serve(
+            context,
+            "Forward",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.ForwardResponse(
+                body=self._hub.forward(caller, request.job_id, bytes(request.body))
+            ),
+        )
 
-    def Backward(  # noqa: N802
+    def Backward(
         self, request: modeling_pb2.BackwardRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.BackwardResponse:
-        return self._serve(context, "Backward", request, request.job_id, lambda caller: (
-            modeling_pb2.BackwardResponse(body=self._hub.backward(caller, request.job_id, bytes(request.body)))
-        ))
+        return self._serve(
+            context,
+            "Backward",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.BackwardResponse(
+                body=self._hub.backward(caller, request.job_id, bytes(request.body))
+            ),
+        )
 
-    def ComputeLoss(  # noqa: N802
+    def ComputeLoss(
         self, request: modeling_pb2.ComputeLossRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ComputeLossResponse:
-        return self._serve(context, "ComputeLoss", request, request.job_id, lambda caller: (
-            modeling_pb2.ComputeLossResponse(body=self._hub.compute_loss(caller, request.job_id, bytes(request.body)))
-        ))
+        return self._serve(
+            context,
+            "ComputeLoss",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.ComputeLossResponse(
+                body=self._hub.compute_loss(caller, request.job_id, bytes(request.body))
+            ),
+        )
 
-    def EndEpoch(  # noqa: N802
+    def EndEpoch(
         self, request: modeling_pb2.EndEpochRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.EndEpochResponse:
-        return self._serve(context, "EndEpoch", request, request.job_id, lambda caller: (
-            modeling_pb2.EndEpochResponse(body=self._hub.end_epoch(caller, request.job_id, bytes(request.body)))
-        ))
+        return self._serve(
+            context,
+            "EndEpoch",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.EndEpochResponse(
+                body=self._hub.end_epoch(caller, request.job_id, bytes(request.body))
+            ),
+        )
 
-    def FinishJob(  # noqa: N802
+    def FinishJob(
         self, request: modeling_pb2.FinishJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.FinishJobResponse:
-        return self._serve(context, "FinishJob", request, request.job_id, lambda caller: (
-            modeling_pb2.FinishJobResponse(
+        return self._serve(
+            context,
+            "FinishJob",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.FinishJobResponse(
                 job_id=request.job_id, metadata_json=self._hub.finish(caller, request.job_id, bytes(request.body))
-            )
-        ))
+            ),
+        )
 
-    def ResumeJob(  # noqa: N802
+    def ResumeJob(
         self, request: modeling_pb2.ResumeJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ResumeJobResponse:
         def handle(caller: Peer) -> modeling_pb2.ResumeJobResponse:
@@ -148,40 +184,53 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
 
         return self._serve(context, "ResumeJob", request, request.job_id, handle)
 
-    def RestoreJob(  # noqa: N802
+    def RestoreJob(
         self, request: modeling_pb2.RestoreJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.RestoreJobResponse:
-        return self._serve(context, "RestoreJob", request, request.job_id, lambda caller: (
-            modeling_pb2.RestoreJobResponse(
+        return self._serve(
+            context,
+            "RestoreJob",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.RestoreJobResponse(
                 job_id=request.job_id, epoch=self._hub.restore(caller, request.job_id, bytes(request.body))
-            )
-        ))
+            ),
+        )
 
-    def ScoreJobRows(  # noqa: N802
+    def ScoreJobRows(
         self, request: modeling_pb2.ScoreJobRowsRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ScoreJobRowsResponse:
-        return self._serve(context, "ScoreJobRows", request, request.job_id, lambda caller: (
-            modeling_pb2.ScoreJobRowsResponse(
+        return self._serve(
+            context,
+            "ScoreJobRows",
+            request,
+            request.job_id,
+            lambda caller: modeling_pb2.ScoreJobRowsResponse(
                 request_id=request.request_id,
                 aggregate=self._hub.score_rows(
                     caller, request.job_id, request.request_id, bytes(request.positions), _key(request.scoring_key)
                 ),
-            )
-        ))
+            ),
+        )
 
-    def ScoreEnterprises(  # noqa: N802
+    def ScoreEnterprises(
         self, request: modeling_pb2.ScoreEnterprisesRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.ScoreEnterprisesResponse:
         def handle(caller: Peer) -> modeling_pb2.ScoreEnterprisesResponse:
             result = self._hub.score_enterprises(
-                caller, request.job_id, request.request_id, request.requested_at,
-                [(s.enterprise_uscc, s.consent_id) for s in request.subjects], _key(request.scoring_key),
+                caller,
+                request.job_id,
+                request.request_id,
+                request.requested_at,
+                [(s.enterprise_uscc, s.consent_id) for s in request.subjects],
+                _key(request.scoring_key),
             )
             return modeling_pb2.ScoreEnterprisesResponse(
                 request_id=result.request_id,
                 outcomes=[
-                    modeling_pb2.ScoreOutcome(enterprise_uscc=o.enterprise_uscc, admitted=o.admitted, reason=o.reason,
-                                              message=o.message)
+                    modeling_pb2.ScoreOutcome(
+                        enterprise_uscc=o.enterprise_uscc, admitted=o.admitted, reason=o.reason, message=o.message
+                    )
                     for o in result.outcomes
                 ],
                 aggregate=result.aggregate,
@@ -189,16 +238,21 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
 
         return self._serve(context, "ScoreEnterprises", request, request.job_id, handle)
 
-    def GetJob(  # noqa: N802
-        self, request: modeling_pb2.GetJobRequest, context: grpc.ServicerContext
-    ) -> modeling_pb2.ModelingJob:
+    def GetJob(self, request: modeling_pb2.GetJobRequest, context: grpc.ServicerContext) -> modeling_pb2.ModelingJob:
         def handle(caller: Peer) -> modeling_pb2.ModelingJob:
             record, resumable, wire = self._hub.get_job(caller, request.job_id)
             return modeling_pb2.ModelingJob(
-                job_id=record.job_id, institution_id=record.institution, provider_ids=list(record.providers),
-                backend=record.backend, state=STATE_TO_PROTO[record.state], failure_reason=record.failure_reason,
-                epochs_done=record.epochs_done, resumable=resumable, wire_bytes=wire,
-                created_at=record.created_ms // 1000, updated_at=record.updated_ms // 1000,
+                job_id=record.job_id,
+                institution_id=record.institution,
+                provider_ids=list(record.providers),
+                backend=record.backend,
+                state=STATE_TO_PROTO[record.state],
+                failure_reason=record.failure_reason,
+                epochs_done=record.epochs_done,
+                resumable=resumable,
+                wire_bytes=wire,
+                created_at=record.created_ms // 1000,
+                updated_at=record.updated_ms // 1000,
             )
 
         return self._serve(context, "GetJob", request, request.job_id, handle)

@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 from typing import Any
 
-from node.db import Transaction
+from xinrong.node.db import Transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS modeling_jobs (
@@ -47,7 +47,9 @@ RESTARTED_REASON = (
     "so the job cannot resume; run `xinrong model train` without --resume to start it again from scratch"
 )
 
-_COLUMNS = "job_id, institution, providers, backend, state, failure_reason, epochs_done, created_ms, updated_ms, metadata"
+_COLUMNS = (
+    "job_id, institution, providers, backend, state, failure_reason, epochs_done, created_ms, updated_ms, metadata"
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,15 @@ class JobRecord:
     updated_ms: int
     metadata: dict[str, Any] | None = None
 
-    def with_state(self, state: str, now_ms: int, *, reason: str = "", epochs_done: int | None = None,
-                   metadata: dict[str, Any] | None = None) -> JobRecord:
+    def with_state(
+        self,
+        state: str,
+        now_ms: int,
+        *,
+        reason: str = "",
+        epochs_done: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> JobRecord:
         if state not in STATES:
             raise ValueError(f"unknown job state {state!r}")
         return replace(

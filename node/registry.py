@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from keys.binding import ROLE_TO_PROTO, VerifiedBinding, verify_binding
-from keys.ca import CaVerifier
-from node.db import Database, Transaction
+from xinrong.keys.binding import ROLE_TO_PROTO, VerifiedBinding, verify_binding
+from xinrong.keys.ca import CaVerifier
+from xinrong.node.db import Database, Transaction
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ class PartyRegistry:
             signed = common_pb2.SignedPartyBinding()
             try:
                 signed.ParseFromString(bytes(raw))
-                verified = verify_binding(self._ca, signed, expect_role=role, expect_party_id=party_id, now=self._clock())
+                verified = verify_binding(
+                    self._ca, signed, expect_role=role, expect_party_id=party_id, now=self._clock()
+                )
             except Exception:
                 log.warning("stored binding of %s %s no longer verifies; ignored", role, party_id)
                 continue
@@ -100,8 +102,14 @@ class PartyRegistry:
             "INSERT INTO parties (role, party_id, binding, not_before, source, updated_ms) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT (role, party_id) DO UPDATE SET binding=excluded.binding, not_before=excluded.not_before, "
             "source=excluded.source, updated_ms=excluded.updated_ms",
-            (binding.role, binding.party_id, binding.signed.SerializeToString(deterministic=True), not_before, source,
-             int(self._clock() * 1000)),
+            (
+                binding.role,
+                binding.party_id,
+                binding.signed.SerializeToString(deterministic=True),
+                not_before,
+                source,
+                int(self._clock() * 1000),
+            ),
         )
 
         def commit() -> None:
@@ -142,7 +150,9 @@ class PartyRegistry:
             return None
         return binding
 
-    def list(self, role: str | None = None, *, include: Iterable[tuple[str, str]] = ()) -> list[common_pb2.SignedPartyBinding]:
+    def list(
+        self, role: str | None = None, *, include: Iterable[tuple[str, str]] = ()
+    ) -> list[common_pb2.SignedPartyBinding]:
         """Bindings of node, providers and institutions (optionally one role), plus any
         explicitly included (role, party_id) pairs, e.g. the calling enterprise itself."""
         roles = LISTED_ROLES if role is None else ((role,) if role in LISTED_ROLES else ())
@@ -157,4 +167,4 @@ class PartyRegistry:
         return [b.signed for b in chosen]
 
 
-__all__ = ["LISTED_ROLES", "PartyRegistry", "SCHEMA"]
+__all__ = ["LISTED_ROLES", "SCHEMA", "PartyRegistry"]

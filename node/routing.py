@@ -27,14 +27,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 
-from keys.layout import PartyCredentials
-from node.config import ProviderEndpoint
 from xinrong.errors import ProviderUnavailable, Reason, XinrongError
+from xinrong.keys.layout import PartyCredentials
+from xinrong.node.config import ProviderEndpoint
 from xinrong.rpc.channel import secure_aio_channel, secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error, remote_error_from_fields
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -113,7 +114,7 @@ COALESCE_TARGET = 4
 COALESCE_SECONDS = 0.001
 
 # Makes the node's decisions for the calls of a batch durable before the
-# batch leaves (``node.db.Database.wait_durable``): given the largest unit
+# batch leaves (``xinrong.node.db.Database.wait_durable``): given the largest unit
 # token of the batch, returns once a COMMIT covers it.
 Durable = Callable[[int], None]
 
@@ -193,7 +194,7 @@ class _BatchingStream:
                     batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
                     try:
                         self._durable(max(token for _, token in batch))
-                    except Exception as err:  # noqa: BLE001 - these calls fail, the stream stays
+                    except Exception as err:
                         log.error("node database refused to commit; failing %d calls to %s", len(batch), self.provider)
                         for c, _ in batch:
                             future = self._pending.pop(c.call_id, None)
@@ -205,7 +206,7 @@ class _BatchingStream:
                     await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - a broken stream fails its calls
+        except Exception as err:
             self._fail(call, err)
 
     async def _read(self, call: Any) -> None:
@@ -223,7 +224,7 @@ class _BatchingStream:
                     self._wake.set()
         except asyncio.CancelledError:
             raise
-        except Exception as err:  # noqa: BLE001 - a broken stream fails its calls
+        except Exception as err:
             self._fail(call, err)
             return
         self._fail(call, None)
@@ -264,7 +265,11 @@ class AgentPool:
     """
 
     def __init__(
-        self, endpoints: Sequence[ProviderEndpoint], credentials: PartyCredentials, *, timeout: float,
+        self,
+        endpoints: Sequence[ProviderEndpoint],
+        credentials: PartyCredentials,
+        *,
+        timeout: float,
         durable: Durable = _no_durability,
     ) -> None:
         self.timeout = timeout
@@ -358,7 +363,10 @@ class AgentPool:
             if candidate is not None and (
                 # An agent's refusal says more than another agent's outage; keep the first refusal.
                 failure is None
-                or (failure.reason is Reason.PROVIDER_UNAVAILABLE and candidate.reason is not Reason.PROVIDER_UNAVAILABLE)
+                or (
+                    failure.reason is Reason.PROVIDER_UNAVAILABLE
+                    and candidate.reason is not Reason.PROVIDER_UNAVAILABLE
+                )
             ):
                 failure = candidate
         if failure is not None:

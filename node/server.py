@@ -12,20 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from keys.layout import PartyCredentials, load_party
-from node import audit, consents, limits, modeling_store, registry
-from node.config import NodeConfig
-from node.db import Database
-from node.modeling import ModelingHub
-from node.modeling_links import AgentModelingChannels, Observer
-from node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
-from node.modeling_servicer import ModelingServicer
-from node.routing import AgentPool
-from node.service import NodeCore
-from node.servicer import SERVICE_NAME, NodeServicer
+from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.node import audit, consents, limits, modeling_store, registry
+from xinrong.node.config import NodeConfig
+from xinrong.node.db import Database
+from xinrong.node.modeling import ModelingHub
+from xinrong.node.modeling_links import AgentModelingChannels, Observer
+from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
+from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.routing import AgentPool
+from xinrong.node.service import NodeCore
+from xinrong.node.servicer import SERVICE_NAME, NodeServicer
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
@@ -135,12 +135,12 @@ def start_node(
             [
                 ServiceBinding(
                     SERVICE_NAME,
-                    lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
+                    lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
                     allowed_roles=ALLOWED_ROLES,
                 ),
                 ServiceBinding(
                     MODELING_SERVICE_NAME,
-                    lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),  # type: ignore[no-untyped-call]
+                    lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),
                     allowed_roles=MODELING_ROLES,
                 ),
             ],
@@ -158,6 +158,11 @@ def start_node(
     node = NodeServer(core=core, server=running, modeling=hub)
     running.set_serving(True)
     node.start_maintenance()
-    log.info("node %s serving on port %d (%d providers, catalog %s)", creds.party_id, running.port,
-             len(config.providers), catalog.sha256[:16])
+    log.info(
+        "node %s serving on port %d (%d providers, catalog %s)",
+        creds.party_id,
+        running.port,
+        len(config.providers),
+        catalog.sha256[:16],
+    )
     return node

@@ -44,26 +44,27 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
-from keys.binding import PROTO_TO_ROLE, VerifiedBinding
-from keys.ca import CaVerifier
-from keys.layout import PartyCredentials, read_binding_file
-from node.audit import AuditEvent, Decision, HashChainAuditLog, claims_digest
-from node.config import NodeConfig
-from node.consents import REVOKED, ConsentConflict, ConsentRecord, ConsentRegistry
-from node.db import Database
-from node.limits import EnterpriseBudget, ReplayGuard, utc_day
-from node.registry import PartyRegistry
-from node.routing import AgentPool, PushOutcome
 from xinrong import uscc as uscc_mod
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, Form
 from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, CheckedClaim, check_claim, check_indicator, claim_text
 from xinrong.consent import check_consent_use, verify_revocation, verify_signed_consent
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
+from xinrong.keys.binding import PROTO_TO_ROLE, VerifiedBinding
+from xinrong.keys.ca import CaVerifier
+from xinrong.keys.layout import PartyCredentials, read_binding_file
+from xinrong.node.audit import AuditEvent, Decision, HashChainAuditLog, claims_digest
+from xinrong.node.config import NodeConfig
+from xinrong.node.consents import REVOKED, ConsentConflict, ConsentRecord, ConsentRegistry
+from xinrong.node.db import Database
+from xinrong.node.limits import EnterpriseBudget, ReplayGuard, utc_day
+from xinrong.node.registry import PartyRegistry
+from xinrong.node.routing import AgentPool, PushOutcome
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import agent_pb2, common_pb2, node_pb2
 
@@ -189,16 +190,22 @@ class NodeCore:
             try:
                 binding = self.registry.verify(signed, role="provider", party_id=endpoint.name)
             except SignatureError:
-                raise ValidationError(f"binding {endpoint.binding} is not a valid CA-signed provider binding for {endpoint.name!r}") from None
+                raise ValidationError(
+                    f"binding {endpoint.binding} is not a valid CA-signed provider binding for {endpoint.name!r}"
+                ) from None
             if binding.provider != endpoint.name:
-                raise ValidationError(f"binding {endpoint.binding} is for provider {binding.provider!r}, not {endpoint.name!r}")
+                raise ValidationError(
+                    f"binding {endpoint.binding} is for provider {binding.provider!r}, not {endpoint.name!r}"
+                )
             configured.append(binding)
         for entry in self.config.institutions:
             signed = _read_binding(entry.binding)
             try:
                 configured.append(self.registry.verify(signed, role=INSTITUTION, party_id=entry.id))
             except SignatureError:
-                raise ValidationError(f"binding {entry.binding} is not a valid CA-signed institution binding for {entry.id!r}") from None
+                raise ValidationError(
+                    f"binding {entry.binding} is not a valid CA-signed institution binding for {entry.id!r}"
+                ) from None
         with self.db.transaction() as tx:
             for binding in configured:
                 self.registry.upsert(tx, binding, source="config")
@@ -211,7 +218,11 @@ class NodeCore:
         head_seq, head = self.audit.head()
         log.info(
             "node state loaded: %d parties configured, %d consents, %d live replay ids, audit head seq %d %s",
-            len(configured), consents, replay, head_seq, head.hex()[:16],
+            len(configured),
+            consents,
+            replay,
+            head_seq,
+            head.hex()[:16],
         )
 
     # -- helpers -----------------------------------------------------------
@@ -255,13 +266,25 @@ class NodeCore:
 
         def build(provider: str, items: list[Any], record: ConsentRecord, audience: VerifiedBinding) -> object:
             return agent_pb2.EvaluateClaimsRequest(
-                request_id=req.request_id, requested_at=req.requested_at, enterprise_uscc=req.enterprise_uscc,
-                consent=record.verified.signed, audience_binding=audience.signed, claims=items,
+                request_id=req.request_id,
+                requested_at=req.requested_at,
+                enterprise_uscc=req.enterprise_uscc,
+                consent=record.verified.signed,
+                audience_binding=audience.signed,
+                claims=items,
             )
 
         return await self._access(
-            caller, "Verify", req.request_id, req.requested_at, req.enterprise_uscc, req.consent_id,
-            check, raw_texts, build, self.agents.evaluate_claims,
+            caller,
+            "Verify",
+            req.request_id,
+            req.requested_at,
+            req.enterprise_uscc,
+            req.consent_id,
+            check,
+            raw_texts,
+            build,
+            self.agents.evaluate_claims,
         )
 
     async def get_indicators(self, caller: Peer, req: IndicatorsInput) -> Answers:
@@ -288,13 +311,25 @@ class NodeCore:
 
         def build(provider: str, items: list[Any], record: ConsentRecord, audience: VerifiedBinding) -> object:
             return agent_pb2.EvaluateIndicatorsRequest(
-                request_id=req.request_id, requested_at=req.requested_at, enterprise_uscc=req.enterprise_uscc,
-                consent=record.verified.signed, audience_binding=audience.signed, queries=items,
+                request_id=req.request_id,
+                requested_at=req.requested_at,
+                enterprise_uscc=req.enterprise_uscc,
+                consent=record.verified.signed,
+                audience_binding=audience.signed,
+                queries=items,
             )
 
         return await self._access(
-            caller, "GetIndicators", req.request_id, req.requested_at, req.enterprise_uscc, req.consent_id,
-            check, raw_texts, build, self.agents.evaluate_indicators,
+            caller,
+            "GetIndicators",
+            req.request_id,
+            req.requested_at,
+            req.enterprise_uscc,
+            req.consent_id,
+            check,
+            raw_texts,
+            build,
+            self.agents.evaluate_indicators,
         )
 
     async def _access(
@@ -327,8 +362,14 @@ class NodeCore:
         def event(decision: Decision, reason: str = "") -> AuditEvent:
             # Built once per decision, from whatever has been checked so far.
             return AuditEvent(
-                caller_role=caller.role, caller_id=caller.party_id, method=method, decision=decision, reason=reason,
-                request_id=safe_request_id, enterprise=safe_enterprise, consent_id=safe_consent_id,
+                caller_role=caller.role,
+                caller_id=caller.party_id,
+                method=method,
+                decision=decision,
+                reason=reason,
+                request_id=safe_request_id,
+                enterprise=safe_enterprise,
+                consent_id=safe_consent_id,
                 providers=tuple(sorted(checked.groups)) if checked else (),
                 fields=checked.fields if checked else (),
                 claims_sha256=claims_digest(checked.texts if checked else raw_texts()),
@@ -340,8 +381,9 @@ class NodeCore:
         # 1. Only registered institutions ask about enterprises.
         audience = self._institution_binding(caller)
         if audience is None:
-            raise refuse(XinrongError(f"{caller.role} {caller.party_id} may not call {method}",
-                                      reason=Reason.CALLER_NOT_ALLOWED))
+            raise refuse(
+                XinrongError(f"{caller.role} {caller.party_id} may not call {method}", reason=Reason.CALLER_NOT_ALLOWED)
+            )
         # 2-3. Well-formed, fresh.
         if not safe_request_id:
             raise refuse(ValidationError("request id missing or malformed"))
@@ -377,8 +419,12 @@ class NodeCore:
                     raise ConsentError("no usable consent for this enterprise")
                 # 9. Grantee, state, validity window, scope.
                 check_consent_use(
-                    record.verified, enterprise_uscc=enterprise, audience_id=caller.party_id, needs=checked.needs,
-                    now=now, state=record.state,
+                    record.verified,
+                    enterprise_uscc=enterprise,
+                    audience_id=caller.party_id,
+                    needs=checked.needs,
+                    now=now,
+                    state=record.state,
                 )
                 # 10. Budgets, checked together and incremented together below.
                 consent = record.verified.consent
@@ -429,16 +475,21 @@ class NodeCore:
 
     def register_consent(self, caller: Peer, signed: common_pb2.SignedConsent) -> tuple[str, int]:
         now = self.clock()
-        event = AuditEvent(caller_role=caller.role, caller_id=caller.party_id, method="RegisterConsent",
-                           decision=Decision.REFUSED)
+        event = AuditEvent(
+            caller_role=caller.role, caller_id=caller.party_id, method="RegisterConsent", decision=Decision.REFUSED
+        )
         try:
             verified = verify_signed_consent(self.ca, signed)
             binding = self.registry.verify(signed.enterprise_binding, role=ENTERPRISE, party_id=verified.enterprise)
         except (ConsentError, SignatureError) as exc:
             raise self._refuse(event, ConsentError(f"consent not authentic: {exc.detail}"), now) from None
         consent = verified.consent
-        event = _replace(event, enterprise=verified.enterprise, consent_id=_safe(verified.consent_id),
-                         fields=tuple(sorted(verified.scope)))
+        event = _replace(
+            event,
+            enterprise=verified.enterprise,
+            consent_id=_safe(verified.consent_id),
+            fields=tuple(sorted(verified.scope)),
+        )
         is_enterprise = caller.role == ENTERPRISE and caller.party_id == verified.enterprise
         is_grantee = caller.role == INSTITUTION and caller.party_id == consent.grantee_id
         if not (is_enterprise or is_grantee):
@@ -446,30 +497,46 @@ class NodeCore:
         if not event.consent_id:
             raise self._refuse(event, ValidationError("consent id malformed"), now)
         if self.registry.get(INSTITUTION, consent.grantee_id) is None:
-            raise self._refuse(event, ValidationError(f"grantee {consent.grantee_id!r} is not a registered institution"), now)
+            raise self._refuse(
+                event, ValidationError(f"grantee {consent.grantee_id!r} is not a registered institution"), now
+            )
         with self.db.lock:
             try:
                 with self.db.transaction() as tx:
                     self.registry.upsert(tx, binding, source="consent")
                     record, created = self.consents.register(tx, verified, binding, now)
-                    self.audit.append(tx, _replace(event, decision=Decision.ALLOWED,
-                                                   reason="" if created else "ALREADY_REGISTERED"), int(now * 1000))
+                    self.audit.append(
+                        tx,
+                        _replace(event, decision=Decision.ALLOWED, reason="" if created else "ALREADY_REGISTERED"),
+                        int(now * 1000),
+                    )
             except ConsentConflict:
-                raise self._refuse(event, XinrongError("consent id registered with other bytes",
-                                                       reason=Reason.FAILED_PRECONDITION), now) from None
+                raise self._refuse(
+                    event,
+                    XinrongError("consent id registered with other bytes", reason=Reason.FAILED_PRECONDITION),
+                    now,
+                ) from None
         return record.consent_id, record.effective_state(now)
 
     def consent_status(self, caller: Peer, consent_id: str) -> ConsentStatus:
         now = self.clock()
-        event = AuditEvent(caller_role=caller.role, caller_id=caller.party_id, method="GetConsentStatus",
-                           decision=Decision.REFUSED, consent_id=_safe(consent_id))
+        event = AuditEvent(
+            caller_role=caller.role,
+            caller_id=caller.party_id,
+            method="GetConsentStatus",
+            decision=Decision.REFUSED,
+            consent_id=_safe(consent_id),
+        )
         record = self.consents.get(consent_id)
         if record is None or not self._is_party_to(caller, record):
             raise self._refuse(event, ConsentError("unknown consent or not the caller's"), now)
         self._record(_replace(event, decision=Decision.ALLOWED, enterprise=record.enterprise), now)
         return ConsentStatus(
-            consent_id=record.consent_id, state=record.effective_state(now), uses=record.uses,
-            max_uses=record.verified.consent.max_uses, valid_until=record.verified.consent.valid_until,
+            consent_id=record.consent_id,
+            state=record.effective_state(now),
+            uses=record.uses,
+            max_uses=record.verified.consent.max_uses,
+            valid_until=record.verified.consent.valid_until,
         )
 
     @staticmethod
@@ -480,10 +547,13 @@ class NodeCore:
 
     def revoke_consent(self, caller: Peer, signed: common_pb2.SignedConsentRevocation) -> RevokeResult:
         now = self.clock()
-        event = AuditEvent(caller_role=caller.role, caller_id=caller.party_id, method="RevokeConsent",
-                           decision=Decision.REFUSED)
+        event = AuditEvent(
+            caller_role=caller.role, caller_id=caller.party_id, method="RevokeConsent", decision=Decision.REFUSED
+        )
         if caller.role != ENTERPRISE:
-            raise self._refuse(event, XinrongError("only the enterprise revokes", reason=Reason.CALLER_NOT_ALLOWED), now)
+            raise self._refuse(
+                event, XinrongError("only the enterprise revokes", reason=Reason.CALLER_NOT_ALLOWED), now
+            )
         claimed = common_pb2.ConsentRevocation()
         try:
             claimed.ParseFromString(signed.revocation)
@@ -501,16 +571,20 @@ class NodeCore:
         if revocation.consent_id != record.consent_id or revocation.enterprise_uscc != record.enterprise:
             raise self._refuse(event, ConsentError("revocation names another consent"), now)
         providers = sorted(self.agents.providers)
-        with self.db.lock:
-            with self.db.transaction() as tx:
-                already = record.state == REVOKED
-                if not already:
-                    self.consents.revoke(tx, record, signed, binding, providers, now)
-                self.audit.append(
-                    tx, _replace(event, decision=Decision.ALLOWED, providers=tuple(providers),
-                                 reason="ALREADY_REVOKED" if already else ""),
-                    int(now * 1000),
-                )
+        with self.db.lock, self.db.transaction() as tx:
+            already = record.state == REVOKED
+            if not already:
+                self.consents.revoke(tx, record, signed, binding, providers, now)
+            self.audit.append(
+                tx,
+                _replace(
+                    event,
+                    decision=Decision.ALLOWED,
+                    providers=tuple(providers),
+                    reason="ALREADY_REVOKED" if already else "",
+                ),
+                int(now * 1000),
+            )
         pending = [p for p, s in sorted(self.consents.push_states(record).items()) if s.acked_ms is None]
         if pending:
             self._push(record, pending)
@@ -547,27 +621,37 @@ class NodeCore:
         outcomes = self.agents.push_revocation(providers, request)
         now = self.clock()
         interval = self.config.revocation_retry_seconds
-        with self.db.lock:
-            with self.db.transaction() as tx:
-                for provider, outcome in sorted(outcomes.items()):
-                    state = record.pushes.get(provider)
-                    if state is None or state.acked_ms is not None:
-                        continue
-                    if outcome.acked:
-                        self.consents.push_acked(tx, record, provider, now)
-                        self.audit.append(
-                            tx,
-                            AuditEvent(caller_role="node", caller_id=self.credentials.party_id, method="PushRevocation",
-                                       decision=Decision.ALLOWED, enterprise=record.enterprise,
-                                       consent_id=record.consent_id, providers=(provider,)),
-                            int(now * 1000),
-                        )
-                    else:
-                        # Exponential backoff from the retry interval, capped at an hour.
-                        delay = min(interval * 2 ** min(state.attempts, 12), max(interval, 3600.0))
-                        self.consents.push_failed(tx, record, provider, outcome.reason, now, delay)
-                        log.warning("revocation push of consent %s to %s failed (%s); retry in %.0fs",
-                                    record.consent_id, provider, outcome.reason, delay)
+        with self.db.lock, self.db.transaction() as tx:
+            for provider, outcome in sorted(outcomes.items()):
+                state = record.pushes.get(provider)
+                if state is None or state.acked_ms is not None:
+                    continue
+                if outcome.acked:
+                    self.consents.push_acked(tx, record, provider, now)
+                    self.audit.append(
+                        tx,
+                        AuditEvent(
+                            caller_role="node",
+                            caller_id=self.credentials.party_id,
+                            method="PushRevocation",
+                            decision=Decision.ALLOWED,
+                            enterprise=record.enterprise,
+                            consent_id=record.consent_id,
+                            providers=(provider,),
+                        ),
+                        int(now * 1000),
+                    )
+                else:
+                    # Exponential backoff from the retry interval, capped at an hour.
+                    delay = min(interval * 2 ** min(state.attempts, 12), max(interval, 3600.0))
+                    self.consents.push_failed(tx, record, provider, outcome.reason, now, delay)
+                    log.warning(
+                        "revocation push of consent %s to %s failed (%s); retry in %.0fs",
+                        record.consent_id,
+                        provider,
+                        outcome.reason,
+                        delay,
+                    )
         return outcomes
 
     def retry_pending_pushes(self, *, force: bool = False) -> int:

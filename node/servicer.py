@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import grpc
 
-from node.service import Answers, IndicatorsInput, NodeCore, VerifyInput
 from xinrong.errors import Reason, XinrongError
+from xinrong.node.service import Answers, IndicatorsInput, NodeCore, VerifyInput
 from xinrong.rpc.auth import Peer, peer_of
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
@@ -68,7 +68,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.RevokeConsentResponse:
         result = self._core.revoke_consent(_caller(context), request.revocation)
         return node_pb2.RevokeConsentResponse(
-            consent_id=result.consent_id, state=result.state,  # type: ignore[arg-type]
+            consent_id=result.consent_id,
+            state=result.state,  # type: ignore[arg-type]
             providers_notified=list(result.providers_notified),
         )
 
@@ -77,8 +78,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     ) -> node_pb2.GetConsentStatusResponse:
         status = self._core.consent_status(_caller(context), request.consent_id)
         return node_pb2.GetConsentStatusResponse(
-            consent_id=status.consent_id, state=status.state,  # type: ignore[arg-type]
-            uses=status.uses, max_uses=status.max_uses, valid_until=status.valid_until,
+            consent_id=status.consent_id,
+            state=status.state,  # type: ignore[arg-type]
+            uses=status.uses,
+            max_uses=status.max_uses,
+            valid_until=status.valid_until,
         )
 
     async def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:

@@ -15,14 +15,14 @@ import argparse
 import json
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from provider_agent.config import AgentSetup, load_agent
-from provider_agent.importer import import_csv
-from provider_agent.server import serve
-from provider_agent.store import DataStore
 from xinrong.errors import ImportRejected, XinrongError
+from xinrong.provider_agent.config import AgentSetup, load_agent
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.server import serve
+from xinrong.provider_agent.store import DataStore
 
 EXIT_REJECTED = 1
 EXIT_CONFIG = 2

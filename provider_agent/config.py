@@ -35,14 +35,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keys.ca import check_party_id
-from keys.layout import PartyCredentials, load_party
 from xinrong.catalog import Catalog, load_catalog
 from xinrong.errors import SignatureError, ValidationError
+from xinrong.keys.ca import check_party_id
+from xinrong.keys.layout import PartyCredentials, load_party
 
 _KEYS = {
-    "provider", "bind", "credentials", "ca_cert", "db", "state_db", "node_id",
-    "verdict_ttl_seconds", "max_clock_skew_seconds", "catalog", "max_workers",
+    "provider",
+    "bind",
+    "credentials",
+    "ca_cert",
+    "db",
+    "state_db",
+    "node_id",
+    "verdict_ttl_seconds",
+    "max_clock_skew_seconds",
+    "catalog",
+    "max_workers",
 }
 
 
@@ -149,10 +158,7 @@ def parse_modeling(doc: dict[str, Any], base: Path, db: Path) -> ModelingConfig:
         dataset = _resolve(base, _require_str(table, "dataset"))
         if not dataset.is_file():
             raise ValidationError(f"[modeling] dataset {dataset} does not exist")
-    directory = (
-        _resolve(base, _require_str(table, "dir")) if "dir" in table
-        else db.with_name(f"{db.stem}.modeling")
-    )
+    directory = _resolve(base, _require_str(table, "dir")) if "dir" in table else db.with_name(f"{db.stem}.modeling")
     return ModelingConfig(
         enabled=enabled,
         allowed_institutions=tuple(allowed),
@@ -222,9 +228,7 @@ def prepare(config: AgentConfig) -> AgentSetup:
     except OSError as exc:
         raise ValidationError(f"[agent] catalog {config.catalog}: {exc.strerror or exc}") from None
     if config.provider not in catalog.providers:
-        raise ValidationError(
-            f"[agent] provider {config.provider!r} is not in the catalog {sorted(catalog.providers)}"
-        )
+        raise ValidationError(f"[agent] provider {config.provider!r} is not in the catalog {sorted(catalog.providers)}")
     if not catalog.provider_fields(config.provider):
         raise ValidationError(f"catalog declares no fields for provider {config.provider!r}")
     try:

@@ -35,23 +35,17 @@ request.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 import hashlib
 import json
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable
 
-from keys.binding import VerifiedBinding, verify_binding
-from keys.ca import CaVerifier
-from keys.layout import PartyCredentials
-from keys.sealing import SessionSealer
-from provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
@@ -79,6 +73,11 @@ from xinrong.errors import (
     ValidationError,
     XinrongError,
 )
+from xinrong.keys.binding import VerifiedBinding, verify_binding
+from xinrong.keys.ca import CaVerifier
+from xinrong.keys.layout import PartyCredentials
+from xinrong.keys.sealing import SessionSealer
+from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -211,9 +210,7 @@ class ProviderAgent:
 
     def _check_fresh(self, requested_at: int, now: float) -> None:
         if abs(now - requested_at) > self._skew:
-            raise ValidationError(
-                f"requested_at is {now - requested_at:.0f}s from now", reason=Reason.REQUEST_STALE
-            )
+            raise ValidationError(f"requested_at is {now - requested_at:.0f}s from now", reason=Reason.REQUEST_STALE)
 
     def _verify_consent(self, signed: common_pb2.SignedConsent, now: float) -> VerifiedConsent:
         eb = signed.enterprise_binding
@@ -360,9 +357,9 @@ class ProviderAgent:
         audience = self._verify_audience(req.audience_binding, now)
         checked = [self._check_claim(claim) for claim in req.claims]
 
-        def build(lookup: Lookup, cells: list[object] | None, issued_at: int) -> tuple[
-            common_pb2.AnswerBundle, list[str]
-        ]:
+        def build(
+            lookup: Lookup, cells: list[object] | None, issued_at: int
+        ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
             for c in checked:
@@ -415,9 +412,9 @@ class ProviderAgent:
             self._own_field(spec)
             specs.append((spec, form))
 
-        def build(lookup: Lookup, cells: list[object] | None, issued_at: int) -> tuple[
-            common_pb2.AnswerBundle, list[str]
-        ]:
+        def build(
+            lookup: Lookup, cells: list[object] | None, issued_at: int
+        ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
             for spec, form in specs:
@@ -472,9 +469,9 @@ class ProviderAgent:
             enterprise_binding=enterprise_binding.SerializeToString(deterministic=True),
         )
         with self._revoked_lock:
-            self._revoked[parsed.consent_id] = (
-                self._revoked.get(parsed.consent_id, frozenset()) | {parsed.enterprise_uscc}
-            )
+            self._revoked[parsed.consent_id] = self._revoked.get(parsed.consent_id, frozenset()) | {
+                parsed.enterprise_uscc
+            }
         log.info("consent %s revoked by its enterprise", parsed.consent_id)
         return RevocationResult(consent_id=parsed.consent_id, state=common_pb2.CONSENT_STATE_REVOKED)
 

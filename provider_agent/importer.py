@@ -22,15 +22,16 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from provider_agent.store import DataStore
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, FieldSpec, FieldType
 from xinrong.errors import ImportRejected, ValidationError
+from xinrong.provider_agent.store import DataStore
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def _parser_for(spec: FieldSpec) -> tuple[Parser, str]:
         encoded = {v: json.dumps(v) for v in spec.values}
         return (lambda c: encoded.get(c, _BAD)), f"expected one of {', '.join(spec.values)}"
     if spec.type is FieldType.INT:
+
         def parse_int(c: str) -> object:
             if not (c.isascii() and c.isdigit()):
                 return _BAD
@@ -110,6 +112,7 @@ def _parser_for(spec: FieldSpec) -> tuple[Parser, str]:
 
         return parse_int, f"expected a whole number >= {floor}"
     if spec.type is FieldType.DECIMAL:
+
         def parse_decimal(c: str) -> object:
             if not _DECIMAL_RE.fullmatch(c):
                 return _BAD
@@ -201,7 +204,9 @@ def import_csv(
         i_uscc, i_as_of, width = index["uscc"], index["as_of"], len(header)
 
         writer = store.begin_import(
-            source=csv_path.name, columns=[s.column for s in specs], catalog_sha256=catalog.sha256,
+            source=csv_path.name,
+            columns=[s.column for s in specs],
+            catalog_sha256=catalog.sha256,
             now=int(time.time()) if now is None else now,
         )
         try:
@@ -290,9 +295,7 @@ def import_csv(
             writer.abort()
             raise
     seconds = time.perf_counter() - started
-    log.info(
-        "imported %s period %s: %d rows, sha256 %s, %.1fs", provider, as_of, rows, digest[:16], seconds
-    )
+    log.info("imported %s period %s: %d rows, sha256 %s, %.1fs", provider, as_of, rows, digest[:16], seconds)
     return ImportResult(
         period_id=writer.period_id,
         provider=provider,

@@ -29,29 +29,30 @@ counts and ids are logged.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from keys.binding import VerifiedBinding, verify_binding
-from keys.layout import PartyCredentials
-from keys.sealing import seal
-from modeling.psi import psi_context
-from modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
-from modeling import scoring
-from modeling.he.base import load_public
-from modeling.psi import ProviderPsi
-from modeling.vlr import (
+from xinrong.consent import check_consent_use, verify_signed_consent
+from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
+from xinrong.keys.binding import VerifiedBinding, verify_binding
+from xinrong.keys.layout import PartyCredentials
+from xinrong.keys.sealing import seal
+from xinrong.modeling import scoring
+from xinrong.modeling.he.base import load_public
+from xinrong.modeling.psi import ProviderPsi, psi_context
+from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -69,13 +70,11 @@ from modeling.vlr import (
     UpdateRequest,
     seal_context,
 )
-from modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
-from modeling.vlr_wire import decode, decode_for_job, encode
-from provider_agent.config import ModelingConfig
-from provider_agent.modeling_data import FeatureSource, FeatureTable
-from provider_agent.store import StateStore
-from xinrong.consent import check_consent_use, verify_signed_consent
-from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
+from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
+from xinrong.modeling.vlr_wire import decode, decode_for_job, encode
+from xinrong.provider_agent.config import ModelingConfig
+from xinrong.provider_agent.modeling_data import FeatureSource, FeatureTable
+from xinrong.provider_agent.store import StateStore
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -89,8 +88,6 @@ MAX_SCORE_ROWS = 200_000
 SCORING_SCHEMES = ("ckks", "paillier")
 
 
-
-
 @dataclass(frozen=True)
 class ScoringKeyIn:
     scheme: str
@@ -101,7 +98,9 @@ class ScoringKeyIn:
 class _Job:
     """One job at this agent; ``lock`` serializes its steps."""
 
-    def __init__(self, job_id: str, bank: VerifiedBinding, backend: str, directory: Path, features: FeatureTable) -> None:
+    def __init__(
+        self, job_id: str, bank: VerifiedBinding, backend: str, directory: Path, features: FeatureTable
+    ) -> None:
         self.job_id = job_id
         self.bank = bank
         self.backend = backend
@@ -153,10 +152,10 @@ class AgentModeling:
     def _warm_up(self) -> None:
         """Read the features and load the report module now, not inside a job's first or last step."""
         try:
-            import modeling.report  # noqa: F401 - matplotlib takes a while to import
+            import xinrong.modeling.report  # noqa: F401 - matplotlib takes a while to import
 
             self._features.load()
-        except Exception as exc:  # noqa: BLE001 - a job will report the same problem precisely
+        except Exception as exc:
             log.warning("modeling warm-up: %s", getattr(exc, "detail", None) or type(exc).__name__)
 
     # -- checks ---------------------------------------------------------------------
@@ -171,11 +170,17 @@ class AgentModeling:
         try:
             bank = verify_binding(self._ca, signed, expect_role="institution")
         except SignatureError:
-            raise _refused("institution binding fails the CA check", "the institution's binding is not CA-signed",
-                           Reason.CALLER_NOT_ALLOWED) from None
+            raise _refused(
+                "institution binding fails the CA check",
+                "the institution's binding is not CA-signed",
+                Reason.CALLER_NOT_ALLOWED,
+            ) from None
         if len(bank.sealing_public_raw) != 32:
-            raise _refused("institution without sealing key", "the institution's binding has no sealing key",
-                           Reason.CALLER_NOT_ALLOWED)
+            raise _refused(
+                "institution without sealing key",
+                "the institution's binding has no sealing key",
+                Reason.CALLER_NOT_ALLOWED,
+            )
         if bank.party_id not in self._config.allowed_institutions:
             raise _refused(
                 f"institution {bank.party_id} not allowed",
@@ -206,8 +211,9 @@ class AgentModeling:
         directory = self._job_dir(job_id)
         meta_path = directory / "job.json"
         if not meta_path.is_file():
-            raise _refused(f"job {job_id} unknown", f"provider {self.provider} has no modeling job {job_id}",
-                           Reason.NOT_FOUND)
+            raise _refused(
+                f"job {job_id} unknown", f"provider {self.provider} has no modeling job {job_id}", Reason.NOT_FOUND
+            )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != JOB_FORMAT or meta.get("job_id") != job_id:
             raise _refused("job file malformed", f"provider {self.provider}: job {job_id} state is unreadable")
@@ -223,7 +229,9 @@ class AgentModeling:
         job.rows = self._load_rows(directory / "alignment.npy", len(features.ids))
         with self._lock:
             job = self._jobs.setdefault(job_id, job)
-        log.info("modeling job %s reloaded from disk: %d aligned rows", job_id, job.rows.size if job.rows is not None else 0)
+        log.info(
+            "modeling job %s reloaded from disk: %d aligned rows", job_id, job.rows.size if job.rows is not None else 0
+        )
         return job
 
     @staticmethod
@@ -256,16 +264,22 @@ class AgentModeling:
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             if meta.get("institution") != bank.party_id:
-                raise _refused("job of another institution", f"job id {job_id} belongs to another institution here",
-                               Reason.CALLER_NOT_ALLOWED)
+                raise _refused(
+                    "job of another institution",
+                    f"job id {job_id} belongs to another institution here",
+                    Reason.CALLER_NOT_ALLOWED,
+                )
         if resume:
             with self._lock:
                 job = self._jobs.get(job_id)
             if job is None:
                 job = self._reload(job_id)
             if job.bank.party_id != bank.party_id:
-                raise _refused("job of another institution", f"job id {job_id} belongs to another institution here",
-                               Reason.CALLER_NOT_ALLOWED)
+                raise _refused(
+                    "job of another institution",
+                    f"job id {job_id} belongs to another institution here",
+                    Reason.CALLER_NOT_ALLOWED,
+                )
             if job.rows is None:
                 raise _refused("not aligned", f"job {job_id} was never aligned here; start it again without --resume")
             log.info("modeling job %s re-opened for %s", job_id, bank.party_id)
@@ -280,8 +294,13 @@ class AgentModeling:
             if directory.exists():
                 shutil.rmtree(directory)  # an earlier attempt of the same job id, same institution: start over
             self._jobs[job_id] = _Job(job_id, bank, backend, directory, features)
-        log.info("modeling job %s opened for %s: %d rows offered (%s)", job_id, bank.party_id, len(features.ids),
-                 features.source)
+        log.info(
+            "modeling job %s opened for %s: %d rows offered (%s)",
+            job_id,
+            bank.party_id,
+            len(features.ids),
+            features.source,
+        )
         return len(features.ids)
 
     def respond_psi(self, job_id: str, body: bytes) -> bytes:
@@ -391,8 +410,11 @@ class AgentModeling:
             sealed_square = b""
             if out.square:
                 sealed_square = seal(
-                    out.square, recipient_id=job.bank.party_id, recipient_public_raw=job.bank.sealing_public_raw,
-                    content_type=SEALED_SQUARE, context=ctx,
+                    out.square,
+                    recipient_id=job.bank.party_id,
+                    recipient_public_raw=job.bank.sealing_public_raw,
+                    content_type=SEALED_SQUARE,
+                    context=ctx,
                 ).SerializeToString()
             return encode(GradientReply(out.job_id, out.epoch, out.batch, out.party_id, out.payload, sealed_square))
 
@@ -410,13 +432,18 @@ class AgentModeling:
         msg = decode_for_job(FinishRequest, body, job_id)
 
         def run(job: _Job) -> bytes:
-            from modeling.report import write_weights_report  # matplotlib: imported only when needed
+            from xinrong.modeling.report import write_weights_report  # matplotlib: imported only when needed
 
             party = self._party(job)
             ack = party.finish(msg, job.share_path)
             share = party.model_share(msg.epochs)
-            write_weights_report(job.dir, model_id=job_id, party_id=self._party_id, feature_names=share.feature_names,
-                                 weights=share.weights)
+            write_weights_report(
+                job.dir,
+                model_id=job_id,
+                party_id=self._party_id,
+                feature_names=share.feature_names,
+                weights=share.weights,
+            )
             job.party = None  # the share is on disk; the training state is no longer needed
             log.info("modeling job %s finished: share written (%d weights)", job_id, len(share.weights))
             return encode(ack)
@@ -446,9 +473,11 @@ class AgentModeling:
         try:
             bank.verify_key.verify(SCORING_KEY_CONTEXT, statement, key.signature)
         except SignatureError:
-            raise _refused("scoring key not signed by the bank",
-                           f"the scoring key is not signed by {bank.party_id} for this job and request",
-                           Reason.ACCESS_DENIED) from None
+            raise _refused(
+                "scoring key not signed by the bank",
+                f"the scoring key is not signed by {bank.party_id} for this job and request",
+                Reason.ACCESS_DENIED,
+            ) from None
         try:
             return load_public(key.scheme, key.public_key)
         except ValueError as exc:
@@ -493,8 +522,11 @@ class AgentModeling:
         job = self._job(job_id)
         audience = self._institution(audience_binding)
         if audience.party_id != job.bank.party_id:
-            raise _refused("audience is not the job's institution",
-                           "only the institution that trained the model may score with it", Reason.CALLER_NOT_ALLOWED)
+            raise _refused(
+                "audience is not the job's institution",
+                "only the institution that trained the model may score with it",
+                Reason.CALLER_NOT_ALLOWED,
+            )
         public = self._public_key(job_id, request_id, key, audience)
         if len(usccs) != len(consents) or not 0 < len(usccs) <= MAX_SCORE_ROWS:
             raise ValidationError("one consent per enterprise expected")
@@ -502,20 +534,30 @@ class AgentModeling:
         for uscc, signed in zip(usccs, consents):
             verified = verify_signed_consent(self._ca, signed)
             state = (
-                common_pb2.CONSENT_STATE_REVOKED if (verified.consent_id, uscc) in revoked
+                common_pb2.CONSENT_STATE_REVOKED
+                if (verified.consent_id, uscc) in revoked
                 else common_pb2.CONSENT_STATE_ACTIVE
             )
-            check_consent_use(verified, enterprise_uscc=uscc, audience_id=audience.party_id, needs=(), now=now,
-                              state=state)
+            check_consent_use(
+                verified, enterprise_uscc=uscc, audience_id=audience.party_id, needs=(), now=now, state=state
+            )
             if verified.consent.purpose != common_pb2.CONSENT_PURPOSE_CREDIT_SCORING:
-                raise ConsentError("purpose", reason=Reason.CLAIM_OUT_OF_SCOPE,
-                                   public="the consent's purpose is not credit_scoring")
+                raise ConsentError(
+                    "purpose", reason=Reason.CLAIM_OUT_OF_SCOPE, public="the consent's purpose is not credit_scoring"
+                )
             if not any(k.split(".", 1)[0] == self.provider for k in verified.scope):
-                raise ConsentError("scope", reason=Reason.CLAIM_OUT_OF_SCOPE,
-                                   public=f"the consent's scope does not cover provider {self.provider}")
+                raise ConsentError(
+                    "scope",
+                    reason=Reason.CLAIM_OUT_OF_SCOPE,
+                    public=f"the consent's scope does not cover provider {self.provider}",
+                )
         with job.lock:
             raw = job.features.rows_of(list(usccs))
             payload = self._encrypt_scores(job, request_id, public, raw)
-        log.info("modeling job %s: encrypted partial scores of %d consented enterprises (request %s)", job_id,
-                 len(usccs), request_id)
+        log.info(
+            "modeling job %s: encrypted partial scores of %d consented enterprises (request %s)",
+            job_id,
+            len(usccs),
+            request_id,
+        )
         return payload

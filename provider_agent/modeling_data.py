@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from modeling.data import read_table
 from xinrong.catalog import Catalog, FieldType
 from xinrong.errors import Reason, XinrongError
+from xinrong.modeling.data import read_table
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,24 @@ def _fingerprint(ids: tuple[str, ...], columns: tuple[str, ...], x: FloatArray) 
 
 def _table(ids: tuple[str, ...], columns: tuple[str, ...], x: FloatArray, source: str) -> FeatureTable:
     if not ids or not columns:
-        raise XinrongError(f"{source}: no rows or no feature columns", reason=Reason.FAILED_PRECONDITION,
-                           public="the provider has no data to model on")
+        raise XinrongError(
+            f"{source}: no rows or no feature columns",
+            reason=Reason.FAILED_PRECONDITION,
+            public="the provider has no data to model on",
+        )
     return FeatureTable(ids, columns, x, source, _fingerprint(ids, columns, x), {k: i for i, k in enumerate(ids)})
 
 
 def load_csv(path: Path) -> FeatureTable:
-    """``id`` + numeric columns (blank / NA -> NaN), as ``modeling.data.read_table`` reads them."""
+    """``id`` + numeric columns (blank / NA -> NaN), as ``xinrong.modeling.data.read_table`` reads them."""
     try:
         table = read_table(path, label=False)
     except (OSError, ValueError) as exc:
-        raise XinrongError(f"dataset {path}: {exc}", reason=Reason.FAILED_PRECONDITION,
-                           public="the provider's modeling dataset cannot be read") from None
+        raise XinrongError(
+            f"dataset {path}: {exc}",
+            reason=Reason.FAILED_PRECONDITION,
+            public="the provider's modeling dataset cannot be read",
+        ) from None
     return _table(table.ids, table.columns, table.x, f"csv:{path.name}")
 
 
@@ -86,14 +92,18 @@ def load_store(db: Path, catalog: Catalog, provider: str) -> FeatureTable:
     try:
         conn = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error as exc:
-        raise XinrongError(f"cannot open {db}: {exc}", reason=Reason.FAILED_PRECONDITION,
-                           public="the provider has no data to model on") from None
+        raise XinrongError(
+            f"cannot open {db}: {exc}", reason=Reason.FAILED_PRECONDITION, public="the provider has no data to model on"
+        ) from None
     try:
         conn.execute("BEGIN")  # one consistent snapshot of period and records
         row = conn.execute("SELECT id, as_of, columns FROM periods WHERE active = 1").fetchone()
         if row is None:
-            raise XinrongError("no active period", reason=Reason.FAILED_PRECONDITION,
-                               public="the provider has imported no data period to model on")
+            raise XinrongError(
+                "no active period",
+                reason=Reason.FAILED_PRECONDITION,
+                public="the provider has imported no data period to model on",
+            )
         period_id, as_of, columns_json = int(row[0]), str(row[1]), str(row[2])
         stored = {name: i for i, name in enumerate(json.loads(columns_json))}
         specs = [s for s in catalog.provider_fields(provider) if s.type is not FieldType.DATE and s.column in stored]
@@ -158,7 +168,8 @@ class FeatureSource:
             version = self._version()
             if self._cached is None or self._cached[0] != version:
                 table = (
-                    load_csv(self._dataset) if self._dataset is not None
+                    load_csv(self._dataset)
+                    if self._dataset is not None
                     else load_store(self._db, self._catalog, self._provider)
                 )
                 self._cached = (version, table)

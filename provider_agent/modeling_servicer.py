@@ -1,7 +1,7 @@
 """``AgentModelingService`` over gRPC: proto in, ``AgentModeling`` call, proto out.
 
 The guard interceptor already refused every caller whose certificate role is
-not ``node``; here, as in ``provider_agent.servicer``, the certificate's
+not ``node``; here, as in ``xinrong.provider_agent.servicer``, the certificate's
 party id must also be the configured node id, so no other CA-certified node
 can drive this provider's modeling jobs.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import grpc
 
-from provider_agent.modeling import AgentModeling, ScoringKeyIn
 from xinrong.errors import Reason, XinrongError
+from xinrong.provider_agent.modeling import AgentModeling, ScoringKeyIn
 from xinrong.rpc.auth import peer_of
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
@@ -32,93 +32,99 @@ class AgentModelingServicer(modeling_pb2_grpc.AgentModelingServiceServicer):  # 
         if peer is None or peer.role != "node" or peer.party_id != self._node_id:
             raise XinrongError("caller is not the configured node", reason=Reason.CALLER_NOT_ALLOWED)
 
-    def OpenJob(  # noqa: N802 - gRPC method name
+    def OpenJob(
         self, request: modeling_pb2.AgentOpenJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentOpenJobResponse:
         self._require_node(context)
         rows = self._m.open_job(request.job_id, request.institution_binding, request.backend, request.resume)
         return modeling_pb2.AgentOpenJobResponse(provider_id=self._m.provider, rows=rows)
 
-    def RespondPsi(  # noqa: N802
+    def RespondPsi(
         self, request: modeling_pb2.AgentRespondPsiRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentRespondPsiResponse:
         self._require_node(context)
         return modeling_pb2.AgentRespondPsiResponse(body=self._m.respond_psi(request.job_id, bytes(request.body)))
 
-    def SelectPsi(  # noqa: N802
+    def SelectPsi(
         self, request: modeling_pb2.AgentSelectPsiRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentSelectPsiResponse:
         self._require_node(context)
         return modeling_pb2.AgentSelectPsiResponse(aligned_rows=self._m.select_psi(request.job_id, bytes(request.body)))
 
-    def SetupParty(  # noqa: N802
+    def SetupParty(
         self, request: modeling_pb2.AgentSetupPartyRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentSetupPartyResponse:
         self._require_node(context)
         return modeling_pb2.AgentSetupPartyResponse(body=self._m.setup(request.job_id, bytes(request.body)))
 
-    def ComputeBound(  # noqa: N802
+    def ComputeBound(
         self, request: modeling_pb2.AgentComputeBoundRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentComputeBoundResponse:
         self._require_node(context)
         return modeling_pb2.AgentComputeBoundResponse(body=self._m.bound(request.job_id, bytes(request.body)))
 
-    def EncryptPartial(  # noqa: N802
+    def EncryptPartial(
         self, request: modeling_pb2.AgentEncryptPartialRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentEncryptPartialResponse:
         self._require_node(context)
         return modeling_pb2.AgentEncryptPartialResponse(sealed=self._m.encrypt(request.job_id, bytes(request.body)))
 
-    def ComputeGradient(  # noqa: N802
+    def ComputeGradient(
         self, request: modeling_pb2.AgentComputeGradientRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentComputeGradientResponse:
         self._require_node(context)
         return modeling_pb2.AgentComputeGradientResponse(body=self._m.gradient(request.job_id, bytes(request.body)))
 
-    def ApplyUpdate(  # noqa: N802
+    def ApplyUpdate(
         self, request: modeling_pb2.AgentApplyUpdateRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentApplyUpdateResponse:
         self._require_node(context)
         return modeling_pb2.AgentApplyUpdateResponse(body=self._m.update(request.job_id, bytes(request.body)))
 
-    def EndEpoch(  # noqa: N802
+    def EndEpoch(
         self, request: modeling_pb2.AgentEndEpochRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentEndEpochResponse:
         self._require_node(context)
         return modeling_pb2.AgentEndEpochResponse(body=self._m.end_epoch(request.job_id, bytes(request.body)))
 
-    def FinishJob(  # noqa: N802
+    def FinishJob(
         self, request: modeling_pb2.AgentFinishJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentFinishJobResponse:
         self._require_node(context)
         return modeling_pb2.AgentFinishJobResponse(body=self._m.finish(request.job_id, bytes(request.body)))
 
-    def GetResumeState(  # noqa: N802
+    def GetResumeState(
         self, request: modeling_pb2.AgentGetResumeStateRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentGetResumeStateResponse:
         self._require_node(context)
         return modeling_pb2.AgentGetResumeStateResponse(body=self._m.resume_state(request.job_id, bytes(request.body)))
 
-    def RestoreJob(  # noqa: N802
+    def RestoreJob(
         self, request: modeling_pb2.AgentRestoreJobRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentRestoreJobResponse:
         self._require_node(context)
         return modeling_pb2.AgentRestoreJobResponse(body=self._m.restore(request.job_id, bytes(request.body)))
 
-    def ScoreRows(  # noqa: N802
+    def ScoreRows(
         self, request: modeling_pb2.AgentScoreRowsRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentScoreRowsResponse:
         self._require_node(context)
-        payload = self._m.score_rows(request.job_id, request.request_id, bytes(request.positions),
-                                     _key(request.scoring_key))
+        payload = self._m.score_rows(
+            request.job_id, request.request_id, bytes(request.positions), _key(request.scoring_key)
+        )
         return modeling_pb2.AgentScoreRowsResponse(payload=payload)
 
-    def ScoreEnterprises(  # noqa: N802
+    def ScoreEnterprises(
         self, request: modeling_pb2.AgentScoreEnterprisesRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.AgentScoreEnterprisesResponse:
         self._require_node(context)
         payload = self._m.score_enterprises(
-            request.job_id, request.request_id, request.requested_at, list(request.enterprise_usccs),
-            list(request.consents), request.audience_binding, _key(request.scoring_key),
+            request.job_id,
+            request.request_id,
+            request.requested_at,
+            list(request.enterprise_usccs),
+            list(request.consents),
+            request.audience_binding,
+            _key(request.scoring_key),
         )
         return modeling_pb2.AgentScoreEnterprisesResponse(payload=payload)

@@ -15,17 +15,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import grpc
 
-from provider_agent.config import AgentSetup
-from provider_agent.evaluate import ProviderAgent
-from provider_agent.servicer import SERVICE_NAME, AgentServicer
-from provider_agent.store import DataStore, StateStore
 from xinrong.heap import settle_after_start
+from xinrong.provider_agent.config import AgentSetup
+from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
+from xinrong.provider_agent.store import DataStore, StateStore
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc
 
@@ -74,7 +74,7 @@ class RunningAgent:
                     pruned = self.agent.housekeeping()
                     if pruned:
                         log.debug("pruned %d expired request ids", pruned)
-            except Exception:  # noqa: BLE001 - keep watching; the next poll retries
+            except Exception:
                 log.exception("agent watcher failed")
 
     def start_watcher(self) -> None:
@@ -107,10 +107,10 @@ def start_agent(
     """Open the stores, build the domain agent and start the mTLS server."""
     # Joint modeling pulls in numpy and the HE libraries: load it when an agent starts,
     # not whenever the `xinrong` command line is built.
-    from provider_agent.modeling import AgentModeling
-    from provider_agent.modeling_data import FeatureSource
-    from provider_agent.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
-    from provider_agent.modeling_servicer import AgentModelingServicer
+    from xinrong.provider_agent.modeling import AgentModeling
+    from xinrong.provider_agent.modeling_data import FeatureSource
+    from xinrong.provider_agent.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
+    from xinrong.provider_agent.modeling_servicer import AgentModelingServicer
 
     cfg = setup.config
     data = DataStore(cfg.db, cfg.provider)
@@ -136,9 +136,7 @@ def start_agent(
                 "active period %s was imported under another catalog version; re-import to be safe", period.as_of
             )
         servicer = AgentServicer(agent, cfg.node_id)
-        features = FeatureSource(
-            dataset=cfg.modeling.dataset, db=cfg.db, catalog=setup.catalog, provider=cfg.provider
-        )
+        features = FeatureSource(dataset=cfg.modeling.dataset, db=cfg.db, catalog=setup.catalog, provider=cfg.provider)
         modeling = AgentModeling(
             provider=cfg.provider,
             credentials=setup.credentials,
@@ -151,10 +149,10 @@ def start_agent(
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
 
         def register(server: grpc.Server) -> None:
-            agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+            agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
 
         def register_modeling(server: grpc.Server) -> None:
-            modeling_pb2_grpc.add_AgentModelingServiceServicer_to_server(modeling_servicer, server)  # type: ignore[no-untyped-call]
+            modeling_pb2_grpc.add_AgentModelingServiceServicer_to_server(modeling_servicer, server)
 
         server = build_server(
             setup.credentials,
@@ -170,7 +168,11 @@ def start_agent(
         state.close()
         raise
     running = RunningAgent(
-        agent=agent, server=server, data=data, state=state, poll_seconds=poll_seconds,
+        agent=agent,
+        server=server,
+        data=data,
+        state=state,
+        poll_seconds=poll_seconds,
         modeling_ready=features.ready if cfg.modeling.enabled else None,
     )
     running.refresh_health()

@@ -10,12 +10,12 @@ to the interceptor, which maps them to a status with an ``ErrorInfo`` reason.
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 
-from provider_agent.evaluate import ClaimsRequest, IndicatorQuery, IndicatorsRequest, ProviderAgent
 from xinrong.errors import Reason, XinrongError
+from xinrong.provider_agent.evaluate import ClaimsRequest, IndicatorQuery, IndicatorsRequest, ProviderAgent
 from xinrong.rpc.auth import peer_of
 from xinrong.rpc.errors import status_fields
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -57,19 +57,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         if peer is None or peer.role != "node" or peer.party_id != self._node_id:
             raise XinrongError("caller is not the configured node", reason=Reason.CALLER_NOT_ALLOWED)
 
-    def EvaluateClaims(  # noqa: N802 - gRPC method name
+    def EvaluateClaims(
         self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateClaimsResponse:
         self._require_node(context)
         return agent_pb2.EvaluateClaimsResponse(sealed=self._agent.evaluate_claims(claims_request(request)))
 
-    def EvaluateIndicators(  # noqa: N802
+    def EvaluateIndicators(
         self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateIndicatorsResponse:
         self._require_node(context)
-        return agent_pb2.EvaluateIndicatorsResponse(
-            sealed=self._agent.evaluate_indicators(indicators_request(request))
-        )
+        return agent_pb2.EvaluateIndicatorsResponse(sealed=self._agent.evaluate_indicators(indicators_request(request)))
 
     def _one(self, call: agent_pb2.AgentCall) -> agent_pb2.AgentCallResult:
         """One call of a batch: answered or refused on its own, like a unary call."""
@@ -83,7 +81,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             else:
                 raise XinrongError("stream call without a request", reason=Reason.INVALID_ARGUMENT)
             return agent_pb2.AgentCallResult(call_id=call.call_id, sealed=box)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes this call's error
+        except Exception as exc:
             if isinstance(exc, XinrongError):
                 log.info("[EvaluateStream] refused %s: %s", exc.reason.value, exc.detail)
             else:
@@ -93,7 +91,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 call_id=call.call_id, error=agent_pb2.CallError(code=code, reason=reason, message=message)
             )
 
-    def EvaluateStream(  # noqa: N802
+    def EvaluateStream(
         self, request_iterator: Iterator[agent_pb2.EvaluateStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
         self._require_node(context)
@@ -103,14 +101,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 results = [self._one(call) for call in batch.calls]
             yield agent_pb2.EvaluateStreamResponse(results=results)
 
-    def UpdateConsentStatus(  # noqa: N802
+    def UpdateConsentStatus(
         self, request: agent_pb2.UpdateConsentStatusRequest, context: grpc.ServicerContext
     ) -> agent_pb2.UpdateConsentStatusResponse:
         self._require_node(context)
         result = self._agent.update_consent_status(request.revocation, request.enterprise_binding)
         return agent_pb2.UpdateConsentStatusResponse(consent_id=result.consent_id, state=result.state)
 
-    def GetAgentInfo(  # noqa: N802
+    def GetAgentInfo(
         self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
     ) -> agent_pb2.GetAgentInfoResponse:
         self._require_node(context)
@@ -118,4 +116,3 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         return agent_pb2.GetAgentInfoResponse(
             provider=info.provider, data_as_of=info.data_as_of, enterprises=info.enterprises
         )
-

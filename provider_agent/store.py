@@ -20,15 +20,16 @@ later catalog reorders fields. Nothing here logs a value.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from xinrong.errors import ValidationError
 from xinrong.jsontext import string_array
@@ -268,9 +269,7 @@ class DataStore:
         rows = self._reader().execute(f"SELECT {_PERIOD_COLUMNS} FROM periods ORDER BY id").fetchall()
         return [_period(r) for r in rows]
 
-    def begin_import(
-        self, *, source: str, columns: Iterable[str], catalog_sha256: str, now: int
-    ) -> ImportWriter:
+    def begin_import(self, *, source: str, columns: Iterable[str], catalog_sha256: str, now: int) -> ImportWriter:
         """Open the one write transaction of an import (see ImportWriter)."""
         conn = _connect(self.path)
         # A large page cache keeps the USCC index of a 1M-row period in memory
@@ -350,11 +349,9 @@ class ImportWriter:
             self.abort()
             raise
         self._done = True
-        try:
-            # Shrink the WAL the import grew; readers may keep it busy, which is fine.
+        # Shrink the WAL the import grew; readers may keep it busy, which is fine.
+        with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
         self._conn.close()
 
     def abort(self) -> None:
@@ -547,9 +544,16 @@ class StateStore:
                     "INSERT INTO answer_log(request_id, kind, consent_id, enterprise_uscc, audience, fields, "
                     "data_as_of, answer_sha256, sealed_sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        entry.request_id, entry.kind, entry.consent_id, entry.enterprise_uscc, entry.audience,
-                        string_array(entry.fields), entry.data_as_of, string_array(entry.answer_sha256),
-                        entry.sealed_sha256, entry.issued_at,
+                        entry.request_id,
+                        entry.kind,
+                        entry.consent_id,
+                        entry.enterprise_uscc,
+                        entry.audience,
+                        string_array(entry.fields),
+                        entry.data_as_of,
+                        string_array(entry.answer_sha256),
+                        entry.sealed_sha256,
+                        entry.issued_at,
                     ),
                 )
                 conn.execute("RELEASE answer" if nested else "COMMIT")
@@ -579,9 +583,16 @@ class StateStore:
             rows = self._conn.execute(sql + " ORDER BY id", params).fetchall()
         return [
             AnswerLogEntry(
-                request_id=r[0], kind=r[1], consent_id=r[2], enterprise_uscc=r[3], audience=r[4],
-                fields=tuple(json.loads(r[5])), data_as_of=r[6], answer_sha256=tuple(json.loads(r[7])),
-                sealed_sha256=r[8], issued_at=int(r[9]),
+                request_id=r[0],
+                kind=r[1],
+                consent_id=r[2],
+                enterprise_uscc=r[3],
+                audience=r[4],
+                fields=tuple(json.loads(r[5])),
+                data_as_of=r[6],
+                answer_sha256=tuple(json.loads(r[7])),
+                sealed_sha256=r[8],
+                issued_at=int(r[9]),
             )
             for r in rows
         ]

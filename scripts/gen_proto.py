@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generated = generate(Path(tmp))
-        committed = sorted(
-            p.relative_to(ROOT) for p in (ROOT / PACKAGE_DIR).glob("*_pb2*.py*")
-        )
+        committed = sorted(p.relative_to(ROOT) for p in (ROOT / PACKAGE_DIR).glob("*_pb2*.py*"))
         problems = []
         if set(generated) != set(committed):
             problems.append(f"file sets differ: generated {generated}, committed {committed}")

@@ -1,45 +1,17 @@
-"""Shared fixtures: a throwaway PKI with every party, and the catalog."""
+"""Shared fixtures: a throwaway PKI with every party, the catalog, and the node harness."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from keys.ca import CertificateAuthority
-from keys.layout import PartyCredentials, create_ca, load_party, party_dir, provision_party
 from xinrong.catalog import Catalog, default_catalog
+from xinrong.keys.layout import create_ca, provision_party
 
-ENTERPRISES = ("911301001234567883",)  # extended by tests through Pki.enterprise()
-
-
-@dataclass
-class Pki:
-    """A keys directory with a CA, the node, every catalog provider and two banks."""
-
-    root: Path
-    ca: CertificateAuthority
-
-    def party(self, role: str, party_id: str) -> PartyCredentials:
-        return load_party(party_dir(self.root, role, party_id))
-
-    @property
-    def node(self) -> PartyCredentials:
-        return self.party("node", "node")
-
-    def provider(self, name: str) -> PartyCredentials:
-        return self.party("provider", name)
-
-    def institution(self, name: str) -> PartyCredentials:
-        return self.party("institution", name)
-
-    def enterprise(self, uscc: str) -> PartyCredentials:
-        """Credentials of an enterprise, provisioned on first use."""
-        directory = party_dir(self.root, "enterprise", uscc)
-        if not (directory / "binding.pb").exists():
-            provision_party(self.ca, self.root, role="enterprise", party_id=uscc, with_sealing=False)
-        return load_party(directory)
+from support.node_fakes import NodeHarness, harness_factory
+from support.pki import Pki
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +29,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Pki:
     for bank in ("bank-a", "bank-b", "bank-c"):
         provision_party(ca, root, role="institution", party_id=bank)
     return Pki(root=root, ca=ca)
+
+
+@pytest.fixture
+def make_harness(pki: Pki, catalog: Catalog, tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
+    with harness_factory(pki, catalog, tmp_path) as make:
+        yield make

@@ -7,14 +7,17 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from conftest import Pki
-from provider_agent.evaluate import ClaimsRequest
-from test_agent_support import (
+from xinrong.catalog import Catalog, Form
+from xinrong.errors import Reason, XinrongError
+from xinrong.provider_agent.evaluate import ClaimsRequest
+from xinrong.v1 import common_pb2
+
+from support.agent import (
     AS_OF,
     E_ABSENT,
     E_EMPTY,
@@ -37,9 +40,7 @@ from test_agent_support import (
     verified_indicators,
     verified_verdicts,
 )
-from xinrong.catalog import Catalog, Form
-from xinrong.errors import Reason, XinrongError
-from xinrong.v1 import common_pb2
+from support.pki import Pki
 
 
 @pytest.fixture
@@ -138,15 +139,33 @@ def test_indicators_in_published_forms(pki: Pki, catalog: Catalog, tax: AgentUnd
         ("tax.cit_paid_last_year", Form.BRACKET),
     ]
     for enterprise, expected in [
-        (E_GOOD, [("flag", False), ("grade", "A"), ("bracket", (3, "1000000", "5000000")),
-                  ("bracket", (4, "24", "36")), ("bracket", (2, "200000", "1000000"))]),
-        (E_POOR, [("flag", True), ("grade", "C"), ("bracket", (0, "0", "100000")),
-                  ("bracket", (0, "0", "3")), ("no_data", True)]),
+        (
+            E_GOOD,
+            [
+                ("flag", False),
+                ("grade", "A"),
+                ("bracket", (3, "1000000", "5000000")),
+                ("bracket", (4, "24", "36")),
+                ("bracket", (2, "200000", "1000000")),
+            ],
+        ),
+        (
+            E_POOR,
+            [
+                ("flag", True),
+                ("grade", "C"),
+                ("bracket", (0, "0", "100000")),
+                ("bracket", (0, "0", "3")),
+                ("no_data", True),
+            ],
+        ),
         (E_ABSENT, [("no_data", True)] * 5),
     ]:
         consent = signed_consent(pki, catalog, enterprise)
         req = indicators_request(pki, consent, enterprise, queries)
-        indicators = verified_indicators(pki, open_bundle(pki, tax.agent.evaluate_indicators(req), req.request_id), "tax")
+        indicators = verified_indicators(
+            pki, open_bundle(pki, tax.agent.evaluate_indicators(req), req.request_id), "tax"
+        )
         got = []
         for ind in indicators:
             kind = ind.WhichOneof("value")
@@ -164,8 +183,9 @@ def test_top_bracket_is_unbounded(pki: Pki, catalog: Catalog, tmp_path: Path) ->
         rows = tax_rows()
         rows[0][6] = "99000000"  # above the last VAT edge
         import_rows(t, catalog, TAX_HEADER, rows)
-        req = indicators_request(pki, signed_consent(pki, catalog, E_GOOD), E_GOOD,
-                                 [("tax.vat_paid_last_year", Form.BRACKET)])
+        req = indicators_request(
+            pki, signed_consent(pki, catalog, E_GOOD), E_GOOD, [("tax.vat_paid_last_year", Form.BRACKET)]
+        )
         [ind] = verified_indicators(pki, open_bundle(pki, t.agent.evaluate_indicators(req), req.request_id), "tax")
         assert (ind.bracket.index, ind.bracket.lower, ind.bracket.upper) == (5, "10000000", "")
     finally:
@@ -176,12 +196,17 @@ def test_verification_only_fields_answer_claims_but_refuse_indicators(
     pki: Pki, catalog: Catalog, si: AgentUnderTest
 ) -> None:
     consent = signed_consent(pki, catalog, E_GOOD, scope=["social_insurance.*"])
-    req = claims_request(pki, consent, E_GOOD, [
-        "social_insurance.avg_insured_headcount >= 100",
-        "social_insurance.consecutive_months >= 36",
-        "social_insurance.avg_employer_contribution in [50000,100000)",
-        "social_insurance.in_arrears == true",
-    ])
+    req = claims_request(
+        pki,
+        consent,
+        E_GOOD,
+        [
+            "social_insurance.avg_insured_headcount >= 100",
+            "social_insurance.consecutive_months >= 36",
+            "social_insurance.avg_employer_contribution in [50000,100000)",
+            "social_insurance.in_arrears == true",
+        ],
+    )
     assert results(pki, si, req) == ["TRUE", "TRUE", "TRUE", "FALSE"]
     bad = indicators_request(pki, consent, E_GOOD, [("social_insurance.avg_insured_headcount", Form.BRACKET)])
     assert refusal(si.agent.evaluate_indicators, bad) is Reason.FORM_NOT_ALLOWED
@@ -202,7 +227,8 @@ def test_tampered_consent_bytes_are_access_denied(pki: Pki, catalog: Catalog, ta
     consent.ParseFromString(good.consent)
     consent.max_uses = 1000
     tampered = common_pb2.SignedConsent(
-        consent=consent.SerializeToString(deterministic=True), signature=good.signature,
+        consent=consent.SerializeToString(deterministic=True),
+        signature=good.signature,
         enterprise_binding=good.enterprise_binding,
     )
     req = claims_request(pki, tampered, E_GOOD, ["tax.in_arrears == false"])
@@ -222,8 +248,7 @@ def test_expired_and_not_yet_valid(pki: Pki, catalog: Catalog, tax: AgentUnderTe
     claim = ["tax.in_arrears == false"]
     assert refusal(tax.agent.evaluate_claims, claims_request(pki, expired, E_GOOD, claim)) is Reason.CONSENT_EXPIRED
     assert (
-        refusal(tax.agent.evaluate_claims, claims_request(pki, future, E_GOOD, claim))
-        is Reason.CONSENT_NOT_YET_VALID
+        refusal(tax.agent.evaluate_claims, claims_request(pki, future, E_GOOD, claim)) is Reason.CONSENT_NOT_YET_VALID
     )
 
 
@@ -287,7 +312,9 @@ def test_over_used_consent(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> N
         assert results(pki, tax, claims_request(pki, consent, E_GOOD, claim)) == ["TRUE"]
     ind = indicators_request(pki, consent, E_GOOD, [("tax.in_arrears", Form.FLAG)])
     assert refusal(tax.agent.evaluate_indicators, ind) is Reason.CONSENT_USES_EXHAUSTED
-    assert refusal(tax.agent.evaluate_claims, claims_request(pki, consent, E_GOOD, claim)) is Reason.CONSENT_USES_EXHAUSTED
+    assert (
+        refusal(tax.agent.evaluate_claims, claims_request(pki, consent, E_GOOD, claim)) is Reason.CONSENT_USES_EXHAUSTED
+    )
     parsed = common_pb2.Consent()
     parsed.ParseFromString(consent.consent)
     assert tax.state.use_count(parsed.consent_id) == 2, "a refused request leaves the count as it was"
@@ -295,6 +322,7 @@ def test_over_used_consent(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> N
 
 def test_string_arrays_are_compact_json_dumps_byte_for_byte() -> None:
     from xinrong.jsontext import string_array
+
     for items in ([], ["tax.credit_grade"], ["a" * 64, "b" * 64], ['q"uote', "back\\slash", "ctl\x01", "汉字"]):
         assert string_array(items) == json.dumps(items, separators=(",", ":"))
         assert string_array(tuple(items)) == json.dumps(items, separators=(",", ":"))
@@ -401,7 +429,10 @@ def test_state_survives_a_restart(pki: Pki, catalog: Catalog, tmp_path: Path) ->
     try:
         assert t2.agent.info().data_as_of == AS_OF and t2.agent.info().enterprises == 3
         assert refusal(t2.agent.evaluate_claims, first) is Reason.REQUEST_REPLAYED
-        assert refusal(t2.agent.evaluate_claims, claims_request(pki, used_up, E_GOOD, claim)) is Reason.CONSENT_USES_EXHAUSTED
+        assert (
+            refusal(t2.agent.evaluate_claims, claims_request(pki, used_up, E_GOOD, claim))
+            is Reason.CONSENT_USES_EXHAUSTED
+        )
         assert refusal(t2.agent.evaluate_claims, claims_request(pki, revoked, E_GOOD, claim)) is Reason.CONSENT_REVOKED
     finally:
         t2.close()
@@ -430,7 +461,7 @@ def test_answer_log_reconciles_and_holds_no_values(pki: Pki, catalog: Catalog, t
 def test_consents_are_verified_once_then_cached(
     pki: Pki, catalog: Catalog, tax: AgentUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import provider_agent.evaluate as ev
+    import xinrong.provider_agent.evaluate as ev
 
     calls = {"consent": 0, "binding": 0}
     real_consent, real_binding = ev.verify_signed_consent, ev.verify_binding  # type: ignore[attr-defined]
@@ -458,13 +489,11 @@ def test_consents_are_verified_once_then_cached(
     assert calls["consent"] == 2
 
 
-def test_agent_answers_while_an_import_holds_the_data_lock(
-    pki: Pki, catalog: Catalog, tax: AgentUnderTest
-) -> None:
+def test_agent_answers_while_an_import_holds_the_data_lock(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> None:
     """Serving state lives in its own file, so a long import (one write
     transaction on the data file) never blocks the replay and use-count writes;
     readers see the old period until the import commits."""
-    from provider_agent.store import DataStore
+    from xinrong.provider_agent.store import DataStore
 
     importer = DataStore(tax.data.path, "tax")  # as `xinrong agent import` would, from another process
     writer = importer.begin_import(source="q4.csv", columns=["credit_grade"], catalog_sha256="x", now=0)
@@ -502,11 +531,17 @@ def test_use_limit_holds_under_concurrency(pki: Pki, catalog: Catalog, tax: Agen
 
 def test_evaluate_benchmark_runs_and_reports_every_figure() -> None:
     """The agent benchmark the closing notes quote still runs (figures are not asserted: no timed tests)."""
-    from provider_agent.bench import bench_evaluate
+    from xinrong.tools.bench.agent_micro import bench_evaluate
 
     result = bench_evaluate(20, 2)
     assert result["requests"] == 20 and result["claims_per_request"] == 2
-    for key in ("cpu_us_median", "cpu_us_p99", "wall_us_median", "crypto_floor_cpu_us_median",
-                "hpke_per_box_floor_cpu_us_median", "cold_cpu_us_median"):
+    for key in (
+        "cpu_us_median",
+        "cpu_us_p99",
+        "wall_us_median",
+        "crypto_floor_cpu_us_median",
+        "hpke_per_box_floor_cpu_us_median",
+        "cold_cpu_us_median",
+    ):
         value = result[key]
         assert isinstance(value, float) and value > 0, key

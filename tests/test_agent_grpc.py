@@ -9,19 +9,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import Pki
-from provider_agent.config import load_agent
-from provider_agent.importer import import_csv
-from provider_agent.server import RunningAgent, start_agent
-from provider_agent.store import DataStore
-from test_agent_support import (
+from xinrong.catalog import Catalog
+from xinrong.claims import parse_claim
+from xinrong.provider_agent.config import load_agent
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.server import RunningAgent, start_agent
+from xinrong.provider_agent.store import DataStore
+from xinrong.rpc.channel import secure_channel, wait_healthy
+from xinrong.rpc.errors import decode_rpc_error
+from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2
+
+from support.agent import (
     AS_OF,
     E_ABSENT,
     E_GOOD,
@@ -37,11 +42,7 @@ from test_agent_support import (
     write_config,
     write_csv,
 )
-from xinrong.catalog import Catalog
-from xinrong.claims import parse_claim
-from xinrong.rpc.channel import secure_channel, wait_healthy
-from xinrong.rpc.errors import decode_rpc_error
-from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2
+from support.pki import Pki
 
 TIMEOUT = 10.0
 
@@ -61,7 +62,7 @@ def channel_as(pki: Pki, running: RunningAgent, role: str, party_id: str) -> grp
 
 
 def agent_stub(channel: grpc.Channel) -> agent_pb2_grpc.AgentServiceStub:
-    return agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+    return agent_pb2_grpc.AgentServiceStub(channel)
 
 
 def health(channel: grpc.Channel) -> int:
@@ -118,9 +119,7 @@ def test_health_before_and_after_first_import(
         assert (info.provider, info.data_as_of, info.enterprises) == ("tax", AS_OF, 3)
 
 
-def test_end_to_end_verdicts_and_refusals(
-    pki: Pki, catalog: Catalog, running: RunningAgent, tmp_path: Path
-) -> None:
+def test_end_to_end_verdicts_and_refusals(pki: Pki, catalog: Catalog, running: RunningAgent, tmp_path: Path) -> None:
     import_tax(running, catalog, tmp_path)
     running.refresh_health()
     consent = signed_consent(pki, catalog, E_GOOD, max_uses=3)
@@ -134,7 +133,10 @@ def test_end_to_end_verdicts_and_refusals(
         assert all(v.request_id == "r-1" and v.audience == "bank-a" for v in verdicts)
 
         ind = agent_pb2.EvaluateIndicatorsRequest(
-            request_id="r-2", requested_at=int(time.time()), enterprise_uscc=E_GOOD, consent=consent,
+            request_id="r-2",
+            requested_at=int(time.time()),
+            enterprise_uscc=E_GOOD,
+            consent=consent,
             audience_binding=pki.institution("bank-a").binding.signed,
             queries=[node_pb2.IndicatorQuery(field="tax.vat_paid_last_year", form=common_pb2.DISCLOSURE_FORM_BRACKET)],
         )
@@ -149,30 +151,90 @@ def test_end_to_end_verdicts_and_refusals(
         assert [RESULT_NAMES[v.result] for v in verdicts] == ["NO_DATA"] * 3
 
         now = int(time.time())
-        P, F, R, I = (
-            grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
-            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT,
+        P, F, R, INV = (
+            grpc.StatusCode.PERMISSION_DENIED,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.INVALID_ARGUMENT,
         )
         cases = [
-            (claims_rpc(pki, consent, E_GOOD, claims, request_id="r-1"), grpc.StatusCode.ALREADY_EXISTS, "REQUEST_REPLAYED"),
+            (
+                claims_rpc(pki, consent, E_GOOD, claims, request_id="r-1"),
+                grpc.StatusCode.ALREADY_EXISTS,
+                "REQUEST_REPLAYED",
+            ),
             (claims_rpc(pki, consent, E_GOOD, claims, request_id="r-4", requested_at=now - 3600), F, "REQUEST_STALE"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, signer=E_POOR), E_GOOD, claims, request_id="r-5"),
-             P, "ACCESS_DENIED"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_POOR), E_GOOD, claims, request_id="r-6"), P, "ACCESS_DENIED"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, valid_from=now - 7200, valid_until=now - 1),
-                        E_GOOD, claims, request_id="r-7"), F, "CONSENT_EXPIRED"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, valid_from=now + 3600, valid_until=now + 7200),
-                        E_GOOD, claims, request_id="r-8"), F, "CONSENT_NOT_YET_VALID"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, grantee="bank-b"), E_GOOD, claims, request_id="r-9"),
-             P, "CONSENT_GRANTEE_MISMATCH"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, scope=["tax.credit_grade"]), E_GOOD, claims,
-                        request_id="r-10"), P, "CLAIM_OUT_OF_SCOPE"),
-            (claims_rpc(pki, consent, E_GOOD, ["tax.vat_paid_last_year >= 123"], request_id="r-11"),
-             I, "THRESHOLD_NOT_PUBLISHED"),
-            (claims_rpc(pki, consent, E_GOOD, ["electricity.in_arrears == false"], request_id="r-12"),
-             I, "INVALID_ARGUMENT"),
-            (claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, period=("2025-01-01", "2025-12-31")), E_GOOD,
-                        claims, request_id="r-13"), F, "CONSENT_PERIOD_MISMATCH"),
+            (
+                claims_rpc(pki, signed_consent(pki, catalog, E_GOOD, signer=E_POOR), E_GOOD, claims, request_id="r-5"),
+                P,
+                "ACCESS_DENIED",
+            ),
+            (
+                claims_rpc(pki, signed_consent(pki, catalog, E_POOR), E_GOOD, claims, request_id="r-6"),
+                P,
+                "ACCESS_DENIED",
+            ),
+            (
+                claims_rpc(
+                    pki,
+                    signed_consent(pki, catalog, E_GOOD, valid_from=now - 7200, valid_until=now - 1),
+                    E_GOOD,
+                    claims,
+                    request_id="r-7",
+                ),
+                F,
+                "CONSENT_EXPIRED",
+            ),
+            (
+                claims_rpc(
+                    pki,
+                    signed_consent(pki, catalog, E_GOOD, valid_from=now + 3600, valid_until=now + 7200),
+                    E_GOOD,
+                    claims,
+                    request_id="r-8",
+                ),
+                F,
+                "CONSENT_NOT_YET_VALID",
+            ),
+            (
+                claims_rpc(
+                    pki, signed_consent(pki, catalog, E_GOOD, grantee="bank-b"), E_GOOD, claims, request_id="r-9"
+                ),
+                P,
+                "CONSENT_GRANTEE_MISMATCH",
+            ),
+            (
+                claims_rpc(
+                    pki,
+                    signed_consent(pki, catalog, E_GOOD, scope=["tax.credit_grade"]),
+                    E_GOOD,
+                    claims,
+                    request_id="r-10",
+                ),
+                P,
+                "CLAIM_OUT_OF_SCOPE",
+            ),
+            (
+                claims_rpc(pki, consent, E_GOOD, ["tax.vat_paid_last_year >= 123"], request_id="r-11"),
+                INV,
+                "THRESHOLD_NOT_PUBLISHED",
+            ),
+            (
+                claims_rpc(pki, consent, E_GOOD, ["electricity.in_arrears == false"], request_id="r-12"),
+                INV,
+                "INVALID_ARGUMENT",
+            ),
+            (
+                claims_rpc(
+                    pki,
+                    signed_consent(pki, catalog, E_GOOD, period=("2025-01-01", "2025-12-31")),
+                    E_GOOD,
+                    claims,
+                    request_id="r-13",
+                ),
+                F,
+                "CONSENT_PERIOD_MISMATCH",
+            ),
         ]
         for request, code, reason in cases:
             assert refused(stub.EvaluateClaims, request) == (code, reason), request.request_id
@@ -180,16 +242,23 @@ def test_end_to_end_verdicts_and_refusals(
         # Third and last use of `consent` (r-1 and r-2 used it), then exhausted.
         stub.EvaluateClaims(claims_rpc(pki, consent, E_GOOD, claims, request_id="r-14"), timeout=TIMEOUT)
         assert refused(stub.EvaluateClaims, claims_rpc(pki, consent, E_GOOD, claims, request_id="r-15")) == (
-            R, "CONSENT_USES_EXHAUSTED"
+            R,
+            "CONSENT_USES_EXHAUSTED",
         )
 
         si_ind = agent_pb2.EvaluateIndicatorsRequest(
-            request_id="r-16", requested_at=int(time.time()), enterprise_uscc=E_GOOD, consent=consent,
+            request_id="r-16",
+            requested_at=int(time.time()),
+            enterprise_uscc=E_GOOD,
+            consent=consent,
             audience_binding=pki.institution("bank-a").binding.signed,
-            queries=[node_pb2.IndicatorQuery(field="social_insurance.avg_insured_headcount",
-                                             form=common_pb2.DISCLOSURE_FORM_BRACKET)],
+            queries=[
+                node_pb2.IndicatorQuery(
+                    field="social_insurance.avg_insured_headcount", form=common_pb2.DISCLOSURE_FORM_BRACKET
+                )
+            ],
         )
-        assert refused(stub.EvaluateIndicators, si_ind) == (I, "FORM_NOT_ALLOWED")
+        assert refused(stub.EvaluateIndicators, si_ind) == (INV, "FORM_NOT_ALLOWED")
 
 
 def test_revocation_pushed_over_grpc(pki: Pki, catalog: Catalog, running: RunningAgent, tmp_path: Path) -> None:
@@ -197,8 +266,9 @@ def test_revocation_pushed_over_grpc(pki: Pki, catalog: Catalog, running: Runnin
     consent = signed_consent(pki, catalog, E_GOOD)
     with channel_as(pki, running, "node", "node") as ch:
         stub = agent_stub(ch)
-        stub.EvaluateClaims(claims_rpc(pki, consent, E_GOOD, ["tax.in_arrears == false"], request_id="v-1"),
-                            timeout=TIMEOUT)
+        stub.EvaluateClaims(
+            claims_rpc(pki, consent, E_GOOD, ["tax.in_arrears == false"], request_id="v-1"), timeout=TIMEOUT
+        )
         revocation, binding = revocation_for(pki, consent)
         resp = stub.UpdateConsentStatus(
             agent_pb2.UpdateConsentStatusRequest(revocation=revocation, enterprise_binding=binding), timeout=TIMEOUT
@@ -223,7 +293,8 @@ def test_only_the_node_may_call(
         req = claims_rpc(pki, consent, E_GOOD, ["tax.in_arrears == false"], request_id=f"x-{party}")
         assert refused(stub.EvaluateClaims, req) == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
         assert refused(stub.GetAgentInfo, agent_pb2.GetAgentInfoRequest()) == (
-            grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CALLER_NOT_ALLOWED",
         )
     # The refused call did not consume the request id: the node can still use it.
     with channel_as(pki, running, "node", "node") as ch:
@@ -239,7 +310,8 @@ def test_node_id_is_pinned(pki: Pki, catalog: Catalog, tmp_path: Path) -> None:
         with channel_as(pki, agent, "node", "node") as ch:
             stub = agent_stub(ch)
             assert refused(stub.GetAgentInfo, agent_pb2.GetAgentInfoRequest()) == (
-                grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED"
+                grpc.StatusCode.PERMISSION_DENIED,
+                "CALLER_NOT_ALLOWED",
             )
     finally:
         agent.stop(grace=0.5)
@@ -251,14 +323,40 @@ def test_serve_cli_port_file_and_sigterm(pki: Pki, catalog: Catalog, tmp_path: P
     port_file = tmp_path / "agent.port"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     imp = subprocess.run(
-        [sys.executable, "-m", "xinrong.cli", "agent", "import", "--config", str(config),
-         "--csv", str(write_csv(tmp_path / "tax.csv", TAX_HEADER, tax_rows()))],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "agent",
+            "import",
+            "--config",
+            str(config),
+            "--csv",
+            str(write_csv(tmp_path / "tax.csv", TAX_HEADER, tax_rows())),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert imp.returncode == 0, imp.stderr
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xinrong.cli", "agent", "serve", "--config", str(config), "--port-file", str(port_file)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "agent",
+            "serve",
+            "--config",
+            str(config),
+            "--port-file",
+            str(port_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30

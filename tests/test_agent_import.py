@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from conftest import Pki
-from keys.layout import party_dir
-from provider_agent.cli import register_cli
-from provider_agent.config import default_state_db, load_agent, load_config
-from provider_agent.importer import import_csv
-from provider_agent.store import DataStore, StateStore
-from test_agent_support import (
+from xinrong.catalog import Catalog
+from xinrong.errors import ImportRejected, ValidationError
+from xinrong.keys.layout import party_dir
+from xinrong.provider_agent.cli import register_cli
+from xinrong.provider_agent.config import default_state_db, load_agent, load_config
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.store import DataStore, StateStore
+
+from support.agent import (
     AS_OF,
     E_EMPTY,
     E_GOOD,
@@ -27,8 +30,7 @@ from test_agent_support import (
     write_config,
     write_csv,
 )
-from xinrong.catalog import Catalog
-from xinrong.errors import ImportRejected, ValidationError
+from support.pki import Pki
 
 
 @pytest.fixture
@@ -59,8 +61,13 @@ def test_good_file(store: DataStore, catalog: Catalog, tmp_path: Path) -> None:
     period = store.active_period()
     assert period is not None and (period.as_of, period.rows, period.sha256) == (AS_OF, 3, result.sha256)
     assert record(store, E_GOOD) == {
-        "credit_grade": "A", "abnormal_taxpayer": False, "in_arrears": False, "arrears_amount": "0",
-        "vat_paid_last_year": "1200000.50", "cit_paid_last_year": "300000", "consecutive_normal_months": 30,
+        "credit_grade": "A",
+        "abnormal_taxpayer": False,
+        "in_arrears": False,
+        "arrears_amount": "0",
+        "vat_paid_last_year": "1200000.50",
+        "cit_paid_last_year": "300000",
+        "consecutive_normal_months": 30,
         "last_normal_payment_date": "2026-09-01",
     }
     poor = record(store, E_POOR)
@@ -149,8 +156,10 @@ def test_empty_and_header_only_files_are_rejected(store: DataStore, catalog: Cat
 
 def test_new_period_replaces_old_atomically(store: DataStore, catalog: Catalog, tmp_path: Path) -> None:
     import_csv(store, catalog, "tax", write_csv(tmp_path / "q3.csv", TAX_HEADER, tax_rows("2026-09-30")))
-    newer = [[make_uscc(10), "2026-12-31", "B", "false", "false", "0", "5", "5", "5", ""],
-             [E_GOOD, "2026-12-31", "D", "true", "true", "7", "5", "5", "5", ""]]
+    newer = [
+        [make_uscc(10), "2026-12-31", "B", "false", "false", "0", "5", "5", "5", ""],
+        [E_GOOD, "2026-12-31", "D", "true", "true", "7", "5", "5", "5", ""],
+    ]
     result = import_csv(store, catalog, "tax", write_csv(tmp_path / "q4.csv", TAX_HEADER, newer))
     assert result.previous_as_of == "2026-09-30" and result.rows == 2
     period = store.active_period()

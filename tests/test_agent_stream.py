@@ -7,24 +7,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from keys.layout import party_dir
-from node.config import ProviderEndpoint
-from node.routing import AgentPool
-from test_node_fakes import ACME, consent_id_of, grant
 from xinrong.catalog import Catalog
 from xinrong.claims import parse_claim
 from xinrong.errors import Reason, XinrongError
+from xinrong.keys.layout import party_dir
+from xinrong.node.config import ProviderEndpoint
+from xinrong.node.routing import AgentPool
 from xinrong.v1 import agent_pb2
 
-provider_agent_config = pytest.importorskip("provider_agent.config")
-provider_agent_server = pytest.importorskip("provider_agent.server")
-provider_agent_importer = pytest.importorskip("provider_agent.importer")
-provider_agent_store = pytest.importorskip("provider_agent.store")
+from support.node_fakes import ACME, consent_id_of, grant
+
+provider_agent_config = pytest.importorskip("xinrong.provider_agent.config")
+provider_agent_server = pytest.importorskip("xinrong.provider_agent.server")
+provider_agent_importer = pytest.importorskip("xinrong.provider_agent.importer")
+provider_agent_store = pytest.importorskip("xinrong.provider_agent.store")
 
 AS_OF = "2026-06-30"
 CSV = (
@@ -36,10 +38,16 @@ CSV = (
 
 def _config(pki: Any, workdir: Path, port: int = 0) -> Any:
     return provider_agent_config.parse_config(
-        {"agent": {"provider": "tax", "bind": f"127.0.0.1:{port}",
-                   "credentials": str(party_dir(pki.root, "provider", "tax")),
-                   "ca_cert": str(pki.root / "ca" / "ca.crt"), "db": str(workdir / "agent-tax.db"),
-                   "node_id": "node"}},
+        {
+            "agent": {
+                "provider": "tax",
+                "bind": f"127.0.0.1:{port}",
+                "credentials": str(party_dir(pki.root, "provider", "tax")),
+                "ca_cert": str(pki.root / "ca" / "ca.crt"),
+                "db": str(workdir / "agent-tax.db"),
+                "node_id": "node",
+            }
+        },
         workdir,
     )
 
@@ -60,8 +68,12 @@ def agent(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[Any, Pat
 
 def _request(pki: Any, consent: Any, claim: str, request_id: str | None = None) -> agent_pb2.EvaluateClaimsRequest:
     return agent_pb2.EvaluateClaimsRequest(
-        request_id=request_id or str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=ACME,
-        consent=consent, audience_binding=pki.institution("bank-a").binding.signed, claims=[parse_claim(claim)],
+        request_id=request_id or str(uuid.uuid4()),
+        requested_at=int(time.time()),
+        enterprise_uscc=ACME,
+        consent=consent,
+        audience_binding=pki.institution("bank-a").binding.signed,
+        claims=[parse_claim(claim)],
     )
 
 
@@ -74,15 +86,17 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
 
     async def scenario() -> tuple[AgentPool, list[Any]]:
         pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
-        await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false", replayed)},
-                                   recipient_id="bank-a", durable_token=0)
+        await pool.evaluate_claims(
+            {"tax": _request(pki, consent, "tax.in_arrears == false", replayed)}, recipient_id="bank-a", durable_token=0
+        )
 
         async def call(i: int) -> Any:
             claim = "tax.credit_grade in A,B" if i % 3 else "tax.in_arrears == false"
             request_id = replayed if i == 5 else None  # one replay among many good calls
             try:
-                return await pool.evaluate_claims({"tax": _request(pki, consent, claim, request_id)},
-                                                  recipient_id="bank-a", durable_token=0)
+                return await pool.evaluate_claims(
+                    {"tax": _request(pki, consent, claim, request_id)}, recipient_id="bank-a", durable_token=0
+                )
             except XinrongError as exc:
                 return exc
 
@@ -111,16 +125,18 @@ def test_stream_recovers_after_the_agent_restarts(agent: tuple[Any, Path], pki: 
         pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{port}", Path("unused"))], pki.node, timeout=3)
 
         async def ask() -> list[Any]:
-            return await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                              recipient_id="bank-a", durable_token=0)
+            return await pool.evaluate_claims(
+                {"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a", durable_token=0
+            )
 
         assert await ask()
         server.stop(0.2)
         with pytest.raises(XinrongError) as info:
             await ask()
         assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
-        restarted = provider_agent_server.start_agent(provider_agent_config.prepare(_config(pki, workdir, port)),
-                                                      bind=f"127.0.0.1:{port}")
+        restarted = provider_agent_server.start_agent(
+            provider_agent_config.prepare(_config(pki, workdir, port)), bind=f"127.0.0.1:{port}"
+        )
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -148,15 +164,18 @@ def test_a_call_past_its_deadline_fails_alone_and_the_stream_reopens(
     consent = grant(pki, catalog, ACME)
 
     async def scenario() -> None:
-        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node,
-                         timeout=0.000001)
+        pool = AgentPool(
+            [ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=0.000001
+        )
         with pytest.raises(XinrongError) as info:
-            await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                       recipient_id="bank-a", durable_token=0)
+            await pool.evaluate_claims(
+                {"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a", durable_token=0
+            )
         assert info.value.reason is Reason.PROVIDER_UNAVAILABLE
         pool.timeout = 10
-        out = await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                         recipient_id="bank-a", durable_token=0)
+        out = await pool.evaluate_claims(
+            {"tax": _request(pki, consent, "tax.in_arrears == false")}, recipient_id="bank-a", durable_token=0
+        )
         assert out[0][0] == "tax"
         await pool.aclose()
         pool.close()
@@ -179,14 +198,18 @@ def test_each_batch_is_made_durable_before_it_leaves(agent: tuple[Any, Path], pk
         committed.append((token, len(server.state.answer_log(consent_id=consent_id))))
 
     async def scenario() -> list[Any]:
-        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node,
-                         timeout=10, durable=durable)
+        pool = AgentPool(
+            [ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10, durable=durable
+        )
 
         async def call(token: int) -> Any:
             try:
-                return await pool.evaluate_claims({"tax": _request(pki, consent, "tax.in_arrears == false")},
-                                                  recipient_id="bank-a", durable_token=token)
-            except Exception as exc:  # noqa: BLE001 - collected for the assertions
+                return await pool.evaluate_claims(
+                    {"tax": _request(pki, consent, "tax.in_arrears == false")},
+                    recipient_id="bank-a",
+                    durable_token=token,
+                )
+            except Exception as exc:
                 return exc
 
         results = list(await asyncio.gather(*(call(t) for t in range(1, 13))))

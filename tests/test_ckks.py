@@ -14,7 +14,7 @@ import pytest
 import tenseal as ts
 import tenseal.sealapi as seal
 
-from modeling.he import base, ckks
+from xinrong.modeling.he import base, ckks
 
 
 @pytest.fixture(scope="module")

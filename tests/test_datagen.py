@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xinrong import datagen, uscc
+from xinrong import uscc
 from xinrong.catalog import Catalog, FieldType, parse_catalog
-from xinrong.cli import build_parser, main
+from xinrong.tools import datagen
+from xinrong.tools.cli import build_parser, main
 
 SMALL_N = 2_000
 SMALL_SEED = 7
@@ -146,9 +147,15 @@ def test_as_of_and_borrower_share_are_honoured(tmp_path: Path) -> None:
 
 def test_coverage_and_blank_rates_plausible(small: Path, catalog: Catalog) -> None:
     coverage_range = {
-        "market": (1.0, 1.0), "judicial": (1.0, 1.0), "tax": (0.95, 0.995),
-        "social_insurance": (0.78, 0.93), "housing_fund": (0.6, 0.78), "real_estate": (0.3, 0.48),
-        "water": (0.8, 0.92), "electricity": (0.9, 0.98), "gas": (0.42, 0.58),
+        "market": (1.0, 1.0),
+        "judicial": (1.0, 1.0),
+        "tax": (0.95, 0.995),
+        "social_insurance": (0.78, 0.93),
+        "housing_fund": (0.6, 0.78),
+        "real_estate": (0.3, 0.48),
+        "water": (0.8, 0.92),
+        "electricity": (0.9, 0.98),
+        "gas": (0.42, 0.58),
     }
     assert set(coverage_range) == set(catalog.providers)
     for provider, (lo, hi) in coverage_range.items():
@@ -203,7 +210,12 @@ def test_correlations_are_plausible(big: Path) -> None:
     assert corr("tax.in_arrears", "social_insurance.in_arrears") > 0.2
     assert corr("tax.in_arrears", "tax.consecutive_normal_months") < -0.3
     y = frame.y
-    for flag in ("tax.in_arrears", "social_insurance.in_arrears", "electricity.in_arrears", "judicial.dishonest_debtor"):
+    for flag in (
+        "tax.in_arrears",
+        "social_insurance.in_arrears",
+        "electricity.in_arrears",
+        "judicial.dishonest_debtor",
+    ):
         m = observed(flag)
         rate_with = y[m & (col(flag) == 1)].mean()
         rate_without = y[m & (col(flag) == 0)].mean()
@@ -230,7 +242,7 @@ def test_ground_truth_is_internally_consistent(big: Path) -> None:
 
 
 def test_bank_loan_book(big: Path) -> None:
-    header, rows = _rows(big / datagen.BANK_FILE)
+    _header, rows = _rows(big / datagen.BANK_FILE)
     assert len(rows) == round(0.4 * AUC_N)
     defaulted = [row[1] for row in rows]
     assert set(defaulted) == {"0", "1"}
@@ -414,8 +426,22 @@ def test_cli_rejects_bad_arguments(
 
 def test_cli_generates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "data"
-    code = main(["data", "generate", "--enterprises", "100", "--out", str(out), "--seed", "11",
-                 "--as-of", "2026-06-30", "--borrower-share", "0.5"])
+    code = main(
+        [
+            "data",
+            "generate",
+            "--enterprises",
+            "100",
+            "--out",
+            str(out),
+            "--seed",
+            "11",
+            "--as-of",
+            "2026-06-30",
+            "--borrower-share",
+            "0.5",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / datagen.MANIFEST_FILE).read_text())
     assert manifest["enterprises"] == 100 and manifest["seed"] == 11 and manifest["as_of"] == "2026-06-30"

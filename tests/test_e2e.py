@@ -14,21 +14,23 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from bank.client import BankClient
-from enterprise.client import ConsentRequest, EnterpriseClient, grant, parse_consent
-from keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
+from xinrong.bank.client import BankClient
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.claims import check_claim, evaluate, parse_claim
-from xinrong.demo import GroundTruth, play_session
-from xinrong.localnet import LocalPlatform, deploy
-from xinrong.procs import ProcessGroup
+from xinrong.consent import parse_consent
+from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
+from xinrong.keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
 from xinrong.rpc.errors import RemoteError
+from xinrong.tools.demo import GroundTruth, play_session
+from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.procs import ProcessGroup
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +44,43 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPl
     workdir = tmp_path_factory.mktemp("e2e")
     data = workdir / "data"
     subprocess.run(
-        [sys.executable, "-m", "xinrong.cli", "data", "generate", "--enterprises", "2000", "--out", str(data),
-         "--seed", "7", "--as-of", AS_OF],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "data",
+            "generate",
+            "--enterprises",
+            "2000",
+            "--out",
+            str(data),
+            "--seed",
+            "7",
+            "--as-of",
+            AS_OF,
+        ],
+        check=True,
+        capture_output=True,
     )
     with ProcessGroup(workdir) as group:
-        plat = deploy(workdir, providers=PROVIDERS, institutions=["bank-a", "bank-b", "bank-c"], data_dir=data,
-                      group=group, verbose=True,
-                      node_overrides={"enterprise_daily_budget": 400, "revocation_retry_seconds": 0.5})
+        plat = deploy(
+            workdir,
+            providers=PROVIDERS,
+            institutions=["bank-a", "bank-b", "bank-c"],
+            data_dir=data,
+            group=group,
+            verbose=True,
+            node_overrides={"enterprise_daily_budget": 400, "revocation_retry_seconds": 0.5},
+        )
         yield plat, GroundTruth(data, default_catalog(), PROVIDERS)
 
 
 def _enterprise(platform: LocalPlatform, code: str) -> PartyCredentials:
     directory = party_dir(platform.keys_dir, "enterprise", code)
     if not (directory / "binding.pb").exists():
-        provision_party(load_ca(platform.keys_dir), platform.keys_dir, role="enterprise", party_id=code,
-                        with_sealing=False)
+        provision_party(
+            load_ca(platform.keys_dir), platform.keys_dir, role="enterprise", party_id=code, with_sealing=False
+        )
     return load_party(directory)
 
 
@@ -116,7 +139,7 @@ def test_node_stores_and_logs_no_raw_provider_value(platform: tuple[LocalPlatfor
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     assert tables
     for table in tables:
-        for row in conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - names from sqlite_master
+        for row in conn.execute(f'SELECT * FROM "{table}"'):
             for cell in row:
                 text = cell.decode("latin-1") if isinstance(cell, bytes) else str(cell)
                 tokens.update(_TOKEN.findall(text))
@@ -176,7 +199,7 @@ def test_adversarial_banks_learn_nothing_finer_than_a_bracket(platform: tuple[Lo
         # 2. Differencing across brackets: every published bracket and half-open range.
         edges = list(spec.edges)
         for i, e_lo in enumerate(edges):
-            for e_hi in [*edges[i + 1:], None]:
+            for e_hi in [*edges[i + 1 :], None]:
                 text = f"{field} in [{e_lo},{e_hi if e_hi is not None else ''})"
                 bank, consent = (a, consent_a) if i % 2 else (b, consent_b)  # 3. split across colluders
                 (v,) = bank.verify(target, [text], consent)
@@ -292,7 +315,7 @@ def test_a_dead_agent_fails_cleanly_and_revocations_reach_it_later(
         try:
             names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             table = next(n for n in names if "revo" in n)
-            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()  # noqa: S608
+            rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
         finally:
             conn.close()
         if any(consent in [str(c) for c in row] for row in rows):
@@ -306,9 +329,8 @@ def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path
     """`xinrong bench verify` in miniature: real processes, both loads in
     alternating windows, every answer opened and its signatures checked.
     Figures are not asserted (no timed tests): that it measured, did."""
-    from xinrong.bench import verify
-
-    from xinrong import placement
+    from xinrong.tools import placement
+    from xinrong.tools.bench import verify
 
     before = placement.affinity(os.getpid()) if placement.supported() else None
     result = verify.run(seconds=1.0, concurrency=2, enterprises=100, warmup=0.3, slices=2, workdir=tmp_path)

@@ -9,12 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pki
-from keys.binding import issue_binding, verify_binding
-from keys.ca import CaVerifier, CertificateAuthority
-from keys.files import read_private_file, write_private_file
-from keys.sealing import SealingKey, SessionSealer, seal
-from keys.signing import SigningKey
 from xinrong.catalog import Catalog, Form
 from xinrong.consent import (
     build_consent,
@@ -26,7 +20,14 @@ from xinrong.consent import (
     verify_signed_consent,
 )
 from xinrong.errors import ConsentError, KeyFileError, Reason, SignatureError, ValidationError
+from xinrong.keys.binding import issue_binding, verify_binding
+from xinrong.keys.ca import CaVerifier, CertificateAuthority
+from xinrong.keys.files import read_private_file, write_private_file
+from xinrong.keys.sealing import SealingKey, SessionSealer, seal
+from xinrong.keys.signing import SigningKey
 from xinrong.v1 import common_pb2
+
+from support.pki import Pki
 
 USCC = "911301001234567883"
 OTHER = "91110108551385082Q"
@@ -93,17 +94,18 @@ def _assert_opens_only_as_addressed(key: SealingKey, box: common_pb2.SealedBox) 
     """A box sealed as bank-a / "t" / "req-1" with b"hello" opens so and no other way."""
     assert key.open(box, recipient_id="bank-a", content_type="t", context="req-1") == b"hello"
     assert b"hello" not in box.ciphertext
-    for kwargs in ({"recipient_id": "bank-b", "content_type": "t", "context": "req-1"},
-                   {"recipient_id": "bank-a", "content_type": "u", "context": "req-1"},
-                   {"recipient_id": "bank-a", "content_type": "t", "context": "req-2"}):
+    for kwargs in (
+        {"recipient_id": "bank-b", "content_type": "t", "context": "req-1"},
+        {"recipient_id": "bank-a", "content_type": "u", "context": "req-1"},
+        {"recipient_id": "bank-a", "content_type": "t", "context": "req-2"},
+    ):
         with pytest.raises(SignatureError):
             key.open(box, **kwargs)
 
 
 def test_sealed_boxes_bind_recipient_type_and_context() -> None:
     key = SealingKey.generate()
-    box = seal(b"hello", recipient_id="bank-a", recipient_public_raw=key.public_raw,
-               content_type="t", context="req-1")
+    box = seal(b"hello", recipient_id="bank-a", recipient_public_raw=key.public_raw, content_type="t", context="req-1")
     _assert_opens_only_as_addressed(key, box)
     box.context = "req-2"  # relabelled by a relay: the HPKE info no longer matches
     with pytest.raises(SignatureError):
@@ -112,10 +114,18 @@ def test_sealed_boxes_bind_recipient_type_and_context() -> None:
         SealingKey.generate().open(box, recipient_id="bank-a", content_type="t", context="req-1")
 
 
-def _session_box(sealer: SessionSealer, key: SealingKey, text: bytes, context: str,
-                 *, content_type: str = "t", recipient: str = "bank-a") -> common_pb2.SealedBox:
-    return sealer.seal(text, recipient_id=recipient, recipient_public_raw=key.public_raw,
-                       content_type=content_type, context=context)
+def _session_box(
+    sealer: SessionSealer,
+    key: SealingKey,
+    text: bytes,
+    context: str,
+    *,
+    content_type: str = "t",
+    recipient: str = "bank-a",
+) -> common_pb2.SealedBox:
+    return sealer.seal(
+        text, recipient_id=recipient, recipient_public_raw=key.public_raw, content_type=content_type, context=context
+    )
 
 
 def test_session_boxes_bind_recipient_type_context_and_session() -> None:
@@ -233,12 +243,18 @@ def test_bindings_are_checked_against_the_ca(pki: Pki) -> None:
 def _consent(pki: Pki, catalog: Catalog, **over: object) -> common_pb2.SignedConsent:
     ent = pki.enterprise(USCC)
     now = int(time.time())
-    fields: dict[str, object] = dict(
-        enterprise_uscc=USCC, enterprise_key_id=ent.signing_key.key_id, grantee_id="bank-a",
-        purpose="loan_application", scope=parse_scope(catalog, ["tax.*", "social_insurance.consecutive_months"]),
-        data_period_from="2025-01-01", data_period_to="2026-12-31", valid_from=now - 10, valid_until=now + 3600,
-        max_uses=5,
-    )
+    fields: dict[str, object] = {
+        "enterprise_uscc": USCC,
+        "enterprise_key_id": ent.signing_key.key_id,
+        "grantee_id": "bank-a",
+        "purpose": "loan_application",
+        "scope": parse_scope(catalog, ["tax.*", "social_insurance.consecutive_months"]),
+        "data_period_from": "2025-01-01",
+        "data_period_to": "2026-12-31",
+        "valid_from": now - 10,
+        "valid_until": now + 3600,
+        "max_uses": 5,
+    }
     fields.update(over)
     return sign_consent(build_consent(**fields), ent.signing_key, ent.binding.signed)  # type: ignore[arg-type]
 
@@ -253,8 +269,12 @@ def test_consent_round_trip_and_use_checks(pki: Pki, catalog: Catalog) -> None:
     check_consent_use(v, enterprise_uscc=USCC, audience_id="bank-a", needs=[("tax.credit_grade", Form.GRADE)], now=now)
 
     def reason(**kw: object) -> Reason:
-        args: dict[str, object] = dict(enterprise_uscc=USCC, audience_id="bank-a",
-                                       needs=[("tax.credit_grade", Form.GRADE)], now=now)
+        args: dict[str, object] = {
+            "enterprise_uscc": USCC,
+            "audience_id": "bank-a",
+            "needs": [("tax.credit_grade", Form.GRADE)],
+            "now": now,
+        }
         args.update(kw)
         with pytest.raises(ConsentError) as info:
             check_consent_use(v, **args)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from modeling import metrics
+from xinrong.modeling import metrics
 
 
 def _direct_ks(y: np.ndarray, s: np.ndarray) -> float:

@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bank.modeling import parse_job, read_bank_table
-from keys.layout import party_dir
-from node.config import ConfigError, parse_config
-from provider_agent import config as agent_config
-from provider_agent.importer import import_csv
-from modeling.scoring import scoring_key_statement
-from provider_agent.modeling_data import FeatureSource, load_csv, load_store
-from provider_agent.store import DataStore
 from xinrong import uscc
+from xinrong.bank.modeling import parse_job, read_bank_table
 from xinrong.catalog import Catalog
 from xinrong.errors import ValidationError, XinrongError
+from xinrong.keys.layout import party_dir
+from xinrong.modeling.scoring import scoring_key_statement
+from xinrong.node.config import ConfigError, parse_config
+from xinrong.provider_agent import config as agent_config
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.modeling_data import FeatureSource, load_csv, load_store
+from xinrong.provider_agent.store import DataStore
 
 A = uscc.make("9", "1", "130100", "MA0MKDL1")
 B = uscc.make("9", "1", "130200", "MA0MKDL2")
@@ -27,8 +27,13 @@ B = uscc.make("9", "1", "130200", "MA0MKDL2")
 
 def _agent_doc(root: Path, **modeling: Any) -> dict[str, Any]:
     return {
-        "agent": {"provider": "tax", "bind": "127.0.0.1:0", "credentials": str(party_dir(root, "provider", "tax")),
-                  "ca_cert": str(root / "ca" / "ca.crt"), "db": str(root / "tax.db")},
+        "agent": {
+            "provider": "tax",
+            "bind": "127.0.0.1:0",
+            "credentials": str(party_dir(root, "provider", "tax")),
+            "ca_cert": str(root / "ca" / "ca.crt"),
+            "db": str(root / "tax.db"),
+        },
         **({"modeling": modeling} if modeling else {}),
     }
 
@@ -39,7 +44,8 @@ def test_agent_modeling_table(pki: Any, tmp_path: Path) -> None:
     dataset = tmp_path / "f.csv"
     dataset.write_text("id,x\n1,2\n")
     cfg = agent_config.parse_config(
-        _agent_doc(pki.root, enabled=True, allowed_institutions=["bank-a"], dataset="f.csv", dir="m"), tmp_path)
+        _agent_doc(pki.root, enabled=True, allowed_institutions=["bank-a"], dataset="f.csv", dir="m"), tmp_path
+    )
     assert cfg.modeling.enabled and cfg.modeling.allowed_institutions == ("bank-a",)
     assert cfg.modeling.dataset == dataset and cfg.modeling.dir == tmp_path / "m"
     assert not cfg.modeling.allow_insecure
@@ -56,12 +62,25 @@ def test_agent_modeling_table(pki: Any, tmp_path: Path) -> None:
 
 
 def test_node_modeling_keys(pki: Any, tmp_path: Path) -> None:
-    node = {"bind": "127.0.0.1:0", "credentials": str(party_dir(pki.root, "node", "node")),
-            "ca_cert": str(pki.root / "ca" / "ca.crt"), "db": str(tmp_path / "node.db")}
+    node = {
+        "bind": "127.0.0.1:0",
+        "credentials": str(party_dir(pki.root, "node", "node")),
+        "ca_cert": str(pki.root / "ca" / "ca.crt"),
+        "db": str(tmp_path / "node.db"),
+    }
     cfg = parse_config({"node": node}, tmp_path)
     assert (cfg.modeling_step_timeout_seconds, cfg.modeling_allow_insecure, cfg.modeling_max_jobs) == (300.0, False, 4)
-    cfg = parse_config({"node": {**node, "modeling_step_timeout_seconds": 30, "modeling_allow_insecure": True,
-                                 "modeling_max_jobs": 1}}, tmp_path)
+    cfg = parse_config(
+        {
+            "node": {
+                **node,
+                "modeling_step_timeout_seconds": 30,
+                "modeling_allow_insecure": True,
+                "modeling_max_jobs": 1,
+            }
+        },
+        tmp_path,
+    )
     assert (cfg.modeling_step_timeout_seconds, cfg.modeling_allow_insecure, cfg.modeling_max_jobs) == (30.0, True, 1)
     with pytest.raises(ConfigError, match="true or false"):
         parse_config({"node": {**node, "modeling_allow_insecure": 1}}, tmp_path)

@@ -1,6 +1,6 @@
 """Joint modeling end to end with real processes: ``xinrong model train`` and ``xinrong bank score``.
 
-The node and two provider agents run as separate processes (``xinrong.localnet``)
+The node and two provider agents run as separate processes (``xinrong.tools.localnet``)
 on synthetic data (``xinrong data generate``): the agents model on their own
 imported stores (catalog fields of the active period), the bank on its loan
 book (``bank_loans.csv``). Checked through the command line, as an operator
@@ -18,16 +18,17 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from bank.modeling import ModelingClient
-from enterprise.client import ConsentRequest, grant, write_consent
-from keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
-from xinrong.localnet import LocalPlatform, deploy
-from xinrong.procs import ProcessGroup
+from xinrong.bank.modeling import ModelingClient
+from xinrong.consent import write_consent
+from xinrong.enterprise.client import ConsentRequest, grant
+from xinrong.keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
+from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import modeling_pb2
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +42,36 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     workdir = tmp_path_factory.mktemp("modeling-e2e")
     data = workdir / "data"
     subprocess.run(
-        [sys.executable, "-m", "xinrong.cli", "data", "generate", "--enterprises", "1500", "--out", str(data),
-         "--seed", "11", "--as-of", "2026-09-30"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "data",
+            "generate",
+            "--enterprises",
+            "1500",
+            "--out",
+            str(data),
+            "--seed",
+            "11",
+            "--as-of",
+            "2026-09-30",
+        ],
+        check=True,
+        capture_output=True,
     )
     modeling = {p: {"enabled": True, "allowed_institutions": ["bank-a"], "allow_insecure": True} for p in PROVIDERS}
     with ProcessGroup(workdir) as group:
-        yield deploy(workdir, providers=PROVIDERS, institutions=["bank-a", "bank-b"], data_dir=data, group=group,
-                     verbose=True, agent_modeling=modeling,
-                     node_overrides={"modeling_allow_insecure": True, "modeling_step_timeout_seconds": 30})
+        yield deploy(
+            workdir,
+            providers=PROVIDERS,
+            institutions=["bank-a", "bank-b"],
+            data_dir=data,
+            group=group,
+            verbose=True,
+            agent_modeling=modeling,
+            node_overrides={"modeling_allow_insecure": True, "modeling_step_timeout_seconds": 30},
+        )
 
 
 def _job_file(plat: LocalPlatform, job_id: str, **train: object) -> Path:
@@ -109,8 +131,15 @@ def test_train_then_score_through_the_cli(platform: LocalPlatform) -> None:
     assert result["auc"] > 0.6, result  # the synthetic providers' data predicts defaults
     assert set(result["wire_bytes"]) == {"bank-a", "tax", "electricity", "node"}
     model_dir = plat.workdir / "models" / "loans-e2e"
-    for name in ("bank.share.json", "model.json", "model_card.json", "model_card.md", "roc.png", "ks.png",
-                 "weights_report.md"):
+    for name in (
+        "bank.share.json",
+        "model.json",
+        "model_card.json",
+        "model_card.md",
+        "roc.png",
+        "ks.png",
+        "weights_report.md",
+    ):
         assert (model_dir / name).is_file(), name
     for provider in PROVIDERS:
         share = plat.workdir / "state" / f"agent-{provider}.modeling" / "loans-e2e" / "share.json"
@@ -119,7 +148,11 @@ def test_train_then_score_through_the_cli(platform: LocalPlatform) -> None:
     (record,) = [m for m in _models(plat) if m["job_id"] == "loans-e2e"]
     assert record["state"] == "SUCCEEDED" and record["institution"] == "bank-a"
     model = record["model"]
-    assert isinstance(model, dict) and model["parties"] == {"bank-a": "bank", "tax": "provider", "electricity": "provider"}
+    assert isinstance(model, dict) and model["parties"] == {
+        "bank-a": "bank",
+        "tax": "provider",
+        "electricity": "provider",
+    }
     assert "weights" not in json.dumps(model)
 
     # score one enterprise with its consent (purpose credit_scoring, scope over the model's providers) ...
@@ -129,8 +162,18 @@ def test_train_then_score_through_the_cli(platform: LocalPlatform) -> None:
     consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*", "electricity.*"), *PERIOD, max_uses=5))
     consent_file = plat.workdir / f"consent-{scored_one}.pb"
     write_consent(consent_file, consent)
-    out = _cli(plat, "bank", "score", "--model", str(model_dir), "--enterprise", scored_one, "--consent",
-               str(consent_file), "--json")
+    out = _cli(
+        plat,
+        "bank",
+        "score",
+        "--model",
+        str(model_dir),
+        "--enterprise",
+        scored_one,
+        "--consent",
+        str(consent_file),
+        "--json",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     answer = json.loads(out.stdout)
     assert answer["status"] == "scored" and 0 < answer["probability"] < 1
@@ -143,15 +186,33 @@ def test_train_then_score_through_the_cli(platform: LocalPlatform) -> None:
     other = _enterprise(plat, unconsented)
     wrong = grant(other, ConsentRequest("bank-a", "loan_application", ("tax.*", "electricity.*"), *PERIOD))
     write_consent(plat.workdir / "wrong.pb", wrong)
-    out = _cli(plat, "bank", "score", "--model", str(model_dir), "--enterprise", unconsented, "--consent",
-               str(plat.workdir / "wrong.pb"))
+    out = _cli(
+        plat,
+        "bank",
+        "score",
+        "--model",
+        str(model_dir),
+        "--enterprise",
+        unconsented,
+        "--consent",
+        str(plat.workdir / "wrong.pb"),
+    )
     assert out.returncode == 1 and "CLAIM_OUT_OF_SCOPE" in out.stderr and "credit_scoring" in out.stderr
 
     # the batch form: each row with its own consent; a row without one is refused, not scored
     batch = plat.workdir / "batch.csv"
     batch.write_text(f"uscc,consent\n{scored_one},{consent_file.name}\n{unconsented},\n")
-    out = _cli(plat, "bank", "score", "--model", str(model_dir), "--input", str(batch), "--output",
-               str(plat.workdir / "scores.csv"))
+    out = _cli(
+        plat,
+        "bank",
+        "score",
+        "--model",
+        str(model_dir),
+        "--input",
+        str(batch),
+        "--output",
+        str(plat.workdir / "scores.csv"),
+    )
     assert out.returncode == 0, out.stderr
     assert "scored 1 of 2" in out.stdout and "ACCESS_DENIED x1" in out.stdout
     with open(plat.workdir / "scores.csv", newline="") as fh:
@@ -166,8 +227,10 @@ def test_a_killed_provider_fails_the_job_cleanly_and_resume_finishes_it(platform
     plat = platform
     job = _job_file(plat, "loans-kill", epochs=40)
     train = subprocess.Popen(
-        [sys.executable, "-m", "xinrong.cli", "model", "train", "--config", str(job), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "xinrong.tools.cli", "model", "train", "--config", str(job), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     creds = load_party(party_dir(plat.keys_dir, "institution", "bank-a"))
     deadline = time.monotonic() + 120
@@ -178,7 +241,7 @@ def test_a_killed_provider_fails_the_job_cleanly_and_resume_finishes_it(platform
                 status = client.call("GetJob", modeling_pb2.GetJobRequest(job_id="loans-kill"))
                 if status.epochs_done >= 2:
                     break
-            except Exception:  # noqa: BLE001 - the job may not exist yet
+            except Exception:
                 pass
             time.sleep(0.05)
     old_port = plat.provider_ports["electricity"]

@@ -1,7 +1,7 @@
 """Joint modeling through the real node and provider agents over mTLS, in one process (ports 0).
 
 The node (``ModelingService``) and two agents (``AgentModelingService``)
-are the real servers; the bank is ``bank.modeling.train``. Checked here:
+are the real servers; the bank is ``xinrong.bank.modeling.train``. Checked here:
 the model equals the in-process driver's on the same data; a provider that
 stops mid-training fails the job with its name and step and ``--resume``
 finishes it; a node restart makes a resume impossible (the HE key is gone)
@@ -15,20 +15,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 
-from bank.modeling import JobFile, ModelingClient, parse_job, read_bank_table, train
-from byte_scan import found, searchable
-from keys.layout import party_dir, provision_party
-from keys.sealing import SealingKey
-from modeling import data, metrics
-from modeling.local import run_job
-from modeling.vlr import (
+from xinrong import uscc
+from xinrong.bank.modeling import JobFile, ModelingClient, parse_job, read_bank_table, train
+from xinrong.errors import SignatureError
+from xinrong.keys.layout import party_dir, provision_party
+from xinrong.keys.sealing import SealingKey
+from xinrong.modeling import data, metrics
+from xinrong.modeling.he.base import load_public
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -40,19 +42,19 @@ from modeling.vlr import (
     JobStarted,
     PartialLogits,
 )
-from modeling.he.base import load_public
-from modeling.vlr_state import ModelShare
-from modeling.vlr_wire import decode
-from node.config import load_config, render_config
-from node.modeling_store import RESTARTED_REASON
-from node.server import NodeServer, start_node
-from provider_agent import config as agent_config
-from provider_agent import server as agent_server
-from xinrong import uscc
-from xinrong.errors import SignatureError
+from xinrong.modeling.vlr_state import ModelShare
+from xinrong.modeling.vlr_wire import decode
+from xinrong.node.config import load_config, render_config
+from xinrong.node.modeling_store import RESTARTED_REASON
+from xinrong.node.server import NodeServer, start_node
+from xinrong.provider_agent import config as agent_config
+from xinrong.provider_agent import server as agent_server
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
+from xinrong.tools.federation import run_job
 from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
+
+from support.byte_scan import found, searchable
 
 PROVIDERS = ("tax", "electricity")
 LABEL = "loan_defaulted_flag"  # a distinctive label column name, to look for in the node's view
@@ -74,9 +76,15 @@ class Platform:
         cfg = {"epochs": 6, "batch_size": 100, **train_cfg}
         return parse_job(
             {
-                "job": {"id": job_id, "node": f"127.0.0.1:{self.node.port}",
-                        "credentials": str(party_dir(self.keys, "institution", bank)), "providers": list(PROVIDERS),
-                        "backend": backend, "allow_plain": True, "output": str(self.root / "out" / job_id)},
+                "job": {
+                    "id": job_id,
+                    "node": f"127.0.0.1:{self.node.port}",
+                    "credentials": str(party_dir(self.keys, "institution", bank)),
+                    "providers": list(PROVIDERS),
+                    "backend": backend,
+                    "allow_plain": True,
+                    "output": str(self.root / "out" / job_id),
+                },
                 "data": {"labels": str(self.guest), "label_column": LABEL},
                 "train": cfg,
             },
@@ -130,23 +138,42 @@ def platform(pki: Any, tmp_path: Path) -> Iterator[Platform]:
     setups: dict[str, Any] = {}
     for p in PROVIDERS:
         cfg = agent_config.parse_config(
-            {"agent": {"provider": p, "bind": "127.0.0.1:0", "credentials": str(party_dir(pki.root, "provider", p)),
-                       "ca_cert": str(pki.root / "ca" / "ca.crt"), "db": str(tmp_path / f"agent-{p}.db"),
-                       "node_id": "node"},
-             "modeling": {"enabled": True, "allowed_institutions": ["bank-a"], "dataset": str(host_paths[p]),
-                          "dir": str(tmp_path / "agents" / p), "allow_insecure": True}},
+            {
+                "agent": {
+                    "provider": p,
+                    "bind": "127.0.0.1:0",
+                    "credentials": str(party_dir(pki.root, "provider", p)),
+                    "ca_cert": str(pki.root / "ca" / "ca.crt"),
+                    "db": str(tmp_path / f"agent-{p}.db"),
+                    "node_id": "node",
+                },
+                "modeling": {
+                    "enabled": True,
+                    "allowed_institutions": ["bank-a"],
+                    "dataset": str(host_paths[p]),
+                    "dir": str(tmp_path / "agents" / p),
+                    "allow_insecure": True,
+                },
+            },
             tmp_path,
         )
         setups[p] = agent_config.prepare(cfg)
         agents[p] = agent_server.start_agent(setups[p], bind="127.0.0.1:0")
     node_config = tmp_path / "node.toml"
-    node_config.write_text(render_config(
-        bind="127.0.0.1:0", credentials=party_dir(pki.root, "node", "node"), ca_cert=pki.root / "ca" / "ca.crt",
-        db=tmp_path / "node.db",
-        providers=[(p, f"127.0.0.1:{a.port}", party_dir(pki.root, "provider", p) / "binding.pb") for p, a in agents.items()],
-        institutions=[(b, party_dir(pki.root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-        modeling_allow_insecure=True, modeling_step_timeout_seconds=30,
-    ))
+    node_config.write_text(
+        render_config(
+            bind="127.0.0.1:0",
+            credentials=party_dir(pki.root, "node", "node"),
+            ca_cert=pki.root / "ca" / "ca.crt",
+            db=tmp_path / "node.db",
+            providers=[
+                (p, f"127.0.0.1:{a.port}", party_dir(pki.root, "provider", p) / "binding.pb") for p, a in agents.items()
+            ],
+            institutions=[(b, party_dir(pki.root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
+            modeling_allow_insecure=True,
+            modeling_step_timeout_seconds=30,
+        )
+    )
     captured: list[tuple[str, str, str, bytes]] = []
     node = _start_node(node_config, captured)
     plat = Platform(tmp_path, pki.root, node, agents, setups, captured, guest, host_paths, node_config)
@@ -165,7 +192,7 @@ def test_training_over_grpc_matches_the_in_process_driver(platform: Platform, tm
     job = platform.job("breast-grpc", epochs=8)
     outcome = train(job)
     assert outcome.rows_aligned == 569 and outcome.rows_test == 171 and outcome.metrics.epochs_run == 8
-    # the same job in one process (modeling.local) on the same data, split and configuration
+    # the same job in one process (xinrong.tools.federation) on the same data, split and configuration
     bank, hosts = _tables()
     local = run_job(bank, hosts, job.train, backend="plain", workdir=tmp_path / "local")
     local_auc = metrics.auc(local.y_test, local.test_logits)
@@ -252,7 +279,7 @@ def test_a_stopped_provider_fails_the_job_and_resume_finishes_it(platform: Platf
 
 
 def platform_creds(platform: Platform, bank: str) -> Any:
-    from keys.layout import load_party
+    from xinrong.keys.layout import load_party
 
     return load_party(party_dir(platform.keys, "institution", bank))
 
@@ -286,8 +313,9 @@ def test_after_a_node_restart_the_job_cannot_resume_and_says_why(platform: Platf
     assert info.value.reason == "FAILED_PRECONDITION"
     assert "HE secret key" in info.value.message and "without --resume" in info.value.message
     conn = sqlite3.connect(f"file:{platform.root / 'node.db'}?mode=ro", uri=True)
-    state, reason = conn.execute("SELECT state, failure_reason FROM modeling_jobs WHERE job_id = ?",
-                                 (job.job_id,)).fetchone()
+    state, reason = conn.execute(
+        "SELECT state, failure_reason FROM modeling_jobs WHERE job_id = ?", (job.job_id,)
+    ).fetchone()
     conn.close()
     assert state == "FAILED" and "provider tax did not answer" in reason  # the original cause stays on record
     with ModelingClient(job.node, platform_creds(platform, "bank-a")) as client:
@@ -299,13 +327,15 @@ def test_after_a_node_restart_the_job_cannot_resume_and_says_why(platform: Platf
 def test_a_job_running_when_the_node_stops_is_failed_at_restart(platform: Platform) -> None:
     job = platform.job("breast-interrupted", epochs=2)
     with ModelingClient(job.node, platform_creds(platform, "bank-a")) as client:
-        client.call("CreateJob", modeling_pb2.CreateJobRequest(job_id=job.job_id, provider_ids=list(PROVIDERS),
-                                                               backend="plain"))
+        client.call(
+            "CreateJob", modeling_pb2.CreateJobRequest(job_id=job.job_id, provider_ids=list(PROVIDERS), backend="plain")
+        )
     platform.node.stop(0.2)
     platform.node = _start_node(platform.node_config, platform.captured)
     conn = sqlite3.connect(f"file:{platform.root / 'node.db'}?mode=ro", uri=True)
-    state, reason = conn.execute("SELECT state, failure_reason FROM modeling_jobs WHERE job_id = ?",
-                                 (job.job_id,)).fetchone()
+    state, reason = conn.execute(
+        "SELECT state, failure_reason FROM modeling_jobs WHERE job_id = ?", (job.job_id,)
+    ).fetchone()
     conn.close()
     assert (state, reason) == ("FAILED", RESTARTED_REASON)
 
@@ -315,8 +345,9 @@ def test_a_job_running_when_the_node_stops_is_failed_at_restart(platform: Platfo
 
 def _create(platform: Platform, bank: str, job_id: str) -> Any:
     with ModelingClient(f"127.0.0.1:{platform.node.port}", platform_creds(platform, bank)) as client:
-        return client.call("CreateJob", modeling_pb2.CreateJobRequest(
-            job_id=job_id, provider_ids=list(PROVIDERS), backend="plain"))
+        return client.call(
+            "CreateJob", modeling_pb2.CreateJobRequest(job_id=job_id, provider_ids=list(PROVIDERS), backend="plain")
+        )
 
 
 def test_authorization(platform: Platform, pki: Any) -> None:
@@ -332,8 +363,10 @@ def test_authorization(platform: Platform, pki: Any) -> None:
             ("GetJob", modeling_pb2.GetJobRequest(job_id="bank-a-job")),
             ("ExchangePsi", modeling_pb2.ExchangePsiRequest(job_id="bank-a-job", body=b"x")),
             ("Forward", modeling_pb2.ForwardRequest(job_id="bank-a-job", body=b"x")),
-            ("CreateJob", modeling_pb2.CreateJobRequest(job_id="bank-a-job", provider_ids=list(PROVIDERS),
-                                                        backend="plain")),
+            (
+                "CreateJob",
+                modeling_pb2.CreateJobRequest(job_id="bank-a-job", provider_ids=list(PROVIDERS), backend="plain"),
+            ),
         ]:
             with pytest.raises(RemoteError) as info:
                 other.call(method, request)
@@ -341,29 +374,37 @@ def test_authorization(platform: Platform, pki: Any) -> None:
             assert info.value.reason == "CALLER_NOT_ALLOWED", method
     # enterprises and providers may not call the modeling service at all
     ent = pki.enterprise("911301001234567883")
-    with ModelingClient(f"127.0.0.1:{platform.node.port}", ent) as client:
-        with pytest.raises(RemoteError) as info:
-            client.call("GetJob", modeling_pb2.GetJobRequest(job_id="bank-a-job"))
+    with ModelingClient(f"127.0.0.1:{platform.node.port}", ent) as client, pytest.raises(RemoteError) as info:
+        client.call("GetJob", modeling_pb2.GetJobRequest(job_id="bank-a-job"))
     assert info.value.reason == "CALLER_NOT_ALLOWED"
     # an agent refuses modeling calls from any certificate but the configured node's
     if not (party_dir(pki.root, "node", "node-2") / "binding.pb").exists():
         provision_party(pki.ca, pki.root, role="node", party_id="node-2")
     for creds in (pki.party("node", "node-2"), pki.institution("bank-a")):
-        channel = secure_channel(f"127.0.0.1:{platform.agents['tax'].port}", creds, server_role="provider",
-                                 server_id="tax")
-        stub = modeling_pb2_grpc.AgentModelingServiceStub(channel)  # type: ignore[no-untyped-call]
+        channel = secure_channel(
+            f"127.0.0.1:{platform.agents['tax'].port}", creds, server_role="provider", server_id="tax"
+        )
+        stub = modeling_pb2_grpc.AgentModelingServiceStub(channel)
         with pytest.raises(grpc.RpcError) as rpc:
-            stub.OpenJob(modeling_pb2.AgentOpenJobRequest(
-                job_id="rogue", institution_binding=pki.institution("bank-a").binding.signed, backend="plain"),
-                timeout=10)
+            stub.OpenJob(
+                modeling_pb2.AgentOpenJobRequest(
+                    job_id="rogue", institution_binding=pki.institution("bank-a").binding.signed, backend="plain"
+                ),
+                timeout=10,
+            )
         channel.close()
         remote = decode_rpc_error(rpc.value)
         assert remote.code is grpc.StatusCode.PERMISSION_DENIED and remote.reason == "CALLER_NOT_ALLOWED"
     assert not (platform.root / "agents" / "tax" / "rogue").exists()
     # the plain backend needs the bank's explicit opt-in
     with pytest.raises(ValueError, match="allow_plain"):
-        parse_job({"job": {"id": "x", "node": "n:1", "credentials": "c", "providers": ["tax"], "backend": "plain"},
-                   "data": {"labels": "l.csv"}}, platform.root)
+        parse_job(
+            {
+                "job": {"id": "x", "node": "n:1", "credentials": "c", "providers": ["tax"], "backend": "plain"},
+                "data": {"labels": "l.csv"},
+            },
+            platform.root,
+        )
 
 
 # -- privacy over the wire ----------------------------------------------------------------------
@@ -413,14 +454,18 @@ def test_the_node_sees_sealed_boxes_and_no_labels_or_features(platform: Platform
         for recipient in (box.recipient_id, "node"):
             with pytest.raises(SignatureError):
                 node_key.open(box, recipient_id=recipient, content_type=box.content_type, context=box.context)
-        inner = keys[box.recipient_id].open(box, recipient_id=box.recipient_id, content_type=box.content_type,
-                                            context=box.context)
+        inner = keys[box.recipient_id].open(
+            box, recipient_id=box.recipient_id, content_type=box.content_type, context=box.context
+        )
         if box.content_type == SEALED_PARTIAL:
             partials.append(decode(PartialLogits, inner).ciphertext)
     # what the boxes hide is readable to their recipient (plain backend: the partial logits
     # themselves), and the node's bytes never hold any of it outside a box
-    started = next(decode(JobStarted, modeling_pb2.StartTrainingResponse.FromString(b).body)
-                   for _, d, rpc, b in platform.captured if (rpc, d) == ("StartTraining", "out"))
+    started = next(
+        decode(JobStarted, modeling_pb2.StartTrainingResponse.FromString(b).body)
+        for _, d, rpc, b in platform.captured
+        if (rpc, d) == ("StartTraining", "out")
+    )
     public = load_public("plain", started.he_public)
     taus = searchable(np.concatenate([public.deserialize(c).values for c in partials]))
     assert taus.size > 1000 and found(taus, partials) > 0
@@ -439,15 +484,20 @@ def test_the_node_sees_sealed_boxes_and_no_labels_or_features(platform: Platform
     for dtype in ("<f8", np.uint8):  # labels as numbers or bytes, in runs of 64 rows of the bank's file
         encoded = bank.y.astype(dtype).tobytes()
         width = len(encoded) // bank.y.size
-        runs = [encoded[k * width:(k + 64) * width] for k in range(0, bank.y.size - 64, 32)]
+        runs = [encoded[k * width : (k + 64) * width] for k in range(0, bank.y.size - 64, 32)]
         assert not any(run in b for run in runs for b in blobs)
     # 3. nor in what the node stored
     stored = b"".join(p.read_bytes() for p in platform.root.glob("node.db*"))
     assert found(features, [stored]) == 0
     assert LABEL.encode() not in stored
     cells = {c for line in platform.guest.read_text().splitlines()[1:] for c in line.split(",")[2:] if len(c) > 5}
-    cells |= {c for p in PROVIDERS for line in platform.hosts[p].read_text().splitlines()[1:]
-              for c in line.split(",")[1:] if len(c) > 5}
+    cells |= {
+        c
+        for p in PROVIDERS
+        for line in platform.hosts[p].read_text().splitlines()[1:]
+        for c in line.split(",")[1:]
+        if len(c) > 5
+    }
     stored_text = stored.decode("latin-1")
     assert len(cells) > 5000 and not [c for c in cells if c in stored_text]
 
@@ -456,8 +506,8 @@ def test_the_node_sees_sealed_boxes_and_no_labels_or_features(platform: Platform
 
 
 def test_scoring_needs_a_consent_for_credit_scoring_and_counts_its_uses(platform: Platform, pki: Any) -> None:
-    from bank.modeling import bank_features_for, load_model, score_enterprises
-    from enterprise.client import ConsentRequest, EnterpriseClient, grant
+    from xinrong.bank.modeling import bank_features_for, load_model, score_enterprises
+    from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
 
     job = platform.job("breast-score", epochs=3)
     train(job)
@@ -468,26 +518,33 @@ def test_scoring_needs_a_consent_for_credit_scoring_and_counts_its_uses(platform
     targets = list(bank.ids[:6])
     consents: dict[str, str] = {}
     with EnterpriseClient(job.node, pki.enterprise(targets[0])) as ent:  # valid, one use
-        consents[targets[0]] = ent.register(grant(pki.enterprise(targets[0]), ConsentRequest(
-            "bank-a", "credit_scoring", scope, *period, max_uses=1))).consent_id
+        consents[targets[0]] = ent.register(
+            grant(pki.enterprise(targets[0]), ConsentRequest("bank-a", "credit_scoring", scope, *period, max_uses=1))
+        ).consent_id
     with EnterpriseClient(job.node, pki.enterprise(targets[1])) as ent:  # revoked
-        consents[targets[1]] = ent.register(grant(pki.enterprise(targets[1]), ConsentRequest(
-            "bank-a", "credit_scoring", scope, *period))).consent_id
+        consents[targets[1]] = ent.register(
+            grant(pki.enterprise(targets[1]), ConsentRequest("bank-a", "credit_scoring", scope, *period))
+        ).consent_id
         ent.revoke(consents[targets[1]])
     with EnterpriseClient(job.node, pki.enterprise(targets[2])) as ent:  # another purpose
-        consents[targets[2]] = ent.register(grant(pki.enterprise(targets[2]), ConsentRequest(
-            "bank-a", "loan_application", scope, *period))).consent_id
+        consents[targets[2]] = ent.register(
+            grant(pki.enterprise(targets[2]), ConsentRequest("bank-a", "loan_application", scope, *period))
+        ).consent_id
     with EnterpriseClient(job.node, pki.enterprise(targets[3])) as ent:  # for another bank
-        consents[targets[3]] = ent.register(grant(pki.enterprise(targets[3]), ConsentRequest(
-            "bank-b", "credit_scoring", scope, *period))).consent_id
+        consents[targets[3]] = ent.register(
+            grant(pki.enterprise(targets[3]), ConsentRequest("bank-b", "credit_scoring", scope, *period))
+        ).consent_id
     with EnterpriseClient(job.node, pki.enterprise(targets[4])) as ent:  # a scope without one provider
-        consents[targets[4]] = ent.register(grant(pki.enterprise(targets[4]), ConsentRequest(
-            "bank-a", "credit_scoring", ("tax.*",), *period))).consent_id
+        consents[targets[4]] = ent.register(
+            grant(pki.enterprise(targets[4]), ConsentRequest("bank-a", "credit_scoring", ("tax.*",), *period))
+        ).consent_id
     subjects = [(u, consents.get(u, "")) for u in targets]  # the sixth has none
     creds = platform_creds(platform, "bank-a")
     with ModelingClient(job.node, creds) as client:
         results = score_enterprises(client, creds, model, share, subjects, bank_features_for(model, share, targets))
-        again = score_enterprises(client, creds, model, share, subjects[:1], bank_features_for(model, share, targets[:1]))
+        again = score_enterprises(
+            client, creds, model, share, subjects[:1], bank_features_for(model, share, targets[:1])
+        )
     outcome = {r.enterprise: (r.scored, r.reason) for r in results}
     assert outcome == {
         targets[0]: (True, ""),
@@ -508,6 +565,8 @@ def test_scoring_needs_a_consent_for_credit_scoring_and_counts_its_uses(platform
     assert results[0].grade in {"A", "B", "C", "D", "E"}
     # every decision is in the node's audit log, as metadata
     conn = sqlite3.connect(f"file:{platform.root / 'node.db'}?mode=ro", uri=True)
-    rows = conn.execute("SELECT decision, reason, enterprise FROM audit_log WHERE method = 'ScoreEnterprises'").fetchall()
+    rows = conn.execute(
+        "SELECT decision, reason, enterprise FROM audit_log WHERE method = 'ScoreEnterprises'"
+    ).fetchall()
     conn.close()
     assert sorted(r[0] for r in rows) == ["ALLOWED"] + ["REFUSED"] * 6

@@ -12,29 +12,45 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from node import audit
-from node.audit import AuditEvent, Decision, HashChainAuditLog, canonical_leaf, chain_hash, claims_digest, verify_chain
-from node.db import Database
-from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
+from xinrong.catalog import Catalog
+from xinrong.node import audit
+from xinrong.node.audit import (
+    AuditEvent,
+    Decision,
+    HashChainAuditLog,
+    canonical_leaf,
+    chain_hash,
+    claims_digest,
+    verify_chain,
+)
+from xinrong.node.db import Database
+
+from support.node_fakes import (
     ACME,
     RAW_VALUES,
     consent_id_of,
     grant,
     indicators_request,
-    make_harness,
     register,
     verify_request,
 )
-from xinrong.catalog import Catalog
 
 
 def _event(i: int, decision: Decision = Decision.ALLOWED) -> AuditEvent:
     return AuditEvent(
-        caller_role="institution", caller_id="bank-a", method="Verify", decision=decision,
-        reason="" if decision is Decision.ALLOWED else "ACCESS_DENIED", request_id=f"req-{i}", enterprise=ACME,
-        consent_id=f"consent-{i % 3}", providers=("social_insurance", "tax"), fields=("tax.credit_grade",),
+        caller_role="institution",
+        caller_id="bank-a",
+        method="Verify",
+        decision=decision,
+        reason="" if decision is Decision.ALLOWED else "ACCESS_DENIED",
+        request_id=f"req-{i}",
+        enterprise=ACME,
+        consent_id=f"consent-{i % 3}",
+        providers=("social_insurance", "tax"),
+        fields=("tax.credit_grade",),
         claims_sha256=claims_digest([f"tax.credit_grade in A{',B' * (i % 2)}"]),
     )
 
@@ -86,10 +102,20 @@ def test_entry_hash_is_the_documented_encoding(tmp_path: Path) -> None:
 def _reference_leaf(seq: int, ts_ms: int, event: AuditEvent) -> bytes:
     """The documented leaf encoding, by the json module: what canonical_leaf must equal."""
     doc = {
-        "v": 1, "seq": seq, "ts_ms": ts_ms, "caller_role": event.caller_role, "caller_id": event.caller_id,
-        "method": event.method, "request_id": event.request_id, "enterprise": event.enterprise,
-        "consent_id": event.consent_id, "providers": list(event.providers), "fields": list(event.fields),
-        "claims_sha256": event.claims_sha256, "decision": event.decision.value, "reason": event.reason,
+        "v": 1,
+        "seq": seq,
+        "ts_ms": ts_ms,
+        "caller_role": event.caller_role,
+        "caller_id": event.caller_id,
+        "method": event.method,
+        "request_id": event.request_id,
+        "enterprise": event.enterprise,
+        "consent_id": event.consent_id,
+        "providers": list(event.providers),
+        "fields": list(event.fields),
+        "claims_sha256": event.claims_sha256,
+        "decision": event.decision.value,
+        "reason": event.reason,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
@@ -99,21 +125,38 @@ def test_leaf_encoding_is_the_sorted_compact_ascii_json_of_the_entry() -> None:
     the json module's encoding, whatever the strings hold (so old chains verify)."""
     rng = random.Random(5)
     alphabet = 'ab"\\/\b\f\n\r\t\x00\x1f\x7f é中文🙂\u2028'
+
     def text() -> str:
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
-    for i in range(500):
+
+    for _i in range(500):
         event = AuditEvent(
-            caller_role=text(), caller_id=text(), method=text(), decision=rng.choice(list(Decision)),
-            reason=text(), request_id=text(), enterprise=text(), consent_id=text(),
+            caller_role=text(),
+            caller_id=text(),
+            method=text(),
+            decision=rng.choice(list(Decision)),
+            reason=text(),
+            request_id=text(),
+            enterprise=text(),
+            consent_id=text(),
             providers=tuple(text() for _ in range(rng.randrange(0, 3))),
-            fields=tuple(text() for _ in range(rng.randrange(0, 4))), claims_sha256=text(),
+            fields=tuple(text() for _ in range(rng.randrange(0, 4))),
+            claims_sha256=text(),
         )
         seq, ts_ms = rng.randrange(1, 2**40), rng.randrange(0, 2**45)
         assert canonical_leaf(seq, ts_ms, event) == _reference_leaf(seq, ts_ms, event)
     assert canonical_leaf(1, 2, _event(0)) == _reference_leaf(1, 2, _event(0))
     with pytest.raises(TypeError):
-        canonical_leaf(1, 2, AuditEvent(caller_role="institution", caller_id=7, method="Verify",  # type: ignore[arg-type]
-                                        decision=Decision.ALLOWED))
+        canonical_leaf(
+            1,
+            2,
+            AuditEvent(
+                caller_role="institution",
+                caller_id=7,  # type: ignore[arg-type]
+                method="Verify",
+                decision=Decision.ALLOWED,
+            ),
+        )
 
 
 def test_triggers_make_the_table_append_only(tmp_path: Path) -> None:
@@ -158,8 +201,10 @@ def test_rewriting_an_entry_with_a_fresh_hash_breaks_the_next_link(tmp_path: Pat
     conn.execute("DROP TRIGGER audit_log_no_update")
     prev = bytes(conn.execute("SELECT prev_hash FROM audit_log WHERE seq = 2").fetchone()[0])
     forged = audit.AuditEntry(2, 1_700_000_000_001, _event(1, Decision.REFUSED), prev, b"")
-    conn.execute("UPDATE audit_log SET decision = 'REFUSED', reason = 'ACCESS_DENIED', entry_hash = ? WHERE seq = 2",
-                 (chain_hash(prev, forged.leaf()),))
+    conn.execute(
+        "UPDATE audit_log SET decision = 'REFUSED', reason = 'ACCESS_DENIED', entry_hash = ? WHERE seq = 2",
+        (chain_hash(prev, forged.leaf()),),
+    )
     conn.commit()
     report = verify_chain(conn)
     assert (report.ok, report.first_bad_seq) == (False, 3)
@@ -187,14 +232,17 @@ def test_node_audits_every_decision_with_metadata_only(make_harness: Any, pki: A
     ok = verify_request(consent, claims)
     h.bank().Verify(ok, timeout=10)
     denied = verify_request("no-such-consent", ["tax.credit_grade in A"])
-    with pytest.raises(Exception):
+    with pytest.raises(grpc.RpcError):
         h.bank().Verify(denied, timeout=5)
     h.bank().GetIndicators(indicators_request(consent, [("tax.vat_paid_last_year", "bracket")]), timeout=10)
     conn = sqlite3.connect(h.db_path)
-    rows = {r[0]: r for r in conn.execute(
-        "SELECT request_id, method, caller_id, enterprise, consent_id, providers, fields, claims_sha256, decision, "
-        "reason FROM audit_log WHERE method IN ('Verify', 'GetIndicators')"
-    )}
+    rows = {
+        r[0]: r
+        for r in conn.execute(
+            "SELECT request_id, method, caller_id, enterprise, consent_id, providers, fields, claims_sha256, decision, "
+            "reason FROM audit_log WHERE method IN ('Verify', 'GetIndicators')"
+        )
+    }
     allowed = rows[ok.request_id]
     assert allowed[1:5] == ("Verify", "bank-a", ACME, consent_id_of(consent))
     assert json.loads(allowed[5]) == ["social_insurance", "tax"]
@@ -213,7 +261,7 @@ def _db_text(path: Path) -> str:
     conn = sqlite3.connect(path)
     parts: list[str] = []
     for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - table names from sqlite_master
+        for row in conn.execute(f"SELECT * FROM {table}"):
             for cell in row:
                 parts.append(cell.decode("latin-1") if isinstance(cell, bytes) else str(cell))
     conn.close()
@@ -228,11 +276,17 @@ def test_node_database_holds_no_raw_provider_value(make_harness: Any, pki: Any, 
     h = make_harness()
     consent = grant(pki, catalog)
     register(h.bank(), consent)
-    for claims in (["tax.vat_paid_last_year in [500000,1000000)", "tax.consecutive_normal_months >= 24"],
-                   ["social_insurance.avg_insured_headcount >= 50", "social_insurance.avg_employer_contribution >= 10000"]):
+    for claims in (
+        ["tax.vat_paid_last_year in [500000,1000000)", "tax.consecutive_normal_months >= 24"],
+        ["social_insurance.avg_insured_headcount >= 50", "social_insurance.avg_employer_contribution >= 10000"],
+    ):
         h.bank().Verify(verify_request(consent, claims), timeout=10)
-    h.bank().GetIndicators(indicators_request(consent, [("tax.vat_paid_last_year", "bracket"),
-                                                        ("tax.consecutive_normal_months", "bracket")]), timeout=10)
+    h.bank().GetIndicators(
+        indicators_request(
+            consent, [("tax.vat_paid_last_year", "bracket"), ("tax.consecutive_normal_months", "bracket")]
+        ),
+        timeout=10,
+    )
     text = _db_text(h.db_path)
     # Sanity: the scan sees what the node did store.
     assert consent_id_of(consent) in text and ACME in text

@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
-from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
+from xinrong.catalog import Catalog
+from xinrong.node.cli import register_cli
+from xinrong.rpc.channel import secure_channel, wait_healthy
+from xinrong.v1 import node_pb2, node_pb2_grpc
+
+from support.node_fakes import (
     consent_id_of,
     grant,
-    make_harness,
     register,
     verify_request,
 )
-from xinrong.catalog import Catalog
-from node.cli import register_cli
-from xinrong.rpc.channel import secure_channel, wait_healthy
-from xinrong.v1 import node_pb2, node_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,9 @@ def xinrong_main(argv: list[str]) -> int:
     return int(args.func(args))
 
 
-def test_audit_and_consent_tools(make_harness: Any, pki: Any, catalog: Catalog,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_and_consent_tools(
+    make_harness: Any, pki: Any, catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
     h = make_harness(["tax"])
     consent = grant(pki, catalog, max_uses=4)
     register(h.bank(), consent)
@@ -61,11 +62,18 @@ def test_audit_and_consent_tools(make_harness: Any, pki: Any, catalog: Catalog,
 
     assert xinrong_main(["node", "consents", "list", "--config", config]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert listed == [{
-        "consent_id": consent_id_of(consent), "enterprise": listed[0]["enterprise"], "grantee": "bank-a",
-        "state": "ACTIVE", "uses": 3, "max_uses": 4, "valid_until": listed[0]["valid_until"],
-        "pending_revocation_pushes": [],
-    }]
+    assert listed == [
+        {
+            "consent_id": consent_id_of(consent),
+            "enterprise": listed[0]["enterprise"],
+            "grantee": "bank-a",
+            "state": "ACTIVE",
+            "uses": 3,
+            "max_uses": 4,
+            "valid_until": listed[0]["valid_until"],
+            "pending_revocation_pushes": [],
+        }
+    ]
 
     h.stop()
     conn = sqlite3.connect(h.db_path)
@@ -85,8 +93,22 @@ def test_serve_as_a_process_with_port_file_health_and_graceful_stop(
     port_file = tmp_path / "run" / "node.port"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xinrong.cli", "node", "serve", "--config", str(config), "--port-file", str(port_file)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "node",
+            "serve",
+            "--config",
+            str(config),
+            "--port-file",
+            str(port_file),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -99,7 +121,7 @@ def test_serve_as_a_process_with_port_file_health_and_graceful_stop(
         channel = secure_channel(f"127.0.0.1:{port}", pki.institution("bank-a"), server_role="node", server_id="node")
         try:
             wait_healthy(channel, service="xinrong.v1.NodeService", timeout=10)
-            stub = node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+            stub = node_pb2_grpc.NodeServiceStub(channel)
             assert stub.GetCatalog(node_pb2.GetCatalogRequest(), timeout=5).sha256
         finally:
             channel.close()
@@ -125,8 +147,9 @@ def test_health_is_serving_once_started(make_harness: Any, pki: Any) -> None:
     """start_node loads the database and registry before the server exists, so
     the first health answer a client can get is already SERVING."""
     h = make_harness(["tax"])
-    channel = secure_channel(f"127.0.0.1:{h.node.port}", pki.institution("bank-a"), server_role="node",
-                             server_id="node")
+    channel = secure_channel(
+        f"127.0.0.1:{h.node.port}", pki.institution("bank-a"), server_role="node", server_id="node"
+    )
     try:
         wait_healthy(channel, service="xinrong.v1.NodeService", timeout=5)
     finally:

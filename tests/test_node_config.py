@@ -7,24 +7,33 @@ from typing import Any
 
 import pytest
 
-from keys.layout import party_dir
-from node.config import ConfigError, load_config, render_config
-from node.server import start_node
 from xinrong.errors import ValidationError
+from xinrong.keys.layout import party_dir
+from xinrong.node.config import ConfigError, load_config, render_config
+from xinrong.node.server import start_node
 
 
-def _write(tmp_path: Path, pki: Any, *, providers: list[tuple[str, str, Path]] | None = None,
-           institutions: list[tuple[str, Path]] | None = None, extra: str = "", **options: object) -> Path:
+def _write(
+    tmp_path: Path,
+    pki: Any,
+    *,
+    providers: list[tuple[str, str, Path]] | None = None,
+    institutions: list[tuple[str, Path]] | None = None,
+    extra: str = "",
+    **options: object,
+) -> Path:
     root = pki.root
     text = render_config(
         bind="127.0.0.1:0",
         credentials=party_dir(root, "node", "node"),
         ca_cert=root / "ca" / "ca.crt",
         db="state/node.db",
-        providers=providers if providers is not None else [
-            ("tax", "127.0.0.1:7501", party_dir(root, "provider", "tax") / "binding.pb")],
-        institutions=institutions if institutions is not None else [
-            ("bank-a", party_dir(root, "institution", "bank-a") / "binding.pb")],
+        providers=providers
+        if providers is not None
+        else [("tax", "127.0.0.1:7501", party_dir(root, "provider", "tax") / "binding.pb")],
+        institutions=institutions
+        if institutions is not None
+        else [("bank-a", party_dir(root, "institution", "bank-a") / "binding.pb")],
         **options,
     )
     (tmp_path / "state").mkdir(exist_ok=True)
@@ -42,8 +51,9 @@ def test_valid_config_loads_with_defaults_and_relative_paths(tmp_path: Path, pki
     assert config.enterprise_daily_budget == 200
     assert [p.name for p in config.providers] == ["tax"]
     assert [i.id for i in config.institutions] == ["bank-a"]
-    tuned = load_config(_write(tmp_path, pki, enterprise_daily_budget=5, agent_timeout_seconds=0.5,
-                               sqlite_synchronous="full"))
+    tuned = load_config(
+        _write(tmp_path, pki, enterprise_daily_budget=5, agent_timeout_seconds=0.5, sqlite_synchronous="full")
+    )
     assert (tuned.enterprise_daily_budget, tuned.agent_timeout_seconds, tuned.sqlite_synchronous) == (5, 0.5, "FULL")
 
 
@@ -58,8 +68,9 @@ def test_valid_config_loads_with_defaults_and_relative_paths(tmp_path: Path, pki
         ({"agent_timeout_seconds": 0}, "", ">= 0.05"),
     ],
 )
-def test_invalid_options_are_refused(tmp_path: Path, pki: Any, options: dict[str, Any], extra: str,
-                                     message: str) -> None:
+def test_invalid_options_are_refused(
+    tmp_path: Path, pki: Any, options: dict[str, Any], extra: str, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         if "budgte" in str(options):
             # render_config refuses unknown options itself; write the TOML by hand.

@@ -11,21 +11,21 @@ from typing import Any
 
 import grpc
 
-from node.audit import verify_chain
-from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
+from xinrong.catalog import Catalog
+from xinrong.errors import Reason
+from xinrong.node.audit import verify_chain
+from xinrong.v1 import common_pb2, node_pb2
+
+from support.node_fakes import (
     ACME,
     BETA,
     assert_refused,
     consent_id_of,
     grant,
-    make_harness,
     register,
     revocation,
     verify_request,
 )
-from xinrong.catalog import Catalog
-from xinrong.errors import Reason
-from xinrong.v1 import common_pb2, node_pb2
 
 PD = grpc.StatusCode.PERMISSION_DENIED
 
@@ -60,12 +60,14 @@ def test_registration_rules(make_harness: Any, pki: Any, catalog: Catalog) -> No
     assert register(h.bank("bank-a"), consent).consent_id == first.consent_id
     # Same id, other bytes: refused.
     clash = grant(pki, catalog, grantee="bank-a", consent_id=first.consent_id, max_uses=3)
-    assert_refused(lambda: register(h.bank("bank-a"), clash), grpc.StatusCode.FAILED_PRECONDITION,
-                   Reason.FAILED_PRECONDITION)
+    assert_refused(
+        lambda: register(h.bank("bank-a"), clash), grpc.StatusCode.FAILED_PRECONDITION, Reason.FAILED_PRECONDITION
+    )
     # A grantee the node does not know is no use to anyone.
     unknown = grant(pki, catalog, grantee="bank-c")
-    assert_refused(lambda: register(h.enterprise(ACME), unknown), grpc.StatusCode.INVALID_ARGUMENT,
-                   Reason.INVALID_ARGUMENT)
+    assert_refused(
+        lambda: register(h.enterprise(ACME), unknown), grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
+    )
     assert _status(h.bank("bank-a"), consent).max_uses == 50
 
 
@@ -92,18 +94,19 @@ def test_revocation_is_checked_and_pushed_to_every_agent(make_harness: Any, pki:
     h.bank().Verify(verify_request(consent), timeout=10)
     cid = consent_id_of(consent)
     # Another enterprise cannot revoke it, nor can a revocation signed with another key.
-    assert_refused(lambda: _revoke(h.enterprise(BETA), revocation(pki, consent, signer=BETA)), PD,
-                   Reason.ACCESS_DENIED)
-    assert_refused(lambda: _revoke(h.enterprise(ACME), revocation(pki, consent, signer=BETA)), PD,
-                   Reason.ACCESS_DENIED)
+    assert_refused(lambda: _revoke(h.enterprise(BETA), revocation(pki, consent, signer=BETA)), PD, Reason.ACCESS_DENIED)
+    assert_refused(lambda: _revoke(h.enterprise(ACME), revocation(pki, consent, signer=BETA)), PD, Reason.ACCESS_DENIED)
     response = _revoke(h.enterprise(ACME), revocation(pki, consent))
     assert response.consent_id == cid
     assert response.state == common_pb2.CONSENT_STATE_REVOKED
     assert list(response.providers_notified) == ["social_insurance", "tax"]
     for handle in h.agents.values():
         assert cid in handle.fake.revoked  # verified by the agent itself
-    assert_refused(lambda: h.bank().Verify(verify_request(consent), timeout=5), grpc.StatusCode.FAILED_PRECONDITION,
-                   Reason.CONSENT_REVOKED)
+    assert_refused(
+        lambda: h.bank().Verify(verify_request(consent), timeout=5),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        Reason.CONSENT_REVOKED,
+    )
     # Revoking again is idempotent and pushes nothing new.
     calls = sum(a.fake.calls.count("UpdateConsentStatus") for a in h.agents.values())
     again = _revoke(h.enterprise(ACME), revocation(pki, consent))
@@ -113,8 +116,9 @@ def test_revocation_is_checked_and_pushed_to_every_agent(make_harness: Any, pki:
 
 
 def test_revocation_push_is_retried_when_an_agent_comes_back(make_harness: Any, pki: Any, catalog: Catalog) -> None:
-    h = make_harness(["tax", "social_insurance"], down=["social_insurance"], revocation_retry_seconds=0.2,
-                     agent_timeout_seconds=1)
+    h = make_harness(
+        ["tax", "social_insurance"], down=["social_insurance"], revocation_retry_seconds=0.2, agent_timeout_seconds=1
+    )
     consent = grant(pki, catalog, scope=["tax.*"])
     register(h.bank(), consent)
     cid = consent_id_of(consent)
@@ -122,9 +126,14 @@ def test_revocation_push_is_retried_when_an_agent_comes_back(make_harness: Any, 
     assert list(response.providers_notified) == ["tax"]
     down = h.agents["social_insurance"]
     assert cid not in down.fake.revoked
-    rows = sqlite3.connect(h.db_path).execute(
-        "SELECT provider, acked_ms IS NOT NULL FROM revocation_pushes WHERE consent_id = ? ORDER BY provider", (cid,)
-    ).fetchall()
+    rows = (
+        sqlite3.connect(h.db_path)
+        .execute(
+            "SELECT provider, acked_ms IS NOT NULL FROM revocation_pushes WHERE consent_id = ? ORDER BY provider",
+            (cid,),
+        )
+        .fetchall()
+    )
     assert rows == [("social_insurance", 0), ("tax", 1)]
     down.start(pki)
     _wait_for(lambda: cid in down.fake.revoked)
@@ -165,19 +174,28 @@ def test_restart_keeps_every_piece_of_state(make_harness: Any, pki: Any, catalog
     status = _status(h.bank(), kept)
     assert (status.state, status.uses) == (common_pb2.CONSENT_STATE_ACTIVE, 2)
     assert _status(h.bank(), revoked).state == common_pb2.CONSENT_STATE_REVOKED
-    assert_refused(lambda: h.bank().Verify(verify_request(revoked), timeout=5), grpc.StatusCode.FAILED_PRECONDITION,
-                   Reason.CONSENT_REVOKED)
+    assert_refused(
+        lambda: h.bank().Verify(verify_request(revoked), timeout=5),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        Reason.CONSENT_REVOKED,
+    )
     # Replay ids.
     assert_refused(lambda: h.bank().Verify(used, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED)
     # Per-consent and per-enterprise budgets (2 used of 4 for ACME today).
     h.bank().Verify(verify_request(kept), timeout=10)
-    assert_refused(lambda: h.bank().Verify(verify_request(kept), timeout=5), grpc.StatusCode.RESOURCE_EXHAUSTED,
-                   Reason.CONSENT_USES_EXHAUSTED)
+    assert_refused(
+        lambda: h.bank().Verify(verify_request(kept), timeout=5),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.CONSENT_USES_EXHAUSTED,
+    )
     other = grant(pki, catalog, grantee="bank-b")
     register(h.bank("bank-b"), other)
     h.bank("bank-b").Verify(verify_request(other), timeout=10)
-    assert_refused(lambda: h.bank("bank-b").Verify(verify_request(other), timeout=5),
-                   grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.ENTERPRISE_BUDGET_EXHAUSTED)
+    assert_refused(
+        lambda: h.bank("bank-b").Verify(verify_request(other), timeout=5),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.ENTERPRISE_BUDGET_EXHAUSTED,
+    )
     # Audit chain continuity: the first entry after restart links to the old head.
     conn = sqlite3.connect(h.db_path)
     prev = conn.execute("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq_before + 1,)).fetchone()[0]
@@ -190,12 +208,21 @@ def test_daily_budgets_reset_at_utc_midnight(make_harness: Any, pki: Any, catalo
     clock = {"now": float(int(time.time()) // 86_400 * 86_400 + 86_400 - 30)}  # 30 s before UTC midnight
     h = make_harness(["tax"], clock=lambda: clock["now"], enterprise_daily_budget=1, max_clock_skew_seconds=100_000)
     # The fake agent checks the window against the real clock, so the window spans both.
-    consent = grant(pki, catalog, max_uses=10, max_uses_per_day=1, valid_from=int(time.time()) - 60,
-                    valid_until=int(clock["now"]) + 7 * 86_400)
+    consent = grant(
+        pki,
+        catalog,
+        max_uses=10,
+        max_uses_per_day=1,
+        valid_from=int(time.time()) - 60,
+        valid_until=int(clock["now"]) + 7 * 86_400,
+    )
     register(h.bank(), consent)
     h.bank().Verify(verify_request(consent, requested_at=clock["now"]), timeout=10)
-    assert_refused(lambda: h.bank().Verify(verify_request(consent, requested_at=clock["now"]), timeout=5),
-                   grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CONSENT_DAILY_LIMIT)
+    assert_refused(
+        lambda: h.bank().Verify(verify_request(consent, requested_at=clock["now"]), timeout=5),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Reason.CONSENT_DAILY_LIMIT,
+    )
     clock["now"] += 60  # the next UTC day
     h.bank().Verify(verify_request(consent, requested_at=clock["now"]), timeout=10)
     assert _status(h.bank(), consent).uses == 2
@@ -220,8 +247,10 @@ def test_directory_lists_no_enterprises_to_banks(make_harness: Any, pki: Any, ca
     assert {p for r, p in everyone if r == common_pb2.PARTY_ROLE_INSTITUTION} == {"bank-a", "bank-b"}
     assert not [p for r, p in everyone if r == common_pb2.PARTY_ROLE_ENTERPRISE]
     assert listed(h.bank(), common_pb2.PARTY_ROLE_ENTERPRISE) == []
-    assert listed(h.bank(), common_pb2.PARTY_ROLE_PROVIDER) == [(common_pb2.PARTY_ROLE_PROVIDER, "social_insurance"),
-                                                              (common_pb2.PARTY_ROLE_PROVIDER, "tax")]
+    assert listed(h.bank(), common_pb2.PARTY_ROLE_PROVIDER) == [
+        (common_pb2.PARTY_ROLE_PROVIDER, "social_insurance"),
+        (common_pb2.PARTY_ROLE_PROVIDER, "tax"),
+    ]
     # An enterprise sees its own binding and nobody else's.
     assert listed(h.enterprise(ACME), common_pb2.PARTY_ROLE_ENTERPRISE) == [(common_pb2.PARTY_ROLE_ENTERPRISE, ACME)]
     catalog_resp = h.bank().GetCatalog(node_pb2.GetCatalogRequest(), timeout=5)
@@ -238,9 +267,16 @@ def test_the_config_is_authoritative_for_institutions(make_harness: Any, pki: An
     h.institutions = ("bank-a",)
     h.restart()
     assert_refused(lambda: h.bank("bank-b").Verify(verify_request(consent), timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
-    listed = h.bank("bank-a").ListParties(node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_INSTITUTION),
-                                          timeout=5).bindings
+    listed = (
+        h.bank("bank-a")
+        .ListParties(node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_INSTITUTION), timeout=5)
+        .bindings
+    )
     parsed = [common_pb2.PartyBinding.FromString(b.binding).party_id for b in listed]
     assert parsed == ["bank-a"]
-    assert sqlite3.connect(h.db_path).execute(
-        "SELECT COUNT(*) FROM parties WHERE role = 'institution' AND party_id = 'bank-b'").fetchone()[0] == 0
+    assert (
+        sqlite3.connect(h.db_path)
+        .execute("SELECT COUNT(*) FROM parties WHERE role = 'institution' AND party_id = 'bank-b'")
+        .fetchone()[0]
+        == 0
+    )

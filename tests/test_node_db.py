@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from node.db import Database
+from xinrong.node.db import Database
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"
 
@@ -27,10 +27,9 @@ def _committed_rows(path: Path) -> int:
 def test_non_durable_units_become_visible_to_others_only_after_wait_durable(tmp_path: Path) -> None:
     db = Database(tmp_path / "n.db", schemas=[SCHEMA])
     applied: list[str] = []
-    with db.lock:
-        with db.transaction(durable=False) as tx:
-            tx.execute("INSERT INTO t VALUES ('a', 1)")
-            tx.on_commit(lambda: applied.append("a"))
+    with db.lock, db.transaction(durable=False) as tx:
+        tx.execute("INSERT INTO t VALUES ('a', 1)")
+        tx.on_commit(lambda: applied.append("a"))
     assert applied == ["a"]  # memory follows at once, for the next request's checks
     assert _committed_rows(tmp_path / "n.db") == 0  # not durable yet: nothing may leave the node
     db.wait_durable(tx.token)
@@ -42,10 +41,9 @@ def test_a_failed_unit_rolls_back_alone(tmp_path: Path) -> None:
     db = Database(tmp_path / "n.db", schemas=[SCHEMA])
     with db.transaction(durable=False) as first:
         first.execute("INSERT INTO t VALUES ('a', 1)")
-    with pytest.raises(sqlite3.IntegrityError):
-        with db.transaction(durable=False) as tx:
-            tx.execute("INSERT INTO t VALUES ('b', 1)")
-            tx.execute("INSERT INTO t VALUES ('a', 2)")  # duplicate key
+    with pytest.raises(sqlite3.IntegrityError), db.transaction(durable=False) as tx:
+        tx.execute("INSERT INTO t VALUES ('b', 1)")
+        tx.execute("INSERT INTO t VALUES ('a', 2)")  # duplicate key
     db.wait_durable(first.token)
     assert sorted(r[0] for r in db.query("SELECT k FROM t")) == ["a"]
     assert _committed_rows(tmp_path / "n.db") == 1
@@ -68,9 +66,8 @@ def test_concurrent_units_share_commits(tmp_path: Path) -> None:
     def worker(i: int) -> None:
         start.wait()
         for j in range(20):
-            with db.lock:
-                with db.transaction(durable=False) as tx:
-                    tx.execute("INSERT INTO t VALUES (?, ?)", (f"{i}-{j}", j))
+            with db.lock, db.transaction(durable=False) as tx:
+                tx.execute("INSERT INTO t VALUES (?, ?)", (f"{i}-{j}", j))
             db.wait_durable(tx.token)
             assert _committed_rows(tmp_path / "n.db") >= 1
 
@@ -106,9 +103,8 @@ def test_a_failed_commit_stops_the_database(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         db.wait_durable(tx.token)
     db._conn = real
-    with pytest.raises(RuntimeError, match="restart the node"):
-        with db.transaction() as tx2:
-            tx2.execute("INSERT INTO t VALUES ('b', 1)")
+    with pytest.raises(RuntimeError, match="restart the node"), db.transaction() as tx2:
+        tx2.execute("INSERT INTO t VALUES ('b', 1)")
     with pytest.raises(RuntimeError):
         db.wait_durable(tx.token)
     real.close()

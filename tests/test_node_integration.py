@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
 
-from keys.layout import party_dir
-from node.config import load_config, render_config
-from node.server import NodeServer, start_node
-from test_node_fakes import (
+from xinrong.catalog import Catalog
+from xinrong.consent import sign_consent
+from xinrong.errors import Reason
+from xinrong.keys.layout import party_dir
+from xinrong.node.config import load_config, render_config
+from xinrong.node.server import NodeServer, start_node
+from xinrong.rpc.channel import secure_channel
+from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
+
+from support.node_fakes import (
     ACME,
     BETA,
     assert_refused,
@@ -27,16 +34,11 @@ from test_node_fakes import (
     revocation,
     verify_request,
 )
-from xinrong.catalog import Catalog
-from xinrong.consent import sign_consent
-from xinrong.errors import Reason
-from xinrong.rpc.channel import secure_channel
-from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
-provider_agent_config = pytest.importorskip("provider_agent.config")
-provider_agent_server = pytest.importorskip("provider_agent.server")
-provider_agent_importer = pytest.importorskip("provider_agent.importer")
-provider_agent_store = pytest.importorskip("provider_agent.store")
+provider_agent_config = pytest.importorskip("xinrong.provider_agent.config")
+provider_agent_server = pytest.importorskip("xinrong.provider_agent.server")
+provider_agent_importer = pytest.importorskip("xinrong.provider_agent.importer")
+provider_agent_store = pytest.importorskip("xinrong.provider_agent.store")
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -58,10 +60,16 @@ def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> 
     csv_path = workdir / f"{provider}.csv"
     csv_path.write_text(CSV[provider])
     config = provider_agent_config.parse_config(
-        {"agent": {"provider": provider, "bind": "127.0.0.1:0",
-                   "credentials": str(party_dir(root, "provider", provider)),
-                   "ca_cert": str(root / "ca" / "ca.crt"), "db": str(workdir / f"agent-{provider}.db"),
-                   "node_id": "node"}},
+        {
+            "agent": {
+                "provider": provider,
+                "bind": "127.0.0.1:0",
+                "credentials": str(party_dir(root, "provider", provider)),
+                "ca_cert": str(root / "ca" / "ca.crt"),
+                "db": str(workdir / f"agent-{provider}.db"),
+                "node_id": "node",
+            }
+        },
         workdir,
     )
     setup = provider_agent_config.prepare(config)
@@ -78,11 +86,18 @@ def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeS
     agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
     root = pki.root
     config_path = tmp_path / "node.toml"
-    config_path.write_text(render_config(
-        bind="127.0.0.1:0", credentials=party_dir(root, "node", "node"), ca_cert=root / "ca" / "ca.crt", db="node.db",
-        providers=[(p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()],
-        institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-    ))
+    config_path.write_text(
+        render_config(
+            bind="127.0.0.1:0",
+            credentials=party_dir(root, "node", "node"),
+            ca_cert=root / "ca" / "ca.crt",
+            db="node.db",
+            providers=[
+                (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
+            ],
+            institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
+        )
+    )
     node = start_node(load_config(config_path))
     try:
         yield node, agents
@@ -105,7 +120,7 @@ def _close_channels() -> Iterator[None]:
 def _stub(pki: Any, node: NodeServer, creds: Any) -> Any:
     channel = secure_channel(f"127.0.0.1:{node.port}", creds, server_role="node", server_id="node")
     _CHANNELS.append(channel)
-    return node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+    return node_pb2_grpc.NodeServiceStub(channel)
 
 
 def test_verify_indicators_and_revocation_with_real_agents(
@@ -117,8 +132,13 @@ def test_verify_indicators_and_revocation_with_real_agents(
     consent = grant(pki, catalog, ACME)
     enterprise.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
 
-    claims = ["tax.credit_grade in A,B", "tax.vat_paid_last_year >= 500000", "tax.in_arrears == true",
-              "social_insurance.consecutive_months >= 24", "social_insurance.avg_insured_headcount in [50,100)"]
+    claims = [
+        "tax.credit_grade in A,B",
+        "tax.vat_paid_last_year >= 500000",
+        "tax.in_arrears == true",
+        "social_insurance.consecutive_months >= 24",
+        "social_insurance.avg_insured_headcount in [50,100)",
+    ]
     req = verify_request(consent, claims)
     resp = bank.Verify(req, timeout=10)
     assert open_verdicts(pki, "bank-a", resp, req.request_id) == {
@@ -130,35 +150,51 @@ def test_verify_indicators_and_revocation_with_real_agents(
     }
 
     ireq = node_pb2.GetIndicatorsRequest(
-        request_id=str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=ACME,
+        request_id=str(uuid.uuid4()),
+        requested_at=int(time.time()),
+        enterprise_uscc=ACME,
         consent_id=consent_id_of(consent),
-        queries=[node_pb2.IndicatorQuery(field="tax.vat_paid_last_year", form=common_pb2.DISCLOSURE_FORM_BRACKET),
-                 node_pb2.IndicatorQuery(field="tax.credit_grade", form=common_pb2.DISCLOSURE_FORM_GRADE)],
+        queries=[
+            node_pb2.IndicatorQuery(field="tax.vat_paid_last_year", form=common_pb2.DISCLOSURE_FORM_BRACKET),
+            node_pb2.IndicatorQuery(field="tax.credit_grade", form=common_pb2.DISCLOSURE_FORM_GRADE),
+        ],
     )
     iresp = bank.GetIndicators(ireq, timeout=10)
     assert open_indicators(pki, "bank-a", iresp, ireq.request_id) == {
-        "tax.vat_paid_last_year": ("500000", "1000000"), "tax.credit_grade": "A",
+        "tax.vat_paid_last_year": ("500000", "1000000"),
+        "tax.credit_grade": "A",
     }
 
     # Revocation: pushed to both real agents, which then refuse on their own.
     revoked = enterprise.RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)), timeout=10)
     assert list(revoked.providers_notified) == ["social_insurance", "tax"]
-    assert_refused(lambda: bank.Verify(verify_request(consent), timeout=10), grpc.StatusCode.FAILED_PRECONDITION,
-                   Reason.CONSENT_REVOKED)
+    assert_refused(
+        lambda: bank.Verify(verify_request(consent), timeout=10),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        Reason.CONSENT_REVOKED,
+    )
     node_creds = pki.node
     bank_binding = pki.institution("bank-a").binding.signed
     for provider, agent in agents.items():
         channel = secure_channel(f"127.0.0.1:{agent.port}", node_creds, server_role="provider", server_id=provider)
         try:
-            direct = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-            claim = verify_request(consent, ["tax.credit_grade in A" if provider == "tax"
-                                             else "social_insurance.in_arrears == false"]).claims
+            direct = agent_pb2_grpc.AgentServiceStub(channel)
+            claim = verify_request(
+                consent, ["tax.credit_grade in A" if provider == "tax" else "social_insurance.in_arrears == false"]
+            ).claims
             asked = agent_pb2.EvaluateClaimsRequest(
-                request_id=str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=ACME, consent=consent,
-                audience_binding=bank_binding, claims=claim,
+                request_id=str(uuid.uuid4()),
+                requested_at=int(time.time()),
+                enterprise_uscc=ACME,
+                consent=consent,
+                audience_binding=bank_binding,
+                claims=claim,
             )
-            assert_refused(lambda: direct.EvaluateClaims(asked, timeout=10), grpc.StatusCode.FAILED_PRECONDITION,
-                           Reason.CONSENT_REVOKED)
+            assert_refused(
+                lambda: direct.EvaluateClaims(asked, timeout=10),
+                grpc.StatusCode.FAILED_PRECONDITION,
+                Reason.CONSENT_REVOKED,
+            )
         finally:
             channel.close()
 
@@ -176,22 +212,27 @@ def test_agent_refusals_reach_the_bank_unchanged(
     creds = pki.enterprise(ACME)
     stale_period = sign_consent(parsed, creds.signing_key, creds.binding.signed)
     bank.RegisterConsent(node_pb2.RegisterConsentRequest(consent=stale_period), timeout=10)
-    assert_refused(lambda: bank.Verify(verify_request(stale_period), timeout=10), grpc.StatusCode.FAILED_PRECONDITION,
-                   Reason.CONSENT_PERIOD_MISMATCH)
+    assert_refused(
+        lambda: bank.Verify(verify_request(stale_period), timeout=10),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        Reason.CONSENT_PERIOD_MISMATCH,
+    )
 
 
 def test_bank_sdk_accepts_what_the_node_relays_and_the_node_stores_no_value(
     platform: tuple[NodeServer, dict[str, Any]], pki: Any, catalog: Catalog, tmp_path: Path
 ) -> None:
-    bank_client = pytest.importorskip("bank.client")
+    bank_client = pytest.importorskip("xinrong.bank.client")
     node, _agents = platform
     consent = grant(pki, catalog, ACME, "bank-a")
     with bank_client.BankClient(f"127.0.0.1:{node.port}", pki.institution("bank-a")) as sdk:
         sdk.register_consent(consent)
-        verdicts = sdk.verify(ACME, ["tax.cit_paid_last_year >= 50000", "social_insurance.in_arrears == false"],
-                              consent_id_of(consent))
+        verdicts = sdk.verify(
+            ACME, ["tax.cit_paid_last_year >= 50000", "social_insurance.in_arrears == false"], consent_id_of(consent)
+        )
         assert sorted((v.claim, v.result) for v in verdicts) == [
-            ("social_insurance.in_arrears == false", "TRUE"), ("tax.cit_paid_last_year >= 50000", "TRUE"),
+            ("social_insurance.in_arrears == false", "TRUE"),
+            ("tax.cit_paid_last_year >= 50000", "TRUE"),
         ]
         indicators = sdk.indicators(ACME, [("tax.cit_paid_last_year", "bracket")], consent_id_of(consent))
         assert [i.field for i in indicators] == ["tax.cit_paid_last_year"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from node import limits
-from node.db import Database
-from node.limits import DAY_SECONDS, EnterpriseBudget, ReplayGuard, utc_day
+from xinrong.node import limits
+from xinrong.node.db import Database
+from xinrong.node.limits import DAY_SECONDS, EnterpriseBudget, ReplayGuard, utc_day
 
 
 def _db(path: Path) -> Database:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-import node.microbench as microbench
-from node import service
+import xinrong.tools.bench.node_micro as microbench
+from xinrong.node import service
 
 
 def test_admission_benchmark_runs_every_call_through_the_node(monkeypatch: pytest.MonkeyPatch) -> None:

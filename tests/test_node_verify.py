@@ -13,11 +13,16 @@ from typing import Any
 import grpc
 import pytest
 
-from node import audit
-from node.audit import Decision
-from node.db import open_readonly
-from node.service import CANCELLED
-from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
+from xinrong.catalog import Catalog
+from xinrong.errors import Reason
+from xinrong.node import audit
+from xinrong.node.audit import Decision
+from xinrong.node.db import open_readonly
+from xinrong.node.service import CANCELLED
+from xinrong.rpc.errors import decode_rpc_error
+from xinrong.v1 import common_pb2, node_pb2
+
+from support.node_fakes import (
     ACME,
     BETA,
     GAMMA,
@@ -25,7 +30,6 @@ from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
     consent_id_of,
     grant,
     indicators_request,
-    make_harness,
     open_indicators,
     open_verdicts,
     refusal,
@@ -33,10 +37,6 @@ from test_node_fakes import (  # noqa: F401 - make_harness is a fixture
     revocation,
     verify_request,
 )
-from xinrong.catalog import Catalog
-from xinrong.errors import Reason
-from xinrong.rpc.errors import decode_rpc_error
-from xinrong.v1 import common_pb2, node_pb2
 
 PD = grpc.StatusCode.PERMISSION_DENIED
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -46,10 +46,10 @@ IA = grpc.StatusCode.INVALID_ARGUMENT
 
 def _denial_bytes(err: grpc.RpcError) -> tuple[Any, Any, bytes]:
     """Everything an institution receives with a refusal: code, message, status details."""
-    metadata: Any = err.trailing_metadata()  # type: ignore[attr-defined]
+    metadata: Any = err.trailing_metadata()
     details = [bytes(value) for key, value in metadata if key == "grpc-status-details-bin"]
     assert len(details) == 1
-    return err.code(), err.details(), details[0]  # type: ignore[attr-defined]
+    return err.code(), err.details(), details[0]
 
 
 def _status(h: Any, consent: common_pb2.SignedConsent, bank: str = "bank-a") -> Any:
@@ -60,8 +60,14 @@ def test_verify_and_indicators_return_sealed_signed_answers(make_harness: Any, p
     h = make_harness()
     consent = grant(pki, catalog)
     assert register(h.bank(), consent).state == common_pb2.CONSENT_STATE_ACTIVE
-    req = verify_request(consent, ["tax.in_arrears == false", "social_insurance.avg_insured_headcount in [50,100)",
-                                   "tax.cit_paid_last_year >= 50000"])
+    req = verify_request(
+        consent,
+        [
+            "tax.in_arrears == false",
+            "social_insurance.avg_insured_headcount in [50,100)",
+            "tax.cit_paid_last_year >= 50000",
+        ],
+    )
     resp = h.bank().Verify(req, timeout=10)
     assert resp.request_id == req.request_id
     assert open_verdicts(pki, "bank-a", resp, req.request_id) == {
@@ -69,8 +75,10 @@ def test_verify_and_indicators_return_sealed_signed_answers(make_harness: Any, p
         "social_insurance.avg_insured_headcount in [50,100)": "TRUE",
         "tax.cit_paid_last_year >= 50000": "NO_DATA",
     }
-    ireq = indicators_request(consent, [("tax.credit_grade", "grade"), ("tax.vat_paid_last_year", "bracket"),
-                                        ("social_insurance.in_arrears", "flag")])
+    ireq = indicators_request(
+        consent,
+        [("tax.credit_grade", "grade"), ("tax.vat_paid_last_year", "bracket"), ("social_insurance.in_arrears", "flag")],
+    )
     iresp = h.bank().GetIndicators(ireq, timeout=10)
     assert open_indicators(pki, "bank-a", iresp, ireq.request_id) == {
         "tax.credit_grade": "A",
@@ -95,7 +103,7 @@ def test_uniform_denial_is_byte_identical_across_causes(make_harness: Any, pki: 
         "unknown enterprise, unknown consent": verify_request(str(uuid.uuid4()), enterprise=GAMMA),
     }
     seen = set()
-    for cause, req in causes.items():
+    for req in causes.values():
         err = assert_refused(lambda: bank.Verify(req, timeout=5), PD, Reason.ACCESS_DENIED)
         seen.add(_denial_bytes(err))
     assert len(seen) == 1, f"denials differ: {seen}"
@@ -117,8 +125,9 @@ def test_uniform_denial_is_byte_identical_across_causes(make_harness: Any, pki: 
         ("form_out_of_scope", PD, Reason.CLAIM_OUT_OF_SCOPE),
     ],
 )
-def test_consent_use_refusals(make_harness: Any, pki: Any, catalog: Catalog, case: str, code: grpc.StatusCode,
-                              reason: Reason) -> None:
+def test_consent_use_refusals(
+    make_harness: Any, pki: Any, catalog: Catalog, case: str, code: grpc.StatusCode, reason: Reason
+) -> None:
     h = make_harness()
     now = int(time.time())
     claims = ["tax.credit_grade in A,B"]
@@ -141,8 +150,9 @@ def test_consent_use_refusals(make_harness: Any, pki: Any, catalog: Catalog, cas
         h.enterprise(ACME).RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)), timeout=10)
     bank = h.bank()
     assert_refused(lambda: bank.Verify(verify_request(consent, claims), timeout=5), code, reason)
-    status = h.enterprise(ACME).GetConsentStatus(node_pb2.GetConsentStatusRequest(consent_id=consent_id_of(consent)),
-                                                 timeout=5)
+    status = h.enterprise(ACME).GetConsentStatus(
+        node_pb2.GetConsentStatusRequest(consent_id=consent_id_of(consent)), timeout=5
+    )
     assert status.uses == 0, "a refused request must not consume a use"
     asked = [c for a in h.agents.values() for c in a.fake.calls if c != "UpdateConsentStatus"]
     assert asked == [], "no agent may be asked for data when the node refuses"
@@ -226,15 +236,19 @@ def test_replay_and_stale_requests(make_harness: Any, pki: Any, catalog: Catalog
     consent_b = grant(pki, catalog, grantee="bank-b")
     register(h.bank("bank-b"), consent_b)
     reuse = verify_request(consent_b, request_id=req.request_id)
-    assert_refused(lambda: h.bank("bank-b").Verify(reuse, timeout=5), grpc.StatusCode.ALREADY_EXISTS,
-                   Reason.REQUEST_REPLAYED)
+    assert_refused(
+        lambda: h.bank("bank-b").Verify(reuse, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED
+    )
     # Even a refused request consumes its id.
     refused = verify_request(consent, ["tax.vat_paid_last_year >= 123456"])
     assert_refused(lambda: bank.Verify(refused, timeout=5), IA, Reason.THRESHOLD_NOT_PUBLISHED)
     assert_refused(lambda: bank.Verify(refused, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED)
     for skew in (-301, 301):
-        assert_refused(lambda: bank.Verify(verify_request(consent, requested_at=time.time() + skew), timeout=5),
-                       FP, Reason.REQUEST_STALE)
+        assert_refused(
+            lambda: bank.Verify(verify_request(consent, requested_at=time.time() + skew), timeout=5),
+            FP,
+            Reason.REQUEST_STALE,
+        )
     bank.Verify(verify_request(consent, requested_at=time.time() - 250), timeout=10)
     assert _status(h, consent).uses == 2
 
@@ -249,28 +263,54 @@ def test_probing_policy_refusals_come_before_the_consent_and_are_no_oracle(
     # Off the ladder, off the bracket edges, unknown field, raw-value field, too many claims:
     # the same refusal whether or not a consent exists for the enterprise.
     for consent_ref, enterprise in ((consent, ACME), (str(uuid.uuid4()), GAMMA)):
-        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.vat_paid_last_year >= 123456"],
-                                                          enterprise=enterprise), timeout=5),
-                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
-        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.vat_paid_last_year in [100000,300000)"],
-                                                          enterprise=enterprise), timeout=5),
-                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
-        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.secret_field == true"],
-                                                          enterprise=enterprise), timeout=5),
-                       IA, Reason.UNKNOWN_FIELD)
-        assert_refused(lambda: bank.Verify(verify_request(consent_ref, ["tax.credit_grade in A"] * 5,
-                                                          enterprise=enterprise), timeout=5),
-                       IA, Reason.INVALID_ARGUMENT)
+        assert_refused(
+            lambda: bank.Verify(
+                verify_request(consent_ref, ["tax.vat_paid_last_year >= 123456"], enterprise=enterprise), timeout=5
+            ),
+            IA,
+            Reason.THRESHOLD_NOT_PUBLISHED,
+        )
+        assert_refused(
+            lambda: bank.Verify(
+                verify_request(consent_ref, ["tax.vat_paid_last_year in [100000,300000)"], enterprise=enterprise),
+                timeout=5,
+            ),
+            IA,
+            Reason.THRESHOLD_NOT_PUBLISHED,
+        )
+        assert_refused(
+            lambda: bank.Verify(
+                verify_request(consent_ref, ["tax.secret_field == true"], enterprise=enterprise), timeout=5
+            ),
+            IA,
+            Reason.UNKNOWN_FIELD,
+        )
+        assert_refused(
+            lambda: bank.Verify(
+                verify_request(consent_ref, ["tax.credit_grade in A"] * 5, enterprise=enterprise), timeout=5
+            ),
+            IA,
+            Reason.INVALID_ARGUMENT,
+        )
     # Indicators: verification-only fields disclose no value form; ladders are not indicators.
-    assert_refused(lambda: bank.GetIndicators(indicators_request(consent, [("social_insurance.consecutive_months",
-                                                                            "bracket")]), timeout=5),
-                   IA, Reason.FORM_NOT_ALLOWED)
-    assert_refused(lambda: bank.GetIndicators(indicators_request(consent, [("tax.vat_paid_last_year", "ladder")]),
-                                              timeout=5),
-                   IA, Reason.FORM_NOT_ALLOWED)
+    assert_refused(
+        lambda: bank.GetIndicators(
+            indicators_request(consent, [("social_insurance.consecutive_months", "bracket")]), timeout=5
+        ),
+        IA,
+        Reason.FORM_NOT_ALLOWED,
+    )
+    assert_refused(
+        lambda: bank.GetIndicators(indicators_request(consent, [("tax.vat_paid_last_year", "ladder")]), timeout=5),
+        IA,
+        Reason.FORM_NOT_ALLOWED,
+    )
     # A malformed USCC is syntax, not an oracle.
-    assert_refused(lambda: bank.Verify(verify_request(consent, enterprise="91130100MA0ACME1XX"), timeout=5),
-                   IA, Reason.INVALID_ARGUMENT)
+    assert_refused(
+        lambda: bank.Verify(verify_request(consent, enterprise="91130100MA0ACME1XX"), timeout=5),
+        IA,
+        Reason.INVALID_ARGUMENT,
+    )
     assert _status(h, consent).uses == 0
 
 
@@ -279,17 +319,20 @@ def test_callers_by_role(make_harness: Any, pki: Any, catalog: Catalog) -> None:
     consent = grant(pki, catalog)
     register(h.bank(), consent)
     # The enterprise may not call Verify, even about itself.
-    assert_refused(lambda: h.enterprise(ACME).Verify(verify_request(consent), timeout=5), PD,
-                   Reason.CALLER_NOT_ALLOWED)
+    assert_refused(lambda: h.enterprise(ACME).Verify(verify_request(consent), timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
     # A bank may not revoke.
-    assert_refused(lambda: h.bank().RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)),
-                                                  timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
+    assert_refused(
+        lambda: h.bank().RevokeConsent(node_pb2.RevokeConsentRequest(revocation=revocation(pki, consent)), timeout=5),
+        PD,
+        Reason.CALLER_NOT_ALLOWED,
+    )
     # A CA-certified institution the node was not configured with.
     assert_refused(lambda: h.bank("bank-c").Verify(verify_request(consent), timeout=5), PD, Reason.CALLER_NOT_ALLOWED)
     # Provider and node certificates are refused by the role interceptor before any handler.
     provider_stub = h.stub(pki.provider("tax"))
-    assert_refused(lambda: provider_stub.GetCatalog(node_pb2.GetCatalogRequest(), timeout=5), PD,
-                   Reason.CALLER_NOT_ALLOWED)
+    assert_refused(
+        lambda: provider_stub.GetCatalog(node_pb2.GetCatalogRequest(), timeout=5), PD, Reason.CALLER_NOT_ALLOWED
+    )
 
 
 def test_fan_out_is_concurrent(make_harness: Any, pki: Any, catalog: Catalog) -> None:
@@ -301,8 +344,9 @@ def test_fan_out_is_concurrent(make_harness: Any, pki: Any, catalog: Catalog) ->
     bank = h.bank()
     bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10)  # warm both channels
     start = time.monotonic()
-    resp = bank.Verify(verify_request(consent, ["tax.credit_grade in A", "social_insurance.in_arrears == true"]),
-                       timeout=10)
+    resp = bank.Verify(
+        verify_request(consent, ["tax.credit_grade in A", "social_insurance.in_arrears == true"]), timeout=10
+    )
     elapsed = time.monotonic() - start
     assert len(resp.answers) == 2
     assert elapsed < 0.75, f"two 0.4 s agents took {elapsed:.2f} s: not concurrent"
@@ -318,8 +362,11 @@ def test_agent_refusal_keeps_its_reason_and_consumes_the_use(make_harness: Any, 
     assert_refused(lambda: bank.Verify(req, timeout=10), FP, Reason.CONSENT_PERIOD_MISMATCH)
     # Internal agent failures are not passed through as such.
     h.agents["social_insurance"].fake.refuse_with = Reason.INTERNAL
-    assert_refused(lambda: bank.Verify(verify_request(consent, ["social_insurance.in_arrears == false"]), timeout=10),
-                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert_refused(
+        lambda: bank.Verify(verify_request(consent, ["social_insurance.in_arrears == false"]), timeout=10),
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.PROVIDER_UNAVAILABLE,
+    )
     assert _status(h, consent).uses == 2, "an admitted request counts even if the fan-out fails"
 
 
@@ -331,14 +378,21 @@ def test_unreachable_agent_is_provider_unavailable(make_harness: Any, pki: Any, 
     resp = bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10)
     assert [a.provider for a in resp.answers] == ["tax"]
     start = time.monotonic()
-    assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.credit_grade in A",
-                                                                "social_insurance.in_arrears == false"]), timeout=10),
-                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert_refused(
+        lambda: bank.Verify(
+            verify_request(consent, ["tax.credit_grade in A", "social_insurance.in_arrears == false"]), timeout=10
+        ),
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.PROVIDER_UNAVAILABLE,
+    )
     assert time.monotonic() - start < 3.0, "the agent deadline must bound the wait"
     # A slow agent (past the deadline) is unavailable too.
     h.agents["tax"].fake.delay = 1.5
-    assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10),
-                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert_refused(
+        lambda: bank.Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=10),
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.PROVIDER_UNAVAILABLE,
+    )
 
 
 def test_claims_for_an_unconfigured_provider_are_refused_before_the_consent(
@@ -347,12 +401,17 @@ def test_claims_for_an_unconfigured_provider_are_refused_before_the_consent(
     h = make_harness(["tax"])
     consent = grant(pki, catalog, scope=["tax.*", "electricity.*"])
     register(h.bank(), consent)
-    assert_refused(lambda: h.bank().Verify(verify_request(consent, ["electricity.in_arrears == false"]), timeout=5),
-                   grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE)
+    assert_refused(
+        lambda: h.bank().Verify(verify_request(consent, ["electricity.in_arrears == false"]), timeout=5),
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.PROVIDER_UNAVAILABLE,
+    )
     assert _status(h, consent).uses == 0
 
 
-def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(
+    make_harness: Any, pki: Any, catalog: Catalog
+) -> None:
     """Admission counted the use; the audit log must also say the answer never left."""
     h = make_harness(["tax"])
     consent = grant(pki, catalog)
@@ -360,7 +419,7 @@ def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(make_harness: 
     h.agents["tax"].fake.delay = 1.0
     with pytest.raises(grpc.RpcError) as info:
         h.bank().Verify(verify_request(consent, ["tax.credit_grade in A"]), timeout=0.3)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.monotonic() + 5
     while True:
         with closing(open_readonly(h.db_path)) as conn:
@@ -383,8 +442,11 @@ def test_only_accepted_claims_are_cached_and_a_refused_one_stays_refused(
     assert h.node is not None
     cache = h.node.core._claims
     for _ in range(3):
-        assert_refused(lambda: bank.Verify(verify_request(consent, ["tax.vat_paid_last_year >= 123456"]), timeout=5),
-                       IA, Reason.THRESHOLD_NOT_PUBLISHED)
+        assert_refused(
+            lambda: bank.Verify(verify_request(consent, ["tax.vat_paid_last_year >= 123456"]), timeout=5),
+            IA,
+            Reason.THRESHOLD_NOT_PUBLISHED,
+        )
     assert len(cache) == 0
     for _ in range(3):
         req = verify_request(consent, ["tax.credit_grade in B,A"])  # canonicalised to "in A,B" each time

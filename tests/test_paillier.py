@@ -7,18 +7,17 @@ marked "real size" use 2048 bits.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import gmpy2
 import numpy as np
 import pytest
 from phe import paillier as phe_paillier
 
-from modeling.he import HEPublic, HESecret, load_public as base_load_public
-from modeling.he import keygen as base_keygen
-from modeling.he import paillier
-from modeling.he import paillier_math as pm
-from modeling.he import paillier_pool
+from xinrong.modeling.he import HEPublic, HESecret, paillier, paillier_pool
+from xinrong.modeling.he import keygen as base_keygen
+from xinrong.modeling.he import load_public as base_load_public
+from xinrong.modeling.he import paillier_math as pm
 
 F = paillier.DEFAULT_FRAC_BITS
 
@@ -92,7 +91,9 @@ def test_base_keygen_dispatches() -> None:
 # -- encoding and arithmetic ---------------------------------------------------
 
 
-def test_round_trip_with_negatives_and_fixed_point_precision(sk: paillier.PaillierSecret, pk: paillier.PaillierPublic) -> None:
+def test_round_trip_with_negatives_and_fixed_point_precision(
+    sk: paillier.PaillierSecret, pk: paillier.PaillierPublic
+) -> None:
     rng = np.random.default_rng(1)
     values = np.concatenate([rng.normal(scale=50, size=40), [0.0, -0.0, 1e-9, -1e-9, 4095.5, -4095.5]])
     out = sk.decrypt(pk.encrypt(values))
@@ -102,7 +103,7 @@ def test_round_trip_with_negatives_and_fixed_point_precision(sk: paillier.Pailli
 
 def test_values_outside_the_encoding_range_raise(pk: paillier.PaillierPublic) -> None:
     with pytest.raises(ValueError, match="encoding range"):
-        pk.encrypt(np.array([1.0, 2.0 ** pk.value_bits]))
+        pk.encrypt(np.array([1.0, 2.0**pk.value_bits]))
     with pytest.raises(ValueError, match="finite"):
         pk.encrypt(np.array([np.nan]))
 
@@ -150,7 +151,9 @@ def test_first_order_taylor_residual_end_to_end(sk: paillier.PaillierSecret, pk:
     assert provider.unmask_total(sk.decrypt_total(total_payload), total_mask) == pytest.approx(d_true.sum(), abs=1e-4)
 
 
-def test_masked_column_sums_many_columns_and_distinct_values(sk: paillier.PaillierSecret, pk: paillier.PaillierPublic) -> None:
+def test_masked_column_sums_many_columns_and_distinct_values(
+    sk: paillier.PaillierSecret, pk: paillier.PaillierPublic
+) -> None:
     rng = np.random.default_rng(4)
     a = rng.normal(size=300)
     x = np.column_stack(
@@ -372,7 +375,7 @@ def test_ciphertexts_are_standard_paillier_that_phe_decrypts(sk: paillier.Pailli
     enc = sk.encrypt(values)
     decoded = [private.raw_decrypt(int(c)) for c in enc.cts]
     n = int(sk.n)
-    expected = [int(round(v * 2**F)) % n for v in values]
+    expected = [round(v * 2**F) % n for v in values]
     assert decoded == expected
     assert [int(v) for v in sk._crt.decrypt(enc.cts, threads=2)] == expected
 

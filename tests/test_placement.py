@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from xinrong import placement
+from xinrong.tools import placement
 
 _THREADS = (
     "import threading, time\n"

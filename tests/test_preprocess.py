@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modeling.preprocess import ColumnTransform, fit_transform
+from xinrong.modeling.preprocess import ColumnTransform, fit_transform
 
 
 def _raw(seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from modeling import psi
+from xinrong.modeling import psi
 
 CTX = b"job-0001"
 
@@ -105,7 +105,7 @@ def test_only_blinded_points_cross_the_wire() -> None:
 
 def test_decoys_are_in_the_intersection_but_flagged_only_for_the_bank() -> None:
     bank_ids, provider_ids, expected = make_sets(100, 300, 40, seed=5)
-    decoys = [i for i in provider_ids if i not in expected][:25] + ["NOT-HELD-BY-ANYONE"]
+    decoys = [*[i for i in provider_ids if i not in expected][:25], "NOT-HELD-BY-ANYONE"]
     alignment, views, wire = run(bank_ids, {"tax": provider_ids}, decoys=decoys + bank_ids[:3])
     assert set(alignment.ids) == expected | set(decoys[:25])
     flagged = {i for i, d in zip(alignment.ids, alignment.is_decoy) if d}
@@ -182,9 +182,10 @@ def test_worker_processes_give_the_same_result(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(psi, "CHUNK", 150)
     monkeypatch.setattr(psi, "MIN_CHUNK", 50)
     bank_ids, provider_ids, expected = make_sets(500, 400, 123, seed=6)
-    with psi.BankPsi(bank_ids, context=CTX, workers=2) as bank, psi.ProviderPsi(
-        provider_ids, context=CTX, workers=2
-    ) as provider:
+    with (
+        psi.BankPsi(bank_ids, context=CTX, workers=2) as bank,
+        psi.ProviderPsi(provider_ids, context=CTX, workers=2) as provider,
+    ):
         bank.accept("tax", provider.respond(bank.request()))
         alignment, selections = bank.finish()
         view = provider.finish(selections["tax"])
@@ -193,7 +194,7 @@ def test_worker_processes_give_the_same_result(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_shared_pool_concurrent_providers_and_early_prepare(monkeypatch: pytest.MonkeyPatch) -> None:
-    """How one process runs a job (``modeling.local.align_psi``): one worker pool for every party,
+    """How one process runs a job (``xinrong.tools.federation.align_psi``): one worker pool for every party,
     providers blinding their own ids before the request exists and answering on their own threads."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -205,7 +206,10 @@ def test_shared_pool_concurrent_providers_and_early_prepare(monkeypatch: pytest.
     assert len(expected) == 50
     with psi.worker_pool(2) as pool:
         bank = psi.BankPsi(bank_ids, context=CTX, workers=2, executor=pool)
-        parties = {n: psi.ProviderPsi(ids, context=CTX, workers=2, executor=pool) for n, ids in (("tax", tax_ids), ("power", power_ids))}
+        parties = {
+            n: psi.ProviderPsi(ids, context=CTX, workers=2, executor=pool)
+            for n, ids in (("tax", tax_ids), ("power", power_ids))
+        }
         with ThreadPoolExecutor(2) as threads:
             for party in parties.values():
                 threads.submit(party.prepare)
@@ -245,7 +249,7 @@ def test_duplicate_ids_are_rejected() -> None:
 
 
 def test_benchmark_reports_a_correct_run() -> None:
-    from xinrong.bench import psi as bench
+    from xinrong.tools.bench import psi as bench
 
     result = bench.run(300, 200, 0.5, providers=2, decoys=20, workers=1, seed=1)
     assert result["correct"] is True

@@ -11,8 +11,8 @@ from matplotlib.image import imread
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from modeling import report
-from modeling.he import ckks
+from xinrong.modeling import report
+from xinrong.modeling.he import ckks
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,7 +66,12 @@ def _card(**overrides: object) -> report.ModelCard:
             report.PartyInfo("utilities", "provider", ("power_kwh",)),
         ),
         "metrics": {"auc": 0.7164, "ks": 0.3712, "auc_sklearn": 0.7166, "ks_sklearn": 0.3730},
-        "training": {"epochs": 20, "batch_size": 2048, "l2": 0.01, "learning_rate": {"schedule": "step", "initial": 0.3}},
+        "training": {
+            "epochs": 20,
+            "batch_size": 2048,
+            "l2": 0.01,
+            "learning_rate": {"schedule": "step", "initial": 0.3},
+        },
         "he": report.he_description(secret),
         "data": {"rows_train": 21000, "rows_test": 9000, "positive_rate": 0.221},
     }

@@ -3,71 +3,96 @@ real health, reflection, size limits, server identity pinning, graceful stop."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import Pki
 from xinrong.errors import ConsentError, Reason
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.rpc.server import RunningServer, Runtime, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
+from support.pki import Pki
+
 
 class _Agent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
-    def GetAgentInfo(self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
+    def GetAgentInfo(
+        self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.GetAgentInfoResponse:
         return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
 
-    def EvaluateClaims(self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateClaimsResponse:
+    def EvaluateClaims(
+        self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateClaimsResponse:
         raise ConsentError("internal detail that must not leak")
 
-    def EvaluateIndicators(self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateIndicatorsResponse:
+    def EvaluateIndicators(
+        self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateIndicatorsResponse:
         raise RuntimeError("boom: secret internal state")
 
-    def EvaluateStream(self, requests: Iterator[agent_pb2.EvaluateStreamRequest],
-                       context: grpc.ServicerContext) -> Iterator[agent_pb2.EvaluateStreamResponse]:
+    def EvaluateStream(
+        self, requests: Iterator[agent_pb2.EvaluateStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
         """Echoes call ids; a call id of 0 ends the stream with a refusal."""
         for batch in requests:
             if any(c.call_id == 0 for c in batch.calls):
                 raise ConsentError("internal detail that must not leak")
             yield agent_pb2.EvaluateStreamResponse(
-                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls])
+                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls]
+            )
 
 
 class _AsyncAgent(_Agent):
     """The same service with coroutine handlers, for the asyncio runtime's loop path."""
 
-    async def GetAgentInfo(self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:  # type: ignore[override]
+    async def GetAgentInfo(  # type: ignore[override]
+        self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.GetAgentInfoResponse:
         return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
 
-    async def EvaluateClaims(self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateClaimsResponse:  # type: ignore[override]
+    async def EvaluateClaims(  # type: ignore[override]
+        self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateClaimsResponse:
         raise ConsentError("internal detail that must not leak")
 
-    async def EvaluateIndicators(self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateIndicatorsResponse:  # type: ignore[override]
+    async def EvaluateIndicators(  # type: ignore[override]
+        self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateIndicatorsResponse:
         raise RuntimeError("boom: secret internal state")
 
-    async def EvaluateStream(self, requests: Any, context: grpc.ServicerContext) -> Any:  # type: ignore[override]
+    async def EvaluateStream(self, requests: Any, context: grpc.ServicerContext) -> Any:
         async for batch in requests:
             if any(c.call_id == 0 for c in batch.calls):
                 raise ConsentError("internal detail that must not leak")
             yield agent_pb2.EvaluateStreamResponse(
-                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls])
+                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls]
+            )
 
 
-@pytest.fixture(params=[("threads", _Agent), ("asyncio", _Agent), ("asyncio", _AsyncAgent)],
-                ids=["threads", "asyncio-pool", "asyncio-loop"])
+@pytest.fixture(
+    params=[("threads", _Agent), ("asyncio", _Agent), ("asyncio", _AsyncAgent)],
+    ids=["threads", "asyncio-pool", "asyncio-loop"],
+)
 def server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     runtime, servicer = request.param
     running = build_server(
-        pki.provider("tax"), "127.0.0.1:0",
-        [ServiceBinding("xinrong.v1.AgentService",
-                        lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer(), s),
-                        frozenset({"node"}))],
-        max_message_bytes=1024 * 1024, runtime=runtime,
+        pki.provider("tax"),
+        "127.0.0.1:0",
+        [
+            ServiceBinding(
+                "xinrong.v1.AgentService",
+                lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer(), s),
+                frozenset({"node"}),
+            )
+        ],
+        max_message_bytes=1024 * 1024,
+        runtime=runtime,
     )
     yield running
     running.stop(0)
@@ -133,22 +158,20 @@ def test_clients_pin_the_server_identity(pki: Pki, server: RunningServer) -> Non
     with _channel(pki, server, "node", "node", server_id="water") as ch:
         with pytest.raises(grpc.RpcError) as info:
             agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_plaintext_and_foreign_clients_are_refused(pki: Pki, server: RunningServer) -> None:
-    from keys.ca import CertificateAuthority
+    from xinrong.keys.ca import CertificateAuthority
 
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        with pytest.raises(grpc.RpcError):
-            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch, pytest.raises(grpc.RpcError):
+        agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
     rogue = CertificateAuthority.create("rogue")
     key, cert = rogue.issue_tls("node", "node")
     creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert_pem, private_key=key, certificate_chain=cert)
     options = [("grpc.ssl_target_name_override", "tax.provider.xinrong")]
-    with grpc.secure_channel(f"127.0.0.1:{server.port}", creds, options=options) as ch:
-        with pytest.raises(grpc.RpcError):
-            agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
+    with grpc.secure_channel(f"127.0.0.1:{server.port}", creds, options=options) as ch, pytest.raises(grpc.RpcError):
+        agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=3)
 
 
 def test_message_size_limit(pki: Pki, server: RunningServer) -> None:
@@ -156,13 +179,15 @@ def test_message_size_limit(pki: Pki, server: RunningServer) -> None:
         big = agent_pb2.EvaluateClaimsRequest(request_id="x" * (2 * 1024 * 1024))
         with pytest.raises(grpc.RpcError) as info:
             agent_pb2_grpc.AgentServiceStub(ch).EvaluateClaims(big, timeout=5)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def test_reflection_lists_services(pki: Pki, server: RunningServer) -> None:
     with _channel(pki, server, "node", "node") as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"xinrong.v1.AgentService", "grpc.health.v1.Health"} <= names
 
@@ -173,6 +198,5 @@ def test_graceful_stop_reports_not_serving(pki: Pki, runtime: Runtime) -> None:
     running.set_serving(True)
     running.stop(0.5)
     running.stop(0.5)  # idempotent
-    with _channel(pki, running, "node", "node") as ch:
-        with pytest.raises(grpc.RpcError):
-            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    with _channel(pki, running, "node", "node") as ch, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)

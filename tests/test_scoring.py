@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from modeling import scoring
-from modeling.he import base, ckks
+from xinrong.modeling import scoring
+from xinrong.modeling.he import base, ckks
 
 PROVIDERS = ("tax", "social-insurance", "utilities")
 
@@ -79,7 +79,7 @@ def test_bank_receives_only_the_sum(bank_secret: base.HESecret, batch: dict[str,
     decrypted = bank_secret.decrypt(bank_secret.deserialize(received))
     partials = {n: batch[n] @ batch[f"w:{n}"] for n in PROVIDERS}
     np.testing.assert_allclose(decrypted, sum(partials.values()), atol=1e-6)
-    for name, partial in partials.items():
+    for partial in partials.values():
         assert np.max(np.abs(decrypted - partial)) > 1.0  # not any single provider's scores
         assert abs(np.corrcoef(decrypted - partial, partial)[0, 1]) < 0.05  # nor separable from the sum
     for blob in contributions:

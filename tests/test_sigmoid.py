@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from modeling import sigmoid as S
+from xinrong.modeling import sigmoid as S
 
 
 def test_default_fit_accuracy_and_safety() -> None:
@@ -27,7 +27,9 @@ def test_error_cap_trades_centre_for_edges() -> None:
     tight = S.fit(7, 10.0, 2.0, error_cap=1.0, max_degree=7)  # = uniform least squares
     loose = S.fit(7, 10.0, 2.0, error_cap=3.0, max_degree=7)
     z = np.linspace(-3, 3, 601)
-    assert np.abs(loose.residual_sigmoid(z) - S.sigmoid(z)).max() < np.abs(tight.residual_sigmoid(z) - S.sigmoid(z)).max()
+    assert (
+        np.abs(loose.residual_sigmoid(z) - S.sigmoid(z)).max() < np.abs(tight.residual_sigmoid(z) - S.sigmoid(z)).max()
+    )
     assert loose.max_error <= 3.0 * tight.max_error + 1e-12
 
 

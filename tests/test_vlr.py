@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from modeling import metrics
-from modeling.he import base
-from modeling.he.ckks import CKKSSecret
-from modeling.local import LocalFederation
-from modeling.preprocess import fit_transform
-from modeling.sigmoid import bound_code, bound_value, shrink_factor
-from modeling.vlr import (
+from xinrong.errors import ProviderUnavailable, Reason, ValidationError
+from xinrong.modeling import metrics
+from xinrong.modeling.he import base
+from xinrong.modeling.he.ckks import CKKSSecret
+from xinrong.modeling.preprocess import fit_transform
+from xinrong.modeling.sigmoid import bound_code, bound_value, shrink_factor
+from xinrong.modeling.vlr import (
     BankParty,
     BoundRequest,
     EncryptRequest,
@@ -40,9 +40,9 @@ from modeling.vlr import (
     batch_rows,
     level_scale,
 )
-from modeling.vlr_state import ModelShare, checkpoint_epochs
-from modeling.vlr_wire import decode, decode_for_job, encode
-from xinrong.errors import ProviderUnavailable, Reason, ValidationError
+from xinrong.modeling.vlr_state import ModelShare, checkpoint_epochs
+from xinrong.modeling.vlr_wire import decode, decode_for_job, encode
+from xinrong.tools.federation import LocalFederation
 
 # -- synthetic vertically split data ---------------------------------------------------------
 
@@ -112,12 +112,18 @@ def build(
 # -- an independent centralized implementation of the same algorithm ------------------------------
 
 
-def reference(data: Data, config: TrainConfig, max_degree: int, decoy: np.ndarray | None = None, bank_features: bool = True) -> dict[str, Any]:
+def reference(
+    data: Data, config: TrainConfig, max_degree: int, decoy: np.ndarray | None = None, bank_features: bool = True
+) -> dict[str, Any]:
     n = data.y.size
     decoy = np.zeros(n, bool) if decoy is None else decoy
     real = ~decoy
-    cfg = config if config.sigmoid_degree else dataclasses.replace(config, sigmoid_degree=config.approximant(max_degree).degree)
-    tf: dict[str, Any] = dict(impute=cfg.impute, indicators=cfg.missing_indicators, clip=cfg.clip)
+    cfg = (
+        config
+        if config.sigmoid_degree
+        else dataclasses.replace(config, sigmoid_degree=config.approximant(max_degree).degree)
+    )
+    tf: dict[str, Any] = {"impute": cfg.impute, "indicators": cfg.missing_indicators, "clip": cfg.clip}
     blocks = []
     if bank_features:
         t = fit_transform(data.bank_x[real], data.bank_names, **tf)
@@ -334,7 +340,16 @@ def test_shares_and_metadata(tmp_path: Path) -> None:
         np.testing.assert_allclose(share.partial_scores(x), share.transform.apply(x) @ np.asarray(share.weights))
     meta = result.metadata
     assert meta["parties"] == {"bank-a": "bank", "tax": "provider", "power": "provider"}
-    assert meta["feature_names"]["tax"] == ["t0", "t1", "t2", "t3", "t0__missing", "t1__missing", "t2__missing", "t3__missing"]
+    assert meta["feature_names"]["tax"] == [
+        "t0",
+        "t1",
+        "t2",
+        "t3",
+        "t0__missing",
+        "t1__missing",
+        "t2__missing",
+        "t3__missing",
+    ]
     assert meta["config"]["sigmoid_degree"] == 7
     assert meta["epoch_losses"] == result.metrics.epoch_losses
     text = (tmp_path / "node" / "meta.model.json").read_text()
@@ -373,7 +388,7 @@ def test_out_of_order_and_replayed_messages_are_refused(tmp_path: Path) -> None:
 
 
 def _loss_req() -> Any:
-    from modeling.vlr import LossRequest
+    from xinrong.modeling.vlr import LossRequest
 
     return LossRequest("x", 0, 0, b"")
 
@@ -419,7 +434,7 @@ def test_batches_are_shared_and_even() -> None:
 def test_provider_refuses_tiny_batches(tmp_path: Path) -> None:
     data = make_data(seed=13)
     config = TrainConfig(job_id="tiny", epochs=1, batch_size=4)
-    from modeling.vlr import VlrError
+    from xinrong.modeling.vlr import VlrError
 
     with pytest.raises(VlrError, match="minimum"):
         build(data, config, tmp_path)

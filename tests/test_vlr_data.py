@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling import data, metrics
-from modeling.local import run_job
-from modeling.vlr import TrainConfig
+from xinrong.modeling import data, metrics
+from xinrong.modeling.vlr import TrainConfig
+from xinrong.tools.federation import run_job
 
 
 def _write(path: Path, header: str, rows: list[str]) -> Path:
@@ -54,7 +54,7 @@ def test_split_columns_and_stratified_split() -> None:
     tr, te = data.stratified_split(y, 0.3, seed=5)
     assert te.size == 300 and y[te].sum() == 90  # 30 % of each class
     assert np.intersect1d(tr, te).size == 0 and tr.size + te.size == 1000
-    tr2, te2 = data.stratified_split(y, 0.3, seed=5)
+    _tr2, te2 = data.stratified_split(y, 0.3, seed=5)
     assert np.array_equal(te, te2)
 
 
@@ -114,8 +114,8 @@ def test_run_job_with_psi_split_and_private_scoring(tmp_path: Path) -> None:
 
 def test_align_psi_with_a_shared_worker_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-process PSI runs every party's blinding in one pool of worker processes, providers concurrently."""
-    from modeling import psi
-    from modeling.local import Traffic, align_psi
+    from xinrong.modeling import psi
+    from xinrong.tools.federation import Traffic, align_psi
 
     monkeypatch.setattr(psi, "PARALLEL_MIN", 500)
     monkeypatch.setattr(psi, "SHARED_MIN", 100)

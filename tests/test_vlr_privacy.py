@@ -15,24 +15,20 @@ CKKS and Paillier keys.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from byte_scan import found, searchable
-from modeling.he import base
-from modeling.local import LocalFederation, Traffic, score_rows
-from modeling.vlr import (
+from xinrong.modeling.he import base
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     BackwardReply,
     BackwardRequest,
     BankParty,
     ForwardReply,
-    GradientReply,
     GradientRequest,
     JobSetup,
     ProviderParty,
@@ -40,8 +36,11 @@ from modeling.vlr import (
     UpdateRequest,
     _Optimizer,
 )
-from modeling.vlr_wire import decode
+from xinrong.modeling.vlr_wire import decode
+from xinrong.tools.federation import LocalFederation, Traffic, score_rows
 from xinrong.v1 import common_pb2
+
+from support.byte_scan import found, searchable
 
 # -- data and runs -----------------------------------------------------------------------------
 
@@ -49,11 +48,15 @@ from xinrong.v1 import common_pb2
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 8)) * np.array([1e3, 1, 5, 1, 1e2, 1, 1, 3]) + 10
-    y = (rng.random(n) < 1 / (1 + np.exp(-(x - 10) @ (rng.normal(size=8) / [1e3, 1, 5, 1, 1e2, 1, 1, 3])))).astype(float)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(x - 10) @ (rng.normal(size=8) / [1e3, 1, 5, 1, 1e2, 1, 1, 3])))).astype(
+        float
+    )
     return x[:, :2], y, {"tax": x[:, 2:5], "power": x[:, 5:]}
 
 
-def _federation(tmp: Path, *, n: int = 200, seed: int = 0, secret: Any = None, epochs: int = 1, batch: int = 50) -> LocalFederation:
+def _federation(
+    tmp: Path, *, n: int = 200, seed: int = 0, secret: Any = None, epochs: int = 1, batch: int = 50
+) -> LocalFederation:
     bx, y, prov = _data(n, seed)
     config = TrainConfig(job_id="priv", epochs=epochs, batch_size=batch, seed=seed, missing_indicators=False)
     bank = BankParty("bank-a", config, bx, ["b0", "b1"], y)
@@ -80,7 +83,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["taus"].append((self.party_id, msg.epoch, msg.batch, np.array(self._tau)))
         return out
 
-    from modeling.vlr import NodeCoordinator
+    from xinrong.modeling.vlr import NodeCoordinator
 
     decrypt = NodeCoordinator._decrypt_sums
 
@@ -120,10 +123,26 @@ def test_node_sees_only_sealed_boxes_masked_sums_and_control(tmp_path: Path, spi
     view = result.traffic.node_view
     kinds = {c.kind for c in view}
     assert kinds <= {
-        "JobStart", "JobStarted", "JobSetup", "SetupAck", "ForwardRequest", "BoundRequest", "BoundReport",
-        "EncryptRequest", "SealedPartialLogits", "ForwardReply", "BackwardRequest", "GradientRequest",
-        "GradientReply", "UpdateRequest", "UpdateAck", "BackwardReply", "EpochEnd", "EpochAck",
-        "FinishRequest", "FinishAck",
+        "JobStart",
+        "JobStarted",
+        "JobSetup",
+        "SetupAck",
+        "ForwardRequest",
+        "BoundRequest",
+        "BoundReport",
+        "EncryptRequest",
+        "SealedPartialLogits",
+        "ForwardReply",
+        "BackwardRequest",
+        "GradientRequest",
+        "GradientReply",
+        "UpdateRequest",
+        "UpdateAck",
+        "BackwardReply",
+        "EpochEnd",
+        "EpochAck",
+        "FinishRequest",
+        "FinishAck",
     }, kinds
     sealed: list[bytes] = []
     for c in view:
@@ -142,7 +161,7 @@ def test_node_sees_only_sealed_boxes_masked_sums_and_control(tmp_path: Path, spi
         assert box.content_type in {SEALED_PARTIAL, SEALED_RESIDUAL}
     # No raw feature, partial logit or unmasked gradient appears anywhere in the node's bytes,
     # at any alignment (the plain backend's "ciphertexts" are plaintext inside the sealed boxes).
-    bx, y, prov = _data(200, 0)
+    bx, _y, prov = _data(200, 0)
     blobs = [c.data for c in view]
     secrets = {
         "raw features": searchable(np.concatenate([bx.ravel(), *[x.ravel() for x in prov.values()]])),
@@ -196,7 +215,7 @@ def test_node_cannot_rebuild_any_weights(tmp_path: Path, spies: dict[str, list[A
             # the node knows lr, momentum, l2 (the config), batch sizes and every shrink: replay them
             w = np.zeros_like(sums[0])
             v = np.zeros_like(sums[0])
-            for i, s in enumerate(sums):
+            for _i, s in enumerate(sums):
                 la = w + cfg.momentum * v
                 v = cfg.momentum * v - cfg.learning_rate * (s / 50 + cfg.l2 * la)
                 w = w + v
@@ -222,7 +241,15 @@ def test_providers_get_labels_only_as_ciphertexts_they_cannot_open(tmp_path: Pat
     for provider in fed.providers:
         got = _sent_to(result.traffic.node_view, provider.party_id)
         kinds = {c.kind for c in got}
-        assert kinds == {"JobSetup", "BoundRequest", "EncryptRequest", "GradientRequest", "UpdateRequest", "EpochEnd", "FinishRequest"}
+        assert kinds == {
+            "JobSetup",
+            "BoundRequest",
+            "EncryptRequest",
+            "GradientRequest",
+            "UpdateRequest",
+            "EpochEnd",
+            "FinishRequest",
+        }
         setup = decode(JobSetup, next(c.data for c in got if c.kind == "JobSetup"))
         # labels never travel in the clear: the config and row list carry none
         assert "y" not in TrainConfig.from_json(setup.config_json).to_json().split('"')
@@ -268,9 +295,9 @@ def test_paillier_ciphertexts_are_randomized_and_unreadable(tmp_path: Path, monk
     assert received[0][0] == "partial"
     # batch 0, epoch 0: every provider weight is 0, so every plaintext is 0 -- yet ...
     raw = public.deserialize(received[0][1]).cts
-    assert len(set(int(c) for c in raw)) == len(raw)  # ... no two ciphertexts are equal
+    assert len({int(c) for c in raw}) == len(raw)  # ... no two ciphertexts are equal
     assert np.all(first_partial != 0.0)  # ... and (c-1)/n is not the plaintext
-    bx, y, _ = _data(120, 0)
+    _bx, y, _ = _data(120, 0)
     rows = fed.bank.batches(0)[0]
     residuals = [d for k, d in received if k == "residual"]
     decoded = _paillier_decode(public, residuals[0])
@@ -296,7 +323,7 @@ def test_scoring_node_view(tmp_path: Path) -> None:
     """Scoring: the node adds ciphertexts under the bank's key; the bank gets only the sum."""
     fed = _federation(tmp_path, n=200, batch=100, epochs=1)
     result = fed.run()
-    bx, y, prov = _data(200, 0)
+    bx, _y, prov = _data(200, 0)
     traffic = Traffic(capture=True)
     logits = score_rows(
         result.bank_share,

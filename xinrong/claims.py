@@ -38,9 +38,7 @@ FORM_TO_PROTO = {
 }
 PROTO_TO_FORM = {v: k for k, v in FORM_TO_PROTO.items()}
 
-_CLAIM_RE = re.compile(
-    r"^\s*(?P<field>[a-z_]+\.[a-z0-9_]+)\s*(?P<op>==|>=|<|\bin\b)\s*(?P<rhs>.+?)\s*$"
-)
+_CLAIM_RE = re.compile(r"^\s*(?P<field>[a-z_]+\.[a-z0-9_]+)\s*(?P<op>==|>=|<|\bin\b)\s*(?P<rhs>.+?)\s*$")
 _BRACKET_RE = re.compile(r"^\[\s*(?P<lo>[^,\]\)]+)\s*,\s*(?P<hi>[^,\]\)]*)\s*\)$")
 
 
@@ -205,9 +203,7 @@ def check_indicator(catalog: Catalog, field: str, form: Form) -> FieldSpec:
     if form not in spec.forms or form is Form.LADDER:
         raise PolicyError(f"{field} cannot be disclosed as {form}", reason=Reason.FORM_NOT_ALLOWED)
     if spec.verification_only:
-        raise PolicyError(
-            f"{field} is verification-only: ask a claim, not a value", reason=Reason.FORM_NOT_ALLOWED
-        )
+        raise PolicyError(f"{field} is verification-only: ask a claim, not a value", reason=Reason.FORM_NOT_ALLOWED)
     return spec
 
 

@@ -15,16 +15,19 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
 
-from keys.binding import verify_binding
-from keys.ca import CaVerifier
-from keys.signing import SigningKey
+from google.protobuf.message import DecodeError
+
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, Form
 from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError
+from xinrong.keys.binding import verify_binding
+from xinrong.keys.ca import CaVerifier
+from xinrong.keys.signing import SigningKey
 from xinrong.v1 import common_pb2
 
 CONSENT_CONTEXT = "xinrong.v1.Consent"
@@ -248,3 +251,42 @@ def check_data_period(verified: VerifiedConsent, data_as_of: str) -> None:
 
 def consent_state_name(state: int) -> str:
     return common_pb2.ConsentState.Name(state).removeprefix("CONSENT_STATE_").lower()
+
+
+# -- consent files ----------------------------------------------------------
+# A signed consent travels between enterprise and institution as a file of
+# its deterministic serialization. Reading one is a ground-floor concern:
+# the enterprise writes it, the bank and the tools read it.
+
+
+def write_consent(path: str | Path, signed: common_pb2.SignedConsent) -> None:
+    Path(path).write_bytes(signed.SerializeToString(deterministic=True))
+
+
+def read_consent(path: str | Path) -> common_pb2.SignedConsent:
+    """Read a consent file; a missing, unreadable or corrupt file is one clear ValidationError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"consent file {path}: {exc.strerror or exc}") from None
+    signed = common_pb2.SignedConsent()
+    try:
+        signed.ParseFromString(data)
+        consent = parse_consent(signed)
+    except (DecodeError, ValidationError):
+        raise ValidationError(
+            f"consent file {path} is not a signed consent (corrupt or another kind of file)"
+        ) from None
+    if not consent.consent_id or not signed.signature:
+        raise ValidationError(f"consent file {path} is not a signed consent (no consent id or signature)")
+    return signed
+
+
+def parse_consent(signed: common_pb2.SignedConsent) -> common_pb2.Consent:
+    """The consent inside a signed envelope, unverified: for display and ids, never for decisions."""
+    consent = common_pb2.Consent()
+    try:
+        consent.ParseFromString(signed.consent)
+    except DecodeError:
+        raise ValidationError("signed consent does not carry a parsable consent") from None
+    return consent

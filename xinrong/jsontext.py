@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
-from typing import Iterable
 
 
 def string_array(values: Iterable[str]) -> str:

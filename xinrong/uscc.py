@@ -27,10 +27,12 @@ def check_character(first17: str) -> str:
 
 def org_code_check(body8: str) -> str:
     """GB 11714 check character of an 8-character organization code body."""
+
     def value(c: str) -> int:
         if c.isdigit():
             return int(c)
         return ord(c) - ord("A") + 10
+
     total = sum(value(c) * w for c, w in zip(body8, _ORG_WEIGHTS))
     check = 11 - total % 11
     return "X" if check == 10 else "0" if check == 11 else str(check)

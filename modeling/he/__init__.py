@@ -1,5 +1,5 @@
 """Homomorphic-encryption backends behind one interface (see ``base``)."""
 
-from modeling.he.base import HEPublic, HESecret, keygen, load_public, SCHEMES
+from xinrong.modeling.he.base import SCHEMES, HEPublic, HESecret, keygen, load_public
 
-__all__ = ["HEPublic", "HESecret", "keygen", "load_public", "SCHEMES"]
+__all__ = ["SCHEMES", "HEPublic", "HESecret", "keygen", "load_public"]

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import importlib
 import struct
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -135,7 +136,17 @@ class HESecret(HEPublic, Protocol):
 def _module(scheme: str) -> Any:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown HE scheme {scheme!r}; expected one of {SCHEMES}")
-    return importlib.import_module(f"modeling.he.{scheme}")
+    return importlib.import_module(f"xinrong.modeling.he.{scheme}")
+
+
+def provider_public_bytes(secret: HESecret) -> bytes:
+    """The public key providers need: without relinearization keys.
+
+    Providers never multiply two ciphertexts, so a CKKS public key without
+    relinearization keys (1.5 MB instead of 10.6 MB) is all they get; the
+    other backends have no such keys and return their one public key.
+    """
+    return secret.public_bytes(with_relin_keys=False)
 
 
 def keygen(scheme: str, **params: Any) -> HESecret:

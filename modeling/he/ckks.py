@@ -179,14 +179,15 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
-from modeling.he.base import FloatArray, pack_blobs, unpack_blobs
+from xinrong.modeling.he.base import FloatArray, pack_blobs, unpack_blobs
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +297,7 @@ class CKKSParams:
 
     def mask_room_bits(self, xscale_log2: int) -> int:
         return (
-            self.mask_bits
-            + self.scale_bits
-            + math.ceil(math.log2(self.value_bound))
-            + xscale_log2
-            + _MASK_MARGIN_BITS
+            self.mask_bits + self.scale_bits + math.ceil(math.log2(self.value_bound)) + xscale_log2 + _MASK_MARGIN_BITS
         )
 
     def mask_level(self, xscale_log2: int) -> int:
@@ -866,8 +863,8 @@ class CKKSPublic:
         high = self._eval_poly(cs[m:], powers, w)
         if _is_const(high):
             prod = self._product_raw(powers[j], high, scale)
-            return (terms if prod is None else terms + [prod]), const
-        return terms + [self._tensor(powers[j], high)], const
+            return (terms if prod is None else [*terms, prod]), const
+        return [*terms, self._tensor(powers[j], high)], const
 
     def _eval_poly(self, cs: list[float], powers: list[_Ct], w: FloatArray | None) -> _Ct | _Const:
         """w * sum cs[k] x**k with multiplicative depth ceil(log2(len(cs))); plaintext if constant."""
@@ -1248,7 +1245,9 @@ def keygen(
     public_key = seal.PublicKey()
     generator.create_public_key(public_key)
     secret = CKKSSecret(params, context, generator.secret_key(), public_key, _seal_save(public_key))
-    log.info("ckks keygen N=%d chain=%s key=%s", params.poly_modulus_degree, params.coeff_mod_bit_sizes, secret.key_id())
+    log.info(
+        "ckks keygen N=%d chain=%s key=%s", params.poly_modulus_degree, params.coeff_mod_bit_sizes, secret.key_id()
+    )
     return secret
 
 

@@ -52,7 +52,7 @@ knows the randomness of its own ciphertext could otherwise strip it).
 ``rerandomize(encrypt(x))`` costs one obfuscator per element, not two: the
 never-seen obfuscators of a just-encrypted vector are moved into the result.
 
-Obfuscators come from ``modeling.he.paillier_pool``: precomputed, each used
+Obfuscators come from ``xinrong.modeling.he.paillier_pool``: precomputed, each used
 exactly once, recomputed (never recycled) when the pool runs dry. Two modes:
 
 * ``classic``: ``r^n mod n^2`` for uniform r in Z*_n. Security: the decisional
@@ -101,17 +101,18 @@ import logging
 import math
 import secrets
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import gmpy2
 import numpy as np
 from phe import paillier as phe_paillier
 
-from modeling.he import paillier_math as pm
-from modeling.he import paillier_pool as pool_mod
-from modeling.he.base import FloatArray
-from modeling.he.paillier_math import Int
+from xinrong.modeling.he import paillier_math as pm
+from xinrong.modeling.he import paillier_pool as pool_mod
+from xinrong.modeling.he.base import FloatArray
+from xinrong.modeling.he.paillier_math import Int
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class PaillierMask:
 
 
 class PaillierPublic:
-    """Everything a party can do with the public key (see ``modeling.he.base.HEPublic``)."""
+    """Everything a party can do with the public key (see ``xinrong.modeling.he.base.HEPublic``)."""
 
     scheme = SCHEME
     max_degree = 1
@@ -196,7 +197,7 @@ class PaillierPublic:
             raise ValueError(f"Paillier keys need at least {MIN_KEY_BITS} bits, got {n_bits}")
         if not 8 <= frac_bits <= 40:
             raise ValueError("frac_bits must be between 8 and 40")
-        if not 1 <= value_bits or frac_bits + value_bits > 52:
+        if not value_bits >= 1 or frac_bits + value_bits > 52:
             raise ValueError("value_bits must be >= 1 with frac_bits + value_bits <= 52")
         if obfuscation not in pool_mod.OBFUSCATION_MODES:
             raise ValueError(f"obfuscation must be one of {pool_mod.OBFUSCATION_MODES}")
@@ -269,7 +270,7 @@ class PaillierPublic:
             raise ValueError("scalar must be finite")
         if abs(v) >= math.ldexp(1.0, self.value_bits):
             raise ValueError(f"scalar outside the Paillier encoding range |v| < 2^{self.value_bits}")
-        return int(round(math.ldexp(v, scale)))
+        return round(math.ldexp(v, scale))
 
     def _check_bound(self, bits: int) -> int:
         if bits > self.n_bits - BOUND_MARGIN_BITS:
@@ -487,13 +488,17 @@ class PaillierPublic:
         if cols >= 2 * self.workers:
             packed = pm.pack_ints(cts, self.ct_bytes)
             groups = [g for g in np.array_split(np.arange(cols), self.workers) if g.size]
-            args = [
-                (n_bytes, packed, np.ascontiguousarray(exps[:, g]).tobytes(), rows, int(g.size)) for g in groups
-            ]
+            args = [(n_bytes, packed, np.ascontiguousarray(exps[:, g]).tobytes(), rows, int(g.size)) for g in groups]
             parts, _cpu = pool_mod.run_parallel(self.workers, pm.task_column_products, args)
             return [v for part in parts for v in pm.unpack_ints(part, self.ct_bytes)]
         args = [
-            (n_bytes, pm.pack_ints(cts[lo:hi], self.ct_bytes), np.ascontiguousarray(exps[lo:hi]).tobytes(), hi - lo, cols)
+            (
+                n_bytes,
+                pm.pack_ints(cts[lo:hi], self.ct_bytes),
+                np.ascontiguousarray(exps[lo:hi]).tobytes(),
+                hi - lo,
+                cols,
+            )
             for lo, hi in _row_chunks(rows, self.workers)
         ]
         parts, _cpu = pool_mod.run_parallel(self.workers, pm.task_column_products, args)

@@ -31,16 +31,16 @@ import secrets
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gmpy2
 import numpy as np
 from phe import paillier as phe_paillier
 
-from modeling.he import paillier
-from modeling.he import paillier_math as pm
-from modeling.he import paillier_pool
+from xinrong.modeling.he import paillier, paillier_pool
+from xinrong.modeling.he import paillier_math as pm
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -114,7 +114,7 @@ def micro(workers: int, rows: int, data_dir: Path) -> dict[str, Any]:
     exps = np.random.default_rng(2).integers(-(2**20), 2**20, size=len(cts)).tolist()
     out["scalar_mult_21bit_us"] = round(1e6 * _per_item(lambda: pm.pow_each(cts, exps, n2), len(cts), 1), 2)
 
-    y, xb, xp1, _xp2 = load_default_credit(rows, data_dir)
+    _y, xb, xp1, _xp2 = load_default_credit(rows, data_dir)
     enc = pk.encrypt(np.clip(np.random.default_rng(3).normal(size=rows), -4, 4))
     cont = np.rint(np.ldexp(xb[:, 4:5], pk.frac_bits)).astype(np.int64)
     cat = np.rint(np.ldexp(xp1[:, 0:1], pk.frac_bits)).astype(np.int64)

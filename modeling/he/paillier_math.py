@@ -2,7 +2,7 @@
 
 Everything here is textbook modular arithmetic on ``gmpy2.mpz`` values; the
 security decisions (encoding, bounds, masking, which randomness goes where)
-live in ``modeling.he.paillier``. This module is also what the worker
+live in ``xinrong.modeling.he.paillier``. This module is also what the worker
 processes import, so it stays small: gmpy2, numpy and the standard library.
 
 Kernels and why they exist:
@@ -11,7 +11,7 @@ Kernels and why they exist:
   ``h_s`` and a fresh ~|n|/2-bit ``alpha`` each time. A table of
   ``h_s^(d * 2^(w*i))`` turns every exponentiation into about |alpha|/w
   modular multiplications and no squarings (the "fixed-base windowing"
-  method, Menezes–van Oorschot–Vanstone, Handbook of Applied Cryptography,
+  method, Menezes, van Oorschot and Vanstone, Handbook of Applied Cryptography,
   §14.6.3, Algorithm 14.109). With w = 10 and a 1024-bit alpha that is 102
   multiplications instead of ~1230 for a generic ``powmod`` (w = 8: 127
   multiplications, a 16 MB table instead of 52 MB at 2048 bits).
@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import gmpy2
 import numpy as np
@@ -366,9 +367,7 @@ def task_obfuscators(
     return pack_ints(values, width), time.process_time() - started
 
 
-def task_column_products(
-    n_bytes: bytes, ciphertexts: bytes, exps: bytes, rows: int, cols: int
-) -> tuple[bytes, float]:
+def task_column_products(n_bytes: bytes, ciphertexts: bytes, exps: bytes, rows: int, cols: int) -> tuple[bytes, float]:
     """signed_column_products on a row chunk; exps is a C-order int64 matrix."""
     started = time.process_time()
     n = mpz(int.from_bytes(n_bytes, "big"))

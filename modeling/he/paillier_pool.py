@@ -29,12 +29,13 @@ import multiprocessing
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from modeling.he import paillier_math as pm
-from modeling.he.paillier_math import Int
+from xinrong.modeling.he import paillier_math as pm
+from xinrong.modeling.he.paillier_math import Int
 
 log = logging.getLogger(__name__)
 

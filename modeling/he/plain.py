@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from modeling.he.base import FloatArray, pack_blobs, unpack_blobs
+from xinrong.modeling.he.base import FloatArray, pack_blobs, unpack_blobs
 
 SCHEME = "plain"
 _CT_MAGIC = b"XRPLNCT1"
@@ -121,9 +121,7 @@ class PlainPublic:
         va = self._vec(a)
         return PlainVector(va.values * _as_vector(values, len(va)))
 
-    def polyval(
-        self, a: PlainVector, coeffs: Sequence[float], *, row_weights: FloatArray | None = None
-    ) -> PlainVector:
+    def polyval(self, a: PlainVector, coeffs: Sequence[float], *, row_weights: FloatArray | None = None) -> PlainVector:
         va = self._vec(a)
         if not coeffs:
             raise ValueError("polyval needs at least one coefficient")

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import grpc
 
-from keys.ca import parse_party_uri, server_name
+from xinrong.keys.ca import parse_party_uri, server_name
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ _SAN_KEY = "x509_subject_alternative_name"
 @lru_cache(maxsize=4096)
 def _identity_from_sans(identities: tuple[bytes, ...]) -> Peer | None:
     """(role, party_id) from the first ``urn:xinrong:`` URI among the SANs,
-    in certificate order, as ``keys.ca.identity_of_certificate`` reads it."""
+    in certificate order, as ``xinrong.keys.ca.identity_of_certificate`` reads it."""
     for raw in identities:
         parsed = parse_party_uri(raw.decode("ascii", "replace"))
         if parsed:

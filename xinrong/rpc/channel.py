@@ -4,20 +4,23 @@ identity pinned through its certificate's DNS name (see keys.ca.server_name)."""
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from keys.ca import server_name
-from keys.layout import PartyCredentials
+from xinrong.keys.ca import server_name
+from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.server import DEFAULT_MAX_MESSAGE_BYTES
 
 DEFAULT_TIMEOUT = 10.0
 
 
 def _channel_arguments(
-    credentials: PartyCredentials, server_role: str, server_id: str, max_message_bytes: int,
+    credentials: PartyCredentials,
+    server_role: str,
+    server_id: str,
+    max_message_bytes: int,
     options: Sequence[tuple[str, int | str]],
 ) -> tuple[grpc.ChannelCredentials, list[tuple[str, int | str]]]:
     channel_creds = grpc.ssl_channel_credentials(
@@ -78,6 +81,6 @@ def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 3
                 return
             last = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
         except grpc.RpcError as err:
-            last = f"{err.code().name}"  # type: ignore[attr-defined]
+            last = f"{err.code().name}"
         time.sleep(0.1)
     raise TimeoutError(f"server not healthy after {timeout:.0f}s (last: {last})")

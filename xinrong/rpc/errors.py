@@ -58,9 +58,7 @@ def status_for(reason: Reason, message: str | None = None) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(info)
     code = STATUS_OF[reason]
-    status = status_pb2.Status(
-        code=code.value[0], message=message or PUBLIC_MESSAGES[reason], details=[detail]
-    )
+    status = status_pb2.Status(code=code.value[0], message=message or PUBLIC_MESSAGES[reason], details=[detail])
     return rpc_status.to_status(status)
 
 
@@ -107,9 +105,10 @@ def decode_rpc_error(err: grpc.RpcError) -> RemoteError:
                 reason = info.reason
                 break
     if not reason:
-        reason = {grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE", grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED"}.get(
-            code, code.name
-        )
+        reason = {
+            grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE",
+            grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+        }.get(code, code.name)
     return RemoteError(code=code, reason=reason, message=message or "")
 
 

@@ -30,17 +30,18 @@ import inspect
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Coroutine, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from keys.layout import PartyCredentials
 from xinrong.errors import Reason, XinrongError
+from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import status_for, status_for_error
 
@@ -83,16 +84,19 @@ def _failure_status(exc: Exception, method: str) -> grpc.Status:
     return status_for(Reason.INTERNAL)
 
 
-def _guard_sync(behavior: Callable[..., Any], roles: frozenset[str], method: str, streaming: bool) -> Callable[..., Any]:
+def _guard_sync(
+    behavior: Callable[..., Any], roles: frozenset[str], method: str, streaming: bool
+) -> Callable[..., Any]:
     """Thread runtime: role check, then the handler; any exception becomes its status."""
     if streaming:
+
         def stream(request: Any, context: grpc.ServicerContext) -> Any:
             if _refused_peer(context, roles, method) is None:
                 context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
             try:
                 yield from behavior(request, context)
                 return
-            except Exception as exc:  # noqa: BLE001 - mapped to a status right below
+            except Exception as exc:
                 failure = _failure_status(exc, method)
             context.abort_with_status(failure)
 
@@ -103,7 +107,7 @@ def _guard_sync(behavior: Callable[..., Any], roles: frozenset[str], method: str
             context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
         try:
             return behavior(request, context)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status right below
+        except Exception as exc:
             failure = _failure_status(exc, method)
         context.abort_with_status(failure)
 
@@ -122,7 +126,7 @@ class _BlockingRequests:
         self._requests = requests.__aiter__()
         self._loop = loop
 
-    def __iter__(self) -> "_BlockingRequests":
+    def __iter__(self) -> _BlockingRequests:
         return self
 
     def __next__(self) -> Any:
@@ -136,8 +140,13 @@ _DONE = object()
 
 
 def _guard_async(
-    behavior: Callable[..., Any], roles: frozenset[str], method: str, pool: futures.Executor, *,
-    request_streaming: bool, response_streaming: bool,
+    behavior: Callable[..., Any],
+    roles: frozenset[str],
+    method: str,
+    pool: futures.Executor,
+    *,
+    request_streaming: bool,
+    response_streaming: bool,
 ) -> Callable[..., Any]:
     """asyncio runtime: coroutine (and async generator) handlers run on the
     loop; plain ones run in ``pool``, so they may block, with their request
@@ -158,13 +167,14 @@ def _guard_async(
 
     on_loop = inspect.iscoroutinefunction(behavior)
     if not response_streaming:
+
         async def unary(request: Any, context: Any) -> Any:
             peer = await admit(context)
             try:
                 if on_loop:
                     return await behavior(request, context)
                 return await asyncio.get_running_loop().run_in_executor(pool, in_pool, blocking(request), context, peer)
-            except Exception as exc:  # noqa: BLE001 - mapped to a status right below
+            except Exception as exc:
                 failure = _failure_status(exc, method)
             await _abort(context, failure)
 
@@ -184,7 +194,7 @@ def _guard_async(
             while (item := await loop.run_in_executor(pool, next, responses, _DONE)) is not _DONE:
                 yield item
             return
-        except Exception as exc:  # noqa: BLE001 - mapped to a status right below
+        except Exception as exc:
             failure = _failure_status(exc, method)
         await _abort(context, failure)
 
@@ -211,11 +221,17 @@ class _GuardedRegistrar:
         self._server.add_registered_method_handlers(service, guarded)
 
     def _guard(self, method: str, h: Any) -> Any:
-        kwargs = dict(request_deserializer=h.request_deserializer, response_serializer=h.response_serializer)
+        kwargs = {"request_deserializer": h.request_deserializer, "response_serializer": h.response_serializer}
         if self._pool is not None:
             behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
-            wrapped = _guard_async(behavior, self._roles, method, self._pool,
-                                   request_streaming=h.request_streaming, response_streaming=h.response_streaming)
+            wrapped = _guard_async(
+                behavior,
+                self._roles,
+                method,
+                self._pool,
+                request_streaming=h.request_streaming,
+                response_streaming=h.response_streaming,
+            )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
                 (False, True): grpc.unary_stream_rpc_method_handler,
@@ -226,9 +242,13 @@ class _GuardedRegistrar:
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(_guard_sync(h.unary_unary, self._roles, method, False), **kwargs)
         if h.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_guard_sync(h.unary_stream, self._roles, method, True), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_sync(h.unary_stream, self._roles, method, True), **kwargs
+            )
         if h.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_guard_sync(h.stream_unary, self._roles, method, False), **kwargs)
+            return grpc.stream_unary_rpc_method_handler(
+                _guard_sync(h.stream_unary, self._roles, method, False), **kwargs
+            )
         return grpc.stream_stream_rpc_method_handler(_guard_sync(h.stream_stream, self._roles, method, True), **kwargs)
 
 
@@ -299,8 +319,9 @@ class RunningServer:
 
 
 class ThreadedServer(RunningServer):
-    def __init__(self, port: int, service_names: tuple[str, ...], server: grpc.Server,
-                 health_servicer: health.HealthServicer) -> None:
+    def __init__(
+        self, port: int, service_names: tuple[str, ...], server: grpc.Server, health_servicer: health.HealthServicer
+    ) -> None:
         super().__init__(port, service_names)
         self.server = server
         self._health = health_servicer
@@ -318,9 +339,17 @@ class ThreadedServer(RunningServer):
 class AsyncioServer(RunningServer):
     """The asyncio runtime: the loop runs in its own thread until ``stop``."""
 
-    def __init__(self, port: int, service_names: tuple[str, ...], *, loop: asyncio.AbstractEventLoop,
-                 server: Any, health_servicer: Any, pool: futures.ThreadPoolExecutor,
-                 thread: threading.Thread) -> None:
+    def __init__(
+        self,
+        port: int,
+        service_names: tuple[str, ...],
+        *,
+        loop: asyncio.AbstractEventLoop,
+        server: Any,
+        health_servicer: Any,
+        pool: futures.ThreadPoolExecutor,
+        thread: threading.Thread,
+    ) -> None:
         super().__init__(port, service_names)
         self.loop = loop
         self.server = server
@@ -348,7 +377,7 @@ class AsyncioServer(RunningServer):
             for hook in self.on_stop:
                 try:
                     await hook()
-                except Exception:  # noqa: BLE001 - stop the rest regardless
+                except Exception:
                     log.exception("shutdown hook failed")
 
         try:
@@ -424,5 +453,6 @@ def _build_asyncio(
         thread.join(timeout=5)
         pool.shutdown(wait=False)
         raise
-    return AsyncioServer(port, names, loop=loop, server=server, health_servicer=health_servicer, pool=pool,
-                         thread=thread)
+    return AsyncioServer(
+        port, names, loop=loop, server=server, health_servicer=health_servicer, pool=pool, thread=thread
+    )

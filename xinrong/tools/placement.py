@@ -16,6 +16,7 @@ threads created afterwards inherit their creator's mask.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,20 +43,16 @@ def pin(pid: int, cpus: frozenset[int]) -> None:
         except FileNotFoundError:
             raise ProcessLookupError(f"process {pid} is gone") from None
         for tid in tids:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # that thread ended meanwhile
                 os.sched_setaffinity(int(tid), cpus)
-            except ProcessLookupError:  # that thread ended meanwhile
-                pass
 
 
 def affinity(pid: int) -> dict[int, frozenset[int]]:
     """CPU mask of every thread of ``pid`` (for checks and tests)."""
     masks: dict[int, frozenset[int]] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             masks[int(tid)] = frozenset(os.sched_getaffinity(int(tid)))
-        except ProcessLookupError:
-            pass
     return masks
 
 

@@ -19,7 +19,7 @@ moves both sides of the ratio alike.
 Placement (``--placement``, Linux, two CPUs or more). ``pinned`` (the
 default) runs the platform as it would be deployed on two cores: the node
 alone on the first CPU, the agent and the load generator on the others
-(``xinrong.placement``). The ceiling is then measured twice, with its
+(``xinrong.tools.placement``). The ceiling is then measured twice, with its
 server pinned the same way and with every process free to move, and the
 higher of the two is the ceiling the ratio divides by: pinning may only
 make the denominator stricter, never easier. ``shared`` leaves every
@@ -31,27 +31,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import threading
 import time
-from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable
-
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from bank.client import AnswerRejected, BankClient
-from enterprise.client import ConsentRequest, grant, parse_consent
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from keys.layout import load_ca, load_party, party_dir, provision_party
-from xinrong.localnet import deploy
-from xinrong.procs import ProcessGroup
-from xinrong.rpc.channel import secure_channel
+
+from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
-from xinrong import placement as cpus
+from xinrong.consent import parse_consent
+from xinrong.enterprise.client import ConsentRequest, grant
 from xinrong.heap import settle_after_start
+from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.server import build_server
+from xinrong.tools import placement as cpus
+from xinrong.tools.localnet import deploy
+from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
 
@@ -77,7 +77,7 @@ def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warm
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception:  # noqa: BLE001 - counted (warm-up too), reported
+            except Exception:
                 errors[i] += 1
                 continue
             if measuring.is_set():
@@ -125,8 +125,9 @@ def _unplaced() -> None:
     pass
 
 
-def _interleaved(loads: dict[str, _Load], *, seconds: float, concurrency: int, warmup: float,
-                 slices: int) -> dict[str, dict[str, float]]:
+def _interleaved(
+    loads: dict[str, _Load], *, seconds: float, concurrency: int, warmup: float, slices: int
+) -> dict[str, dict[str, float]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
     This VM's speed drifts by 10-15% within minutes; measured one after the
@@ -140,14 +141,28 @@ def _interleaved(loads: dict[str, _Load], *, seconds: float, concurrency: int, w
     for k in range(slices):
         for name in names if k % 2 == 0 else names[::-1]:
             loads[name].place()
-            windows[name].append(_drive(loads[name].call, seconds=seconds / slices, concurrency=concurrency,
-                                        warmup=warmup if k == 0 else min(warmup, 0.5)))
+            windows[name].append(
+                _drive(
+                    loads[name].call,
+                    seconds=seconds / slices,
+                    concurrency=concurrency,
+                    warmup=warmup if k == 0 else min(warmup, 0.5),
+                )
+            )
     return {name: _summary(w) for name, w in windows.items()}
 
 
-def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int = 1,
-        warmup: float = 2.0, slices: int | None = None, workdir: Path | None = None,
-        placement: str = "pinned") -> dict[str, object]:
+def run(
+    *,
+    seconds: float,
+    concurrency: int,
+    enterprises: int = 200,
+    claims: int = 1,
+    warmup: float = 2.0,
+    slices: int | None = None,
+    workdir: Path | None = None,
+    placement: str = "pinned",
+) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``)."""
     if placement not in ("pinned", "shared"):
         raise ValueError(f"placement must be pinned or shared, not {placement!r}")
@@ -161,12 +176,17 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
         workdir = Path(tmp.name)
     try:
         with ProcessGroup(workdir) as group:
-            gen = group.run_cli(["data", "generate", "--enterprises", str(enterprises), "--out",
-                                 str(workdir / "data"), "--seed", "11"])
+            gen = group.run_cli(
+                ["data", "generate", "--enterprises", str(enterprises), "--out", str(workdir / "data"), "--seed", "11"]
+            )
             if gen.returncode != 0:
                 raise RuntimeError(gen.stderr)
             platform = deploy(
-                workdir, providers=["tax"], institutions=["bank-a"], data_dir=workdir / "data", group=group,
+                workdir,
+                providers=["tax"],
+                institutions=["bank-a"],
+                data_dir=workdir / "data",
+                group=group,
                 node_overrides={"enterprise_daily_budget": 1_000_000_000},
             )
             with open(workdir / "data" / "tax.csv") as fh:
@@ -176,35 +196,61 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
             provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
             ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
             bank_creds = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
-            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01",
-                                                "2026-12-31", max_uses=4_000_000_000))
+            consent = grant(
+                ent,
+                ConsentRequest(
+                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
+                ),
+            )
             consent_id = parse_consent(consent).consent_id
-            all_claims = ["tax.credit_grade in A,B", "tax.in_arrears == false",
-                          "tax.consecutive_normal_months >= 12", "tax.vat_paid_last_year >= 500000"]
+            all_claims = [
+                "tax.credit_grade in A,B",
+                "tax.in_arrears == false",
+                "tax.consecutive_normal_months >= 12",
+                "tax.vat_paid_last_year >= 500000",
+            ]
             asked = all_claims[: max(1, min(claims, len(all_claims)))]
             parsed = [parse_claim(c) for c in asked]
             responses: list[tuple[str, node_pb2.VerifyResponse]] = []
 
-            with BankClient(platform.node_address, bank_creds) as bank, \
-                    secure_channel(platform.node_address, bank_creds, server_role="node", server_id="node") as ch:
+            with (
+                BankClient(platform.node_address, bank_creds) as bank,
+                secure_channel(platform.node_address, bank_creds, server_role="node", server_id="node") as ch,
+            ):
                 bank.register_consent(consent)
                 bank.refresh_providers()
                 stub = node_pb2_grpc.NodeServiceStub(ch)
 
                 def verify_call() -> None:
                     request_id = str(uuid.uuid4())
-                    resp = stub.Verify(node_pb2.VerifyRequest(
-                        request_id=request_id, requested_at=int(time.time()), enterprise_uscc=enterprise,
-                        consent_id=consent_id, claims=parsed), timeout=5)
+                    resp = stub.Verify(
+                        node_pb2.VerifyRequest(
+                            request_id=request_id,
+                            requested_at=int(time.time()),
+                            enterprise_uscc=enterprise,
+                            consent_id=consent_id,
+                            claims=parsed,
+                        ),
+                        timeout=5,
+                    )
                     responses.append((request_id, resp))
 
                 # The ceiling: an empty unary RPC (health Check) to a server built by
                 # the same factory with the node's certificates, in its own process
                 # like the node; idle while the platform is measured and vice versa.
                 port_file = workdir / "state" / "ceiling.port"
-                group.start("ceiling", ["bench", "ceiling-server", "--credentials",
-                                        str(party_dir(platform.keys_dir, "node", "node")),
-                                        "--port-file", str(port_file)], port_file=port_file)
+                group.start(
+                    "ceiling",
+                    [
+                        "bench",
+                        "ceiling-server",
+                        "--credentials",
+                        str(party_dir(platform.keys_dir, "node", "node")),
+                        "--port-file",
+                        str(port_file),
+                    ],
+                    port_file=port_file,
+                )
                 port = group.wait_port("ceiling")
                 with secure_channel(f"127.0.0.1:{port}", bank_creds, server_role="node", server_id="node") as hc:
                     health = health_pb2_grpc.HealthStub(hc)
@@ -231,11 +277,14 @@ def run(*, seconds: float, concurrency: int, enterprises: int = 200, claims: int
                             cpus.pin(pid["ceiling"], plan.all)
                             cpus.pin(me, plan.all)
 
-                        loads = {"verify": _Load(verify_call, platform_deployed),
-                                 "ceiling": _Load(ceiling_call, ceiling_pinned),
-                                 "ceiling_shared": _Load(ceiling_call, ceiling_free)}
-                    measured = _interleaved(loads, seconds=seconds, concurrency=concurrency, warmup=warmup,
-                                            slices=slices)
+                        loads = {
+                            "verify": _Load(verify_call, platform_deployed),
+                            "ceiling": _Load(ceiling_call, ceiling_pinned),
+                            "ceiling_shared": _Load(ceiling_call, ceiling_free),
+                        }
+                    measured = _interleaved(
+                        loads, seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices
+                    )
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
                 if "ceiling_shared" in measured:
@@ -294,16 +343,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--claims", type=int, default=1, help="claims per verify call (1-4, all at the tax agent)")
-    p.add_argument("--placement", choices=("pinned", "shared"), default="pinned",
-                   help="pinned: node alone on the first CPU, agent and clients on the others; the ceiling "
-                        "is the higher of pinned and free (default). shared: the scheduler places everything")
+    p.add_argument(
+        "--placement",
+        choices=("pinned", "shared"),
+        default="pinned",
+        help="pinned: node alone on the first CPU, agent and clients on the others; the ceiling "
+        "is the higher of pinned and free (default). shared: the scheduler places everything",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
 def main(args: argparse.Namespace) -> int:
     result = run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims, placement=args.placement)
     if not args.json:
-        print(f"end-to-end verify: {result['qps']} qps, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
-              f"one-hop ceiling {result['ceiling_qps']} qps; ratio {result['ratio']}")
+        print(
+            f"end-to-end verify: {result['qps']} qps, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
+            f"one-hop ceiling {result['ceiling_qps']} qps; ratio {result['ratio']}"
+        )
     print(json.dumps(result))
     return 0

@@ -9,13 +9,14 @@ would use.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from keys.layout import create_ca, load_party, party_dir, provision_party
-from xinrong.procs import ProcessGroup
+from xinrong.keys.layout import create_ca, load_party, party_dir, provision_party
 from xinrong.rpc.channel import secure_channel, wait_healthy
+from xinrong.tools.procs import ProcessGroup
 
 
 def _toml_value(value: Any) -> str:
@@ -81,16 +82,28 @@ def write_node_config(
     values.update(overrides)
     parts = [_toml_table("node", values)]
     for name, port in providers.items():
-        parts.append(_toml_table("providers", {
-            "name": name,
-            "address": f"127.0.0.1:{port}",
-            "binding": str((party_dir(keys_dir, "provider", name) / "binding.pb").resolve()),
-        }, array=True))
+        parts.append(
+            _toml_table(
+                "providers",
+                {
+                    "name": name,
+                    "address": f"127.0.0.1:{port}",
+                    "binding": str((party_dir(keys_dir, "provider", name) / "binding.pb").resolve()),
+                },
+                array=True,
+            )
+        )
     for inst in institutions:
-        parts.append(_toml_table("institutions", {
-            "id": inst,
-            "binding": str((party_dir(keys_dir, "institution", inst) / "binding.pb").resolve()),
-        }, array=True))
+        parts.append(
+            _toml_table(
+                "institutions",
+                {
+                    "id": inst,
+                    "binding": str((party_dir(keys_dir, "institution", inst) / "binding.pb").resolve()),
+                },
+                array=True,
+            )
+        )
     path = workdir / "config" / "node.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
@@ -116,8 +129,9 @@ class LocalPlatform:
         return f"127.0.0.1:{self.node_port}"
 
     def import_data(self, provider: str, csv_path: Path) -> None:
-        result = self.group.run_cli(["agent", "import", "--config", str(self.agent_configs[provider]),
-                                     "--csv", str(csv_path)])
+        result = self.group.run_cli(
+            ["agent", "import", "--config", str(self.agent_configs[provider]), "--csv", str(csv_path)]
+        )
         if result.returncode != 0:
             raise RuntimeError(f"import for {provider} failed:\n{result.stdout}\n{result.stderr}")
 
@@ -126,17 +140,30 @@ class LocalPlatform:
         names = list(providers)
         for provider in names:
             port_file = self.workdir / "state" / f"agent-{provider}.port"
-            self.group.start(f"agent-{provider}", [*self._verbosity(), "agent", "serve", "--config",
-                                                   str(self.agent_configs[provider]), "--port-file", str(port_file)],
-                             port_file=port_file)
+            self.group.start(
+                f"agent-{provider}",
+                [
+                    *self._verbosity(),
+                    "agent",
+                    "serve",
+                    "--config",
+                    str(self.agent_configs[provider]),
+                    "--port-file",
+                    str(port_file),
+                ],
+                port_file=port_file,
+            )
         for provider in names:
             self.provider_ports[provider] = self.group.wait_port(f"agent-{provider}")
 
     def start_node(self) -> int:
         assert self.node_config is not None
         port_file = self.workdir / "state" / "node.port"
-        self.group.start("node", [*self._verbosity(), "node", "serve", "--config", str(self.node_config),
-                                  "--port-file", str(port_file)], port_file=port_file)
+        self.group.start(
+            "node",
+            [*self._verbosity(), "node", "serve", "--config", str(self.node_config), "--port-file", str(port_file)],
+            port_file=port_file,
+        )
         self.node_port = self.group.wait_port("node")
         return self.node_port
 
@@ -172,9 +199,7 @@ def deploy(
     workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = workdir / "keys"
     provision_keys(keys_dir, providers, institutions)
-    platform = LocalPlatform(
-        workdir=workdir, keys_dir=keys_dir, group=group or ProcessGroup(workdir), verbose=verbose
-    )
+    platform = LocalPlatform(workdir=workdir, keys_dir=keys_dir, group=group or ProcessGroup(workdir), verbose=verbose)
     for name in providers:
         modeling = (agent_modeling or {}).get(name)
         platform.agent_configs[name] = write_agent_config(workdir, keys_dir, name, modeling=modeling)

@@ -1,4 +1,4 @@
-"""Test support for the node tests, plus tests of the support itself.
+"""Test support for the node tests.
 
 ``FakeAgent`` is a small AgentService that behaves like a provider agent on
 the wire: it accepts only the node's certificate, re-verifies the consent
@@ -16,19 +16,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 import pytest
 
-from keys.binding import verify_binding
-from keys.layout import PartyCredentials, party_dir
-from keys.sealing import seal
-from node.config import load_config, render_config
-from node.server import NodeServer, start_node
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, Form
 from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, check_claim, check_indicator, evaluate, parse_claim
@@ -43,6 +40,11 @@ from xinrong.consent import (
     verify_signed_consent,
 )
 from xinrong.errors import Reason, XinrongError
+from xinrong.keys.binding import verify_binding
+from xinrong.keys.layout import PartyCredentials, party_dir
+from xinrong.keys.sealing import seal
+from xinrong.node.config import load_config, render_config
+from xinrong.node.server import NodeServer, start_node
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error, status_fields
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
@@ -106,33 +108,56 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     def _seal(self, bundle: common_pb2.AnswerBundle, audience: Any, request_id: str) -> common_pb2.SealedBox:
         return seal(
-            bundle.SerializeToString(deterministic=True), recipient_id=audience.party_id,
-            recipient_public_raw=audience.sealing_public_raw, content_type=BUNDLE_TYPE, context=request_id,
+            bundle.SerializeToString(deterministic=True),
+            recipient_id=audience.party_id,
+            recipient_public_raw=audience.sealing_public_raw,
+            content_type=BUNDLE_TYPE,
+            context=request_id,
         )
 
     def _state(self, consent_id: str) -> int:
         with self._lock:
             return common_pb2.CONSENT_STATE_REVOKED if consent_id in self.revoked else common_pb2.CONSENT_STATE_ACTIVE
 
-    def EvaluateClaims(self, req: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext) -> agent_pb2.EvaluateClaimsResponse:
+    def EvaluateClaims(
+        self, req: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.EvaluateClaimsResponse:
         audience, verified = self._prepare(req, context, "EvaluateClaims")
         checked = [check_claim(self.catalog, c) for c in req.claims]
         if any(c.spec.provider != self.provider for c in checked):
             raise XinrongError("claim for another provider", reason=Reason.INVALID_ARGUMENT)
         now = time.time()
-        check_consent_use(verified, enterprise_uscc=req.enterprise_uscc, audience_id=audience.party_id,
-                          needs=[(c.spec.key, c.form) for c in checked], now=now,
-                          state=self._state(verified.consent_id))
+        check_consent_use(
+            verified,
+            enterprise_uscc=req.enterprise_uscc,
+            audience_id=audience.party_id,
+            needs=[(c.spec.key, c.form) for c in checked],
+            now=now,
+            state=self._state(verified.consent_id),
+        )
         check_data_period(verified, DATA_AS_OF)
         bundle = common_pb2.AnswerBundle()
         for c in checked:
             truth = evaluate(c, self.values.get((req.enterprise_uscc, c.spec.key)))
-            result = (common_pb2.VERDICT_RESULT_NO_DATA if truth is None
-                      else common_pb2.VERDICT_RESULT_TRUE if truth else common_pb2.VERDICT_RESULT_FALSE)
+            result = (
+                common_pb2.VERDICT_RESULT_NO_DATA
+                if truth is None
+                else common_pb2.VERDICT_RESULT_TRUE
+                if truth
+                else common_pb2.VERDICT_RESULT_FALSE
+            )
             verdict = common_pb2.Verdict(
-                request_id=req.request_id, enterprise_uscc=req.enterprise_uscc, claim=c.claim, claim_text=c.text,
-                result=result, data_as_of=DATA_AS_OF, consent_id=verified.consent_id, audience=audience.party_id,
-                issued_at=int(now), expires_at=int(now) + 86_400, provider=self.provider,
+                request_id=req.request_id,
+                enterprise_uscc=req.enterprise_uscc,
+                claim=c.claim,
+                claim_text=c.text,
+                result=result,
+                data_as_of=DATA_AS_OF,
+                consent_id=verified.consent_id,
+                audience=audience.party_id,
+                issued_at=int(now),
+                expires_at=int(now) + 86_400,
+                provider=self.provider,
                 provider_key_id=self.creds.signing_key.key_id,
             )
             raw = verdict.SerializeToString(deterministic=True)
@@ -149,16 +174,29 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             form = PROTO_TO_FORM[q.form]
             check_indicator(self.catalog, q.field, form)
             needs.append((q.field, form))
-        check_consent_use(verified, enterprise_uscc=req.enterprise_uscc, audience_id=audience.party_id,
-                          needs=needs, now=now, state=self._state(verified.consent_id))
+        check_consent_use(
+            verified,
+            enterprise_uscc=req.enterprise_uscc,
+            audience_id=audience.party_id,
+            needs=needs,
+            now=now,
+            state=self._state(verified.consent_id),
+        )
         bundle = common_pb2.AnswerBundle()
         for q in req.queries:
             spec = self.catalog.fields[q.field]
             value = self.values.get((req.enterprise_uscc, q.field))
             ind = common_pb2.Indicator(
-                request_id=req.request_id, enterprise_uscc=req.enterprise_uscc, field=q.field, form=q.form,
-                data_as_of=DATA_AS_OF, consent_id=verified.consent_id, audience=audience.party_id,
-                issued_at=int(now), expires_at=int(now) + 86_400, provider=self.provider,
+                request_id=req.request_id,
+                enterprise_uscc=req.enterprise_uscc,
+                field=q.field,
+                form=q.form,
+                data_as_of=DATA_AS_OF,
+                consent_id=verified.consent_id,
+                audience=audience.party_id,
+                issued_at=int(now),
+                expires_at=int(now) + 86_400,
+                provider=self.provider,
                 provider_key_id=self.creds.signing_key.key_id,
             )
             if value is None:
@@ -188,9 +226,12 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             consent_id=revocation.consent_id, state=common_pb2.CONSENT_STATE_REVOKED
         )
 
-    def GetAgentInfo(self, req: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
-        return agent_pb2.GetAgentInfoResponse(provider=self.provider, data_as_of=DATA_AS_OF,
-                                              enterprises=len({k[0] for k in self.values}))
+    def GetAgentInfo(
+        self, req: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.GetAgentInfoResponse:
+        return agent_pb2.GetAgentInfoResponse(
+            provider=self.provider, data_as_of=DATA_AS_OF, enterprises=len({k[0] for k in self.values})
+        )
 
     def EvaluateStream(self, batches: Any, context: grpc.ServicerContext) -> Any:
         """Each call of each batch answered like the unary method, refusals per call."""
@@ -203,10 +244,13 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                     else:
                         sealed = self.EvaluateIndicators(call.indicators, context).sealed
                     results.append(agent_pb2.AgentCallResult(call_id=call.call_id, sealed=sealed))
-                except Exception as exc:  # noqa: BLE001 - mapped per call, like the real agent
+                except Exception as exc:
                     code, reason, message = status_fields(exc)
-                    results.append(agent_pb2.AgentCallResult(
-                        call_id=call.call_id, error=agent_pb2.CallError(code=code, reason=reason, message=message)))
+                    results.append(
+                        agent_pb2.AgentCallResult(
+                            call_id=call.call_id, error=agent_pb2.CallError(code=code, reason=reason, message=message)
+                        )
+                    )
             yield agent_pb2.EvaluateStreamResponse(results=results)
 
 
@@ -234,10 +278,15 @@ class AgentHandle:
 
 def _serve_fake(creds: PartyCredentials, fake: FakeAgent, bind: str) -> RunningServer:
     server = build_server(
-        creds, bind,
-        [ServiceBinding("xinrong.v1.AgentService",
-                        lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(fake, s),  # type: ignore[no-untyped-call]
-                        allowed_roles=frozenset({"node"}))],
+        creds,
+        bind,
+        [
+            ServiceBinding(
+                "xinrong.v1.AgentService",
+                lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(fake, s),
+                allowed_roles=frozenset({"node"}),
+            )
+        ],
         max_workers=8,
     )
     server.set_serving(True)
@@ -251,8 +300,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_agent(pki: Any, catalog: Catalog, name: str, *, values: dict[tuple[str, str], Any] | None = None,
-                running: bool = True) -> AgentHandle:
+def start_agent(
+    pki: Any, catalog: Catalog, name: str, *, values: dict[tuple[str, str], Any] | None = None, running: bool = True
+) -> AgentHandle:
     fake = FakeAgent(pki.provider(name), catalog, RAW_VALUES if values is None else values)
     if not running:
         return AgentHandle(name, fake, None, free_port())
@@ -290,8 +340,9 @@ class NodeHarness:
             credentials=party_dir(root, "node", "node"),
             ca_cert=root / "ca" / "ca.crt",
             db="node.db",
-            providers=[(a.name, a.address, party_dir(root, "provider", a.name) / "binding.pb")
-                       for a in self.agents.values()],
+            providers=[
+                (a.name, a.address, party_dir(root, "provider", a.name) / "binding.pb") for a in self.agents.values()
+            ],
             institutions=[(i, party_dir(root, "institution", i) / "binding.pb") for i in self.institutions],
             **self.options,
         )
@@ -319,7 +370,7 @@ class NodeHarness:
         assert self.node is not None
         channel = secure_channel(f"127.0.0.1:{self.node.port}", creds, server_role="node", server_id="node")
         self._channels.append(channel)
-        return node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+        return node_pb2_grpc.NodeServiceStub(channel)
 
     def bank(self, name: str = "bank-a") -> Any:
         return self.stub(self.pki.institution(name))
@@ -328,8 +379,9 @@ class NodeHarness:
         return self.stub(self.pki.enterprise(uscc))
 
 
-@pytest.fixture
-def make_harness(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterable[Callable[..., NodeHarness]]:
+@contextmanager
+def harness_factory(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
+    """Makes node harnesses with fake agents; stops them all on exit (the ``make_harness`` fixture)."""
     made: list[NodeHarness] = []
     handles: list[AgentHandle] = []
 
@@ -383,18 +435,27 @@ def grant(
     now = int(time.time())
     creds = pki.enterprise(enterprise)
     consent = build_consent(
-        enterprise_uscc=enterprise, enterprise_key_id=creds.signing_key.key_id, grantee_id=grantee,
-        purpose="loan_application", scope=parse_scope(catalog, scope), data_period_from="2026-01-01",
-        data_period_to="2026-12-31", valid_from=now - 60 if valid_from is None else valid_from,
-        valid_until=now + 3600 if valid_until is None else valid_until, max_uses=max_uses,
-        max_uses_per_day=max_uses_per_day, consent_id=consent_id,
+        enterprise_uscc=enterprise,
+        enterprise_key_id=creds.signing_key.key_id,
+        grantee_id=grantee,
+        purpose="loan_application",
+        scope=parse_scope(catalog, scope),
+        data_period_from="2026-01-01",
+        data_period_to="2026-12-31",
+        valid_from=now - 60 if valid_from is None else valid_from,
+        valid_until=now + 3600 if valid_until is None else valid_until,
+        max_uses=max_uses,
+        max_uses_per_day=max_uses_per_day,
+        consent_id=consent_id,
         fetch_type="periodic" if max_uses_per_day else "one_time",
     )
     key_creds = pki.enterprise(signer) if signer else creds
     return sign_consent(consent, key_creds.signing_key, creds.binding.signed)
 
 
-def revocation(pki: Any, consent: common_pb2.SignedConsent, *, signer: str | None = None) -> common_pb2.SignedConsentRevocation:
+def revocation(
+    pki: Any, consent: common_pb2.SignedConsent, *, signer: str | None = None
+) -> common_pb2.SignedConsentRevocation:
     parsed = common_pb2.Consent()
     parsed.ParseFromString(consent.consent)
     key = pki.enterprise(signer or parsed.enterprise_uscc).signing_key
@@ -434,7 +495,10 @@ def indicators_request(
 ) -> node_pb2.GetIndicatorsRequest:
     cid = consent if isinstance(consent, str) else consent_id_of(consent)
     return node_pb2.GetIndicatorsRequest(
-        request_id=str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=enterprise, consent_id=cid,
+        request_id=str(uuid.uuid4()),
+        requested_at=int(time.time()),
+        enterprise_uscc=enterprise,
+        consent_id=cid,
         queries=[node_pb2.IndicatorQuery(field=f, form=FORM_TO_PROTO[Form(form)]) for f, form in queries],
     )
 
@@ -471,7 +535,9 @@ def open_indicators(pki: Any, bank: str, response: Any, request_id: str) -> dict
             ind = common_pb2.Indicator()
             ind.ParseFromString(signed.indicator)
             kind = ind.WhichOneof("value")
-            out[ind.field] = (ind.bracket.lower, ind.bracket.upper) if kind == "bracket" else getattr(ind, kind or "no_data")
+            out[ind.field] = (
+                (ind.bracket.lower, ind.bracket.upper) if kind == "bracket" else getattr(ind, kind or "no_data")
+            )
     return out
 
 
@@ -487,37 +553,3 @@ def assert_refused(call: Callable[[], Any], code: grpc.StatusCode, reason: Reaso
     remote = decode_rpc_error(err)
     assert (err.code(), remote.reason) == (code, reason.value), f"got {err.code()} {remote.reason}: {remote.message}"
     return err
-
-
-# -- tests of the support itself ---------------------------------------------------
-
-
-def test_fake_agent_answers_are_sealed_to_the_bank_and_signed(make_harness: Any, pki: Any, catalog: Catalog) -> None:
-    h = make_harness()
-    consent = grant(pki, catalog)
-    register(h.bank(), consent)
-    req = verify_request(consent, ["tax.credit_grade in A,B", "tax.vat_paid_last_year >= 500000",
-                                   "social_insurance.consecutive_months >= 24"])
-    resp = h.bank().Verify(req, timeout=10)
-    assert sorted(a.provider for a in resp.answers) == ["social_insurance", "tax"]
-    assert open_verdicts(pki, "bank-a", resp, req.request_id) == {
-        "tax.credit_grade in A,B": "TRUE",
-        "tax.vat_paid_last_year >= 500000": "TRUE",
-        "social_insurance.consecutive_months >= 24": "FALSE",
-    }
-    # Another bank's key cannot open what was sealed to bank-a.
-    other = pki.institution("bank-b")
-    with pytest.raises(XinrongError):
-        other.sealing_key.open(resp.answers[0].sealed, recipient_id="bank-a", content_type=BUNDLE_TYPE,
-                               context=req.request_id)
-
-
-def test_fake_agent_refuses_callers_other_than_the_node(make_harness: Any, pki: Any) -> None:
-    h = make_harness(["tax"])
-    channel = secure_channel(h.agents["tax"].address, pki.institution("bank-a"), server_role="provider", server_id="tax")
-    try:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-        assert_refused(lambda: stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5),
-                       grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED)
-    finally:
-        channel.close()

@@ -1,7 +1,7 @@
 """Start and stop xinrong parties as real processes on 127.0.0.1.
 
 Used by the demo, the benchmarks and the end-to-end tests: every party runs
-as its own ``python -m xinrong.cli ...`` process, binds port 0, writes the
+as its own ``python -m xinrong.tools.cli ...`` process, binds port 0, writes the
 port it got to a file, and is reached over mTLS like in production. The
 group stops every process it started (SIGTERM, then SIGKILL) whatever
 happens, so nothing outlives a failed run.
@@ -9,14 +9,15 @@ happens, so nothing outlives a failed run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 
 @dataclass
@@ -51,8 +52,12 @@ class ProcessGroup:
     def run_cli(self, args: Sequence[str], *, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """Run a one-shot xinrong command (import, keygen ...) to completion."""
         return subprocess.run(
-            [sys.executable, "-m", "xinrong.cli", *args],
-            capture_output=True, text=True, timeout=timeout, env=_env(),
+            [sys.executable, "-m", "xinrong.tools.cli", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            env=_env(),
         )
 
     def start(self, name: str, args: Sequence[str], *, port_file: Path | None = None) -> Party:
@@ -61,12 +66,14 @@ class ProcessGroup:
         log_path = logs / f"{name}.log"
         if port_file is not None:
             port_file.unlink(missing_ok=True)
-        log_fh = open(log_path, "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "xinrong.cli", *args],
-            stdout=log_fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
-        )
-        log_fh.close()
+        with open(log_path, "wb") as log_fh:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "xinrong.tools.cli", *args],
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+                start_new_session=True,
+            )
         party = Party(name=name, proc=proc, log_path=log_path, port_file=port_file)
         self.parties[name] = party
         return party
@@ -98,10 +105,8 @@ class ProcessGroup:
     def kill(self, name: str) -> None:
         """Kill without grace (to test crash handling)."""
         party = self.parties.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(party.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         party.proc.wait(timeout=10)
 
     def stop_all(self, *, grace: float = 10.0) -> None:
@@ -111,17 +116,13 @@ class ProcessGroup:
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float) -> int | None:
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=10)
     return proc.returncode
 

@@ -3,19 +3,19 @@
 This driver exists for tests, trials and the benchmark. It does what the
 gRPC transport will do, minus the network:
 
-* every message crosses as bytes (``modeling.vlr_wire``): encoded, counted
+* every message crosses as bytes (``xinrong.modeling.vlr_wire``): encoded, counted
   per party, decoded on the other side, so nothing relies on sharing Python
   objects and ``bytes_per_party`` is what would be sent;
 * what the node must not read is **really sealed** with HPKE
-  (``keys.sealing``) to throwaway X25519 keys of the recipient, with the same
+  (``xinrong.keys.sealing``) to throwaway X25519 keys of the recipient, with the same
   content types and contexts the transport uses, so sealed sizes are honest
   and the node object is only ever handed sealed bytes;
 * with ``capture=True`` every byte string the node receives or sends is
   recorded (``Traffic.node_view``) for the privacy tests.
 
-Alignment uses the ECDH-PSI (``modeling.psi``); ``align="ids"`` is a
+Alignment uses the ECDH-PSI (``xinrong.modeling.psi``); ``align="ids"`` is a
 test-only shortcut that joins on plain ids. Scoring of held-out rows uses
-the private scoring protocol (``modeling.scoring``) under a key of the
+the private scoring protocol (``xinrong.modeling.scoring``) under a key of the
 bank's own.
 """
 
@@ -27,20 +27,22 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from keys.sealing import SealingKey, seal
-from modeling import scoring
-from modeling.data import PartyTable, align_by_id_for_tests, stratified_split
-from modeling.he.base import HESecret, keygen
-from modeling.vlr import (
+from xinrong.errors import ProviderUnavailable
+from xinrong.keys.sealing import SealingKey, seal
+from xinrong.modeling import scoring
+from xinrong.modeling.data import PartyTable, align_by_id_for_tests, stratified_split
+from xinrong.modeling.he.base import HESecret, keygen, provider_public_bytes
+from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -77,9 +79,8 @@ from modeling.vlr import (
     UpdateRequest,
     seal_context,
 )
-from modeling.vlr_state import ModelShare, atomic_write_bytes
-from modeling.vlr_wire import decode, encode
-from xinrong.errors import ProviderUnavailable
+from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes
+from xinrong.modeling.vlr_wire import decode, encode
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,9 @@ class SealingModel:
 
     def seal(self, plaintext: bytes, *, to: str, content_type: str, context: str) -> bytes:
         key = self._keys[to]
-        box = seal(plaintext, recipient_id=to, recipient_public_raw=key.public_raw, content_type=content_type, context=context)
+        box = seal(
+            plaintext, recipient_id=to, recipient_public_raw=key.public_raw, content_type=content_type, context=context
+        )
         return box.SerializeToString()
 
     def open(self, blob: bytes, *, recipient: str, content_type: str, context: str) -> bytes:
@@ -235,11 +238,15 @@ class LocalProviderLink:
     def gradient(self, msg: GradientRequest) -> GradientReply:
         def handler(m: GradientRequest) -> GradientReply:
             ctx = seal_context(m.job_id, m.epoch, m.batch, self.provider_id)
-            opened = self._sealing.open(m.sealed_residual, recipient=self.provider_id, content_type=SEALED_RESIDUAL, context=ctx)
+            opened = self._sealing.open(
+                m.sealed_residual, recipient=self.provider_id, content_type=SEALED_RESIDUAL, context=ctx
+            )
             out = self.party.gradient(decode(Residual, opened))
             sealed_square = b""
             if out.square:
-                sealed_square = self._sealing.seal(out.square, to=self._bank_id, content_type=SEALED_SQUARE, context=ctx)
+                sealed_square = self._sealing.seal(
+                    out.square, to=self._bank_id, content_type=SEALED_SQUARE, context=ctx
+                )
             return GradientReply(out.job_id, out.epoch, out.batch, out.party_id, out.payload, sealed_square)
 
         return self._call(msg, handler)
@@ -258,16 +265,6 @@ class LocalProviderLink:
 
     def restore(self, msg: RestoreRequest) -> RestoreAck:
         return self._call(msg, self.party.restore)
-
-
-def provider_public_bytes(secret: HESecret) -> bytes:
-    """The public key providers need: without relinearization keys.
-
-    Providers never multiply two ciphertexts, so a CKKS public key without
-    relinearization keys (1.5 MB instead of 10.6 MB) is all they get; the
-    other backends have no such keys and return their one public key.
-    """
-    return secret.public_bytes(with_relin_keys=False)
 
 
 # -- one training job ----------------------------------------------------------------------
@@ -323,7 +320,9 @@ class LocalFederation:
             )
             for p in self.providers
         ]
-        self.node = NodeCoordinator(secret, self.links, public_for_providers=provider_public_bytes(secret), parallel=parallel)
+        self.node = NodeCoordinator(
+            secret, self.links, public_for_providers=provider_public_bytes(secret), parallel=parallel
+        )
         self.share_dir = share_dir
         self._started = False
 
@@ -370,7 +369,10 @@ class LocalFederation:
         back = bank.backward(fwd, partials)
         sealed = tuple(
             self.sealing.seal(
-                encode(r), to=r.party_id, content_type=SEALED_RESIDUAL, context=seal_context(job, epoch, batch, r.party_id)
+                encode(r),
+                to=r.party_id,
+                content_type=SEALED_RESIDUAL,
+                context=seal_context(job, epoch, batch, r.party_id),
             )
             for r in back.residuals
         )
@@ -380,7 +382,10 @@ class LocalFederation:
             decode(
                 SquareTerm,
                 self.sealing.open(
-                    blob, recipient=bank.party_id, content_type=SEALED_SQUARE, context=seal_context(job, epoch, batch, pid)
+                    blob,
+                    recipient=bank.party_id,
+                    content_type=SEALED_SQUARE,
+                    context=seal_context(job, epoch, batch, pid),
                 ),
             )
             for pid, blob in zip(self.node.provider_ids, reply.sealed_squares)
@@ -421,7 +426,9 @@ class LocalFederation:
             bank_share = self.bank.finish(self.share_dir / f"{self.bank.party_id}.share.json")
         finally:
             self.node.close()
-        provider_shares = {p.party_id: ModelShare.load(self.share_dir / f"{p.party_id}.share.json") for p in self.providers}
+        provider_shares = {
+            p.party_id: ModelShare.load(self.share_dir / f"{p.party_id}.share.json") for p in self.providers
+        }
         return TrainResult(
             bank_share=bank_share,
             provider_shares=provider_shares,
@@ -472,7 +479,7 @@ def align_psi(
     thread). ``Alignment.cpu_seconds`` is each party's CPU, its workers
     included: what it would spend in a process of its own.
     """
-    from modeling import psi
+    from xinrong.modeling import psi
 
     t0 = time.perf_counter()
     context = f"xinrong/vlr/{job_id}".encode()
@@ -519,7 +526,7 @@ def align_psi(
 
 
 def align_ids_for_tests(bank: PartyTable, providers: Sequence[PartyTable]) -> Alignment:
-    """TEST-ONLY: join on plain ids (see ``modeling.data.align_by_id_for_tests``)."""
+    """TEST-ONLY: join on plain ids (see ``xinrong.modeling.data.align_by_id_for_tests``)."""
     t0 = time.perf_counter()
     bank_rows, rows = align_by_id_for_tests(bank, providers)
     return Alignment(
@@ -576,7 +583,9 @@ def run_job(
     t_start = time.perf_counter()
     traffic = Traffic(capture=capture)
     if align == "psi":
-        alignment = align_psi(bank, providers, job_id=config.job_id, traffic=traffic, decoys=decoys, workers=psi_workers)
+        alignment = align_psi(
+            bank, providers, job_id=config.job_id, traffic=traffic, decoys=decoys, workers=psi_workers
+        )
     else:
         if decoys:
             raise ValueError("decoys need the PSI")
@@ -665,7 +674,7 @@ def score_rows(
     """Private scoring of aligned rows: providers encrypt under the bank's key, the node adds, the bank decrypts."""
     secret = scoring.bank_keygen(scheme)
     public_bytes = scoring.bank_public_bytes(secret)
-    from modeling.he.base import load_public
+    from xinrong.modeling.he.base import load_public
 
     payloads = []
     for pid, (share, x_raw) in providers.items():

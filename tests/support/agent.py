@@ -12,15 +12,19 @@ import csv
 import json
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from conftest import Pki
-from keys.binding import verify_binding
-from keys.layout import party_dir
-from keys.sealing import open_sealed
-from provider_agent.evaluate import (
+from xinrong import uscc
+from xinrong.catalog import Catalog, Form
+from xinrong.claims import FORM_TO_PROTO, parse_claim
+from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
+from xinrong.keys.binding import verify_binding
+from xinrong.keys.layout import party_dir
+from xinrong.keys.sealing import open_sealed
+from xinrong.provider_agent.evaluate import (
     BUNDLE_CONTENT_TYPE,
     INDICATOR_CONTEXT,
     VERDICT_CONTEXT,
@@ -29,13 +33,11 @@ from provider_agent.evaluate import (
     IndicatorsRequest,
     ProviderAgent,
 )
-from provider_agent.importer import import_csv
-from provider_agent.store import DataStore, StateStore
-from xinrong import uscc
-from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, parse_claim
-from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.store import DataStore, StateStore
 from xinrong.v1 import common_pb2
+
+from support.pki import Pki
 
 AS_OF = "2026-09-30"
 PERIOD = ("2026-01-01", "2026-12-31")
@@ -46,14 +48,22 @@ def make_uscc(n: int) -> str:
     return uscc.make("9", "1", "130100", f"{n:08d}")
 
 
-E_GOOD = make_uscc(1)     # grade A, no arrears, large VAT
-E_POOR = make_uscc(2)     # grade C, in arrears, some cells missing
-E_EMPTY = make_uscc(3)    # in the file, every value missing
-E_ABSENT = make_uscc(4)   # not in the file at all
+E_GOOD = make_uscc(1)  # grade A, no arrears, large VAT
+E_POOR = make_uscc(2)  # grade C, in arrears, some cells missing
+E_EMPTY = make_uscc(3)  # in the file, every value missing
+E_ABSENT = make_uscc(4)  # not in the file at all
 
 TAX_HEADER = [
-    "uscc", "as_of", "credit_grade", "abnormal_taxpayer", "in_arrears", "arrears_amount",
-    "vat_paid_last_year", "cit_paid_last_year", "consecutive_normal_months", "last_normal_payment_date",
+    "uscc",
+    "as_of",
+    "credit_grade",
+    "abnormal_taxpayer",
+    "in_arrears",
+    "arrears_amount",
+    "vat_paid_last_year",
+    "cit_paid_last_year",
+    "consecutive_normal_months",
+    "last_normal_payment_date",
 ]
 
 
@@ -66,8 +76,13 @@ def tax_rows(as_of: str = AS_OF) -> list[list[str]]:
 
 
 SI_HEADER = [
-    "uscc", "as_of", "avg_insured_headcount", "avg_employer_contribution", "consecutive_months",
-    "last_normal_month", "in_arrears",
+    "uscc",
+    "as_of",
+    "avg_insured_headcount",
+    "avg_employer_contribution",
+    "consecutive_months",
+    "last_normal_month",
+    "in_arrears",
 ]
 
 
@@ -117,8 +132,14 @@ def open_agent(pki: Pki, catalog: Catalog, root: Path, provider: str, clock: Clo
     data = DataStore(root / f"{provider}.db", provider)
     state = StateStore(root / f"{provider}.state.db", provider)
     agent = ProviderAgent(
-        catalog=catalog, provider=provider, credentials=pki.provider(provider), data=data, state=state,
-        verdict_ttl_seconds=3600, max_clock_skew_seconds=300, clock=clock,
+        catalog=catalog,
+        provider=provider,
+        credentials=pki.provider(provider),
+        data=data,
+        state=state,
+        verdict_ttl_seconds=3600,
+        max_clock_skew_seconds=300,
+        clock=clock,
     )
     return AgentUnderTest(agent=agent, data=data, state=state, clock=clock, provider=provider, root=root)
 
@@ -163,9 +184,9 @@ def signed_consent(
     return sign_consent(consent, key, creds.binding.signed)
 
 
-def revocation_for(pki: Pki, consent: common_pb2.SignedConsent, *, by: str | None = None) -> tuple[
-    common_pb2.SignedConsentRevocation, common_pb2.SignedPartyBinding
-]:
+def revocation_for(
+    pki: Pki, consent: common_pb2.SignedConsent, *, by: str | None = None
+) -> tuple[common_pb2.SignedConsentRevocation, common_pb2.SignedPartyBinding]:
     parsed = common_pb2.Consent()
     parsed.ParseFromString(consent.consent)
     who = by or parsed.enterprise_uscc

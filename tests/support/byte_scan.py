@@ -38,7 +38,7 @@ def found(wanted: np.ndarray, blobs: list[bytes]) -> int:
             usable = (arr.size - off) // 8 * 8
             if usable <= 0:
                 continue
-            windows = arr[off: off + usable].view("<u8")
+            windows = arr[off : off + usable].view("<u8")
             pos = np.clip(np.searchsorted(wanted, windows), 0, wanted.size - 1)
             hits += int(np.count_nonzero(wanted[pos] == windows))
     return hits

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from xinrong import datagen
+from xinrong.tools import datagen
 
 
 def _enterprises(text: str) -> int:
@@ -97,17 +97,26 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
         "manifest with row counts and SHA-256 digests. Deterministic for a given seed.",
     )
     gen.add_argument(
-        "--enterprises", type=_enterprises, required=True, metavar="N",
+        "--enterprises",
+        type=_enterprises,
+        required=True,
+        metavar="N",
         help=f"number of enterprises ({datagen.MIN_ENTERPRISES:,} to {datagen.MAX_ENTERPRISES:,})",
     )
     gen.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     gen.add_argument("--seed", type=_seed, default=datagen.DEFAULT_SEED, help="random seed (default %(default)s)")
     gen.add_argument(
-        "--as-of", type=_date, default=datagen.DEFAULT_AS_OF, metavar="YYYY-MM-DD",
+        "--as-of",
+        type=_date,
+        default=datagen.DEFAULT_AS_OF,
+        metavar="YYYY-MM-DD",
         help="data-as-of date written in every provider file (default %(default)s)",
     )
     gen.add_argument(
-        "--borrower-share", type=_share, default=datagen.DEFAULT_BORROWER_SHARE, metavar="F",
+        "--borrower-share",
+        type=_share,
+        default=datagen.DEFAULT_BORROWER_SHARE,
+        metavar="F",
         help="share of enterprises in the bank's loan book, in (0, 1] (default %(default)s)",
     )
     gen.set_defaults(func=_generate)

@@ -3,14 +3,14 @@
 Two modes (``mode`` in the JSON line):
 
 * ``processes`` (default): the node and K provider agents run as separate
-  processes over mTLS (``xinrong.localnet``), each agent with its slice of
+  processes over mTLS (``xinrong.tools.localnet``), each agent with its slice of
   the host columns as its ``[modeling] dataset``; this process plays the
-  bank (``bank.modeling.train``). ``bytes_per_party`` are the serialized
+  bank (``xinrong.bank.modeling.train``). ``bytes_per_party`` are the serialized
   request + response bytes of every gRPC message, counted by the node per
   party. Providers compute on the other core while the bank and node wait,
   which one process cannot do (TenSEAL holds the GIL).
 * ``inprocess`` (``--inprocess``): one process plays the bank, the
-  providers and the node (``modeling.local``), with every message encoded,
+  providers and the node (``xinrong.tools.federation``), with every message encoded,
   counted and (where the node must not read it) HPKE-sealed.
 
 Either way alignment is the real ECDH-PSI and the test rows are scored
@@ -36,16 +36,17 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from modeling import data, metrics
+from xinrong.modeling import data, metrics
 
 if TYPE_CHECKING:  # the protocol and HE modules load when a benchmark runs, not with the CLI
-    from modeling.local import JobResult
-    from modeling.vlr import BankMetrics, TrainConfig
+    from xinrong.modeling.vlr import BankMetrics, TrainConfig
+    from xinrong.tools.federation import JobResult
 
 BACKENDS = ("ckks", "paillier", "plain")
 MODES = ("processes", "inprocess")
@@ -75,7 +76,9 @@ def _he_params(backend: str, paillier_bits: int, plain_max_degree: int = 7, sigm
     return {}
 
 
-def _sklearn_reference(job: JobResult, bank: data.PartyTable, providers: Sequence[data.PartyTable], l2: float) -> dict[str, Any]:
+def _sklearn_reference(
+    job: JobResult, bank: data.PartyTable, providers: Sequence[data.PartyTable], l2: float
+) -> dict[str, Any]:
     """Fit scikit-learn on the joined rows with each party's own fitted transform."""
     from sklearn.linear_model import LogisticRegression
 
@@ -150,8 +153,8 @@ def run(
     benchmark's numbers use the PSI. ``mode="processes"`` deploys real
     processes (see the module docstring).
     """
-    from modeling.local import run_job
-    from modeling.vlr import TrainConfig
+    from xinrong.modeling.vlr import TrainConfig
+    from xinrong.tools.federation import run_job
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}")
@@ -266,7 +269,9 @@ def run(
             "l2": config.l2,
             "sklearn_C": 1.0 / (config.l2 * ref["y_train"].size) if config.l2 > 0 else None,
         },
-        "sigmoid": {k: sigmoid.get(k) for k in ("degree", "radius", "weight_scale", "max_error", "coercive", "loss_mode")},
+        "sigmoid": {
+            k: sigmoid.get(k) for k in ("degree", "radius", "weight_scale", "max_error", "coercive", "loss_mode")
+        },
         "guard_levels": {str(k): v for k, v in sorted(tr.metrics.guard_levels.items())},
         "guard_shrinks": len(tr.metrics.guard_shrinks),
         "guard_max_bound_sum": round(float(tr.metadata["guard"]["max_bound_sum"]), 4),
@@ -280,8 +285,17 @@ def run(
 
 # Catalog provider names the agents take in the multi-process mode (their certificates,
 # bindings and node routes need catalog providers); each gets one slice of the host columns.
-_AGENT_NAMES = ("tax", "social_insurance", "electricity", "housing_fund", "water", "gas", "market", "judicial",
-                "real_estate")
+_AGENT_NAMES = (
+    "tax",
+    "social_insurance",
+    "electricity",
+    "housing_fund",
+    "water",
+    "gas",
+    "market",
+    "judicial",
+    "real_estate",
+)
 
 
 def _write_table(path: Path, table: data.PartyTable) -> Path:
@@ -350,11 +364,11 @@ def _run_processes(
     workdir: str | Path | None,
 ) -> dict[str, Any]:
     """Node and agents as real processes over mTLS, the bank in this process."""
-    from bank.modeling import JobFile, train
-    from keys.layout import party_dir
-    from modeling.vlr_state import ModelShare
-    from xinrong.localnet import deploy
-    from xinrong.procs import ProcessGroup
+    from xinrong.bank.modeling import JobFile, train
+    from xinrong.keys.layout import party_dir
+    from xinrong.modeling.vlr_state import ModelShare
+    from xinrong.tools.localnet import deploy
+    from xinrong.tools.procs import ProcessGroup
 
     if len(host_tables) > len(_AGENT_NAMES):
         raise ValueError(f"at most {len(_AGENT_NAMES)} providers in the multi-process mode")
@@ -383,16 +397,29 @@ def _run_processes(
         }
         with ProcessGroup(root) as group:
             platform = deploy(
-                root, providers=[h.name for h in hosts], institutions=["bank"], data_dir=None, group=group,
+                root,
+                providers=[h.name for h in hosts],
+                institutions=["bank"],
+                data_dir=None,
+                group=group,
                 agent_modeling=modeling,
                 node_overrides={"modeling_allow_insecure": insecure, "modeling_step_timeout_seconds": 900.0},
             )
             job = JobFile(
-                job_id=config.job_id, node=platform.node_address,
-                credentials=party_dir(platform.keys_dir, "institution", "bank"), providers=tuple(h.name for h in hosts),
-                backend=backend, labels=guest_path, output=root / "bank-model", train=config,
-                allow_plain=backend == "plain", id_column="id", label_column="y", split_seed=split_seed,
-                he_params=he_params, timeout_seconds=900.0,
+                job_id=config.job_id,
+                node=platform.node_address,
+                credentials=party_dir(platform.keys_dir, "institution", "bank"),
+                providers=tuple(h.name for h in hosts),
+                backend=backend,
+                labels=guest_path,
+                output=root / "bank-model",
+                train=config,
+                allow_plain=backend == "plain",
+                id_column="id",
+                label_column="y",
+                split_seed=split_seed,
+                he_params=he_params,
+                timeout_seconds=900.0,
             )
             outcome = train(job)
         shares = {h.name: ModelShare.load(root / "agents" / h.name / config.job_id / "share.json") for h in hosts}
@@ -405,8 +432,18 @@ def _run_processes(
     y = np.zeros(len(state.ids))
     assert bank_table.y is not None
     y[real] = bank_table.y[state.bank_rows[real]]
-    ref = _sklearn_reference_by_id(bank_table, hosts, shares, outcome.bank_share, state.ids, train_real,
-                                   state.test_rows, y[train_real], outcome.y_test, l2)
+    ref = _sklearn_reference_by_id(
+        bank_table,
+        hosts,
+        shares,
+        outcome.bank_share,
+        state.ids,
+        train_real,
+        state.test_rows,
+        y[train_real],
+        outcome.y_test,
+        l2,
+    )
     coef = np.r_[list(outcome.bank_share.weights), *[list(shares[h.name].weights) for h in hosts]]
     train_logits = ref["x_train"] @ coef + float(outcome.bank_share.intercept or 0.0)
     m = outcome.metrics
@@ -446,7 +483,9 @@ def _run_processes(
             "l2": config.l2,
             "sklearn_C": 1.0 / (config.l2 * train_real.size) if config.l2 > 0 else None,
         },
-        "sigmoid": {k: sigmoid.get(k) for k in ("degree", "radius", "weight_scale", "max_error", "coercive", "loss_mode")},
+        "sigmoid": {
+            k: sigmoid.get(k) for k in ("degree", "radius", "weight_scale", "max_error", "coercive", "loss_mode")
+        },
         "guard_levels": {str(k): v for k, v in sorted(m.guard_levels.items())},
         "guard_shrinks": len(m.guard_shrinks),
         "guard_max_bound_sum": round(float(outcome.metadata.get("guard", {}).get("max_bound_sum", 0.0)), 4),
@@ -468,12 +507,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigmoid-degree", type=int, default=0, help="0: the highest odd degree the backend evaluates")
     p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     p.add_argument("--no-loss", action="store_true", help="do not compute the encrypted loss")
-    p.add_argument("--loss-batches", type=int, default=1, help="encrypted loss on the first k batches per epoch (0: all)")
+    p.add_argument(
+        "--loss-batches", type=int, default=1, help="encrypted loss on the first k batches per epoch (0: all)"
+    )
     p.add_argument("--paillier-bits", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", action="store_true", help="in-process mode: call providers on threads")
-    p.add_argument("--inprocess", action="store_true",
-                   help="one process plays every party (modeling.local) instead of node + agent processes")
+    p.add_argument(
+        "--inprocess",
+        action="store_true",
+        help="one process plays every party (xinrong.tools.federation) instead of node + agent processes",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -509,7 +553,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - ``python -m xinrong.bench.train`` (spawn-safe entry point)
-    _parser = argparse.ArgumentParser(prog="python -m xinrong.bench.train", description=__doc__.split("\n\n")[0])
+if __name__ == "__main__":  # pragma: no cover - ``python -m xinrong.tools.bench.train`` (spawn-safe entry point)
+    _parser = argparse.ArgumentParser(prog="python -m xinrong.tools.bench.train", description=__doc__.split("\n\n")[0])
     add_arguments(_parser)
     raise SystemExit(main(_parser.parse_args()))

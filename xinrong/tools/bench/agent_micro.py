@@ -1,7 +1,7 @@
 """Agent micro-benchmarks; each prints one JSON line.
 
-    python -m provider_agent.bench evaluate [--requests 2000] [--claims 3]
-    python -m provider_agent.bench import [--rows 1000000]
+    python -m xinrong.tools.bench.agent_micro evaluate [--requests 2000] [--claims 3]
+    python -m xinrong.tools.bench.agent_micro import [--rows 1000000]
 
 ``evaluate`` times the domain function alone (no gRPC): per-request thread
 CPU time and wall time, median and p99, for EvaluateClaims on a warm agent
@@ -31,21 +31,27 @@ import time
 import uuid
 from pathlib import Path
 
-from keys.ca import CertificateAuthority
-from keys.sealing import SessionSealer, seal
-from keys.layout import create_ca, load_party, party_dir, provision_party
-from provider_agent.evaluate import ClaimsRequest, ProviderAgent
-from provider_agent.importer import import_csv
-from provider_agent.store import DataStore, StateStore
 from xinrong import uscc
 from xinrong.catalog import default_catalog
 from xinrong.claims import parse_claim
 from xinrong.consent import build_consent, parse_scope, sign_consent
+from xinrong.keys.ca import CertificateAuthority
+from xinrong.keys.layout import create_ca, load_party, party_dir, provision_party
+from xinrong.keys.sealing import SessionSealer, seal
+from xinrong.provider_agent.evaluate import ClaimsRequest, ProviderAgent
+from xinrong.provider_agent.importer import import_csv
+from xinrong.provider_agent.store import DataStore, StateStore
 
 _ORG = uscc.CHARSET
 TAX_COLUMNS = [
-    "credit_grade", "abnormal_taxpayer", "in_arrears", "arrears_amount", "vat_paid_last_year",
-    "cit_paid_last_year", "consecutive_normal_months", "last_normal_payment_date",
+    "credit_grade",
+    "abnormal_taxpayer",
+    "in_arrears",
+    "arrears_amount",
+    "vat_paid_last_year",
+    "cit_paid_last_year",
+    "consecutive_normal_months",
+    "last_normal_payment_date",
 ]
 
 
@@ -68,12 +74,20 @@ def write_tax_csv(path: Path, rows: int, *, seed: int = 7, as_of: str = "2026-09
             if len(first) < 1000:
                 first.append(code)
             arrears = rng.random() < 0.1
-            w.writerow([
-                code, as_of, rng.choice("ABMCD"), "true" if rng.random() < 0.05 else "false",
-                "true" if arrears else "false", f"{rng.uniform(0, 500000):.2f}" if arrears else "0",
-                f"{rng.uniform(0, 2e7):.2f}", "" if rng.random() < 0.1 else f"{rng.uniform(0, 6e6):.2f}",
-                rng.randint(0, 60), "2026-09-15",
-            ])
+            w.writerow(
+                [
+                    code,
+                    as_of,
+                    rng.choice("ABMCD"),
+                    "true" if rng.random() < 0.05 else "false",
+                    "true" if arrears else "false",
+                    f"{rng.uniform(0, 500000):.2f}" if arrears else "0",
+                    f"{rng.uniform(0, 2e7):.2f}",
+                    "" if rng.random() < 0.1 else f"{rng.uniform(0, 6e6):.2f}",
+                    rng.randint(0, 60),
+                    "2026-09-15",
+                ]
+            )
     return first
 
 
@@ -108,8 +122,11 @@ def bench_evaluate(requests: int, n_claims: int) -> dict[str, object]:
         background = threading.Thread(target=checkpointer, daemon=True)
         background.start()
         agent = ProviderAgent(
-            catalog=catalog, provider="tax", credentials=load_party(party_dir(keys, "provider", "tax")),
-            data=data, state=state,
+            catalog=catalog,
+            provider="tax",
+            credentials=load_party(party_dir(keys, "provider", "tax")),
+            data=data,
+            state=state,
         )
         bank = load_party(party_dir(keys, "institution", "bank-a"))
         consents = []
@@ -118,21 +135,36 @@ def bench_evaluate(requests: int, n_claims: int) -> dict[str, object]:
             ent = load_party(party_dir(keys, "enterprise", code))
             now = int(time.time())
             consent = build_consent(
-                enterprise_uscc=code, enterprise_key_id=ent.signing_key.key_id, grantee_id="bank-a",
-                purpose="loan_application", scope=parse_scope(catalog, ["tax.*"]),
-                data_period_from="2026-01-01", data_period_to="2026-12-31",
-                valid_from=now - 60, valid_until=now + 86400, max_uses=1_000_000,
+                enterprise_uscc=code,
+                enterprise_key_id=ent.signing_key.key_id,
+                grantee_id="bank-a",
+                purpose="loan_application",
+                scope=parse_scope(catalog, ["tax.*"]),
+                data_period_from="2026-01-01",
+                data_period_to="2026-12-31",
+                valid_from=now - 60,
+                valid_until=now + 86400,
+                max_uses=1_000_000,
             )
             consents.append((code, sign_consent(consent, ent.signing_key, ent.binding.signed)))
-        texts = ["tax.credit_grade in A,B", "tax.in_arrears == false", "tax.vat_paid_last_year >= 1000000",
-                 "tax.consecutive_normal_months >= 12", "tax.cit_paid_last_year in [200000,1000000)"]
+        texts = [
+            "tax.credit_grade in A,B",
+            "tax.in_arrears == false",
+            "tax.vat_paid_last_year >= 1000000",
+            "tax.consecutive_normal_months >= 12",
+            "tax.cit_paid_last_year in [200000,1000000)",
+        ]
         claims = tuple(parse_claim(t) for t in texts[:n_claims])
 
         def request(i: int) -> ClaimsRequest:
             code, signed = consents[i % len(consents)]
             return ClaimsRequest(
-                request_id=f"bench-{uuid.uuid4()}", requested_at=int(time.time()), enterprise_uscc=code,
-                consent=signed, audience_binding=bank.binding.signed, claims=claims,
+                request_id=f"bench-{uuid.uuid4()}",
+                requested_at=int(time.time()),
+                enterprise_uscc=code,
+                consent=signed,
+                audience_binding=bank.binding.signed,
+                claims=claims,
             )
 
         cold_cpu, cold_wall = [], []
@@ -164,12 +196,22 @@ def bench_evaluate(requests: int, n_claims: int) -> dict[str, object]:
             for _ in range(n_claims):
                 signer.sign("xinrong.v1.Verdict", payload[:200])
             if i % 2:
-                seal(payload, recipient_id="bank-a", recipient_public_raw=sealing_raw,
-                     content_type="xinrong.v1.AnswerBundle", context="bench")
+                seal(
+                    payload,
+                    recipient_id="bank-a",
+                    recipient_public_raw=sealing_raw,
+                    content_type="xinrong.v1.AnswerBundle",
+                    context="bench",
+                )
                 hpke_floor.append((time.thread_time_ns() - c0) / 1e3)
             else:
-                sealer.seal(payload, recipient_id="bank-a", recipient_public_raw=sealing_raw,
-                            content_type="xinrong.v1.AnswerBundle", context="bench")
+                sealer.seal(
+                    payload,
+                    recipient_id="bank-a",
+                    recipient_public_raw=sealing_raw,
+                    content_type="xinrong.v1.AnswerBundle",
+                    context="bench",
+                )
                 floor.append((time.thread_time_ns() - c0) / 1e3)
         stop.set()
         background.join()
@@ -217,7 +259,7 @@ def bench_import(rows: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provider_agent.bench")
+    parser = argparse.ArgumentParser(prog="python -m xinrong.tools.bench.agent_micro")
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("evaluate")
     p.add_argument("--requests", type=int, default=2000)

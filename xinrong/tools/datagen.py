@@ -73,9 +73,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -193,7 +194,7 @@ class GenerateConfig:
 
     @property
     def borrowers(self) -> int:
-        return max(1, int(round(self.borrower_share * self.enterprises)))
+        return max(1, round(self.borrower_share * self.enterprises))
 
 
 @dataclass(frozen=True)
@@ -309,21 +310,28 @@ def _make_firms(cfg: GenerateConfig) -> _Firms:
     status[u < p_revoked + p_moved + p_cancelled] = 3
     status[u < p_revoked + p_moved] = 1
     status[u < p_revoked] = 2
-    headcount = np.exp(
-        2.2 + 1.35 * size + _IND_HEADCOUNT[industry] + 0.1 * health + 0.35 * rng.standard_normal(n)
-    )
+    headcount = np.exp(2.2 + 1.35 * size + _IND_HEADCOUNT[industry] + 0.1 * health + 0.35 * rng.standard_normal(n))
     headcount = np.clip(headcount, 1.0, 20000.0)
     per_employee = np.exp(
-        math.log(300_000.0) + np.log(_IND_REVENUE[industry]) + 0.25 * health - 0.5 * dd
-        + 0.5 * rng.standard_normal(n)
+        math.log(300_000.0) + np.log(_IND_REVENUE[industry]) + 0.25 * health - 0.5 * dd + 0.5 * rng.standard_normal(n)
     )
     revenue = headcount * per_employee * np.minimum(1.0, age_years)
     revenue = np.where(status != 0, revenue * rng.uniform(0.0, 0.1, n), revenue)
     uscc = _make_usccs(_rng(cfg.seed, "uscc"), age_days, cfg.as_of, industry)
     return _Firms(
-        n=n, seed=cfg.seed, as_of=cfg.as_of, size=size, health=health, distress=distress,
-        age_days=age_days, age_z=age_z, industry=industry, status=status,
-        headcount=headcount, revenue=revenue, uscc=uscc,
+        n=n,
+        seed=cfg.seed,
+        as_of=cfg.as_of,
+        size=size,
+        health=health,
+        distress=distress,
+        age_days=age_days,
+        age_z=age_z,
+        industry=industry,
+        status=status,
+        headcount=headcount,
+        revenue=revenue,
+        uscc=uscc,
     )
 
 
@@ -386,7 +394,9 @@ def _make_usccs(rng: np.random.Generator, age_days: I64, as_of: dt.date, industr
     coop = (industry == _IND_LETTERS.index("A")) & (rng.random(n) < 0.4)
     individual = ~coop & (rng.random(n) < 0.01)
     code[:, 1] = np.where(coop, ord("3"), np.where(individual, ord("2"), ord("1")))
-    prefecture = np.asarray(rng.choice(len(_PREFECTURE_P), size=n, p=_PREFECTURE_P / _PREFECTURE_P.sum()), dtype=np.int64) + 1
+    prefecture = (
+        np.asarray(rng.choice(len(_PREFECTURE_P), size=n, p=_PREFECTURE_P / _PREFECTURE_P.sum()), dtype=np.int64) + 1
+    )
     county = rng.choice(len(_COUNTY_PARTS), size=n, p=_COUNTY_P / _COUNTY_P.sum())
     county_bytes = np.array([[ord(c) for c in part] for part in _COUNTY_PARTS], dtype=np.uint8)
     code[:, 2] = ord("1")
@@ -493,9 +503,7 @@ def _judicial(f: _Firms, rng: np.random.Generator) -> _ProviderData:
     h = f.health_seen(rng)
     rate = np.exp(-3.2 - 1.1 * h + 1.4 * d + 0.3 * f.size + 0.8 * f.dormant)
     cases = rng.poisson(rate * rng.gamma(0.5, 2.0, n))
-    dishonest = ((cases > 0) & (rng.random(n) < _sig(-1.2 + 0.5 * cases - 0.5 * h))) | (
-        rng.random(n) < 0.003
-    )
+    dishonest = ((cases > 0) & (rng.random(n) < _sig(-1.2 + 0.5 * cases - 0.5 * h))) | (rng.random(n) < 0.003)
     return _ProviderData(
         present=np.ones(n, dtype=np.bool_),
         columns={"dishonest_debtor": _flag(dishonest), "enforcement_cases": _num(cases.astype(np.float64))},
@@ -577,8 +585,10 @@ def _social_insurance(f: _Firms, rng: np.random.Generator) -> _ProviderData:
     insured = np.where(f.dormant, np.floor(insured * rng.uniform(0.0, 0.3, n)), insured)
     base = np.clip(np.exp(math.log(4_200.0) + 0.15 * h + 0.15 * rng.standard_normal(n)), 3_600.0, 20_000.0)
     contribution = insured * base * 0.16
-    arrears = (f.distress & (rng.random(n) < 0.55)) | (rng.random(n) < _sig(-4.5 - 0.8 * h)) | (
-        f.dormant & (rng.random(n) < 0.5)
+    arrears = (
+        (f.distress & (rng.random(n) < 0.55))
+        | (rng.random(n) < _sig(-4.5 - 0.8 * h))
+        | (f.dormant & (rng.random(n) < 0.5))
     )
     months, last = _streak(rng, f, -4.5 - 1.0 * h + 1.8 * d, arrears | f.dormant, 1, 1)
     return _ProviderData(
@@ -695,8 +705,11 @@ def _generic_column(spec: FieldSpec, f: _Firms, rng: np.random.Generator) -> _Co
         k = len(spec.values)
         score = -f.health + 0.7 * noise
         cuts = tuple(float(c) for c in np.linspace(-1.2, 1.2, k - 1)) if k > 1 else ()
-        return _Col("enum", _graded(-score, tuple(-c for c in cuts)) if k > 1 else np.zeros(n, dtype=np.int64),
-                    names=spec.values)
+        return _Col(
+            "enum",
+            _graded(-score, tuple(-c for c in cuts)) if k > 1 else np.zeros(n, dtype=np.int64),
+            names=spec.values,
+        )
     if spec.type is FieldType.DATE:
         return _Col("date", _day(f.as_of) - rng.integers(0, 366, n).astype(np.int64))
     positive = [float(e) for e in spec.edges if e > 0]
@@ -792,9 +805,7 @@ def _fmt_date(days: I64) -> U8:
     month = months.astype(np.int64) % 12 + 1
     day = (d64 - months.astype("datetime64[D]")).astype(np.int64) + 1
     dash = np.full((days.shape[0], 1), ord("-"), dtype=np.uint8)
-    return np.concatenate(
-        [_digits_fixed(year, 4), dash, _digits_fixed(month, 2), dash, _digits_fixed(day, 2)], axis=1
-    )
+    return np.concatenate([_digits_fixed(year, 4), dash, _digits_fixed(month, 2), dash, _digits_fixed(day, 2)], axis=1)
 
 
 def _format(col: _Typed, sl: slice) -> U8:

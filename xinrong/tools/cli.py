@@ -20,19 +20,19 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # (verb, module with register_cli, help)
 VERBS: list[tuple[str, str, str]] = [
-    ("keys", "keys.cli", "platform CA, TLS certificates, signing and sealing keys"),
-    ("data", "xinrong.datagen_cli", "synthetic data for providers and a bank"),
-    ("agent", "provider_agent.cli", "provider agent: import data, serve"),
-    ("node", "node.cli", "central node: serve, audit"),
-    ("enterprise", "enterprise.cli", "enterprise keys and consents"),
-    ("bank", "bank.cli", "institution client: verify, indicators, score"),
-    ("model", "bank.model_cli", "joint modeling jobs"),
-    ("bench", "xinrong.bench.cli", "benchmarks"),
-    ("demo", "xinrong.demo", "scripted end-to-end demo"),
+    ("keys", "xinrong.keys.cli", "platform CA, TLS certificates, signing and sealing keys"),
+    ("data", "xinrong.tools.datagen_cli", "synthetic data for providers and a bank"),
+    ("agent", "xinrong.provider_agent.cli", "provider agent: import data, serve"),
+    ("node", "xinrong.node.cli", "central node: serve, audit"),
+    ("enterprise", "xinrong.enterprise.cli", "enterprise keys and consents"),
+    ("bank", "xinrong.bank.cli", "institution client: verify, indicators, score"),
+    ("model", "xinrong.bank.model_cli", "joint modeling jobs"),
+    ("bench", "xinrong.tools.bench.cli", "benchmarks"),
+    ("demo", "xinrong.tools.demo", "scripted end-to-end demo"),
 ]
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                 p.set_defaults(func=_missing(verb))
                 continue
             raise
-        register: Callable[[argparse.ArgumentParser], None] = getattr(module, "register_cli")
+        register: Callable[[argparse.ArgumentParser], None] = module.register_cli
         register(p)
     return parser
 

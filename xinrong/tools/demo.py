@@ -18,23 +18,33 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from bank.client import BankClient, CheckedIndicator, CheckedVerdict
-from enterprise.client import ConsentRequest, EnterpriseClient, grant, parse_consent
-from keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.bank.client import BankClient, CheckedIndicator, CheckedVerdict
 from xinrong.catalog import Catalog, FieldSpec, FieldType, default_catalog
 from xinrong.claims import check_claim, parse_claim
-from xinrong.localnet import LocalPlatform, deploy
-from xinrong.procs import ProcessGroup
+from xinrong.consent import parse_consent
+from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
+from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.rpc.errors import RemoteError
+from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import common_pb2
 
 DEFAULT_PROVIDERS = [
-    "tax", "social_insurance", "housing_fund", "electricity", "water", "gas", "market", "judicial", "real_estate",
+    "tax",
+    "social_insurance",
+    "housing_fund",
+    "electricity",
+    "water",
+    "gas",
+    "market",
+    "judicial",
+    "real_estate",
 ]
 
 VERIFY_CLAIMS = [
@@ -151,9 +161,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _check_verdicts(
-    verdicts: list[CheckedVerdict], truth: GroundTruth, enterprise: str, tally: Tally
-) -> None:
+def _check_verdicts(verdicts: list[CheckedVerdict], truth: GroundTruth, enterprise: str, tally: Tally) -> None:
     for v in verdicts:
         expected = truth.expected_verdict(v.claim, enterprise)
         ok = v.result == expected
@@ -165,9 +173,7 @@ def _check_verdicts(
         _say(f"    {v.result:8s} {v.claim:52s} signed by {v.provider:17s} {mark}")
 
 
-def _check_indicators(
-    indicators: list[CheckedIndicator], truth: GroundTruth, enterprise: str, tally: Tally
-) -> None:
+def _check_indicators(indicators: list[CheckedIndicator], truth: GroundTruth, enterprise: str, tally: Tally) -> None:
     for ind in indicators:
         expected = truth.expected_indicator(ind.field, enterprise)
         got: Any = ind.value
@@ -194,7 +200,7 @@ def _expect_refusal(tally: Tally, label: str, reason: str, action: Callable[[], 
         tally.unexpected.append(f"{label}: expected {reason}, got {exc.reason}")
         _say(f"    UNEXPECTED refusal for {label}: {exc}")
         return
-    except Exception as exc:  # noqa: BLE001 - a demo step failing is reported, not raised
+    except Exception as exc:
         tally.unexpected.append(f"{label}: expected {reason}, got {type(exc).__name__}: {exc}")
         _say(f"    UNEXPECTED error for {label}: {exc}")
         return
@@ -224,13 +230,19 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
     verify_claims = [c for c in VERIFY_CLAIMS if c.startswith(deployed)]
     indicator_queries = [q for q in INDICATOR_QUERIES if q[0].startswith(deployed)]
 
-    with BankClient(platform.node_address, bank_a, catalog=catalog) as bank, \
-            BankClient(platform.node_address, bank_b, catalog=catalog) as other_bank:
+    with (
+        BankClient(platform.node_address, bank_a, catalog=catalog) as bank,
+        BankClient(platform.node_address, bank_b, catalog=catalog) as other_bank,
+    ):
         _say("\n[1] enterprises sign consents for bank-a (Ed25519, CA-bound keys)")
         creds1, creds2 = _enterprise_creds(platform, e1), _enterprise_creds(platform, e2)
         consent1 = grant(creds1, ConsentRequest("bank-a", "loan_application", all_scope, *period, max_uses=20))
-        consent2 = grant(creds2, ConsentRequest("bank-a", "loan_application",
-                                                ("tax.*", "electricity.*", "housing_fund.*"), *period, max_uses=20))
+        consent2 = grant(
+            creds2,
+            ConsentRequest(
+                "bank-a", "loan_application", ("tax.*", "electricity.*", "housing_fund.*"), *period, max_uses=20
+            ),
+        )
         with EnterpriseClient(platform.node_address, creds1) as ent1:
             ent1.register(consent1)
         bank.register_consent(consent2)  # a grantee may register the consent it holds
@@ -248,32 +260,70 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         _check_indicators(bank.indicators(e1, indicator_queries, id1), truth, e1, tally)
 
         _say("\n[4] probing and misuse are refused")
-        _expect_refusal(tally, "threshold off the published ladder (>= 13)", "THRESHOLD_NOT_PUBLISHED",
-                        lambda: bank.verify(e1, ["social_insurance.consecutive_months >= 13"], id1, precheck=False))
-        _expect_refusal(tally, "bracket with an unpublished edge [1234,5000)", "THRESHOLD_NOT_PUBLISHED",
-                        lambda: bank.verify(e1, ["electricity.avg_spend_6m in [1234,5000)"], id1, precheck=False))
-        _expect_refusal(tally, "value of a verification-only field", "FORM_NOT_ALLOWED",
-                        lambda: bank.indicators(e1, [("social_insurance.avg_insured_headcount", "bracket")], id1))
-        _expect_refusal(tally, "field outside the consent's scope", "CLAIM_OUT_OF_SCOPE",
-                        lambda: bank.verify(e2, ["social_insurance.in_arrears == false"], id2))
-        _expect_refusal(tally, "bank-b using bank-a's consent", "CONSENT_GRANTEE_MISMATCH",
-                        lambda: other_bank.verify(e1, ["tax.in_arrears == false"], id1))
-        _expect_refusal(tally, "a consent id the node never saw", "ACCESS_DENIED",
-                        lambda: bank.verify(e1, ["tax.in_arrears == false"], str(uuid.uuid4())))
-        _expect_refusal(tally, "e2's consent used for e1", "ACCESS_DENIED",
-                        lambda: bank.verify(e1, ["tax.in_arrears == false"], id2))
+        _expect_refusal(
+            tally,
+            "threshold off the published ladder (>= 13)",
+            "THRESHOLD_NOT_PUBLISHED",
+            lambda: bank.verify(e1, ["social_insurance.consecutive_months >= 13"], id1, precheck=False),
+        )
+        _expect_refusal(
+            tally,
+            "bracket with an unpublished edge [1234,5000)",
+            "THRESHOLD_NOT_PUBLISHED",
+            lambda: bank.verify(e1, ["electricity.avg_spend_6m in [1234,5000)"], id1, precheck=False),
+        )
+        _expect_refusal(
+            tally,
+            "value of a verification-only field",
+            "FORM_NOT_ALLOWED",
+            lambda: bank.indicators(e1, [("social_insurance.avg_insured_headcount", "bracket")], id1),
+        )
+        _expect_refusal(
+            tally,
+            "field outside the consent's scope",
+            "CLAIM_OUT_OF_SCOPE",
+            lambda: bank.verify(e2, ["social_insurance.in_arrears == false"], id2),
+        )
+        _expect_refusal(
+            tally,
+            "bank-b using bank-a's consent",
+            "CONSENT_GRANTEE_MISMATCH",
+            lambda: other_bank.verify(e1, ["tax.in_arrears == false"], id1),
+        )
+        _expect_refusal(
+            tally,
+            "a consent id the node never saw",
+            "ACCESS_DENIED",
+            lambda: bank.verify(e1, ["tax.in_arrears == false"], str(uuid.uuid4())),
+        )
+        _expect_refusal(
+            tally,
+            "e2's consent used for e1",
+            "ACCESS_DENIED",
+            lambda: bank.verify(e1, ["tax.in_arrears == false"], id2),
+        )
         replay_id = str(uuid.uuid4())
         _check_verdicts(bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id), truth, e2, tally)
-        _expect_refusal(tally, "the same request id again", "REQUEST_REPLAYED",
-                        lambda: bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id))
+        _expect_refusal(
+            tally,
+            "the same request id again",
+            "REQUEST_REPLAYED",
+            lambda: bank.verify(e2, ["tax.in_arrears == false"], id2, request_id=replay_id),
+        )
 
         _say(f"\n[5] {e1} revokes its consent; the node pushes the revocation to every agent")
         with EnterpriseClient(platform.node_address, creds1) as ent1:
             resp = ent1.revoke(id1)
-        _say(f"    state {common_pb2.ConsentState.Name(resp.state)}, "
-             f"acknowledged by {len(resp.providers_notified)} providers")
-        _expect_refusal(tally, "verify after revocation", "CONSENT_REVOKED",
-                        lambda: bank.verify(e1, ["tax.credit_grade in A,B"], id1))
+        _say(
+            f"    state {common_pb2.ConsentState.Name(resp.state)}, "
+            f"acknowledged by {len(resp.providers_notified)} providers"
+        )
+        _expect_refusal(
+            tally,
+            "verify after revocation",
+            "CONSENT_REVOKED",
+            lambda: bank.verify(e1, ["tax.credit_grade in A,B"], id1),
+        )
     return tally
 
 
@@ -297,12 +347,29 @@ def run(args: argparse.Namespace) -> int:
         print("the demo needs at least tax, social_insurance, housing_fund and electricity", file=sys.stderr)
         return 2
     data_dir = workdir / "data"
-    _say(f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
-         f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})")
+    _say(
+        f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
+        f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})"
+    )
     gen = subprocess.run(
-        [sys.executable, "-m", "xinrong.cli", "data", "generate", "--enterprises", str(args.enterprises),
-         "--out", str(data_dir), "--seed", str(args.seed), "--as-of", args.as_of],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "xinrong.tools.cli",
+            "data",
+            "generate",
+            "--enterprises",
+            str(args.enterprises),
+            "--out",
+            str(data_dir),
+            "--seed",
+            str(args.seed),
+            "--as-of",
+            args.as_of,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if gen.returncode != 0:
         print(gen.stdout, gen.stderr, file=sys.stderr)
@@ -312,14 +379,20 @@ def run(args: argparse.Namespace) -> int:
     with ProcessGroup(workdir) as group:
         try:
             platform = deploy(
-                workdir, providers=providers, institutions=["bank-a", "bank-b"], data_dir=data_dir, group=group,
+                workdir,
+                providers=providers,
+                institutions=["bank-a", "bank-b"],
+                data_dir=data_dir,
+                group=group,
             )
-            _say(f"    node on {platform.node_address}; agents: "
-                 + ", ".join(f"{p}:{port}" for p, port in platform.provider_ports.items()))
+            _say(
+                f"    node on {platform.node_address}; agents: "
+                + ", ".join(f"{p}:{port}" for p, port in platform.provider_ports.items())
+            )
             truth = GroundTruth(data_dir, catalog, providers)
             tally = play_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
-        except Exception as exc:  # noqa: BLE001 - reported below, processes stopped by the group
+        except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
                 tail = party.log_tail(15)

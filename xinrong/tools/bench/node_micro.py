@@ -1,8 +1,8 @@
 """Micro-benchmark: CPU the node process spends per Verify request.
 
-    python -m node.microbench [--seconds 5] [--concurrency 8] [--claims 1]
+    python -m xinrong.tools.bench.node_micro [--seconds 5] [--concurrency 8] [--claims 1]
 
-Deploys a real platform on 127.0.0.1 (``xinrong.localnet``: keys, the tax
+Deploys a real platform on 127.0.0.1 (``xinrong.tools.localnet``: keys, the tax
 agent with imported synthetic data, the node; separate processes over
 mTLS), drives Verify calls from this process with plain stubs (no client
 verification, so the load generator stays light), and reads the node's and
@@ -35,12 +35,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from xinrong import placement as cpus
 from xinrong.claims import parse_claim
+from xinrong.tools import placement as cpus
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
-CLAIMS = ["tax.credit_grade in A,B", "tax.in_arrears == false", "tax.consecutive_normal_months >= 12",
-          "tax.vat_paid_last_year >= 500000"]
+CLAIMS = [
+    "tax.credit_grade in A,B",
+    "tax.in_arrears == false",
+    "tax.consecutive_normal_months >= 12",
+    "tax.vat_paid_last_year >= 500000",
+]
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -60,7 +64,7 @@ def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[i
             try:
                 stub.Verify(make(), timeout=10)
                 counts[i] += 1
-            except Exception:  # noqa: BLE001 - counted and reported
+            except Exception:
                 errors[i] += 1
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
@@ -73,23 +77,32 @@ def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[i
     return sum(counts), sum(errors)
 
 
-def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200,
-        placement: str = "shared") -> dict[str, object]:
-    from enterprise.client import ConsentRequest, grant, parse_consent
-    from keys.layout import load_ca, load_party, party_dir, provision_party
-    from xinrong.localnet import deploy
-    from xinrong.procs import ProcessGroup
+def run(
+    *, seconds: float, concurrency: int, claims: int, enterprises: int = 200, placement: str = "shared"
+) -> dict[str, object]:
+    from xinrong.consent import parse_consent
+    from xinrong.enterprise.client import ConsentRequest, grant
+    from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
     from xinrong.rpc.channel import secure_channel
+    from xinrong.tools.localnet import deploy
+    from xinrong.tools.procs import ProcessGroup
 
     with tempfile.TemporaryDirectory(prefix="xinrong-node-microbench-") as tmp:
         workdir = Path(tmp)
         with ProcessGroup(workdir) as group:
-            gen = group.run_cli(["data", "generate", "--enterprises", str(enterprises), "--out",
-                                 str(workdir / "data"), "--seed", "7"])
+            gen = group.run_cli(
+                ["data", "generate", "--enterprises", str(enterprises), "--out", str(workdir / "data"), "--seed", "7"]
+            )
             if gen.returncode != 0:
                 raise RuntimeError(gen.stderr)
-            platform = deploy(workdir, providers=["tax"], institutions=["bank-a"], data_dir=workdir / "data",
-                              group=group, node_overrides={"enterprise_daily_budget": 1_000_000_000})
+            platform = deploy(
+                workdir,
+                providers=["tax"],
+                institutions=["bank-a"],
+                data_dir=workdir / "data",
+                group=group,
+                node_overrides={"enterprise_daily_budget": 1_000_000_000},
+            )
             with open(workdir / "data" / "tax.csv") as fh:
                 fh.readline()
                 enterprise = fh.readline().split(",")[0]
@@ -97,14 +110,23 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
             provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
             ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
             bank = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
-            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31",
-                                                max_uses=4_000_000_000))
+            consent = grant(
+                ent,
+                ConsentRequest(
+                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
+                ),
+            )
             consent_id = parse_consent(consent).consent_id
             asked = [parse_claim(c) for c in CLAIMS[: max(1, min(claims, len(CLAIMS)))]]
 
             def make() -> node_pb2.VerifyRequest:
-                return node_pb2.VerifyRequest(request_id=str(uuid.uuid4()), requested_at=int(time.time()),
-                                              enterprise_uscc=enterprise, consent_id=consent_id, claims=asked)
+                return node_pb2.VerifyRequest(
+                    request_id=str(uuid.uuid4()),
+                    requested_at=int(time.time()),
+                    enterprise_uscc=enterprise,
+                    consent_id=consent_id,
+                    claims=asked,
+                )
 
             node_pid = group.parties["node"].proc.pid
             agent_pid = group.parties["agent-tax"].proc.pid
@@ -114,14 +136,22 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
                 cpus.pin(agent_pid, plan.rest)
                 cpus.pin(os.getpid(), plan.rest)
             with secure_channel(platform.node_address, bank, server_role="node", server_id="node") as channel:
-                stub = node_pb2_grpc.NodeServiceStub(channel)  # type: ignore[no-untyped-call]
+                stub = node_pb2_grpc.NodeServiceStub(channel)
                 stub.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
                 _drive(stub, make, seconds=1.0, concurrency=concurrency)  # warm-up
-                node0, agent0, self0 = process_cpu_seconds(node_pid), process_cpu_seconds(agent_pid), time.process_time()
+                node0, agent0, self0 = (
+                    process_cpu_seconds(node_pid),
+                    process_cpu_seconds(agent_pid),
+                    time.process_time(),
+                )
                 wall0 = time.perf_counter()
                 done, errors = _drive(stub, make, seconds=seconds, concurrency=concurrency)
                 wall = time.perf_counter() - wall0
-                node1, agent1, self1 = process_cpu_seconds(node_pid), process_cpu_seconds(agent_pid), time.process_time()
+                node1, agent1, self1 = (
+                    process_cpu_seconds(node_pid),
+                    process_cpu_seconds(agent_pid),
+                    time.process_time(),
+                )
             if plan is not None:
                 cpus.pin(os.getpid(), plan.all)
     if done == 0:
@@ -144,13 +174,14 @@ def run(*, seconds: float, concurrency: int, claims: int, enterprises: int = 200
 
 def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
     """NodeCore.verify in-process with a stubbed fan-out; loop-thread CPU per call."""
-    from enterprise.client import ConsentRequest, grant, parse_consent
-    from keys.layout import create_ca, load_party, party_dir, provision_party
-    from node.config import load_config, render_config
-    from node.server import start_node
-    from node.service import Answers
-    from node.servicer import verify_input_from_proto
     from xinrong import uscc
+    from xinrong.consent import parse_consent
+    from xinrong.enterprise.client import ConsentRequest, grant
+    from xinrong.keys.layout import create_ca, load_party, party_dir, provision_party
+    from xinrong.node.config import load_config, render_config
+    from xinrong.node.server import start_node
+    from xinrong.node.service import Answers
+    from xinrong.node.servicer import verify_input_from_proto
     from xinrong.rpc.auth import Peer
     from xinrong.v1 import common_pb2
 
@@ -164,18 +195,27 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
         provision_party(ca, keys, role="institution", party_id="bank-a")
         provision_party(ca, keys, role="enterprise", party_id=enterprise, with_sealing=False)
         config = root / "node.toml"
-        config.write_text(render_config(
-            bind="127.0.0.1:0", credentials=party_dir(keys, "node", "node"), ca_cert=keys / "ca" / "ca.crt",
-            db=root / "node.db", providers=[("tax", "127.0.0.1:9", party_dir(keys, "provider", "tax") / "binding.pb")],
-            institutions=[("bank-a", party_dir(keys, "institution", "bank-a") / "binding.pb")],
-            enterprise_daily_budget=1_000_000_000,
-        ))
+        config.write_text(
+            render_config(
+                bind="127.0.0.1:0",
+                credentials=party_dir(keys, "node", "node"),
+                ca_cert=keys / "ca" / "ca.crt",
+                db=root / "node.db",
+                providers=[("tax", "127.0.0.1:9", party_dir(keys, "provider", "tax") / "binding.pb")],
+                institutions=[("bank-a", party_dir(keys, "institution", "bank-a") / "binding.pb")],
+                enterprise_daily_budget=1_000_000_000,
+            )
+        )
         node = start_node(load_config(config))
         try:
             core = node.core
             ent = load_party(party_dir(keys, "enterprise", enterprise))
-            consent = grant(ent, ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31",
-                                                max_uses=4_000_000_000))
+            consent = grant(
+                ent,
+                ConsentRequest(
+                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
+                ),
+            )
             core.register_consent(Peer("institution", "bank-a"), consent)
             consent_id = parse_consent(consent).consent_id
             box = common_pb2.SealedBox(recipient_id="bank-a", ciphertext=bytes(300))
@@ -191,9 +231,18 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
             core.agents.evaluate_claims = fan_out  # type: ignore[method-assign]
             bank = Peer("institution", "bank-a")
             asked = [parse_claim(CLAIMS[0])]
-            inputs = [verify_input_from_proto(node_pb2.VerifyRequest(
-                request_id=str(uuid.uuid4()), requested_at=int(time.time()), enterprise_uscc=enterprise,
-                consent_id=consent_id, claims=asked)) for _ in range(3 * calls)]
+            inputs = [
+                verify_input_from_proto(
+                    node_pb2.VerifyRequest(
+                        request_id=str(uuid.uuid4()),
+                        requested_at=int(time.time()),
+                        enterprise_uscc=enterprise,
+                        consent_id=consent_id,
+                        claims=asked,
+                    )
+                )
+                for _ in range(3 * calls)
+            ]
 
             async def drive(batch: list[Any]) -> float:
                 t0 = time.thread_time()
@@ -206,9 +255,9 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
 
             server: Any = node.server
             server.run(drive(inputs[:calls]))  # warm-up
-            grouped = server.run(drive(inputs[calls: 2 * calls]))
+            grouped = server.run(drive(inputs[calls : 2 * calls]))
             commit_each[0] = True
-            each = server.run(drive(inputs[2 * calls:]))
+            each = server.run(drive(inputs[2 * calls :]))
         finally:
             node.stop(0.5)
     return {
@@ -220,20 +269,29 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.microbench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xinrong.tools.bench.node_micro", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--claims", type=int, default=1, help="claims per call (1-4, all at the tax agent)")
-    parser.add_argument("--placement", choices=("shared", "pinned"), default="shared",
-                        help="pinned: node alone on the first CPU, agent and this load generator on the others")
+    parser.add_argument(
+        "--placement",
+        choices=("shared", "pinned"),
+        default="shared",
+        help="pinned: node alone on the first CPU, agent and this load generator on the others",
+    )
     parser.add_argument("--admission", action="store_true", help="time NodeCore.verify in-process instead")
     parser.add_argument("--calls", type=int, default=5000, help="--admission: calls per measurement")
     args = parser.parse_args(argv)
     if args.admission:
         print(json.dumps(run_admission(calls=args.calls)))
         return 0
-    print(json.dumps(run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims,
-                         placement=args.placement)))
+    print(
+        json.dumps(
+            run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims, placement=args.placement)
+        )
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from xinrong.bench import verify
+    from xinrong.tools.bench import verify
 
     return verify.main(args)
 
@@ -29,20 +29,23 @@ def _print(result: dict[str, Any]) -> int:
 
 
 def register_cli(parser: argparse.ArgumentParser) -> None:
-    from xinrong.bench import verify
+    from xinrong.tools.bench import verify
 
     sub = parser.add_subparsers(dest="bench_cmd", metavar="BENCH")
     sub.required = True
     p = sub.add_parser("verify", help="end-to-end verify qps and latency vs the one-hop gRPC ceiling")
     verify.add_arguments(p)
     p.set_defaults(func=_verify)
-    from xinrong.bench import train
+    from xinrong.tools.bench import train
 
-    p = sub.add_parser("train", help="federated LR on real hetero data vs scikit-learn (node + agent processes)",
-                       description=(train.__doc__ or "").split("\n\n")[0])
+    p = sub.add_parser(
+        "train",
+        help="federated LR on real hetero data vs scikit-learn (node + agent processes)",
+        description=(train.__doc__ or "").split("\n\n")[0],
+    )
     train.add_arguments(p)
-    p.set_defaults(func=_lazy("xinrong.bench.train"))
+    p.set_defaults(func=_lazy("xinrong.tools.bench.train"))
     p = sub.add_parser("ceiling-server", help=argparse.SUPPRESS)
     p.add_argument("--credentials", required=True)
     p.add_argument("--port-file", required=True, type=Path)
-    p.set_defaults(func=lambda args: verify.ceiling_server(args))
+    p.set_defaults(func=verify.ceiling_server)

@@ -1,6 +1,6 @@
 """Benchmark: ECDH-PSI (X25519) between a bank and K providers, in one process.
 
-    python -m xinrong.bench.psi --n-bank 1000000 --n-provider 1000000 --overlap 0.5
+    python -m xinrong.tools.bench.psi --n-bank 1000000 --n-provider 1000000 --overlap 0.5
 
 Prints one JSON line: wall time from the bank's first hash to every party
 holding its aligned rows, CPU seconds per party (its own threads plus its
@@ -8,7 +8,7 @@ worker processes), bytes each way, and the same intersection computed in
 the clear with a Python set as the baseline of the same run (so the cost of
 privacy is a ratio, not a guess). The parties run one after the other, each
 with its own worker pool, so every phase is one party's cost as in a
-process of its own (``modeling.local.align_psi`` instead overlaps them on
+process of its own (``xinrong.tools.federation.align_psi`` instead overlaps them on
 one shared pool). The messages are passed in memory; over the wire they are
 the same bytes, relayed by the node.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from modeling import psi
+from xinrong.modeling import psi
 
 
 def synthetic_ids(
@@ -36,7 +36,7 @@ def synthetic_ids(
     """
     if not 0.0 <= overlap <= 1.0:
         raise ValueError("overlap is a fraction between 0 and 1")
-    common = int(round(overlap * min(n_bank, n_provider)))
+    common = round(overlap * min(n_bank, n_provider))
     if common + decoys > n_provider:
         raise ValueError("more decoys than a provider set can hold")
     rng = np.random.default_rng(seed)
