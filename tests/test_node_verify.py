@@ -440,7 +440,7 @@ def test_only_accepted_claims_are_cached_and_a_refused_one_stays_refused(
     register(h.bank(), consent)
     bank = h.bank()
     assert h.node is not None
-    cache = h.node.core._claims
+    cache = h.node.core.access.claim_cache
     for _ in range(3):
         assert_refused(
             lambda: bank.Verify(verify_request(consent, ["tax.vat_paid_last_year >= 123456"]), timeout=5),

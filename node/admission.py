@@ -1,0 +1,406 @@
+"""Admission: the one path by which a consented request about an enterprise gets in.
+
+Every consented service (Verify, GetIndicators, ScoreEnterprises, and the
+ones to come) describes itself as a ``Purpose`` and what it asks as an
+``Ask``, then calls ``Admission.admit`` once. The checks run in a fixed
+order, and every decision, allowed or refused, is an audit entry:
+
+ 1. caller is of the purpose's role and registered       CALLER_NOT_ALLOWED
+ 2. request id well formed                               INVALID_ARGUMENT
+ 3. requested_at within the clock-skew window            REQUEST_STALE
+ 4. request id not seen before (then consumed)           REQUEST_REPLAYED
+ 5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
+    (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
+ 6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT
+ 7. each provider routable                               PROVIDER_UNAVAILABLE
+ 8. consent lookup                                       ACCESS_DENIED (uniform)
+ 9. consent use: grantee, state, window, scope, purpose  CONSENT_* / CLAIM_OUT_OF_SCOPE
+10. budgets: per consent, per day, per enterprise        CONSENT_USES_EXHAUSTED, CONSENT_DAILY_LIMIT,
+                                                         ENTERPRISE_BUDGET_EXHAUSTED
+
+Steps 1-7 do not depend on the enterprise (a USCC's check characters are
+public arithmetic), so their precise reasons are no oracle. From step 4 on,
+the request id is consumed whatever the outcome. Step 8 collapses unknown
+consent, consent for another enterprise and unknown enterprise into one
+denial with identical status, reason and message; the node reads no data
+before a consent is valid, so "no data" cannot show either. Refusals
+consume no use and no budget.
+
+A use is consumed when the request is admitted (step 10), before any agent
+is asked, and is not refunded if an agent then fails or refuses. Counting
+before the call is what makes check-and-increment atomic under
+concurrency; and a timed-out agent may well have read the data and signed
+an answer that was lost on the way, so "attempted access" is the only
+count the node can stand behind. The audit log then holds an ALLOWED entry
+followed by a FAILED entry (``Admission.failed``) with the reason.
+
+Steps 4-10 and their writes (replay id, uses, budget, audit entry) run
+under the database lock as one unit, left uncommitted
+(``transaction(durable=False)``): nothing the node decided may leave it
+before that unit is durable. ``Admitted.token`` and ``Refused.token`` say
+what to wait for; a caller on the event loop awaits it
+(``admit_on_loop``), a caller in a worker thread blocks (``admit_blocking``).
+
+A purpose with ``batch=True`` (scoring) asks about several enterprises at
+once: steps 6 and 8-10 then apply to each subject, and a refused subject is
+reported in ``Admitted.refused`` instead of failing the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xinrong import ids
+from xinrong import uscc as uscc_mod
+from xinrong.catalog import Form
+from xinrong.consent import check_consent_use
+from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.keys.binding import VerifiedBinding
+from xinrong.node.audit import AuditEvent, AuditLog, Decision
+from xinrong.node.consents import ConsentRecord, ConsentRegistry
+from xinrong.node.db import Database
+from xinrong.node.limits import EnterpriseBudget, ReplayGuard, utc_day
+from xinrong.node.registry import PartyRegistry
+from xinrong.rpc.auth import Peer
+from xinrong.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+INSTITUTION = "institution"
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a service is for, and so which callers and consents it admits.
+
+    ``consent_purposes`` empty means any purpose the consent names (Verify
+    and GetIndicators are bounded by scope alone, as they always were);
+    ``covers_providers`` asks the consent's scope to name at least one
+    field of every provider consulted (a model's providers) instead of the
+    exact fields and forms asked.
+    """
+
+    name: str
+    method: str
+    consent_purposes: frozenset[int] = frozenset()
+    covers_providers: bool = False
+    batch: bool = False
+    caller_role: str = INSTITUTION
+
+
+VERIFICATION = Purpose("verification", "Verify")
+INDICATORS = Purpose("indicators", "GetIndicators")
+SCORING = Purpose(
+    "scoring",
+    "ScoreEnterprises",
+    consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_CREDIT_SCORING}),
+    covers_providers=True,
+    batch=True,
+)
+
+@dataclass(frozen=True)
+class Ask:
+    """What a request asks, checked against the catalog: enterprise-independent.
+
+    ``items`` is the service's own payload per provider (canonical claim or
+    indicator protos); admission reads only its keys.
+    """
+
+    needs: tuple[tuple[str, Form], ...]
+    fields: tuple[str, ...]
+    claims_sha256: str
+    items: dict[str, list[Any]]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(sorted(self.items))
+
+
+class Asking(Protocol):
+    """A service's request shape: its checks (step 5) and what to log if they fail."""
+
+    def check(self) -> Ask:
+        """Raise a XinrongError if the request breaks the probing policy."""
+        ...
+
+    def raw_digest(self) -> str:
+        """claims_sha256 over the request as sent, for refusals before ``check`` passed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Subject:
+    enterprise: str
+    consent_id: str
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    purpose: Purpose
+    caller: Peer
+    request_id: str
+    requested_at: int
+    subjects: tuple[Subject, ...]
+    asking: Asking
+
+
+@dataclass(frozen=True)
+class AdmittedSubject:
+    subject: Subject
+    record: ConsentRecord
+    event: AuditEvent  # its ALLOWED entry, to follow with a FAILED one
+
+
+@dataclass(frozen=True)
+class Admitted:
+    request: AccessRequest
+    ask: Ask
+    audience: VerifiedBinding
+    admitted: tuple[AdmittedSubject, ...]
+    refused: tuple[tuple[Subject, XinrongError], ...]
+    token: int  # Database.wait_durable before anything decided here leaves the node
+
+
+class Refused(Exception):
+    """A refused request: its audit entry is written; wait for ``token``, then raise ``error``."""
+
+    def __init__(self, error: XinrongError, token: int) -> None:
+        super().__init__(error.reason.value)
+        self.error = error
+        self.token = token
+
+
+@functools.lru_cache(maxsize=65_536)
+def _valid_uscc(code: str) -> bool:
+    """USCC syntax (check characters); cached: the same enterprises are asked about all day."""
+    return len(code) == 18 and uscc_mod.is_valid(code)
+
+
+def _purpose_name(purpose: int) -> str:
+    """credit_scoring for CONSENT_PURPOSE_CREDIT_SCORING: the name the consent CLI takes."""
+    return common_pb2.ConsentPurpose.Name(purpose).removeprefix("CONSENT_PURPOSE_").lower()
+
+
+class Admission:
+    """Owns every step of admitting a consented request, for every purpose."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        registry: PartyRegistry,
+        consents: ConsentRegistry,
+        replay: ReplayGuard,
+        budget: EnterpriseBudget,
+        audit: AuditLog,
+        max_clock_skew_seconds: float,
+        routable: Callable[[], Collection[str]],
+        clock: Callable[[], float],
+    ) -> None:
+        """``routable()`` names the providers that have an agent right now."""
+        self._db = db
+        self._registry = registry
+        self._consents = consents
+        self._replay = replay
+        self._budget = budget
+        self._audit = audit
+        self._skew = max_clock_skew_seconds
+        self._routable = routable
+        self._clock = clock
+
+    # -- the two ways to wait ------------------------------------------------
+
+    async def admit_on_loop(self, request: AccessRequest) -> Admitted:
+        """For coroutine handlers: a refusal is awaited durable, then raised."""
+        try:
+            return self._admit(request)
+        except Refused as refused:
+            await self._db.wait_durable_async(refused.token)
+            raise refused.error from None
+
+    def admit_blocking(self, request: AccessRequest) -> Admitted:
+        """For handlers in a worker thread: the decision is durable before this returns."""
+        try:
+            admitted = self._admit(request)
+        except Refused as refused:
+            self._db.wait_durable(refused.token)
+            raise refused.error from None
+        self._db.wait_durable(admitted.token)
+        return admitted
+
+    def failed(self, admitted: Admitted, reason: str) -> None:
+        """After an ALLOWED entry: the answer never reached the caller (agent failure, hang-up)."""
+        ts_ms = int(self._clock() * 1000)
+        with self._db.transaction() as tx:
+            for subject in admitted.admitted:
+                self._audit.append(
+                    tx, dataclasses.replace(subject.event, decision=Decision.FAILED, reason=reason), ts_ms
+                )
+
+    # -- the checks ------------------------------------------------------------
+
+    def _admit(self, request: AccessRequest) -> Admitted:
+        now = self._clock()
+        purpose, caller = request.purpose, request.caller
+        request_id = ids.safe_request_id(request.request_id)
+        single = request.subjects[0] if len(request.subjects) == 1 and not purpose.batch else None
+        ask: Ask | None = None
+
+        def event(decision: Decision, reason: str = "", subject: Subject | None = single) -> AuditEvent:
+            # Built per decision, from whatever has been checked so far.
+            return AuditEvent(
+                caller_role=caller.role,
+                caller_id=caller.party_id,
+                method=purpose.method,
+                decision=decision,
+                reason=reason,
+                request_id=request_id,
+                enterprise=_safe_uscc(subject.enterprise) if subject else "",
+                consent_id=ids.safe_consent_id(subject.consent_id) if subject else "",
+                providers=ask.providers if ask else (),
+                fields=ask.fields if ask else (),
+                claims_sha256=ask.claims_sha256 if ask else request.asking.raw_digest(),
+            )
+
+        def refuse_now(error: XinrongError) -> Refused:
+            with self._db.transaction() as tx:
+                self._audit.append(tx, event(Decision.REFUSED, error.reason.value), int(now * 1000))
+            return Refused(error, tx.token)
+
+        # 1. Only registered parties of the purpose's role.
+        audience = self._registry.get(caller.role, caller.party_id) if caller.role == purpose.caller_role else None
+        if audience is None:
+            raise refuse_now(
+                XinrongError(
+                    f"{caller.role} {caller.party_id} may not call {purpose.method}", reason=Reason.CALLER_NOT_ALLOWED
+                )
+            )
+        # 2-3. Well formed, fresh.
+        if not request_id:
+            raise refuse_now(ValidationError("request id missing or malformed"))
+        if abs(now - request.requested_at) > self._skew:
+            raise refuse_now(
+                XinrongError(f"requested_at off by {now - request.requested_at:.0f}s", reason=Reason.REQUEST_STALE)
+            )
+        # 5-7 are pure and computed outside the lock; their error is raised in order below.
+        shape_error: XinrongError | None = None
+        try:
+            ask = request.asking.check()
+            if single is not None:
+                _check_subject_syntax(single)
+            unroutable = sorted(set(ask.items) - set(self._routable()))
+            if unroutable:
+                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+        except XinrongError as exc:
+            shape_error = exc
+        day = utc_day(now)
+        ts_ms = int(now * 1000)
+        admitted: list[AdmittedSubject] = []
+        refused: list[tuple[Subject, XinrongError]] = []
+        with self._db.lock:
+            # 4. Replay: check and consume the id atomically under the lock.
+            if self._replay.seen(request.request_id):
+                raise refuse_now(XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED))
+            with self._db.transaction(durable=False) as tx:
+                self._replay.record(tx, request.request_id, now)
+                if shape_error is not None:
+                    self._audit.append(tx, event(Decision.REFUSED, shape_error.reason.value), ts_ms)
+                else:
+                    assert ask is not None
+                    for subject in request.subjects:
+                        try:
+                            if single is None:
+                                _check_subject_syntax(subject)
+                            record = self._check_consent(purpose, caller, subject, ask, now, day)
+                        except XinrongError as exc:
+                            refused.append((subject, exc))
+                            self._audit.append(tx, event(Decision.REFUSED, exc.reason.value, subject), ts_ms)
+                            continue
+                        allowed = event(Decision.ALLOWED, subject=subject)
+                        self._consents.consume(tx, record, day)
+                        self._budget.consume(tx, subject.enterprise, day)
+                        self._audit.append(tx, allowed, ts_ms)
+                        admitted.append(AdmittedSubject(subject, record, allowed))
+        if shape_error is not None:
+            raise Refused(shape_error, tx.token)
+        if single is not None and refused:
+            raise Refused(refused[0][1], tx.token)
+        assert ask is not None
+        return Admitted(request, ask, audience, tuple(admitted), tuple(refused), tx.token)
+
+    def _check_consent(
+        self, purpose: Purpose, caller: Peer, subject: Subject, ask: Ask, now: float, day: int
+    ) -> ConsentRecord:
+        """Steps 8-10 for one enterprise; the caller holds the database lock."""
+        enterprise = subject.enterprise
+        # 8. The uniform denial: one error, whatever the cause.
+        record = self._consents.get(subject.consent_id)
+        if record is None or record.enterprise != enterprise or record.enterprise_binding.not_after < now:
+            raise ConsentError("no usable consent for this enterprise")
+        # 9. Grantee, state, validity window, then what the service needs of the scope.
+        check_consent_use(
+            record.verified,
+            enterprise_uscc=enterprise,
+            audience_id=caller.party_id,
+            needs=() if purpose.covers_providers else ask.needs,
+            now=now,
+            state=record.state,
+        )
+        consent = record.verified.consent
+        if purpose.consent_purposes and consent.purpose not in purpose.consent_purposes:
+            wanted = " or ".join(sorted(_purpose_name(p) for p in purpose.consent_purposes))
+            raise ConsentError(
+                f"purpose is not {wanted}",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public=f"the consent's purpose is not {wanted}",
+            )
+        if purpose.covers_providers:
+            covered = {key.split(".", 1)[0] for key in record.verified.scope}
+            missing = sorted(set(ask.items) - covered)
+            if missing:
+                raise ConsentError(
+                    f"scope lacks {missing}",
+                    reason=Reason.CLAIM_OUT_OF_SCOPE,
+                    public=f"the consent's scope does not cover providers {missing} of the model",
+                )
+        # 10. Budgets, checked together here and incremented together by the caller.
+        if record.uses >= consent.max_uses:
+            raise XinrongError("max uses reached", reason=Reason.CONSENT_USES_EXHAUSTED)
+        if consent.max_uses_per_day and record.uses_on(day) >= consent.max_uses_per_day:
+            raise XinrongError("daily uses reached", reason=Reason.CONSENT_DAILY_LIMIT)
+        if self._budget.exhausted(enterprise, day):
+            raise XinrongError("enterprise daily budget reached", reason=Reason.ENTERPRISE_BUDGET_EXHAUSTED)
+        return record
+
+
+def _safe_uscc(value: str) -> str:
+    return value if _valid_uscc(value) else ""
+
+
+def _check_subject_syntax(subject: Subject) -> None:
+    """Step 6: public arithmetic and syntax, no oracle."""
+    if not _valid_uscc(subject.enterprise):
+        raise ValidationError("enterprise USCC malformed")
+    if not ids.is_consent_id(subject.consent_id):
+        raise ValidationError("consent id missing or malformed")
+
+
+__all__ = [
+    "INDICATORS",
+    "SCORING",
+    "VERIFICATION",
+    "AccessRequest",
+    "Admission",
+    "Admitted",
+    "AdmittedSubject",
+    "Ask",
+    "Asking",
+    "Purpose",
+    "Refused",
+    "Subject",
+]
