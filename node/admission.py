@@ -103,6 +103,7 @@ SCORING = Purpose(
     batch=True,
 )
 
+
 @dataclass(frozen=True)
 class Ask:
     """What a request asks, checked against the catalog: enterprise-independent.
