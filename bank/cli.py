@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from xinrong.bank.client import BankClient
 from xinrong.consent import parse_consent, read_consent
-from xinrong.errors import XinrongError
 from xinrong.keys.layout import load_party
-from xinrong.rpc.errors import RemoteError
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, Path]:
@@ -99,20 +96,6 @@ def cmd_parties(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func: Any) -> Any:
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except RemoteError as exc:
-            print(f"xinrong bank: refused: {exc}", file=sys.stderr)
-            return 1
-        except (XinrongError, OSError, ValueError) as exc:
-            print(f"xinrong bank: {exc}", file=sys.stderr)
-            return 1
-
-    return wrapped
-
-
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with [bank] node = 'host:port', credentials = 'dir'")
     p.add_argument("--node", default="", help="node address host:port")
@@ -128,15 +111,15 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--enterprise", required=True, help="USCC")
     p.add_argument("--claim", action="append", required=True, help="e.g. 'tax.credit_grade in A,B'; repeatable")
     p.add_argument("--consent", required=True, type=Path, help="the enterprise's signed consent file")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(cmd_verify))
+    p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("indicators", help="fields in published forms: flags, grades, brackets")
     add_connection_args(p)
-    p.add_argument("--enterprise", required=True)
+    p.add_argument("--enterprise", required=True, help="the enterprise's USCC")
     p.add_argument("--field", action="append", required=True, help="catalog field[:form]; repeatable")
-    p.add_argument("--consent", required=True, type=Path)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run(cmd_indicators))
+    p.add_argument("--consent", required=True, type=Path, help="the signed consent file the enterprise gave you")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    p.set_defaults(func=cmd_indicators)
     p = sub.add_parser("score", help="score enterprises with a joint model (consent: credit_scoring)")
     add_connection_args(p)
     from xinrong.bank.modeling_score import add_score_arguments, run_score
@@ -145,4 +128,4 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_score)
     p = sub.add_parser("parties", help="list providers with CA-verified keys")
     add_connection_args(p)
-    p.set_defaults(func=_run(cmd_parties))
+    p.set_defaults(func=cmd_parties)

@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any
 
-from xinrong.errors import XinrongError
-from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import modeling_pb2
 
 if TYPE_CHECKING:
@@ -115,21 +112,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(verb: str, func: Any) -> Any:
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except RemoteError as exc:
-            print(f"xinrong model {verb}: {exc.code.name} {exc.reason}: {exc.message}", file=sys.stderr)
-            return 1
-        except (XinrongError, OSError, ValueError) as exc:
-            text = exc.public_message if isinstance(exc, XinrongError) and not exc.detail else str(exc)
-            print(f"xinrong model {verb}: {text}", file=sys.stderr)
-            return 1
-
-    return wrapped
-
-
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="model_cmd", metavar="COMMAND")
     sub.required = True
@@ -138,8 +120,8 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a FAILED job from the last common checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run("train", cmd_train))
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("status", help="the node's view of a job: state, epochs, failure, wire bytes")
-    p.add_argument("--config", required=True)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_run("status", cmd_status))
+    p.add_argument("--config", required=True, help="the job file (TOML)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_status)

@@ -173,4 +173,4 @@ def add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consent", type=Path, help="that enterprise's signed consent file (purpose credit_scoring)")
     p.add_argument("--input", help="batch: CSV with uscc (or id) and consent (file path) columns")
     p.add_argument("--output", help="batch: where to write the scores (CSV)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per enterprise")

@@ -12,9 +12,7 @@ from xinrong import uscc
 from xinrong.claims import PROTO_TO_FORM
 from xinrong.consent import parse_consent, read_consent, write_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
-from xinrong.errors import XinrongError
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
-from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import common_pb2
 
 
@@ -126,28 +124,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func: object) -> object:
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return func(args)  # type: ignore[operator, no-any-return]
-        except RemoteError as exc:
-            print(f"xinrong enterprise: refused: {exc}", file=sys.stderr)
-            return 1
-        except (XinrongError, OSError, ValueError) as exc:
-            print(f"xinrong enterprise: {exc}", file=sys.stderr)
-            return 1
-
-    return wrapped
-
-
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="enterprise_cmd", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("keygen", help="create the enterprise's signing key and have the CA bind it")
-    p.add_argument("--uscc", required=True)
+    p.add_argument("--uscc", required=True, help="the enterprise's 18-character unified social credit code")
     p.add_argument("--keys-dir", required=True, help="keys directory holding the platform CA")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=_run(cmd_keygen))
+    p.add_argument("--force", action="store_true", help="replace the enterprise's existing key")
+    p.set_defaults(func=cmd_keygen)
 
     consent = sub.add_parser("consent", help="grant, revoke, inspect consents")
     csub = consent.add_subparsers(dest="consent_cmd", metavar="COMMAND")
@@ -159,6 +143,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
         "--purpose",
         default="loan_application",
         choices=["loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling"],
+        help="what the grantee may use the data for (default loan_application)",
     )
     p.add_argument(
         "--scope",
@@ -168,25 +153,27 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--period-from", default="", help="first data as-of date covered (YYYY-MM-DD)")
     p.add_argument("--period-to", default="", help="last data as-of date covered (YYYY-MM-DD)")
-    p.add_argument("--valid-days", type=float, default=30.0)
-    p.add_argument("--max-uses", type=int, default=10)
-    p.add_argument("--max-uses-per-day", type=int, default=0)
-    p.add_argument("--retention-days", type=int, default=90)
-    p.add_argument("--fetch-type", default="one_time", choices=["one_time", "periodic"])
+    p.add_argument("--valid-days", type=float, default=30.0, help="days the consent stays valid (default 30)")
+    p.add_argument("--max-uses", type=int, default=10, help="total uses the grantee may make (default 10)")
+    p.add_argument("--max-uses-per-day", type=int, default=0, help="uses per UTC day; 0 = no daily limit")
+    p.add_argument("--retention-days", type=int, default=90, help="days the grantee may keep the answers")
+    p.add_argument(
+        "--fetch-type", default="one_time", choices=["one_time", "periodic"], help="one-time or periodic fetches"
+    )
     p.add_argument("--out", required=True, type=Path, help="where to write the signed consent")
     p.add_argument("--node", default="", help="node address: also register the consent there")
     p.add_argument("--json", action="store_true", help="one-line JSON output")
-    p.set_defaults(func=_run(cmd_grant))
+    p.set_defaults(func=cmd_grant)
     for name, func, help_text in (
         ("revoke", cmd_revoke, "revoke a consent (signed by the enterprise, pushed to every provider)"),
         ("status", cmd_status, "lifecycle state and uses of a consent"),
     ):
         p = csub.add_parser(name, help=help_text)
-        p.add_argument("--credentials", required=True)
+        p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
         p.add_argument("--node", required=True, help="node address host:port")
         p.add_argument("--consent", type=Path, help="signed consent file")
-        p.add_argument("--consent-id")
-        p.set_defaults(func=_run(func))
+        p.add_argument("--consent-id", help="the consent id, instead of --consent FILE")
+        p.set_defaults(func=func)
     p = csub.add_parser("show", help="print a signed consent file")
-    p.add_argument("file", type=Path)
-    p.set_defaults(func=_run(cmd_show))
+    p.add_argument("file", type=Path, help="a signed consent file (.pb)")
+    p.set_defaults(func=cmd_show)

@@ -14,10 +14,15 @@ import grpc
 
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
+from xinrong.errors import ValidationError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+# A consent that ends sooner than this is refused when it is signed: it would
+# be expired, or nearly, by the time anyone could use it.
+MIN_VALIDITY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,16 @@ def grant(
         raise ValueError("only an enterprise's credentials can sign its consents")
     catalog = catalog or default_catalog()
     now = int(time.time())
+    # A minute of slack for clocks a little behind the node's.
     valid_from = request.valid_from if request.valid_from is not None else now - 60
+    valid_until = int(valid_from + request.valid_days * 86400)
+    if valid_until < now + MIN_VALIDITY_SECONDS:
+        raise ValidationError(
+            f"the consent would be valid only until {valid_until} (now {now}): give a validity that ends at least "
+            f"{MIN_VALIDITY_SECONDS} s from now (--valid-days {request.valid_days:g} is too short)"
+        )
+    if request.max_uses < 1:
+        raise ValidationError("a consent must allow at least one use (--max-uses >= 1)")
     consent = build_consent(
         enterprise_uscc=credentials.party_id,
         enterprise_key_id=credentials.signing_key.key_id,
@@ -53,7 +67,7 @@ def grant(
         data_period_from=request.data_period_from,
         data_period_to=request.data_period_to,
         valid_from=valid_from,
-        valid_until=int(valid_from + request.valid_days * 86400),
+        valid_until=valid_until,
         max_uses=request.max_uses,
         max_uses_per_day=request.max_uses_per_day,
         retention_days=request.retention_days,

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from xinrong.catalog import default_catalog
-from xinrong.errors import XinrongError
 from xinrong.keys.ca import ROLE_NAMES
 from xinrong.keys.layout import ROLE_DIRS, create_ca, load_ca, load_party, party_dir, provision_party
 
@@ -73,17 +72,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func: object) -> object:
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return func(args)  # type: ignore[operator, no-any-return]
-        except (XinrongError, OSError, ValueError) as exc:
-            print(f"xinrong keys: {exc}", file=sys.stderr)
-            return 1
-
-    return wrapped
-
-
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="keys_cmd", metavar="COMMAND")
     sub.required = True
@@ -92,14 +80,14 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", default="all", help="comma-separated catalog providers, or 'all'")
     p.add_argument("--institutions", default="bank-a", help="comma-separated institution ids")
     p.add_argument("--force", action="store_true", help="replace an existing keys directory")
-    p.set_defaults(func=_run(cmd_init))
+    p.set_defaults(func=cmd_init)
     p = sub.add_parser("issue", help="issue credentials for one more party with an existing CA")
-    p.add_argument("--dir", required=True)
-    p.add_argument("--role", required=True, choices=ROLE_NAMES)
+    p.add_argument("--dir", required=True, help="keys directory holding the platform CA")
+    p.add_argument("--role", required=True, choices=ROLE_NAMES, help="the party's role")
     p.add_argument("--id", required=True, help="party id (an institution id, provider name or USCC)")
     p.add_argument("--provider", default="", help="catalog provider name, for role provider")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=_run(cmd_issue))
+    p.add_argument("--force", action="store_true", help="replace existing credentials of this party")
+    p.set_defaults(func=cmd_issue)
     p = sub.add_parser("show", help="list parties and key ids")
-    p.add_argument("--dir", required=True)
-    p.set_defaults(func=_run(cmd_show))
+    p.add_argument("--dir", required=True, help="keys directory to describe")
+    p.set_defaults(func=cmd_show)

@@ -33,15 +33,18 @@ _MISSING = {"", "na", "nan", "null", "none", "?"}
 WORKPLACE_DATA_DIR = Path("/work/shared/data")
 
 
-def default_data_dir() -> Path:
-    """``$XINRONG_DATA_DIR``, else ``../shared/data`` next to the repository, else the workplace copy."""
+def data_dir_candidates() -> list[Path]:
+    """Where the shared datasets are looked for, in order: ``$XINRONG_DATA_DIR``,
+    ``../shared/data`` next to the repository, the workplace copy."""
     env = os.environ.get("XINRONG_DATA_DIR")
-    if env:
-        return Path(env)
     beside = Path(__file__).resolve().parents[2] / "shared" / "data"
-    if beside.is_dir() or not WORKPLACE_DATA_DIR.is_dir():
-        return beside
-    return WORKPLACE_DATA_DIR
+    return [*([Path(env)] if env else []), beside, WORKPLACE_DATA_DIR]
+
+
+def default_data_dir() -> Path:
+    """The first candidate that exists (else the first, for the error message to name)."""
+    candidates = data_dir_candidates()
+    return next((d for d in candidates if d.is_dir()), candidates[0])
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,16 @@ def read_table(path: str | Path, *, label: bool, name: str | None = None) -> Par
 def dataset_paths(dataset: str, data_dir: str | Path | None = None) -> tuple[Path, Path]:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
-    d = Path(data_dir) if data_dir is not None else default_data_dir()
-    return d / f"{dataset}_hetero_guest.csv", d / f"{dataset}_hetero_host.csv"
+    names = (f"{dataset}_hetero_guest.csv", f"{dataset}_hetero_host.csv")
+    candidates = [Path(data_dir)] if data_dir is not None else data_dir_candidates()
+    for d in candidates:
+        if all((d / name).is_file() for name in names):
+            return d / names[0], d / names[1]
+    looked = ", ".join(str(d) for d in candidates)
+    raise FileNotFoundError(
+        f"dataset {dataset!r} ({names[0]}, {names[1]}) not found; looked in {looked} "
+        "(give --data-dir DIR or set XINRONG_DATA_DIR)"
+    )
 
 
 def split_columns(table: PartyTable, k: int, *, prefix: str = "provider") -> list[PartyTable]:

@@ -17,12 +17,12 @@ import datetime as dt
 import json
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
 
-from xinrong.errors import XinrongError
 from xinrong.heap import settle_after_start
 from xinrong.node.audit import tail, verify_chain
 from xinrong.node.config import ConfigError, load_config
@@ -41,15 +41,19 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
+def _open_db(config_path: str) -> sqlite3.Connection:
+    """The node's database, read-only (safe beside a running node)."""
+    db = load_config(config_path).db
+    try:
+        return open_readonly(db)
+    except FileNotFoundError:
+        raise ConfigError(f"the node database {db} does not exist (has the node run yet?)") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from xinrong.node.server import start_node  # grpc start-up only for this verb
 
-    try:
-        config = load_config(args.config)
-        node = start_node(config)
-    except (ConfigError, XinrongError) as exc:
-        print(f"xinrong node serve: {exc}", file=sys.stderr)
-        return 2
+    node = start_node(load_config(args.config))
     node.server.install_signal_handlers()
     settle_after_start()
     if args.port_file:
@@ -63,11 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    try:
-        conn = open_readonly(load_config(args.config).db)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"xinrong node audit verify: {exc}", file=sys.stderr)
-        return 2
+    conn = _open_db(args.config)
     with closing(conn):
         report = verify_chain(conn)
     if report.ok:
@@ -82,11 +82,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_tail(args: argparse.Namespace) -> int:
-    try:
-        conn = open_readonly(load_config(args.config).db)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"xinrong node audit tail: {exc}", file=sys.stderr)
-        return 2
+    conn = _open_db(args.config)
     with closing(conn):
         for entry in tail(conn, args.n):
             print(json.dumps(entry.to_json(), sort_keys=True))
@@ -94,11 +90,7 @@ def _audit_tail(args: argparse.Namespace) -> int:
 
 
 def _consents_list(args: argparse.Namespace) -> int:
-    try:
-        conn = open_readonly(load_config(args.config).db)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"xinrong node consents list: {exc}", file=sys.stderr)
-        return 2
+    conn = _open_db(args.config)
     now = dt.datetime.now(dt.UTC).timestamp()
     with closing(conn):
         pushes: dict[str, list[str]] = {}
@@ -149,10 +141,10 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     audit_sub = audit_p.add_subparsers(dest="audit_verb", metavar="COMMAND")
     audit_sub.required = True
     verify = audit_sub.add_parser("verify", help="check the whole hash chain")
-    verify.add_argument("--config", required=True)
+    verify.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     verify.set_defaults(func=_audit_verify)
     tail_p = audit_sub.add_parser("tail", help="print the last entries as JSON lines")
-    tail_p.add_argument("--config", required=True)
+    tail_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     tail_p.add_argument("-n", type=int, default=20, help="number of entries (default 20)")
     tail_p.set_defaults(func=_audit_tail)
 
@@ -160,7 +152,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     consents_sub = consents_p.add_subparsers(dest="consents_verb", metavar="COMMAND")
     consents_sub.required = True
     list_p = consents_sub.add_parser("list", help="registered consents, their state and uses")
-    list_p.add_argument("--config", required=True)
+    list_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     list_p.set_defaults(func=_consents_list)
 
     from xinrong.node.modeling_cli import register_cli as register_models

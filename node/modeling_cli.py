@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from contextlib import closing
 
 from xinrong.node.config import ConfigError, load_config
@@ -20,11 +19,11 @@ from xinrong.node.modeling_store import list_jobs
 
 
 def _models_list(args: argparse.Namespace) -> int:
+    db = load_config(args.config).db
     try:
-        conn = open_readonly(load_config(args.config).db)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"xinrong node models list: {exc}", file=sys.stderr)
-        return 2
+        conn = open_readonly(db)
+    except FileNotFoundError:
+        raise ConfigError(f"the node database {db} does not exist (has the node run yet?)") from None
     with closing(conn):
         records = list_jobs(conn)
     for record in records:
@@ -39,7 +38,7 @@ def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     models_sub = models.add_subparsers(dest="models_verb", metavar="COMMAND")
     models_sub.required = True
     list_p = models_sub.add_parser("list", help="every job with its state, as JSON lines")
-    list_p.add_argument("--config", required=True)
+    list_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     list_p.add_argument(
         "--state", choices=["created", "running", "succeeded", "failed"], help="only jobs in this state"
     )

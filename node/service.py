@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from xinrong.catalog import Catalog
+from xinrong.config import ConfigError
 from xinrong.errors import SignatureError, ValidationError
 from xinrong.keys.binding import PROTO_TO_ROLE, VerifiedBinding
 from xinrong.keys.ca import CaVerifier
@@ -113,11 +114,11 @@ class NodeCore:
             try:
                 binding = self.registry.verify(signed, role="provider", party_id=endpoint.name)
             except SignatureError:
-                raise ValidationError(
+                raise ConfigError(
                     f"binding {endpoint.binding} is not a valid CA-signed provider binding for {endpoint.name!r}"
                 ) from None
             if binding.provider != endpoint.name:
-                raise ValidationError(
+                raise ConfigError(
                     f"binding {endpoint.binding} is for provider {binding.provider!r}, not {endpoint.name!r}"
                 )
             configured.append(binding)
@@ -126,7 +127,7 @@ class NodeCore:
             try:
                 configured.append(self.registry.verify(signed, role=INSTITUTION, party_id=entry.id))
             except SignatureError:
-                raise ValidationError(
+                raise ConfigError(
                     f"binding {entry.binding} is not a valid CA-signed institution binding for {entry.id!r}"
                 ) from None
         with self.db.transaction() as tx:
@@ -192,7 +193,7 @@ def _read_binding(path: Path) -> common_pb2.SignedPartyBinding:
     try:
         return read_binding_file(path)
     except Exception:
-        raise ValidationError(f"binding file {path} cannot be read as a SignedPartyBinding") from None
+        raise ConfigError(f"binding file {path} cannot be read as a SignedPartyBinding") from None
 
 
 __all__ = [

@@ -13,45 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from xinrong.errors import ImportRejected, XinrongError
 from xinrong.provider_agent.config import AgentSetup, load_agent
 from xinrong.provider_agent.importer import import_csv
 from xinrong.provider_agent.server import serve
 from xinrong.provider_agent.store import DataStore
 
-EXIT_REJECTED = 1
-EXIT_CONFIG = 2
-
-
-def _err(text: str) -> None:
-    print(f"xinrong agent: {text}", file=sys.stderr)
-
 
 def _with_setup(run: Callable[[AgentSetup, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Every command validates the whole config (catalog, credentials, binding) first."""
+
     def wrapped(args: argparse.Namespace) -> int:
-        try:
-            setup = load_agent(args.config)
-        except XinrongError as exc:
-            _err(f"invalid config {args.config}: {exc.detail or exc.public_message}")
-            return EXIT_CONFIG
-        try:
-            return run(setup, args)
-        except ImportRejected as exc:
-            _err(f"import rejected, nothing was imported ({len(exc.problems)} problems):")
-            for problem in exc.problems:
-                print(f"  {problem}", file=sys.stderr)
-            return EXIT_REJECTED
-        except XinrongError as exc:
-            _err(exc.detail or exc.public_message)
-            return EXIT_REJECTED
-        except (OSError, sqlite3.Error) as exc:
-            _err(f"{type(exc).__name__}: {exc}")
-            return EXIT_REJECTED
+        return run(load_agent(args.config), args)
 
     return wrapped
 

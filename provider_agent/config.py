@@ -1,11 +1,13 @@
-"""Agent configuration: one TOML file, loaded into frozen dataclasses and
+"""Agent configuration: one TOML file, loaded into a frozen, typed model and
 validated before anything binds a port or touches the database.
 
 The file names paths only (credentials directory, CA certificate, database),
 never key material. Relative paths resolve against the config file's own
-directory, so a deployment directory can be moved as a whole. Unknown keys
-are refused: a misspelt ``max_clock_skew_secs`` silently falling back to a
-default is how a security setting gets lost.
+directory, so a deployment directory can be moved as a whole. The one
+loader every party uses (``xinrong.config``) refuses unknown tables and
+keys and names the nearest valid one: a misspelt ``max_clock_skew_secs``
+silently falling back to a default is how a security setting gets lost,
+and a ``[modelling]`` table must not be ignored.
 
     [agent]
     provider = "tax"                    # catalog provider name
@@ -30,67 +32,108 @@ default is how a security setting gets lost.
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from xinrong.catalog import Catalog, load_catalog
-from xinrong.errors import SignatureError, ValidationError
+from xinrong.config import ConfigError, ConfigPath, Section, parse_file, read_toml
+from xinrong.errors import SignatureError
 from xinrong.keys.ca import check_party_id
 from xinrong.keys.layout import PartyCredentials, load_party
 
-_KEYS = {
-    "provider",
-    "bind",
-    "credentials",
-    "ca_cert",
-    "db",
-    "state_db",
-    "node_id",
-    "verdict_ttl_seconds",
-    "max_clock_skew_seconds",
-    "catalog",
-    "max_workers",
-}
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
 
 
-_MODELING_KEYS = {"enabled", "allowed_institutions", "dataset", "dir", "allow_insecure"}
+def _party_id(value: str) -> str:
+    check_party_id(value.strip())
+    return value.strip()
 
 
-@dataclass(frozen=True)
-class ModelingConfig:
+def _bind(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bind {value!r} must look like HOST:PORT")
+    return value
+
+
+def _file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+def _array(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+PartyId = Annotated[str, AfterValidator(_party_id)]
+
+
+class ModelingConfig(Section):
     """The optional ``[modeling]`` table: who may run joint-modeling jobs with this provider, on what data.
 
     ``dataset`` (a CSV with an ``id`` column and numeric feature columns)
     replaces the active period's catalog fields as the features, for the
     real-data benchmark. ``dir`` holds each job's alignment, checkpoints and
-    the provider's model share, on the provider's own disk.
+    the provider's model share, on the provider's own disk (default: next
+    to the data file).
     """
 
     enabled: bool = False
-    allowed_institutions: tuple[str, ...] = ()
-    dataset: Path | None = None
-    dir: Path | None = None
+    allowed_institutions: Annotated[tuple[PartyId, ...], BeforeValidator(_array)] = ()
+    dataset: Annotated[ConfigPath, AfterValidator(_file)] | None = None
+    dir: ConfigPath | None = None
     allow_insecure: bool = False
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(Section):
     """Validated settings of one provider agent (paths already absolute)."""
 
-    provider: str
-    bind: str
-    credentials: Path
-    ca_cert: Path
-    db: Path
-    state_db: Path
-    node_id: str = "node"
-    verdict_ttl_seconds: int = 86400
-    max_clock_skew_seconds: int = 300
-    catalog: Path | None = None
-    max_workers: int = 16
-    modeling: ModelingConfig = field(default_factory=ModelingConfig)
+    MAIN = ("agent",)
+
+    provider: Text
+    bind: Annotated[str, AfterValidator(_bind)]
+    credentials: ConfigPath
+    ca_cert: ConfigPath  # trust anchor; default: <credentials>/ca.crt
+    db: ConfigPath
+    state_db: ConfigPath  # serving state; default derived from db (``default_state_db``)
+    node_id: PartyId = "node"
+    verdict_ttl_seconds: int = Field(86400, ge=60, le=366 * 86400)
+    max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
+    catalog: ConfigPath | None = None
+    max_workers: int = Field(16, ge=1, le=256)
+    modeling: ModelingConfig = ModelingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """Defaults that depend on other keys, filled in as if written (paths still relative)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("credentials"), str) and "ca_cert" not in data:
+            data["ca_cert"] = str(Path(data["credentials"]) / "ca.crt")
+        db = data.get("db")
+        if isinstance(db, str) and db.strip():
+            data.setdefault("state_db", str(default_state_db(Path(db))))
+            modeling = data.get("modeling", {})
+            if isinstance(modeling, dict) and "dir" not in modeling:
+                data["modeling"] = {**modeling, "dir": str(Path(db).with_name(f"{Path(db).stem}.modeling"))}
+        return data
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AgentConfig:
+        if self.state_db == self.db:
+            raise ValueError("[agent] state_db must differ from db")
+        return self
 
 
 @dataclass(frozen=True)
@@ -104,25 +147,6 @@ class AgentSetup:
     credentials: PartyCredentials
 
 
-def _require_str(table: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"[agent] {key} must be a non-empty string")
-    return value.strip()
-
-
-def _int_in(table: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValidationError(f"[agent] {key} must be an integer in [{lo}, {hi}]")
-    return value
-
-
-def _resolve(base: Path, text: str) -> Path:
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
-
-
 def default_state_db(db: Path) -> Path:
     """Serving state lives in its own SQLite file next to the data file, so a
     long import (which holds the data file's write lock) never blocks the
@@ -131,94 +155,17 @@ def default_state_db(db: Path) -> Path:
     return db.with_name(f"{db.stem if db.suffix else db.name}.state{suffix}")
 
 
-def parse_modeling(doc: dict[str, Any], base: Path, db: Path) -> ModelingConfig:
-    """The optional ``[modeling]`` table (absent: modeling disabled)."""
-    table = doc.get("modeling")
-    if table is None:
-        return ModelingConfig()
-    if not isinstance(table, dict):
-        raise ValidationError("[modeling] must be a table")
-    unknown = sorted(set(table) - _MODELING_KEYS)
-    if unknown:
-        raise ValidationError(f"[modeling] has unknown keys {unknown}; allowed: {sorted(_MODELING_KEYS)}")
-    enabled = table.get("enabled", False)
-    insecure = table.get("allow_insecure", False)
-    if not isinstance(enabled, bool) or not isinstance(insecure, bool):
-        raise ValidationError("[modeling] enabled and allow_insecure must be true or false")
-    allowed = table.get("allowed_institutions", [])
-    if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
-        raise ValidationError("[modeling] allowed_institutions must be a list of institution ids")
-    for ident in allowed:
-        try:
-            check_party_id(ident)
-        except ValueError as exc:
-            raise ValidationError(f"[modeling] allowed_institutions: {exc}") from None
-    dataset = None
-    if "dataset" in table:
-        dataset = _resolve(base, _require_str(table, "dataset"))
-        if not dataset.is_file():
-            raise ValidationError(f"[modeling] dataset {dataset} does not exist")
-    directory = _resolve(base, _require_str(table, "dir")) if "dir" in table else db.with_name(f"{db.stem}.modeling")
-    return ModelingConfig(
-        enabled=enabled,
-        allowed_institutions=tuple(allowed),
-        dataset=dataset,
-        dir=directory,
-        allow_insecure=insecure,
-    )
-
-
 def parse_config(doc: dict[str, Any], base: Path) -> AgentConfig:
     """Structural validation of an already-parsed TOML document."""
-    table = doc.get("agent")
-    if not isinstance(table, dict):
-        raise ValidationError("config needs an [agent] table")
-    unknown = sorted(set(table) - _KEYS)
-    if unknown:
-        raise ValidationError(f"[agent] has unknown keys {unknown}; allowed: {sorted(_KEYS)}")
-    provider = _require_str(table, "provider")
-    bind = _require_str(table, "bind")
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValidationError(f"[agent] bind {bind!r} must look like HOST:PORT")
-    credentials = _resolve(base, _require_str(table, "credentials"))
-    ca_cert = _resolve(base, _require_str(table, "ca_cert")) if "ca_cert" in table else credentials / "ca.crt"
-    db = _resolve(base, _require_str(table, "db"))
-    state_db = _resolve(base, _require_str(table, "state_db")) if "state_db" in table else default_state_db(db)
-    if state_db == db:
-        raise ValidationError("[agent] state_db must differ from db")
-    node_id = _require_str(table, "node_id", "node")
-    try:
-        check_party_id(node_id)
-    except ValueError as exc:
-        raise ValidationError(f"[agent] node_id: {exc}") from None
-    catalog = _resolve(base, _require_str(table, "catalog")) if "catalog" in table else None
-    return AgentConfig(
-        provider=provider,
-        bind=bind,
-        credentials=credentials,
-        ca_cert=ca_cert,
-        db=db,
-        state_db=state_db,
-        node_id=node_id,
-        verdict_ttl_seconds=_int_in(table, "verdict_ttl_seconds", 86400, 60, 366 * 86400),
-        max_clock_skew_seconds=_int_in(table, "max_clock_skew_seconds", 300, 1, 3600),
-        catalog=catalog,
-        max_workers=_int_in(table, "max_workers", 16, 1, 256),
-        modeling=parse_modeling(doc, base, db),
-    )
+    if not isinstance(doc.get("agent"), dict):
+        raise ConfigError("config needs an [agent] table")
+    return parse_file(AgentConfig, doc, base=base)
 
 
 def load_config(path: str | Path) -> AgentConfig:
     """Read and structurally validate a config file."""
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValidationError(f"config file {path} does not exist") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValidationError(f"config file {path} is not valid TOML: {exc}") from None
-    return parse_config(doc, path.resolve().parent)
+    doc, resolved = read_toml(path)
+    return parse_config(doc, resolved.parent)
 
 
 def prepare(config: AgentConfig) -> AgentSetup:
@@ -226,24 +173,24 @@ def prepare(config: AgentConfig) -> AgentSetup:
     try:
         catalog = load_catalog(config.catalog)
     except OSError as exc:
-        raise ValidationError(f"[agent] catalog {config.catalog}: {exc.strerror or exc}") from None
+        raise ConfigError(f"[agent] catalog {config.catalog}: {exc.strerror or exc}") from None
     if config.provider not in catalog.providers:
-        raise ValidationError(f"[agent] provider {config.provider!r} is not in the catalog {sorted(catalog.providers)}")
+        raise ConfigError(f"[agent] provider {config.provider!r} is not in the catalog {sorted(catalog.providers)}")
     if not catalog.provider_fields(config.provider):
-        raise ValidationError(f"catalog declares no fields for provider {config.provider!r}")
+        raise ConfigError(f"catalog declares no fields for provider {config.provider!r}")
     try:
         credentials = load_party(config.credentials, ca_cert=config.ca_cert)
     except SignatureError:
-        raise ValidationError(
+        raise ConfigError(
             f"credentials in {config.credentials}: binding.pb is not signed by the CA in {config.ca_cert} "
             "or is outside its validity window"
         ) from None
     except OSError as exc:
-        raise ValidationError(f"credentials in {config.credentials}: {exc.strerror or exc}") from None
+        raise ConfigError(f"credentials in {config.credentials}: {exc.strerror or exc}") from None
     if credentials.role != "provider":
-        raise ValidationError(f"credentials in {config.credentials} are for role {credentials.role!r}, not provider")
+        raise ConfigError(f"credentials in {config.credentials} are for role {credentials.role!r}, not provider")
     if credentials.binding.provider != config.provider:
-        raise ValidationError(
+        raise ConfigError(
             f"credentials in {config.credentials} are bound to provider {credentials.binding.provider!r}, "
             f"not {config.provider!r}"
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Iterator
@@ -14,10 +13,10 @@ import pytest
 from xinrong.catalog import Catalog
 from xinrong.errors import ImportRejected, ValidationError
 from xinrong.keys.layout import party_dir
-from xinrong.provider_agent.cli import register_cli
 from xinrong.provider_agent.config import default_state_db, load_agent, load_config
 from xinrong.provider_agent.importer import import_csv
 from xinrong.provider_agent.store import DataStore, StateStore
+from xinrong.tools.cli import main as xinrong_main
 
 from support.agent import (
     AS_OF,
@@ -253,10 +252,7 @@ def test_config_refuses_another_providers_or_roles_credentials(pki: Pki, tmp_pat
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="xinrong agent")
-    register_cli(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return xinrong_main(["agent", *argv])
 
 
 def test_cli_import_and_info(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

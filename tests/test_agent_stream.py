@@ -85,7 +85,11 @@ def test_concurrent_calls_are_batched_and_refusals_stay_per_call(
     replayed = str(uuid.uuid4())
 
     async def scenario() -> tuple[AgentPool, list[Any]]:
-        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10)
+        pool = AgentPool(
+            [ProviderEndpoint.model_construct(name="tax", address=f"127.0.0.1:{server.port}", binding=Path("unused"))],
+            pki.node,
+            timeout=10,
+        )
         await pool.evaluate_claims(
             {"tax": _request(pki, consent, "tax.in_arrears == false", replayed)}, recipient_id="bank-a", durable_token=0
         )
@@ -122,7 +126,11 @@ def test_stream_recovers_after_the_agent_restarts(agent: tuple[Any, Path], pki: 
     consent = grant(pki, catalog, ACME)
 
     async def scenario() -> None:
-        pool = AgentPool([ProviderEndpoint("tax", f"127.0.0.1:{port}", Path("unused"))], pki.node, timeout=3)
+        pool = AgentPool(
+            [ProviderEndpoint.model_construct(name="tax", address=f"127.0.0.1:{port}", binding=Path("unused"))],
+            pki.node,
+            timeout=3,
+        )
 
         async def ask() -> list[Any]:
             return await pool.evaluate_claims(
@@ -165,7 +173,9 @@ def test_a_call_past_its_deadline_fails_alone_and_the_stream_reopens(
 
     async def scenario() -> None:
         pool = AgentPool(
-            [ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=0.000001
+            [ProviderEndpoint.model_construct(name="tax", address=f"127.0.0.1:{server.port}", binding=Path("unused"))],
+            pki.node,
+            timeout=0.000001,
         )
         with pytest.raises(XinrongError) as info:
             await pool.evaluate_claims(
@@ -199,7 +209,10 @@ def test_each_batch_is_made_durable_before_it_leaves(agent: tuple[Any, Path], pk
 
     async def scenario() -> list[Any]:
         pool = AgentPool(
-            [ProviderEndpoint("tax", f"127.0.0.1:{server.port}", Path("unused"))], pki.node, timeout=10, durable=durable
+            [ProviderEndpoint.model_construct(name="tax", address=f"127.0.0.1:{server.port}", binding=Path("unused"))],
+            pki.node,
+            timeout=10,
+            durable=durable,
         )
 
         async def call(token: int) -> Any:

@@ -3,7 +3,6 @@ audit verify / tail and consents list."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -17,8 +16,8 @@ from typing import Any
 import pytest
 
 from xinrong.catalog import Catalog
-from xinrong.node.cli import register_cli
 from xinrong.rpc.channel import secure_channel, wait_healthy
+from xinrong.tools.cli import main
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
 from support.node_fakes import (
@@ -32,13 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def xinrong_main(argv: list[str]) -> int:
-    """``xinrong node ...`` in-process, parsed by node.cli alone (the serve test
-    below runs the real ``xinrong`` entry point in a subprocess)."""
+    """``xinrong node ...`` in-process, through the real entry point's error handling
+    (the serve test below runs the ``xinrong`` command in a subprocess)."""
     assert argv[0] == "node"
-    parser = argparse.ArgumentParser(prog="xinrong node")
-    register_cli(parser)
-    args = parser.parse_args(argv[1:])
-    return int(args.func(args))
+    return main(argv)
 
 
 def test_audit_and_consent_tools(

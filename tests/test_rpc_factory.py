@@ -200,3 +200,32 @@ def test_graceful_stop_reports_not_serving(pki: Pki, runtime: Runtime) -> None:
     running.stop(0.5)  # idempotent
     with _channel(pki, running, "node", "node") as ch, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+def test_a_client_hanging_up_mid_stream_is_no_internal_error(
+    pki: Pki, server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node that stops (or a caller that cancels) ends its streams: that is no
+    server error and logs no traceback at the agent."""
+    import queue
+    import threading
+    import time
+
+    requests: queue.Queue[agent_pb2.EvaluateStreamRequest | None] = queue.Queue()
+
+    def feed() -> Iterator[agent_pb2.EvaluateStreamRequest]:
+        while (item := requests.get()) is not None:
+            yield item
+
+    caplog.set_level("INFO", logger="xinrong.rpc.server")
+    with _channel(pki, server, "node", "node") as ch:
+        call = agent_pb2_grpc.AgentServiceStub(ch).EvaluateStream(feed(), timeout=10)
+        requests.put(agent_pb2.EvaluateStreamRequest(calls=[agent_pb2.AgentCall(call_id=7)]))
+        assert [r.call_id for r in next(call).results] == [7]
+        threading.Event().wait(0.2)  # the handler now waits for the next batch
+    # Leaving the block closes the channel with the stream open, as a stopping node does.
+    requests.put(None)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline and not caplog.records:
+        threading.Event().wait(0.05)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]

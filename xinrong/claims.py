@@ -139,11 +139,10 @@ def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
                 raise ClaimError(f"{spec.key}: a threshold claim has one value")
             t = _decimal(values[0])
             if t not in spec.ladder:
-                raise PolicyError(
-                    f"{spec.key}: threshold {values[0]} is not on the published ladder "
-                    f"{[_fmt(x) for x in spec.ladder]}",
-                    reason=Reason.THRESHOLD_NOT_PUBLISHED,
+                text = (
+                    f"{spec.key}: threshold {values[0]} is not on the published ladder {[_fmt(x) for x in spec.ladder]}"
                 )
+                raise PolicyError(text, reason=Reason.THRESHOLD_NOT_PUBLISHED, public=text)
             form = Form.LADDER
             canonical = common_pb2.Claim(field=spec.key, op=op, values=[_fmt(t)])
         elif op == OP_IN_BRACKET:
@@ -152,11 +151,11 @@ def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
             lo = _decimal(values[0])
             hi = _decimal(values[1]) if values[1] else None
             if lo not in spec.edges or (hi is not None and (hi not in spec.edges or hi <= lo)):
-                raise PolicyError(
+                text = (
                     f"{spec.key}: bracket [{values[0]},{values[1]}) does not use published edges "
-                    f"{[_fmt(x) for x in spec.edges]}",
-                    reason=Reason.THRESHOLD_NOT_PUBLISHED,
+                    f"{[_fmt(x) for x in spec.edges]}"
                 )
+                raise PolicyError(text, reason=Reason.THRESHOLD_NOT_PUBLISHED, public=text)
             form = Form.BRACKET
             canonical = common_pb2.Claim(
                 field=spec.key, op=OP_IN_BRACKET, values=[_fmt(lo), _fmt(hi) if hi is not None else ""]
@@ -164,9 +163,9 @@ def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
         else:
             raise ClaimError(f"{spec.key} is numeric: use '>= T', '< T' or 'in [L,U)'")
     else:
-        raise PolicyError(f"{spec.key} has no disclosure form for institutions", reason=Reason.FORM_NOT_ALLOWED)
+        raise form_not_allowed(spec, None)
     if form not in spec.forms:
-        raise PolicyError(f"{spec.key} does not allow the {form} form", reason=Reason.FORM_NOT_ALLOWED)
+        raise form_not_allowed(spec, form)
     return CheckedClaim(claim=canonical, spec=spec, form=form, text=claim_text(canonical))
 
 
@@ -201,10 +200,26 @@ def check_indicator(catalog: Catalog, field: str, form: Form) -> FieldSpec:
     if spec is None:
         raise ClaimError(f"unknown field {field!r}", reason=Reason.UNKNOWN_FIELD)
     if form not in spec.forms or form is Form.LADDER:
-        raise PolicyError(f"{field} cannot be disclosed as {form}", reason=Reason.FORM_NOT_ALLOWED)
+        raise form_not_allowed(spec, form, as_indicator=True)
     if spec.verification_only:
-        raise PolicyError(f"{field} is verification-only: ask a claim, not a value", reason=Reason.FORM_NOT_ALLOWED)
+        text = f"{field} is verification-only: ask a claim (forms {_forms(spec)}), not a value"
+        raise PolicyError(text, reason=Reason.FORM_NOT_ALLOWED, public=text)
     return spec
+
+
+def _forms(spec: FieldSpec) -> list[str]:
+    return sorted(str(f) for f in spec.forms)
+
+
+def form_not_allowed(spec: FieldSpec, form: Form | None, *, as_indicator: bool = False) -> PolicyError:
+    """FORM_NOT_ALLOWED naming the field and the forms the catalog allows: public catalog facts, no oracle."""
+    allowed = [f for f in _forms(spec) if not (as_indicator and f == str(Form.LADDER))]
+    if form is None:
+        text = f"{spec.key} has no disclosure form for institutions"
+    else:
+        text = f"{spec.key} cannot be disclosed as {form}"
+    text += f"; the catalog allows {allowed}" if allowed else "; the catalog allows no form for institutions"
+    return PolicyError(text, reason=Reason.FORM_NOT_ALLOWED, public=text)
 
 
 def format_decimal(value: Decimal) -> str:

@@ -29,6 +29,7 @@ import asyncio
 import inspect
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
@@ -97,6 +98,10 @@ def _guard_sync(
                 yield from behavior(request, context)
                 return
             except Exception as exc:
+                if not context.is_active():
+                    # The caller hung up (a stopping node closes its streams): nobody to answer.
+                    log.info("[%s] caller went away (%s)", method, type(exc).__name__)
+                    return
                 failure = _failure_status(exc, method)
             context.abort_with_status(failure)
 
@@ -388,6 +393,36 @@ class AsyncioServer(RunningServer):
             self._pool.shutdown(wait=True)
 
 
+def check_bindable(bind: str) -> None:
+    """Refuse, with the operating system's reason, an address that cannot be bound.
+
+    gRPC only says "Failed to bind" (and logs an error line of its own), so
+    a busy port is probed first with a plain socket; port 0 always binds.
+    """
+    host, _, port_text = bind.rpartition(":")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port_text)))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind {bind}: {exc.strerror}") from None
+
+
+def _add_port(server: Any, bind: str, credentials: PartyCredentials) -> int:
+    check_bindable(bind)
+    try:
+        port: int = server.add_secure_port(bind, _server_credentials(credentials))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind {bind}")
+    return port
+
+
 def build_server(
     credentials: PartyCredentials,
     bind: str,
@@ -413,9 +448,7 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(s.name for s in services)
     reflection.enable_server_reflection(_reflected(names), server)
-    port = server.add_secure_port(bind, _server_credentials(credentials))
-    if port == 0:
-        raise OSError(f"cannot bind {bind}")
+    port = _add_port(server, bind, credentials)
     running = ThreadedServer(port, names, server, health_servicer)
     running.set_serving(False)
     server.start()
@@ -438,9 +471,7 @@ def _build_asyncio(
             await health_servicer.set(name, _NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(_reflected(names), server)
-        port = server.add_secure_port(bind, _server_credentials(credentials))
-        if port == 0:
-            raise OSError(f"cannot bind {bind}")
+        port = _add_port(server, bind, credentials)
         await server.start()
         return server, health_servicer, port
 

@@ -426,9 +426,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register_cli(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--enterprises", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--as-of", default="2026-09-30")
-    parser.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
+    parser.add_argument("--enterprises", type=int, default=2000, help="synthetic enterprises (default 2000)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data (default 7)")
+    parser.add_argument("--as-of", default="2026-09-30", help="data-as-of date of the providers' exports")
+    parser.add_argument(
+        "--providers", default=",".join(DEFAULT_PROVIDERS), help="comma-separated catalog providers to run agents for"
+    )
     parser.add_argument("--workdir", default="demo-run", help="wiped and recreated on every run")
     parser.set_defaults(func=run)

@@ -146,6 +146,7 @@ def run(
     align: Literal["psi", "ids"] = "psi",
     plain_max_degree: int = 7,
     mode: str = "inprocess",
+    data_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train federated and centralized models on the same split; return one flat JSON-able dict.
 
@@ -171,7 +172,7 @@ def run(
     else:
         if dataset is None:
             raise ValueError("give a dataset or --guest/--host files")
-        g, h = data.dataset_paths(dataset)
+        g, h = data.dataset_paths(dataset, data_dir)
         bank = data.read_table(g, label=True, name="bank")
         host_tables = data.split_columns(data.read_table(h, label=False, name="provider-1"), providers)
         name = dataset
@@ -496,22 +497,25 @@ def _run_processes(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", choices=data.DATASETS, default=None, help="a dataset from ../shared/data")
+    p.add_argument(
+        "--data-dir", type=Path, help="folder holding the shared datasets (default: $XINRONG_DATA_DIR, ../shared/data)"
+    )
     p.add_argument("--guest", type=Path, help="bank CSV: id,y,x...")
     p.add_argument("--host", type=Path, action="append", dest="hosts", help="provider CSV: id,x... (repeatable)")
-    p.add_argument("--backend", choices=BACKENDS, default="ckks")
+    p.add_argument("--backend", choices=BACKENDS, default="ckks", help="HE backend (default ckks)")
     p.add_argument("--providers", type=int, default=2, help="split the host columns across K providers")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--l2", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, help="epochs (default: the dataset's)")
+    p.add_argument("--batch-size", type=int, help="rows per batch (default: the dataset's)")
+    p.add_argument("--learning-rate", type=float, help="learning rate (default: the dataset's)")
+    p.add_argument("--l2", type=float, default=0.01, help="L2 penalty (default 0.01)")
     p.add_argument("--sigmoid-degree", type=int, default=0, help="0: the highest odd degree the backend evaluates")
     p.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     p.add_argument("--no-loss", action="store_true", help="do not compute the encrypted loss")
     p.add_argument(
         "--loss-batches", type=int, default=1, help="encrypted loss on the first k batches per epoch (0: all)"
     )
-    p.add_argument("--paillier-bits", type=int, default=2048)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paillier-bits", type=int, default=2048, help="Paillier modulus bits (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the split and training order")
     p.add_argument("--parallel", action="store_true", help="in-process mode: call providers on threads")
     p.add_argument(
         "--inprocess",
@@ -548,6 +552,7 @@ def main(args: argparse.Namespace) -> int:
         paillier_bits=args.paillier_bits,
         progress=progress,
         mode="inprocess" if args.inprocess else "processes",
+        data_dir=args.data_dir,
     )
     print(json.dumps(result))
     return 0

@@ -340,8 +340,8 @@ def ceiling_server(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring time per load (default 10)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--claims", type=int, default=1, help="claims per verify call (1-4, all at the tax agent)")
     p.add_argument(
         "--placement",
