@@ -19,6 +19,8 @@ from xinrong.catalog import Catalog, FieldType, parse_catalog
 from xinrong.tools import datagen
 from xinrong.tools.cli import build_parser, main
 
+from support.datagen_readers import joined_training_frame, load_training_frame, read_csv_rows
+
 SMALL_N = 2_000
 SMALL_SEED = 7
 AUC_N = 20_000
@@ -120,7 +122,7 @@ def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def _column(directory: Path, provider: str, column: str) -> dict[str, str]:
-    return {u: row[column] for u, row in datagen.read_csv_rows(directory / f"{provider}.csv").items()}
+    return {u: row[column] for u, row in read_csv_rows(directory / f"{provider}.csv").items()}
 
 
 # ------------------------------------------------------------------ shape
@@ -267,7 +269,7 @@ def test_every_bracket_and_ladder_side_is_populated(big: Path, catalog: Catalog)
 
 
 def test_correlations_are_plausible(big: Path) -> None:
-    frame = datagen.load_training_frame(big)
+    frame = load_training_frame(big)
     names = frame.feature_names
 
     def col(name: str) -> np.ndarray:
@@ -306,8 +308,8 @@ def test_correlations_are_plausible(big: Path) -> None:
 
 
 def test_ground_truth_is_internally_consistent(big: Path) -> None:
-    tax = datagen.read_csv_rows(big / "tax.csv")
-    market = datagen.read_csv_rows(big / "market.csv")
+    tax = read_csv_rows(big / "tax.csv")
+    market = read_csv_rows(big / "market.csv")
     for code, row in tax.items():
         if row["in_arrears"] and row["arrears_amount"]:
             assert (row["in_arrears"] == "true") == (Decimal(row["arrears_amount"]) > 0), code
@@ -316,7 +318,7 @@ def test_ground_truth_is_internally_consistent(big: Path) -> None:
         years = market[code]["years_in_operation"]
         if years and row["consecutive_normal_months"]:
             assert int(row["consecutive_normal_months"]) <= 12 * (int(years) + 1), code
-    bank = datagen.read_csv_rows(big / datagen.BANK_FILE)
+    bank = read_csv_rows(big / datagen.BANK_FILE)
     for code, row in bank.items():
         years = market[code]["years_in_operation"]
         if years:
@@ -341,7 +343,7 @@ def test_logistic_regression_auc_in_window(big: Path) -> None:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    X, y, names = datagen.joined_training_frame(big)
+    X, y, names = joined_training_frame(big)
     assert X.shape == (len(y), len(names)) and np.isfinite(X).all()
     assert any(n.startswith("bank.") for n in names) and any(n.endswith("__missing") for n in names)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
@@ -352,15 +354,15 @@ def test_logistic_regression_auc_in_window(big: Path) -> None:
 
 
 def test_training_frame_owners_and_ordinal_encoding(small: Path, catalog: Catalog) -> None:
-    onehot = datagen.load_training_frame(small)
-    ordinal = datagen.load_training_frame(small, enum_encoding="ordinal")
+    onehot = load_training_frame(small)
+    ordinal = load_training_frame(small, enum_encoding="ordinal")
     assert set(onehot.owners) == set(catalog.providers) | {datagen.BANK_OWNER}
     for name, owner in zip(onehot.feature_names, onehot.owners):
         assert name.split(".")[0] == owner
     assert ordinal.X.shape[1] < onehot.X.shape[1]
     assert "tax.credit_grade" in ordinal.feature_names
     assert "tax.credit_grade=A" in onehot.feature_names
-    assert onehot.usccs == list(datagen.read_csv_rows(small / datagen.BANK_FILE))
+    assert onehot.usccs == list(read_csv_rows(small / datagen.BANK_FILE))
 
 
 # ------------------------------------------------------------- catalog-driven
@@ -388,8 +390,8 @@ def test_training_frame_rejects_values_outside_the_catalog(small: Path, tmp_path
 
     copy = tmp_path / "corrupt"
     shutil.copytree(small, copy)
-    at_grid = datagen.read_csv_rows(small / "electricity.csv")
-    borrower = next(u for u in datagen.read_csv_rows(small / datagen.BANK_FILE) if u in at_grid)
+    at_grid = read_csv_rows(small / "electricity.csv")
+    borrower = next(u for u in read_csv_rows(small / datagen.BANK_FILE) if u in at_grid)
     lines = (copy / "electricity.csv").read_text().splitlines(keepends=True)
     header = lines[0].rstrip("\n").split(",")
     grade = header.index("risk_grade")
@@ -401,14 +403,14 @@ def test_training_frame_rejects_values_outside_the_catalog(small: Path, tmp_path
             break
     (copy / "electricity.csv").write_text("".join(lines))
     with pytest.raises(ValueError, match="risk_grade"):
-        datagen.load_training_frame(copy)
+        load_training_frame(copy)
 
 
 def test_read_csv_rows_refuses_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "dup.csv"
     path.write_text("uscc,as_of,x\n91350100M000100Y43,2026-09-30,1\n91350100M000100Y43,2026-09-30,2\n")
     with pytest.raises(ValueError, match="duplicate"):
-        datagen.read_csv_rows(path)
+        read_csv_rows(path)
 
 
 # -------------------------------------------------------------- arguments
