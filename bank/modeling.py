@@ -55,6 +55,7 @@ from xinrong.keys.sealing import seal
 from xinrong.modeling import metrics, psi, scoring
 from xinrong.modeling.data import PartyTable, parse_cell, stratified_split
 from xinrong.modeling.he.base import HESecret, load_public
+from xinrong.modeling.positions import encode_positions
 from xinrong.modeling.psi import psi_context
 from xinrong.modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
@@ -853,7 +854,7 @@ def score_job_rows(
             modeling_pb2.ScoreJobRowsRequest(
                 job_id=job_id,
                 request_id=request_id,
-                positions=np.asarray(chunk, dtype="<u4").tobytes(),
+                positions=encode_positions(chunk),
                 scoring_key=key,
             ),
         )

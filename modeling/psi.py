@@ -55,7 +55,11 @@ values from different jobs cannot be linked.
 
 Messages are transport-agnostic bytes: a fixed header (magic, version, kind,
 a 16-byte digest of the job context, counts) followed by packed 32-byte
-points or big-endian uint32 positions.
+points or uint32 little-endian positions (``xinrong.modeling.positions``,
+the codec every positions field uses). Version 1 sent the positions
+big-endian; version 2 changed only that, and a party of one version refuses
+every message of the other (step 1 already), so mixed deployments fail
+loudly instead of misreading rows.
 
 Cost and parallelism
 --------------------
@@ -92,6 +96,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from xinrong.modeling.positions import decode_positions, encode_positions
+
 log = logging.getLogger(__name__)
 
 POINT_BYTES = 32
@@ -103,7 +109,7 @@ SHARED_MIN = 2 * MIN_CHUNK  # with a caller-owned (already running) executor
 P25519 = 2**255 - 19
 
 _MAGIC = b"XRPI"
-_VERSION = 1
+_VERSION = 2  # 2: little-endian positions in the selection (1: big-endian)
 _KIND_REQUEST = 1
 _KIND_RESPONSE = 2
 _KIND_SELECTION = 3
@@ -363,7 +369,7 @@ class BankPsi(_Party):
         items = self._order[chosen]
         selections = {}
         for provider, matches in self._matches.items():
-            positions = matches[chosen].astype(">u4").tobytes()
+            positions = encode_positions(matches[chosen])
             msg = self._header(_KIND_SELECTION, len(chosen)) + positions
             selections[provider] = msg
         is_decoy = items >= self._n_real
@@ -458,7 +464,7 @@ class ProviderPsi(_Party):
         count, _zero, body = self._parse(selection, _KIND_SELECTION)
         if len(body) != 4 * count:
             raise ValueError("PSI selection length does not match its header")
-        positions = np.frombuffer(body, dtype=">u4").astype(np.int64)
+        positions = decode_positions(body)
         if positions.size and (positions.max() >= len(self._ids) or len(np.unique(positions)) != positions.size):
             raise ValueError("PSI selection names positions that are out of range or repeated")
         rows = self._order[positions]

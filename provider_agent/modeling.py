@@ -50,6 +50,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import seal
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import load_public
+from xinrong.modeling.positions import decode_positions
 from xinrong.modeling.psi import ProviderPsi, psi_context
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
 from xinrong.modeling.vlr import (
@@ -498,7 +499,7 @@ class AgentModeling:
         with job.lock:
             if job.rows is None:
                 raise _refused("not aligned", f"job {job_id} has no alignment here")
-            pos = np.frombuffer(positions, dtype="<u4").astype(np.int64)
+            pos = decode_positions(positions)
             if pos.max() >= job.rows.size:
                 raise ValidationError("positions out of range")
             raw = job.features.x[job.rows[pos]]

@@ -15,6 +15,8 @@ import tenseal as ts
 import tenseal.sealapi as seal
 
 from xinrong.modeling.he import base, ckks
+from xinrong.modeling.he.ckks.evaluator import primes_of
+from xinrong.modeling.he.ckks.serialization import COL_FIELDS, HEADER, PUBLIC_MAGIC, seal_save
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_add_add_plain_mul_plain_multi_ciphertext(small: ckks.CKKSSecret) -> Non
     # A zero factor is a fresh encryption of zero (SEAL refuses transparent products), one level down.
     zero = small.mul_plain(ea, np.zeros(n))
     np.testing.assert_allclose(small.decrypt(zero), 0.0, atol=1e-6)
-    assert ckks._primes(zero.parts[0]) == ckks._primes(ea.parts[0]) - 1
+    assert primes_of(zero.parts[0]) == primes_of(ea.parts[0]) - 1
     with pytest.raises(ValueError):
         small.add(ea, small.encrypt(a[:100]))
     with pytest.raises(ValueError):
@@ -134,7 +136,7 @@ def test_polyval_sigmoid_fits(secret: ckks.CKKSSecret, public: ckks.CKKSPublic, 
     np.testing.assert_allclose(got, np.polynomial.polynomial.polyval(t, coeffs), atol=1e-4)
     # Depth ceil(log2(degree + 1)): the rest of the chain stays for the features and the masks.
     depth = math.ceil(math.log2(degree + 1))
-    assert ckks._primes(enc.parts[0]) == secret.params.data_primes - depth
+    assert primes_of(enc.parts[0]) == secret.params.data_primes - depth
 
 
 def test_polyval_row_weights_cost_no_level(secret: ckks.CKKSSecret, public: ckks.CKKSPublic) -> None:
@@ -149,7 +151,7 @@ def test_polyval_row_weights_cost_no_level(secret: ckks.CKKSSecret, public: ckks
         truth = w * np.polynomial.polynomial.polyval(t, coeffs)
         np.testing.assert_allclose(secret.decrypt(enc), truth, atol=1e-4)
         depth = math.ceil(math.log2(degree + 1))
-        assert all(ckks._primes(p) == secret.params.data_primes - depth for p in enc.parts)
+        assert all(primes_of(p) == secret.params.data_primes - depth for p in enc.parts)
     # the constant polynomial with weights is the weight vector itself, encrypted
     const = public.polyval(public.encrypt(t), [0.5], row_weights=w)
     np.testing.assert_allclose(secret.decrypt(const), 0.5 * w, atol=1e-6)
@@ -185,7 +187,7 @@ def test_polyval_limits(secret: ckks.CKKSSecret) -> None:
     spent = enc
     for _ in range(4):
         spent = secret.mul_plain(spent, 1.0)
-    assert ckks._primes(spent.parts[0]) == 2
+    assert primes_of(spent.parts[0]) == 2
     with pytest.raises(ValueError):
         secret.polyval(spent, _sigmoid_fit(3, 8.0))
     with pytest.raises(ValueError, match="chain"):
@@ -224,7 +226,7 @@ def test_rerandomize_changes_bytes_not_value(secret: ckks.CKKSSecret, public: ck
     # at a low level the fresh randomness is drawn at that level, and the level is kept
     low = public.mul_plain(public.mul_plain(public.mul_plain(enc, 1.0), 1.0), 1.0)
     again = public.rerandomize(low)
-    assert ckks._primes(again.parts[0]) == ckks._primes(low.parts[0]) == 3
+    assert primes_of(again.parts[0]) == primes_of(low.parts[0]) == 3
     assert public.serialize(again) != public.serialize(low)
     np.testing.assert_allclose(secret.decrypt(again), values + 0.5, atol=1e-5)
 
@@ -276,20 +278,20 @@ def test_deserialize_rejects_foreign_and_malformed(secret: ckks.CKKSSecret, smal
 
 def test_load_public_refuses_secret_material_and_junk(secret: ckks.CKKSSecret, small: ckks.CKKSSecret) -> None:
     # a "public key" that carries the secret key, or is the secret key, does not load
-    params, pk, relin = base.unpack_blobs(secret.public_bytes()[len(ckks._PUBLIC_MAGIC) :])
-    secret_blob = ckks._seal_save(secret._secret_key)
+    params, pk, relin = base.unpack_blobs(secret.public_bytes()[len(PUBLIC_MAGIC) :])
+    secret_blob = seal_save(secret._secret_key)
     with pytest.raises(ValueError):
-        ckks.load_public(ckks._PUBLIC_MAGIC + base.pack_blobs([params, pk, relin, secret_blob]))
+        ckks.load_public(PUBLIC_MAGIC + base.pack_blobs([params, pk, relin, secret_blob]))
     with pytest.raises(ValueError):
-        ckks.load_public(ckks._PUBLIC_MAGIC + base.pack_blobs([params, secret_blob, b""]))
+        ckks.load_public(PUBLIC_MAGIC + base.pack_blobs([params, secret_blob, b""]))
     with pytest.raises(ValueError, match="not a CKKS public key"):
         ckks.load_public(secret.secret_bytes())
     # keys are checked against the declared parameters
     other_params = small.params.to_json()
     with pytest.raises(ValueError):
-        ckks.load_public(ckks._PUBLIC_MAGIC + base.pack_blobs([other_params, pk, b""]))
+        ckks.load_public(PUBLIC_MAGIC + base.pack_blobs([other_params, pk, b""]))
     with pytest.raises(ValueError):
-        ckks.load_public(ckks._PUBLIC_MAGIC + base.pack_blobs([params, pk[:-100], b""]))
+        ckks.load_public(PUBLIC_MAGIC + base.pack_blobs([params, pk[:-100], b""]))
 
 
 def test_secret_bytes_round_trip(small: ckks.CKKSSecret) -> None:
@@ -307,14 +309,14 @@ def test_loaded_ciphertexts_are_checked(secret: ckks.CKKSSecret, public: ckks.CK
     transparent.resize(public._context, public._pids[2], 2)  # two zero polynomials
     assert transparent.is_transparent()
     with pytest.raises(ValueError):
-        public._load_part(ckks._seal_save(transparent))
+        public._load_part(seal_save(transparent))
     odd_scale = public._mul_plain(enc.parts[0], 1.0)
     odd_scale.scale = 2.0**41
     with pytest.raises(ValueError, match="scale"):
-        public._load_part(ckks._seal_save(odd_scale))
+        public._load_part(seal_save(odd_scale))
     with pytest.raises(ValueError):
         public._load_part(b"\x00" * 64)
-    assert secret._real_slots_of(public._load_part(ckks._seal_save(enc.parts[0])))[0] == pytest.approx(1.0, abs=1e-6)
+    assert secret._real_slots_of(public._load_part(seal_save(enc.parts[0])))[0] == pytest.approx(1.0, abs=1e-6)
 
 
 # -- masked column sums -----------------------------------------------------
@@ -340,7 +342,7 @@ def test_masked_column_sums_recover_xt_a(secret: ckks.CKKSSecret, public: ckks.C
     x[:, -1] = 0.0 if k > 2 else x[:, -1]  # an all-zero column (a constant feature) is fine too
     payload, mask = public.masked_column_sums(enc, x)
     # two columns per product ciphertext (real and imaginary parts), 2 * copies when tiled
-    _k, _block, per_ct, count = ckks._COL_FIELDS.unpack_from(payload, ckks._HEADER.size)
+    _k, _block, per_ct, count = COL_FIELDS.unpack_from(payload, HEADER.size)
     copies = max(1, public.slots // n) if n <= public.slots else 1
     assert per_ct == 2 * copies and count == math.ceil(k / per_ct)
     released = secret.decrypt_column_sums(payload)
@@ -371,8 +373,8 @@ def test_column_products_run_at_the_lowest_usable_level(public: ckks.CKKSPublic)
     """A fresh residual is mod-switched to mask level + 1 before the product: payloads are 2-prime ciphertexts."""
     enc = public.encrypt(np.linspace(-1, 1, 500))
     payload, _ = public.masked_column_sums(enc, np.ones((500, 3)))
-    blobs = base.unpack_blobs(payload[ckks._HEADER.size + ckks._COL_FIELDS.size :])
-    assert all(ckks._primes(public._load_part(b)) == public.params.mask_primes() for b in blobs)
+    blobs = base.unpack_blobs(payload[HEADER.size + COL_FIELDS.size :])
+    assert all(primes_of(public._load_part(b)) == public.params.mask_primes() for b in blobs)
 
 
 def test_key_owner_view_is_uncorrelated(small: ckks.CKKSSecret) -> None:
@@ -386,7 +388,7 @@ def test_key_owner_view_is_uncorrelated(small: ckks.CKKSSecret) -> None:
         x = rng.normal(0, 1, (n, k))
         payload, mask = public.masked_column_sums(public.encrypt(a), x)
         # Everything the key owner can look at: the decrypted slots (both parts) ...
-        blob = base.unpack_blobs(payload[ckks._HEADER.size + ckks._COL_FIELDS.size :])
+        blob = base.unpack_blobs(payload[HEADER.size + COL_FIELDS.size :])
         assert len(blob) == 1
         seen = small._slots_of(small._load_part(blob[0]))
         slot_seen.append(np.concatenate([seen.real, seen.imag]))
@@ -426,7 +428,7 @@ def test_flooding_noise_and_grid(secret: ckks.CKKSSecret, public: ckks.CKKSPubli
     enc, _ = _training_like_residual(public, n, seed=9)
     x = np.random.default_rng(10).normal(0, 1, (n, 1))
     payload, _ = public.masked_column_sums(enc, x)
-    blob = base.unpack_blobs(payload[ckks._HEADER.size + ckks._COL_FIELDS.size :])[0]
+    blob = base.unpack_blobs(payload[HEADER.size + COL_FIELDS.size :])[0]
     block = secret._slots_of(secret._load_part(blob)).real
     sigma, grid = ckks.flood_parameters(secret.params, block)
     # Honest masks set sigma by the float64 decoding term, above the floor

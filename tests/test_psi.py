@@ -143,12 +143,32 @@ def test_messages_are_bound_to_their_job_and_kind() -> None:
     bank.accept("tax", response)
     _, selections = bank.finish()
     tag = psi.context_digest(CTX)[:16]
-    out_of_range = psi._HEADER.pack(psi._MAGIC, psi._VERSION, psi._KIND_SELECTION, tag, 1, 0) + (5).to_bytes(4, "big")
+    out_of_range = psi._HEADER.pack(psi._MAGIC, psi._VERSION, psi._KIND_SELECTION, tag, 1, 0) + (5).to_bytes(
+        4, "little"
+    )
     with pytest.raises(ValueError, match="positions"):
         provider.finish(out_of_range)
     with pytest.raises(ValueError, match="length"):
         provider.finish(selections["tax"] + b"\x00")
     assert provider.finish(selections["tax"]).ids == ["A"]
+
+
+def test_a_version_1_peer_is_refused_not_misread() -> None:
+    """Version 1 sent selection positions big-endian; a version-2 party must not read them as little-endian."""
+    bank = psi.BankPsi(["A", "B"], context=CTX, workers=1)
+    provider = psi.ProviderPsi(["A", "B"], context=CTX, workers=1)
+    bank.accept("tax", provider.respond(bank.request()))
+    _, selections = bank.finish()
+    tag = psi.context_digest(CTX)[:16]
+    count = (len(selections["tax"]) - psi._HEADER.size) // 4
+    old = psi._HEADER.pack(psi._MAGIC, 1, psi._KIND_SELECTION, tag, count, 0)
+    old += b"".join(p.to_bytes(4, "big") for p in range(count))
+    with pytest.raises(ValueError, match="version"):
+        provider.finish(old)
+    old_request = psi._HEADER.pack(psi._MAGIC, 1, psi._KIND_REQUEST, tag, 0, 0)
+    with pytest.raises(ValueError, match="version"):
+        psi.ProviderPsi(["A"], context=CTX, workers=1).respond(old_request)
+    assert sorted(provider.finish(selections["tax"]).ids) == ["A", "B"]
 
 
 def test_low_order_points_are_rejected() -> None:
