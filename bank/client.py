@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import grpc
 
 from xinrong.catalog import Catalog, Form, default_catalog
-from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, check_claim, claim_text, parse_claim
+from xinrong.claims import check_claim, claim_text, parse_claim
 from xinrong.errors import SignatureError, XinrongError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -33,13 +33,14 @@ A job file::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
 from xinrong.v1 import modeling_pb2
 
 if TYPE_CHECKING:
-    from xinrong.bank.modeling import TrainOutcome
+    from xinrong.bank.modeling import JobFile, TrainOutcome
 
 
 def _outcome_json(outcome: TrainOutcome) -> dict[str, Any]:
@@ -68,10 +69,15 @@ def _outcome_json(outcome: TrainOutcome) -> dict[str, Any]:
     }
 
 
+def _with_node(job: JobFile, node: str | None) -> JobFile:
+    """--node overrides the job file's node address (a network on another port, a replica)."""
+    return dataclasses.replace(job, node=node) if node else job
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from xinrong.bank.modeling import load_job, tqdm_progress, train  # numpy, HE libraries: only for this verb
 
-    job = load_job(args.config)
+    job = _with_node(load_job(args.config), args.node)
     progress = None if (args.no_progress or args.json) else tqdm_progress
     outcome = train(job, resume=args.resume, progress=progress)
     if args.json:
@@ -88,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from xinrong.bank.modeling import ModelingClient, load_job
     from xinrong.keys.layout import load_party
 
-    job = load_job(args.config)
+    job = _with_node(load_job(args.config), args.node)
     with ModelingClient(job.node, load_party(job.credentials), node_id=job.node_id, timeout=30.0) as client:
         status = client.call("GetJob", modeling_pb2.GetJobRequest(job_id=job.job_id))
     body = {
@@ -120,8 +126,10 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a FAILED job from the last common checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--node", help="node address host:port, instead of the job file's")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("status", help="the node's view of a job: state, epochs, failure, wire bytes")
     p.add_argument("--config", required=True, help="the job file (TOML)")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--node", help="node address host:port, instead of the job file's")
     p.set_defaults(func=cmd_status)

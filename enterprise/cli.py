@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from xinrong import uscc
-from xinrong.claims import PROTO_TO_FORM
 from xinrong.consent import parse_consent, read_consent, write_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.serde import PROTO_TO_FORM, purpose_name
 from xinrong.v1 import common_pb2
 
 
@@ -22,7 +22,7 @@ def consent_summary(signed: common_pb2.SignedConsent) -> dict[str, object]:
         "consent_id": c.consent_id,
         "enterprise": c.enterprise_uscc,
         "grantee": c.grantee_id,
-        "purpose": common_pb2.ConsentPurpose.Name(c.purpose).removeprefix("CONSENT_PURPOSE_").lower(),
+        "purpose": purpose_name(c.purpose),
         "scope": {i.field: sorted(str(PROTO_TO_FORM[f]) for f in i.forms if f in PROTO_TO_FORM) for i in c.scope},
         "data_period": [c.data_period_from, c.data_period_to],
         "valid_from": dt.datetime.fromtimestamp(c.valid_from, dt.UTC).isoformat(),

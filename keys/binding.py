@@ -12,15 +12,8 @@ from dataclasses import dataclass
 from xinrong.errors import SignatureError
 from xinrong.keys.ca import CaVerifier, CertificateAuthority, check_party_id
 from xinrong.keys.signing import VerifyKey, key_id_of
+from xinrong.serde import PROTO_TO_ROLE, ROLE_TO_PROTO
 from xinrong.v1 import common_pb2
-
-ROLE_TO_PROTO = {
-    "node": common_pb2.PARTY_ROLE_NODE,
-    "provider": common_pb2.PARTY_ROLE_PROVIDER,
-    "institution": common_pb2.PARTY_ROLE_INSTITUTION,
-    "enterprise": common_pb2.PARTY_ROLE_ENTERPRISE,
-}
-PROTO_TO_ROLE = {v: k for k, v in ROLE_TO_PROTO.items()}
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ from typing import Any
 
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, CheckedClaim, check_claim, check_indicator, claim_text
+from xinrong.claims import CheckedClaim, check_claim, check_indicator, claim_text
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.node.admission import INDICATORS, VERIFICATION, AccessRequest, Admission, Admitted, Ask, Purpose, Subject
 from xinrong.node.audit import claims_digest
 from xinrong.node.routing import AgentPool
 from xinrong.rpc.auth import Peer
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import agent_pb2, common_pb2, node_pb2
 
 # Audit reason of an admitted request whose caller went away before the answer.

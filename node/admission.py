@@ -67,6 +67,7 @@ from xinrong.node.db import Database
 from xinrong.node.limits import EnterpriseBudget, ReplayGuard, utc_day
 from xinrong.node.registry import PartyRegistry
 from xinrong.rpc.auth import Peer
+from xinrong.serde import purpose_name
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -180,11 +181,6 @@ class Refused(Exception):
 def _valid_uscc(code: str) -> bool:
     """USCC syntax (check characters); cached: the same enterprises are asked about all day."""
     return len(code) == 18 and uscc_mod.is_valid(code)
-
-
-def _purpose_name(purpose: int) -> str:
-    """credit_scoring for CONSENT_PURPOSE_CREDIT_SCORING: the name the consent CLI takes."""
-    return common_pb2.ConsentPurpose.Name(purpose).removeprefix("CONSENT_PURPOSE_").lower()
 
 
 class Admission:
@@ -354,7 +350,7 @@ class Admission:
         )
         consent = record.verified.consent
         if purpose.consent_purposes and consent.purpose not in purpose.consent_purposes:
-            wanted = " or ".join(sorted(_purpose_name(p) for p in purpose.consent_purposes))
+            wanted = " or ".join(sorted(purpose_name(p) for p in purpose.consent_purposes))
             raise ConsentError(
                 f"purpose is not {wanted}",
                 reason=Reason.CLAIM_OUT_OF_SCOPE,

@@ -1,5 +1,6 @@
 """``xinrong node``: serve, check the audit chain, inspect consents.
 
+    xinrong node init --keys-dir keys --provider tax=HOST:PORT --institution bank-a --out node.toml
     xinrong node serve --config node.toml [--port-file PATH]
     xinrong node audit verify --config node.toml
     xinrong node audit tail --config node.toml [-n N]
@@ -25,8 +26,9 @@ from pathlib import Path
 
 from xinrong.heap import settle_after_start
 from xinrong.node.audit import tail, verify_chain
-from xinrong.node.config import ConfigError, load_config
+from xinrong.node.config import ConfigError, load_config, render_template
 from xinrong.node.db import open_readonly
+from xinrong.serde import consent_state_name
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,40 @@ def _open_db(config_path: str) -> sqlite3.Connection:
         return open_readonly(db)
     except FileNotFoundError:
         raise ConfigError(f"the node database {db} does not exist (has the node run yet?)") from None
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Write a commented config that loads as written (checked before it is kept)."""
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; use --force to replace it")
+    providers = []
+    for item in args.provider:
+        name, sep, address = item.partition("=")
+        if not sep or not name or not address:
+            raise ConfigError(f"--provider {item!r}: give NAME=HOST:PORT")
+        providers.append((name, address))
+    text = render_template(
+        out=out,
+        keys_dir=Path(args.keys_dir),
+        bind=args.bind,
+        providers=providers,
+        institutions=args.institution,
+        db=Path(args.db) if args.db else None,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    try:
+        config = load_config(tmp)
+        config.db.parent.mkdir(parents=True, exist_ok=True)
+        load_config(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    print(f"wrote {out}: node on {args.bind}, {len(providers)} providers, {len(args.institution)} institutions")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -116,7 +152,7 @@ def _consents_list(args: argparse.Namespace) -> int:
                         "consent_id": cid,
                         "enterprise": enterprise,
                         "grantee": grantee,
-                        "state": common_pb2.ConsentState.Name(shown).removeprefix("CONSENT_STATE_"),
+                        "state": consent_state_name(shown),
                         "uses": uses,
                         "max_uses": consent.max_uses,
                         "valid_until": dt.datetime.fromtimestamp(consent.valid_until, dt.UTC).isoformat(),
@@ -131,6 +167,20 @@ def _consents_list(args: argparse.Namespace) -> int:
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="node_verb", metavar="COMMAND")
     sub.required = True
+
+    init = sub.add_parser("init", help="write a commented node config for an existing keys directory")
+    init.add_argument("--keys-dir", required=True, help="keys directory (xinrong keys init)")
+    init.add_argument("--bind", default="127.0.0.1:50051", help="address the node listens on (default 127.0.0.1:50051)")
+    init.add_argument(
+        "--provider", action="append", default=[], metavar="NAME=HOST:PORT", help="an agent to route to; repeatable"
+    )
+    init.add_argument(
+        "--institution", action="append", default=[], metavar="ID", help="an institution allowed in; repeatable"
+    )
+    init.add_argument("--db", help="node database (default: state/node.db beside the config)")
+    init.add_argument("--out", required=True, help="config file to write")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(func=_init)
 
     serve = sub.add_parser("serve", help="serve the node over mTLS")
     serve.add_argument("--config", required=True, help="node TOML config")

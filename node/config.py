@@ -35,6 +35,7 @@ system whose limits are a privacy control.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -210,6 +211,62 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def render_template(
+    *,
+    out: Path,
+    keys_dir: Path,
+    bind: str,
+    providers: Iterable[tuple[str, str]],
+    institutions: Iterable[str],
+    db: Path | None = None,
+) -> str:
+    """A commented node config (``xinrong node init``); paths relative to ``out``'s folder.
+
+    providers: (name, address) of each agent the node routes to.
+    """
+    base = out.resolve().parent
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), base)
+
+    db = db or base / "state" / "node.db"
+    lines = [
+        "# xinrong central node, written by `xinrong node init`.",
+        "# Paths are relative to this file. Secrets are paths to key files, never values.",
+        "# `xinrong node serve --config THIS` serves institutions and enterprises over mTLS.",
+        "",
+        "[node]",
+        f"bind = {_toml_value(bind)}                    # where institutions reach the node (port 0: any free port)",
+        f"credentials = {_toml_value(rel(keys_dir / 'node' / 'node'))}   # the node's keys (xinrong keys init)",
+        f"ca_cert = {_toml_value(rel(keys_dir / 'ca' / 'ca.crt'))}       # trust anchor: the platform CA certificate",
+        f"db = {_toml_value(rel(db))}                     # consents, uses, budgets, audit log (SQLite, 0600)",
+        "max_clock_skew_seconds = 300           # requests further off the node's clock are refused",
+        "agent_timeout_seconds = 5              # deadline of each call to an agent",
+        "max_claims_per_request = 32",
+        "enterprise_daily_budget = 200          # requests about one enterprise per UTC day, all institutions",
+        "revocation_retry_seconds = 30          # retry interval of revocation pushes to agents that were down",
+        '# sqlite_synchronous = "NORMAL"        # FULL: fsync on every commit',
+        "# modeling_step_timeout_seconds = 300  # joint modeling: deadline per agent call",
+        "# modeling_max_jobs = 4                # joint-modeling jobs held in memory at once",
+    ]
+    for name, address in providers:
+        lines += [
+            "",
+            "[[providers]]                          # a provider agent the node routes claims to",
+            f"name = {_toml_value(name)}",
+            f"address = {_toml_value(address)}",
+            f"binding = {_toml_value(rel(keys_dir / 'providers' / name / 'binding.pb'))}  # its CA-signed key binding",
+        ]
+    for ident in institutions:
+        lines += [
+            "",
+            "[[institutions]]                       # an institution allowed to ask about enterprises",
+            f"id = {_toml_value(ident)}",
+            f"binding = {_toml_value(rel(keys_dir / 'institutions' / ident / 'binding.pb'))}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "NODE_KEYS",
     "SYNCHRONOUS_MODES",
@@ -220,4 +277,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "render_config",
+    "render_template",
 ]

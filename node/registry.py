@@ -17,9 +17,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from xinrong.keys.binding import ROLE_TO_PROTO, VerifiedBinding, verify_binding
+from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.node.db import Database, Transaction
+from xinrong.serde import ROLE_TO_PROTO
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from xinrong.catalog import Catalog
 from xinrong.config import ConfigError
 from xinrong.errors import SignatureError, ValidationError
-from xinrong.keys.binding import PROTO_TO_ROLE, VerifiedBinding
+from xinrong.keys.binding import VerifiedBinding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials, read_binding_file
 from xinrong.node.access import CANCELLED, AccessService, Answers, IndicatorsInput, VerifyInput
@@ -39,6 +39,7 @@ from xinrong.node.limits import EnterpriseBudget, ReplayGuard
 from xinrong.node.registry import PartyRegistry
 from xinrong.node.routing import AgentPool
 from xinrong.rpc.auth import Peer
+from xinrong.serde import PROTO_TO_ROLE
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)

@@ -14,43 +14,12 @@ from __future__ import annotations
 
 import grpc
 
-from xinrong.errors import Reason, XinrongError
-from xinrong.node.service import Answers, IndicatorsInput, NodeCore, VerifyInput
-from xinrong.rpc.auth import Peer, peer_of
+from xinrong.node.serde import answers_to_proto, indicators_input_from_proto, verify_input_from_proto
+from xinrong.node.service import NodeCore
+from xinrong.rpc.auth import require_caller
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
 SERVICE_NAME = "xinrong.v1.NodeService"
-
-
-def _caller(context: grpc.ServicerContext) -> Peer:
-    peer = peer_of(context)
-    if peer is None:  # the interceptor already refuses these; belt and braces
-        raise XinrongError("no certified caller identity", reason=Reason.CALLER_NOT_ALLOWED)
-    return peer
-
-
-def verify_input_from_proto(request: node_pb2.VerifyRequest) -> VerifyInput:
-    return VerifyInput(
-        request_id=request.request_id,
-        requested_at=request.requested_at,
-        enterprise_uscc=request.enterprise_uscc,
-        consent_id=request.consent_id,
-        claims=tuple(request.claims),
-    )
-
-
-def indicators_input_from_proto(request: node_pb2.GetIndicatorsRequest) -> IndicatorsInput:
-    return IndicatorsInput(
-        request_id=request.request_id,
-        requested_at=request.requested_at,
-        enterprise_uscc=request.enterprise_uscc,
-        consent_id=request.consent_id,
-        queries=tuple((q.field, int(q.form)) for q in request.queries),
-    )
-
-
-def _answers(result: Answers) -> list[node_pb2.ProviderAnswer]:
-    return [node_pb2.ProviderAnswer(provider=provider, sealed=box) for provider, box in result.answers]
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
@@ -60,13 +29,13 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def RegisterConsent(
         self, request: node_pb2.RegisterConsentRequest, context: grpc.ServicerContext
     ) -> node_pb2.RegisterConsentResponse:
-        consent_id, state = self._core.register_consent(_caller(context), request.consent)
+        consent_id, state = self._core.register_consent(require_caller(context), request.consent)
         return node_pb2.RegisterConsentResponse(consent_id=consent_id, state=state)  # type: ignore[arg-type]
 
     def RevokeConsent(
         self, request: node_pb2.RevokeConsentRequest, context: grpc.ServicerContext
     ) -> node_pb2.RevokeConsentResponse:
-        result = self._core.revoke_consent(_caller(context), request.revocation)
+        result = self._core.revoke_consent(require_caller(context), request.revocation)
         return node_pb2.RevokeConsentResponse(
             consent_id=result.consent_id,
             state=result.state,  # type: ignore[arg-type]
@@ -76,7 +45,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
     def GetConsentStatus(
         self, request: node_pb2.GetConsentStatusRequest, context: grpc.ServicerContext
     ) -> node_pb2.GetConsentStatusResponse:
-        status = self._core.consent_status(_caller(context), request.consent_id)
+        status = self._core.consent_status(require_caller(context), request.consent_id)
         return node_pb2.GetConsentStatusResponse(
             consent_id=status.consent_id,
             state=status.state,  # type: ignore[arg-type]
@@ -86,19 +55,21 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         )
 
     async def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:
-        result = await self._core.verify(_caller(context), verify_input_from_proto(request))
-        return node_pb2.VerifyResponse(request_id=result.request_id, answers=_answers(result))
+        result = await self._core.verify(require_caller(context), verify_input_from_proto(request))
+        return node_pb2.VerifyResponse(request_id=result.request_id, answers=answers_to_proto(result))
 
     async def GetIndicators(
         self, request: node_pb2.GetIndicatorsRequest, context: grpc.ServicerContext
     ) -> node_pb2.GetIndicatorsResponse:
-        result = await self._core.get_indicators(_caller(context), indicators_input_from_proto(request))
-        return node_pb2.GetIndicatorsResponse(request_id=result.request_id, answers=_answers(result))
+        result = await self._core.get_indicators(require_caller(context), indicators_input_from_proto(request))
+        return node_pb2.GetIndicatorsResponse(request_id=result.request_id, answers=answers_to_proto(result))
 
     def ListParties(
         self, request: node_pb2.ListPartiesRequest, context: grpc.ServicerContext
     ) -> node_pb2.ListPartiesResponse:
-        return node_pb2.ListPartiesResponse(bindings=self._core.list_parties(_caller(context), int(request.role)))
+        return node_pb2.ListPartiesResponse(
+            bindings=self._core.list_parties(require_caller(context), int(request.role))
+        )
 
     def GetCatalog(
         self, request: node_pb2.GetCatalogRequest, context: grpc.ServicerContext

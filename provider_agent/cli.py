@@ -1,5 +1,6 @@
 """``xinrong agent ...``: import a provider CSV, serve, show status.
 
+    xinrong agent init   --provider tax --keys-dir keys --bind HOST:PORT --out agent-tax.toml
     xinrong agent import --config agent.toml --csv tax.csv [--allow-older]
     xinrong agent serve  --config agent.toml [--port-file PATH]
     xinrong agent info   --config agent.toml [--json]
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from xinrong.provider_agent.config import AgentSetup, load_agent
+from xinrong.config import ConfigError
+from xinrong.provider_agent.config import AgentSetup, load_agent, render_template
 from xinrong.provider_agent.importer import import_csv
 from xinrong.provider_agent.server import serve
 from xinrong.provider_agent.store import DataStore
@@ -29,6 +32,33 @@ def _with_setup(run: Callable[[AgentSetup, argparse.Namespace], int]) -> Callabl
         return run(load_agent(args.config), args)
 
     return wrapped
+
+
+def _init(args: argparse.Namespace) -> int:
+    """Write a commented config that loads as written (checked before it is kept)."""
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; use --force to replace it")
+    text = render_template(
+        out=out,
+        provider=args.provider,
+        keys_dir=Path(args.keys_dir),
+        bind=args.bind,
+        db=Path(args.db) if args.db else None,
+        modeling_for=tuple(args.modeling_for),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    try:
+        setup = load_agent(tmp)
+        setup.config.db.parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    print(f"wrote {out}: agent {args.provider} on {args.bind}")
+    return 0
 
 
 def _import(setup: AgentSetup, args: argparse.Namespace) -> int:
@@ -83,6 +113,18 @@ def _info(setup: AgentSetup, args: argparse.Namespace) -> int:
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     sub.required = True
+
+    p = sub.add_parser("init", help="write a commented agent config for an existing keys directory")
+    p.add_argument("--provider", required=True, help="catalog provider the agent answers for")
+    p.add_argument("--keys-dir", required=True, help="keys directory (xinrong keys init)")
+    p.add_argument("--bind", default="127.0.0.1:0", help="address the agent listens on (default: any free port)")
+    p.add_argument("--db", help="the provider's data file (default: state/agent-PROVIDER.db beside the config)")
+    p.add_argument(
+        "--modeling-for", action="append", default=[], metavar="ID", help="enable joint modeling for ID; repeatable"
+    )
+    p.add_argument("--out", required=True, help="config file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=_init)
 
     p = sub.add_parser("import", help="validate a provider CSV and make it the active data period")
     p.add_argument("--config", required=True, help="agent TOML config")

@@ -32,6 +32,7 @@ and a ``[modelling]`` table must not be ignored.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -199,3 +200,45 @@ def prepare(config: AgentConfig) -> AgentSetup:
 
 def load_agent(path: str | Path) -> AgentSetup:
     return prepare(load_config(path))
+
+
+def render_template(
+    *,
+    out: Path,
+    provider: str,
+    keys_dir: Path,
+    bind: str,
+    db: Path | None = None,
+    modeling_for: tuple[str, ...] = (),
+) -> str:
+    """A commented agent config (``xinrong agent init``); paths relative to ``out``'s folder."""
+    base = out.resolve().parent
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), base)
+
+    db = db or base / "state" / f"agent-{provider}.db"
+    institutions = ", ".join(f'"{i}"' for i in modeling_for)
+    return f"""# xinrong provider agent for {provider!r}, written by `xinrong agent init`.
+# Paths are relative to this file. Secrets are paths to key files, never values.
+# `xinrong agent import --config THIS --csv EXPORT.csv` loads a data period;
+# `xinrong agent serve --config THIS` serves the node (and only the node).
+
+[agent]
+provider = "{provider}"                  # the catalog provider this agent answers for
+bind = "{bind}"                  # where the node reaches this agent (port 0: any free port)
+credentials = "{rel(keys_dir / "providers" / provider)}"   # the provider's keys (xinrong keys init / issue)
+ca_cert = "{rel(keys_dir / "ca" / "ca.crt")}"           # trust anchor: the platform CA certificate
+db = "{rel(db)}"                # the provider's data: imported periods, created 0600
+# state_db = "..."                     # serving state (replay ids, uses); default: beside db
+node_id = "node"                       # the only party allowed to call this agent
+verdict_ttl_seconds = 86400            # how long a signed verdict stays valid for the bank
+max_clock_skew_seconds = 300           # requests further off the agent's clock are refused
+# catalog = "catalog.toml"             # default: the packaged shared-information catalog
+# max_workers = 16                     # gRPC handler threads
+
+[modeling]                             # joint modeling (联合建模): off unless enabled
+enabled = {"true" if modeling_for else "false"}
+allowed_institutions = [{institutions}]      # institutions whose jobs this provider joins
+# dir = "..."                          # alignment, checkpoints, model shares; default: beside db
+"""

@@ -49,8 +49,6 @@ from decimal import Decimal
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
-    FORM_TO_PROTO,
-    PROTO_TO_FORM,
     CheckedClaim,
     FieldValue,
     check_claim,
@@ -78,6 +76,7 @@ from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)

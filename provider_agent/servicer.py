@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import grpc
 
 from xinrong.errors import Reason, XinrongError
-from xinrong.provider_agent.evaluate import ClaimsRequest, IndicatorQuery, IndicatorsRequest, ProviderAgent
-from xinrong.rpc.auth import peer_of
+from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.serde import claims_request_from_proto, indicators_request_from_proto
+from xinrong.rpc.auth import require_node
 from xinrong.rpc.errors import status_fields
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -25,49 +26,24 @@ SERVICE_NAME = "xinrong.v1.AgentService"
 log = logging.getLogger(__name__)
 
 
-def claims_request(request: agent_pb2.EvaluateClaimsRequest) -> ClaimsRequest:
-    return ClaimsRequest(
-        request_id=request.request_id,
-        requested_at=request.requested_at,
-        enterprise_uscc=request.enterprise_uscc,
-        consent=request.consent,
-        audience_binding=request.audience_binding,
-        claims=tuple(request.claims),
-    )
-
-
-def indicators_request(request: agent_pb2.EvaluateIndicatorsRequest) -> IndicatorsRequest:
-    return IndicatorsRequest(
-        request_id=request.request_id,
-        requested_at=request.requested_at,
-        enterprise_uscc=request.enterprise_uscc,
-        consent=request.consent,
-        audience_binding=request.audience_binding,
-        queries=tuple(IndicatorQuery(field=q.field, form=q.form) for q in request.queries),
-    )
-
-
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def __init__(self, agent: ProviderAgent, node_id: str) -> None:
         self._agent = agent
         self._node_id = node_id
 
-    def _require_node(self, context: grpc.ServicerContext) -> None:
-        peer = peer_of(context)
-        if peer is None or peer.role != "node" or peer.party_id != self._node_id:
-            raise XinrongError("caller is not the configured node", reason=Reason.CALLER_NOT_ALLOWED)
-
     def EvaluateClaims(
         self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateClaimsResponse:
-        self._require_node(context)
-        return agent_pb2.EvaluateClaimsResponse(sealed=self._agent.evaluate_claims(claims_request(request)))
+        require_node(context, self._node_id)
+        return agent_pb2.EvaluateClaimsResponse(sealed=self._agent.evaluate_claims(claims_request_from_proto(request)))
 
     def EvaluateIndicators(
         self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
     ) -> agent_pb2.EvaluateIndicatorsResponse:
-        self._require_node(context)
-        return agent_pb2.EvaluateIndicatorsResponse(sealed=self._agent.evaluate_indicators(indicators_request(request)))
+        require_node(context, self._node_id)
+        return agent_pb2.EvaluateIndicatorsResponse(
+            sealed=self._agent.evaluate_indicators(indicators_request_from_proto(request))
+        )
 
     def _one(self, call: agent_pb2.AgentCall) -> agent_pb2.AgentCallResult:
         """One call of a batch: answered or refused on its own, like a unary call."""
@@ -75,9 +51,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             kind = call.WhichOneof("call")
             box: common_pb2.SealedBox
             if kind == "claims":
-                box = self._agent.evaluate_claims(claims_request(call.claims))
+                box = self._agent.evaluate_claims(claims_request_from_proto(call.claims))
             elif kind == "indicators":
-                box = self._agent.evaluate_indicators(indicators_request(call.indicators))
+                box = self._agent.evaluate_indicators(indicators_request_from_proto(call.indicators))
             else:
                 raise XinrongError("stream call without a request", reason=Reason.INVALID_ARGUMENT)
             return agent_pb2.AgentCallResult(call_id=call.call_id, sealed=box)
@@ -94,7 +70,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def EvaluateStream(
         self, request_iterator: Iterator[agent_pb2.EvaluateStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
-        self._require_node(context)
+        require_node(context, self._node_id)
         for batch in request_iterator:
             # One state commit for the batch; answers leave only after it.
             with self._agent.batch():
@@ -104,14 +80,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     def UpdateConsentStatus(
         self, request: agent_pb2.UpdateConsentStatusRequest, context: grpc.ServicerContext
     ) -> agent_pb2.UpdateConsentStatusResponse:
-        self._require_node(context)
+        require_node(context, self._node_id)
         result = self._agent.update_consent_status(request.revocation, request.enterprise_binding)
         return agent_pb2.UpdateConsentStatusResponse(consent_id=result.consent_id, state=result.state)
 
     def GetAgentInfo(
         self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
     ) -> agent_pb2.GetAgentInfoResponse:
-        self._require_node(context)
+        require_node(context, self._node_id)
         info = self._agent.info()
         return agent_pb2.GetAgentInfoResponse(
             provider=info.provider, data_as_of=info.data_as_of, enterprises=info.enterprises

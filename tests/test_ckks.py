@@ -451,5 +451,20 @@ def test_payload_bound_to_key(secret: ckks.CKKSSecret, public: ckks.CKKSPublic, 
         secret.decrypt_column_sums(payload[:-1])
 
 
-def test_tenseal_available() -> None:
-    assert ts.__version__ == "0.3.18"
+def test_tenseal_is_the_pinned_version_and_computes() -> None:
+    """The TenSEAL the project pins is the one installed, and it really computes under encryption."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for dep in project["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", dep)
+        assert match is not None, f"unpinned dependency {dep}"
+        pins[match.group(1)] = match.group(2)
+    assert ts.__version__ == pins["tenseal"]
+    context = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
+    context.global_scale = 2**40
+    vector = ts.ckks_vector(context, [1.0, -2.5, 3.25])
+    assert np.allclose((vector * 2 + 1).decrypt(), [3.0, -4.0, 7.5], atol=1e-4)

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.e2e
 
 PROVIDERS = ["tax", "social_insurance", "housing_fund", "electricity", "market"]
 AS_OF = "2026-09-30"
+NEXT_AS_OF = "2026-10-31"
 PERIOD = ("2025-01-01", "2026-12-31")
 
 
@@ -226,14 +227,45 @@ def test_adversarial_banks_learn_nothing_finer_than_a_bracket(platform: tuple[Lo
 
 
 def test_answers_are_fixed_per_data_period(platform: tuple[LocalPlatform, GroundTruth]) -> None:
+    """Within a data period the same claim gets the same answer; a newly imported
+    period (with the enterprise's spend across the published step) changes it,
+    and is then fixed again."""
     plat, truth = platform
-    target = _numeric_field_holders(truth, "electricity.avg_spend_6m")[3]
+    field = "electricity.avg_spend_6m"
+    target = _numeric_field_holders(truth, field)[3]
     consent = _consent_for(plat, target, "bank-c", ("electricity.*",))
     claims = ["electricity.avg_spend_6m >= 5000", "electricity.in_arrears == false"]
     with _bank(plat, "bank-c") as c:
         first = [(v.claim, v.result, v.data_as_of) for v in c.verify(target, claims, consent)]
         for _ in range(3):
             assert [(v.claim, v.result, v.data_as_of) for v in c.verify(target, claims, consent)] == first
+        assert {as_of for _c, _r, as_of in first} == {AS_OF}
+
+        # The next period: every row re-dated, the target's spend moved across 5000.
+        column = truth.catalog.field(field).column
+        source = plat.workdir / "data" / "electricity.csv"
+        with source.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        for row in rows:
+            row["as_of"] = NEXT_AS_OF
+            if row["uscc"] == target:
+                row[column] = "1000" if Decimal(row[column]) >= 5000 else "9000"
+        following = plat.workdir / "data" / "electricity-next.csv"
+        with following.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        plat.import_data("electricity", following)
+        truth.rows["electricity"] = {row["uscc"]: row for row in rows}  # later tests read the new period
+
+        second = [(v.claim, v.result, v.data_as_of) for v in c.verify(target, claims, consent)]
+        assert {as_of for _c, _r, as_of in second} == {NEXT_AS_OF}
+        flipped = {"TRUE": "FALSE", "FALSE": "TRUE"}
+        assert second[0][1] == flipped[first[0][1]], (first, second)
+        assert second[1][1] == first[1][1]
+        for _ in range(3):
+            assert [(v.claim, v.result, v.data_as_of) for v in c.verify(target, claims, consent)] == second
 
 
 def test_enterprise_budget_spans_institutions(platform: tuple[LocalPlatform, GroundTruth]) -> None:

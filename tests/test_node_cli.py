@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xinrong.catalog import Catalog
 from xinrong.rpc.channel import secure_channel, wait_healthy
@@ -147,6 +148,9 @@ def test_health_is_serving_once_started(make_harness: Any, pki: Any) -> None:
         f"127.0.0.1:{h.node.port}", pki.institution("bank-a"), server_role="node", server_id="node"
     )
     try:
-        wait_healthy(channel, service="xinrong.v1.NodeService", timeout=5)
+        first = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="xinrong.v1.NodeService"), timeout=5, wait_for_ready=True
+        )
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         channel.close()

@@ -30,13 +30,6 @@ OP_GE = common_pb2.CLAIM_OPERATOR_GE
 OP_LT = common_pb2.CLAIM_OPERATOR_LT
 OP_IN_BRACKET = common_pb2.CLAIM_OPERATOR_IN_BRACKET
 
-FORM_TO_PROTO = {
-    Form.FLAG: common_pb2.DISCLOSURE_FORM_FLAG,
-    Form.GRADE: common_pb2.DISCLOSURE_FORM_GRADE,
-    Form.BRACKET: common_pb2.DISCLOSURE_FORM_BRACKET,
-    Form.LADDER: common_pb2.DISCLOSURE_FORM_LADDER,
-}
-PROTO_TO_FORM = {v: k for k, v in FORM_TO_PROTO.items()}
 
 _CLAIM_RE = re.compile(r"^\s*(?P<field>[a-z_]+\.[a-z0-9_]+)\s*(?P<op>==|>=|<|\bin\b)\s*(?P<rhs>.+?)\s*$")
 _BRACKET_RE = re.compile(r"^\[\s*(?P<lo>[^,\]\)]+)\s*,\s*(?P<hi>[^,\]\)]*)\s*\)$")

@@ -23,22 +23,17 @@ from google.protobuf.message import DecodeError
 
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.signing import SigningKey
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM, PURPOSE_TO_PROTO
 from xinrong.v1 import common_pb2
 
 CONSENT_CONTEXT = "xinrong.v1.Consent"
 REVOCATION_CONTEXT = "xinrong.v1.ConsentRevocation"
 
-PURPOSES = {
-    "loan_application": common_pb2.CONSENT_PURPOSE_LOAN_APPLICATION,
-    "post_loan_monitoring": common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING,
-    "credit_scoring": common_pb2.CONSENT_PURPOSE_CREDIT_SCORING,
-    "joint_modeling": common_pb2.CONSENT_PURPOSE_JOINT_MODELING,
-}
+PURPOSES = PURPOSE_TO_PROTO
 FETCH_TYPES = {"one_time": common_pb2.FETCH_TYPE_ONE_TIME, "periodic": common_pb2.FETCH_TYPE_PERIODIC}
 
 
@@ -247,10 +242,6 @@ def check_data_period(verified: VerifiedConsent, data_as_of: str) -> None:
     c = verified.consent
     if data_as_of and not (c.data_period_from <= data_as_of <= c.data_period_to):
         raise ConsentError("data period outside consent", reason=Reason.CONSENT_PERIOD_MISMATCH)
-
-
-def consent_state_name(state: int) -> str:
-    return common_pb2.ConsentState.Name(state).removeprefix("CONSENT_STATE_").lower()
 
 
 # -- consent files ----------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from xinrong import uscc
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, parse_claim
+from xinrong.claims import parse_claim
 from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import party_dir
@@ -35,6 +35,7 @@ from xinrong.provider_agent.evaluate import (
 )
 from xinrong.provider_agent.importer import import_csv
 from xinrong.provider_agent.store import DataStore, StateStore
+from xinrong.serde import FORM_TO_PROTO
 from xinrong.v1 import common_pb2
 
 from support.pki import Pki

@@ -28,7 +28,7 @@ import pytest
 
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import FORM_TO_PROTO, PROTO_TO_FORM, check_claim, check_indicator, evaluate, parse_claim
+from xinrong.claims import check_claim, check_indicator, evaluate, parse_claim
 from xinrong.consent import (
     build_consent,
     check_consent_use,
@@ -48,6 +48,7 @@ from xinrong.node.server import NodeServer, start_node
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error, status_fields
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
 BUNDLE_TYPE = "xinrong.v1.AnswerBundle"

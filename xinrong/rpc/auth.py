@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import grpc
 
+from xinrong.errors import Reason, XinrongError
 from xinrong.keys.ca import parse_party_uri, server_name
 
 
@@ -61,3 +62,27 @@ def peer_of(context: grpc.ServicerContext, *, fresh: bool = False) -> Peer | Non
 
 
 __all__ = ["Peer", "peer_of", "remember_peer", "server_name"]
+
+
+def require_caller(context: grpc.ServicerContext) -> Peer:
+    """The certified caller of a handler.
+
+    The server's guard already refused every call without a certified
+    identity of an allowed role; this is the servicer's typed view of it.
+    """
+    peer = peer_of(context)
+    if peer is None:
+        raise XinrongError("no certified caller identity", reason=Reason.CALLER_NOT_ALLOWED)
+    return peer
+
+
+def require_node(context: grpc.ServicerContext, node_id: str) -> Peer:
+    """The caller must be the configured node, not merely some CA-certified node.
+
+    An agent serves one platform node; a second node certified by the same
+    CA (a test or staging node) must not be able to drive it.
+    """
+    peer = peer_of(context)
+    if peer is None or peer.role != "node" or peer.party_id != node_id:
+        raise XinrongError("caller is not the configured node", reason=Reason.CALLER_NOT_ALLOWED)
+    return peer

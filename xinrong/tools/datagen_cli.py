@@ -11,6 +11,7 @@ status 2.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import sys
 import time
@@ -87,6 +88,28 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enterprises_at(args: argparse.Namespace) -> int:
+    """USCCs every named provider's CSV holds: enterprises a walk-through can ask about."""
+    data = Path(args.data)
+    providers = [p for p in args.at.split(",") if p]
+    if not providers:
+        raise ValueError("--at needs at least one provider")
+    common: set[str] | None = None
+    for provider in providers:
+        path = data / f"{provider}.csv"
+        try:
+            with path.open(newline="") as fh:
+                codes = {row["uscc"] for row in csv.DictReader(fh)}
+        except FileNotFoundError:
+            raise ValueError(f"{path} does not exist (run xinrong data generate --out {data})") from None
+        common = codes if common is None else common & codes
+    chosen = sorted(common or ())[: args.count]
+    if not chosen:
+        raise ValueError(f"no enterprise is known to all of {providers}")
+    print("\n".join(chosen))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     """Add ``xinrong data`` sub-commands."""
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND")
@@ -120,6 +143,12 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
         help="share of enterprises in the bank's loan book, in (0, 1] (default %(default)s)",
     )
     gen.set_defaults(func=_generate)
+
+    pick = sub.add_parser("enterprises", help="print USCCs known to every named provider (for trying queries)")
+    pick.add_argument("--data", required=True, metavar="DIR", help="a folder written by xinrong data generate")
+    pick.add_argument("--at", required=True, metavar="P1,P2", help="comma-separated providers that must know them")
+    pick.add_argument("--count", type=int, default=1, help="how many to print (default 1)")
+    pick.set_defaults(func=_enterprises_at)
 
     def usage(_args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)

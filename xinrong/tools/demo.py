@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ from typing import Any
 from xinrong.bank.client import BankClient, CheckedIndicator, CheckedVerdict
 from xinrong.catalog import Catalog, FieldSpec, FieldType, default_catalog
 from xinrong.claims import check_claim, parse_claim
-from xinrong.consent import parse_consent
+from xinrong.config import ConfigError
+from xinrong.consent import parse_consent, write_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.rpc.errors import RemoteError
@@ -334,23 +336,56 @@ def _audit_ok(platform: LocalPlatform) -> bool:
     return result.returncode == 0
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    workdir = Path(args.workdir).resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    catalog = default_catalog()
+# A demo work dir carries this file; a folder without it is never deleted.
+MARKER = ".xinrong-demo"
+REQUIRED_PROVIDERS = {"tax", "social_insurance", "housing_fund", "electricity"}
+# The port docs/examples/job.toml names: --keep binds the node there unless told otherwise.
+KEEP_NODE_PORT = 50051
+JOB_PROVIDERS = ("tax", "social_insurance", "electricity")
+
+
+def _check_args(args: argparse.Namespace, catalog: Catalog) -> list[str]:
+    """Everything about the arguments, before anything is touched on disk."""
     providers = [p for p in args.providers.split(",") if p]
-    unknown = set(providers) - set(catalog.providers)
-    if unknown or not {"tax", "social_insurance", "housing_fund", "electricity"} <= set(providers):
-        print("the demo needs at least tax, social_insurance, housing_fund and electricity", file=sys.stderr)
-        return 2
-    data_dir = workdir / "data"
-    _say(
-        f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
-        f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})"
-    )
+    unknown = sorted(set(providers) - set(catalog.providers))
+    if unknown:
+        raise ConfigError(f"--providers: {unknown} are not catalog providers {sorted(catalog.providers)}")
+    if not set(providers) >= REQUIRED_PROVIDERS:
+        raise ConfigError(f"--providers: the demo needs at least {sorted(REQUIRED_PROVIDERS)}")
+    if args.enterprises < 100:
+        raise ConfigError("--enterprises: the demo needs at least 100 enterprises")
+    if args.node_port is None:
+        args.node_port = KEEP_NODE_PORT if args.keep else 0
+    if not 0 <= args.node_port <= 65535:
+        raise ConfigError(f"--node-port {args.node_port} is out of range")
+    return providers
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Empty ``workdir`` for a new run, refusing any folder the demo did not make.
+
+    Only a folder holding the demo's marker file is deleted; an empty or
+    missing folder is (re)created; the folder the user stands in is never
+    removed from under them.
+    """
+    if workdir.exists():
+        if not workdir.is_dir():
+            raise ConfigError(f"--workdir {workdir} exists and is not a folder")
+        if any(workdir.iterdir()):
+            if not (workdir / MARKER).is_file():
+                raise ConfigError(
+                    f"--workdir {workdir} is not empty and was not made by xinrong demo (no {MARKER} in it); "
+                    "give a new or empty folder (a folder left by an older demo: remove it yourself)"
+                )
+            cwd = Path.cwd().resolve()
+            if cwd == workdir or workdir in cwd.parents:
+                raise ConfigError(f"--workdir {workdir} holds the current directory; run the demo from elsewhere")
+            shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by xinrong demo: the next demo run may delete this folder\n")
+
+
+def _generate(args: argparse.Namespace, data_dir: Path) -> None:
     gen = subprocess.run(
         [
             sys.executable,
@@ -372,18 +407,37 @@ def run(args: argparse.Namespace) -> int:
         check=False,
     )
     if gen.returncode != 0:
-        print(gen.stdout, gen.stderr, file=sys.stderr)
-        return 1
+        raise RuntimeError(f"data generation failed:\n{gen.stdout}{gen.stderr}")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    catalog = default_catalog()
+    providers = _check_args(args, catalog)
+    workdir = Path(args.workdir).resolve()
+    prepare_workdir(workdir)
+    data_dir = workdir / "data"
+    _say(
+        f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
+        f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})"
+    )
+    _generate(args, data_dir)
     summary: dict[str, Any] = {}
     ok = False
+    institutions = ["bank-a", "bank-b"]
     with ProcessGroup(workdir) as group:
         try:
             platform = deploy(
                 workdir,
                 providers=providers,
-                institutions=["bank-a", "bank-b"],
+                institutions=institutions,
                 data_dir=data_dir,
                 group=group,
+                node_overrides={"bind": f"127.0.0.1:{args.node_port}"},
+                # --keep leaves a network to try joint modeling against.
+                agent_modeling={p: {"enabled": True, "allowed_institutions": institutions} for p in providers}
+                if args.keep
+                else None,
             )
             _say(
                 f"    node on {platform.node_address}; agents: "
@@ -419,10 +473,97 @@ def run(args: argparse.Namespace) -> int:
             and tally.denied_as_expected == tally.refusals_attempted >= 9
             and audit_ok
         )
-    for problem in tally.unexpected:
-        print(f"problem: {problem}", file=sys.stderr)
-    print(json.dumps(summary))
+        for problem in tally.unexpected:
+            print(f"problem: {problem}", file=sys.stderr)
+        print(json.dumps(summary), flush=True)
+        if ok and args.keep:
+            keep_running(platform, truth, args.as_of)
     return 0 if ok else 1
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from where they stand."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _write_job(platform: LocalPlatform, workdir: Path) -> Path:
+    """A job file for the kept network, as docs/examples/job.toml but with this run's paths."""
+    job = workdir / "config" / "job.toml"
+    job.write_text(
+        "# Written by xinrong demo --keep: xinrong model train --config THIS\n"
+        "[job]\n"
+        'id = "demo-default"\n'
+        f"node = {json.dumps(platform.node_address)}\n"
+        f"credentials = {json.dumps(str(party_dir(platform.keys_dir, 'institution', 'bank-a')))}\n"
+        f"providers = {json.dumps(list(JOB_PROVIDERS))}\n"
+        'backend = "ckks"\n'
+        f"output = {json.dumps(str(workdir / 'models' / 'demo-default'))}\n\n"
+        "[data]\n"
+        f"labels = {json.dumps(str(workdir / 'data' / 'bank_loans.csv'))}\n"
+        'label_column = "defaulted"\n'
+        'features = ["loan_amount", "years_with_bank"]\n\n'
+        "[train]\nepochs = 4\nbatch_size = 4096\nlearning_rate = 0.5\n"
+    )
+    return job
+
+
+def keep_running(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> None:
+    """Leave the network up, print what to try against it, and wait for Ctrl-C or SIGTERM."""
+    workdir = platform.workdir
+    enterprise = truth.enterprises_present_everywhere()[0]
+    creds = _enterprise_creds(platform, enterprise)
+    period = (f"{int(as_of[:4]) - 1}-01-01", f"{as_of[:4]}-12-31")
+    scope = tuple(f"{p}.*" for p in truth.rows)
+    consent = grant(creds, ConsentRequest("bank-a", "loan_application", scope, *period, max_uses=1000))
+    scoring = grant(creds, ConsentRequest("bank-a", "credit_scoring", scope, *period, max_uses=1000))
+    consents = workdir / "consents"
+    consents.mkdir(exist_ok=True)
+    write_consent(consents / "try.pb", consent)
+    write_consent(consents / "scoring.pb", scoring)
+    with EnterpriseClient(platform.node_address, creds) as client:
+        client.register(consent)
+        client.register(scoring)
+    job = _write_job(platform, workdir)
+    node, bank = platform.node_address, _shown(party_dir(platform.keys_dir, "institution", "bank-a"))
+    ent = _shown(party_dir(platform.keys_dir, "enterprise", enterprise))
+    try_pb, scoring_pb = _shown(consents / "try.pb"), _shown(consents / "scoring.pb")
+    assert platform.node_config is not None
+    commands = [
+        f"xinrong bank verify --node {node} --credentials {bank} --enterprise {enterprise} --consent {try_pb} "
+        "--claim 'tax.credit_grade in A,B' --claim 'electricity.in_arrears == false' --json",
+        f"xinrong bank indicators --node {node} --credentials {bank} --enterprise {enterprise} --consent {try_pb} "
+        "--field tax.credit_grade --field electricity.avg_spend_12m:bracket --json",
+        f"xinrong enterprise consent status --credentials {ent} --node {node} --consent {try_pb}",
+        f"xinrong node audit tail --config {_shown(platform.node_config)} -n 5",
+        f"xinrong model train --config {_shown(job)}",
+        f"xinrong bank score --model {_shown(workdir / 'models' / 'demo-default')} --node {node} "
+        f"--credentials {bank} --enterprise {enterprise} --consent {scoring_pb} --json",
+    ]
+    if platform.node_port == KEEP_NODE_PORT:
+        commands.append("xinrong model train --config docs/examples/job.toml   # from the repository root")
+    _say(f"\nThe network stays up (node on {node}, modeling on for bank-a and bank-b). Try:")
+    for command in commands:
+        _say(f"  {command}")
+    _say("Ctrl-C (or SIGTERM) stops every process the demo started.")
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            for party in platform.group.parties.values():
+                if party.proc.poll() is not None:
+                    _say(f"{party.name} exited with status {party.proc.returncode}; stopping the demo")
+                    return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _say("stopping node and agents")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register_cli(parser: argparse.ArgumentParser) -> None:
@@ -432,5 +573,15 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--providers", default=",".join(DEFAULT_PROVIDERS), help="comma-separated catalog providers to run agents for"
     )
-    parser.add_argument("--workdir", default="demo-run", help="wiped and recreated on every run")
+    parser.add_argument(
+        "--workdir", default="demo-run", help=f"work folder; replaced on every run (only if it holds {MARKER})"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the scripted run keep node and agents up (modeling on) and print commands to try; Ctrl-C stops",
+    )
+    parser.add_argument(
+        "--node-port", type=int, default=None, help="node port (default: 50051 with --keep, else any free port)"
+    )
     parser.set_defaults(func=run)
