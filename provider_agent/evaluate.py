@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 
+from xinrong import ids
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
@@ -87,7 +87,6 @@ BUNDLE_CONTENT_TYPE = "xinrong.v1.AnswerBundle"
 MAX_ITEMS_PER_REQUEST = 64
 # Printable ASCII without spaces: the id is bound into the HPKE info, which
 # joins its parts with NUL, so it must never contain one.
-_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 _RESULT = {
     True: common_pb2.VERDICT_RESULT_TRUE,
@@ -202,8 +201,8 @@ class ProviderAgent:
     # ------------------------------------------------------------------ checks
 
     def _check_shape(self, request_id: str, n_items: int) -> None:
-        if not _REQUEST_ID.fullmatch(request_id):
-            raise ValidationError("request id must be 1-128 printable ASCII characters")
+        if not ids.is_request_id(request_id):
+            raise ValidationError("request id missing or malformed")
         if not 1 <= n_items <= MAX_ITEMS_PER_REQUEST:
             raise ValidationError(f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries")
 

@@ -453,3 +453,29 @@ def test_only_accepted_claims_are_cached_and_a_refused_one_stays_refused(
         resp = bank.Verify(req, timeout=10)
         assert open_verdicts(pki, "bank-a", resp, req.request_id) == {"tax.credit_grade in A,B": "TRUE"}
     assert len(cache) == 1
+
+
+@pytest.mark.parametrize("suffix", ["\n", " ", "\x00", "\u00e9"])
+def test_a_request_or_consent_id_with_a_trailing_character_burns_nothing(
+    make_harness: Any, pki: Any, catalog: Catalog, suffix: str
+) -> None:
+    """``^...$`` once let "r-<uuid>\\n" through the node, which consumed a use before
+    the agent refused it. Both now check ids with one fullmatch validator."""
+    h = make_harness(["tax"])
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    bad_request = verify_request(consent, ["tax.in_arrears == false"])
+    bad_request.request_id += suffix
+    assert_refused(
+        lambda: bank.Verify(bad_request, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
+    )
+    bad_consent = verify_request(consent, ["tax.in_arrears == false"])
+    bad_consent.consent_id += suffix
+    assert_refused(
+        lambda: bank.Verify(bad_consent, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
+    )
+    assert _status(h, consent).uses == 0
+    # The well-formed request still goes through, once.
+    assert bank.Verify(verify_request(consent, ["tax.in_arrears == false"]), timeout=10).answers
+    assert _status(h, consent).uses == 1

@@ -179,9 +179,9 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
     from xinrong.enterprise.client import ConsentRequest, grant
     from xinrong.keys.layout import create_ca, load_party, party_dir, provision_party
     from xinrong.node.config import load_config, render_config
+    from xinrong.node.serde import verify_input_from_proto
     from xinrong.node.server import start_node
     from xinrong.node.service import Answers
-    from xinrong.node.serde import verify_input_from_proto
     from xinrong.rpc.auth import Peer
     from xinrong.v1 import common_pb2
 
