@@ -34,8 +34,8 @@ from xinrong.modeling.vlr import (
     ProviderParty,
     TrainConfig,
     UpdateRequest,
-    _Optimizer,
 )
+from xinrong.modeling.vlr.party import Optimizer
 from xinrong.modeling.vlr_wire import decode
 from xinrong.tools.federation import LocalFederation, Traffic, score_rows
 from xinrong.v1 import common_pb2
@@ -70,9 +70,9 @@ def _federation(
 def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Record, inside the parties, the secrets the node must never see."""
     seen: dict[str, list[Any]] = {"grads": [], "taus": [], "node_sums": []}
-    step = _Optimizer.step
+    step = Optimizer.step
 
-    def spy_step(self: _Optimizer, grad_sum: np.ndarray, *a: Any, **k: Any) -> None:
+    def spy_step(self: Optimizer, grad_sum: np.ndarray, *a: Any, **k: Any) -> None:
         seen["grads"].append((id(self), np.array(grad_sum)))
         step(self, grad_sum, *a, **k)
 
@@ -92,7 +92,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["node_sums"].append((party, np.frombuffer(out, dtype="<f8").copy()))
         return out
 
-    monkeypatch.setattr(_Optimizer, "step", spy_step)
+    monkeypatch.setattr(Optimizer, "step", spy_step)
     monkeypatch.setattr(ProviderParty, "encrypt", spy_encrypt)
     monkeypatch.setattr(NodeCoordinator, "_decrypt_sums", spy_decrypt)
     return seen
