@@ -58,6 +58,14 @@ from xinrong.modeling.he.base import HESecret, load_public
 from xinrong.modeling.psi import psi_context
 from xinrong.modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
+from xinrong.modeling.serde import (
+    ScoringKey,
+    positions_to_proto,
+    psi_selections_to_proto,
+    score_outcome_from_proto,
+    score_subjects_to_proto,
+    scoring_key_to_proto,
+)
 from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
@@ -545,8 +553,7 @@ class _Trainer:
         response = self.client.call(
             "SelectPsi",
             modeling_pb2.SelectPsiRequest(
-                job_id=job.job_id,
-                selections=[modeling_pb2.ProviderPsiMessage(provider_id=p, body=selections[p]) for p in job.providers],
+                job_id=job.job_id, selections=psi_selections_to_proto(job.providers, selections)
             ),
         )
         n = len(alignment)
@@ -823,7 +830,7 @@ def signed_scoring_key(
     secret = scoring.bank_keygen("ckks")
     public = scoring.bank_public_bytes(secret)
     signature = creds.signing_key.sign(SCORING_KEY_CONTEXT, scoring_key_statement(job_id, request_id, "ckks", public))
-    return secret, modeling_pb2.ScoringKey(scheme="ckks", public_key=public, signature=signature)
+    return secret, scoring_key_to_proto(ScoringKey(scheme="ckks", public_key=public, signature=signature))
 
 
 def _own_part(share: ModelShare, x_raw: FloatArray) -> FloatArray | None:
@@ -853,7 +860,7 @@ def score_job_rows(
             modeling_pb2.ScoreJobRowsRequest(
                 job_id=job_id,
                 request_id=request_id,
-                positions=np.asarray(chunk, dtype="<u4").tobytes(),
+                positions=positions_to_proto(chunk),
                 scoring_key=key,
             ),
         )
@@ -933,11 +940,11 @@ def _score_chunk(
             request_id=request_id,
             requested_at=int(time.time()),
             job_id=job_id,
-            subjects=[modeling_pb2.ScoreSubject(enterprise_uscc=u, consent_id=c) for u, c in subjects],
+            subjects=score_subjects_to_proto(subjects),
             scoring_key=key,
         ),
     )
-    outcomes = list(response.outcomes)
+    outcomes = [score_outcome_from_proto(o) for o in response.outcomes]
     if [o.enterprise_uscc for o in outcomes] != [u for u, _ in subjects]:
         raise XinrongError("node answered for other enterprises than asked")
     admitted = [i for i, o in enumerate(outcomes) if o.admitted]

@@ -60,6 +60,7 @@ from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import SCHEMES, HESecret, keygen, load_public, provider_public_bytes
+from xinrong.modeling.serde import ScoringKey, SubjectOutcome, scoring_key_to_proto
 from xinrong.modeling.vlr import (
     BackwardRequest,
     EpochEnd,
@@ -146,19 +147,7 @@ class _Job:
         self.keygen = None
 
 
-@dataclass(frozen=True)
-class ScoringKeyInput:
-    scheme: str
-    public_key: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class SubjectOutcome:
-    enterprise_uscc: str
-    admitted: bool
-    reason: str = ""
-    message: str = ""
+ScoringKeyInput = ScoringKey  # the bank's signed scoring key, as the servicer hands it over
 
 
 @dataclass(frozen=True)
@@ -858,7 +847,7 @@ class ModelingHub:
         allowed = ("ckks", "paillier", "plain") if self._config.modeling_allow_insecure else ("ckks", "paillier")
         if key.scheme not in allowed or not key.public_key or not key.signature:
             raise ValidationError(f"a signed scoring key of scheme {allowed} is required")
-        return modeling_pb2.ScoringKey(scheme=key.scheme, public_key=key.public_key, signature=key.signature)
+        return scoring_key_to_proto(key)
 
     def _aggregate(self, job: _Job, key: ScoringKeyInput, payloads: dict[str, bytes]) -> bytes:
         public = load_public(key.scheme, key.public_key)

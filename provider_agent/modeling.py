@@ -36,7 +36,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +51,7 @@ from xinrong.modeling import scoring
 from xinrong.modeling.he.base import load_public
 from xinrong.modeling.psi import ProviderPsi, psi_context
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
+from xinrong.modeling.serde import ScoringKey, positions_from_proto
 from xinrong.modeling.vlr import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
@@ -86,13 +86,6 @@ JOB_FORMAT = "xinrong.agent.modeling_job/1"
 MAX_PSI_POINTS = 2_000_000  # 64 MB of blinded points: the gRPC message limit
 MAX_SCORE_ROWS = 200_000
 SCORING_SCHEMES = ("ckks", "paillier")
-
-
-@dataclass(frozen=True)
-class ScoringKeyIn:
-    scheme: str
-    public_key: bytes
-    signature: bytes
 
 
 class _Job:
@@ -465,7 +458,7 @@ class AgentModeling:
             raise _refused("no share", f"job {job.job_id} has no finished model at provider {self.provider}")
         return ModelShare.load(job.share_path)
 
-    def _public_key(self, job_id: str, request_id: str, key: ScoringKeyIn, bank: VerifiedBinding) -> Any:
+    def _public_key(self, job_id: str, request_id: str, key: ScoringKey, bank: VerifiedBinding) -> Any:
         allowed = SCORING_SCHEMES + (("plain",) if self._config.allow_insecure else ())
         if key.scheme not in allowed:
             raise ValidationError(f"scoring scheme must be one of {allowed}")
@@ -490,7 +483,7 @@ class AgentModeling:
         features = share.transform.apply(raw)
         return scoring.provider_encrypt(public, request_id, self._party_id, features, np.asarray(share.weights))
 
-    def score_rows(self, job_id: str, request_id: str, positions: bytes, key: ScoringKeyIn) -> bytes:
+    def score_rows(self, job_id: str, request_id: str, positions: bytes, key: ScoringKey) -> bytes:
         job = self._job(job_id)
         public = self._public_key(job_id, request_id, key, job.bank)
         if len(positions) % 4 or not 0 < len(positions) // 4 <= MAX_SCORE_ROWS:
@@ -498,7 +491,7 @@ class AgentModeling:
         with job.lock:
             if job.rows is None:
                 raise _refused("not aligned", f"job {job_id} has no alignment here")
-            pos = np.frombuffer(positions, dtype="<u4").astype(np.int64)
+            pos = positions_from_proto(positions)
             if pos.max() >= job.rows.size:
                 raise ValidationError("positions out of range")
             raw = job.features.x[job.rows[pos]]
@@ -514,7 +507,7 @@ class AgentModeling:
         usccs: Sequence[str],
         consents: Sequence[common_pb2.SignedConsent],
         audience_binding: common_pb2.SignedPartyBinding,
-        key: ScoringKeyIn,
+        key: ScoringKey,
     ) -> bytes:
         now = self._clock()
         if abs(now - requested_at) > self._skew:
