@@ -1,14 +1,13 @@
 """The institution's side of joint modeling over the wire: job file, PSI, training, reports, scoring.
 
-``train`` runs one job end to end from the bank's process, through the node,
-with the same protocol objects as the in-process driver
-(``xinrong.tools.federation``): ECDH-PSI (``xinrong.modeling.psi.BankPsi``), a ``BankParty``
-that drives every batch (``ForwardRequest`` -> node -> providers -> node ->
-bank, then ``BackwardRequest``, plus ``LossRequest`` on a degree-1
-backend), HPKE-sealed payloads (partial logits and square terms sealed to
-this bank by the providers, residuals sealed by this bank to each
-provider's CA-verified binding), and private scoring of the held-out rows
-under a key only this bank holds. Every message crosses as its
+``train`` runs one job end to end from the bank's process, through the node:
+ECDH-PSI (``xinrong.modeling.psi.BankPsi``), the split and training order
+(``xinrong.modeling.vlr.split``), then ``BankDriver`` -- the protocol driver
+the in-process simulator (``xinrong.tools.federation``) runs too -- over
+``GrpcNode`` with the bank's own sealing key and each provider's CA-verified
+binding (partial logits and square terms arrive sealed to this bank,
+residuals leave sealed to each provider), and private scoring of the
+held-out rows under a key only this bank holds. Every message crosses as its
 ``vlr_wire`` encoding inside a typed gRPC envelope
 (``proto/xinrong/v1/modeling.proto``).
 
@@ -51,9 +50,8 @@ import numpy.typing as npt
 from xinrong.errors import Reason, SignatureError, XinrongError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials, load_party
-from xinrong.keys.sealing import seal
 from xinrong.modeling import metrics, psi, scoring
-from xinrong.modeling.data import PartyTable, parse_cell, stratified_split
+from xinrong.modeling.data import PartyTable, parse_cell
 from xinrong.modeling.he.base import HESecret, load_public
 from xinrong.modeling.psi import psi_context
 from xinrong.modeling.report import ModelCard, PartyInfo, he_description, plot_ks, plot_roc, write_weights_report
@@ -66,25 +64,24 @@ from xinrong.modeling.serde import (
     score_subjects_to_proto,
     scoring_key_to_proto,
 )
-from xinrong.modeling.vlr import (
-    SEALED_PARTIAL,
-    SEALED_RESIDUAL,
-    SEALED_SQUARE,
+from xinrong.modeling.vlr.bank import BankMetrics, BankParty
+from xinrong.modeling.vlr.config import TrainConfig
+from xinrong.modeling.vlr.driver import BankDriver
+from xinrong.modeling.vlr.messages import (
     BackwardReply,
     BackwardRequest,
-    BankMetrics,
-    BankParty,
     EpochEnd,
     FinishRequest,
     ForwardReply,
+    ForwardRequest,
+    JobStart,
     JobStarted,
     LossReply,
-    PartialLogits,
+    LossRequest,
     RestoreRequest,
-    SquareTerm,
-    TrainConfig,
-    seal_context,
 )
+from xinrong.modeling.vlr.sealing import HpkeSealer
+from xinrong.modeling.vlr.split import aligned_features, aligned_labels, split_rows
 from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
 from xinrong.modeling.vlr_wire import decode, encode
 from xinrong.rpc.channel import secure_channel
@@ -346,6 +343,41 @@ class ModelingClient:
         return response
 
 
+class GrpcNode:
+    """``NodeTransport`` over the ``ModelingService``: one RPC per step, the message as its body."""
+
+    def __init__(self, client: ModelingClient, job_id: str) -> None:
+        self._client = client
+        self._job_id = job_id
+
+    def _rpc(self, method: str, request_cls: Any, msg: Any) -> bytes:
+        response = self._client.call(method, request_cls(job_id=self._job_id, body=encode(msg)))
+        return bytes(response.body)
+
+    def start(self, msg: JobStart) -> JobStarted:
+        return decode(JobStarted, self._rpc("StartTraining", modeling_pb2.StartTrainingRequest, msg))
+
+    def forward(self, msg: ForwardRequest) -> ForwardReply:
+        return decode(ForwardReply, self._rpc("Forward", modeling_pb2.ForwardRequest, msg))
+
+    def backward(self, msg: BackwardRequest) -> BackwardReply:
+        return decode(BackwardReply, self._rpc("Backward", modeling_pb2.BackwardRequest, msg))
+
+    def loss(self, msg: LossRequest) -> LossReply:
+        return decode(LossReply, self._rpc("ComputeLoss", modeling_pb2.ComputeLossRequest, msg))
+
+    def end_epoch(self, msg: EpochEnd) -> None:
+        self._rpc("EndEpoch", modeling_pb2.EndEpochRequest, msg)
+
+    def restore(self, msg: RestoreRequest) -> None:
+        self._client.call("RestoreJob", modeling_pb2.RestoreJobRequest(job_id=self._job_id, body=encode(msg)))
+
+    def finish(self, msg: FinishRequest) -> dict[str, Any]:
+        response = self._client.call("FinishJob", modeling_pb2.FinishJobRequest(job_id=self._job_id, body=encode(msg)))
+        metadata: dict[str, Any] = json.loads(response.metadata_json)
+        return metadata
+
+
 # -- durable job state (for --resume) ------------------------------------------------------
 
 
@@ -468,7 +500,7 @@ def tqdm_progress(total: int, initial: int) -> Any:
 
 
 class _Trainer:
-    """One job driven from the bank: the same steps as ``xinrong.tools.federation.LocalFederation``, over gRPC."""
+    """One job driven from the bank: its data, the PSI and split, and ``BankDriver`` over gRPC."""
 
     def __init__(self, job: JobFile, credentials: PartyCredentials, client: ModelingClient) -> None:
         if credentials.role != "institution" or credentials.sealing_key is None:
@@ -480,11 +512,6 @@ class _Trainer:
         self.sealing = credentials.sealing_key
         self.state_dir = job.output / ".state"
         self.providers: dict[str, VerifiedBinding] = {}
-        self.bank: BankParty | None = None
-        self.table: PartyTable | None = None
-        self.he_public: bytes = b""
-
-    # helpers --------------------------------------------------------------------------
 
     def _verify_providers(self, bindings: Sequence[common_pb2.SignedPartyBinding]) -> None:
         """The providers' sealing keys come through the node: check each against the CA ourselves."""
@@ -505,9 +532,12 @@ class _Trainer:
                 raise XinrongError(f"provider {b.party_id} has no sealing key")
         self.providers = verified
 
-    def _rpc(self, method: str, request_cls: Any, msg: Any) -> bytes:
-        response = self.client.call(method, request_cls(job_id=self.job.job_id, body=encode(msg)))
-        return bytes(response.body)
+    def driver(self, bank: BankParty) -> BankDriver:
+        """The protocol driver over gRPC, sealing to the providers' CA-verified keys."""
+        recipients = {pid: b.sealing_public_raw for pid, b in self.providers.items()}
+        return BankDriver(
+            bank, GrpcNode(self.client, self.job.job_id), HpkeSealer(self.bank_id, self.sealing, recipients)
+        )
 
     def _read_labels(self) -> PartyTable:
         return read_bank_table(
@@ -565,98 +595,41 @@ class _Trainer:
                 public="the PSI found no enterprise common to the bank and every provider",
             )
         is_decoy = np.asarray(alignment.is_decoy, dtype=bool)
-        real = ~is_decoy
+        bank_rows = np.asarray(alignment.bank_index, dtype=np.int64)
         assert table.y is not None
-        y_aligned = np.zeros(n)
-        y_aligned[real] = table.y[alignment.bank_index[real]]
-        # As xinrong.tools.federation.run_job: split in the bank's own row order, train in a keyed-hash order.
-        real_pos = np.flatnonzero(real)
-        real_pos = real_pos[np.argsort(alignment.bank_index[real_pos], kind="stable")]
-        tr, te = stratified_split(y_aligned[real_pos], job.test_fraction, job.split_seed)
-        train_rows = np.concatenate([real_pos[tr], np.flatnonzero(is_decoy)]).astype(np.int64)
-        keys = [hashlib.sha256(f"{job.job_id}\x00{alignment.ids[i]}".encode()).digest() for i in train_rows]
-        train_rows = train_rows[np.argsort(np.array(keys, dtype=object), kind="stable")]
+        split = split_rows(
+            alignment.ids,
+            bank_rows,
+            is_decoy,
+            aligned_labels(table.y, bank_rows, is_decoy),
+            job_id=job.job_id,
+            test_fraction=job.test_fraction,
+            split_seed=job.split_seed,
+        )
         return JobState(
             job_id=job.job_id,
             providers=job.providers,
             ids=list(alignment.ids),
-            bank_rows=np.asarray(alignment.bank_index, dtype=np.int64),
+            bank_rows=bank_rows,
             is_decoy=is_decoy,
-            train_rows=train_rows,
-            test_rows=np.sort(real_pos[te]).astype(np.int64),
+            train_rows=split.train_rows,
+            test_rows=split.test_rows,
             labels_sha256=_sha256_file(job.labels),
         )
 
-    def bank_x(self, table: PartyTable, state: JobState) -> FloatArray:
-        """The bank's raw features in the aligned order (decoy rows: gaps)."""
-        x = np.full((len(state.ids), len(table.columns)), np.nan)
-        real = ~state.is_decoy
-        x[real] = table.x[state.bank_rows[real]]
-        return x
-
     def party(self, table: PartyTable, state: JobState) -> BankParty:
         assert table.y is not None
-        y = np.zeros(len(state.ids))
-        real = ~state.is_decoy
-        y[real] = table.y[state.bank_rows[real]]
+        y = aligned_labels(table.y, state.bank_rows, state.is_decoy)
         rows = state.train_rows
         return BankParty(
             self.bank_id,
             self.job.train,
-            self.bank_x(table, state)[rows],
+            aligned_features(table.x, state.bank_rows, state.is_decoy)[rows],
             table.columns,
             y[rows],
             decoy=state.is_decoy[rows],
             checkpoint_dir=self.state_dir / "checkpoints",
         )
-
-    # one batch -----------------------------------------------------------------------------
-
-    def batch(self, bank: BankParty, epoch: int, b: int) -> None:
-        job_id = self.job.job_id
-        fwd = decode(ForwardReply, self._rpc("Forward", modeling_pb2.ForwardRequest, bank.forward_request(epoch, b)))
-        if fwd.provider_ids != self.job.providers:
-            raise XinrongError("node answered for another provider order")
-        partials = [
-            decode(
-                PartialLogits,
-                self.sealing.open(
-                    common_pb2.SealedBox.FromString(blob),
-                    recipient_id=self.bank_id,
-                    content_type=SEALED_PARTIAL,
-                    context=seal_context(job_id, epoch, b, pid),
-                ),
-            )
-            for pid, blob in zip(fwd.provider_ids, fwd.sealed_partials)
-        ]
-        back = bank.backward(fwd, partials)
-        sealed = tuple(
-            seal(
-                encode(r),
-                recipient_id=r.party_id,
-                recipient_public_raw=self.providers[r.party_id].sealing_public_raw,
-                content_type=SEALED_RESIDUAL,
-                context=seal_context(job_id, epoch, b, r.party_id),
-            ).SerializeToString()
-            for r in back.residuals
-        )
-        request = BackwardRequest(job_id, epoch, b, sealed, back.gradient_payload, back.loss_payload)
-        reply = decode(BackwardReply, self._rpc("Backward", modeling_pb2.BackwardRequest, request))
-        squares = [
-            decode(
-                SquareTerm,
-                self.sealing.open(
-                    common_pb2.SealedBox.FromString(blob),
-                    recipient_id=self.bank_id,
-                    content_type=SEALED_SQUARE,
-                    context=seal_context(job_id, epoch, b, pid),
-                ),
-            )
-            for pid, blob in zip(self.job.providers, reply.sealed_squares)
-        ]
-        loss_request = bank.apply(reply, squares)
-        if loss_request is not None:
-            bank.apply_loss(decode(LossReply, self._rpc("ComputeLoss", modeling_pb2.ComputeLossRequest, loss_request)))
 
 
 def _clear_state(directory: Path) -> None:
@@ -692,23 +665,14 @@ def train(
             bank = trainer.party(table, state)
             t_start = time.perf_counter()
             response = client.call("ResumeJob", modeling_pb2.ResumeJobRequest(job_id=job.job_id, body=state.job_start))
-            bindings = _provider_bindings(client, job)
-            trainer._verify_providers(bindings)
+            trainer._verify_providers(_provider_bindings(client, job))
+            driver = trainer.driver(bank)
             bank.job_start(job.providers, len(state.ids), state.train_rows)  # the provider order, as first sent
-            bank.started(decode(JobStarted, bytes(response.body)))
-            common = {int(e) for e in response.provider_epochs} & set(bank.checkpointed_epochs())
-            epoch = max(common) if common else 0
-            if epoch:
-                bank.restore_checkpoint(epoch)
-            client.call(
-                "RestoreJob",
-                modeling_pb2.RestoreJobRequest(job_id=job.job_id, body=encode(RestoreRequest(job.job_id, epoch))),
-            )
-            resumed_from = epoch
+            started = decode(JobStarted, bytes(response.body))
+            bank.started(started)
+            resumed_from = driver.restore(int(e) for e in response.provider_epochs)
             seconds_psi = 0.0
-            he_public = decode(JobStarted, bytes(response.body)).he_public
-            scheme = decode(JobStarted, bytes(response.body)).scheme
-            log.info("job %s resumed from epoch %d", job.job_id, epoch)
+            log.info("job %s resumed from epoch %d", job.job_id, resumed_from)
         else:
             _clear_state(trainer.state_dir)
             t_start = time.perf_counter()  # seconds_total: from the job's creation (PSI start) to the model
@@ -728,50 +692,36 @@ def train(
             trainer.state_dir.mkdir(parents=True, exist_ok=True)
             state.save(trainer.state_dir)
             bank = trainer.party(table, state)
+            driver = trainer.driver(bank)
             start = bank.job_start(job.providers, len(state.ids), state.train_rows)
             state.job_start = encode(start)
             state.save(trainer.state_dir)
-            started = decode(JobStarted, trainer._rpc("StartTraining", modeling_pb2.StartTrainingRequest, start))
-            bank.started(started)
-            he_public, scheme = started.he_public, started.scheme
+            started = driver.start(start)
+        he_public, scheme = started.he_public, started.scheme
         # the batches ------------------------------------------------------------------------
-        cfg = bank._cfg()
         n_batches = bank.n_batches()
         first = bank.pos.epoch
-        bar = progress(cfg.epochs * n_batches, first * n_batches) if progress is not None else _NullBar()
-        epoch_seconds: list[float] = []
+        bar = progress(bank._cfg().epochs * n_batches, first * n_batches) if progress is not None else _NullBar()
+
+        def on_epoch(end: EpochEnd) -> None:
+            if end.loss is not None:
+                bar.set_postfix_str(f"epoch {end.epoch} loss {end.loss:.4f}")
+
         t_train = time.perf_counter()
         try:
-            for epoch in range(first, cfg.epochs):
-                te = time.perf_counter()
-                for b in range(n_batches):
-                    trainer.batch(bank, epoch, b)
-                    bar.update(1)
-                end: EpochEnd = bank.end_epoch()
-                trainer._rpc("EndEpoch", modeling_pb2.EndEpochRequest, end)
-                epoch_seconds.append(time.perf_counter() - te)
-                if end.loss is not None:
-                    bar.set_postfix_str(f"epoch {end.epoch} loss {end.loss:.4f}")
-                if end.stop:
-                    break
+            epoch_seconds = driver.train(on_batch=lambda: bar.update(1), on_epoch=on_epoch)
         finally:
             bar.close()
-        finish = FinishRequest(job.job_id, bank.metrics.epochs_run, tuple(bank.metrics.epoch_losses))
-        response = client.call("FinishJob", modeling_pb2.FinishJobRequest(job_id=job.job_id, body=encode(finish)))
-        metadata = json.loads(response.metadata_json)
-        share = bank.finish(job.output / "bank.share.json")
+        metadata, share = driver.finish(job.output / "bank.share.json")
         seconds_total = time.perf_counter() - t_start
         seconds_train = time.perf_counter() - t_train
         # held-out rows, scored privately ---------------------------------------------------
         ts = time.perf_counter()
-        x_test = trainer.bank_x(table, state)[state.test_rows]
+        x_test = aligned_features(table.x, state.bank_rows, state.is_decoy)[state.test_rows]
         logits = score_job_rows(client, creds, job.job_id, job.providers, share, x_test, state.test_rows)
         seconds_scoring = time.perf_counter() - ts
-        y_aligned = np.zeros(len(state.ids))
-        real = ~state.is_decoy
         assert table.y is not None
-        y_aligned[real] = table.y[state.bank_rows[real]]
-        y_test = y_aligned[state.test_rows]
+        y_test = aligned_labels(table.y, state.bank_rows, state.is_decoy)[state.test_rows]
         status = client.call("GetJob", modeling_pb2.GetJobRequest(job_id=job.job_id))
         wire = {k: int(v) for k, v in status.wire_bytes.items()}
         outcome = TrainOutcome(

@@ -61,20 +61,18 @@ from xinrong.keys.binding import VerifiedBinding
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import SCHEMES, HESecret, keygen, load_public, provider_public_bytes
 from xinrong.modeling.serde import ScoringKey, SubjectOutcome, scoring_key_to_proto
-from xinrong.modeling.vlr import (
+from xinrong.modeling.vlr.errors import ProtocolViolation, VlrError
+from xinrong.modeling.vlr.messages import (
     BackwardRequest,
     EpochEnd,
     FinishRequest,
     ForwardRequest,
-    GradientRequest,
     JobStart,
     LossRequest,
-    NodeCoordinator,
-    ProtocolViolation,
     RestoreRequest,
     ResumeQuery,
-    VlrError,
 )
+from xinrong.modeling.vlr.node import NodeCoordinator
 from xinrong.modeling.vlr_state import check_id
 from xinrong.modeling.vlr_wire import decode_for_job, encode
 from xinrong.node import modeling_store as store
@@ -129,7 +127,6 @@ class _Job:
     coordinator: NodeCoordinator | None = None
     aligned_rows: int = 0
     job_start: bytes = b""
-    guard_snapshots: dict[int, tuple[int, dict[int, int], list[Any], float]] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -671,7 +668,6 @@ class ModelingHub:
                         p,
                         self._channels.stub(p),
                         job_id=job_id,
-                        bank_id=caller.party_id,
                         timeout=self._timeout,
                         meter=job.meter,
                         observer=self._observer,
@@ -699,16 +695,7 @@ class ModelingHub:
         self._owned(caller, job_id, "Backward")  # who asks comes before what is asked
         msg = decode_for_job(BackwardRequest, body, job_id)
         step = f"Backward (epoch {msg.epoch}, batch {msg.batch})"
-
-        def run(job: _Job, c: NodeCoordinator) -> bytes:
-            if len(msg.sealed_residuals) == len(c.provider_ids):
-                for pid, sealed in zip(c.provider_ids, msg.sealed_residuals):
-                    link = c.links[pid]
-                    if isinstance(link, GrpcProviderLink):
-                        link.prefetch_gradient(GradientRequest(msg.job_id, msg.epoch, msg.batch, sealed))
-            return encode(c.backward(msg))
-
-        return self._step(caller, job_id, step, run)
+        return self._step(caller, job_id, step, lambda job, c: encode(c.backward(msg)))
 
     def compute_loss(self, caller: Peer, job_id: str, body: bytes) -> bytes:
         self._owned(caller, job_id, "ComputeLoss")  # who asks comes before what is asked
@@ -722,14 +709,6 @@ class ModelingHub:
 
         def run(job: _Job, c: NodeCoordinator) -> bytes:
             ack = c.end_epoch(msg)
-            guard = c.guard
-            if guard is not None:
-                job.guard_snapshots[msg.epoch] = (
-                    guard.batches_seen,
-                    dict(guard.levels),
-                    list(guard.shrinks),
-                    guard.max_bound_sum,
-                )
             self._save(job, store.RUNNING, epochs_done=msg.epoch)
             return encode(ack)
 
@@ -825,17 +804,7 @@ class ModelingHub:
         msg = decode_for_job(RestoreRequest, body, job_id)
 
         def run(job: _Job, c: NodeCoordinator) -> int:
-            if msg.epoch < 0:
-                raise ProtocolViolation("negative epoch")
-            if msg.epoch == 0:
-                c.epoch_losses = []
-                c.epochs_done = 0  # every provider is fresh after the resume's set-up
-            else:
-                c.restore(msg)
-            snapshot = job.guard_snapshots.get(msg.epoch)
-            if c.guard is not None and snapshot is not None:
-                c.guard.batches_seen, levels, shrinks, c.guard.max_bound_sum = snapshot
-                c.guard.levels, c.guard.shrinks = dict(levels), list(shrinks)
+            c.restore(msg)  # epoch 0: every provider is fresh after the resume's set-up
             self._save(job, store.RUNNING, epochs_done=msg.epoch)
             return msg.epoch
 

@@ -18,8 +18,9 @@ the gRPC layer calls the same methods from separate processes.
 Sealing. Providers' encrypted partial logits go to the bank, and the bank's
 encrypted residual to each provider, *sealed end to end* (HPKE,
 ``xinrong.keys.sealing``): they are encrypted under the node's HE key, so the node
-must not see them. The transport seals (``SEALED_*`` content types and ``seal_context`` in
-``messages``); the node only ever handles the sealed bytes.
+must not see them. The protocol code seals and opens (``sealing.Sealer``,
+``SEALED_*`` content types and ``seal_context``); the node only ever handles
+the sealed bytes, and checks their addressing before it relays them.
 
 Modules
 -------
@@ -28,7 +29,12 @@ Modules
 * ``errors``: ``VlrError``, ``LogitGuardError``, ``ProtocolViolation``;
 * ``party``: what bank and providers share (optimizer, position, checkpoints);
 * ``bank``, ``provider``, ``node``: one module per role;
-* ``guard``: the logit guard the node runs.
+* ``guard``: the logit guard the node runs;
+* ``sealing``: the ``Sealer`` interface, HPKE sealing, the node's relay check;
+* ``driver``: ``BankDriver``, the one driver of a job, written against
+  ``NodeTransport`` and ``Sealer``: the bank's process runs it over gRPC
+  (``xinrong.bank``), the simulator in memory (``xinrong.tools.federation``);
+* ``split``: the train/test split and training order of the aligned rows.
 
 One mini-batch
 --------------
@@ -124,6 +130,7 @@ CKKS evaluates degree 7 with its default chain (9 with one more level).
 
 from xinrong.modeling.vlr.bank import MAX_ROW_WEIGHT, BankBackward, BankMetrics, BankParty
 from xinrong.modeling.vlr.config import PROTOCOL, Schedule, TrainConfig, batch_count, batch_rows, level_scale
+from xinrong.modeling.vlr.driver import BankDriver, NodeTransport
 from xinrong.modeling.vlr.errors import LogitGuardError, ProtocolViolation, VlrError
 from xinrong.modeling.vlr.guard import GuardRecord, LogitGuard
 from xinrong.modeling.vlr.messages import (
@@ -162,7 +169,8 @@ from xinrong.modeling.vlr.messages import (
     seal_context,
 )
 from xinrong.modeling.vlr.node import NodeCoordinator, ProviderLink
-from xinrong.modeling.vlr.provider import ProviderParty
+from xinrong.modeling.vlr.provider import ProviderEndpoint, ProviderParty
+from xinrong.modeling.vlr.sealing import HpkeSealer, Sealer
 
 __all__ = [
     "MAX_ROW_WEIGHT",
@@ -173,6 +181,7 @@ __all__ = [
     "BackwardReply",
     "BackwardRequest",
     "BankBackward",
+    "BankDriver",
     "BankMetrics",
     "BankParty",
     "BoundReport",
@@ -188,6 +197,7 @@ __all__ = [
     "GradientReply",
     "GradientRequest",
     "GuardRecord",
+    "HpkeSealer",
     "JobSetup",
     "JobStart",
     "JobStarted",
@@ -196,8 +206,10 @@ __all__ = [
     "LossReply",
     "LossRequest",
     "NodeCoordinator",
+    "NodeTransport",
     "PartialLogits",
     "ProtocolViolation",
+    "ProviderEndpoint",
     "ProviderLink",
     "ProviderParty",
     "Residual",
@@ -206,6 +218,7 @@ __all__ = [
     "ResumeQuery",
     "ResumeState",
     "Schedule",
+    "Sealer",
     "SetupAck",
     "SquareTerm",
     "TrainConfig",

@@ -33,6 +33,16 @@ class GuardRecord:
     shrink_steps: int
 
 
+@dataclass(frozen=True)
+class GuardSnapshot:
+    """The guard's statistics at the end of an epoch (what the model metadata reports)."""
+
+    batches_seen: int
+    levels: dict[int, int]
+    shrinks: tuple[GuardRecord, ...]
+    max_bound_sum: float
+
+
 class LogitGuard:
     """The node's rule that keeps every logit inside the interval its sigmoid was fitted on.
 
@@ -83,3 +93,11 @@ class LogitGuard:
                     )
         self.levels[level] = self.levels.get(level, 0) + 1
         return level, steps
+
+    def snapshot(self) -> GuardSnapshot:
+        return GuardSnapshot(self.batches_seen, dict(self.levels), tuple(self.shrinks), self.max_bound_sum)
+
+    def restore(self, snapshot: GuardSnapshot) -> None:
+        """Back to the statistics of a checkpointed epoch, so a resumed job reports what an uninterrupted one would."""
+        self.batches_seen, self.max_bound_sum = snapshot.batches_seen, snapshot.max_bound_sum
+        self.levels, self.shrinks = dict(snapshot.levels), list(snapshot.shrinks)

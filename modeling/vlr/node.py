@@ -3,9 +3,10 @@
 ``NodeCoordinator`` holds the job's HE secret key and reaches each provider
 through a ``ProviderLink`` (``xinrong.node.modeling_links`` over gRPC, the
 simulator's in-memory link in ``xinrong.tools.federation``). It relays what
-it must not read as sealed boxes; it decrypts each party's masked gradient
-once per batch and of that party's width only, so no party can use it as a
-decryption oracle.
+it must not read as sealed boxes, and checks before relaying one that it is
+addressed as the protocol says (recipient, content type, job, epoch, batch,
+provider); it decrypts each party's masked gradient once per batch and of
+that party's width only, so no party can use it as a decryption oracle.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from xinrong.modeling.he.base import HESecret
 from xinrong.modeling.sigmoid import MIN_BOUND_CODE
 from xinrong.modeling.vlr.config import PROTOCOL, TrainConfig
 from xinrong.modeling.vlr.errors import ProtocolViolation, VlrError
-from xinrong.modeling.vlr.guard import LogitGuard
+from xinrong.modeling.vlr.guard import GuardSnapshot, LogitGuard
 from xinrong.modeling.vlr.messages import (
+    SEALED_PARTIAL,
+    SEALED_RESIDUAL,
+    SEALED_SQUARE,
     BackwardReply,
     BackwardRequest,
     BoundReport,
@@ -52,7 +56,9 @@ from xinrong.modeling.vlr.messages import (
     SetupAck,
     UpdateAck,
     UpdateRequest,
+    seal_context,
 )
+from xinrong.modeling.vlr.sealing import check_box
 from xinrong.modeling.vlr_state import check_id
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,10 @@ class ProviderLink(Protocol):
 
     def encrypt(self, msg: EncryptRequest) -> bytes:
         """The provider's PartialLogits, sealed to the bank: opaque to the node."""
+        ...
+
+    def prefetch_gradient(self, msg: GradientRequest) -> None:
+        """May start ``gradient(msg)`` now, so the provider works while the node decrypts; may do nothing."""
         ...
 
     def gradient(self, msg: GradientRequest) -> GradientReply: ...
@@ -130,6 +140,7 @@ class NodeCoordinator:
         self.bank_id = ""
         self.epoch_losses: list[float] = []
         self.epochs_done = 0
+        self._guard_snapshots: dict[int, GuardSnapshot] = {}  # completed epochs -> the guard's statistics then
 
     def close(self) -> None:
         if self._pool is not None:
@@ -214,6 +225,14 @@ class NodeCoordinator:
         self._batch.shrink_steps = steps
         enc = EncryptRequest(msg.job_id, msg.epoch, msg.batch, level, steps)
         sealed = self._map(lambda link: link.encrypt(enc))
+        for pid, blob in zip(self.provider_ids, sealed):
+            check_box(
+                blob,
+                recipient=self.bank_id,
+                content_type=SEALED_PARTIAL,
+                context=seal_context(msg.job_id, msg.epoch, msg.batch, pid),
+                what=f"partial logits of {pid}",
+            )
         return ForwardReply(msg.job_id, msg.epoch, msg.batch, level, steps, self.provider_ids, tuple(sealed))
 
     def _decrypt_sums(self, batch: _NodeBatch, party: str, payload: bytes) -> bytes:
@@ -231,14 +250,35 @@ class NodeCoordinator:
         batch = self._check(msg.job_id, msg.epoch, msg.batch)
         if len(msg.sealed_residuals) != len(self.provider_ids):
             raise ProtocolViolation("one sealed residual per provider expected")
+        requests: dict[str, GradientRequest] = {}
+        for pid, sealed in zip(self.provider_ids, msg.sealed_residuals):
+            check_box(
+                sealed,
+                recipient=pid,
+                content_type=SEALED_RESIDUAL,
+                context=seal_context(msg.job_id, msg.epoch, msg.batch, pid),
+                what=f"residual for {pid}",
+            )
+            requests[pid] = GradientRequest(msg.job_id, msg.epoch, msg.batch, sealed)
+        # Providers may start on their residuals while the node decrypts the bank's sums; the
+        # messages and their order at each provider stay the protocol's.
+        for pid in self.provider_ids:
+            self.links[pid].prefetch_gradient(requests[pid])
         bank_sums = self._decrypt_sums(batch, self.bank_id, msg.gradient_payload)
         masked_loss: float | None = None
         if msg.loss_payload:
             masked_loss = self._decrypt_total(batch, msg.loss_payload)
-        residual_of = dict(zip(self.provider_ids, msg.sealed_residuals))
 
         def provider_step(link: ProviderLink) -> bytes:
-            reply = link.gradient(GradientRequest(msg.job_id, msg.epoch, msg.batch, residual_of[link.provider_id]))
+            reply = link.gradient(requests[link.provider_id])
+            if reply.sealed_square:
+                check_box(
+                    reply.sealed_square,
+                    recipient=self.bank_id,
+                    content_type=SEALED_SQUARE,
+                    context=seal_context(msg.job_id, msg.epoch, msg.batch, link.provider_id),
+                    what=f"square term of {link.provider_id}",
+                )
             if (reply.job_id, reply.epoch, reply.batch, reply.party_id) != (
                 msg.job_id,
                 msg.epoch,
@@ -281,6 +321,8 @@ class NodeCoordinator:
         if msg.loss is not None:
             self.epoch_losses.append(msg.loss)
         self.epochs_done = msg.epoch
+        if self.guard is not None:
+            self._guard_snapshots[msg.epoch] = self.guard.snapshot()
         return EpochAck(msg.job_id, msg.epoch, "node")
 
     def finish(self, msg: FinishRequest) -> dict[str, Any]:
@@ -318,12 +360,20 @@ class NodeCoordinator:
             common &= set(s.epochs)
         return tuple(sorted(common))
 
-    def restore(self, msg: RestoreRequest) -> None:
+    def restore(self, msg: RestoreRequest) -> RestoreAck:
+        """Every provider back to a checkpointed epoch; epoch 0 starts afresh (they were just set up again)."""
         if msg.job_id != self._cfg().job_id:
             raise ProtocolViolation("message for another job")
+        if msg.epoch < 0:
+            raise ProtocolViolation("negative epoch")
         self._batch = None
-        acks = self._map(lambda link: link.restore(msg))
-        if any(a.epoch != msg.epoch for a in acks):
-            raise ProtocolViolation("provider restored another epoch")
+        if msg.epoch:
+            acks = self._map(lambda link: link.restore(msg))
+            if any(a.epoch != msg.epoch for a in acks):
+                raise ProtocolViolation("provider restored another epoch")
         self.epochs_done = msg.epoch
         self.epoch_losses = self.epoch_losses[: msg.epoch]
+        snapshot = self._guard_snapshots.get(msg.epoch)
+        if self.guard is not None and snapshot is not None:
+            self.guard.restore(snapshot)
+        return RestoreAck(msg.job_id, "node", msg.epoch)

@@ -1,8 +1,13 @@
-"""The provider's role: a feature holder's steps.
+"""The provider's role: a feature holder's steps, and the sealing around them on any transport.
 
-``ProviderParty`` standardizes its own columns, bounds and encrypts its
-partial logits, computes its masked gradient on the bank's encrypted
-residual and updates its own weights. Its raw rows never leave it.
+``ProviderParty`` is the math: it standardizes its own columns, bounds and
+encrypts its partial logits, computes its masked gradient on the bank's
+encrypted residual and updates its own weights. ``ProviderEndpoint`` is
+what a transport hands each step to: it seals the partial logits (and the
+square term) to the bank, opens the residual sealed to this provider and
+checks that what it opened is for the job, epoch and batch the node named.
+The provider agent (``xinrong.provider_agent``) and the in-process simulator
+(``xinrong.tools.federation``) both run their provider through it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from xinrong.errors import ValidationError
 from xinrong.modeling.he.base import load_public
 from xinrong.modeling.preprocess import fit_transform
 from xinrong.modeling.sigmoid import shrink_factor
 from xinrong.modeling.vlr.config import TrainConfig, batch_count, level_scale
 from xinrong.modeling.vlr.errors import ProtocolViolation, VlrError
 from xinrong.modeling.vlr.messages import (
+    SEALED_PARTIAL,
+    SEALED_RESIDUAL,
+    SEALED_SQUARE,
     BoundReport,
     BoundRequest,
     EncryptRequest,
@@ -30,6 +39,8 @@ from xinrong.modeling.vlr.messages import (
     FinishAck,
     FinishRequest,
     GradientPayload,
+    GradientReply,
+    GradientRequest,
     JobSetup,
     PartialLogits,
     Residual,
@@ -42,10 +53,12 @@ from xinrong.modeling.vlr.messages import (
     UpdateAck,
     UpdateRequest,
     rows_from_bytes,
+    seal_context,
 )
 from xinrong.modeling.vlr.party import Optimizer, PartyCore, Position, f64_values
+from xinrong.modeling.vlr.sealing import Sealer, parse_box
 from xinrong.modeling.vlr_state import ModelShare
-from xinrong.modeling.vlr_wire import encode
+from xinrong.modeling.vlr_wire import decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +220,65 @@ class ProviderParty(PartyCore):
         text = share.to_json().encode()
         share.save(share_path)
         return FinishAck(msg.job_id, self.party_id, hashlib.sha256(text).hexdigest())
+
+
+class ProviderEndpoint:
+    """One provider's side of a job as the node's messages arrive, whatever carries them.
+
+    The party's steps, plus what only a transport used to do: the partial
+    logits and the square term leave sealed to the bank; the residual
+    arrives sealed to this provider, is opened here, and must be for the
+    job, epoch and batch of the request that carried it (the box's context
+    binds them too, but a bank could seal a residual of another batch under
+    this batch's context).
+    """
+
+    def __init__(self, party: ProviderParty, *, sealer: Sealer, bank_id: str) -> None:
+        self.party = party
+        self.provider_id = party.party_id
+        self._sealer = sealer
+        self._bank_id = bank_id
+
+    def setup(self, msg: JobSetup) -> SetupAck:
+        return self.party.setup(msg)
+
+    def bound(self, msg: BoundRequest) -> BoundReport:
+        return self.party.bound(msg)
+
+    def encrypt(self, msg: EncryptRequest) -> bytes:
+        """The party's ``PartialLogits``, sealed to the bank: all the node gets to relay."""
+        partial = self.party.encrypt(msg)
+        return self._sealer.seal(
+            encode(partial),
+            to=self._bank_id,
+            content_type=SEALED_PARTIAL,
+            context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
+        )
+
+    def gradient(self, msg: GradientRequest) -> GradientReply:
+        context = seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id)
+        box = parse_box(msg.sealed_residual, ValidationError("residual is not a sealed box"))
+        opened = self._sealer.open(box, content_type=SEALED_RESIDUAL, context=context)
+        residual = decode(Residual, opened)
+        if (residual.job_id, residual.epoch, residual.batch) != (msg.job_id, msg.epoch, msg.batch):
+            raise ValidationError("sealed residual is for another batch")
+        out = self.party.gradient(residual)
+        sealed_square = b""
+        if out.square:
+            sealed_square = self._sealer.seal(out.square, to=self._bank_id, content_type=SEALED_SQUARE, context=context)
+        return GradientReply(out.job_id, out.epoch, out.batch, out.party_id, out.payload, sealed_square)
+
+    def update(self, msg: UpdateRequest) -> UpdateAck:
+        return self.party.update(msg)
+
+    def end_epoch(self, msg: EpochEnd) -> EpochAck:
+        return self.party.end_epoch(msg)
+
+    def finish(self, msg: FinishRequest, share_path: str | Path) -> FinishAck:
+        return self.party.finish(msg, share_path)
+
+    def resume_state(self, msg: ResumeQuery) -> ResumeState:
+        return self.party.resume_state(msg)
+
+    def restore(self, msg: RestoreRequest) -> RestoreAck:
+        return self.party.restore(msg)

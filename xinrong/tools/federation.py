@@ -1,27 +1,32 @@
-"""All parties of a training job in one process, with every message on a modeled wire.
+"""All parties of a training job in one process: the production roles over an in-memory transport.
 
-This driver exists for tests, trials and the benchmark. It does what the
-gRPC transport will do, minus the network:
+This simulator exists for tests, trials and the benchmark. What runs is
+the code the real processes run: the bank's ``BankDriver`` (as in
+``xinrong.bank``), the node's ``NodeCoordinator`` (as in ``xinrong.node``)
+and each provider's ``ProviderEndpoint`` (as in ``xinrong.provider_agent``).
+Only the transport differs, and it does what gRPC does, minus the network:
 
-* every message crosses as bytes (``xinrong.modeling.vlr_wire``): encoded, counted
-  per party, decoded on the other side, so nothing relies on sharing Python
-  objects and ``bytes_per_party`` is what would be sent;
-* what the node must not read is **really sealed** with HPKE
-  (``xinrong.keys.sealing``) to throwaway X25519 keys of the recipient, with the same
-  content types and contexts the transport uses, so sealed sizes are honest
-  and the node object is only ever handed sealed bytes;
+* every message crosses as bytes (``xinrong.modeling.vlr_wire``): encoded,
+  counted per party, and decoded on the other side as the real servers
+  decode a request (``decode_for_job``) and the real clients a reply, so
+  nothing relies on sharing Python objects and ``bytes_per_party`` is what
+  would be sent;
+* what the node must not read is **really sealed** with HPKE by the same
+  sealing code (``xinrong.modeling.vlr.sealing``), to throwaway X25519 keys
+  of the recipient, so sealed sizes are honest, the node object is only ever
+  handed sealed bytes, and it checks their addressing as it does in production;
 * with ``capture=True`` every byte string the node receives or sends is
   recorded (``Traffic.node_view``) for the privacy tests.
 
 Alignment uses the ECDH-PSI (``xinrong.modeling.psi``); ``align="ids"`` is a
-test-only shortcut that joins on plain ids. Scoring of held-out rows uses
+test-only shortcut that joins on plain ids. The split and training order are
+the bank's (``xinrong.modeling.vlr.split``). Scoring of held-out rows uses
 the private scoring protocol (``xinrong.modeling.scoring``) under a key of the
 bank's own.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,24 +37,22 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from xinrong.errors import ProviderUnavailable
-from xinrong.keys.sealing import SealingKey, seal
+from xinrong.keys.sealing import SealingKey
 from xinrong.modeling import scoring
-from xinrong.modeling.data import PartyTable, align_by_id_for_tests, stratified_split
-from xinrong.modeling.he.base import HESecret, keygen, provider_public_bytes
-from xinrong.modeling.vlr import (
-    SEALED_PARTIAL,
-    SEALED_RESIDUAL,
-    SEALED_SQUARE,
+from xinrong.modeling.data import PartyTable, align_by_id_for_tests
+from xinrong.modeling.he.base import HESecret, keygen, load_public, provider_public_bytes
+from xinrong.modeling.vlr.bank import BankMetrics, BankParty
+from xinrong.modeling.vlr.config import TrainConfig
+from xinrong.modeling.vlr.driver import BankDriver
+from xinrong.modeling.vlr.messages import (
     BackwardReply,
     BackwardRequest,
-    BankMetrics,
-    BankParty,
     BoundReport,
     BoundRequest,
     EncryptRequest,
@@ -58,30 +61,28 @@ from xinrong.modeling.vlr import (
     FinishAck,
     FinishRequest,
     ForwardReply,
+    ForwardRequest,
     GradientReply,
     GradientRequest,
     JobSetup,
     JobStart,
     JobStarted,
     LossReply,
-    NodeCoordinator,
-    PartialLogits,
-    ProviderParty,
-    Residual,
+    LossRequest,
     RestoreAck,
     RestoreRequest,
     ResumeQuery,
     ResumeState,
     SetupAck,
-    SquareTerm,
-    TrainConfig,
     UpdateAck,
     UpdateRequest,
-    seal_context,
 )
+from xinrong.modeling.vlr.node import NodeCoordinator
+from xinrong.modeling.vlr.provider import ProviderEndpoint, ProviderParty
+from xinrong.modeling.vlr.sealing import HpkeSealer
+from xinrong.modeling.vlr.split import aligned_features, aligned_labels, split_rows
 from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes
-from xinrong.modeling.vlr_wire import decode, encode
-from xinrong.v1 import common_pb2
+from xinrong.modeling.vlr_wire import decode, decode_for_job, encode
 
 log = logging.getLogger(__name__)
 
@@ -155,24 +156,6 @@ class Traffic:
         return {p: {"sent": self.sent.get(p, 0), "received": self.received.get(p, 0)} for p in parties}
 
 
-class SealingModel:
-    """Throwaway HPKE keys, sealing and opening exactly as the transport does."""
-
-    def __init__(self, party_ids: Sequence[str]) -> None:
-        self._keys = {pid: SealingKey.generate() for pid in party_ids}
-
-    def seal(self, plaintext: bytes, *, to: str, content_type: str, context: str) -> bytes:
-        key = self._keys[to]
-        box = seal(
-            plaintext, recipient_id=to, recipient_public_raw=key.public_raw, content_type=content_type, context=context
-        )
-        return box.SerializeToString()
-
-    def open(self, blob: bytes, *, recipient: str, content_type: str, context: str) -> bytes:
-        box = common_pb2.SealedBox.FromString(blob)
-        return self._keys[recipient].open(box, recipient_id=recipient, content_type=content_type, context=context)
-
-
 def _cross(traffic: Traffic, src: str, dst: str, msg: M) -> M:
     """Send a protocol message over the modeled wire: encode, count, decode."""
     data = encode(msg)
@@ -181,90 +164,145 @@ def _cross(traffic: Traffic, src: str, dst: str, msg: M) -> M:
     return out
 
 
+class _Request(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
+
+Q = TypeVar("Q", bound=_Request)
+
+
+def _deliver(traffic: Traffic, src: str, dst: str, msg: Q) -> Q:
+    """A request over the modeled wire, received as the real servers receive one: in an envelope naming
+    its job, decoded with ``decode_for_job``."""
+    data = encode(msg)
+    traffic.transfer(src, dst, type(msg).__name__, data)
+    return decode_for_job(type(msg), data, msg.job_id)
+
+
+def sealers(bank_id: str, provider_ids: Sequence[str]) -> dict[str, HpkeSealer]:
+    """Throwaway X25519 keys: each party seals to the others' public keys, as with its real credentials."""
+    keys = {pid: SealingKey.generate() for pid in (bank_id, *provider_ids)}
+    out = {bank_id: HpkeSealer(bank_id, keys[bank_id], {p: keys[p].public_raw for p in provider_ids})}
+    for p in provider_ids:
+        out[p] = HpkeSealer(p, keys[p], {bank_id: keys[bank_id].public_raw})
+    return out
+
+
 class LocalProviderLink:
-    """The node's link to one in-process provider, playing the provider agent's transport."""
+    """The node's ``ProviderLink`` to one in-process provider: the agent's transport, minus the network.
+
+    The provider side runs ``ProviderEndpoint``, as the agent does, on each
+    request decoded as the agent decodes it.
+    """
 
     def __init__(
         self,
-        party: ProviderParty,
+        endpoint: ProviderEndpoint,
         *,
         traffic: Traffic,
-        sealing: SealingModel,
-        bank_id: str,
         share_dir: Path,
         fail_after: int | None = None,
     ) -> None:
-        self.provider_id = party.party_id
-        self.party = party
+        self.provider_id = endpoint.provider_id
+        self.endpoint = endpoint
         self._traffic = traffic
-        self._sealing = sealing
-        self._bank_id = bank_id
         self._share_dir = share_dir
         self._fail_after = fail_after
         self._calls = 0
 
-    def _call(self, msg: M, handler: Callable[[M], R]) -> R:
+    def _count_call(self) -> None:
         self._calls += 1
         if self._fail_after is not None and self._calls > self._fail_after:
             raise ProviderUnavailable(f"provider {self.provider_id} stopped answering")
+
+    def _call(self, msg: Q, handler: Callable[[Q], R]) -> R:
+        self._count_call()
         with self._traffic.working(self.provider_id):
-            reply = handler(_cross(self._traffic, NODE, self.provider_id, msg))
+            reply = handler(_deliver(self._traffic, NODE, self.provider_id, msg))
             return _cross(self._traffic, self.provider_id, NODE, reply)
 
     def setup(self, msg: JobSetup) -> SetupAck:
-        return self._call(msg, self.party.setup)
+        return self._call(msg, self.endpoint.setup)
 
     def bound(self, msg: BoundRequest) -> BoundReport:
-        return self._call(msg, self.party.bound)
+        return self._call(msg, self.endpoint.bound)
 
     def encrypt(self, msg: EncryptRequest) -> bytes:
-        def handler(m: EncryptRequest) -> bytes:
-            partial = self.party.encrypt(m)
-            return self._sealing.seal(
-                encode(partial),
-                to=self._bank_id,
-                content_type=SEALED_PARTIAL,
-                context=seal_context(m.job_id, m.epoch, m.batch, self.provider_id),
-            )
-
-        self._calls += 1
-        if self._fail_after is not None and self._calls > self._fail_after:
-            raise ProviderUnavailable(f"provider {self.provider_id} stopped answering")
+        self._count_call()
         with self._traffic.working(self.provider_id):
-            sealed = handler(_cross(self._traffic, NODE, self.provider_id, msg))
+            sealed = self.endpoint.encrypt(_deliver(self._traffic, NODE, self.provider_id, msg))
         self._traffic.transfer(self.provider_id, NODE, "SealedPartialLogits", sealed)
         return sealed
 
-    def gradient(self, msg: GradientRequest) -> GradientReply:
-        def handler(m: GradientRequest) -> GradientReply:
-            ctx = seal_context(m.job_id, m.epoch, m.batch, self.provider_id)
-            opened = self._sealing.open(
-                m.sealed_residual, recipient=self.provider_id, content_type=SEALED_RESIDUAL, context=ctx
-            )
-            out = self.party.gradient(decode(Residual, opened))
-            sealed_square = b""
-            if out.square:
-                sealed_square = self._sealing.seal(
-                    out.square, to=self._bank_id, content_type=SEALED_SQUARE, context=ctx
-                )
-            return GradientReply(out.job_id, out.epoch, out.batch, out.party_id, out.payload, sealed_square)
+    def prefetch_gradient(self, msg: GradientRequest) -> None:
+        return None  # one process: nothing to overlap
 
-        return self._call(msg, handler)
+    def gradient(self, msg: GradientRequest) -> GradientReply:
+        return self._call(msg, self.endpoint.gradient)
 
     def update(self, msg: UpdateRequest) -> UpdateAck:
-        return self._call(msg, self.party.update)
+        return self._call(msg, self.endpoint.update)
 
     def end_epoch(self, msg: EpochEnd) -> EpochAck:
-        return self._call(msg, self.party.end_epoch)
+        return self._call(msg, self.endpoint.end_epoch)
 
     def finish(self, msg: FinishRequest) -> FinishAck:
-        return self._call(msg, lambda m: self.party.finish(m, self._share_dir / f"{self.provider_id}.share.json"))
+        return self._call(msg, lambda m: self.endpoint.finish(m, self._share_dir / f"{self.provider_id}.share.json"))
 
     def resume_state(self, msg: ResumeQuery) -> ResumeState:
-        return self._call(msg, self.party.resume_state)
+        return self._call(msg, self.endpoint.resume_state)
 
     def restore(self, msg: RestoreRequest) -> RestoreAck:
-        return self._call(msg, self.party.restore)
+        return self._call(msg, self.endpoint.restore)
+
+
+class LocalNode:
+    """The bank's ``NodeTransport`` to the in-process node: the node's ``ModelingService``, minus the network.
+
+    The node side runs ``NodeCoordinator``, as the node's modeling hub does,
+    on each request decoded as the hub decodes it; it keeps the model
+    metadata in ``metadata_dir`` (the real node keeps it in its database).
+    """
+
+    def __init__(self, node: NodeCoordinator, *, traffic: Traffic, bank_id: str, metadata_dir: Path) -> None:
+        self.coordinator = node
+        self._traffic = traffic
+        self._bank_id = bank_id
+        self._metadata_dir = metadata_dir
+
+    def _call(self, msg: Q, handler: Callable[[Q], R]) -> R:
+        with self._traffic.working(NODE):
+            reply = handler(_deliver(self._traffic, self._bank_id, NODE, msg))
+            return _cross(self._traffic, NODE, self._bank_id, reply)
+
+    def start(self, msg: JobStart) -> JobStarted:
+        return self._call(msg, self.coordinator.start)
+
+    def forward(self, msg: ForwardRequest) -> ForwardReply:
+        return self._call(msg, self.coordinator.forward)
+
+    def backward(self, msg: BackwardRequest) -> BackwardReply:
+        return self._call(msg, self.coordinator.backward)
+
+    def loss(self, msg: LossRequest) -> LossReply:
+        return self._call(msg, self.coordinator.loss)
+
+    def end_epoch(self, msg: EpochEnd) -> None:
+        self._call(msg, self.coordinator.end_epoch)
+
+    def resume(self, msg: ResumeQuery) -> tuple[int, ...]:
+        """Checkpointed epochs every provider holds (the real node answers this inside ``ResumeJob``)."""
+        return self.coordinator.resume(_deliver(self._traffic, self._bank_id, NODE, msg))
+
+    def restore(self, msg: RestoreRequest) -> None:
+        self._call(msg, self.coordinator.restore)
+
+    def finish(self, msg: FinishRequest) -> dict[str, Any]:
+        metadata = self.coordinator.finish(_deliver(self._traffic, self._bank_id, NODE, msg))
+        meta_bytes = json.dumps(metadata, sort_keys=True, indent=1, allow_nan=False).encode()
+        atomic_write_bytes(self._metadata_dir / f"{msg.job_id}.model.json", meta_bytes)
+        return metadata
 
 
 # -- one training job ----------------------------------------------------------------------
@@ -283,11 +321,12 @@ class TrainResult:
 
 
 class LocalFederation:
-    """A bank, its providers and the node, wired together in-process.
+    """A bank, its providers and the node, wired together in-process around the production roles.
 
-    The bank drives: each batch is ``ForwardRequest`` -> node -> providers ->
-    node -> bank, then ``BackwardRequest`` -> node -> providers -> node ->
-    bank (plus ``LossRequest`` with a degree-1 backend).
+    ``BankDriver`` drives the job as it does from the bank's process, over
+    ``LocalNode`` instead of gRPC; the node is a ``NodeCoordinator`` whose
+    providers are ``ProviderEndpoint``s behind ``LocalProviderLink``s. Every
+    sealed payload is really sealed (``HpkeSealer`` with throwaway keys).
     """
 
     def __init__(
@@ -306,15 +345,12 @@ class LocalFederation:
         self.providers = list(providers)
         self.workdir = Path(workdir)
         self.traffic = traffic if traffic is not None else Traffic(capture=capture)
-        ids = [bank.party_id] + [p.party_id for p in self.providers]
-        self.sealing = SealingModel(ids)
+        seal = sealers(bank.party_id, [p.party_id for p in self.providers])
         share_dir = self.workdir / "shares"
         self.links = [
             LocalProviderLink(
-                p,
+                ProviderEndpoint(p, sealer=seal[p.party_id], bank_id=bank.party_id),
                 traffic=self.traffic,
-                sealing=self.sealing,
-                bank_id=bank.party_id,
                 share_dir=share_dir,
                 fail_after=(fail_after or {}).get(p.party_id),
             )
@@ -323,77 +359,21 @@ class LocalFederation:
         self.node = NodeCoordinator(
             secret, self.links, public_for_providers=provider_public_bytes(secret), parallel=parallel
         )
+        self.transport = LocalNode(
+            self.node, traffic=self.traffic, bank_id=bank.party_id, metadata_dir=self.workdir / "node"
+        )
+        self.driver = BankDriver(bank, self.transport, seal[bank.party_id])
         self.share_dir = share_dir
         self._started = False
 
-    def _to_node(self, msg: M, handler: Callable[[M], R]) -> R:
-        with self.traffic.working(NODE):
-            reply = handler(_cross(self.traffic, self.bank.party_id, NODE, msg))
-            return _cross(self.traffic, NODE, self.bank.party_id, reply)
-
     def start(self, n_rows: int, train_rows: npt.ArrayLike) -> None:
         with self.traffic.working(self.bank.party_id):
-            start: JobStart = self.bank.job_start([p.party_id for p in self.providers], n_rows, train_rows)
-            started: JobStarted = self._to_node(start, self.node.start)
-            self.bank.started(started)
+            self.driver.start(self.bank.job_start([p.party_id for p in self.providers], n_rows, train_rows))
         self._started = True
 
     def resume(self) -> int:
         """Restore every party to the newest epoch all of them checkpointed; 0 if none."""
-        cfg = self.bank._cfg()
-        query = ResumeQuery(cfg.job_id)
-        common = set(self.node.resume(_cross(self.traffic, self.bank.party_id, NODE, query)))
-        common &= set(self.bank.checkpointed_epochs())
-        if not common:
-            return 0
-        epoch = max(common)
-        self.bank.restore_checkpoint(epoch)
-        self.node.restore(_cross(self.traffic, self.bank.party_id, NODE, RestoreRequest(cfg.job_id, epoch)))
-        return epoch
-
-    def _batch(self, epoch: int, batch: int) -> None:
-        bank, job = self.bank, self.bank._cfg().job_id
-        fwd: ForwardReply = self._to_node(bank.forward_request(epoch, batch), self.node.forward)
-        partials = [
-            decode(
-                PartialLogits,
-                self.sealing.open(
-                    blob,
-                    recipient=bank.party_id,
-                    content_type=SEALED_PARTIAL,
-                    context=seal_context(job, epoch, batch, pid),
-                ),
-            )
-            for pid, blob in zip(fwd.provider_ids, fwd.sealed_partials)
-        ]
-        back = bank.backward(fwd, partials)
-        sealed = tuple(
-            self.sealing.seal(
-                encode(r),
-                to=r.party_id,
-                content_type=SEALED_RESIDUAL,
-                context=seal_context(job, epoch, batch, r.party_id),
-            )
-            for r in back.residuals
-        )
-        request = BackwardRequest(job, epoch, batch, sealed, back.gradient_payload, back.loss_payload)
-        reply: BackwardReply = self._to_node(request, self.node.backward)
-        squares = [
-            decode(
-                SquareTerm,
-                self.sealing.open(
-                    blob,
-                    recipient=bank.party_id,
-                    content_type=SEALED_SQUARE,
-                    context=seal_context(job, epoch, batch, pid),
-                ),
-            )
-            for pid, blob in zip(self.node.provider_ids, reply.sealed_squares)
-        ]
-        loss_request = bank.apply(reply, squares)
-        if loss_request is not None:
-            loss_reply: LossReply = self._to_node(loss_request, self.node.loss)
-            bank.apply_loss(loss_reply)
+        return self.driver.restore(self.transport.resume(ResumeQuery(self.bank._cfg().job_id)))
 
     def run(self, *, progress: Callable[[int, BankMetrics], None] | None = None, resume: bool = False) -> TrainResult:
         if not self._started:
@@ -402,28 +382,16 @@ class LocalFederation:
             return self._run(progress, resume)
 
     def _run(self, progress: Callable[[int, BankMetrics], None] | None, resume: bool) -> TrainResult:
-        cfg = self.bank._cfg()
         resumed_from = self.resume() if resume else 0
         t0 = time.perf_counter()
-        epoch_seconds: list[float] = []
+
+        def on_epoch(end: EpochEnd) -> None:
+            if progress is not None:
+                progress(end.epoch, self.bank.metrics)
+
         try:
-            for epoch in range(self.bank.pos.epoch, cfg.epochs):
-                te = time.perf_counter()
-                for b in range(self.bank.n_batches()):
-                    self._batch(epoch, b)
-                end: EpochEnd = self.bank.end_epoch()
-                self._to_node(end, self.node.end_epoch)
-                epoch_seconds.append(time.perf_counter() - te)
-                if progress is not None:
-                    progress(end.epoch, self.bank.metrics)
-                if end.stop:
-                    break
-            epochs = self.bank.metrics.epochs_run
-            finish = FinishRequest(cfg.job_id, epochs, tuple(self.bank.metrics.epoch_losses))
-            metadata = self.node.finish(_cross(self.traffic, self.bank.party_id, NODE, finish))
-            meta_bytes = json.dumps(metadata, sort_keys=True, indent=1, allow_nan=False).encode()
-            atomic_write_bytes(self.workdir / "node" / f"{cfg.job_id}.model.json", meta_bytes)
-            bank_share = self.bank.finish(self.share_dir / f"{self.bank.party_id}.share.json")
+            epoch_seconds = self.driver.train(on_epoch=on_epoch)
+            metadata, bank_share = self.driver.finish(self.share_dir / f"{self.bank.party_id}.share.json")
         finally:
             self.node.close()
         provider_shares = {
@@ -593,23 +561,18 @@ def run_job(
     n = len(alignment)
     if n == 0:
         raise ValueError("the parties have no rows in common")
-    real = ~alignment.is_decoy
-    y_aligned = np.zeros(n)
-    y_aligned[real] = bank.y[alignment.bank_rows[real]]
-    # Split in the bank's own row order, so the split depends on the bank's data and
-    # the seed only, not on the PSI's random canonical order.
-    real_pos = np.flatnonzero(real)
-    real_pos = real_pos[np.argsort(alignment.bank_rows[real_pos], kind="stable")]
-    tr, te = stratified_split(y_aligned[real_pos], test_fraction, split_seed)
-    # Training order: a keyed hash of the ids. Reproducible for a given job (so batches do
-    # not depend on the PSI's random row order), and a function of the ids alone, so it
-    # reveals nothing of the bank's own row order (which may follow dates or outcomes).
-    train_rows = np.concatenate([real_pos[tr], np.flatnonzero(alignment.is_decoy)]).astype(np.int64)
-    keys = [hashlib.sha256(f"{config.job_id}\x00{alignment.ids[i]}".encode()).digest() for i in train_rows]
-    train_rows = train_rows[np.argsort(np.array(keys, dtype=object), kind="stable")]
-    test_rows = np.sort(real_pos[te]).astype(np.int64)
-    x_bank = np.full((n, len(bank.columns)), np.nan)
-    x_bank[real] = bank.x[alignment.bank_rows[real]]
+    y_aligned = aligned_labels(bank.y, alignment.bank_rows, alignment.is_decoy)
+    split = split_rows(
+        alignment.ids,
+        alignment.bank_rows,
+        alignment.is_decoy,
+        y_aligned,
+        job_id=config.job_id,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+    )
+    train_rows, test_rows = split.train_rows, split.test_rows
+    x_bank = aligned_features(bank.x, alignment.bank_rows, alignment.is_decoy)
 
     tk = time.perf_counter()
     secret = keygen(backend, **(he_params or {}))
@@ -674,8 +637,6 @@ def score_rows(
     """Private scoring of aligned rows: providers encrypt under the bank's key, the node adds, the bank decrypts."""
     secret = scoring.bank_keygen(scheme)
     public_bytes = scoring.bank_public_bytes(secret)
-    from xinrong.modeling.he.base import load_public
-
     payloads = []
     for pid, (share, x_raw) in providers.items():
         traffic.transfer(bank_share.party_id, NODE, "ScoringKey", public_bytes)
