@@ -52,7 +52,7 @@ from xinrong.provider_agent import config as agent_config
 from xinrong.provider_agent import server as agent_server
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
-from xinrong.tools.federation import run_job
+from xinrong.tools.federation_job import run_job
 from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
 
 from support.byte_scan import found, searchable
@@ -194,7 +194,7 @@ def test_training_over_grpc_matches_the_in_process_driver(platform: Platform, tm
     job = platform.job("breast-grpc", epochs=8)
     outcome = train(job)
     assert outcome.rows_aligned == 569 and outcome.rows_test == 171 and outcome.metrics.epochs_run == 8
-    # the same job in one process (xinrong.tools.federation) on the same data, split and configuration
+    # the same job in one process (xinrong.tools.federation_job) on the same data, split and configuration
     bank, hosts = _tables()
     local = run_job(bank, hosts, job.train, backend="plain", workdir=tmp_path / "local")
     local_auc = metrics.auc(local.y_test, local.test_logits)

@@ -37,7 +37,8 @@ from xinrong.modeling.vlr import (
 )
 from xinrong.modeling.vlr.party import Optimizer
 from xinrong.modeling.vlr_wire import decode
-from xinrong.tools.federation import LocalFederation, Traffic, score_rows
+from xinrong.tools.federation import LocalFederation, Traffic
+from xinrong.tools.federation_job import score_rows
 from xinrong.v1 import common_pb2
 
 from support.byte_scan import found, searchable
