@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from xinrong.modeling import data, metrics
-from xinrong.modeling.vlr import TrainConfig
+from xinrong.modeling.vlr.config import TrainConfig
 from xinrong.tools.federation_job import run_job
 
 

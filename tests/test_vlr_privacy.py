@@ -22,20 +22,21 @@ import numpy as np
 import pytest
 
 from xinrong.modeling.he import base
-from xinrong.modeling.vlr import (
+from xinrong.modeling.vlr.bank import BankParty
+from xinrong.modeling.vlr.config import TrainConfig
+from xinrong.modeling.vlr.messages import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     BackwardReply,
     BackwardRequest,
-    BankParty,
     ForwardReply,
     GradientRequest,
     JobSetup,
-    ProviderParty,
-    TrainConfig,
     UpdateRequest,
 )
+from xinrong.modeling.vlr.node import NodeCoordinator
 from xinrong.modeling.vlr.party import Optimizer
+from xinrong.modeling.vlr.provider import ProviderParty
 from xinrong.modeling.vlr_wire import decode
 from xinrong.tools.federation import LocalFederation, Traffic
 from xinrong.tools.federation_job import score_rows
@@ -83,8 +84,6 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         out = encrypt(self, msg)
         seen["taus"].append((self.party_id, msg.epoch, msg.batch, np.array(self._tau)))
         return out
-
-    from xinrong.modeling.vlr import NodeCoordinator
 
     decrypt = NodeCoordinator._decrypt_sums
 

@@ -45,7 +45,8 @@ import numpy as np
 from xinrong.modeling import data, metrics
 
 if TYPE_CHECKING:  # the protocol and HE modules load when a benchmark runs, not with the CLI
-    from xinrong.modeling.vlr import BankMetrics, TrainConfig
+    from xinrong.modeling.vlr.bank import BankMetrics
+    from xinrong.modeling.vlr.config import TrainConfig
     from xinrong.tools.federation_job import JobResult
 
 BACKENDS = ("ckks", "paillier", "plain")
@@ -153,7 +154,7 @@ def run(
     benchmark's numbers use the PSI. ``mode="processes"`` deploys real
     processes (see the module docstring).
     """
-    from xinrong.modeling.vlr import TrainConfig
+    from xinrong.modeling.vlr.config import TrainConfig
     from xinrong.tools.federation_job import run_job
 
     if backend not in BACKENDS:
