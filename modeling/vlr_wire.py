@@ -1,12 +1,12 @@
 """Explicit, pickle-free encoding of the protocol's messages.
 
-Every message of ``xinrong.modeling.vlr`` is a frozen dataclass whose fields are
+Every message of ``xinrong.modeling.vlr.messages`` is a frozen dataclass whose fields are
 numbers, strings, booleans, bytes, or tuples of those. ``encode`` writes a
 JSON header (everything but bytes; ``allow_nan=False``) followed by the byte
 fields as length-prefixed blobs (``xinrong.modeling.he.base.pack_blobs``), and
 ``decode`` checks every field's type on the way back. The gRPC layer can
 carry these bytes as-is or map the same fields onto protobuf messages; the
-in-process driver round-trips every message through them, so what is tested
+in-process simulator round-trips every message through them, so what is tested
 is what would cross the wire, and byte counts are honest.
 """
 

@@ -8,10 +8,11 @@ deadline (``modeling_step_timeout_seconds``), and every request and
 response is counted (serialized bytes, per party) and, in tests, handed to
 an observer.
 
-What the node relays but must not read arrives sealed (``SealedBox``): the
-link refuses to relay a box that is visibly not addressed as the protocol
-says (recipient, content type, context), the same way ``xinrong.node.routing``
-refuses a verdict box not sealed to the caller. It cannot open any of them.
+What the node relays but must not read arrives sealed (``SealedBox``); the
+coordinator, not the link, refuses to relay a box that is visibly not
+addressed as the protocol says (``xinrong.modeling.vlr.sealing.check_box``),
+so the in-process simulator runs the same check. The node cannot open any
+of them.
 
 Failures carry the provider and the step, because that is what the bank
 needs to act: an agent that does not answer (dead, unreachable, deadline
@@ -31,10 +32,8 @@ import grpc
 
 from xinrong.errors import Reason, XinrongError
 from xinrong.keys.layout import PartyCredentials
-from xinrong.modeling.vlr import (
-    SEALED_PARTIAL,
-    SEALED_RESIDUAL,
-    SEALED_SQUARE,
+from xinrong.modeling.vlr.errors import ProtocolViolation
+from xinrong.modeling.vlr.messages import (
     BoundReport,
     BoundRequest,
     EncryptRequest,
@@ -45,7 +44,6 @@ from xinrong.modeling.vlr import (
     GradientReply,
     GradientRequest,
     JobSetup,
-    ProtocolViolation,
     RestoreAck,
     RestoreRequest,
     ResumeQuery,
@@ -53,13 +51,12 @@ from xinrong.modeling.vlr import (
     SetupAck,
     UpdateAck,
     UpdateRequest,
-    seal_context,
 )
 from xinrong.modeling.vlr_wire import decode, encode
 from xinrong.node.config import ProviderEndpoint
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
-from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
+from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -187,24 +184,8 @@ def call_agent(
     return response
 
 
-def check_box(blob: bytes, *, recipient: str, content_type: str, context: str, what: str) -> None:
-    """Refuse to relay a sealed box that is visibly not the one the protocol expects."""
-    box = common_pb2.SealedBox()
-    try:
-        box.ParseFromString(blob)
-    except Exception:
-        raise ProtocolViolation(f"{what}: not a sealed box") from None
-    if (
-        box.recipient_id != recipient
-        or box.content_type != content_type
-        or box.context != context
-        or not box.ciphertext
-    ):
-        raise ProtocolViolation(f"{what}: not sealed to {recipient} as {content_type} for this batch")
-
-
 class GrpcProviderLink:
-    """``xinrong.modeling.vlr.ProviderLink`` over gRPC to one agent, for one job."""
+    """``xinrong.modeling.vlr.node.ProviderLink`` over gRPC to one agent, for one job."""
 
     def __init__(
         self,
@@ -212,7 +193,6 @@ class GrpcProviderLink:
         stub: Any,
         *,
         job_id: str,
-        bank_id: str,
         timeout: float,
         meter: WireMeter,
         observer: Observer | None = None,
@@ -223,7 +203,6 @@ class GrpcProviderLink:
         self._prefetched: tuple[GradientRequest, Future[GradientReply]] | None = None
         self._stub = stub
         self._job_id = job_id
-        self._bank_id = bank_id
         self._timeout = timeout
         self._meter = meter
         self._observer = observer
@@ -274,24 +253,17 @@ class GrpcProviderLink:
         response = self._call(
             "EncryptPartial", modeling_pb2.AgentEncryptPartialRequest, msg, None, self._at("EncryptPartial", msg)
         )
-        sealed = bytes(response.sealed)
-        check_box(
-            sealed,
-            recipient=self._bank_id,
-            content_type=SEALED_PARTIAL,
-            context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
-            what=f"partial logits of {self.provider_id}",
-        )
-        return sealed
+        return bytes(response.sealed)
 
     def prefetch_gradient(self, msg: GradientRequest) -> None:
         """Send the batch's residual now; ``gradient`` with the same message collects the answer.
 
-        ``NodeCoordinator.backward`` first decrypts the bank's own masked sums and
-        only then asks providers for theirs. Starting the providers' call
-        before that lets their HE work (in their own processes) overlap the
-        node's decryption; the messages and their order at each provider are
-        the protocol's, unchanged.
+        ``NodeCoordinator.backward`` calls this once it has checked the
+        residuals, then decrypts the bank's own masked sums, and only then
+        collects the providers' gradients. Starting the providers' call
+        before the decryption lets their HE work (in their own processes)
+        overlap it; the messages and their order at each provider are the
+        protocol's, unchanged.
         """
         if self._executor is None:
             return
@@ -306,13 +278,6 @@ class GrpcProviderLink:
         return self._gradient_call(msg)
 
     def _gradient_call(self, msg: GradientRequest) -> GradientReply:
-        check_box(
-            msg.sealed_residual,
-            recipient=self.provider_id,
-            content_type=SEALED_RESIDUAL,
-            context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
-            what=f"residual for {self.provider_id}",
-        )
         reply: GradientReply = self._call(
             "ComputeGradient",
             modeling_pb2.AgentComputeGradientRequest,
@@ -320,14 +285,6 @@ class GrpcProviderLink:
             GradientReply,
             self._at("ComputeGradient", msg),
         )
-        if reply.sealed_square:
-            check_box(
-                reply.sealed_square,
-                recipient=self._bank_id,
-                content_type=SEALED_SQUARE,
-                context=seal_context(msg.job_id, msg.epoch, msg.batch, self.provider_id),
-                what=f"square term of {self.provider_id}",
-            )
         return reply
 
     def update(self, msg: UpdateRequest) -> UpdateAck:

@@ -15,20 +15,19 @@ from typing import Any, TypeVar
 import grpc
 
 from xinrong.errors import Reason, XinrongError
-from xinrong.node.modeling import ModelingHub, ScoringKeyInput
+from xinrong.modeling.serde import (
+    job_state_to_proto,
+    psi_selections_from_proto,
+    score_outcome_to_proto,
+    score_subjects_from_proto,
+    scoring_key_from_proto,
+)
+from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import Observer
-from xinrong.node.modeling_store import CREATED, FAILED, RUNNING, SUCCEEDED
 from xinrong.rpc.auth import Peer, peer_of
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
 SERVICE_NAME = "xinrong.v1.ModelingService"
-
-STATE_TO_PROTO = {
-    CREATED: modeling_pb2.MODELING_JOB_STATE_CREATED,
-    RUNNING: modeling_pb2.MODELING_JOB_STATE_RUNNING,
-    SUCCEEDED: modeling_pb2.MODELING_JOB_STATE_SUCCEEDED,
-    FAILED: modeling_pb2.MODELING_JOB_STATE_FAILED,
-}
 
 R = TypeVar("R")
 
@@ -38,10 +37,6 @@ def _caller(context: grpc.ServicerContext) -> Peer:
     if peer is None:  # the guard already refuses these
         raise XinrongError("no certified caller identity", reason=Reason.CALLER_NOT_ALLOWED)
     return peer
-
-
-def _key(key: modeling_pb2.ScoringKey) -> ScoringKeyInput:
-    return ScoringKeyInput(scheme=key.scheme, public_key=bytes(key.public_key), signature=bytes(key.signature))
 
 
 class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: ignore[misc]
@@ -69,7 +64,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
                 caller, request.job_id, tuple(request.provider_ids), request.backend, request.he_params_json
             )
             return modeling_pb2.CreateJobResponse(
-                job_id=record.job_id, state=STATE_TO_PROTO[record.state], provider_bindings=bindings
+                job_id=record.job_id, state=job_state_to_proto(record.state), provider_bindings=bindings
             )
 
         return self._serve(context, "CreateJob", request, request.job_id, handle)
@@ -87,12 +82,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
         self, request: modeling_pb2.SelectPsiRequest, context: grpc.ServicerContext
     ) -> modeling_pb2.SelectPsiResponse:
         def handle(caller: Peer) -> modeling_pb2.SelectPsiResponse:
-            selections: dict[str, bytes] = {}
-            for item in request.selections:
-                if item.provider_id in selections:
-                    raise XinrongError("duplicate selection", reason=Reason.INVALID_ARGUMENT)
-                selections[item.provider_id] = bytes(item.body)
-            rows = self._hub.select_psi(caller, request.job_id, selections)
+            rows = self._hub.select_psi(caller, request.job_id, psi_selections_from_proto(request.selections))
             return modeling_pb2.SelectPsiResponse(job_id=request.job_id, aligned_rows=rows)
 
         return self._serve(context, "SelectPsi", request, request.job_id, handle)
@@ -208,7 +198,11 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
             lambda caller: modeling_pb2.ScoreJobRowsResponse(
                 request_id=request.request_id,
                 aggregate=self._hub.score_rows(
-                    caller, request.job_id, request.request_id, bytes(request.positions), _key(request.scoring_key)
+                    caller,
+                    request.job_id,
+                    request.request_id,
+                    bytes(request.positions),
+                    scoring_key_from_proto(request.scoring_key),
                 ),
             ),
         )
@@ -222,17 +216,12 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
                 request.job_id,
                 request.request_id,
                 request.requested_at,
-                [(s.enterprise_uscc, s.consent_id) for s in request.subjects],
-                _key(request.scoring_key),
+                score_subjects_from_proto(request.subjects),
+                scoring_key_from_proto(request.scoring_key),
             )
             return modeling_pb2.ScoreEnterprisesResponse(
                 request_id=result.request_id,
-                outcomes=[
-                    modeling_pb2.ScoreOutcome(
-                        enterprise_uscc=o.enterprise_uscc, admitted=o.admitted, reason=o.reason, message=o.message
-                    )
-                    for o in result.outcomes
-                ],
+                outcomes=[score_outcome_to_proto(o) for o in result.outcomes],
                 aggregate=result.aggregate,
             )
 
@@ -246,7 +235,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
                 institution_id=record.institution,
                 provider_ids=list(record.providers),
                 backend=record.backend,
-                state=STATE_TO_PROTO[record.state],
+                state=job_state_to_proto(record.state),
                 failure_reason=record.failure_reason,
                 epochs_done=record.epochs_done,
                 resumable=resumable,

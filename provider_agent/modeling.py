@@ -8,8 +8,9 @@ honest-but-curious and this agent holds the raw data:
   is verified against the platform CA, so partial logits are sealed to the
   real bank's key, never to one the node chose.
 * Partial logits and square terms leave sealed (HPKE) to that bank; the
-  residual arrives sealed to this provider and is opened here. The node
-  relays boxes it cannot open.
+  residual arrives sealed to this provider and is opened here
+  (``xinrong.modeling.vlr.provider.ProviderEndpoint``, the code the in-process
+  simulator runs too). The node relays boxes it cannot open.
 * Scoring encrypts partial scores under the *bank's* scoring key, and only
   if the bank signed that key for this job and request
   (``scoring_key_statement``): a key slipped in by the node would let it
@@ -36,7 +37,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,32 +47,26 @@ from xinrong.consent import check_consent_use, verify_signed_consent
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
-from xinrong.keys.sealing import seal
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import load_public
-from xinrong.modeling.positions import decode_positions
 from xinrong.modeling.psi import ProviderPsi, psi_context
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
-from xinrong.modeling.vlr import (
-    SEALED_PARTIAL,
-    SEALED_RESIDUAL,
-    SEALED_SQUARE,
+from xinrong.modeling.serde import ScoringKey, positions_from_proto
+from xinrong.modeling.vlr.messages import (
     BoundRequest,
     EncryptRequest,
     EpochEnd,
     FinishRequest,
-    GradientReply,
     GradientRequest,
     JobSetup,
-    ProviderParty,
-    Residual,
     RestoreRequest,
     ResumeQuery,
     UpdateRequest,
-    seal_context,
 )
+from xinrong.modeling.vlr.provider import ProviderEndpoint, ProviderParty
+from xinrong.modeling.vlr.sealing import HpkeSealer
 from xinrong.modeling.vlr_state import ModelShare, atomic_write_bytes, check_id
-from xinrong.modeling.vlr_wire import decode, decode_for_job, encode
+from xinrong.modeling.vlr_wire import decode_for_job, encode
 from xinrong.provider_agent.config import ModelingConfig
 from xinrong.provider_agent.modeling_data import FeatureSource, FeatureTable
 from xinrong.provider_agent.store import StateStore
@@ -89,13 +83,6 @@ MAX_SCORE_ROWS = 200_000
 SCORING_SCHEMES = ("ckks", "paillier")
 
 
-@dataclass(frozen=True)
-class ScoringKeyIn:
-    scheme: str
-    public_key: bytes
-    signature: bytes
-
-
 class _Job:
     """One job at this agent; ``lock`` serializes its steps."""
 
@@ -110,7 +97,7 @@ class _Job:
         self.lock = threading.Lock()
         self.psi: ProviderPsi | None = None
         self.rows: IntArray | None = None
-        self.party: ProviderParty | None = None
+        self.endpoint: ProviderEndpoint | None = None
 
     @property
     def share_path(self) -> Path:
@@ -248,10 +235,10 @@ class AgentModeling:
             return fn(job)
 
     @staticmethod
-    def _party(job: _Job) -> ProviderParty:
-        if job.party is None:
+    def _endpoint(job: _Job) -> ProviderEndpoint:
+        if job.endpoint is None:
             raise _refused("not set up", f"job {job.job_id} is not set up at this provider (resume it from the bank)")
-        return job.party
+        return job.endpoint
 
     # -- open and PSI -------------------------------------------------------------------
 
@@ -291,7 +278,7 @@ class AgentModeling:
         with self._lock:
             old = self._jobs.pop(job_id, None)
             if old is not None:
-                old.party = None
+                old.endpoint = None
             if directory.exists():
                 shutil.rmtree(directory)  # an earlier attempt of the same job id, same institution: start over
             self._jobs[job_id] = _Job(job_id, bank, backend, directory, features)
@@ -363,71 +350,37 @@ class AgentModeling:
             if msg.scheme != job.backend:
                 raise ValidationError("set-up names another backend than the job")
             self._backend(msg.scheme)
+            assert self._sealing is not None  # checked by _enabled
             party = ProviderParty(
                 self._party_id, job.features.x[job.rows], job.features.columns, checkpoint_dir=job.dir / "checkpoints"
             )
-            ack = party.setup(msg)
-            job.party = party
+            sealer = HpkeSealer(self._party_id, self._sealing, {job.bank.party_id: job.bank.sealing_public_raw})
+            endpoint = ProviderEndpoint(party, sealer=sealer, bank_id=job.bank.party_id)
+            ack = endpoint.setup(msg)
+            job.endpoint = endpoint
             return encode(ack)
 
         return self._run(job_id, run)
 
     def bound(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(BoundRequest, body, job_id)
-        return self._run(job_id, lambda job: encode(self._party(job).bound(msg)))
+        return self._run(job_id, lambda job: encode(self._endpoint(job).bound(msg)))
 
     def encrypt(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(EncryptRequest, body, job_id)
-
-        def run(job: _Job) -> bytes:
-            partial = self._party(job).encrypt(msg)
-            box = seal(
-                encode(partial),
-                recipient_id=job.bank.party_id,
-                recipient_public_raw=job.bank.sealing_public_raw,
-                content_type=SEALED_PARTIAL,
-                context=seal_context(job_id, msg.epoch, msg.batch, self._party_id),
-            )
-            return box.SerializeToString()
-
-        return self._run(job_id, run)
+        return self._run(job_id, lambda job: self._endpoint(job).encrypt(msg))
 
     def gradient(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(GradientRequest, body, job_id)
-
-        def run(job: _Job) -> bytes:
-            party = self._party(job)
-            ctx = seal_context(job_id, msg.epoch, msg.batch, self._party_id)
-            try:
-                box = common_pb2.SealedBox.FromString(msg.sealed_residual)
-            except Exception:
-                raise ValidationError("residual is not a sealed box") from None
-            assert self._sealing is not None  # checked by _enabled
-            opened = self._sealing.open(box, recipient_id=self._party_id, content_type=SEALED_RESIDUAL, context=ctx)
-            residual = decode(Residual, opened)
-            if (residual.job_id, residual.epoch, residual.batch) != (job_id, msg.epoch, msg.batch):
-                raise ValidationError("sealed residual is for another batch")
-            out = party.gradient(residual)
-            sealed_square = b""
-            if out.square:
-                sealed_square = seal(
-                    out.square,
-                    recipient_id=job.bank.party_id,
-                    recipient_public_raw=job.bank.sealing_public_raw,
-                    content_type=SEALED_SQUARE,
-                    context=ctx,
-                ).SerializeToString()
-            return encode(GradientReply(out.job_id, out.epoch, out.batch, out.party_id, out.payload, sealed_square))
-
-        return self._run(job_id, run)
+        return self._run(job_id, lambda job: encode(self._endpoint(job).gradient(msg)))
 
     def update(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(UpdateRequest, body, job_id)
-        return self._run(job_id, lambda job: encode(self._party(job).update(msg)))
+        return self._run(job_id, lambda job: encode(self._endpoint(job).update(msg)))
 
     def end_epoch(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(EpochEnd, body, job_id)
-        return self._run(job_id, lambda job: encode(self._party(job).end_epoch(msg)))
+        return self._run(job_id, lambda job: encode(self._endpoint(job).end_epoch(msg)))
 
     def finish(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(FinishRequest, body, job_id)
@@ -435,9 +388,9 @@ class AgentModeling:
         def run(job: _Job) -> bytes:
             from xinrong.modeling.report import write_weights_report  # matplotlib: imported only when needed
 
-            party = self._party(job)
-            ack = party.finish(msg, job.share_path)
-            share = party.model_share(msg.epochs)
+            endpoint = self._endpoint(job)
+            ack = endpoint.finish(msg, job.share_path)
+            share = endpoint.party.model_share(msg.epochs)
             write_weights_report(
                 job.dir,
                 model_id=job_id,
@@ -445,7 +398,7 @@ class AgentModeling:
                 feature_names=share.feature_names,
                 weights=share.weights,
             )
-            job.party = None  # the share is on disk; the training state is no longer needed
+            job.endpoint = None  # the share is on disk; the training state is no longer needed
             log.info("modeling job %s finished: share written (%d weights)", job_id, len(share.weights))
             return encode(ack)
 
@@ -453,11 +406,11 @@ class AgentModeling:
 
     def resume_state(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(ResumeQuery, body, job_id)
-        return self._run(job_id, lambda job: encode(self._party(job).resume_state(msg)))
+        return self._run(job_id, lambda job: encode(self._endpoint(job).resume_state(msg)))
 
     def restore(self, job_id: str, body: bytes) -> bytes:
         msg = decode_for_job(RestoreRequest, body, job_id)
-        return self._run(job_id, lambda job: encode(self._party(job).restore(msg)))
+        return self._run(job_id, lambda job: encode(self._endpoint(job).restore(msg)))
 
     # -- scoring -------------------------------------------------------------------------
 
@@ -466,7 +419,7 @@ class AgentModeling:
             raise _refused("no share", f"job {job.job_id} has no finished model at provider {self.provider}")
         return ModelShare.load(job.share_path)
 
-    def _public_key(self, job_id: str, request_id: str, key: ScoringKeyIn, bank: VerifiedBinding) -> Any:
+    def _public_key(self, job_id: str, request_id: str, key: ScoringKey, bank: VerifiedBinding) -> Any:
         allowed = SCORING_SCHEMES + (("plain",) if self._config.allow_insecure else ())
         if key.scheme not in allowed:
             raise ValidationError(f"scoring scheme must be one of {allowed}")
@@ -491,7 +444,7 @@ class AgentModeling:
         features = share.transform.apply(raw)
         return scoring.provider_encrypt(public, request_id, self._party_id, features, np.asarray(share.weights))
 
-    def score_rows(self, job_id: str, request_id: str, positions: bytes, key: ScoringKeyIn) -> bytes:
+    def score_rows(self, job_id: str, request_id: str, positions: bytes, key: ScoringKey) -> bytes:
         job = self._job(job_id)
         public = self._public_key(job_id, request_id, key, job.bank)
         if len(positions) % 4 or not 0 < len(positions) // 4 <= MAX_SCORE_ROWS:
@@ -499,7 +452,7 @@ class AgentModeling:
         with job.lock:
             if job.rows is None:
                 raise _refused("not aligned", f"job {job_id} has no alignment here")
-            pos = decode_positions(positions)
+            pos = positions_from_proto(positions)
             if pos.max() >= job.rows.size:
                 raise ValidationError("positions out of range")
             raw = job.features.x[job.rows[pos]]
@@ -515,7 +468,7 @@ class AgentModeling:
         usccs: Sequence[str],
         consents: Sequence[common_pb2.SignedConsent],
         audience_binding: common_pb2.SignedPartyBinding,
-        key: ScoringKeyIn,
+        key: ScoringKey,
     ) -> bytes:
         now = self._clock()
         if abs(now - requested_at) > self._skew:

@@ -11,15 +11,12 @@ from __future__ import annotations
 import grpc
 
 from xinrong.errors import Reason, XinrongError
-from xinrong.provider_agent.modeling import AgentModeling, ScoringKeyIn
+from xinrong.modeling.serde import scoring_key_from_proto
+from xinrong.provider_agent.modeling import AgentModeling
 from xinrong.rpc.auth import peer_of
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
 SERVICE_NAME = "xinrong.v1.AgentModelingService"
-
-
-def _key(key: modeling_pb2.ScoringKey) -> ScoringKeyIn:
-    return ScoringKeyIn(scheme=key.scheme, public_key=bytes(key.public_key), signature=bytes(key.signature))
 
 
 class AgentModelingServicer(modeling_pb2_grpc.AgentModelingServiceServicer):  # type: ignore[misc]
@@ -110,7 +107,7 @@ class AgentModelingServicer(modeling_pb2_grpc.AgentModelingServiceServicer):  # 
     ) -> modeling_pb2.AgentScoreRowsResponse:
         self._require_node(context)
         payload = self._m.score_rows(
-            request.job_id, request.request_id, bytes(request.positions), _key(request.scoring_key)
+            request.job_id, request.request_id, bytes(request.positions), scoring_key_from_proto(request.scoring_key)
         )
         return modeling_pb2.AgentScoreRowsResponse(payload=payload)
 
@@ -125,6 +122,6 @@ class AgentModelingServicer(modeling_pb2_grpc.AgentModelingServiceServicer):  # 
             list(request.enterprise_usccs),
             list(request.consents),
             request.audience_binding,
-            _key(request.scoring_key),
+            scoring_key_from_proto(request.scoring_key),
         )
         return modeling_pb2.AgentScoreEnterprisesResponse(payload=payload)

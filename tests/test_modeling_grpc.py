@@ -2,7 +2,7 @@
 
 The node (``ModelingService``) and two agents (``AgentModelingService``)
 are the real servers; the bank is ``xinrong.bank.modeling.train``. Checked here:
-the model equals the in-process driver's on the same data; a provider that
+the model equals the in-process simulator's on the same data; a provider that
 stops mid-training fails the job with its name and step and ``--resume``
 finishes it; a node restart makes a resume impossible (the HE key is gone)
 and says so; who may create, drive and serve a job; and, from a capture of
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from xinrong.keys.layout import party_dir, provision_party
 from xinrong.keys.sealing import SealingKey
 from xinrong.modeling import data, metrics
 from xinrong.modeling.he.base import load_public
-from xinrong.modeling.vlr import (
+from xinrong.modeling.vlr.messages import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     SEALED_SQUARE,
@@ -51,10 +52,11 @@ from xinrong.provider_agent import config as agent_config
 from xinrong.provider_agent import server as agent_server
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
-from xinrong.tools.federation import run_job
+from xinrong.tools.federation_job import run_job
 from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
 
 from support.byte_scan import found, searchable
+from support.tamper import MISADDRESSED_RESIDUAL, misaddress_residuals
 
 PROVIDERS = ("tax", "electricity")
 LABEL = "loan_defaulted_flag"  # a distinctive label column name, to look for in the node's view
@@ -192,7 +194,7 @@ def test_training_over_grpc_matches_the_in_process_driver(platform: Platform, tm
     job = platform.job("breast-grpc", epochs=8)
     outcome = train(job)
     assert outcome.rows_aligned == 569 and outcome.rows_test == 171 and outcome.metrics.epochs_run == 8
-    # the same job in one process (xinrong.tools.federation) on the same data, split and configuration
+    # the same job in one process (xinrong.tools.federation_job) on the same data, split and configuration
     bank, hosts = _tables()
     local = run_job(bank, hosts, job.train, backend="plain", workdir=tmp_path / "local")
     local_auc = metrics.auc(local.y_test, local.test_logits)
@@ -276,6 +278,20 @@ def test_a_stopped_provider_fails_the_job_and_resume_finishes_it(platform: Platf
     # resuming from the checkpoint gives the model an uninterrupted run gives
     full = train(platform.job("breast-resume-ref", epochs=6, batch_size=100))
     assert abs(outcome.auc - full.auc) < 2e-3
+
+
+def test_an_agent_refuses_a_residual_for_another_batch(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tampering of ``test_vlr``'s in-process test, over the wire: the agent refuses it with the same error."""
+    misaddress_residuals(monkeypatch, "batch")
+    caplog.set_level(logging.INFO, logger="xinrong.rpc.server")
+    with pytest.raises(RemoteError) as info:
+        train(platform.job("breast-misaddressed", epochs=1))
+    assert info.value.reason == "JOB_FAILED"
+    assert "provider tax refused step ComputeGradient (epoch 0, batch 0)" in info.value.message
+    refusals = [r.getMessage() for r in caplog.records if "ComputeGradient] refused" in r.getMessage()]
+    assert refusals and all(m.endswith(f"refused INVALID_ARGUMENT: {MISADDRESSED_RESIDUAL}") for m in refusals)
 
 
 def platform_creds(platform: Platform, bank: str) -> Any:

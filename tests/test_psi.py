@@ -214,7 +214,7 @@ def test_worker_processes_give_the_same_result(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_shared_pool_concurrent_providers_and_early_prepare(monkeypatch: pytest.MonkeyPatch) -> None:
-    """How one process runs a job (``xinrong.tools.federation.align_psi``): one worker pool for every party,
+    """How one process runs a job (``xinrong.tools.federation_job.align_psi``): one worker pool for every party,
     providers blinding their own ids before the request exists and answering on their own threads."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -25,24 +25,26 @@ from xinrong.modeling.he import base
 from xinrong.modeling.he.ckks import CKKSSecret
 from xinrong.modeling.preprocess import fit_transform
 from xinrong.modeling.sigmoid import bound_code, bound_value, shrink_factor
-from xinrong.modeling.vlr import (
-    BankParty,
+from xinrong.modeling.vlr.bank import BankParty
+from xinrong.modeling.vlr.config import TrainConfig, batch_rows, level_scale
+from xinrong.modeling.vlr.errors import LogitGuardError, ProtocolViolation, VlrError
+from xinrong.modeling.vlr.messages import (
+    SEALED_PARTIAL,
     BoundRequest,
     EncryptRequest,
     EpochEnd,
     ForwardReply,
-    LogitGuardError,
     LossRequest,
-    ProtocolViolation,
-    ProviderParty,
-    TrainConfig,
     UpdateRequest,
-    batch_rows,
-    level_scale,
+    seal_context,
 )
+from xinrong.modeling.vlr.provider import ProviderParty
+from xinrong.modeling.vlr.sealing import HpkeSealer
 from xinrong.modeling.vlr_state import ModelShare, checkpoint_epochs
 from xinrong.modeling.vlr_wire import decode, decode_for_job, encode
 from xinrong.tools.federation import LocalFederation
+
+from support.tamper import MISADDRESSED_RESIDUAL, misaddress_residuals
 
 # -- synthetic vertically split data ---------------------------------------------------------
 
@@ -387,9 +389,41 @@ def test_out_of_order_and_replayed_messages_are_refused(tmp_path: Path) -> None:
         fed.node.loss(dataclasses.replace(_loss_req(), job_id="order"))
 
 
-def _loss_req() -> Any:
-    from xinrong.modeling.vlr import LossRequest
+@pytest.mark.parametrize("field", ["job_id", "epoch", "batch"])
+def test_in_process_provider_refuses_a_residual_for_another_batch_as_the_agent_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """The simulator's providers run the agent's own step code (``ProviderEndpoint``), so production's check
+    that an opened residual is for the request's job, epoch and batch refuses it here too, with the same
+    error; ``test_modeling_grpc`` shows a real agent refusing the same tampering."""
+    misaddress_residuals(monkeypatch, field)
+    fed = build(make_data(seed=18), TrainConfig(job_id="misaddressed", epochs=1, batch_size=300), tmp_path)
+    with pytest.raises(ValidationError) as err:
+        fed.run()
+    assert err.value.reason is Reason.INVALID_ARGUMENT
+    assert err.value.detail == MISADDRESSED_RESIDUAL
+    assert all(p.pos.phase == "gradient" for p in fed.providers)  # the residual never reached the party
 
+
+def test_in_process_node_refuses_to_relay_a_box_sealed_for_another_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node checks every box's addressing before relaying it: the coordinator does, on both transports."""
+    seal = HpkeSealer.seal
+
+    def next_batch(self: HpkeSealer, plaintext: bytes, *, to: str, content_type: str, context: str) -> bytes:
+        if content_type == SEALED_PARTIAL:
+            job, epoch, batch, pid = context.split("/")
+            context = seal_context(job, int(epoch), int(batch) + 1, pid)
+        return seal(self, plaintext, to=to, content_type=content_type, context=context)
+
+    monkeypatch.setattr(HpkeSealer, "seal", next_batch)
+    fed = build(make_data(seed=19), TrainConfig(job_id="relay", epochs=1, batch_size=300), tmp_path)
+    with pytest.raises(ProtocolViolation, match=r"partial logits of tax: not sealed to bank-a as .* for this batch"):
+        fed.run()
+
+
+def _loss_req() -> Any:
     return LossRequest("x", 0, 0, b"")
 
 
@@ -434,8 +468,6 @@ def test_batches_are_shared_and_even() -> None:
 def test_provider_refuses_tiny_batches(tmp_path: Path) -> None:
     data = make_data(seed=13)
     config = TrainConfig(job_id="tiny", epochs=1, batch_size=4)
-    from xinrong.modeling.vlr import VlrError
-
     with pytest.raises(VlrError, match="minimum"):
         build(data, config, tmp_path)
 

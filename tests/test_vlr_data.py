@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from xinrong.modeling import data, metrics
-from xinrong.modeling.vlr import TrainConfig
-from xinrong.tools.federation import run_job
+from xinrong.modeling.vlr.config import TrainConfig
+from xinrong.tools.federation_job import run_job
 
 
 def _write(path: Path, header: str, rows: list[str]) -> Path:
@@ -115,7 +115,8 @@ def test_run_job_with_psi_split_and_private_scoring(tmp_path: Path) -> None:
 def test_align_psi_with_a_shared_worker_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-process PSI runs every party's blinding in one pool of worker processes, providers concurrently."""
     from xinrong.modeling import psi
-    from xinrong.tools.federation import Traffic, align_psi
+    from xinrong.tools.federation import Traffic
+    from xinrong.tools.federation_job import align_psi
 
     monkeypatch.setattr(psi, "PARALLEL_MIN", 500)
     monkeypatch.setattr(psi, "SHARED_MIN", 100)

@@ -22,22 +22,24 @@ import numpy as np
 import pytest
 
 from xinrong.modeling.he import base
-from xinrong.modeling.vlr import (
+from xinrong.modeling.vlr.bank import BankParty
+from xinrong.modeling.vlr.config import TrainConfig
+from xinrong.modeling.vlr.messages import (
     SEALED_PARTIAL,
     SEALED_RESIDUAL,
     BackwardReply,
     BackwardRequest,
-    BankParty,
     ForwardReply,
     GradientRequest,
     JobSetup,
-    ProviderParty,
-    TrainConfig,
     UpdateRequest,
-    _Optimizer,
 )
+from xinrong.modeling.vlr.node import NodeCoordinator
+from xinrong.modeling.vlr.party import Optimizer
+from xinrong.modeling.vlr.provider import ProviderParty
 from xinrong.modeling.vlr_wire import decode
-from xinrong.tools.federation import LocalFederation, Traffic, score_rows
+from xinrong.tools.federation import LocalFederation, Traffic
+from xinrong.tools.federation_job import score_rows
 from xinrong.v1 import common_pb2
 
 from support.byte_scan import found, searchable
@@ -70,9 +72,9 @@ def _federation(
 def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     """Record, inside the parties, the secrets the node must never see."""
     seen: dict[str, list[Any]] = {"grads": [], "taus": [], "node_sums": []}
-    step = _Optimizer.step
+    step = Optimizer.step
 
-    def spy_step(self: _Optimizer, grad_sum: np.ndarray, *a: Any, **k: Any) -> None:
+    def spy_step(self: Optimizer, grad_sum: np.ndarray, *a: Any, **k: Any) -> None:
         seen["grads"].append((id(self), np.array(grad_sum)))
         step(self, grad_sum, *a, **k)
 
@@ -83,8 +85,6 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["taus"].append((self.party_id, msg.epoch, msg.batch, np.array(self._tau)))
         return out
 
-    from xinrong.modeling.vlr import NodeCoordinator
-
     decrypt = NodeCoordinator._decrypt_sums
 
     def spy_decrypt(self: NodeCoordinator, batch: Any, party: str, payload: bytes) -> bytes:
@@ -92,7 +92,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         seen["node_sums"].append((party, np.frombuffer(out, dtype="<f8").copy()))
         return out
 
-    monkeypatch.setattr(_Optimizer, "step", spy_step)
+    monkeypatch.setattr(Optimizer, "step", spy_step)
     monkeypatch.setattr(ProviderParty, "encrypt", spy_encrypt)
     monkeypatch.setattr(NodeCoordinator, "_decrypt_sums", spy_decrypt)
     return seen

@@ -8,7 +8,7 @@ worker processes), bytes each way, and the same intersection computed in
 the clear with a Python set as the baseline of the same run (so the cost of
 privacy is a ratio, not a guess). The parties run one after the other, each
 with its own worker pool, so every phase is one party's cost as in a
-process of its own (``xinrong.tools.federation.align_psi`` instead overlaps them on
+process of its own (``xinrong.tools.federation_job.align_psi`` instead overlaps them on
 one shared pool). The messages are passed in memory; over the wire they are
 the same bytes, relayed by the node.
 """

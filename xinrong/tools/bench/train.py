@@ -10,7 +10,7 @@ Two modes (``mode`` in the JSON line):
   party. Providers compute on the other core while the bank and node wait,
   which one process cannot do (TenSEAL holds the GIL).
 * ``inprocess`` (``--inprocess``): one process plays the bank, the
-  providers and the node (``xinrong.tools.federation``), with every message encoded,
+  providers and the node (``xinrong.tools.federation_job``), with every message encoded,
   counted and (where the node must not read it) HPKE-sealed.
 
 Either way alignment is the real ECDH-PSI and the test rows are scored
@@ -45,8 +45,9 @@ import numpy as np
 from xinrong.modeling import data, metrics
 
 if TYPE_CHECKING:  # the protocol and HE modules load when a benchmark runs, not with the CLI
-    from xinrong.modeling.vlr import BankMetrics, TrainConfig
-    from xinrong.tools.federation import JobResult
+    from xinrong.modeling.vlr.bank import BankMetrics
+    from xinrong.modeling.vlr.config import TrainConfig
+    from xinrong.tools.federation_job import JobResult
 
 BACKENDS = ("ckks", "paillier", "plain")
 MODES = ("processes", "inprocess")
@@ -154,8 +155,8 @@ def run(
     benchmark's numbers use the PSI. ``mode="processes"`` deploys real
     processes (see the module docstring).
     """
-    from xinrong.modeling.vlr import TrainConfig
-    from xinrong.tools.federation import run_job
+    from xinrong.modeling.vlr.config import TrainConfig
+    from xinrong.tools.federation_job import run_job
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}")
@@ -520,7 +521,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--inprocess",
         action="store_true",
-        help="one process plays every party (xinrong.tools.federation) instead of node + agent processes",
+        help="one process plays every party (xinrong.tools.federation_job) instead of node + agent processes",
     )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 

@@ -1,0 +1,348 @@
+"""The node's registry of modeling jobs: who owns each, its state on disk, and how a failure is recorded.
+
+``JobRegistry`` holds the jobs in memory (a job's HE key and coordinator
+live only here, and only while it trains) and in the node's database
+(``xinrong.node.modeling_store``), checks that only a job's institution
+drives or reads it, fans calls out to the job's agents, and turns any
+failure of a step into a FAILED job with an audit entry and a precise
+status for the bank. ``xinrong.node.modeling`` builds the hub on it:
+creation and PSI there, training in ``modeling_training``, scoring in
+``modeling_scoring``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from xinrong.errors import Reason, XinrongError
+from xinrong.keys.binding import VerifiedBinding
+from xinrong.modeling.he.base import HESecret
+from xinrong.modeling.vlr.errors import ProtocolViolation, VlrError
+from xinrong.modeling.vlr.node import NodeCoordinator
+from xinrong.node import modeling_store as store
+from xinrong.node.audit import AuditEvent, Decision
+from xinrong.node.modeling_links import AgentModelingChannels, AgentStepError, Observer, WireMeter, call_agent
+from xinrong.node.service import NodeCore
+from xinrong.rpc.auth import Peer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+INSTITUTION = "institution"
+OPEN_TIMEOUT_SECONDS = 10.0  # OpenJob waits this long for an agent that is (re)connecting
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def _now_ms(now: float) -> int:
+    return int(now * 1000)
+
+
+@dataclass
+class _Job:
+    """A job the node holds in memory (``coordinator`` and the key only while training)."""
+
+    record: store.JobRecord
+    bank: VerifiedBinding | None
+    he_params: dict[str, Any]
+    meter: WireMeter = field(default_factory=WireMeter)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    keygen: Future[HESecret] | None = None
+    coordinator: NodeCoordinator | None = None
+    aligned_rows: int = 0
+    job_start: bytes = b""
+
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self.record.providers
+
+    def drop_key(self) -> None:
+        """Forget the HE secret key and the coordinator's thread pool."""
+        if self.coordinator is not None:
+            self.coordinator.close()
+        self.coordinator = None
+        self.keygen = None
+
+
+class JobRegistry:
+    """Jobs by id; every public method of the hub takes the certified caller first."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        channels: AgentModelingChannels,
+        *,
+        observer: Observer | None = None,
+    ) -> None:
+        self._core = core
+        self._config = core.config
+        self._channels = channels
+        self._timeout = core.config.modeling_step_timeout_seconds
+        self._observer = observer
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+        self._keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="he-keygen")
+        self._fanout = ThreadPoolExecutor(
+            max_workers=max(4, 2 * len(channels.providers)), thread_name_prefix="modeling"
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def load(self) -> int:
+        """At start: every job left unfinished by a previous process is FAILED for good (the key is gone)."""
+        now = self._core.clock()
+        stale = store.unfinished(self._core.db.query)
+        if stale:
+            with self._core.db.transaction() as tx:
+                for record in stale:
+                    store.save(tx, record.with_state(store.FAILED, _now_ms(now), reason=store.RESTARTED_REASON))
+                    self._core.audit.append(
+                        tx,
+                        self._event(
+                            "node",
+                            self._core.credentials.party_id,
+                            "ModelJobFail",
+                            Decision.FAILED,
+                            record.job_id,
+                            record.providers,
+                            Reason.JOB_FAILED.value,
+                        ),
+                        _now_ms(now),
+                    )
+            log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
+        return len(stale)
+
+    def close(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+        for job in jobs:
+            job.drop_key()
+        self._keygen.shutdown(wait=False, cancel_futures=True)
+        self._fanout.shutdown(wait=False, cancel_futures=True)
+        self._channels.close()
+
+    def count_bank_bytes(self, job_id: str, party: str, n: int) -> None:
+        """The servicer reports each bank message pair's serialized size here."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.meter.add(party, n)
+
+    # -- helpers --------------------------------------------------------------
+
+    @staticmethod
+    def _event(
+        role: str,
+        caller_id: str,
+        method: str,
+        decision: Decision,
+        job_id: str,
+        providers: Sequence[str] = (),
+        reason: str = "",
+        enterprise: str = "",
+        consent_id: str = "",
+    ) -> AuditEvent:
+        return AuditEvent(
+            caller_role=role,
+            caller_id=caller_id,
+            method=method,
+            decision=decision,
+            reason=reason,
+            request_id=job_id,
+            providers=tuple(sorted(providers)),
+            enterprise=enterprise,
+            consent_id=consent_id,
+        )
+
+    def _audit(self, event: AuditEvent) -> None:
+        now = self._core.clock()
+        with self._core.db.transaction() as tx:
+            self._core.audit.append(tx, event, _now_ms(now))
+
+    def _refuse(
+        self, caller: Peer, method: str, job_id: str, error: XinrongError, providers: Sequence[str] = ()
+    ) -> XinrongError:
+        safe_id = job_id if _REQUEST_ID.match(job_id) else ""
+        self._audit(
+            self._event(caller.role, caller.party_id, method, Decision.REFUSED, safe_id, providers, error.reason.value)
+        )
+        return error
+
+    def _institution(self, caller: Peer, method: str, job_id: str) -> VerifiedBinding:
+        binding = self._core.registry.get(INSTITUTION, caller.party_id) if caller.role == INSTITUTION else None
+        if binding is None:
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(
+                    f"{caller.role} {caller.party_id} is not a registered institution", reason=Reason.CALLER_NOT_ALLOWED
+                ),
+            )
+        return binding
+
+    def _owned(self, caller: Peer, job_id: str, method: str) -> _Job:
+        """The caller's job: in memory, or (finished or failed) from the database."""
+        job = self._jobs.get(job_id)
+        record = job.record if job is not None else store.get(self._core.db.query, job_id)
+        if record is None:
+            shown = job_id if _REQUEST_ID.match(job_id) else "(malformed id)"
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(f"no job {shown}", reason=Reason.NOT_FOUND, public=f"no modeling job {shown!r}"),
+            )
+        if caller.role != INSTITUTION or record.institution != caller.party_id:
+            raise self._refuse(
+                caller,
+                method,
+                job_id,
+                XinrongError(
+                    f"job {job_id} belongs to {record.institution}",
+                    reason=Reason.CALLER_NOT_ALLOWED,
+                    public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job",
+                ),
+            )
+        if job is None:
+            job = _Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})
+        return job
+
+    def _save(
+        self,
+        job: _Job,
+        state: str,
+        *,
+        reason: str = "",
+        epochs_done: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        audit: AuditEvent | None = None,
+    ) -> None:
+        now = self._core.clock()
+        record = job.record.with_state(state, _now_ms(now), reason=reason, epochs_done=epochs_done, metadata=metadata)
+        with self._core.db.transaction() as tx:
+            store.save(tx, record)
+            if audit is not None:
+                self._core.audit.append(tx, audit, _now_ms(now))
+        job.record = record
+
+    def _each(self, providers: Sequence[str], fn: Callable[[str], T]) -> dict[str, T]:
+        """Call fn for every provider concurrently; all results, or the first failure in provider order."""
+        futures = [(p, self._fanout.submit(fn, p)) for p in providers]
+        results: dict[str, T] = {}
+        failure: BaseException | None = None
+        for provider, future in futures:
+            try:
+                results[provider] = future.result()
+            except BaseException as exc:
+                if failure is None or (
+                    isinstance(failure, AgentStepError)
+                    and failure.unavailable
+                    and not (isinstance(exc, AgentStepError) and exc.unavailable)
+                ):
+                    failure = exc
+        if failure is not None:
+            raise failure
+        return results
+
+    def _call(
+        self,
+        job: _Job,
+        provider: str,
+        method: str,
+        request: Any,
+        step: str,
+        *,
+        wait_for_ready: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        return call_agent(
+            self._channels.stub(provider),
+            method,
+            request,
+            provider=provider,
+            step=step,
+            timeout=timeout or self._timeout,
+            meter=job.meter,
+            observer=self._observer,
+            wait_for_ready=wait_for_ready,
+        )
+
+    def _fail(self, job: _Job, step: str, exc: BaseException) -> XinrongError:
+        """Mark the job FAILED (state, reason, audit) and return the error the bank gets."""
+        resumable = job.coordinator is not None
+        hint = (
+            "restart the failed party, then run `xinrong model train --config <job file> --resume`"
+            if resumable
+            else "run `xinrong model train` again (without --resume) to start over"
+        )
+        if isinstance(exc, AgentStepError):
+            reason = Reason.PROVIDER_UNAVAILABLE if exc.unavailable else Reason.JOB_FAILED
+            what = exc.public_message
+        elif isinstance(exc, ProtocolViolation):
+            reason, what = Reason.FAILED_PRECONDITION, f"protocol violation at step {step}: {exc.detail}"
+        elif isinstance(exc, VlrError):
+            reason, what = Reason.JOB_FAILED, f"step {step}: {exc.detail}"
+        elif isinstance(exc, XinrongError):
+            reason, what = (
+                (exc.reason if exc.reason is not Reason.INTERNAL else Reason.JOB_FAILED),
+                f"step {step}: {exc.public_message}",
+            )
+        else:
+            log.exception("modeling job %s: internal error at %s", job.job_id, step, exc_info=exc)
+            reason, what = Reason.JOB_FAILED, f"internal error at the node at step {step}"
+        failure = f"{what}"
+        try:
+            self._save(
+                job,
+                store.FAILED,
+                reason=failure,
+                audit=self._event(
+                    INSTITUTION,
+                    job.record.institution,
+                    "ModelJobFail",
+                    Decision.FAILED,
+                    job.job_id,
+                    job.providers,
+                    reason.value,
+                ),
+            )
+        except Exception:  # the job is failed in memory regardless; the bank still gets the real cause
+            log.exception("could not record the failure of job %s", job.job_id)
+        log.warning("modeling job %s FAILED at %s: %s", job.job_id, step, reason.value)
+        return XinrongError(failure, reason=reason, public=f"modeling job {job.job_id} FAILED: {failure}; {hint}")
+
+    def _require(self, job: _Job, *states: str) -> None:
+        if job.record.state not in states:
+            detail = f" ({job.record.failure_reason})" if job.record.failure_reason else ""
+            raise XinrongError(
+                f"job {job.job_id} is {job.record.state}",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"modeling job {job.job_id} is {job.record.state}{detail}; this step needs it "
+                f"{' or '.join(states)}",
+            )
+
+    def _step(self, caller: Peer, job_id: str, step: str, fn: Callable[[_Job, NodeCoordinator], T]) -> T:
+        """Run one training step under the job's lock; any failure fails the job."""
+        job = self._owned(caller, job_id, step)
+        with job.lock:
+            self._require(job, store.RUNNING)
+            coordinator = job.coordinator
+            if coordinator is None:
+                raise XinrongError(
+                    "no coordinator", reason=Reason.FAILED_PRECONDITION, public=f"modeling job {job_id} is not training"
+                )
+            try:
+                return fn(job, coordinator)
+            except Exception as exc:
+                raise self._fail(job, step, exc) from None
