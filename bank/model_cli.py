@@ -33,10 +33,10 @@ A job file::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+from xinrong.modeling.serde import job_state_from_proto
 from xinrong.v1 import modeling_pb2
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _outcome_json(outcome: TrainOutcome) -> dict[str, Any]:
 
 def _with_node(job: JobFile, node: str | None) -> JobFile:
     """--node overrides the job file's node address (a network on another port, a replica)."""
-    return dataclasses.replace(job, node=node) if node else job
+    return job.model_copy(update={"node": node}) if node else job
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -87,9 +87,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-STATE_NAMES = {v: k.removeprefix("MODELING_JOB_STATE_") for k, v in modeling_pb2.ModelingJobState.items()}
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from xinrong.bank.modeling import ModelingClient, load_job
     from xinrong.keys.layout import load_party
@@ -99,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = client.call("GetJob", modeling_pb2.GetJobRequest(job_id=job.job_id))
     body = {
         "job_id": status.job_id,
-        "state": STATE_NAMES.get(status.state, "UNSPECIFIED"),
+        "state": job_state_from_proto(status.state),
         "providers": list(status.provider_ids),
         "backend": status.backend,
         "epochs_done": status.epochs_done,

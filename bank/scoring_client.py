@@ -21,6 +21,7 @@ import numpy.typing as npt
 from xinrong.bank.modeling_client import ModelingClient
 from xinrong.errors import XinrongError
 from xinrong.keys.layout import PartyCredentials
+from xinrong.limits import MAX_SCORE_ROWS, MAX_SCORE_SUBJECTS
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import HESecret
 from xinrong.modeling.scoring import SCORING_KEY_CONTEXT, scoring_key_statement
@@ -36,9 +37,6 @@ from xinrong.v1 import modeling_pb2
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-MAX_SCORE_ROWS = 200_000  # per ScoreJobRows call (the node's limit)
-MAX_SCORE_SUBJECTS = 20_000  # per ScoreEnterprises call (the node's limit)
 
 
 def signed_scoring_key(

@@ -47,6 +47,7 @@ from xinrong.bank.scoring_client import score_job_rows
 from xinrong.errors import SignatureError, XinrongError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.limits import MAX_PSI_IDS
 from xinrong.modeling import metrics, psi
 from xinrong.modeling.data import PartyTable
 from xinrong.modeling.psi import psi_context
@@ -63,8 +64,6 @@ from xinrong.v1 import common_pb2, modeling_pb2
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-
-MAX_PSI_IDS = 1_000_000  # bank ids + decoys per job (the node's limit)
 
 
 @dataclass

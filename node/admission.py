@@ -11,7 +11,7 @@ order, and every decision, allowed or refused, is an audit entry:
  4. request id not seen before (then consumed)           REQUEST_REPLAYED
  5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
     (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
- 6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT
+ 6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT (no consent id at all: step 8)
  7. each provider routable                               PROVIDER_UNAVAILABLE
  8. consent lookup                                       ACCESS_DENIED (uniform)
  9. consent use: grantee, state, window, scope, purpose  CONSENT_* / CLAIM_OUT_OF_SCOPE
@@ -383,8 +383,10 @@ def _check_subject_syntax(subject: Subject) -> None:
     """Step 6: public arithmetic and syntax, no oracle."""
     if not _valid_uscc(subject.enterprise):
         raise ValidationError("enterprise USCC malformed")
-    if not ids.is_consent_id(subject.consent_id):
-        raise ValidationError("consent id missing or malformed")
+    # No consent id at all is "no usable consent" (the uniform denial, step 8);
+    # a malformed one is a malformed request.
+    if subject.consent_id and not ids.is_consent_id(subject.consent_id):
+        raise ValidationError("consent id malformed")
 
 
 __all__ = [

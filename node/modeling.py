@@ -57,6 +57,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.limits import MAX_PROVIDERS, MAX_PSI_IDS
 from xinrong.modeling.he.base import SCHEMES, HESecret, keygen
 from xinrong.modeling.vlr.errors import VlrError
 from xinrong.modeling.vlr_state import check_id
@@ -70,8 +71,6 @@ from xinrong.v1 import common_pb2, modeling_pb2
 
 log = logging.getLogger(__name__)
 
-MAX_PROVIDERS = 16
-MAX_PSI_IDS = 1_000_000  # 32 bytes per blinded id: a 32 MB request, a 64 MB response at most
 PSI_POINT_BYTES = 32
 PSI_HEADER_BYTES = 64
 _HE_PARAM_KEYS = {

@@ -13,13 +13,13 @@ creation and PSI there, training in ``modeling_training``, scoring in
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from xinrong import ids
 from xinrong.errors import Reason, XinrongError
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.modeling.he.base import HESecret
@@ -37,7 +37,6 @@ T = TypeVar("T")
 
 INSTITUTION = "institution"
 OPEN_TIMEOUT_SECONDS = 10.0  # OpenJob waits this long for an agent that is (re)connecting
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def _now_ms(now: float) -> int:
@@ -172,7 +171,7 @@ class JobRegistry:
     def _refuse(
         self, caller: Peer, method: str, job_id: str, error: XinrongError, providers: Sequence[str] = ()
     ) -> XinrongError:
-        safe_id = job_id if _REQUEST_ID.match(job_id) else ""
+        safe_id = ids.safe_request_id(job_id)
         self._audit(
             self._event(caller.role, caller.party_id, method, Decision.REFUSED, safe_id, providers, error.reason.value)
         )
@@ -192,27 +191,24 @@ class JobRegistry:
         return binding
 
     def _owned(self, caller: Peer, job_id: str, method: str) -> _Job:
-        """The caller's job: in memory, or (finished or failed) from the database."""
+        """The caller's job: in memory, or (finished or failed) from the database; a refusal is audited."""
+        try:
+            return self._find_owned(caller, job_id)
+        except XinrongError as exc:
+            raise self._refuse(caller, method, job_id, exc) from None
+
+    def _find_owned(self, caller: Peer, job_id: str) -> _Job:
+        """The caller's job, or the error saying why not (no audit: the caller records the decision)."""
         job = self._jobs.get(job_id)
         record = job.record if job is not None else store.get(self._core.db.query, job_id)
         if record is None:
-            shown = job_id if _REQUEST_ID.match(job_id) else "(malformed id)"
-            raise self._refuse(
-                caller,
-                method,
-                job_id,
-                XinrongError(f"no job {shown}", reason=Reason.NOT_FOUND, public=f"no modeling job {shown!r}"),
-            )
+            shown = job_id if ids.is_request_id(job_id) else "(malformed id)"
+            raise XinrongError(f"no job {shown}", reason=Reason.NOT_FOUND, public=f"no modeling job {shown!r}")
         if caller.role != INSTITUTION or record.institution != caller.party_id:
-            raise self._refuse(
-                caller,
-                method,
-                job_id,
-                XinrongError(
-                    f"job {job_id} belongs to {record.institution}",
-                    reason=Reason.CALLER_NOT_ALLOWED,
-                    public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job",
-                ),
+            raise XinrongError(
+                f"job {job_id} belongs to {record.institution}",
+                reason=Reason.CALLER_NOT_ALLOWED,
+                public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job",
             )
         if job is None:
             job = _Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})

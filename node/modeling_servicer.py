@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from xinrong.errors import Reason, XinrongError
 from xinrong.modeling.serde import (
     job_state_to_proto,
     psi_selections_from_proto,
@@ -24,19 +23,12 @@ from xinrong.modeling.serde import (
 )
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import Observer
-from xinrong.rpc.auth import Peer, peer_of
+from xinrong.rpc.auth import Peer, require_caller
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
 SERVICE_NAME = "xinrong.v1.ModelingService"
 
 R = TypeVar("R")
-
-
-def _caller(context: grpc.ServicerContext) -> Peer:
-    peer = peer_of(context)
-    if peer is None:  # the guard already refuses these
-        raise XinrongError("no certified caller identity", reason=Reason.CALLER_NOT_ALLOWED)
-    return peer
 
 
 class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: ignore[misc]
@@ -47,7 +39,7 @@ class ModelingServicer(modeling_pb2_grpc.ModelingServiceServicer):  # type: igno
     def _serve(
         self, context: grpc.ServicerContext, rpc: str, request: Any, job_id: str, handler: Callable[[Peer], R]
     ) -> R:
-        caller = _caller(context)
+        caller = require_caller(context)
         if self._observer is not None:
             self._observer(caller.party_id, "in", rpc, request.SerializeToString())
         response = handler(caller)

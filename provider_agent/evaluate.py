@@ -75,6 +75,7 @@ from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
+from xinrong.limits import MAX_ITEMS_PER_REQUEST
 from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2
@@ -84,7 +85,6 @@ log = logging.getLogger(__name__)
 VERDICT_CONTEXT = "xinrong.v1.Verdict"
 INDICATOR_CONTEXT = "xinrong.v1.Indicator"
 BUNDLE_CONTENT_TYPE = "xinrong.v1.AnswerBundle"
-MAX_ITEMS_PER_REQUEST = 64
 # Printable ASCII without spaces: the id is bound into the HPKE info, which
 # joins its parts with NUL, so it must never contain one.
 

@@ -47,6 +47,7 @@ from xinrong.consent import check_consent_use, verify_signed_consent
 from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, XinrongError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
+from xinrong.limits import MAX_PSI_POINTS, MAX_SCORE_ROWS
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import load_public
 from xinrong.modeling.psi import ProviderPsi, psi_context
@@ -78,8 +79,6 @@ M = TypeVar("M")
 IntArray = npt.NDArray[np.int64]
 
 JOB_FORMAT = "xinrong.agent.modeling_job/1"
-MAX_PSI_POINTS = 2_000_000  # 64 MB of blinded points: the gRPC message limit
-MAX_SCORE_ROWS = 200_000
 SCORING_SCHEMES = ("ckks", "paillier")
 
 

@@ -323,7 +323,7 @@ def test_after_a_node_restart_the_job_cannot_resume_and_says_why(platform: Platf
     platform.restart_agent("tax")
     platform.node.stop(0.2)
     platform.node = _start_node(platform.node_config, platform.captured)
-    job = dataclasses.replace(job, node=f"127.0.0.1:{platform.node.port}")
+    job = job.model_copy(update={"node": f"127.0.0.1:{platform.node.port}"})
     with pytest.raises(RemoteError) as info:
         train(job, resume=True)
     assert info.value.reason == "FAILED_PRECONDITION"

@@ -47,10 +47,15 @@ class ConfigError(ValidationError, ValueError):
 class Section(BaseModel):
     """A table of a config file: frozen, strictly typed, no unknown keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True, validate_by_name=True
+    )
 
     MAIN: ClassVar[tuple[str, ...]] = ()
     DERIVED: ClassVar[frozenset[str]] = frozenset()
+    # Fields that are tables of their own although they do not hold a Section
+    # (a dataclass of the modeling package, a free-form table), by file name.
+    TABLES: ClassVar[frozenset[str]] = frozenset()
 
 
 def _resolve_path(value: Any, info: ValidationInfo) -> Path:
@@ -126,13 +131,13 @@ def parse_file(
     what: str = "config",
 ) -> T:
     """Validate a parsed TOML document against a file model."""
-    fields = model.model_fields
-    tables = [name for name in fields if name not in model.DERIVED and _is_table(model, name)]
+    names = _input_names(model)
+    tables = [key for key, name in names.items() if name not in model.DERIVED and _is_table(model, name)]
     top_allowed = [*model.MAIN, *tables]
     unknown_tables = [name for name in doc if name not in top_allowed]
     if unknown_tables:
         raise _unknown(what, unknown_tables, top_allowed)
-    own = [name for name in fields if name not in model.DERIVED and name not in tables]
+    own = [key for key, name in names.items() if name not in model.DERIVED and key not in tables]
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for main in model.MAIN:
@@ -164,10 +169,22 @@ def load_file(
     return parse_file(model, doc, base=resolved.parent, derived=extra, what=str(resolved))
 
 
+def _input_names(model: type[Section]) -> dict[str, str]:
+    """The key a file writes for each field (its alias, if it has one) -> the field's name."""
+    return {(info.alias or name): name for name, info in model.model_fields.items()}
+
+
+def unknown_keys(where: str, names: Sequence[str], allowed: Sequence[str]) -> str:
+    """The message for unknown keys, with the nearest valid name (for tables checked by hand)."""
+    return str(_unknown(where, names, allowed).detail)
+
+
 def _is_table(model: type[Section], name: str) -> bool:
-    """A field is a table of its own when it holds a Section or a sequence of them."""
-    annotation = model.model_fields[name].annotation
-    return _section_of(annotation) is not None
+    """A field is a table of its own when it holds a Section (or a sequence of them) or is declared one."""
+    info = model.model_fields[name]
+    if (info.alias or name) in model.TABLES:
+        return True
+    return _section_of(info.annotation) is not None
 
 
 def _section_of(annotation: Any) -> type[Section] | None:
@@ -187,8 +204,9 @@ def _where(model: type[Section], loc: tuple[int | str, ...], origin: Mapping[str
     head = str(loc[0])
     if head in origin:
         return f"[{origin[head]}].{head}"
-    if head in model.model_fields and _is_table(model, head):
-        annotation = model.model_fields[head].annotation
+    field = _input_names(model).get(head, head)
+    if field in model.model_fields and _is_table(model, field):
+        annotation = model.model_fields[field].annotation
         is_array = getattr(annotation, "__origin__", None) in (tuple, list)
         place = _table_name(head, is_array)
         rest = list(loc[1:])
@@ -223,7 +241,9 @@ def _describe(model: type[Section], exc: pydantic.ValidationError, origin: Mappi
         ctx = error.get("ctx") or {}
         if kind == "extra_forbidden":
             section = _section_at(model, loc[:-1])
-            allowed = [n for n in section.model_fields if n not in section.DERIVED] if section else []
+            allowed = (
+                [key for key, name in _input_names(section).items() if name not in section.DERIVED] if section else []
+            )
             parent = where.rsplit(".", 1)[0]
             lines.append(f"{parent}: unknown keys [{loc[-1]!r}]{_suggest(str(loc[-1]), allowed)}; allowed: {allowed}")
         elif kind == "greater_than_equal":
@@ -268,4 +288,5 @@ __all__ = [
     "parse_file",
     "read_toml",
     "unique",
+    "unknown_keys",
 ]

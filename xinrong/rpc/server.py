@@ -43,12 +43,13 @@ from grpc_reflection.v1alpha import reflection
 
 from xinrong.errors import Reason, XinrongError
 from xinrong.keys.layout import PartyCredentials
+from xinrong.limits import MAX_MESSAGE_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import status_for, status_for_error
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES
 
 Runtime = Literal["threads", "asyncio"]
 T = TypeVar("T")

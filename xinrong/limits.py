@@ -1,0 +1,32 @@
+"""Size limits of what crosses a trust boundary: one home, read by every party.
+
+A limit that two parties must agree on (the bank chunks scoring requests at
+the size the node accepts, the node relays what agents accept) is defined
+once, here. Limits a single party enforces on its own input stay beside
+the code that enforces them.
+"""
+
+from __future__ import annotations
+
+# The transport's ceiling: no gRPC message in either direction is larger.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Claims or indicator queries in one Verify / GetIndicators request, at the agent.
+MAX_ITEMS_PER_REQUEST = 64
+
+# Joint modeling.
+MAX_PROVIDERS = 16  # providers in one job
+MAX_PSI_IDS = 1_000_000  # bank ids + decoys per job: 32 bytes per blinded id, a 32 MB request
+MAX_PSI_POINTS = 2_000_000  # blinded points an agent takes in one PSI message (64 MB)
+MAX_SCORE_ROWS = 200_000  # rows per ScoreJobRows call (the bank chunks larger sets)
+MAX_SCORE_SUBJECTS = 20_000  # enterprises per ScoreEnterprises call: every signed consent goes to each agent
+
+__all__ = [
+    "MAX_ITEMS_PER_REQUEST",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PROVIDERS",
+    "MAX_PSI_IDS",
+    "MAX_PSI_POINTS",
+    "MAX_SCORE_ROWS",
+    "MAX_SCORE_SUBJECTS",
+]
