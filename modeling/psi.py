@@ -73,7 +73,7 @@ request, blinded once and reused for every provider) + ``K * (n_b + n_p)``
 chunks blinded in worker processes (``spawn``: the parties may run gRPC
 threads, which ``fork`` would not copy safely); a party starts its own pool
 for calls of ``PARALLEL_MIN`` points or more, or uses a caller-owned
-``executor`` shared by several parties in one process (``xinrong.tools.federation``).
+``executor`` shared by several parties in one process (``xinrong.tools.federation_job.align_psi``).
 A provider may blind its own ids (``ProviderPsi.prepare``) before the bank's
 request arrives: they do not depend on it.
 """

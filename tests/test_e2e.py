@@ -10,8 +10,6 @@ import csv
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +24,10 @@ from xinrong.catalog import Catalog, default_catalog
 from xinrong.claims import check_claim, evaluate, parse_claim
 from xinrong.consent import parse_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
-from xinrong.keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
+from xinrong.keys.layout import load_party, party_dir
 from xinrong.rpc.errors import RemoteError
 from xinrong.tools.demo import GroundTruth, play_session
-from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.localnet import LocalPlatform, deploy, generate_data
 from xinrong.tools.procs import ProcessGroup
 
 pytestmark = pytest.mark.e2e
@@ -44,25 +42,7 @@ PERIOD = ("2025-01-01", "2026-12-31")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPlatform, GroundTruth]]:
     workdir = tmp_path_factory.mktemp("e2e")
     data = workdir / "data"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xinrong.tools.cli",
-            "data",
-            "generate",
-            "--enterprises",
-            "2000",
-            "--out",
-            str(data),
-            "--seed",
-            "7",
-            "--as-of",
-            AS_OF,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    generate_data(data, enterprises=2000, seed=7, as_of=AS_OF)
     with ProcessGroup(workdir) as group:
         plat = deploy(
             workdir,
@@ -76,21 +56,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPl
         yield plat, GroundTruth(data, default_catalog(), PROVIDERS)
 
 
-def _enterprise(platform: LocalPlatform, code: str) -> PartyCredentials:
-    directory = party_dir(platform.keys_dir, "enterprise", code)
-    if not (directory / "binding.pb").exists():
-        provision_party(
-            load_ca(platform.keys_dir), platform.keys_dir, role="enterprise", party_id=code, with_sealing=False
-        )
-    return load_party(directory)
-
-
 def _bank(platform: LocalPlatform, name: str) -> BankClient:
     return BankClient(platform.node_address, load_party(party_dir(platform.keys_dir, "institution", name)))
 
 
 def _consent_for(platform: LocalPlatform, code: str, bank: str, scope: tuple[str, ...], uses: int = 100) -> str:
-    creds = _enterprise(platform, code)
+    creds = platform.enterprise(code)
     signed = grant(creds, ConsentRequest(bank, "loan_application", scope, *PERIOD, max_uses=uses))
     with EnterpriseClient(platform.node_address, creds) as ent:
         ent.register(signed)
@@ -319,7 +290,7 @@ def test_a_dead_agent_fails_cleanly_and_revocations_reach_it_later(
 ) -> None:
     plat, truth = platform
     target = _numeric_field_holders(truth, "electricity.avg_spend_6m")[25]
-    creds = _enterprise(plat, target)
+    creds = plat.enterprise(target)
     signed = grant(creds, ConsentRequest("bank-b", "loan_application", ("electricity.*", "tax.*"), *PERIOD))
     consent = parse_consent(signed).consent_id
     with EnterpriseClient(plat.node_address, creds) as ent:

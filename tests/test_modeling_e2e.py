@@ -27,7 +27,7 @@ from xinrong.bank.modeling import ModelingClient
 from xinrong.consent import write_consent
 from xinrong.enterprise.client import ConsentRequest, grant
 from xinrong.keys.layout import PartyCredentials, load_ca, load_party, party_dir, provision_party
-from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.localnet import LocalPlatform, deploy, generate_data
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import modeling_pb2
 
@@ -41,25 +41,7 @@ PERIOD = ("2025-01-01", "2026-12-31")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     workdir = tmp_path_factory.mktemp("modeling-e2e")
     data = workdir / "data"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xinrong.tools.cli",
-            "data",
-            "generate",
-            "--enterprises",
-            "1500",
-            "--out",
-            str(data),
-            "--seed",
-            "11",
-            "--as-of",
-            "2026-09-30",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    generate_data(data, enterprises=1500, seed=11, as_of="2026-09-30")
     modeling = {p: {"enabled": True, "allowed_institutions": ["bank-a"], "allow_insecure": True} for p in PROVIDERS}
     with ProcessGroup(workdir) as group:
         yield deploy(

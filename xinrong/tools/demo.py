@@ -15,7 +15,6 @@ import csv
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -31,9 +30,9 @@ from xinrong.claims import check_claim, parse_claim
 from xinrong.config import ConfigError
 from xinrong.consent import parse_consent, write_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
-from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.keys.layout import load_party, party_dir
 from xinrong.rpc.errors import RemoteError
-from xinrong.tools.localnet import LocalPlatform, deploy
+from xinrong.tools.localnet import LocalPlatform, deploy, generate_data
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import common_pb2
 
@@ -210,12 +209,6 @@ def _expect_refusal(tally: Tally, label: str, reason: str, action: Callable[[], 
     _say(f"    NOT REFUSED: {label}")
 
 
-def _enterprise_creds(platform: LocalPlatform, code: str) -> Any:
-    ca = load_ca(platform.keys_dir)
-    provision_party(ca, platform.keys_dir, role="enterprise", party_id=code, with_sealing=False, overwrite=True)
-    return load_party(party_dir(platform.keys_dir, "enterprise", code))
-
-
 def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tally:
     tally = Tally()
     catalog = truth.catalog
@@ -237,7 +230,7 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         BankClient(platform.node_address, bank_b, catalog=catalog) as other_bank,
     ):
         _say("\n[1] enterprises sign consents for bank-a (Ed25519, CA-bound keys)")
-        creds1, creds2 = _enterprise_creds(platform, e1), _enterprise_creds(platform, e2)
+        creds1, creds2 = platform.enterprise(e1), platform.enterprise(e2)
         consent1 = grant(creds1, ConsentRequest("bank-a", "loan_application", all_scope, *period, max_uses=20))
         consent2 = grant(
             creds2,
@@ -385,31 +378,6 @@ def prepare_workdir(workdir: Path) -> None:
     (workdir / MARKER).write_text("made by xinrong demo: the next demo run may delete this folder\n")
 
 
-def _generate(args: argparse.Namespace, data_dir: Path) -> None:
-    gen = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xinrong.tools.cli",
-            "data",
-            "generate",
-            "--enterprises",
-            str(args.enterprises),
-            "--out",
-            str(data_dir),
-            "--seed",
-            str(args.seed),
-            "--as-of",
-            args.as_of,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if gen.returncode != 0:
-        raise RuntimeError(f"data generation failed:\n{gen.stdout}{gen.stderr}")
-
-
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     catalog = default_catalog()
@@ -421,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         f"xinrong demo: {args.enterprises} synthetic enterprises, {len(providers)} provider agents, "
         f"node, 2 banks - all on 127.0.0.1 over mTLS (work dir {workdir})"
     )
-    _generate(args, data_dir)
+    generate_data(data_dir, enterprises=args.enterprises, seed=args.seed, as_of=args.as_of)
     summary: dict[str, Any] = {}
     ok = False
     institutions = ["bank-a", "bank-b"]
@@ -514,7 +482,7 @@ def keep_running(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Non
     """Leave the network up, print what to try against it, and wait for Ctrl-C or SIGTERM."""
     workdir = platform.workdir
     enterprise = truth.enterprises_present_everywhere()[0]
-    creds = _enterprise_creds(platform, enterprise)
+    creds = platform.enterprise(enterprise)
     period = (f"{int(as_of[:4]) - 1}-01-01", f"{as_of[:4]}-12-31")
     scope = tuple(f"{p}.*" for p in truth.rows)
     consent = grant(creds, ConsentRequest("bank-a", "loan_application", scope, *period, max_uses=1000))

@@ -9,12 +9,14 @@ would use.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xinrong.keys.layout import create_ca, load_party, party_dir, provision_party
+from xinrong.keys.layout import PartyCredentials, create_ca, load_ca, load_party, party_dir, provision_party
 from xinrong.rpc.channel import secure_channel, wait_healthy
 from xinrong.tools.procs import ProcessGroup
 
@@ -32,6 +34,27 @@ def _toml_value(value: Any) -> str:
 def _toml_table(name: str, values: dict[str, Any], *, array: bool = False) -> str:
     head = f"[[{name}]]" if array else f"[{name}]"
     return "\n".join([head, *(f"{k} = {_toml_value(v)}" for k, v in values.items())]) + "\n"
+
+
+def generate_data(out: Path, *, enterprises: int, seed: int, as_of: str | None = None) -> Path:
+    """Synthetic provider CSVs and a loan book, written by the real ``xinrong data generate``."""
+    args = ["data", "generate", "--enterprises", str(enterprises), "--out", str(out), "--seed", str(seed)]
+    gen = subprocess.run(
+        [sys.executable, "-m", "xinrong.tools.cli", *args, *(["--as-of", as_of] if as_of else [])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if gen.returncode != 0:
+        raise RuntimeError(f"data generation failed:\n{gen.stdout}{gen.stderr}")
+    return out
+
+
+def first_enterprise(data_dir: Path, provider: str) -> str:
+    """The first enterprise of a provider's CSV (benchmarks ask about one enterprise all along)."""
+    with open(data_dir / f"{provider}.csv", newline="") as fh:
+        fh.readline()
+        return fh.readline().split(",")[0]
 
 
 def provision_keys(keys_dir: Path, providers: Iterable[str], institutions: Iterable[str]) -> None:
@@ -166,6 +189,17 @@ class LocalPlatform:
         )
         self.node_port = self.group.wait_port("node")
         return self.node_port
+
+    def party(self, role: str, party_id: str) -> PartyCredentials:
+        return load_party(party_dir(self.keys_dir, role, party_id))
+
+    def enterprise(self, code: str) -> PartyCredentials:
+        """An enterprise's credentials, provisioned from the platform CA on first use."""
+        directory = party_dir(self.keys_dir, "enterprise", code)
+        if not (directory / "binding.pb").exists():
+            ca = load_ca(self.keys_dir)
+            provision_party(ca, self.keys_dir, role="enterprise", party_id=code, with_sealing=False)
+        return load_party(directory)
 
     def wait_healthy(self, *, timeout: float = 60.0) -> None:
         """Every agent and the node answer health SERVING over mTLS."""

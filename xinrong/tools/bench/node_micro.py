@@ -80,43 +80,16 @@ def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[i
 def run(
     *, seconds: float, concurrency: int, claims: int, enterprises: int = 200, placement: str = "shared"
 ) -> dict[str, object]:
-    from xinrong.consent import parse_consent
-    from xinrong.enterprise.client import ConsentRequest, grant
-    from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
     from xinrong.rpc.channel import secure_channel
-    from xinrong.tools.localnet import deploy
+    from xinrong.tools.bench.fixture import one_provider_platform
     from xinrong.tools.procs import ProcessGroup
 
     with tempfile.TemporaryDirectory(prefix="xinrong-node-microbench-") as tmp:
         workdir = Path(tmp)
         with ProcessGroup(workdir) as group:
-            gen = group.run_cli(
-                ["data", "generate", "--enterprises", str(enterprises), "--out", str(workdir / "data"), "--seed", "7"]
-            )
-            if gen.returncode != 0:
-                raise RuntimeError(gen.stderr)
-            platform = deploy(
-                workdir,
-                providers=["tax"],
-                institutions=["bank-a"],
-                data_dir=workdir / "data",
-                group=group,
-                node_overrides={"enterprise_daily_budget": 1_000_000_000},
-            )
-            with open(workdir / "data" / "tax.csv") as fh:
-                fh.readline()
-                enterprise = fh.readline().split(",")[0]
-            ca = load_ca(platform.keys_dir)
-            provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
-            ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
-            bank = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
-            consent = grant(
-                ent,
-                ConsentRequest(
-                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
-                ),
-            )
-            consent_id = parse_consent(consent).consent_id
+            bench = one_provider_platform(workdir, group, enterprises=enterprises, seed=7)
+            platform, enterprise, bank, consent = bench.platform, bench.enterprise, bench.bank, bench.consent
+            consent_id = bench.consent_id
             asked = [parse_claim(c) for c in CLAIMS[: max(1, min(claims, len(CLAIMS)))]]
 
             def make() -> node_pb2.VerifyRequest:

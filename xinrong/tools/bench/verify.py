@@ -43,14 +43,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
-from xinrong.consent import parse_consent
-from xinrong.enterprise.client import ConsentRequest, grant
 from xinrong.heap import settle_after_start
-from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
+from xinrong.keys.layout import load_party, party_dir
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.server import build_server
 from xinrong.tools import placement as cpus
-from xinrong.tools.localnet import deploy
+from xinrong.tools.bench.fixture import one_provider_platform
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
@@ -176,33 +174,9 @@ def run(
         workdir = Path(tmp.name)
     try:
         with ProcessGroup(workdir) as group:
-            gen = group.run_cli(
-                ["data", "generate", "--enterprises", str(enterprises), "--out", str(workdir / "data"), "--seed", "11"]
-            )
-            if gen.returncode != 0:
-                raise RuntimeError(gen.stderr)
-            platform = deploy(
-                workdir,
-                providers=["tax"],
-                institutions=["bank-a"],
-                data_dir=workdir / "data",
-                group=group,
-                node_overrides={"enterprise_daily_budget": 1_000_000_000},
-            )
-            with open(workdir / "data" / "tax.csv") as fh:
-                fh.readline()
-                enterprise = fh.readline().split(",")[0]
-            ca = load_ca(platform.keys_dir)
-            provision_party(ca, platform.keys_dir, role="enterprise", party_id=enterprise, with_sealing=False)
-            ent = load_party(party_dir(platform.keys_dir, "enterprise", enterprise))
-            bank_creds = load_party(party_dir(platform.keys_dir, "institution", "bank-a"))
-            consent = grant(
-                ent,
-                ConsentRequest(
-                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
-                ),
-            )
-            consent_id = parse_consent(consent).consent_id
+            bench = one_provider_platform(workdir, group, enterprises=enterprises, seed=11)
+            platform, enterprise, bank_creds, consent = bench.platform, bench.enterprise, bench.bank, bench.consent
+            consent_id = bench.consent_id
             all_claims = [
                 "tax.credit_grade in A,B",
                 "tax.in_arrears == false",
