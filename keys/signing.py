@@ -33,6 +33,22 @@ def key_id_of(public_raw: bytes) -> str:
     return hashlib.sha256(public_raw).hexdigest()[:16]
 
 
+def _note_text(text: bytes) -> bytes:
+    """C2SP signed-note texts are signed as they are (RFC 8032, no context).
+
+    That cannot collide with a domain-separated signature: those always
+    cover a NUL (``context || 0x00 || message``), and a note text may hold
+    no control character but newline. Anything else is refused here.
+    """
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("a note text must be UTF-8") from None
+    if not decoded.endswith("\n") or any(ord(c) < 0x20 and c != "\n" for c in decoded):
+        raise ValueError("a note text ends in a newline and holds no other control character")
+    return text
+
+
 def _framed(context: str, message: bytes) -> bytes:
     if "\x00" in context:
         raise ValueError("signature context must not contain NUL")
@@ -55,6 +71,13 @@ class VerifyKey:
         """Raise SignatureError (one opaque error) unless signature is valid."""
         try:
             self._key.verify(_framed(context, message), bytes(signature))
+        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            raise SignatureError("signature check failed") from None
+
+    def verify_note(self, text: bytes, signature: bytes) -> None:
+        """A C2SP signed-note signature over ``text``; the one opaque SignatureError otherwise."""
+        try:
+            self._key.verify(_note_text(text), bytes(signature))
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
             raise SignatureError("signature check failed") from None
 
@@ -113,6 +136,10 @@ class SigningKey:
 
     def sign(self, context: str, message: bytes) -> bytes:
         return self._signer.sign(_framed(context, message)).signature
+
+    def sign_note(self, text: bytes) -> bytes:
+        """Ed25519 over a C2SP note text (see ``_note_text`` for why no context is needed)."""
+        return self._signer.sign(_note_text(text)).signature
 
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id})"
