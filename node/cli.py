@@ -164,6 +164,14 @@ def _consents_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_show(args: argparse.Namespace) -> int:
+    from xinrong.index import load_index
+
+    index = load_index(args.index) if args.index else load_index()
+    print(json.dumps(index.to_json(), ensure_ascii=False, indent=None if args.compact else 2))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="node_verb", metavar="COMMAND")
     sub.required = True
@@ -204,6 +212,14 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     list_p = consents_sub.add_parser("list", help="registered consents, their state and uses")
     list_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     list_p.set_defaults(func=_consents_list)
+
+    index_p = sub.add_parser("index", help="the SME credit-evaluation index the platform publishes")
+    index_sub = index_p.add_subparsers(dest="index_verb", metavar="COMMAND")
+    index_sub.required = True
+    show = index_sub.add_parser("show", help="print the published index definition (JSON)")
+    show.add_argument("--index", help="an index file instead of the packaged one")
+    show.add_argument("--compact", action="store_true", help="one JSON line")
+    show.set_defaults(func=_index_show)
 
     from xinrong.node.modeling_cli import register_cli as register_models
 
