@@ -45,7 +45,7 @@ def test_points_follow_the_published_forms() -> None:
 
 def test_provider_part_is_the_sum_of_its_items() -> None:
     index = default_index()
-    columns = {
+    columns: dict[str, list[object]] = {
         "tax.credit_grade": ["A", None],
         "tax.in_arrears": [False, True],
         "tax.consecutive_normal_months": [40, 4],
