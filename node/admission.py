@@ -8,7 +8,8 @@ order, and every decision, allowed or refused, is an audit entry:
  1. caller is of the purpose's role and registered       CALLER_NOT_ALLOWED
  2. request id well formed                               INVALID_ARGUMENT
  3. requested_at within the clock-skew window            REQUEST_STALE
- 4. request id not seen before (then consumed)           REQUEST_REPLAYED
+ 4. request id not seen before from this caller          REQUEST_REPLAYED
+    (then consumed)
  5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
     (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
  6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT (no consent id at all: step 8)
@@ -64,7 +65,7 @@ from xinrong.keys.binding import VerifiedBinding
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.consents import ConsentRecord, ConsentRegistry
 from xinrong.node.db import Database
-from xinrong.node.limits import EnterpriseBudget, ReplayGuard, utc_day
+from xinrong.node.limits import EnterpriseBudget, ReplayGuard, caller_key, utc_day
 from xinrong.node.registry import PartyRegistry
 from xinrong.rpc.auth import Peer
 from xinrong.serde import purpose_name
@@ -299,12 +300,14 @@ class Admission:
         ts_ms = int(now * 1000)
         admitted: list[AdmittedSubject] = []
         refused: list[tuple[Subject, XinrongError]] = []
+        replay_key = caller_key(caller.role, caller.party_id)
         with self._db.lock:
-            # 4. Replay: check and consume the id atomically under the lock.
-            if self._replay.seen(request.request_id):
+            # 4. Replay: check and consume the id atomically under the lock; ids are
+            # per caller, so one bank cannot learn which ids another has used.
+            if self._replay.seen(replay_key, request.request_id):
                 raise refuse_now(XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED))
             with self._db.transaction(durable=False) as tx:
-                self._replay.record(tx, request.request_id, now)
+                self._replay.record(tx, replay_key, request.request_id, now)
                 if shape_error is not None:
                     self._audit.append(tx, event(Decision.REFUSED, shape_error.reason.value), ts_ms)
                 else:

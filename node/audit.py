@@ -46,33 +46,7 @@ from xinrong.node.db import Transaction
 CHAIN_CONTEXT = b"xinrong.audit.chain.v1\x00"
 GENESIS = bytes(32)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq           INTEGER PRIMARY KEY,
-    ts_ms         INTEGER NOT NULL,
-    caller_role   TEXT NOT NULL,
-    caller_id     TEXT NOT NULL,
-    method        TEXT NOT NULL,
-    request_id    TEXT NOT NULL,
-    enterprise    TEXT NOT NULL,
-    consent_id    TEXT NOT NULL,
-    providers     TEXT NOT NULL,
-    fields        TEXT NOT NULL,
-    claims_sha256 TEXT NOT NULL,
-    decision      TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    prev_hash     BLOB NOT NULL,
-    entry_hash    BLOB NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only');
-END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only');
-END;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 _COLUMNS = (
     "seq, ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
@@ -351,7 +325,6 @@ def tail(conn: sqlite3.Connection, n: int) -> list[AuditEntry]:
 
 
 __all__ = [
-    "SCHEMA",
     "AuditEntry",
     "AuditEvent",
     "AuditLog",

@@ -42,37 +42,7 @@ REVOKED = common_pb2.CONSENT_STATE_REVOKED
 EXPIRED = common_pb2.CONSENT_STATE_EXPIRED
 STORED_STATES = (ACTIVE, PAUSED, REVOKED)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS consents (
-    consent_id         TEXT PRIMARY KEY,
-    enterprise         TEXT NOT NULL,
-    grantee            TEXT NOT NULL,
-    signed             BLOB NOT NULL,
-    digest             TEXT NOT NULL,
-    state              INTEGER NOT NULL,
-    registered_ms      INTEGER NOT NULL,
-    revoked_ms         INTEGER,
-    revocation         BLOB,
-    revocation_binding BLOB
-);
-CREATE INDEX IF NOT EXISTS consents_enterprise ON consents (enterprise);
--- The use ledger: one row per consent and UTC day; a consent's total is the sum.
-CREATE TABLE IF NOT EXISTS consent_daily_uses (
-    consent_id TEXT NOT NULL REFERENCES consents (consent_id),
-    day        INTEGER NOT NULL,
-    uses       INTEGER NOT NULL,
-    PRIMARY KEY (consent_id, day)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS revocation_pushes (
-    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
-    provider        TEXT NOT NULL,
-    acked_ms        INTEGER,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    last_reason     TEXT NOT NULL DEFAULT '',
-    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (consent_id, provider)
-) WITHOUT ROWID;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 
 @dataclass
@@ -370,7 +340,6 @@ __all__ = [
     "EXPIRED",
     "PAUSED",
     "REVOKED",
-    "SCHEMA",
     "ConsentConflict",
     "ConsentRecord",
     "ConsentRegistry",

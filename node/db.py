@@ -24,6 +24,19 @@ Durability: WAL with ``synchronous=NORMAL`` by default. A process crash
 loses nothing that was committed; a power loss or OS crash may roll back
 the last few commits (SQLite's documented WAL/NORMAL trade-off). Set
 ``sqlite_synchronous = "FULL"`` to fsync every commit instead.
+
+Never blocking on another process. SQLite's busy handler sleeps while
+another process holds the write lock; on the node's event loop that froze
+every call, health checks included. The connection therefore runs with no
+busy timeout: a write lock held from outside (an operator's ``sqlite3``
+shell, a second node on the same file) fails the unit at once with
+``StoreUnavailable`` (UNAVAILABLE ``STORE_UNAVAILABLE``, retry), and a node
+started on a locked database refuses with one line. The file and its
+WAL/SHM are private (``xinrong.statefiles``): created 0600, refused if
+group- or world-accessible or if the directory cannot be written.
+
+Schema: the versioned steps of ``xinrong.node.migrations``, applied at open;
+``PRAGMA user_version`` records the last one.
 """
 
 from __future__ import annotations
@@ -37,9 +50,28 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from xinrong.errors import StoreUnavailable
+from xinrong.node.migrations import LATEST, MIGRATIONS
+from xinrong.statefiles import prepare_private
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST
+# At start only: how long to wait for a write lock held by another process
+# before refusing to start (never on the request path, which does not wait).
+STARTUP_BUSY_MS = 1000
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
+    """The one-line reason a unit could not be applied (the caller may retry)."""
+    if _busy(exc):
+        return StoreUnavailable(f"node database {path} is locked by another process")
+    return StoreUnavailable(f"node database {path}: {exc}")
 
 
 class Transaction:
@@ -76,18 +108,12 @@ class Database:
     """
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", schemas: Sequence[str] = ()) -> None:
-        self.path = Path(path)
-        self.lock = threading.RLock()
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        """``schemas``: extra DDL applied after the migrations (tests' own tables)."""
+        self.path = prepare_private(path, "node database")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints run on a background connection (``checkpoint``): done
-        # inside a commit they fsync and turn a sub-ms p50 into a 10-ms p99.
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=0)
         self._open = False  # a write transaction holds released, uncommitted units
         self._applied = 0  # units applied so far
         self._committed = 0  # units covered by a COMMIT
@@ -95,17 +121,54 @@ class Database:
         self._failed: BaseException | None = None
         self._commit_cv = threading.Condition()
         self._checkpointer: sqlite3.Connection | None = None
-        self._migrate(schemas)
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout={STARTUP_BUSY_MS}")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run on a background connection (``checkpoint``): done
+            # inside a commit they fsync and turn a sub-ms p50 into a 10-ms p99.
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._migrate(schemas)
+            # The node writes at start (bindings); a lock held elsewhere refuses it here, in one line.
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("ROLLBACK")
+            self._conn.execute("PRAGMA busy_timeout=0")
+        except StoreUnavailable as exc:
+            self._conn.close()
+            raise StoreUnavailable(f"{exc.detail}; refusing to start") from None
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if _busy(exc):
+                raise StoreUnavailable(
+                    f"node database {self.path} is locked by another process "
+                    "(another node or an open sqlite3 shell on the same file?); refusing to start"
+                ) from None
+            raise StoreUnavailable(f"node database {self.path} cannot be opened for writing: {exc}") from None
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _migrate(self, schemas: Sequence[str]) -> None:
         version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {version} is newer than this node ({SCHEMA_VERSION})")
-        with self.transaction() as tx:
-            for ddl in schemas:
-                for statement in _split_statements(ddl):
+            raise StoreUnavailable(
+                f"{self.path}: schema version {version} is newer than this node ({SCHEMA_VERSION}); "
+                "run the node release that wrote it"
+            )
+        for step in MIGRATIONS:
+            if step.version <= version:
+                continue
+            with self.transaction() as tx:
+                for statement in _split_statements(step.sqlite):
                     tx.execute(statement)
-            tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                tx.execute(f"PRAGMA user_version={step.version}")
+            log.info("node database %s: schema step %d applied (%s)", self.path, step.version, step.name)
+        if schemas:
+            with self.transaction() as tx:
+                for ddl in schemas:
+                    for statement in _split_statements(ddl):
+                        tx.execute(statement)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
@@ -119,20 +182,28 @@ class Database:
             if self._failed is not None:
                 raise RuntimeError("node database failed earlier; restart the node") from self._failed
             cursor = self._conn.cursor()
-            if not self._open:
-                cursor.execute("BEGIN IMMEDIATE")
-                self._open = True
-            cursor.execute("SAVEPOINT unit")
+            try:
+                if not self._open:
+                    # Fails at once if another process holds the write lock (no
+                    # busy timeout): the caller gets StoreUnavailable, the loop runs on.
+                    cursor.execute("BEGIN IMMEDIATE")
+                    self._open = True
+                cursor.execute("SAVEPOINT unit")
+            except sqlite3.OperationalError as exc:
+                raise store_error(self.path, exc) from None
             tx = Transaction(cursor)
             try:
                 yield tx
                 cursor.execute("RELEASE unit")
-            except BaseException:
+            except BaseException as exc:
                 try:
                     cursor.execute("ROLLBACK TO unit")
                     cursor.execute("RELEASE unit")
                 except sqlite3.Error:
                     pass
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Read-only file, disk full, I/O error: nothing of the unit was applied.
+                    raise store_error(self.path, exc) from None
                 raise
             self._applied += 1
             tx.token = self._applied
@@ -198,7 +269,9 @@ class Database:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking the writer (PASSIVE)."""
         if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._checkpointer = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=0
+            )
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

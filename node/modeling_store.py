@@ -21,20 +21,7 @@ from typing import Any
 
 from xinrong.node.db import Transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS modeling_jobs (
-    job_id         TEXT PRIMARY KEY,
-    institution    TEXT NOT NULL,
-    providers      TEXT NOT NULL,
-    backend        TEXT NOT NULL,
-    state          TEXT NOT NULL,
-    failure_reason TEXT NOT NULL,
-    epochs_done    INTEGER NOT NULL,
-    created_ms     INTEGER NOT NULL,
-    updated_ms     INTEGER NOT NULL,
-    metadata       TEXT
-) WITHOUT ROWID;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 CREATED = "CREATED"
 RUNNING = "RUNNING"

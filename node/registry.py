@@ -25,17 +25,7 @@ from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS parties (
-    role        TEXT NOT NULL,
-    party_id    TEXT NOT NULL,
-    binding     BLOB NOT NULL,
-    not_before  INTEGER NOT NULL,
-    source      TEXT NOT NULL,
-    updated_ms  INTEGER NOT NULL,
-    PRIMARY KEY (role, party_id)
-);
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 LISTED_ROLES = ("node", "provider", "institution")
 
@@ -168,4 +158,4 @@ class PartyRegistry:
         return [b.signed for b in chosen]
 
 
-__all__ = ["LISTED_ROLES", "SCHEMA", "PartyRegistry"]
+__all__ = ["LISTED_ROLES", "PartyRegistry"]

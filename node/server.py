@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xinrong.keys.layout import PartyCredentials, load_party
-from xinrong.node import audit, consents, limits, modeling_store, registry
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
 from xinrong.node.modeling import ModelingHub
@@ -31,13 +30,12 @@ from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SCHEMAS = (registry.SCHEMA, consents.SCHEMA, limits.SCHEMA, audit.SCHEMA, modeling_store.SCHEMA)
 ALLOWED_ROLES = frozenset({"institution", "enterprise"})
 MODELING_ROLES = frozenset({"institution"})
 
 
 def open_database(config: NodeConfig) -> Database:
-    return Database(config.db, synchronous=config.sqlite_synchronous, schemas=SCHEMAS)
+    return Database(config.db, synchronous=config.sqlite_synchronous)
 
 
 @dataclass

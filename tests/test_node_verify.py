@@ -232,10 +232,12 @@ def test_replay_and_stale_requests(make_harness: Any, pki: Any, catalog: Catalog
     req = verify_request(consent)
     bank.Verify(req, timeout=10)
     assert_refused(lambda: bank.Verify(req, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED)
-    # Replay ids are global: another institution cannot reuse the id either.
+    # Replay ids are per caller (A14): another institution's id tells bank-b nothing,
+    # at the node or at the agent, and bank-b's replay of its own is refused.
     consent_b = grant(pki, catalog, grantee="bank-b")
     register(h.bank("bank-b"), consent_b)
     reuse = verify_request(consent_b, request_id=req.request_id)
+    h.bank("bank-b").Verify(reuse, timeout=10)
     assert_refused(
         lambda: h.bank("bank-b").Verify(reuse, timeout=5), grpc.StatusCode.ALREADY_EXISTS, Reason.REQUEST_REPLAYED
     )

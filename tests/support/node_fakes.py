@@ -86,7 +86,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self.catalog = catalog
         self.ca = creds.ca
         self.values = {k: v for k, v in values.items() if k[1].split(".")[0] == self.provider}
-        self.seen: set[str] = set()
+        self.seen: set[tuple[str, str]] = set()
         self.revoked: set[str] = set()
         self.calls: list[str] = []
         self.delay = 0.0
@@ -94,16 +94,17 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self._lock = threading.Lock()
 
     def _prepare(self, req: Any, context: grpc.ServicerContext, method: str) -> tuple[Any, Any]:
+        audience = verify_binding(self.ca, req.audience_binding, expect_role="institution")
         with self._lock:
             self.calls.append(method)
-            if req.request_id in self.seen:
+            # Like the real agent: request ids are per institution.
+            if (audience.party_id, req.request_id) in self.seen:
                 raise XinrongError("replay", reason=Reason.REQUEST_REPLAYED)
-            self.seen.add(req.request_id)
+            self.seen.add((audience.party_id, req.request_id))
         if self.delay:
             time.sleep(self.delay)
         if self.refuse_with is not None:
             raise XinrongError("configured refusal", reason=self.refuse_with)
-        audience = verify_binding(self.ca, req.audience_binding, expect_role="institution")
         verified = verify_signed_consent(self.ca, req.consent)
         return audience, verified
 
