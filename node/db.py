@@ -48,11 +48,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xinrong.errors import StoreUnavailable
 from xinrong.node.migrations import LATEST, MIGRATIONS
 from xinrong.statefiles import prepare_private
+
+if TYPE_CHECKING:
+    from xinrong.node.config import NodeConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,16 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
 
 
 class Transaction:
-    """A write transaction in progress; the cursor runs statements inside it."""
+    """A write transaction in progress; the cursor runs statements inside it.
+
+    Statements use ``?`` placeholders and SQL both backends read (``ON
+    CONFLICT ... DO UPDATE`` rather than ``INSERT OR REPLACE``); the
+    PostgreSQL transaction (``xinrong.node.pg``) translates the placeholders.
+    """
 
     __slots__ = ("_callbacks", "cursor", "scratch", "token")
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
         # Per-transaction state of the stores taking part (e.g. audit entries
         # appended but not yet committed), keyed by the store.
@@ -87,10 +95,10 @@ class Transaction:
         self._callbacks: list[Callable[[], None]] = []
         self.token = 0  # set on exit: pass to Database.wait_durable
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.cursor.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         return self.cursor.executemany(sql, rows)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -105,7 +113,16 @@ class Database:
     SQLite allows one writer at a time anyway; a Python-level lock keeps
     check-then-write sequences (replay check, budget check-and-increment,
     audit chain head) atomic without relying on busy retries.
+
+    This class is also the interface every store is written against;
+    ``xinrong.node.pg.PgDatabase`` implements it over PostgreSQL. ``shared``
+    tells the stores which one they have: False here (this process is the
+    only writer, so memory may be the authority for the hot path), True for
+    PostgreSQL (other replicas write too, so the database is).
     """
+
+    shared = False
+    backend = "sqlite"
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", schemas: Sequence[str] = ()) -> None:
         """``schemas``: extra DDL applied after the migrations (tests' own tables)."""
@@ -311,6 +328,26 @@ def _split_statements(ddl: str) -> list[str]:
     if buffer.strip():
         raise ValueError(f"incomplete SQL statement in schema: {buffer.strip()[:60]!r}")
     return statements
+
+
+def open_for_tools(config: NodeConfig) -> Any:
+    """A read-only connection to a node's database, whichever backend its config names.
+
+    A ``sqlite3.Connection`` or a psycopg connection: operator tools use only
+    ``execute`` / ``fetchall`` / ``fetchmany`` and close it. Raises
+    ``ConfigError`` if a SQLite database does not exist yet.
+    """
+    from xinrong.config import ConfigError
+
+    if config.database is not None:
+        from xinrong.node.pg import connect_readonly
+
+        return connect_readonly(config.database)
+    assert config.db is not None
+    try:
+        return open_readonly(config.db)
+    except FileNotFoundError:
+        raise ConfigError(f"the node database {config.db} does not exist (has the node run yet?)") from None
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:

@@ -1,7 +1,10 @@
 """Replay protection and the per-enterprise daily budget.
 
-Both are held in memory for the hot path and written through to SQLite in
-the request's admission transaction, so they survive a restart.
+With SQLite both are held in memory for the hot path and written through
+in the request's admission transaction, so they survive a restart. On a
+database shared by replicas (PostgreSQL) the database is the authority:
+the admission checks and counts both in one statement, whichever replica
+runs it (``xinrong.node.pg``), and these classes only load, prune and read.
 
 Replay ids are scoped per caller (``caller_key``: role and party id): one
 global namespace told any bank whether another had used an id in the
@@ -58,11 +61,22 @@ class ReplayGuard:
         self._legacy = 0  # live ids without a caller (they count for every caller)
         self._lock = threading.Lock()
 
+    @property
+    def retention_ms(self) -> int:
+        return self._retention_ms
+
     def load(self, now: float) -> int:
-        """Drop expired rows once, then hold the live ids in memory."""
+        """Drop expired rows once, then hold the live ids in memory (SQLite).
+
+        On a shared database the ids stay there: every admission checks and
+        records its id in one statement (``xinrong_admit``), whichever replica
+        runs it.
+        """
         cutoff = int(now * 1000) - self._retention_ms
         with self._db.transaction() as tx:
             tx.execute("DELETE FROM replay_ids WHERE seen_ms < ?", (cutoff,))
+        if self._db.shared:
+            return int(self._db.query("SELECT count(*) FROM replay_ids")[0][0])
         rows = self._db.query("SELECT caller, request_id, seen_ms FROM replay_ids")
         ordered = sorted((int(seen), str(caller), str(rid)) for caller, rid, seen in rows)
         with self._lock:
@@ -96,6 +110,17 @@ class ReplayGuard:
         """Forget ids older than the retention window, a batch per transaction."""
         cutoff = int(now * 1000) - self._retention_ms
         dropped = 0
+        if self._db.shared:
+            # Any replica may prune; the index on seen_ms finds the expired ids.
+            while True:
+                with self._db.transaction() as tx:
+                    gone = tx.execute(
+                        "DELETE FROM replay_ids WHERE ctid IN (SELECT ctid FROM replay_ids WHERE seen_ms < ? LIMIT ?)",
+                        (cutoff, batch),
+                    ).rowcount
+                dropped += int(gone)
+                if gone < batch:
+                    return dropped
         while True:
             expired: list[tuple[str, str, int]] = []
             with self._lock:
@@ -123,6 +148,8 @@ class EnterpriseBudget:
         self._lock = threading.Lock()
 
     def load(self, now: float) -> int:
+        if self._db.shared:
+            return 0  # counted in the database by every replica (xinrong_admit)
         today = utc_day(now)
         rows = self._db.query("SELECT enterprise, day, uses FROM enterprise_daily_uses WHERE day >= ?", (today - 1,))
         with self._lock:
@@ -130,6 +157,11 @@ class EnterpriseBudget:
             return len(self._uses)
 
     def used(self, enterprise: str, day: int) -> int:
+        if self._db.shared:
+            rows = self._db.query(
+                "SELECT uses FROM enterprise_daily_uses WHERE enterprise = ? AND day = ?", (enterprise, day)
+            )
+            return int(rows[0][0]) if rows else 0
         with self._lock:
             return self._uses.get((enterprise, day), 0)
 

@@ -17,7 +17,6 @@ from xinrong.catalog import Catalog
 from xinrong.errors import Reason
 from xinrong.node import audit
 from xinrong.node.audit import Decision
-from xinrong.node.db import open_readonly
 from xinrong.node.service import CANCELLED
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import common_pb2, node_pb2
@@ -42,6 +41,12 @@ PD = grpc.StatusCode.PERMISSION_DENIED
 FP = grpc.StatusCode.FAILED_PRECONDITION
 RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 IA = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def node_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both backends: one repository layer, one behaviour."""
+    return str(request.param)
 
 
 def _denial_bytes(err: grpc.RpcError) -> tuple[Any, Any, bytes]:
@@ -424,7 +429,7 @@ def test_a_caller_that_hangs_up_mid_fan_out_leaves_a_failed_entry(
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.monotonic() + 5
     while True:
-        with closing(open_readonly(h.db_path)) as conn:
+        with closing(h.tools_connection()) as conn:
             entries = [(e.event.method, e.event.decision, e.event.reason) for e in audit.tail(conn, 5)]
         if ("Verify", Decision.FAILED, CANCELLED) in entries or time.monotonic() > deadline:
             break
