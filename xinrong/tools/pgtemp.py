@@ -15,6 +15,7 @@ flushes a real deployment pays for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -88,6 +89,17 @@ class TempPostgres:
         if self.run_as is None:
             return argv
         return ["runuser", "-u", self.run_as, "--", *argv]
+
+    def pids(self) -> list[int]:
+        """The postmaster and its current children (to place them on CPUs)."""
+        try:
+            postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        children: list[int] = []
+        with contextlib.suppress(OSError):
+            children = [int(p) for p in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()]
+        return [postmaster, *children]
 
     def create_database(self, name: str) -> str:
         """A fresh database in this cluster (one per test); returns its URL without the password."""
