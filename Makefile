@@ -6,7 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck proto check-proto bench clean
+# The node's PostgreSQL backend is tested against a real throwaway server
+# (xinrong/tools/pgtemp.py runs initdb / pg_ctl from here).
+PG_BIN ?= /usr/lib/postgresql/15/bin
+
+.PHONY: install postgres demo test test-fast lint typecheck proto check-proto bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
@@ -14,12 +18,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) postgres
+
+# PostgreSQL 15 binaries (no running service is needed: tests start their own).
+postgres:
+	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_ctl ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing PostgreSQL 15 (apt-get install -y postgresql)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL 15 binaries are missing in $(PG_BIN): run 'sudo apt-get install -y postgresql'" >&2; exit 1; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/xinrong demo
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) postgres lint typecheck
 	$(BIN)/python -m pytest -q -ra
 
 # ruff (rules in pyproject.toml, docs/ENGINEERING.md) and the import contract.
@@ -28,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -ra -m "not e2e and not slow"
 
 typecheck: $(STAMP)

@@ -93,11 +93,16 @@ class CheckedIndicator:
 
 
 class BankClient:
-    """An institution's connection to the node."""
+    """An institution's connection to the node.
+
+    ``node_target``: the node's address, or several (replicas over one
+    database, as a list or "host:port,host:port"): calls are balanced
+    round-robin over the healthy ones (``xinrong.rpc.channel``).
+    """
 
     def __init__(
         self,
-        node_target: str,
+        node_target: str | Sequence[str],
         credentials: PartyCredentials,
         *,
         node_id: str = "node",

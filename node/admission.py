@@ -8,7 +8,8 @@ order, and every decision, allowed or refused, is an audit entry:
  1. caller is of the purpose's role and registered       CALLER_NOT_ALLOWED
  2. request id well formed                               INVALID_ARGUMENT
  3. requested_at within the clock-skew window            REQUEST_STALE
- 4. request id not seen before (then consumed)           REQUEST_REPLAYED
+ 4. request id not seen before from this caller          REQUEST_REPLAYED
+    (then consumed)
  5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
     (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
  6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT (no consent id at all: step 8)
@@ -48,6 +49,8 @@ reported in ``Admitted.refused`` instead of failing the request.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -60,11 +63,12 @@ from xinrong import uscc as uscc_mod
 from xinrong.catalog import Form
 from xinrong.consent import check_consent_use
 from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.jsontext import string_array
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.consents import ConsentRecord, ConsentRegistry
 from xinrong.node.db import Database
-from xinrong.node.limits import EnterpriseBudget, ReplayGuard, utc_day
+from xinrong.node.limits import EnterpriseBudget, ReplayGuard, caller_key, utc_day
 from xinrong.node.registry import PartyRegistry
 from xinrong.rpc.auth import Peer
 from xinrong.serde import purpose_name
@@ -214,6 +218,8 @@ class Admission:
 
     async def admit_on_loop(self, request: AccessRequest) -> Admitted:
         """For coroutine handlers: a refusal is awaited durable, then raised."""
+        if self._db.shared:
+            return await self._admit_shared_async(request)
         try:
             return self._admit(request)
         except Refused as refused:
@@ -222,6 +228,8 @@ class Admission:
 
     def admit_blocking(self, request: AccessRequest) -> Admitted:
         """For handlers in a worker thread: the decision is durable before this returns."""
+        if self._db.shared:
+            return self._admit_shared_blocking(request)
         try:
             admitted = self._admit(request)
         except Refused as refused:
@@ -231,13 +239,226 @@ class Admission:
         return admitted
 
     def failed(self, admitted: Admitted, reason: str) -> None:
-        """After an ALLOWED entry: the answer never reached the caller (agent failure, hang-up)."""
+        """After an ALLOWED entry: the answer never reached the caller (agent failure, hang-up).
+
+        On a shared database, called from the event loop, the entries are
+        written by a worker thread (the loop never blocks on the network);
+        the refusal the caller gets does not depend on them.
+        """
         ts_ms = int(self._clock() * 1000)
-        with self._db.transaction() as tx:
-            for subject in admitted.admitted:
-                self._audit.append(
-                    tx, dataclasses.replace(subject.event, decision=Decision.FAILED, reason=reason), ts_ms
+
+        def write() -> None:
+            with self._db.transaction() as tx:
+                for subject in admitted.admitted:
+                    self._audit.append(
+                        tx, dataclasses.replace(subject.event, decision=Decision.FAILED, reason=reason), ts_ms
+                    )
+
+        if self._db.shared and _on_loop():
+            _background(write)
+        else:
+            write()
+
+    # -- a database shared by replicas (PostgreSQL) ----------------------------------
+    #
+    # The same checks in the same order. Everything that depends only on the
+    # request and on what never changes (the verified consent, the catalog) is
+    # checked here; the consent's state, every counter, the request id and the
+    # audit entries are the database's, checked and written in one statement
+    # (``xinrong_admit``, xinrong.node.migrations) whichever replica runs it.
+
+    async def _admit_shared_async(self, request: AccessRequest) -> Admitted:
+        plan = self._plan_shared(request)
+        if plan.consult:
+            for subject in request.subjects:
+                if subject.consent_id and subject.consent_id not in plan.records:
+                    plan.records[subject.consent_id] = await self._consents.lookup_async(subject.consent_id)
+        row = await self._db.acall(ADMIT_SQL, self._admit_params(plan))  # type: ignore[attr-defined]
+        return self._shared_outcome(plan, list(row[0]))
+
+    def _admit_shared_blocking(self, request: AccessRequest) -> Admitted:
+        plan = self._plan_shared(request)
+        if plan.consult:
+            for subject in request.subjects:
+                if subject.consent_id and subject.consent_id not in plan.records:
+                    plan.records[subject.consent_id] = self._consents.cached(subject.consent_id) or self._consents.get(
+                        subject.consent_id
+                    )
+        row = self._db.call(ADMIT_SQL, self._admit_params(plan))  # type: ignore[attr-defined]
+        return self._shared_outcome(plan, list(row[0]))
+
+    def _plan_shared(self, request: AccessRequest) -> _SharedPlan:
+        """Steps 1-3 and 5-7 (pure), as ``_admit`` does them."""
+        now = self._clock()
+        purpose, caller = request.purpose, request.caller
+        request_id = ids.safe_request_id(request.request_id)
+        single = request.subjects[0] if len(request.subjects) == 1 and not purpose.batch else None
+        plan = _SharedPlan(request=request, now=now, request_id=request_id, single=single)
+        plan.audience = self._registry.get(caller.role, caller.party_id) if caller.role == purpose.caller_role else None
+        if plan.audience is None:
+            plan.early = XinrongError(
+                f"{caller.role} {caller.party_id} may not call {purpose.method}", reason=Reason.CALLER_NOT_ALLOWED
+            )
+        elif not request_id:
+            plan.early = ValidationError("request id missing or malformed")
+        elif abs(now - request.requested_at) > self._skew:
+            plan.early = XinrongError(
+                f"requested_at off by {now - request.requested_at:.0f}s", reason=Reason.REQUEST_STALE
+            )
+        if plan.early is not None:
+            return plan
+        try:
+            plan.ask = request.asking.check()
+            if single is not None:
+                _check_subject_syntax(single)
+            unroutable = sorted(set(plan.ask.items) - set(self._routable()))
+            if unroutable:
+                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+        except XinrongError as exc:
+            plan.shape = exc
+        plan.consult = plan.shape is None
+        return plan
+
+    def _precheck(self, plan: _SharedPlan, subject: Subject) -> tuple[str, XinrongError | None]:
+        """Steps 6 (batch) and 8-9 that need no shared state: ('', None), or ('E' | 'L', error).
+
+        'E': refused whatever the consent's state (the checks before the state
+        check); 'L': refused unless the state refuses first, as in ``check_consent_use``.
+        """
+        purpose, caller, now, ask = plan.request.purpose, plan.request.caller, plan.now, plan.ask
+        assert ask is not None
+        try:
+            if plan.single is None:
+                _check_subject_syntax(subject)
+        except XinrongError as exc:
+            return "E", exc
+        record = plan.records.get(subject.consent_id)
+        if record is None or record.enterprise != subject.enterprise or record.enterprise_binding.not_after < now:
+            return "E", ConsentError("no usable consent for this enterprise")
+        try:
+            check_consent_use(
+                record.verified,
+                enterprise_uscc=subject.enterprise,
+                audience_id=caller.party_id,
+                needs=() if purpose.covers_providers else ask.needs,
+                now=now,
+            )
+        except XinrongError as exc:
+            early = exc.reason in (Reason.ACCESS_DENIED, Reason.CONSENT_GRANTEE_MISMATCH)
+            return ("E" if early else "L"), exc
+        consent = record.verified.consent
+        if purpose.consent_purposes and consent.purpose not in purpose.consent_purposes:
+            wanted = " or ".join(sorted(purpose_name(p) for p in purpose.consent_purposes))
+            return "L", ConsentError(
+                f"purpose is not {wanted}",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public=f"the consent's purpose is not {wanted}",
+            )
+        if purpose.covers_providers:
+            covered = {key.split(".", 1)[0] for key in record.verified.scope}
+            missing = sorted(set(ask.items) - covered)
+            if missing:
+                return "L", ConsentError(
+                    f"scope lacks {missing}",
+                    reason=Reason.CLAIM_OUT_OF_SCOPE,
+                    public=f"the consent's scope does not cover providers {missing} of the model",
                 )
+        return "", None
+
+    def _event(
+        self, plan: _SharedPlan, decision: Decision, reason: str = "", subject: Subject | None = None
+    ) -> AuditEvent:
+        caller, ask = plan.request.caller, plan.ask
+        return AuditEvent(
+            caller_role=caller.role,
+            caller_id=caller.party_id,
+            method=plan.request.purpose.method,
+            decision=decision,
+            reason=reason,
+            request_id=plan.request_id,
+            enterprise=_safe_uscc(subject.enterprise) if subject else "",
+            consent_id=ids.safe_consent_id(subject.consent_id) if subject else "",
+            providers=ask.providers if ask else (),
+            fields=ask.fields if ask else (),
+            claims_sha256=ask.claims_sha256 if ask else plan.request.asking.raw_digest(),
+        )
+
+    def _admit_params(self, plan: _SharedPlan) -> tuple[Any, ...]:
+        request, caller = plan.request, plan.request.caller
+        base = self._event(plan, Decision.REFUSED, subject=plan.single)
+        consents: list[str] = []
+        enterprises: list[str] = []
+        max_uses: list[int] = []
+        max_day: list[int] = []
+        pre: list[str] = []
+        log_enterprises: list[str] = []
+        log_consents: list[str] = []
+        if plan.early is None and plan.shape is None:
+            for subject in request.subjects:
+                kind, error = self._precheck(plan, subject)
+                plan.pre.append(error)
+                record = plan.records.get(subject.consent_id)
+                consent = record.verified.consent if record is not None else None
+                # An 'E' subject touches no row (and its ids may be junk: a NUL is no text in PostgreSQL).
+                consents.append(subject.consent_id if kind != "E" else "")
+                # Only a subject that may be counted locks (and creates) its enterprise's row.
+                enterprises.append(subject.enterprise if kind == "" else "")
+                max_uses.append(int(consent.max_uses) if consent is not None else 0)
+                max_day.append(int(consent.max_uses_per_day) if consent is not None else 0)
+                pre.append(f"{kind}:{error.reason.value}" if error is not None else "")
+                log_enterprises.append(_safe_uscc(subject.enterprise))
+                log_consents.append(ids.safe_consent_id(subject.consent_id))
+        ts_ms = int(plan.now * 1000)
+        return (
+            caller_key(caller.role, caller.party_id),
+            request.request_id if plan.early is None else "",  # well formed from step 2 on
+            ts_ms,
+            ts_ms - self._replay.retention_ms,
+            utc_day(plan.now),
+            self._budget.daily_limit,
+            plan.early.reason.value if plan.early is not None else "",
+            plan.shape.reason.value if plan.shape is not None else "",
+            consents,
+            enterprises,
+            max_uses,
+            max_day,
+            pre,
+            base.caller_role,
+            base.caller_id,
+            base.method,
+            base.request_id,
+            string_array(base.providers),
+            string_array(base.fields),
+            base.claims_sha256,
+            base.enterprise,
+            base.consent_id,
+            log_enterprises,
+            log_consents,
+        )
+
+    def _shared_outcome(self, plan: _SharedPlan, outcome: list[str]) -> Admitted:
+        head = outcome[0]
+        if plan.early is not None:
+            raise plan.early
+        if head == Reason.REQUEST_REPLAYED.value:
+            raise XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED)
+        if plan.shape is not None:
+            raise plan.shape
+        assert plan.ask is not None and plan.audience is not None
+        admitted: list[AdmittedSubject] = []
+        refused: list[tuple[Subject, XinrongError]] = []
+        for subject, error, reason in zip(plan.request.subjects, plan.pre, outcome[1:]):
+            if not reason:
+                record = plan.records[subject.consent_id]
+                assert record is not None
+                admitted.append(AdmittedSubject(subject, record, self._event(plan, Decision.ALLOWED, subject=subject)))
+                continue
+            if error is None or error.reason.value != reason:
+                error = XinrongError(f"refused by the shared store: {reason}", reason=Reason(reason))
+            refused.append((subject, error))
+        if plan.single is not None and refused:
+            raise refused[0][1]
+        return Admitted(plan.request, plan.ask, plan.audience, tuple(admitted), tuple(refused), 0)
 
     # -- the checks ------------------------------------------------------------
 
@@ -299,12 +520,14 @@ class Admission:
         ts_ms = int(now * 1000)
         admitted: list[AdmittedSubject] = []
         refused: list[tuple[Subject, XinrongError]] = []
+        replay_key = caller_key(caller.role, caller.party_id)
         with self._db.lock:
-            # 4. Replay: check and consume the id atomically under the lock.
-            if self._replay.seen(request.request_id):
+            # 4. Replay: check and consume the id atomically under the lock; ids are
+            # per caller, so one bank cannot learn which ids another has used.
+            if self._replay.seen(replay_key, request.request_id):
                 raise refuse_now(XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED))
             with self._db.transaction(durable=False) as tx:
-                self._replay.record(tx, request.request_id, now)
+                self._replay.record(tx, replay_key, request.request_id, now)
                 if shape_error is not None:
                     self._audit.append(tx, event(Decision.REFUSED, shape_error.reason.value), ts_ms)
                 else:
@@ -373,6 +596,52 @@ class Admission:
         if self._budget.exhausted(enterprise, day):
             raise XinrongError("enterprise daily budget reached", reason=Reason.ENTERPRISE_BUDGET_EXHAUSTED)
         return record
+
+
+ADMIT_SQL = "SELECT xinrong_admit(" + ", ".join(["?"] * 24) + ")"
+
+
+@dataclass
+class _SharedPlan:
+    """What the admission knows before it asks the shared database."""
+
+    request: AccessRequest
+    now: float
+    request_id: str
+    single: Subject | None
+    audience: VerifiedBinding | None = None
+    early: XinrongError | None = None  # steps 1-3: audited, the id is not consumed
+    shape: XinrongError | None = None  # steps 5-7: the id is consumed
+    ask: Ask | None = None
+    consult: bool = False  # whether the subjects' consents are looked up
+    records: dict[str, ConsentRecord | None] = dataclasses.field(default_factory=dict)
+    pre: list[XinrongError | None] = dataclasses.field(default_factory=list)
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_writer: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _background(work: Callable[[], None]) -> None:
+    """Run ``work`` on the admission's one background writer thread (logged if it fails)."""
+    global _writer
+    if _writer is None:
+        _writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="node-audit-writer")
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("writing FAILED audit entries failed")
+
+    _writer.submit(run)
 
 
 def _safe_uscc(value: str) -> str:

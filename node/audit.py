@@ -46,33 +46,7 @@ from xinrong.node.db import Transaction
 CHAIN_CONTEXT = b"xinrong.audit.chain.v1\x00"
 GENESIS = bytes(32)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq           INTEGER PRIMARY KEY,
-    ts_ms         INTEGER NOT NULL,
-    caller_role   TEXT NOT NULL,
-    caller_id     TEXT NOT NULL,
-    method        TEXT NOT NULL,
-    request_id    TEXT NOT NULL,
-    enterprise    TEXT NOT NULL,
-    consent_id    TEXT NOT NULL,
-    providers     TEXT NOT NULL,
-    fields        TEXT NOT NULL,
-    claims_sha256 TEXT NOT NULL,
-    decision      TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    prev_hash     BLOB NOT NULL,
-    entry_hash    BLOB NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only');
-END;
-CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN
-    SELECT RAISE(ABORT, 'audit_log is append-only');
-END;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 _COLUMNS = (
     "seq, ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
@@ -318,7 +292,118 @@ class HashChainAuditLog:
             self._head = (entry.seq, entry.entry_hash)
 
 
-def verify_chain(conn: sqlite3.Connection, *, batch: int = 10_000) -> ChainReport:
+_PENDING_COLUMNS = (
+    "id, ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
+    "providers, fields, claims_sha256, decision, reason"
+)
+_EVENT_COLUMNS = (
+    "ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
+    "providers, fields, claims_sha256, decision, reason"
+)
+# pg_try_advisory_xact_lock key of the one sequencer (xinrong.node.pg.SEQUENCER_LOCK).
+SEQUENCER_LOCK = 0x78696E726F6E6702
+
+
+def _event_params(event: AuditEvent, ts_ms: int) -> tuple[Any, ...]:
+    return (
+        ts_ms,
+        event.caller_role,
+        event.caller_id,
+        event.method,
+        event.request_id,
+        event.enterprise,
+        event.consent_id,
+        string_array(event.providers),
+        string_array(event.fields),
+        event.claims_sha256,
+        event.decision.value,
+        event.reason,
+    )
+
+
+class SequencedAuditLog:
+    """The same hash chain, for replicas sharing one PostgreSQL database.
+
+    Replicas cannot each extend the chain: two would read the same head. So
+    ``append`` (inside the caller's transaction, or the admission function)
+    only stages the event in ``audit_pending``, made durable with the
+    decision it records; ``sequence`` (run by every replica's sequencer
+    thread, one at a time under an advisory lock) moves staged events in id
+    order into ``audit_log``, numbering them and chaining their hashes
+    exactly as ``HashChainAuditLog`` does. Leaves are byte-identical, so
+    ``verify_chain`` and a Merkle log built later read both backends alike.
+    An entry reaches the chain a sequencer tick (tens of milliseconds) after
+    its decision; ``pending()`` says how many are waiting.
+    """
+
+    def __init__(self, db: Any) -> None:
+        """db: ``xinrong.node.pg.PgDatabase`` (typed loosely: audit storage sits below it)."""
+        self._db = db
+        self._lock = threading.Lock()
+        self._checked_head: tuple[int, bytes] | None = None
+
+    def append(self, tx: Transaction, event: AuditEvent, ts_ms: int) -> AuditEntry:
+        """Stage one event; the returned entry has no seq or hash yet (0 and empty)."""
+        tx.execute(
+            f"INSERT INTO audit_pending ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            _event_params(event, ts_ms),
+        )
+        return AuditEntry(seq=0, ts_ms=ts_ms, event=event, prev_hash=b"", entry_hash=b"")
+
+    def head(self) -> tuple[int, bytes]:
+        rows = self._db.query("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else (0, GENESIS)
+
+    def pending(self) -> int:
+        return int(self._db.query("SELECT count(*) FROM audit_pending")[0][0])
+
+    def sequence(self, *, batch: int = 2000) -> int:
+        """Chain up to ``batch`` staged events; 0 if another replica holds the sequencer lock."""
+        with self._lock, self._db.transaction() as tx:
+            if not tx.execute("SELECT pg_try_advisory_xact_lock(?)", (SEQUENCER_LOCK,)).fetchone()[0]:
+                return 0
+            staged = tx.execute(
+                f"SELECT {_PENDING_COLUMNS} FROM audit_pending ORDER BY id LIMIT ?", (batch,)
+            ).fetchall()
+            if not staged:
+                return 0
+            last = tx.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()
+            if last:
+                head = _row_to_entry(last[0])
+                key = (head.seq, head.entry_hash)
+                if key != self._checked_head and chain_hash(head.prev_hash, head.leaf()) != head.entry_hash:
+                    raise RuntimeError(
+                        f"audit log head (seq {head.seq}) does not match its hash: refusing to extend it"
+                    )
+                seq, prev = head.seq, head.entry_hash
+            else:
+                seq, prev = 0, GENESIS
+            rows: list[tuple[Any, ...]] = []
+            for staged_row in staged:
+                seq += 1
+                entry = _row_to_entry((seq, *staged_row[1:], prev, b""))
+                digest = chain_hash(prev, entry.leaf())
+                rows.append((seq, *staged_row[1:], prev, digest))
+                prev = digest
+            tx.executemany(f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            tx.execute("DELETE FROM audit_pending WHERE id = ANY(?)", ([int(r[0]) for r in staged],))
+            self._checked_head = (seq, prev)
+            return len(rows)
+
+
+def open_audit_log(db: Any) -> AuditLog:
+    """The audit log a node's database holds: the in-process chain (SQLite) or the sequenced one."""
+    if getattr(db, "shared", False):
+        return SequencedAuditLog(db)
+    return HashChainAuditLog(db.query)
+
+
+def _sql(conn: Any, sql: str) -> str:
+    """Operator tools get a sqlite3 or a psycopg connection; the latter takes %s."""
+    return sql if isinstance(conn, sqlite3.Connection) else sql.replace("?", "%s")
+
+
+def verify_chain(conn: Any, *, batch: int = 10_000) -> ChainReport:
     """Recompute every entry hash and link from the first entry to the head."""
     prev = GENESIS
     expected_seq = 1
@@ -345,20 +430,21 @@ def verify_chain(conn: sqlite3.Connection, *, batch: int = 10_000) -> ChainRepor
     return ChainReport(True, count, prev.hex() if count else "")
 
 
-def tail(conn: sqlite3.Connection, n: int) -> list[AuditEntry]:
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+def tail(conn: Any, n: int) -> list[AuditEntry]:
+    rows = conn.execute(_sql(conn, f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT ?"), (n,)).fetchall()
     return [_row_to_entry(r) for r in reversed(rows)]
 
 
 __all__ = [
-    "SCHEMA",
     "AuditEntry",
     "AuditEvent",
     "AuditLog",
     "ChainReport",
     "Decision",
     "HashChainAuditLog",
+    "SequencedAuditLog",
     "claims_digest",
+    "open_audit_log",
     "tail",
     "verify_chain",
 ]

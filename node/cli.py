@@ -2,6 +2,7 @@
 
     xinrong node init --keys-dir keys --provider tax=HOST:PORT --institution bank-a --out node.toml
     xinrong node serve --config node.toml [--port-file PATH]
+    xinrong node db migrate --config node.toml
     xinrong node audit verify --config node.toml
     xinrong node audit tail --config node.toml [-n N]
     xinrong node consents list --config node.toml
@@ -18,16 +19,16 @@ import datetime as dt
 import json
 import logging
 import os
-import sqlite3
 import sys
 import tempfile
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from xinrong.heap import settle_after_start
 from xinrong.node.audit import tail, verify_chain
 from xinrong.node.config import ConfigError, load_config, render_template
-from xinrong.node.db import open_readonly
+from xinrong.node.db import open_for_tools
 from xinrong.serde import consent_state_name
 from xinrong.v1 import common_pb2
 
@@ -43,13 +44,9 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def _open_db(config_path: str) -> sqlite3.Connection:
-    """The node's database, read-only (safe beside a running node)."""
-    db = load_config(config_path).db
-    try:
-        return open_readonly(db)
-    except FileNotFoundError:
-        raise ConfigError(f"the node database {db} does not exist (has the node run yet?)") from None
+def _open_db(config_path: str) -> Any:
+    """The node's database, read-only (safe beside a running node): SQLite or PostgreSQL."""
+    return open_for_tools(load_config(config_path))
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -76,7 +73,8 @@ def _init(args: argparse.Namespace) -> int:
     tmp.write_text(text)
     try:
         config = load_config(tmp)
-        config.db.parent.mkdir(parents=True, exist_ok=True)
+        if config.db is not None:
+            config.db.parent.mkdir(parents=True, exist_ok=True)
         load_config(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -106,8 +104,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
     conn = _open_db(args.config)
     with closing(conn):
         report = verify_chain(conn)
+        pending = _pending(conn)
     if report.ok:
-        print(f"audit chain OK: {report.entries} entries, head {report.head or '-'}")
+        waiting = f"; {pending} decisions waiting for the sequencer" if pending else ""
+        print(f"audit chain OK: {report.entries} entries, head {report.head or '-'}{waiting}")
         return 0
     print(
         f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} "
@@ -115,6 +115,34 @@ def _audit_verify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _pending(conn: Any) -> int:
+    """Audit events staged by replicas and not yet chained (PostgreSQL only)."""
+    if not hasattr(conn, "pgconn"):
+        return 0
+    return int(conn.execute("SELECT count(*) FROM audit_pending").fetchone()[0])
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    """Bring the node's database to this release's schema (PostgreSQL: once, for all replicas)."""
+    config = load_config(args.config)
+    if config.database is None:
+        from xinrong.node.db import Database
+
+        assert config.db is not None
+        db = Database(config.db, synchronous=config.sqlite_synchronous)  # SQLite migrates on open
+        version = int(db.query("PRAGMA user_version")[0][0])
+        db.close()
+        print(f"node database {config.db}: schema version {version} (SQLite migrates itself at start)")
+        return 0
+    from xinrong.node.pg import migrate, redacted
+
+    before, applied = migrate(config.database)
+    after = applied[-1] if applied else before
+    steps = ", ".join(str(v) for v in applied) if applied else "none"
+    print(f"node database {redacted(config.database.url)}: schema version {before} -> {after} (steps applied: {steps})")
+    return 0
 
 
 def _audit_tail(args: argparse.Namespace) -> int:
@@ -205,6 +233,13 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     tail_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     tail_p.add_argument("-n", type=int, default=20, help="number of entries (default 20)")
     tail_p.set_defaults(func=_audit_tail)
+
+    db_p = sub.add_parser("db", help="the node's database")
+    db_sub = db_p.add_subparsers(dest="db_verb", metavar="COMMAND")
+    db_sub.required = True
+    migrate_p = db_sub.add_parser("migrate", help="apply the schema steps this release needs (PostgreSQL: run once)")
+    migrate_p.add_argument("--config", required=True, help="node TOML config")
+    migrate_p.set_defaults(func=_db_migrate)
 
     consents_p = sub.add_parser("consents", help="consent registry tools")
     consents_sub = consents_p.add_subparsers(dest="consents_verb", metavar="COMMAND")

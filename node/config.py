@@ -22,6 +22,14 @@ system whose limits are a privacy control.
     modeling_max_jobs = 4                 # modeling jobs held in memory at once
     # modeling_allow_insecure = false     # plain backend / short keys: tests only
 
+    # Optional: the node on PostgreSQL, as one of several replicas sharing it.
+    # Without this table the node keeps its state in SQLite at [node].db.
+    [database]
+    url = "postgresql://xinrong@db.internal:5432/xinrong"   # never a password here
+    password_file = "secrets/db-password"                  # read at start, 0600
+    pool_size = 8
+    synchronous_commit = "on"
+
     [[providers]]
     name = "tax"
     address = "127.0.0.1:7501"
@@ -39,6 +47,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
@@ -96,6 +105,55 @@ class InstitutionEntry(Section):
     binding: ExistingPath
 
 
+def _postgres_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql:// URL")
+    if parts.password is not None or "password=" in parts.query:
+        raise ValueError("must not hold a password: put it in a file and name it in password_file")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    return value
+
+
+def _on_off(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.lower()
+        if value not in ("on", "off"):
+            raise ValueError("must be 'on' or 'off'")
+    return value
+
+
+class DatabaseConfig(Section):
+    """The ``[database]`` table: the node's state in PostgreSQL, shared by replicas."""
+
+    url: Annotated[str, AfterValidator(_postgres_url)]
+    # The password, from a file (secrets are paths, never values).
+    password_file: ExistingPath | None = None
+    # Connections per replica, for the event loop's admissions and for the
+    # threads' other work each (PostgreSQL's max_connections bounds replicas * 2 * pool_size).
+    pool_size: int = Field(8, ge=1, le=256)
+    # on: every admission waits for its WAL flush (PostgreSQL groups the flushes
+    # of concurrent commits). off: a server crash may lose the last ~0.6 s of
+    # decisions, like sqlite_synchronous = NORMAL on a power loss.
+    synchronous_commit: Annotated[str, BeforeValidator(_on_off)] = "on"
+    connect_timeout_seconds: float = Field(5.0, ge=0.1)
+    # Seconds a statement may run before the node gives up on the store (UNAVAILABLE).
+    statement_timeout_seconds: float = Field(5.0, ge=0.1)
+
+    def password(self) -> str | None:
+        """The password file's first line (checked private, like every secret file)."""
+        if self.password_file is None:
+            return None
+        mode = self.password_file.stat().st_mode & 0o077
+        if mode:
+            raise ConfigError(f"[database].password_file {self.password_file} is accessible to group or others")
+        try:
+            return self.password_file.read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"[database].password_file {self.password_file} cannot be read: {exc}") from None
+
+
 class NodeConfig(Section):
     """The ``[node]`` table, ``[[providers]]`` and ``[[institutions]]``."""
 
@@ -105,7 +163,9 @@ class NodeConfig(Section):
     bind: Annotated[str, AfterValidator(lambda a: check_address(a, allow_port_zero=True))]
     credentials: ExistingPath
     ca_cert: ExistingPath
-    db: ConfigPath
+    # SQLite (the embedded default); unused when [database] names PostgreSQL.
+    db: ConfigPath | None = None
+    database: DatabaseConfig | None = None
     providers: Annotated[tuple[ProviderEndpoint, ...], BeforeValidator(_array)] = ()
     institutions: Annotated[tuple[InstitutionEntry, ...], BeforeValidator(_array)] = ()
     catalog: ExistingPath | None = None
@@ -130,8 +190,11 @@ class NodeConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
-        if not self.db.parent.is_dir():
-            raise ValueError(f"[node].db: directory {self.db.parent} does not exist")
+        if self.database is None:
+            if self.db is None:
+                raise ValueError("[node].db: missing required key (or a [database] table for PostgreSQL)")
+            if not self.db.parent.is_dir():
+                raise ValueError(f"[node].db: directory {self.db.parent} does not exist")
         unique([p.name for p in self.providers], "[[providers]] name")
         unique([i.id for i in self.institutions], "[[institutions]] id")
         # Catalog consistency: every routed provider must exist in the catalog the
@@ -148,7 +211,9 @@ class NodeConfig(Section):
 
 # The keys of the [node] table, for templates.
 NODE_KEYS = frozenset(
-    name for name in NodeConfig.model_fields if name not in {"providers", "institutions", *NodeConfig.DERIVED}
+    name
+    for name in NodeConfig.model_fields
+    if name not in {"providers", "institutions", "database", *NodeConfig.DERIVED}
 )
 
 
@@ -181,11 +246,13 @@ def render_config(
     db: str | Path,
     providers: Iterable[tuple[str, str, str | Path]],
     institutions: Iterable[tuple[str, str | Path]],
+    database: object = None,
     **node_options: object,
 ) -> str:
     """TOML text of a node config (for the demo, tests and operators' templates).
 
-    providers: (name, address, binding path); institutions: (id, binding path).
+    providers: (name, address, binding path); institutions: (id, binding path);
+    database: the ``[database]`` table (PostgreSQL), if any.
     """
     lines = [
         "[node]",
@@ -198,6 +265,10 @@ def render_config(
         if key not in NODE_KEYS:
             raise ConfigError(f"unknown [node] option {key!r}")
         lines.append(f"{key} = {_toml_value(value)}")
+    if database is not None:
+        if not isinstance(database, dict):
+            raise ConfigError("database: give the [database] table as a dict")
+        lines += ["", "[database]", *(f"{key} = {_toml_value(value)}" for key, value in database.items())]
     for name, address, binding in providers:
         lines += [
             "",
@@ -271,6 +342,7 @@ __all__ = [
     "NODE_KEYS",
     "SYNCHRONOUS_MODES",
     "ConfigError",
+    "DatabaseConfig",
     "InstitutionEntry",
     "NodeConfig",
     "ProviderEndpoint",

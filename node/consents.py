@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from xinrong.consent import VerifiedConsent, verify_signed_consent
 from xinrong.keys.binding import VerifiedBinding
@@ -42,37 +43,7 @@ REVOKED = common_pb2.CONSENT_STATE_REVOKED
 EXPIRED = common_pb2.CONSENT_STATE_EXPIRED
 STORED_STATES = (ACTIVE, PAUSED, REVOKED)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS consents (
-    consent_id         TEXT PRIMARY KEY,
-    enterprise         TEXT NOT NULL,
-    grantee            TEXT NOT NULL,
-    signed             BLOB NOT NULL,
-    digest             TEXT NOT NULL,
-    state              INTEGER NOT NULL,
-    registered_ms      INTEGER NOT NULL,
-    revoked_ms         INTEGER,
-    revocation         BLOB,
-    revocation_binding BLOB
-);
-CREATE INDEX IF NOT EXISTS consents_enterprise ON consents (enterprise);
--- The use ledger: one row per consent and UTC day; a consent's total is the sum.
-CREATE TABLE IF NOT EXISTS consent_daily_uses (
-    consent_id TEXT NOT NULL REFERENCES consents (consent_id),
-    day        INTEGER NOT NULL,
-    uses       INTEGER NOT NULL,
-    PRIMARY KEY (consent_id, day)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS revocation_pushes (
-    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
-    provider        TEXT NOT NULL,
-    acked_ms        INTEGER,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    last_reason     TEXT NOT NULL DEFAULT '',
-    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (consent_id, provider)
-) WITHOUT ROWID;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 
 @dataclass
@@ -138,6 +109,11 @@ class ConsentRegistry:
 
     # -- loading -----------------------------------------------------------
 
+    _ROW = (
+        "SELECT consent_id, signed, digest, state, registered_ms, revoked_ms, revocation, revocation_binding "
+        "FROM consents"
+    )
+
     def load(self) -> int:
         """Load and re-verify every stored consent with today's use counts and push states."""
         now = self._clock()
@@ -149,69 +125,145 @@ class ConsentRegistry:
             if int(day) == today:
                 daily[str(cid)] = int(uses)
         pushes: dict[str, dict[str, PushState]] = {}
-        for cid, provider, acked, attempts, reason, next_ms in self._db.query(
+        for row in self._db.query(
             "SELECT consent_id, provider, acked_ms, attempts, last_reason, next_attempt_ms FROM revocation_pushes"
         ):
-            pushes.setdefault(str(cid), {})[str(provider)] = PushState(
-                acked_ms=None if acked is None else int(acked),
-                attempts=int(attempts),
-                last_reason=str(reason),
-                next_attempt_ms=int(next_ms),
-            )
+            cid, provider, state = _push_row(row)
+            pushes.setdefault(cid, {})[provider] = state
         records: dict[str, ConsentRecord] = {}
         skipped = 0
-        for row in self._db.query(
-            "SELECT consent_id, signed, digest, state, registered_ms, revoked_ms, revocation, revocation_binding "
-            "FROM consents"
-        ):
-            cid, signed_raw, digest, state, registered_ms, revoked_ms, revocation_raw, rev_binding_raw = row
-            signed = common_pb2.SignedConsent()
-            try:
-                signed.ParseFromString(bytes(signed_raw))
-                verified = verify_signed_consent(self._ca, signed)
-                binding = self._registry.verify(
-                    signed.enterprise_binding, role="enterprise", party_id=verified.enterprise
-                )
-            except Exception:
-                # Includes consents whose enterprise binding has since expired: a
-                # consent that no longer verifies is treated as unknown.
+        for row in self._db.query(self._ROW):
+            cid = str(row[0])
+            record = self._build(row, totals.get(cid, 0), daily.get(cid, 0), pushes.get(cid, {}), today)
+            if record is None:
                 skipped += 1
-                log.warning("stored consent %s no longer verifies; ignored", cid)
                 continue
-            if verified.consent_id != cid or verified.digest != digest or int(state) not in STORED_STATES:
-                skipped += 1
-                log.warning("stored consent %s does not match its row; ignored", cid)
-                continue
-            revocation = None
-            if revocation_raw is not None:
-                revocation = common_pb2.SignedConsentRevocation()
-                revocation.ParseFromString(bytes(revocation_raw))
-            revocation_binding = None
-            if rev_binding_raw is not None:
-                revocation_binding = common_pb2.SignedPartyBinding()
-                revocation_binding.ParseFromString(bytes(rev_binding_raw))
-            records[cid] = ConsentRecord(
-                verified=verified,
-                enterprise_binding=binding,
-                state=int(state),
-                uses=totals.get(cid, 0),
-                day=today,
-                uses_today=daily.get(cid, 0),
-                registered_ms=int(registered_ms),
-                revoked_ms=None if revoked_ms is None else int(revoked_ms),
-                revocation=revocation,
-                revocation_binding=revocation_binding,
-                pushes=pushes.get(cid, {}),
-            )
+            records[cid] = record
         with self._lock:
             self._records = records
         if skipped:
             log.warning("%d stored consents were not loaded", skipped)
         return len(records)
 
+    def _build(
+        self, row: tuple[Any, ...], uses: int, uses_today: int, pushes: dict[str, PushState], today: int
+    ) -> ConsentRecord | None:
+        """A stored row as a record, if its consent still verifies and matches the row."""
+        cid, signed_raw, digest, state, registered_ms, revoked_ms, revocation_raw, rev_binding_raw = row
+        signed = common_pb2.SignedConsent()
+        try:
+            signed.ParseFromString(bytes(signed_raw))
+            verified = verify_signed_consent(self._ca, signed)
+            binding = self._registry.verify(signed.enterprise_binding, role="enterprise", party_id=verified.enterprise)
+        except Exception:
+            # Includes consents whose enterprise binding has since expired: a
+            # consent that no longer verifies is treated as unknown.
+            log.warning("stored consent %s no longer verifies; ignored", cid)
+            return None
+        if verified.consent_id != cid or verified.digest != digest or int(state) not in STORED_STATES:
+            log.warning("stored consent %s does not match its row; ignored", cid)
+            return None
+        revocation = None
+        if revocation_raw is not None:
+            revocation = common_pb2.SignedConsentRevocation()
+            revocation.ParseFromString(bytes(revocation_raw))
+        revocation_binding = None
+        if rev_binding_raw is not None:
+            revocation_binding = common_pb2.SignedPartyBinding()
+            revocation_binding.ParseFromString(bytes(rev_binding_raw))
+        return ConsentRecord(
+            verified=verified,
+            enterprise_binding=binding,
+            state=int(state),
+            uses=uses,
+            day=today,
+            uses_today=uses_today,
+            registered_ms=int(registered_ms),
+            revoked_ms=None if revoked_ms is None else int(revoked_ms),
+            revocation=revocation,
+            revocation_binding=revocation_binding,
+            pushes=pushes,
+        )
+
+    # -- a database shared by replicas: the database is the authority ----------------
+
+    def _fresh(self, consent_id: str, rows: list[tuple[Any, ...]], uses: list[tuple[Any, ...]]) -> ConsentRecord | None:
+        """Build (or refresh) the cached record of one consent from its current rows."""
+        if not rows:
+            return None
+        today = utc_day(self._clock())
+        total = sum(int(u) for _d, u in uses)
+        today_uses = sum(int(u) for d, u in uses if int(d) == today)
+        pushes = {
+            provider: state
+            for _cid, provider, state in (
+                _push_row(r)
+                for r in self._db.query(
+                    "SELECT consent_id, provider, acked_ms, attempts, last_reason, next_attempt_ms "
+                    "FROM revocation_pushes WHERE consent_id = ?",
+                    (consent_id,),
+                )
+            )
+        }
+        with self._lock:
+            cached = self._records.get(consent_id)
+        signed_raw = bytes(rows[0][1])
+        if cached is not None and cached.verified.signed.SerializeToString(deterministic=True) == signed_raw:
+            # The signed bytes never change; only the mutable state is re-read.
+            _cid, _signed, _digest, state, _reg, revoked_ms, revocation_raw, rev_binding_raw = rows[0]
+            with self._db.lock:
+                cached.state = int(state)
+                cached.revoked_ms = None if revoked_ms is None else int(revoked_ms)
+                if revocation_raw is not None:
+                    cached.revocation = common_pb2.SignedConsentRevocation.FromString(bytes(revocation_raw))
+                if rev_binding_raw is not None:
+                    cached.revocation_binding = common_pb2.SignedPartyBinding.FromString(bytes(rev_binding_raw))
+                cached.uses, cached.day, cached.uses_today = total, today, today_uses
+                cached.pushes = pushes
+            return cached
+        record = self._build(rows[0], total, today_uses, pushes, today)
+        if record is not None:
+            with self._lock:
+                self._records[consent_id] = record
+        return record
+
+    def _read(self, consent_id: str) -> ConsentRecord | None:
+        rows = self._db.query(self._ROW + " WHERE consent_id = ?", (consent_id,))
+        uses = self._db.query("SELECT day, uses FROM consent_daily_uses WHERE consent_id = ?", (consent_id,))
+        return self._fresh(consent_id, rows, uses)
+
+    async def lookup_async(self, consent_id: str) -> ConsentRecord | None:
+        """For the event loop: the cached record, or (shared database) the stored one, without blocking.
+
+        Only what never changes (the verified consent and binding) is used
+        from the cache by the admission; state and counts are the database's.
+        """
+        with self._lock:
+            cached = self._records.get(consent_id)
+        if cached is not None or not self._db.shared:
+            return cached
+        aquery = getattr(self._db, "aquery")  # noqa: B009 - PgDatabase's loop-side read
+        rows = await aquery(self._ROW + " WHERE consent_id = ?", (consent_id,))
+        if not rows:
+            return None
+        record = self._build(rows[0], 0, 0, {}, utc_day(self._clock()))
+        if record is not None:
+            with self._lock:
+                record = self._records.setdefault(consent_id, record)
+        return record
+
+    def cached(self, consent_id: str) -> ConsentRecord | None:
+        """The record held in memory, without any I/O."""
+        with self._lock:
+            return self._records.get(consent_id)
+
     # -- reads -------------------------------------------------------------
 
     def get(self, consent_id: str) -> ConsentRecord | None:
+        """The record with its current state. On a shared database, read from it
+        (another replica may have registered, used or revoked the consent)."""
+        if self._db.shared:
+            return self._read(consent_id)
         with self._lock:
             return self._records.get(consent_id)
 
@@ -231,19 +283,28 @@ class ConsentRegistry:
                 raise ConsentConflict(verified.consent_id)
             return existing, False
         now_ms = int(now * 1000)
-        tx.execute(
+        signed = verified.signed.SerializeToString(deterministic=True)
+        inserted = tx.execute(
             "INSERT INTO consents (consent_id, enterprise, grantee, signed, digest, state, registered_ms) "
-            "VALUES (?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (consent_id) DO NOTHING",
             (
                 verified.consent_id,
                 verified.enterprise,
                 verified.consent.grantee_id,
-                verified.signed.SerializeToString(deterministic=True),
+                signed,
                 verified.digest,
                 ACTIVE,
                 now_ms,
             ),
-        )
+        ).rowcount
+        if not inserted:
+            # Another replica registered this id between our read and our insert.
+            row = tx.execute("SELECT signed FROM consents WHERE consent_id = ?", (verified.consent_id,)).fetchone()
+            if row is None or bytes(row[0]) != signed:
+                raise ConsentConflict(verified.consent_id)
+            existing = self._read(verified.consent_id) if self._db.shared else None
+            if existing is not None:
+                return existing, False
         record = ConsentRecord(
             verified=verified,
             enterprise_binding=binding,
@@ -301,7 +362,7 @@ class ConsentRegistry:
         names = sorted(set(providers))
         for provider in names:
             tx.execute(
-                "INSERT OR IGNORE INTO revocation_pushes (consent_id, provider) VALUES (?, ?)",
+                "INSERT INTO revocation_pushes (consent_id, provider) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (record.consent_id, provider),
             )
 
@@ -356,6 +417,18 @@ class ConsentRegistry:
         """(record, provider) pairs whose revocation push is unacknowledged and due."""
         now_ms = int(now * 1000)
         due: list[tuple[ConsentRecord, str]] = []
+        if self._db.shared:
+            # Revocations registered at any replica; each replica may push (agents ack idempotently).
+            rows = self._db.query(
+                "SELECT consent_id, provider, next_attempt_ms FROM revocation_pushes WHERE acked_ms IS NULL "
+                "ORDER BY consent_id, provider"
+            )
+            for cid, provider, next_ms in rows:
+                if force or int(next_ms) <= now_ms:
+                    record = self.get(str(cid))
+                    if record is not None:
+                        due.append((record, str(provider)))
+            return due
         for record in self.all():
             if not record.pushes:
                 continue
@@ -365,12 +438,25 @@ class ConsentRegistry:
         return due
 
 
+def _push_row(row: tuple[Any, ...]) -> tuple[str, str, PushState]:
+    cid, provider, acked, attempts, reason, next_ms = row
+    return (
+        str(cid),
+        str(provider),
+        PushState(
+            acked_ms=None if acked is None else int(acked),
+            attempts=int(attempts),
+            last_reason=str(reason),
+            next_attempt_ms=int(next_ms),
+        ),
+    )
+
+
 __all__ = [
     "ACTIVE",
     "EXPIRED",
     "PAUSED",
     "REVOKED",
-    "SCHEMA",
     "ConsentConflict",
     "ConsentRecord",
     "ConsentRegistry",

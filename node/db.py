@@ -24,6 +24,19 @@ Durability: WAL with ``synchronous=NORMAL`` by default. A process crash
 loses nothing that was committed; a power loss or OS crash may roll back
 the last few commits (SQLite's documented WAL/NORMAL trade-off). Set
 ``sqlite_synchronous = "FULL"`` to fsync every commit instead.
+
+Never blocking on another process. SQLite's busy handler sleeps while
+another process holds the write lock; on the node's event loop that froze
+every call, health checks included. The connection therefore runs with no
+busy timeout: a write lock held from outside (an operator's ``sqlite3``
+shell, a second node on the same file) fails the unit at once with
+``StoreUnavailable`` (UNAVAILABLE ``STORE_UNAVAILABLE``, retry), and a node
+started on a locked database refuses with one line. The file and its
+WAL/SHM are private (``xinrong.statefiles``): created 0600, refused if
+group- or world-accessible or if the directory cannot be written.
+
+Schema: the versioned steps of ``xinrong.node.migrations``, applied at open;
+``PRAGMA user_version`` records the last one.
 """
 
 from __future__ import annotations
@@ -35,19 +48,46 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from xinrong.errors import StoreUnavailable
+from xinrong.node.migrations import LATEST, MIGRATIONS
+from xinrong.statefiles import prepare_private
+
+if TYPE_CHECKING:
+    from xinrong.node.config import NodeConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = LATEST
+# At start only: how long to wait for a write lock held by another process
+# before refusing to start (never on the request path, which does not wait).
+STARTUP_BUSY_MS = 1000
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def store_error(path: Path, exc: sqlite3.Error) -> StoreUnavailable:
+    """The one-line reason a unit could not be applied (the caller may retry)."""
+    if _busy(exc):
+        return StoreUnavailable(f"node database {path} is locked by another process")
+    return StoreUnavailable(f"node database {path}: {exc}")
 
 
 class Transaction:
-    """A write transaction in progress; the cursor runs statements inside it."""
+    """A write transaction in progress; the cursor runs statements inside it.
+
+    Statements use ``?`` placeholders and SQL both backends read (``ON
+    CONFLICT ... DO UPDATE`` rather than ``INSERT OR REPLACE``); the
+    PostgreSQL transaction (``xinrong.node.pg``) translates the placeholders.
+    """
 
     __slots__ = ("_callbacks", "cursor", "scratch", "token")
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
         # Per-transaction state of the stores taking part (e.g. audit entries
         # appended but not yet committed), keyed by the store.
@@ -55,10 +95,10 @@ class Transaction:
         self._callbacks: list[Callable[[], None]] = []
         self.token = 0  # set on exit: pass to Database.wait_durable
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.cursor.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
         return self.cursor.executemany(sql, rows)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -73,21 +113,24 @@ class Database:
     SQLite allows one writer at a time anyway; a Python-level lock keeps
     check-then-write sequences (replay check, budget check-and-increment,
     audit chain head) atomic without relying on busy retries.
+
+    This class is also the interface every store is written against;
+    ``xinrong.node.pg.PgDatabase`` implements it over PostgreSQL. ``shared``
+    tells the stores which one they have: False here (this process is the
+    only writer, so memory may be the authority for the hot path), True for
+    PostgreSQL (other replicas write too, so the database is).
     """
 
+    shared = False
+    backend = "sqlite"
+
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", schemas: Sequence[str] = ()) -> None:
-        self.path = Path(path)
-        self.lock = threading.RLock()
-        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        """``schemas``: extra DDL applied after the migrations (tests' own tables)."""
+        self.path = prepare_private(path, "node database")
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints run on a background connection (``checkpoint``): done
-        # inside a commit they fsync and turn a sub-ms p50 into a 10-ms p99.
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=0)
         self._open = False  # a write transaction holds released, uncommitted units
         self._applied = 0  # units applied so far
         self._committed = 0  # units covered by a COMMIT
@@ -95,17 +138,54 @@ class Database:
         self._failed: BaseException | None = None
         self._commit_cv = threading.Condition()
         self._checkpointer: sqlite3.Connection | None = None
-        self._migrate(schemas)
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout={STARTUP_BUSY_MS}")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints run on a background connection (``checkpoint``): done
+            # inside a commit they fsync and turn a sub-ms p50 into a 10-ms p99.
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._migrate(schemas)
+            # The node writes at start (bindings); a lock held elsewhere refuses it here, in one line.
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("ROLLBACK")
+            self._conn.execute("PRAGMA busy_timeout=0")
+        except StoreUnavailable as exc:
+            self._conn.close()
+            raise StoreUnavailable(f"{exc.detail}; refusing to start") from None
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if _busy(exc):
+                raise StoreUnavailable(
+                    f"node database {self.path} is locked by another process "
+                    "(another node or an open sqlite3 shell on the same file?); refusing to start"
+                ) from None
+            raise StoreUnavailable(f"node database {self.path} cannot be opened for writing: {exc}") from None
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _migrate(self, schemas: Sequence[str]) -> None:
         version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {version} is newer than this node ({SCHEMA_VERSION})")
-        with self.transaction() as tx:
-            for ddl in schemas:
-                for statement in _split_statements(ddl):
+            raise StoreUnavailable(
+                f"{self.path}: schema version {version} is newer than this node ({SCHEMA_VERSION}); "
+                "run the node release that wrote it"
+            )
+        for step in MIGRATIONS:
+            if step.version <= version:
+                continue
+            with self.transaction() as tx:
+                for statement in _split_statements(step.sqlite):
                     tx.execute(statement)
-            tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                tx.execute(f"PRAGMA user_version={step.version}")
+            log.info("node database %s: schema step %d applied (%s)", self.path, step.version, step.name)
+        if schemas:
+            with self.transaction() as tx:
+                for ddl in schemas:
+                    for statement in _split_statements(ddl):
+                        tx.execute(statement)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
@@ -119,20 +199,28 @@ class Database:
             if self._failed is not None:
                 raise RuntimeError("node database failed earlier; restart the node") from self._failed
             cursor = self._conn.cursor()
-            if not self._open:
-                cursor.execute("BEGIN IMMEDIATE")
-                self._open = True
-            cursor.execute("SAVEPOINT unit")
+            try:
+                if not self._open:
+                    # Fails at once if another process holds the write lock (no
+                    # busy timeout): the caller gets StoreUnavailable, the loop runs on.
+                    cursor.execute("BEGIN IMMEDIATE")
+                    self._open = True
+                cursor.execute("SAVEPOINT unit")
+            except sqlite3.OperationalError as exc:
+                raise store_error(self.path, exc) from None
             tx = Transaction(cursor)
             try:
                 yield tx
                 cursor.execute("RELEASE unit")
-            except BaseException:
+            except BaseException as exc:
                 try:
                     cursor.execute("ROLLBACK TO unit")
                     cursor.execute("RELEASE unit")
                 except sqlite3.Error:
                     pass
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Read-only file, disk full, I/O error: nothing of the unit was applied.
+                    raise store_error(self.path, exc) from None
                 raise
             self._applied += 1
             tx.token = self._applied
@@ -198,7 +286,9 @@ class Database:
     def checkpoint(self) -> None:
         """Copy the WAL back into the database without blocking the writer (PASSIVE)."""
         if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._checkpointer = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=0
+            )
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -238,6 +328,26 @@ def _split_statements(ddl: str) -> list[str]:
     if buffer.strip():
         raise ValueError(f"incomplete SQL statement in schema: {buffer.strip()[:60]!r}")
     return statements
+
+
+def open_for_tools(config: NodeConfig) -> Any:
+    """A read-only connection to a node's database, whichever backend its config names.
+
+    A ``sqlite3.Connection`` or a psycopg connection: operator tools use only
+    ``execute`` / ``fetchall`` / ``fetchmany`` and close it. Raises
+    ``ConfigError`` if a SQLite database does not exist yet.
+    """
+    from xinrong.config import ConfigError
+
+    if config.database is not None:
+        from xinrong.node.pg import connect_readonly
+
+        return connect_readonly(config.database)
+    assert config.db is not None
+    try:
+        return open_readonly(config.db)
+    except FileNotFoundError:
+        raise ConfigError(f"the node database {config.db} does not exist (has the node run yet?)") from None
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:

@@ -1,13 +1,19 @@
 """Replay protection and the per-enterprise daily budget.
 
-Both are held in memory for the hot path and written through to SQLite in
-the request's admission transaction, so they survive a restart.
+With SQLite both are held in memory for the hot path and written through
+in the request's admission transaction, so they survive a restart. On a
+database shared by replicas (PostgreSQL) the database is the authority:
+the admission checks and counts both in one statement, whichever replica
+runs it (``xinrong.node.pg``), and these classes only load, prune and read.
 
-Replay ids are global, not per institution: the node passes the bank's
-request id on to the agents, which refuse any id they have seen, so two
-institutions must not share one either. An id is kept for twice the
-clock-skew window (plus a minute): a captured request replayed later than
-that is refused as stale, whatever its id.
+Replay ids are scoped per caller (``caller_key``: role and party id): one
+global namespace told any bank whether another had used an id in the
+window. The node passes the bank's request id on to the agents, which key
+their own replay table on (institution, request id) for the same reason.
+Ids recorded before the scoping (caller ``LEGACY``, moved over by schema
+step 2) still count for every caller until they expire. An id is kept for
+twice the clock-skew window (plus a minute): a captured request replayed
+later than that is refused as stale, whatever its id.
 
 The tables carry no secondary index: every index is one more page written
 per request. Expired replay ids are found in memory (kept in arrival
@@ -21,18 +27,8 @@ from collections import deque
 
 from xinrong.node.db import Database, Transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS replay_ids (
-    request_id TEXT PRIMARY KEY,
-    seen_ms    INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS enterprise_daily_uses (
-    enterprise TEXT NOT NULL,
-    day        INTEGER NOT NULL,
-    uses       INTEGER NOT NULL,
-    PRIMARY KEY (enterprise, day)
-) WITHOUT ROWID;
-"""
+# The caller of replay ids recorded before they were scoped per caller.
+LEGACY = ""
 
 DAY_SECONDS = 86_400
 
@@ -42,9 +38,15 @@ def utc_day(now: float) -> int:
     return int(now // DAY_SECONDS)
 
 
+def caller_key(role: str, party_id: str) -> str:
+    """The namespace of a caller's request ids."""
+    return f"{role}:{party_id}"
+
+
 class ReplayGuard:
-    """Request ids seen within the retention window. Callers hold the database lock
-    across ``seen`` and ``record`` so that check and insert are one atomic step.
+    """Request ids seen within the retention window, per caller. Callers hold the
+    database lock across ``seen`` and ``record`` so that check and insert are one
+    atomic step.
 
     Ids are kept in a set for lookups and in a deque in arrival order, so
     pruning pops expired ids from the left in small batches instead of
@@ -54,36 +56,53 @@ class ReplayGuard:
     def __init__(self, db: Database, *, retention_seconds: float) -> None:
         self._db = db
         self._retention_ms = int(retention_seconds * 1000)
-        self._ids: set[str] = set()
-        self._order: deque[tuple[int, str]] = deque()
+        self._ids: set[tuple[str, str]] = set()
+        self._order: deque[tuple[int, str, str]] = deque()
+        self._legacy = 0  # live ids without a caller (they count for every caller)
         self._lock = threading.Lock()
 
+    @property
+    def retention_ms(self) -> int:
+        return self._retention_ms
+
     def load(self, now: float) -> int:
-        """Drop expired rows once, then hold the live ids in memory."""
+        """Drop expired rows once, then hold the live ids in memory (SQLite).
+
+        On a shared database the ids stay there: every admission checks and
+        records its id in one statement (``xinrong_admit``), whichever replica
+        runs it.
+        """
         cutoff = int(now * 1000) - self._retention_ms
         with self._db.transaction() as tx:
             tx.execute("DELETE FROM replay_ids WHERE seen_ms < ?", (cutoff,))
-        rows = self._db.query("SELECT request_id, seen_ms FROM replay_ids")
-        ordered = sorted((int(seen), str(rid)) for rid, seen in rows)
+        if self._db.shared:
+            return int(self._db.query("SELECT count(*) FROM replay_ids")[0][0])
+        rows = self._db.query("SELECT caller, request_id, seen_ms FROM replay_ids")
+        ordered = sorted((int(seen), str(caller), str(rid)) for caller, rid, seen in rows)
         with self._lock:
             self._order = deque(ordered)
-            self._ids = {rid for _seen, rid in ordered}
+            self._ids = {(caller, rid) for _seen, caller, rid in ordered}
+            self._legacy = sum(1 for _seen, caller, _rid in ordered if caller == LEGACY)
             return len(self._ids)
 
-    def seen(self, request_id: str) -> bool:
+    def seen(self, caller: str, request_id: str) -> bool:
         with self._lock:
-            return request_id in self._ids
+            return (caller, request_id) in self._ids or (self._legacy > 0 and (LEGACY, request_id) in self._ids)
 
-    def record(self, tx: Transaction, request_id: str, now: float) -> None:
+    def record(self, tx: Transaction, caller: str, request_id: str, now: float) -> None:
         seen_ms = int(now * 1000)
-        # OR REPLACE: an id already pruned from memory may linger on disk for a
-        # moment; it is older than the window, so this is a new use of it.
-        tx.execute("INSERT OR REPLACE INTO replay_ids (request_id, seen_ms) VALUES (?, ?)", (request_id, seen_ms))
+        # An id already pruned from memory may linger on disk for a moment; it is
+        # older than the window, so this is a new use of it.
+        tx.execute(
+            "INSERT INTO replay_ids (caller, request_id, seen_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms",
+            (caller, request_id, seen_ms),
+        )
 
         def commit() -> None:
             with self._lock:
-                self._ids.add(request_id)
-                self._order.append((seen_ms, request_id))
+                self._ids.add((caller, request_id))
+                self._order.append((seen_ms, caller, request_id))
 
         tx.on_commit(commit)
 
@@ -91,18 +110,31 @@ class ReplayGuard:
         """Forget ids older than the retention window, a batch per transaction."""
         cutoff = int(now * 1000) - self._retention_ms
         dropped = 0
+        if self._db.shared:
+            # Any replica may prune; the index on seen_ms finds the expired ids.
+            while True:
+                with self._db.transaction() as tx:
+                    gone = tx.execute(
+                        "DELETE FROM replay_ids WHERE ctid IN (SELECT ctid FROM replay_ids WHERE seen_ms < ? LIMIT ?)",
+                        (cutoff, batch),
+                    ).rowcount
+                dropped += int(gone)
+                if gone < batch:
+                    return dropped
         while True:
-            expired: list[tuple[str, int]] = []
+            expired: list[tuple[str, str, int]] = []
             with self._lock:
                 while self._order and len(expired) < batch and self._order[0][0] < cutoff:
-                    _seen, rid = self._order.popleft()
-                    self._ids.discard(rid)
-                    expired.append((rid, cutoff))
+                    _seen, caller, rid = self._order.popleft()
+                    self._ids.discard((caller, rid))
+                    if caller == LEGACY:
+                        self._legacy -= 1
+                    expired.append((caller, rid, cutoff))
             if not expired:
                 return dropped
             with self._db.transaction() as tx:
                 # The seen_ms guard keeps a row that was re-recorded in the meantime.
-                tx.executemany("DELETE FROM replay_ids WHERE request_id = ? AND seen_ms < ?", expired)
+                tx.executemany("DELETE FROM replay_ids WHERE caller = ? AND request_id = ? AND seen_ms < ?", expired)
             dropped += len(expired)
 
 
@@ -116,6 +148,8 @@ class EnterpriseBudget:
         self._lock = threading.Lock()
 
     def load(self, now: float) -> int:
+        if self._db.shared:
+            return 0  # counted in the database by every replica (xinrong_admit)
         today = utc_day(now)
         rows = self._db.query("SELECT enterprise, day, uses FROM enterprise_daily_uses WHERE day >= ?", (today - 1,))
         with self._lock:
@@ -123,6 +157,11 @@ class EnterpriseBudget:
             return len(self._uses)
 
     def used(self, enterprise: str, day: int) -> int:
+        if self._db.shared:
+            rows = self._db.query(
+                "SELECT uses FROM enterprise_daily_uses WHERE enterprise = ? AND day = ?", (enterprise, day)
+            )
+            return int(rows[0][0]) if rows else 0
         with self._lock:
             return self._uses.get((enterprise, day), 0)
 

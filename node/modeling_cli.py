@@ -13,17 +13,13 @@ import argparse
 import json
 from contextlib import closing
 
-from xinrong.node.config import ConfigError, load_config
-from xinrong.node.db import open_readonly
+from xinrong.node.config import load_config
+from xinrong.node.db import open_for_tools
 from xinrong.node.modeling_store import list_jobs
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    db = load_config(args.config).db
-    try:
-        conn = open_readonly(db)
-    except FileNotFoundError:
-        raise ConfigError(f"the node database {db} does not exist (has the node run yet?)") from None
+    conn = open_for_tools(load_config(args.config))
     with closing(conn):
         records = list_jobs(conn)
     for record in records:

@@ -21,20 +21,7 @@ from typing import Any
 
 from xinrong.node.db import Transaction
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS modeling_jobs (
-    job_id         TEXT PRIMARY KEY,
-    institution    TEXT NOT NULL,
-    providers      TEXT NOT NULL,
-    backend        TEXT NOT NULL,
-    state          TEXT NOT NULL,
-    failure_reason TEXT NOT NULL,
-    epochs_done    INTEGER NOT NULL,
-    created_ms     INTEGER NOT NULL,
-    updated_ms     INTEGER NOT NULL,
-    metadata       TEXT
-) WITHOUT ROWID;
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 CREATED = "CREATED"
 RUNNING = "RUNNING"
@@ -123,7 +110,11 @@ def _row(row: tuple[Any, ...]) -> JobRecord:
 def save(tx: Transaction, record: JobRecord) -> None:
     """Insert or replace a job's row (inside the caller's transaction)."""
     tx.execute(
-        f"INSERT OR REPLACE INTO modeling_jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO modeling_jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (job_id) DO UPDATE SET institution = excluded.institution, providers = excluded.providers, "
+        "backend = excluded.backend, state = excluded.state, failure_reason = excluded.failure_reason, "
+        "epochs_done = excluded.epochs_done, created_ms = excluded.created_ms, updated_ms = excluded.updated_ms, "
+        "metadata = excluded.metadata",
         (
             record.job_id,
             record.institution,
@@ -150,8 +141,8 @@ def unfinished(query: Any) -> list[JobRecord]:
     return [_row(r) for r in rows]
 
 
-def list_jobs(conn: sqlite3.Connection) -> list[JobRecord]:
-    """Every job, oldest first (read-only operator tools)."""
+def list_jobs(conn: Any) -> list[JobRecord]:
+    """Every job, oldest first (read-only operator tools; a sqlite3 or psycopg connection)."""
     try:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM modeling_jobs ORDER BY created_ms, job_id").fetchall()
     except sqlite3.OperationalError:  # a database from before modeling existed

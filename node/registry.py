@@ -25,17 +25,7 @@ from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS parties (
-    role        TEXT NOT NULL,
-    party_id    TEXT NOT NULL,
-    binding     BLOB NOT NULL,
-    not_before  INTEGER NOT NULL,
-    source      TEXT NOT NULL,
-    updated_ms  INTEGER NOT NULL,
-    PRIMARY KEY (role, party_id)
-);
-"""
+# Tables: schema steps in xinrong.node.migrations.
 
 LISTED_ROLES = ("node", "provider", "institution")
 
@@ -77,6 +67,24 @@ class PartyRegistry:
                 self._not_before[(role, party_id)] = int(not_before)
             loaded += 1
         return loaded
+
+    def _read(self, role: str, party_id: str) -> VerifiedBinding | None:
+        rows = self._db.query(
+            "SELECT binding, not_before FROM parties WHERE role = ? AND party_id = ?", (role, party_id)
+        )
+        if not rows:
+            return None
+        signed = common_pb2.SignedPartyBinding()
+        try:
+            signed.ParseFromString(bytes(rows[0][0]))
+            verified = verify_binding(self._ca, signed, expect_role=role, expect_party_id=party_id, now=self._clock())
+        except Exception:
+            log.warning("stored binding of %s %s no longer verifies; ignored", role, party_id)
+            return None
+        with self._lock:
+            self._bindings[(role, party_id)] = verified
+            self._not_before[(role, party_id)] = int(rows[0][1])
+        return verified
 
     def verify(
         self, signed: common_pb2.SignedPartyBinding, *, role: str, party_id: str | None = None
@@ -144,9 +152,16 @@ class PartyRegistry:
         return stale
 
     def get(self, role: str, party_id: str) -> VerifiedBinding | None:
-        """A held binding that is still inside its validity window."""
+        """A held binding that is still inside its validity window.
+
+        On a shared database an enterprise binding learned by another replica
+        (from a consent registered there) is read from the database on a miss;
+        configured parties come from every replica's own config.
+        """
         with self._lock:
             binding = self._bindings.get((role, party_id))
+        if binding is None and role not in LISTED_ROLES and self._db.shared:
+            binding = self._read(role, party_id)
         if binding is None or binding.not_after < self._clock():
             return None
         return binding
@@ -168,4 +183,4 @@ class PartyRegistry:
         return [b.signed for b in chosen]
 
 
-__all__ = ["LISTED_ROLES", "SCHEMA", "PartyRegistry"]
+__all__ = ["LISTED_ROLES", "PartyRegistry"]

@@ -1,6 +1,7 @@
 """Starting and stopping a node.
 
-Start-up order is what makes health honest: the database is opened, state
+Start-up order is what makes health honest: the database is opened (SQLite,
+or the PostgreSQL of ``[database]`` shared with other replicas), state
 loaded and every configured binding CA-checked *before* the gRPC server
 exists; the server then reports SERVING. A background thread retries
 revocation pushes that agents have not acknowledged (at start, then every
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xinrong.keys.layout import PartyCredentials, load_party
-from xinrong.node import audit, consents, limits, modeling_store, registry
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
 from xinrong.node.modeling import ModelingHub
@@ -31,13 +31,22 @@ from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SCHEMAS = (registry.SCHEMA, consents.SCHEMA, limits.SCHEMA, audit.SCHEMA, modeling_store.SCHEMA)
 ALLOWED_ROLES = frozenset({"institution", "enterprise"})
 MODELING_ROLES = frozenset({"institution"})
 
 
 def open_database(config: NodeConfig) -> Database:
-    return Database(config.db, synchronous=config.sqlite_synchronous, schemas=SCHEMAS)
+    """SQLite at ``[node].db`` (the embedded default) or the PostgreSQL of ``[database]``."""
+    if config.database is not None:
+        from xinrong.node.pg import PgDatabase  # psycopg only for nodes that use it
+
+        return PgDatabase(config.database)
+    assert config.db is not None
+    return Database(config.db, synchronous=config.sqlite_synchronous)
+
+
+# How often a replica's sequencer looks for staged audit events (PostgreSQL).
+SEQUENCER_SECONDS = 0.05
 
 
 @dataclass
@@ -78,10 +87,36 @@ class NodeServer:
             except Exception:  # a busy or failed checkpoint is retried next second
                 log.warning("WAL checkpoint failed", exc_info=True)
 
+    def _sequence(self) -> None:
+        """Chain staged audit events (shared database): one replica at a time does it."""
+        sequence = getattr(self.core.audit, "sequence", None)
+        if sequence is None:
+            return
+        failing = False
+        while True:
+            try:
+                while sequence() > 0:
+                    pass
+                failing = False
+            except Exception:
+                if not failing:
+                    log.warning("audit sequencer failed; retrying", exc_info=True)
+                failing = True
+            if self._stop.wait(SEQUENCER_SECONDS):
+                try:
+                    while sequence() > 0:  # leave nothing of ours behind
+                        pass
+                except Exception:
+                    log.warning("audit sequencer could not drain at stop", exc_info=True)
+                return
+
     def start_maintenance(self) -> None:
         self._thread = threading.Thread(target=self._maintenance, name="node-maintenance", daemon=True)
         self._thread.start()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="node-checkpoint", daemon=True)
+        if self.core.db.shared:
+            self._checkpointer = threading.Thread(target=self._sequence, name="node-audit-sequencer", daemon=True)
+        else:
+            self._checkpointer = threading.Thread(target=self._checkpoints, name="node-checkpoint", daemon=True)
         self._checkpointer.start()
 
     def stop(self, grace: float = 5.0) -> None:
@@ -155,6 +190,9 @@ def start_node(
         raise
     assert isinstance(running, AsyncioServer)
     running.on_stop.append(agents.aclose)
+    aclose = getattr(db, "aclose", None)
+    if aclose is not None:
+        running.on_stop.append(aclose)
     node = NodeServer(core=core, server=running, modeling=hub)
     running.set_serving(True)
     node.start_maintenance()

@@ -30,7 +30,7 @@ from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials, read_binding_file
 from xinrong.node.access import CANCELLED, AccessService, Answers, IndicatorsInput, VerifyInput
 from xinrong.node.admission import Admission
-from xinrong.node.audit import HashChainAuditLog
+from xinrong.node.audit import open_audit_log
 from xinrong.node.config import NodeConfig
 from xinrong.node.consents import ConsentRegistry
 from xinrong.node.db import Database
@@ -74,7 +74,7 @@ class NodeCore:
         self.consents = ConsentRegistry(db, self.ca, self.registry, clock=clock)
         self.replay = ReplayGuard(db, retention_seconds=2 * config.max_clock_skew_seconds + 60)
         self.budget = EnterpriseBudget(db, daily_limit=config.enterprise_daily_budget)
-        self.audit = HashChainAuditLog(db.query)
+        self.audit = open_audit_log(db)
         self.admission = Admission(
             db=db,
             registry=self.registry,

@@ -283,6 +283,7 @@ class ProviderAgent:
         )
         consent = verified.consent
         with self._state.request(
+            audience=audience.party_id,
             request_id=request_id,
             requested_at=requested_at,
             consent_id=consent.consent_id,

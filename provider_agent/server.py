@@ -1,7 +1,11 @@
 """Running an agent: stores, domain, servicer, and the mTLS server around them.
 
 Health tells the truth: NOT_SERVING until keys are loaded *and* a data period
-is active. The import runs as a separate process, so a watcher thread polls
+is active, and NOT_SERVING while the state store cannot be written (a
+read-only remount, a full disk: every answer must record its request id and
+use, so an agent that cannot write cannot answer). The watcher probes the
+state store with one small write every poll and flips health back once
+writes succeed. The import runs as a separate process, so a watcher thread polls
 the data store (one indexed query a second) and flips health to SERVING as
 soon as the first import commits. The same thread checkpoints the state
 store's WAL (so no request ever pays for an fsync) and prunes old request ids.
@@ -57,25 +61,34 @@ class RunningAgent:
     def refresh_health(self) -> bool:
         """Re-evaluate readiness now (the watcher also does this every poll)."""
         ready = self.agent.ready() or (self.modeling_ready is not None and self.modeling_ready())
+        ready = ready and self.state.healthy()
         if ready != self._ready and not self._stop.is_set():
             self._ready = ready
             self.server.set_serving(ready)
-            log.info("agent %s health: %s", self.agent.provider, "SERVING" if ready else "NOT_SERVING")
+            why = "" if ready or self.state.healthy() else f" (state store: {self.state.failure})"
+            log.info("agent %s health: %s%s", self.agent.provider, "SERVING" if ready else "NOT_SERVING", why)
         return ready
 
     def _watch(self) -> None:
         next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
+        failing = False
         while not self._stop.wait(self.poll_seconds):
             try:
+                writable = self.state.probe()
                 self.refresh_health()
+                if not writable:
+                    continue  # said once by the store; no checkpoint or pruning on a store that cannot write
                 self.state.checkpoint()
+                failing = False
                 if time.monotonic() >= next_housekeeping:
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
                     pruned = self.agent.housekeeping()
                     if pruned:
                         log.debug("pruned %d expired request ids", pruned)
             except Exception:
-                log.exception("agent watcher failed")
+                if not failing:  # once per failure, not every poll
+                    log.exception("agent watcher failed")
+                failing = True
 
     def start_watcher(self) -> None:
         self._watcher = threading.Thread(target=self._watch, name="agent-health", daemon=True)

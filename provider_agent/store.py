@@ -16,6 +16,19 @@ Two database files, both in WAL mode, so each has exactly one kind of writer:
 Records are stored as a JSON array of typed cells per USCC, in the column
 order recorded with their period: compact, no pickle, and unambiguous if a
 later catalog reorders fields. Nothing here logs a value.
+
+Both files (and their WAL / SHM) are private: created 0600, refused at
+start if group- or world-accessible, and an agent whose state store cannot
+be written refuses to start (``xinrong.statefiles``). A write that fails
+while serving (read-only remount, full disk) raises ``StoreUnavailable``
+and marks the store unhealthy, which turns the agent's health NOT_SERVING
+until a probe write succeeds again.
+
+Request ids are remembered per institution (the audience the answer is
+sealed to): the node forwards each bank's own request id, so one global
+table would tell a bank whether another had used an id. A replaying node
+still cannot reuse an id: the audience comes from the request's
+CA-signed binding, and the answer is sealed to it.
 """
 
 from __future__ import annotations
@@ -26,17 +39,24 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinrong.errors import ValidationError
+from xinrong.errors import StoreUnavailable, ValidationError
 from xinrong.jsontext import string_array
+from xinrong.statefiles import prepare_private
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+DATA_SCHEMA_VERSION = "1"
+# 2: seen request ids keyed by (audience, request id); 1 kept one global namespace.
+STATE_SCHEMA_VERSION = "2"
+SCHEMA_VERSION = DATA_SCHEMA_VERSION  # the data store's, as before
+# Request ids recorded under schema 1 carry no audience: they count for every audience until pruned.
+LEGACY_AUDIENCE = ""
 
 _DATA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -74,9 +94,11 @@ CREATE TABLE IF NOT EXISTS meta (
   value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_requests (
-  request_id TEXT PRIMARY KEY,
+  audience TEXT NOT NULL,
+  request_id TEXT NOT NULL,
   requested_at INTEGER NOT NULL,
-  seen_at INTEGER NOT NULL
+  seen_at INTEGER NOT NULL,
+  PRIMARY KEY (audience, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_requests_by_time ON seen_requests(requested_at);
 CREATE TABLE IF NOT EXISTS consent_uses (
@@ -122,6 +144,17 @@ _READ_RECORD = (
     "LEFT JOIN records AS r ON r.period_id = p.id AND r.uscc = ? AND p.as_of BETWEEN ? AND ? "
     "WHERE p.active = 1"
 )
+# State schema 1 -> 2: request ids per audience; the ids held move over as legacy.
+_STATE_MIGRATE_2 = (
+    "CREATE TABLE seen_requests_by_audience (audience TEXT NOT NULL, request_id TEXT NOT NULL, "
+    "requested_at INTEGER NOT NULL, seen_at INTEGER NOT NULL, PRIMARY KEY (audience, request_id)) WITHOUT ROWID",
+    "INSERT INTO seen_requests_by_audience (audience, request_id, requested_at, seen_at) "
+    "SELECT '', request_id, requested_at, seen_at FROM seen_requests",
+    "DROP TABLE seen_requests",
+    "ALTER TABLE seen_requests_by_audience RENAME TO seen_requests",
+    "CREATE INDEX seen_requests_by_time ON seen_requests(requested_at)",
+    "UPDATE meta SET value = '2' WHERE key = 'schema'",
+)
 _PERIOD_COLUMNS = "id, as_of, imported_at, rows, sha256, source, columns, catalog_sha256, active"
 
 
@@ -143,9 +176,11 @@ def _open_schema(conn: sqlite3.Connection, schema: str, kind: str, provider: str
     provider's database of this kind (an operator mix-up would otherwise let
     one provider sign answers from another's data).
 
-    An existing database is only read here: a serving agent must be able to
-    start while an import holds the write lock for many seconds.
+    An existing data store is only read here: a serving agent must be able
+    to start while an import holds the write lock for many seconds. A state
+    store of schema 1 is brought to 2 (only the serving agent writes it).
     """
+    version = STATE_SCHEMA_VERSION if kind == "state" else DATA_SCHEMA_VERSION
     exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if exists is None:
         conn.execute("BEGIN IMMEDIATE")
@@ -153,7 +188,7 @@ def _open_schema(conn: sqlite3.Connection, schema: str, kind: str, provider: str
             for statement in schema.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (version,))
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('kind', ?)", (kind,))
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('provider', ?)", (provider,))
             conn.execute("COMMIT")
@@ -167,8 +202,20 @@ def _open_schema(conn: sqlite3.Connection, schema: str, kind: str, provider: str
             f"{path} is a {rows.get('kind')} database of provider {rows.get('provider')!r}, "
             f"not the {kind} database of {provider!r}"
         )
-    if rows.get("schema") != SCHEMA_VERSION:
-        raise ValidationError(f"{path} has schema {rows.get('schema')}, this agent reads {SCHEMA_VERSION}")
+    if kind == "state" and rows.get("schema") == "1":
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _STATE_MIGRATE_2:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("state store %s: request ids now kept per institution (schema 2)", path)
+        rows["schema"] = "2"
+    if rows.get("schema") != version:
+        raise ValidationError(f"{path} has schema {rows.get('schema')}, this agent reads {version}")
 
 
 @dataclass(frozen=True)
@@ -215,9 +262,8 @@ class DataStore:
     """The provider's data: periods and the active period's records."""
 
     def __init__(self, path: str | Path, provider: str) -> None:
-        self.path = Path(path)
+        self.path = prepare_private(path, "agent data store", create_dir=True)
         self.provider = provider
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         setup = _connect(self.path)
         try:
             _open_schema(setup, _DATA_SCHEMA, "data", provider, self.path)
@@ -432,22 +478,88 @@ class StateStore:
     """
 
     def __init__(self, path: str | Path, provider: str, *, background_checkpoint: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = _connect(self.path)
-        try:
-            _open_schema(self._conn, _STATE_SCHEMA, "state", provider, self.path)
-            if background_checkpoint:
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        except BaseException:
-            self._conn.close()
-            raise
+        self.path = prepare_private(path, "agent state store", create_dir=True)
         # One writer connection, serialized in-process: SQLite's busy handler
         # sleeps in milliseconds, a Python lock hands over in microseconds.
         # Re-entrant so a batch can hold it across the requests it groups.
         self._lock = threading.RLock()
         self._checkpointer: sqlite3.Connection | None = None
         self._batch_depth = 0
+        self._failure: str | None = None  # why the last write failed, until a probe succeeds
+        try:
+            self._conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"agent state store {self.path} cannot be opened: {exc}") from None
+        try:
+            _open_schema(self._conn, _STATE_SCHEMA, "state", provider, self.path)
+            if background_checkpoint:
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._legacy_ids = self._count_legacy()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreUnavailable(f"agent state store {self.path} cannot be written: {exc}") from None
+        except BaseException:
+            self._conn.close()
+            raise
+        if not self.probe():
+            self._conn.close()
+            raise StoreUnavailable(f"agent state store {self.path} cannot be written: {self._failure}")
+
+    def _count_legacy(self) -> int:
+        row = self._conn.execute("SELECT COUNT(*) FROM seen_requests WHERE audience = ?", (LEGACY_AUDIENCE,)).fetchone()
+        return int(row[0])
+
+    def _failed(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """Remember a failed write (health turns NOT_SERVING) and say so in one line."""
+        if self._failure is None:
+            log.error("agent state store %s cannot be written: %s", self.path, exc)
+        self._failure = str(exc)
+        return StoreUnavailable(f"agent state store cannot be written: {exc}")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An autocommit write: a failure is typed and marks the store unhealthy."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise self._failed(exc) from None
+
+    def healthy(self) -> bool:
+        """False after a failed write, until ``probe`` succeeds again."""
+        return self._failure is None
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    def probe(self) -> bool:
+        """One small committed write: the state store takes writes right now.
+
+        Called at start and by the agent's watcher every poll, so a store that
+        became read-only turns health NOT_SERVING even while no request comes.
+        """
+        with self._lock:
+            if self._batch_depth:
+                return self.healthy()
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('probe', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(int(time.time())),),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                if self._failure is None:
+                    log.error("agent state store %s cannot be written: %s", self.path, exc)
+                self._failure = str(exc)
+                return False
+            if self._failure is not None:
+                log.warning("agent state store %s takes writes again", self.path)
+            self._failure = None
+            return True
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -461,14 +573,20 @@ class StateStore:
         """
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._failed(exc) from None
             self._batch_depth += 1
             try:
                 yield
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._failed(exc) from None
                 raise
             finally:
                 self._batch_depth -= 1
@@ -477,6 +595,7 @@ class StateStore:
     def request(
         self,
         *,
+        audience: str,
         request_id: str,
         requested_at: int,
         consent_id: str,
@@ -501,13 +620,25 @@ class StateStore:
         with self._lock:
             conn = self._conn
             nested = self._batch_depth > 0
-            conn.execute("SAVEPOINT answer" if nested else "BEGIN IMMEDIATE")
+            try:
+                conn.execute("SAVEPOINT answer" if nested else "BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._failed(exc) from None
             try:
                 txn = RequestTxn(request_id=request_id, consent_id=consent_id, day=day, now=int(now))
-                try:
+                legacy = self._legacy_ids > 0 and (
                     conn.execute(
-                        "INSERT INTO seen_requests(request_id, requested_at, seen_at) VALUES (?, ?, ?)",
-                        (request_id, requested_at, int(now)),
+                        "SELECT 1 FROM seen_requests WHERE audience = ? AND request_id = ?",
+                        (LEGACY_AUDIENCE, request_id),
+                    ).fetchone()
+                    is not None
+                )
+                try:
+                    if legacy:
+                        raise sqlite3.IntegrityError("seen before the ids were kept per institution")
+                    conn.execute(
+                        "INSERT INTO seen_requests(audience, request_id, requested_at, seen_at) VALUES (?, ?, ?, ?)",
+                        (audience, request_id, requested_at, int(now)),
                     )
                 except sqlite3.IntegrityError:
                     txn.outcome = Admission.REPLAYED
@@ -557,12 +688,16 @@ class StateStore:
                     ),
                 )
                 conn.execute("RELEASE answer" if nested else "COMMIT")
-            except BaseException:
-                if nested:
-                    conn.execute("ROLLBACK TO answer")
-                    conn.execute("RELEASE answer")
-                elif conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    if nested:
+                        conn.execute("ROLLBACK TO answer")
+                        conn.execute("RELEASE answer")
+                    elif conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    # Read-only, full or failing disk: typed, and health follows.
+                    raise self._failed(exc) from None
                 raise
 
     def use_count(self, consent_id: str) -> int:
@@ -610,7 +745,7 @@ class StateStore:
     ) -> None:
         """Persist a verified revocation (kept with its signature, for audit).
         A repeat of the same revocation is a no-op: the first one stands."""
-        with self._lock:
+        with self._lock, self._writing():
             self._conn.execute(
                 "INSERT INTO revocations(consent_id, enterprise_uscc, revoked_at, received_at, revocation, "
                 "signature, enterprise_binding) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -628,6 +763,8 @@ class StateStore:
         refuses: they can never be replayed successfully again."""
         with self._lock:
             cur = self._conn.execute("DELETE FROM seen_requests WHERE requested_at < ?", (older_than,))
+            if self._legacy_ids:
+                self._legacy_ids = self._count_legacy()
         return cur.rowcount
 
     def checkpoint(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,10 @@ from xinrong.catalog import Catalog, default_catalog
 from xinrong.keys.layout import create_ca, provision_party
 
 from support.node_fakes import NodeHarness, harness_factory
+from support.pg import database_table, pg_cluster
 from support.pki import Pki
+
+__all__ = ["pg_cluster"]  # a session fixture, here so every test module can use it
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +36,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Pki:
 
 
 @pytest.fixture
-def make_harness(pki: Pki, catalog: Catalog, tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
-    with harness_factory(pki, catalog, tmp_path) as make:
+def node_backend() -> str:
+    """The node's database in harnesses: SQLite; a module overrides this fixture
+    (params sqlite, postgres) to run its tests on both backends."""
+    return "sqlite"
+
+
+@pytest.fixture
+def make_harness(
+    pki: Pki, catalog: Catalog, tmp_path: Path, node_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., NodeHarness]]:
+    database: Callable[[], dict[str, Any]] | None = None
+    if node_backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+
+        def database() -> dict[str, Any]:
+            return database_table(cluster)
+
+    with harness_factory(pki, catalog, tmp_path, database=database) as make:
         yield make

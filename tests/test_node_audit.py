@@ -56,7 +56,7 @@ def _event(i: int, decision: Decision = Decision.ALLOWED) -> AuditEvent:
 
 
 def _filled(path: Path, n: int) -> tuple[Database, HashChainAuditLog]:
-    db = Database(path, schemas=[audit.SCHEMA])
+    db = Database(path)
     log = HashChainAuditLog(db.query)
     for i in range(n):
         with db.transaction() as tx:
@@ -78,7 +78,7 @@ def test_chain_links_every_entry_and_survives_reopening(tmp_path: Path) -> None:
     assert all(bytes(rows[i][1]) == bytes(rows[i - 1][2]) for i in range(1, len(rows)))
     conn.close()
     # Reopening continues the chain from the stored head.
-    db2 = Database(tmp_path / "a.db", schemas=[audit.SCHEMA])
+    db2 = Database(tmp_path / "a.db")
     log2 = HashChainAuditLog(db2.query)
     with db2.transaction() as tx:
         entry = log2.append(tx, _event(99), 1_700_000_001_000)
@@ -218,7 +218,7 @@ def test_a_node_refuses_to_extend_a_tampered_head(tmp_path: Path) -> None:
     conn.execute("UPDATE audit_log SET caller_id = 'bank-z' WHERE seq = 3")
     conn.commit()
     conn.close()
-    db2 = Database(tmp_path / "f.db", schemas=[audit.SCHEMA])
+    db2 = Database(tmp_path / "f.db")
     with pytest.raises(RuntimeError, match="does not match"):
         HashChainAuditLog(db2.query)
     db2.close()

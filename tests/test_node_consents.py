@@ -4,12 +4,13 @@ restart persistence, daily rollover and the party directory."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 import uuid
+from contextlib import closing
 from typing import Any
 
 import grpc
+import pytest
 
 from xinrong.catalog import Catalog
 from xinrong.errors import Reason
@@ -28,6 +29,12 @@ from support.node_fakes import (
 )
 
 PD = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def node_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both backends: one repository layer, one behaviour."""
+    return str(request.param)
 
 
 def _status(stub: Any, consent: common_pb2.SignedConsent | str) -> Any:
@@ -126,15 +133,10 @@ def test_revocation_push_is_retried_when_an_agent_comes_back(make_harness: Any, 
     assert list(response.providers_notified) == ["tax"]
     down = h.agents["social_insurance"]
     assert cid not in down.fake.revoked
-    rows = (
-        sqlite3.connect(h.db_path)
-        .execute(
-            "SELECT provider, acked_ms IS NOT NULL FROM revocation_pushes WHERE consent_id = ? ORDER BY provider",
-            (cid,),
-        )
-        .fetchall()
+    rows = h.query(
+        "SELECT provider, acked_ms IS NOT NULL FROM revocation_pushes WHERE consent_id = ? ORDER BY provider", (cid,)
     )
-    assert rows == [("social_insurance", 0), ("tax", 1)]
+    assert [(p, bool(acked)) for p, acked in rows] == [("social_insurance", False), ("tax", True)]
     down.start(pki)
     _wait_for(lambda: cid in down.fake.revoked)
     assert h.node is not None
@@ -167,6 +169,7 @@ def test_restart_keeps_every_piece_of_state(make_harness: Any, pki: Any, catalog
     h.bank().Verify(verify_request(kept), timeout=10)
     _revoke(h.enterprise(ACME), revocation(pki, revoked))
     assert h.node is not None
+    h.flush_audit()
     seq_before, head_before = h.node.core.audit.head()
 
     h.restart()
@@ -197,10 +200,11 @@ def test_restart_keeps_every_piece_of_state(make_harness: Any, pki: Any, catalog
         Reason.ENTERPRISE_BUDGET_EXHAUSTED,
     )
     # Audit chain continuity: the first entry after restart links to the old head.
-    conn = sqlite3.connect(h.db_path)
-    prev = conn.execute("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq_before + 1,)).fetchone()[0]
+    h.flush_audit()
+    prev = h.query("SELECT prev_hash FROM audit_log WHERE seq = ?", (seq_before + 1,))[0][0]
     assert bytes(prev) == head_before
-    report = verify_chain(conn)
+    with closing(h.tools_connection()) as conn:
+        report = verify_chain(conn)
     assert report.ok and report.entries > seq_before
 
 
@@ -274,9 +278,4 @@ def test_the_config_is_authoritative_for_institutions(make_harness: Any, pki: An
     )
     parsed = [common_pb2.PartyBinding.FromString(b.binding).party_id for b in listed]
     assert parsed == ["bank-a"]
-    assert (
-        sqlite3.connect(h.db_path)
-        .execute("SELECT COUNT(*) FROM parties WHERE role = 'institution' AND party_id = 'bank-b'")
-        .fetchone()[0]
-        == 0
-    )
+    assert h.query("SELECT COUNT(*) FROM parties WHERE role = 'institution' AND party_id = 'bank-b'")[0][0] == 0

@@ -237,6 +237,7 @@ def test_bank_sdk_accepts_what_the_node_relays_and_the_node_stores_no_value(
         indicators = sdk.indicators(ACME, [("tax.cit_paid_last_year", "bracket")], consent_id_of(consent))
         assert [i.field for i in indicators] == ["tax.cit_paid_last_year"]
     db = node.core.config.db
+    assert db is not None
     blob = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     for value in RAW:
         assert value.encode() not in blob, f"raw value {value} in the node database"

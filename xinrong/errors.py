@@ -38,6 +38,7 @@ class Reason(enum.StrEnum):
     ENTERPRISE_BUDGET_EXHAUSTED = "ENTERPRISE_BUDGET_EXHAUSTED"
     CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     JOB_FAILED = "JOB_FAILED"
@@ -67,6 +68,7 @@ PUBLIC_MESSAGES: dict[Reason, str] = {
     Reason.ENTERPRISE_BUDGET_EXHAUSTED: "the enterprise's query budget for this period is used up",
     Reason.CALLER_NOT_ALLOWED: "the caller's role may not call this method",
     Reason.PROVIDER_UNAVAILABLE: "a data provider did not answer in time",
+    Reason.STORE_UNAVAILABLE: "the service's state store is busy or unavailable; retry shortly",
     Reason.NOT_FOUND: "not found",
     Reason.FAILED_PRECONDITION: "the operation is not allowed in the current state",
     Reason.JOB_FAILED: "the modeling job failed",
@@ -120,6 +122,15 @@ class SignatureError(XinrongError):
 
 class ProviderUnavailable(XinrongError):
     default_reason = Reason.PROVIDER_UNAVAILABLE
+
+
+class StoreUnavailable(XinrongError):
+    """The party's own state store is busy (locked by another process), read-only or down.
+
+    Nothing was decided: the request may be retried, here or at another replica.
+    """
+
+    default_reason = Reason.STORE_UNAVAILABLE
 
 
 class ImportRejected(XinrongError):

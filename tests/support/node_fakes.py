@@ -44,6 +44,7 @@ from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials, party_dir
 from xinrong.keys.sealing import seal
 from xinrong.node.config import load_config, render_config
+from xinrong.node.db import open_for_tools
 from xinrong.node.server import NodeServer, start_node
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error, status_fields
@@ -86,7 +87,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self.catalog = catalog
         self.ca = creds.ca
         self.values = {k: v for k, v in values.items() if k[1].split(".")[0] == self.provider}
-        self.seen: set[str] = set()
+        self.seen: set[tuple[str, str]] = set()
         self.revoked: set[str] = set()
         self.calls: list[str] = []
         self.delay = 0.0
@@ -94,16 +95,17 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self._lock = threading.Lock()
 
     def _prepare(self, req: Any, context: grpc.ServicerContext, method: str) -> tuple[Any, Any]:
+        audience = verify_binding(self.ca, req.audience_binding, expect_role="institution")
         with self._lock:
             self.calls.append(method)
-            if req.request_id in self.seen:
+            # Like the real agent: request ids are per institution.
+            if (audience.party_id, req.request_id) in self.seen:
                 raise XinrongError("replay", reason=Reason.REQUEST_REPLAYED)
-            self.seen.add(req.request_id)
+            self.seen.add((audience.party_id, req.request_id))
         if self.delay:
             time.sleep(self.delay)
         if self.refuse_with is not None:
             raise XinrongError("configured refusal", reason=self.refuse_with)
-        audience = verify_binding(self.ca, req.audience_binding, expect_role="institution")
         verified = verify_signed_consent(self.ca, req.consent)
         return audience, verified
 
@@ -355,6 +357,30 @@ class NodeHarness:
         self.node = start_node(load_config(self.config_path), clock=self.clock)
         return self.node
 
+    @property
+    def backend(self) -> str:
+        return "postgres" if "database" in self.options else "sqlite"
+
+    def flush_audit(self) -> None:
+        """Chain every staged audit event now (PostgreSQL; a no-op on SQLite)."""
+        assert self.node is not None
+        sequence = getattr(self.node.core.audit, "sequence", None)
+        while sequence is not None and sequence() > 0:
+            pass
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read the running node's database (either backend; ``?`` placeholders)."""
+        assert self.node is not None
+        return self.node.core.db.query(sql, params)
+
+    def tools_connection(self) -> Any:
+        """A read-only connection to the node's database (either backend), audit log sequenced first."""
+        if self.node is not None:
+            sequence = getattr(self.node.core.audit, "sequence", None)
+            while sequence is not None and sequence() > 0:
+                pass
+        return open_for_tools(load_config(self.write_config()))
+
     def stop(self) -> None:
         for ch in self._channels:
             ch.close()
@@ -381,8 +407,14 @@ class NodeHarness:
 
 
 @contextmanager
-def harness_factory(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
-    """Makes node harnesses with fake agents; stops them all on exit (the ``make_harness`` fixture)."""
+def harness_factory(
+    pki: Any, catalog: Catalog, tmp_path: Path, *, database: Callable[[], dict[str, Any]] | None = None
+) -> Iterator[Callable[..., NodeHarness]]:
+    """Makes node harnesses with fake agents; stops them all on exit (the ``make_harness`` fixture).
+
+    ``database``: makes the ``[database]`` table of a fresh PostgreSQL database
+    for each harness (the node on PostgreSQL); None keeps SQLite.
+    """
     made: list[NodeHarness] = []
     handles: list[AgentHandle] = []
 
@@ -395,6 +427,8 @@ def harness_factory(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[Call
         start: bool = True,
         **options: object,
     ) -> NodeHarness:
+        if database is not None and "database" not in options:
+            options["database"] = database()
         agents = {}
         for name in providers:
             handle = start_agent(pki, catalog, name, running=name not in down)

@@ -1,8 +1,20 @@
 """Client channels: mTLS with the caller's own certificate, and the server's
-identity pinned through its certificate's DNS name (see keys.ca.server_name)."""
+identity pinned through its certificate's DNS name (see keys.ca.server_name).
+
+A target is one ``host:port``, or several (a sequence, or one string with
+commas) for a party served by replicas, such as the node over PostgreSQL:
+the channel then balances calls round-robin over every address whose gRPC
+health says SERVING (client-side health checking), so a replica that dies
+or stops costs only the calls it had in flight. Host names among several
+addresses are resolved once, when the channel is made; a single DNS name
+with several address records works as one target too.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 import time
 from collections.abc import Sequence
 
@@ -41,8 +53,49 @@ def _channel_arguments(
     return channel_creds, channel_options
 
 
+Target = str | Sequence[str]
+
+# Round robin over the addresses that are healthy (grpc.health.v1 Watch, "" service).
+_BALANCED = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+
+
+def _addresses(target: Target) -> list[str]:
+    items = target.split(",") if isinstance(target, str) else list(target)
+    addresses = [item.strip() for item in items if item.strip()]
+    if not addresses:
+        raise ValueError("no address to connect to")
+    return addresses
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def channel_target(target: Target) -> tuple[str, list[tuple[str, int | str]]]:
+    """The gRPC target string and the channel options that balance over several addresses."""
+    addresses = _addresses(target)
+    if len(addresses) == 1:
+        return addresses[0], []
+    resolved: list[str] = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        literal = _ip_literal(host)
+        if literal is not None:
+            resolved.append(f"{literal}:{port}")
+            continue
+        for info in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM):
+            ip = str(info[4][0])
+            resolved.append(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
+    scheme = "ipv6" if any(r.startswith("[") for r in resolved) else "ipv4"
+    return f"{scheme}:{','.join(dict.fromkeys(resolved))}", [("grpc.service_config", _BALANCED)]
+
+
 def secure_channel(
-    target: str,
+    target: Target,
     credentials: PartyCredentials,
     *,
     server_role: str,
@@ -50,13 +103,17 @@ def secure_channel(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.Channel:
-    """options: extra channel arguments appended to the defaults (e.g. reconnect backoff)."""
-    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, options)
-    return grpc.secure_channel(target, creds, options=args)
+    """options: extra channel arguments appended to the defaults (e.g. reconnect backoff).
+
+    ``target``: one address or several (replicas; see the module docstring).
+    """
+    where, balanced = channel_target(target)
+    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, [*balanced, *options])
+    return grpc.secure_channel(where, creds, options=args)
 
 
 def secure_aio_channel(
-    target: str,
+    target: Target,
     credentials: PartyCredentials,
     *,
     server_role: str,
@@ -65,8 +122,9 @@ def secure_aio_channel(
     options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Channel:
     """The asyncio twin of ``secure_channel``; create it on the loop that will use it."""
-    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, options)
-    return grpc.aio.secure_channel(target, creds, options=args)
+    where, balanced = channel_target(target)
+    creds, args = _channel_arguments(credentials, server_role, server_id, max_message_bytes, [*balanced, *options])
+    return grpc.aio.secure_channel(where, creds, options=args)
 
 
 def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 30.0) -> None:

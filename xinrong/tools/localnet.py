@@ -94,8 +94,10 @@ def write_node_config(
     keys_dir: Path,
     providers: dict[str, int],
     institutions: Iterable[str],
+    database: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Path:
+    """The node's TOML; ``database`` (if given) becomes its ``[database]`` table (PostgreSQL)."""
     values: dict[str, Any] = {
         "bind": "127.0.0.1:0",
         "credentials": str(party_dir(keys_dir, "node", "node").resolve()),
@@ -104,6 +106,8 @@ def write_node_config(
     }
     values.update(overrides)
     parts = [_toml_table("node", values)]
+    if database is not None:
+        parts.append(_toml_table("database", database))
     for name, port in providers.items():
         parts.append(
             _toml_table(
@@ -223,12 +227,14 @@ def deploy(
     group: ProcessGroup | None = None,
     verbose: bool = False,
     agent_modeling: dict[str, dict[str, Any]] | None = None,
+    node_database: dict[str, Any] | None = None,
 ) -> LocalPlatform:
     """Keys, configs, imports, then agents and node as processes; returns when all are healthy.
 
     ``agent_modeling`` maps a provider to its ``[modeling]`` table (joint
     modeling; with a ``dataset`` the agent needs no import). With
-    ``data_dir`` None nothing is imported.
+    ``data_dir`` None nothing is imported. ``node_database``: the node's
+    ``[database]`` table (PostgreSQL) instead of SQLite.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     keys_dir = workdir / "keys"
@@ -241,7 +247,7 @@ def deploy(
             platform.import_data(name, data_dir / f"{name}.csv")
     platform.start_agents(providers)
     platform.node_config = write_node_config(
-        workdir, keys_dir, platform.provider_ports, institutions, **(node_overrides or {})
+        workdir, keys_dir, platform.provider_ports, institutions, database=node_database, **(node_overrides or {})
     )
     platform.start_node()
     platform.wait_healthy()

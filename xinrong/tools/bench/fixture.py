@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xinrong.consent import parse_consent
 from xinrong.enterprise.client import ConsentRequest, grant
@@ -29,8 +30,13 @@ class BenchPlatform:
         return parse_consent(self.consent).consent_id
 
 
-def one_provider_platform(workdir: Path, group: ProcessGroup, *, enterprises: int, seed: int) -> BenchPlatform:
-    """Data, the tax agent and the node as processes, and a consent of one enterprise for bank-a."""
+def one_provider_platform(
+    workdir: Path, group: ProcessGroup, *, enterprises: int, seed: int, database: dict[str, Any] | None = None
+) -> BenchPlatform:
+    """Data, the tax agent and the node as processes, and a consent of one enterprise for bank-a.
+
+    ``database``: the node's ``[database]`` table (PostgreSQL); None keeps SQLite.
+    """
     generate_data(workdir / "data", enterprises=enterprises, seed=seed)
     platform = deploy(
         workdir,
@@ -39,6 +45,7 @@ def one_provider_platform(workdir: Path, group: ProcessGroup, *, enterprises: in
         data_dir=workdir / "data",
         group=group,
         node_overrides={"enterprise_daily_budget": UNLIMITED_BUDGET},
+        node_database=database,
     )
     enterprise = first_enterprise(workdir / "data", "tax")
     consent = grant(

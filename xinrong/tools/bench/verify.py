@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -45,7 +46,7 @@ from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
 from xinrong.heap import settle_after_start
 from xinrong.keys.layout import load_party, party_dir
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import secure_channel, wait_healthy
 from xinrong.rpc.server import build_server
 from xinrong.tools import placement as cpus
 from xinrong.tools.bench.fixture import one_provider_platform
@@ -160,10 +161,23 @@ def run(
     slices: int | None = None,
     workdir: Path | None = None,
     placement: str = "pinned",
+    database: str = "sqlite",
+    replicas: int = 1,
 ) -> dict[str, object]:
-    """Every load for ``seconds``, in alternating windows of about 2 s (``slices``)."""
+    """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
+
+    ``database="postgres"`` starts a throwaway PostgreSQL 15 (fsync on, as
+    deployed; ``xinrong.tools.pgtemp``), migrates it and runs ``replicas``
+    node processes on it; the load generator balances over them as the bank
+    SDK does. Pinned, every replica shares the node's CPU: on two cores more
+    replicas measure contention, not scale-out.
+    """
     if placement not in ("pinned", "shared"):
         raise ValueError(f"placement must be pinned or shared, not {placement!r}")
+    if database not in ("sqlite", "postgres"):
+        raise ValueError(f"database must be sqlite or postgres, not {database!r}")
+    if replicas < 1 or (replicas > 1 and database != "postgres"):
+        raise ValueError("several replicas need --database postgres")
     plan = cpus.split() if placement == "pinned" else None
     own_cpus = cpus.available_cpus() if cpus.supported() else None
     if slices is None:
@@ -172,10 +186,37 @@ def run(
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
         workdir = Path(tmp.name)
+    pg = None
     try:
+        table: dict[str, Any] | None = None
+        if database == "postgres":
+            from xinrong.node.config import DatabaseConfig
+            from xinrong.node.pg import migrate
+            from xinrong.tools import pgtemp
+
+            pg = pgtemp.start(fast=False)
+            table = {"url": pg.url, "password_file": str(pg.password_file), "pool_size": 8}
+            migrate(DatabaseConfig(url=pg.url, password_file=pg.password_file))
+        if pg is not None and plan is not None:
+            # As deployed on two cores: the node alone on the first CPU; its
+            # database, like the agent, on the others (backends inherit this).
+            for pg_pid in pg.pids():
+                cpus.pin(pg_pid, plan.rest)
         with ProcessGroup(workdir) as group:
-            bench = one_provider_platform(workdir, group, enterprises=enterprises, seed=11)
+            bench = one_provider_platform(workdir, group, enterprises=enterprises, seed=11, database=table)
             platform, enterprise, bank_creds, consent = bench.platform, bench.enterprise, bench.bank, bench.consent
+            node_names = ["node"]
+            addresses = [platform.node_address]
+            for i in range(1, replicas):
+                assert platform.node_config is not None
+                port_file = workdir / "state" / f"node{i}.port"
+                group.start(
+                    f"node{i}",
+                    ["node", "serve", "--config", str(platform.node_config), "--port-file", str(port_file)],
+                    port_file=port_file,
+                )
+                node_names.append(f"node{i}")
+                addresses.append(f"127.0.0.1:{group.wait_port(f'node{i}')}")
             consent_id = bench.consent_id
             all_claims = [
                 "tax.credit_grade in A,B",
@@ -188,9 +229,11 @@ def run(
             responses: list[tuple[str, node_pb2.VerifyResponse]] = []
 
             with (
-                BankClient(platform.node_address, bank_creds) as bank,
-                secure_channel(platform.node_address, bank_creds, server_role="node", server_id="node") as ch,
+                BankClient(addresses, bank_creds) as bank,
+                secure_channel(addresses, bank_creds, server_role="node", server_id="node") as ch,
             ):
+                if len(addresses) > 1:
+                    wait_healthy(ch, timeout=30)
                 bank.register_consent(consent)
                 bank.refresh_providers()
                 stub = node_pb2_grpc.NodeServiceStub(ch)
@@ -235,11 +278,12 @@ def run(
 
                     loads = {"verify": _Load(verify_call, _unplaced), "ceiling": _Load(ceiling_call, _unplaced)}
                     if plan is not None:
-                        pid = {name: group.parties[name].proc.pid for name in ("node", "agent-tax", "ceiling")}
+                        pid = {name: group.parties[name].proc.pid for name in (*node_names, "agent-tax", "ceiling")}
                         me = os.getpid()
 
                         def platform_deployed() -> None:
-                            cpus.pin(pid["node"], plan.server)
+                            for name in node_names:
+                                cpus.pin(pid[name], plan.server)
                             cpus.pin(pid["agent-tax"], plan.rest)
                             cpus.pin(me, plan.rest)
 
@@ -278,6 +322,8 @@ def run(
     finally:
         if own_cpus is not None:  # the load generator may be a test process: give its CPUs back
             cpus.pin(os.getpid(), own_cpus)
+        if pg is not None:
+            pg.stop()
         if tmp is not None:
             tmp.cleanup()
     return {
@@ -290,6 +336,8 @@ def run(
         "ratio": round(e2e["qps"] / ceiling["qps"], 3),
         **ceilings,
         "placement": "pinned" if plan else "shared",
+        "database": database,
+        "replicas": replicas,
         "errors": int(sum(m["errors"] for m in measured.values()) + bad),
         "signatures_checked": checked,
         "concurrency": concurrency,
@@ -324,11 +372,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="pinned: node alone on the first CPU, agent and clients on the others; the ceiling "
         "is the higher of pinned and free (default). shared: the scheduler places everything",
     )
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the node's store: SQLite (default) or a throwaway PostgreSQL 15 started for the run",
+    )
+    p.add_argument("--replicas", type=int, default=1, help="node processes on the one PostgreSQL (default 1)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(seconds=args.seconds, concurrency=args.concurrency, claims=args.claims, placement=args.placement)
+    result = run(
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        claims=args.claims,
+        placement=args.placement,
+        database=args.database,
+        replicas=args.replicas,
+    )
     if not args.json:
         print(
             f"end-to-end verify: {result['qps']} qps, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "

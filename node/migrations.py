@@ -1,0 +1,372 @@
+"""Versioned schema migrations of the node's database, one list for both backends.
+
+Each ``Migration`` is one step of the logical schema, spelled once per
+backend (SQLite, the embedded default, and PostgreSQL, for replicas). A
+database records the last step applied (SQLite: ``PRAGMA user_version``, as
+the node has done since its first release; PostgreSQL: the
+``schema_migrations`` table) and every missing step is applied in order, each
+in its own transaction, at start (SQLite) or by ``xinrong node db migrate``
+(PostgreSQL, where several replicas share one database and an operator
+decides when the schema moves; a replica refuses to start on a database that
+is behind or ahead of it).
+
+The steps are frozen: a released step is never edited, a change is a new
+step. Step 1 is, byte for byte, the schema of the node before migrations
+existed, so a ``node.db`` written by any earlier node loads and is brought
+forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sqlite: str
+    postgres: str
+
+
+# -- 1: the schema as the node shipped it (registry, consents, limits, audit, modeling) --
+
+_SQLITE_1 = """
+-- registry
+CREATE TABLE IF NOT EXISTS parties (
+    role        TEXT NOT NULL,
+    party_id    TEXT NOT NULL,
+    binding     BLOB NOT NULL,
+    not_before  INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (role, party_id)
+);
+-- consents
+CREATE TABLE IF NOT EXISTS consents (
+    consent_id         TEXT PRIMARY KEY,
+    enterprise         TEXT NOT NULL,
+    grantee            TEXT NOT NULL,
+    signed             BLOB NOT NULL,
+    digest             TEXT NOT NULL,
+    state              INTEGER NOT NULL,
+    registered_ms      INTEGER NOT NULL,
+    revoked_ms         INTEGER,
+    revocation         BLOB,
+    revocation_binding BLOB
+);
+CREATE INDEX IF NOT EXISTS consents_enterprise ON consents (enterprise);
+-- The use ledger: one row per consent and UTC day; a consent's total is the sum.
+CREATE TABLE IF NOT EXISTS consent_daily_uses (
+    consent_id TEXT NOT NULL REFERENCES consents (consent_id),
+    day        INTEGER NOT NULL,
+    uses       INTEGER NOT NULL,
+    PRIMARY KEY (consent_id, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocation_pushes (
+    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
+    provider        TEXT NOT NULL,
+    acked_ms        INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+) WITHOUT ROWID;
+-- limits
+CREATE TABLE IF NOT EXISTS replay_ids (
+    request_id TEXT PRIMARY KEY,
+    seen_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS enterprise_daily_uses (
+    enterprise TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    uses       INTEGER NOT NULL,
+    PRIMARY KEY (enterprise, day)
+) WITHOUT ROWID;
+-- audit
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq           INTEGER PRIMARY KEY,
+    ts_ms         INTEGER NOT NULL,
+    caller_role   TEXT NOT NULL,
+    caller_id     TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    claims_sha256 TEXT NOT NULL,
+    decision      TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    prev_hash     BLOB NOT NULL,
+    entry_hash    BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+-- modeling_store
+CREATE TABLE IF NOT EXISTS modeling_jobs (
+    job_id         TEXT PRIMARY KEY,
+    institution    TEXT NOT NULL,
+    providers      TEXT NOT NULL,
+    backend        TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    failure_reason TEXT NOT NULL,
+    epochs_done    INTEGER NOT NULL,
+    created_ms     INTEGER NOT NULL,
+    updated_ms     INTEGER NOT NULL,
+    metadata       TEXT
+) WITHOUT ROWID;
+"""
+
+# -- 2: replay ids per caller ------------------------------------------------------
+# A global namespace let any bank learn whether an id had been used by another
+# in the window (REQUEST_REPLAYED). Ids already held keep protecting against
+# replays until they expire: they move over with the caller '' (legacy), which
+# the guard treats as "any caller".
+
+_SQLITE_2 = """
+CREATE TABLE replay_ids_by_caller (
+    caller     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    seen_ms    INTEGER NOT NULL,
+    PRIMARY KEY (caller, request_id)
+) WITHOUT ROWID;
+INSERT INTO replay_ids_by_caller (caller, request_id, seen_ms) SELECT '', request_id, seen_ms FROM replay_ids;
+DROP TABLE replay_ids;
+ALTER TABLE replay_ids_by_caller RENAME TO replay_ids;
+"""
+
+# -- PostgreSQL -----------------------------------------------------------------
+# The same tables (BYTEA for BLOB, BIGINT for millisecond times), and what
+# replicas sharing one database need on top (``xinrong.node.pg``):
+#
+# * ``audit_pending``: admissions append their audit events here, in their own
+#   transaction; one sequencer at a time (an advisory lock) moves them into
+#   ``audit_log`` in id order, assigning ``seq`` and the chain hashes. One log,
+#   one order, whatever the number of replicas.
+# * ``xinrong_admit``: the admission's writes as one statement, so a replica
+#   holds the rows of one consent and one enterprise for microseconds, in a
+#   fixed order (consents, then enterprises, each sorted): the check-and-
+#   increment of every budget is exact across replicas and cannot deadlock.
+# PostgreSQL support starts at step 2's layout (replay ids per caller), so its
+# step 2 only records the version.
+
+_POSTGRES_1 = """
+CREATE TABLE parties (
+    role        TEXT NOT NULL,
+    party_id    TEXT NOT NULL,
+    binding     BYTEA NOT NULL,
+    not_before  BIGINT NOT NULL,
+    source      TEXT NOT NULL,
+    updated_ms  BIGINT NOT NULL,
+    PRIMARY KEY (role, party_id)
+);
+CREATE TABLE consents (
+    consent_id         TEXT PRIMARY KEY,
+    enterprise         TEXT NOT NULL,
+    grantee            TEXT NOT NULL,
+    signed             BYTEA NOT NULL,
+    digest             TEXT NOT NULL,
+    state              INTEGER NOT NULL,
+    registered_ms      BIGINT NOT NULL,
+    revoked_ms         BIGINT,
+    revocation         BYTEA,
+    revocation_binding BYTEA
+);
+CREATE INDEX consents_enterprise ON consents (enterprise);
+CREATE TABLE consent_daily_uses (
+    consent_id TEXT NOT NULL REFERENCES consents (consent_id),
+    day        INTEGER NOT NULL,
+    uses       BIGINT NOT NULL,
+    PRIMARY KEY (consent_id, day)
+);
+CREATE TABLE revocation_pushes (
+    consent_id      TEXT NOT NULL REFERENCES consents (consent_id),
+    provider        TEXT NOT NULL,
+    acked_ms        BIGINT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+);
+CREATE TABLE replay_ids (
+    caller     TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    seen_ms    BIGINT NOT NULL,
+    PRIMARY KEY (caller, request_id)
+);
+CREATE INDEX replay_ids_seen ON replay_ids (seen_ms);
+CREATE TABLE enterprise_daily_uses (
+    enterprise TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    uses       BIGINT NOT NULL,
+    PRIMARY KEY (enterprise, day)
+);
+CREATE TABLE audit_log (
+    seq           BIGINT PRIMARY KEY,
+    ts_ms         BIGINT NOT NULL,
+    caller_role   TEXT NOT NULL,
+    caller_id     TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    claims_sha256 TEXT NOT NULL,
+    decision      TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    prev_hash     BYTEA NOT NULL,
+    entry_hash    BYTEA NOT NULL
+);
+CREATE FUNCTION xinrong_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END;
+$$;
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION xinrong_audit_append_only();
+CREATE TABLE audit_pending (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ts_ms         BIGINT NOT NULL,
+    caller_role   TEXT NOT NULL,
+    caller_id     TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    request_id    TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    fields        TEXT NOT NULL,
+    claims_sha256 TEXT NOT NULL,
+    decision      TEXT NOT NULL,
+    reason        TEXT NOT NULL
+);
+CREATE TABLE modeling_jobs (
+    job_id         TEXT PRIMARY KEY,
+    institution    TEXT NOT NULL,
+    providers      TEXT NOT NULL,
+    backend        TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    failure_reason TEXT NOT NULL,
+    epochs_done    INTEGER NOT NULL,
+    created_ms     BIGINT NOT NULL,
+    updated_ms     BIGINT NOT NULL,
+    metadata       TEXT
+);
+-- One admission's decision and writes (xinrong.node.admission documents the
+-- order of checks; everything that needs no shared state was checked by the
+-- caller). Returns the request's outcome ('' admitted, else a reason), then
+-- one outcome per subject.
+--   p_early:   a refusal of steps 1-3: audited only, the request id is not consumed
+--   p_shape:   a refusal of steps 5-7: the id is consumed, no subject is considered
+--   p_pre[i]:  'E:REASON' refuses the subject whatever the consent's state (steps 8-9
+--              before the state check), 'L:REASON' unless the state refuses first
+-- Consent rows, then enterprise rows, are locked in sorted order.
+CREATE FUNCTION xinrong_admit(
+    p_caller TEXT, p_request_id TEXT, p_now_ms BIGINT, p_cutoff_ms BIGINT, p_day INTEGER, p_budget BIGINT,
+    p_early TEXT, p_shape TEXT,
+    p_consents TEXT[], p_enterprises TEXT[], p_max_uses BIGINT[], p_max_day BIGINT[], p_pre TEXT[],
+    p_role TEXT, p_caller_id TEXT, p_method TEXT, p_log_request_id TEXT, p_providers TEXT, p_fields TEXT,
+    p_claims TEXT, p_log_enterprise TEXT, p_log_consent TEXT, p_log_enterprises TEXT[], p_log_consents TEXT[]
+) RETURNS TEXT[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_out TEXT[] := ARRAY['']::TEXT[];
+    v_n INTEGER := coalesce(array_length(p_consents, 1), 0);
+    v_state INTEGER;
+    v_total BIGINT;
+    v_today BIGINT;
+    v_used BIGINT;
+    v_reason TEXT;
+    v_pre TEXT;
+BEGIN
+    IF p_early <> '' THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', p_early);
+        RETURN ARRAY[p_early];
+    END IF;
+    -- 4. The request id, per caller: an id older than the window is a new id again.
+    INSERT INTO replay_ids AS r (caller, request_id, seen_ms) VALUES (p_caller, p_request_id, p_now_ms)
+        ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms WHERE r.seen_ms < p_cutoff_ms;
+    IF NOT FOUND THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', 'REQUEST_REPLAYED');
+        RETURN ARRAY['REQUEST_REPLAYED'];
+    END IF;
+    IF p_shape <> '' THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', p_shape);
+        RETURN ARRAY[p_shape];
+    END IF;
+    -- Lock what the subjects may use, in one global order: consents, then enterprises.
+    PERFORM 1 FROM consents WHERE consent_id = ANY (p_consents) ORDER BY consent_id FOR UPDATE;
+    INSERT INTO enterprise_daily_uses (enterprise, day, uses)
+        SELECT DISTINCT e, p_day, 0 FROM unnest(p_enterprises) AS e ORDER BY 1
+        ON CONFLICT (enterprise, day) DO NOTHING;
+    PERFORM 1 FROM enterprise_daily_uses WHERE day = p_day AND enterprise = ANY (p_enterprises)
+        ORDER BY enterprise FOR UPDATE;
+    FOR i IN 1 .. v_n LOOP
+        v_pre := p_pre[i];
+        v_reason := '';
+        IF left(v_pre, 2) = 'E:' THEN
+            v_reason := substr(v_pre, 3);
+        ELSE
+            SELECT state INTO v_state FROM consents WHERE consent_id = p_consents[i];
+            IF NOT FOUND THEN
+                v_reason := 'ACCESS_DENIED';
+            ELSIF v_state = 3 THEN
+                v_reason := 'CONSENT_REVOKED';
+            ELSIF v_state = 2 THEN
+                v_reason := 'CONSENT_PAUSED';
+            ELSIF left(v_pre, 2) = 'L:' THEN
+                v_reason := substr(v_pre, 3);
+            ELSE
+                SELECT coalesce(sum(uses), 0), coalesce(sum(uses) FILTER (WHERE day = p_day), 0)
+                    INTO v_total, v_today FROM consent_daily_uses WHERE consent_id = p_consents[i];
+                SELECT uses INTO v_used FROM enterprise_daily_uses WHERE enterprise = p_enterprises[i] AND day = p_day;
+                IF v_total >= p_max_uses[i] THEN
+                    v_reason := 'CONSENT_USES_EXHAUSTED';
+                ELSIF p_max_day[i] > 0 AND v_today >= p_max_day[i] THEN
+                    v_reason := 'CONSENT_DAILY_LIMIT';
+                ELSIF v_used >= p_budget THEN
+                    v_reason := 'ENTERPRISE_BUDGET_EXHAUSTED';
+                ELSE
+                    INSERT INTO consent_daily_uses AS u (consent_id, day, uses) VALUES (p_consents[i], p_day, 1)
+                        ON CONFLICT (consent_id, day) DO UPDATE SET uses = u.uses + 1;
+                    UPDATE enterprise_daily_uses SET uses = uses + 1 WHERE enterprise = p_enterprises[i] AND day = p_day;
+                END IF;
+            END IF;
+        END IF;
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprises[i], p_log_consents[i],
+                p_providers, p_fields, p_claims, CASE WHEN v_reason = '' THEN 'ALLOWED' ELSE 'REFUSED' END, v_reason);
+        v_out := v_out || v_reason;
+    END LOOP;
+    RETURN v_out;
+END;
+$$;
+"""
+
+_POSTGRES_2 = """
+SELECT 1;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
+    Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
+)
+LATEST = MIGRATIONS[-1].version
+
+__all__ = ["LATEST", "MIGRATIONS", "Migration"]

@@ -1,0 +1,381 @@
+"""The node's database on PostgreSQL: N stateless replicas over one database.
+
+The embedded default is SQLite (``xinrong.node.db``); a ``[database]`` table
+in the node config puts the node's state in PostgreSQL instead, so several
+node processes (replicas, on one host or many) serve the same consents,
+budgets and audit log. The stores are written once against
+``xinrong.node.db.Database``; this module implements that interface, and
+``Database.shared`` tells them that memory is no longer the authority.
+
+Concurrency across replicas:
+
+* **Admission** (replay id, consent state and uses, daily and enterprise
+  budgets, audit event) is one statement, ``xinrong_admit``
+  (``xinrong.node.migrations``), run in its own transaction. It locks the
+  consent rows and then the enterprise rows it uses, each sorted, so every
+  check-and-increment is exact whichever replica runs it, a revocation
+  committed before it is seen by it, and two admissions never deadlock.
+  The rows stay locked for the function's microseconds, not for a batch.
+* **Durability, with group commit.** Every session commits asynchronously,
+  so an admission releases its row locks at COMMIT, not after a WAL flush
+  (on one hot consent a synchronous commit held them ~0.5 ms each and capped
+  that consent at ~1,000 uses a second). With ``synchronous_commit = "on"``
+  (the default) an admission then awaits a flush barrier before it returns:
+  one small transaction that commits synchronously, flushing all WAL before
+  it, shared by every admission of the replica that finished meanwhile (the
+  first waiter runs it for all, as the SQLite backend's batch COMMIT does).
+  Nothing an admission decided leaves the node before its WAL is on disk.
+  Threads' transactions (lifecycle, modeling) commit synchronously.
+* **The audit log** gets one order through one sequencer: admissions append
+  events to ``audit_pending``; whichever replica holds the advisory lock
+  moves a batch into ``audit_log`` in id order, assigning ``seq`` and the
+  hash chain (``xinrong.node.audit.SequencedAuditLog``).
+* **No blocking I/O on the event loop.** The loop's admissions use
+  psycopg's asyncio pool; threads (consent lifecycle, modeling, housekeeping)
+  use a blocking pool. A database that is down, slow or refusing turns into
+  ``StoreUnavailable`` (UNAVAILABLE ``STORE_UNAVAILABLE``) after at most
+  ``statement_timeout_seconds``.
+
+Schema changes are applied by ``xinrong node db migrate`` (one operator
+step for all replicas); a replica refuses to start on a database whose
+schema version is not its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import make_conninfo
+
+from xinrong.errors import StoreUnavailable
+from xinrong.node.config import DatabaseConfig
+from xinrong.node.db import Database, Transaction
+from xinrong.node.migrations import LATEST, MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock keys (any two 64-bit numbers the node owns).
+MIGRATE_LOCK = 0x78696E726F6E6701  # "xinrong" 01
+SEQUENCER_LOCK = 0x78696E726F6E6702
+
+_DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.TransactionRollback)
+
+
+@functools.lru_cache(maxsize=1024)
+def placeholders(sql: str) -> str:
+    """``?`` -> ``%s``: the stores' statements carry no literal ``?`` or ``%``."""
+    return sql.replace("?", "%s")
+
+
+def redacted(url: str) -> str:
+    """The URL as it may appear in messages (it holds no password, by config rule; be sure)."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# Makes the transaction it runs in commit synchronously: its WAL, and all WAL before
+# it, is flushed before the COMMIT returns. The transactional logical message gives
+# the transaction WAL of its own to flush (an XID alone writes none), at any wal_level.
+_DURABLE = "set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'xinrong', '')"
+BARRIER_SQL = f"SELECT {_DURABLE}"
+
+
+def conninfo(config: DatabaseConfig) -> str:
+    # Every session commits asynchronously: row locks are released at COMMIT,
+    # not after the WAL flush, so a hot consent serializes on microseconds of
+    # work; durability comes from explicit barriers (PgDatabase._barrier).
+    options = (
+        "-c synchronous_commit=off "
+        f"-c statement_timeout={int(config.statement_timeout_seconds * 1000)} "
+        f"-c lock_timeout={int(config.statement_timeout_seconds * 1000)}"
+    )
+    extra: dict[str, Any] = {
+        "connect_timeout": max(1, int(config.connect_timeout_seconds)),
+        "options": options,
+        "application_name": "xinrong-node",
+    }
+    password = config.password()
+    if password is not None:
+        extra["password"] = password
+    return make_conninfo(config.url, **extra)
+
+
+def unavailable(url: str, exc: BaseException) -> StoreUnavailable:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreUnavailable(f"node database {redacted(url)}: {first}")
+
+
+class PgTransaction(Transaction):
+    """A transaction on one pooled connection; ``?`` placeholders become ``%s``."""
+
+    __slots__ = ()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.cursor.execute(placeholders(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
+        return self.cursor.executemany(placeholders(sql), rows)
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(config: DatabaseConfig) -> tuple[int, list[int]]:
+    """Apply every missing step, each in its own transaction, under an advisory lock.
+
+    Returns (version before, steps applied). Safe to run while replicas of
+    the previous version serve only if the steps are additive; the node's
+    release notes say when a step is not.
+    """
+    try:
+        conn = psycopg.connect(conninfo(config), autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise unavailable(config.url, exc) from None
+    with conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)"
+            )
+            before = schema_version(conn)
+            if before > LATEST:
+                raise StoreUnavailable(
+                    f"node database {redacted(config.url)} is at schema {before}, newer than this node ({LATEST})"
+                )
+            applied: list[int] = []
+            for step in MIGRATIONS:
+                if step.version <= before:
+                    continue
+                with conn.transaction():
+                    conn.execute(step.postgres.encode())  # a script: several statements, no parameters
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_ms) VALUES (%s, %s, %s)",
+                        (step.version, step.name, int(time.time() * 1000)),
+                    )
+                applied.append(step.version)
+                log.info("node database %s: schema step %d applied (%s)", redacted(config.url), step.version, step.name)
+            return before, applied
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+
+
+class PgDatabase(Database):
+    """The ``Database`` interface over a PostgreSQL shared by replicas (see the module docstring)."""
+
+    shared = True
+    backend = "postgres"
+
+    def __init__(self, config: DatabaseConfig, *, check_schema: bool = True) -> None:
+        # Deliberately not Database.__init__: nothing of SQLite is opened.
+        self.config = config
+        self.url = redacted(config.url)
+        self.path = Path(self.url)  # for messages that name "the database"
+        self.lock = threading.RLock()  # in-process ordering only; the database is the authority
+        self._conninfo = conninfo(config)
+        self._pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=config.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="xinrong-node",
+            timeout=config.statement_timeout_seconds,
+        )
+        self._apool: psycopg_pool.AsyncConnectionPool | None = None
+        self._apool_ready: asyncio.Event | None = None
+        self._durable = config.synchronous_commit == "on"
+        self._applied = 0  # loop admissions committed so far
+        self._flushed = 0  # ... of which a barrier made durable
+        self._barrier_running: asyncio.Future[None] | None = None
+        self._failed: BaseException | None = None
+        try:
+            self._pool.open(wait=True, timeout=config.connect_timeout_seconds)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            try:  # say why, in one line
+                psycopg.connect(self._conninfo).close()
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"{unavailable(config.url, exc).detail}; refusing to start") from None
+            raise StoreUnavailable(f"node database {self.url} did not answer; refusing to start") from None
+        if check_schema:
+            version = self.schema_version()
+            if version != LATEST:
+                self._pool.close()
+                raise StoreUnavailable(
+                    f"node database {self.url} is at schema version {version}, this node needs {LATEST}: "
+                    "run `xinrong node db migrate --config <this config>` first"
+                )
+
+    # -- blocking side (threads) ---------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self._pool.connection() as conn:
+            return schema_version(conn)
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
+        """One transaction on a pooled connection, committed on exit (always durable)."""
+        tx: PgTransaction | None = None
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                tx = PgTransaction(conn.cursor())
+                if self._durable:
+                    tx.execute(BARRIER_SQL)  # this COMMIT flushes
+                yield tx
+        except _DOWN as exc:
+            raise unavailable(self.config.url, exc) from None
+        except psycopg.errors.QueryCanceled as exc:
+            raise unavailable(self.config.url, exc) from None
+        assert tx is not None
+        for callback in tx._callbacks:
+            callback()
+
+    def wait_durable(self, token: int) -> None:
+        """Every unit committed durably before ``transaction`` returned: nothing to wait for."""
+
+    async def wait_durable_async(self, token: int) -> None:
+        """As ``wait_durable``."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._pool.connection() as conn:
+                return list(conn.execute(placeholders(sql), params).fetchall())
+        except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
+            raise unavailable(self.config.url, exc) from None
+
+    def call(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+        """One statement in its own transaction, for a caller in a thread; its one row, durable."""
+        if self._durable:
+            sql = f"{sql}, {_DURABLE}"
+        rows = self.query(sql, params)
+        return rows[0]
+
+    def checkpoint(self) -> None:
+        """PostgreSQL checkpoints itself."""
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # -- the event loop's side -------------------------------------------------------
+
+    async def _async_pool(self) -> psycopg_pool.AsyncConnectionPool:
+        if self._apool is None:
+            self._apool_ready = asyncio.Event()
+            self._apool = psycopg_pool.AsyncConnectionPool(
+                self._conninfo,
+                min_size=min(2, self.config.pool_size),
+                max_size=self.config.pool_size,
+                kwargs={"autocommit": True},
+                open=False,
+                name="xinrong-node-loop",
+                timeout=self.config.statement_timeout_seconds,
+            )
+            try:
+                await self._apool.open(wait=True, timeout=self.config.connect_timeout_seconds)
+            finally:
+                self._apool_ready.set()
+        elif self._apool_ready is not None and not self._apool_ready.is_set():
+            await self._apool_ready.wait()
+        return self._apool
+
+    async def acall(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+        """One statement in its own transaction, without blocking the loop; its one row.
+
+        Returns once the statement's effects are durable (a shared flush barrier).
+        """
+        try:
+            pool = await self._async_pool()
+            async with pool.connection() as conn:
+                cursor = await conn.execute(placeholders(sql), params)
+                row = await cursor.fetchone()
+            if self._durable:
+                self._applied += 1
+                await self._barrier(self._applied)
+        except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
+            raise unavailable(self.config.url, exc) from None
+        assert row is not None
+        return tuple(row)
+
+    async def _barrier(self, token: int) -> None:
+        """Return once a synchronous commit started after unit ``token`` committed; the first
+        waiter runs it for everyone who finished meanwhile (group commit)."""
+        while self._flushed < token:
+            running = self._barrier_running
+            if running is not None:
+                await asyncio.shield(running)
+                continue
+            target = self._applied
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._barrier_running = future
+            try:
+                pool = await self._async_pool()
+                async with pool.connection() as conn:
+                    await conn.execute(BARRIER_SQL)
+                self._flushed = max(self._flushed, target)
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: each waiter raises on its own
+                raise
+            finally:
+                self._barrier_running = None
+
+    async def aquery(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            pool = await self._async_pool()
+            async with pool.connection() as conn:
+                cursor = await conn.execute(placeholders(sql), params)
+                return [tuple(r) for r in await cursor.fetchall()]
+        except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
+            raise unavailable(self.config.url, exc) from None
+
+    async def aclose(self) -> None:
+        """Close the loop's pool (on the loop that owns it)."""
+        if self._apool is not None:
+            await self._apool.close()
+            self._apool = None
+
+
+def connect_readonly(config: DatabaseConfig) -> psycopg.Connection[Any]:
+    """A read-only session for operator tools beside running replicas."""
+    try:
+        conn = psycopg.connect(conninfo(config), autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise unavailable(config.url, exc) from None
+    conn.execute("SET default_transaction_read_only = on")
+    return conn
+
+
+__all__ = [
+    "MIGRATE_LOCK",
+    "SEQUENCER_LOCK",
+    "PgDatabase",
+    "PgTransaction",
+    "connect_readonly",
+    "migrate",
+    "placeholders",
+    "redacted",
+    "schema_version",
+]
