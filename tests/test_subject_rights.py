@@ -460,3 +460,77 @@ def test_agent_refuses_a_filing_not_signed_by_the_enterprise(
         )
     finally:
         channel.close()
+
+
+def _filed(pki: Any, store: SubjectStore, kind: int, field: str, now: int) -> str:
+    creds = pki.enterprise(ACME)
+    filing = subj.build_filing(
+        kind=kind, enterprise_uscc=ACME, provider=field.split(".")[0], field=field, statement="s", now=now
+    )
+    store.add_case(filing, subj.sign_filing(filing, creds.signing_key), now)
+    return filing.case_id
+
+
+def test_subject_store_overdue_view_reload_and_pause_order(pki: Any, tmp_path: Path) -> None:
+    path = tmp_path / "agent.state.db.subject.db"
+    store = SubjectStore(path, deadline_days=2)
+    other = SubjectStore(path)  # the provider's CLI, another connection
+    try:
+        now = 1_800_000_000
+        case_id = _filed(pki, store, OBJECTION, "tax.credit_grade", now - 3 * 86400)
+        assert store.view().disputed == frozenset({(ACME, "tax.credit_grade")})
+        assert [c.overdue for c in store.cases(now=now)] == [True]
+        assert [c.overdue for c in store.cases(now=now - 2 * 86400)] == [False]
+        # Filing the same id again is a no-op; with other content it is refused.
+        assert _filed_again(pki, store, case_id) is False
+        other.resolve(case_id, kind=OBJECTION, state=CORRECTED, now=now)
+        assert store.view().disputed == frozenset()  # seen by the next answer, no restart
+        with pytest.raises(Exception, match="already"):
+            other.resolve(case_id, kind=OBJECTION, state=CORRECTED, now=now)
+        with pytest.raises(Exception, match="no repair"):
+            other.resolve(case_id, kind=REPAIR, state=APPROVED, now=now)
+        # Pause / resume: the newest signed change wins, whatever order they arrive in.
+        key = pki.enterprise(ACME).signing_key
+        pause = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_PAUSE, key, now=now)
+        resume = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_RESUME, key, now=now + 1)
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(resume.change), resume, now) is False
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(pause.change), pause, now) is False
+        assert store.view().paused == frozenset()
+        later = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_PAUSE, key, now=now + 2)
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(later.change), later, now) is True
+        assert store.view().paused == frozenset({("c-1", ACME)})
+        # Every step is in the log, with ids and fields only.
+        actions = [a for _t, a, *_ in store.subject_log()]
+        assert actions == ["case_filed", "case_corrected", "resume", "pause"]
+    finally:
+        store.close()
+        other.close()
+
+
+def _filed_again(pki: Any, store: SubjectStore, case_id: str) -> bool:
+    row = store._conn.execute("SELECT filing, signature FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    signed = subject_pb2.SignedCaseFiling(filing=bytes(row[0]), signature=bytes(row[1]))
+    return store.add_case(subject_pb2.CaseFiling.FromString(signed.filing), signed, 0)
+
+
+def test_repair_lapses_when_the_value_is_re_imported() -> None:
+    from xinrong.provider_agent.subject import SubjectView, cell_sha256
+
+    view = SubjectView(repaired={(ACME, "tax.in_arrears"): ("2026-07-01", cell_sha256(True))})
+    assert view.hidden(ACME, "tax.in_arrears", True, "2026-07-01")
+    assert not view.hidden(ACME, "tax.in_arrears", True, "2026-06-30")  # before the effective date
+    assert not view.hidden(ACME, "tax.in_arrears", False, "2026-08-01")  # corrected value shows
+    assert not view.hidden(BETA, "tax.in_arrears", True, "2026-08-01")
+
+
+def test_the_platform_sees_overdue_counts(platform: tuple[NodeServer, dict[str, Any]], pki: Any) -> None:
+    node, agents = platform
+    with _client(node, pki.enterprise(ACME)) as client:
+        client.file_case(kind=OBJECTION, field="tax.credit_grade", statement="wrong")
+    assert node.subject is not None
+    stats = node.subject.case_stats()
+    tax = stats["tax"]
+    assert tax is not None and (tax.open_objections, tax.overdue_objections) == (1, 0)
+    # Past the deadline (the agent's clock moved on): flagged to the platform.
+    _case_store(agents["tax"]).deadline_seconds = -1
+    assert node.subject.watch_overdue() == {"social_insurance": 0, "tax": 1}
