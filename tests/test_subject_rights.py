@@ -5,6 +5,7 @@ and can never reach another enterprise's records. The node keeps no raw value.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -82,8 +83,10 @@ def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> 
     return agent_server.start_agent(setup, bind="127.0.0.1:0", poll_seconds=0.2)
 
 
-@pytest.fixture
-def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
+@contextlib.contextmanager
+def _platform(
+    pki: Any, catalog: Catalog, tmp_path: Path, database: dict[str, Any] | None = None
+) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
     agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
     root = pki.root
     config_path = tmp_path / "node.toml"
@@ -97,6 +100,7 @@ def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeS
                 (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
             ],
             institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
+            database=database,
         )
     )
     node = start_node(load_config(config_path))
@@ -106,6 +110,12 @@ def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeS
         node.stop(0.5)
         for agent in agents.values():
             agent.stop(0.5)
+
+
+@pytest.fixture
+def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
+    with _platform(pki, catalog, tmp_path) as running:
+        yield running
 
 
 def _client(node: NodeServer, creds: Any) -> SubjectClient:
@@ -534,3 +544,31 @@ def test_the_platform_sees_overdue_counts(platform: tuple[NodeServer, dict[str, 
     # Past the deadline (the agent's clock moved on): flagged to the platform.
     _case_store(agents["tax"]).deadline_seconds = -1
     assert node.subject.watch_overdue() == {"social_insurance": 0, "tax": 1}
+
+
+def test_subject_rights_on_postgres(pki: Any, catalog: Catalog, tmp_path: Path, pg_cluster: Any) -> None:
+    """The node on PostgreSQL: own data admitted (audited), pause stored in the shared consents table."""
+    from support.pg import database_table
+
+    with _platform(pki, catalog, tmp_path, database_table(pg_cluster)) as (node, _agents):
+        consent = grant(pki, catalog, ACME)
+        cid = consent_id_of(consent)
+        channel, bank = _bank(node, pki)
+        try:
+            bank.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
+            with _client(node, pki.enterprise(ACME)) as client:
+                reports, unavailable = client.my_data()
+                assert sorted(r.provider for r in reports) == ["social_insurance", "tax"] and unavailable == []
+                assert client.change_state(cid, pause=True).state == common_pb2.CONSENT_STATE_PAUSED
+                assert_refused(
+                    lambda: bank.Verify(verify_request(consent), timeout=10),
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    Reason.CONSENT_PAUSED,
+                )
+                client.change_state(cid, pause=False)
+                req = verify_request(consent)
+                assert open_verdicts(pki, "bank-a", bank.Verify(req, timeout=10), req.request_id) == {
+                    "tax.credit_grade in A,B": "TRUE"
+                }
+        finally:
+            channel.close()
