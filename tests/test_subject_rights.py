@@ -40,7 +40,16 @@ from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc
 
-from support.node_fakes import ACME, BETA, assert_refused, consent_id_of, grant, open_verdicts, verify_request
+from support.node_fakes import (
+    ACME,
+    BETA,
+    assert_refused,
+    consent_id_of,
+    grant,
+    indicators_request,
+    open_verdicts,
+    verify_request,
+)
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -292,6 +301,20 @@ def test_objection_marks_disputed_until_resolved(
                 "tax.credit_grade in A,B": ("TRUE", True),
                 "tax.vat_paid_last_year >= 500000": ("TRUE", False),
             }
+            ireq = indicators_request(consent, [("tax.credit_grade", "grade"), ("tax.in_arrears", "flag")])
+            iresp = bank.GetIndicators(ireq, timeout=10)
+            marks = {}
+            for answer in iresp.answers:
+                raw = pki.institution("bank-a").sealing_key.open(
+                    answer.sealed,
+                    recipient_id="bank-a",
+                    content_type="xinrong.v1.AnswerBundle",
+                    context=ireq.request_id,
+                )
+                for signed in common_pb2.AnswerBundle.FromString(raw).indicators:
+                    ind = common_pb2.Indicator.FromString(signed.indicator)
+                    marks[ind.field] = ind.disputed
+            assert marks == {"tax.credit_grade": True, "tax.in_arrears": False}
             reports, _ = client.my_data()
             tax = next(r.report for r in reports if r.provider == "tax")
             assert {f.field: f.status for f in tax.fields}["tax.credit_grade"] == subject_pb2.FIELD_STATUS_DISPUTED
