@@ -255,6 +255,11 @@ class SubjectStore:
             self._log(conn, now, "query", "", request_id, "", "")
         return False
 
+    def prune_seen(self, older_than: int) -> int:
+        """Forget subject-query ids the freshness check refuses anyway."""
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM seen_queries WHERE at < ?", (older_than,)).rowcount)
+
     def log(self, now: int, action: str, enterprise: str, ref: str, fld: str = "", detail: str = "") -> None:
         with self._tx() as conn:
             self._log(conn, now, action, enterprise, ref, fld, detail)

@@ -532,9 +532,12 @@ def test_subject_store_overdue_view_reload_and_pause_order(pki: Any, tmp_path: P
         later = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_PAUSE, key, now=now + 2)
         assert store.set_pause(subject_pb2.ConsentStateChange.FromString(later.change), later, now) is True
         assert store.view().paused == frozenset({("c-1", ACME)})
+        # Subject-query ids are remembered until freshness refuses them anyway.
+        assert store.seen("q-1", now) is False and store.seen("q-1", now) is True
+        assert store.prune_seen(now + 1) == 1 and store.seen("q-1", now) is False
         # Every step is in the log, with ids and fields only.
         actions = [a for _t, a, *_ in store.subject_log()]
-        assert actions == ["case_filed", "case_corrected", "resume", "pause"]
+        assert actions == ["case_filed", "case_corrected", "resume", "pause", "query", "query"]
     finally:
         store.close()
         other.close()
