@@ -8,12 +8,14 @@ import json
 import sys
 from pathlib import Path
 
+from xinrong import subject as subj
 from xinrong import uscc
 from xinrong.consent import parse_consent, read_consent, write_consent
-from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
+from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, SubjectClient, case_json, grant
+from xinrong.errors import ValidationError
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.serde import PROTO_TO_FORM, purpose_name
-from xinrong.v1 import common_pb2
+from xinrong.v1 import common_pb2, subject_pb2
 
 
 def consent_summary(signed: common_pb2.SignedConsent) -> dict[str, object]:
@@ -41,7 +43,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if (directory / "signing.key").exists() and not args.force:
         print(f"{directory} already holds keys; use --force to replace them", file=sys.stderr)
         return 2
-    provision_party(ca, args.keys_dir, role="enterprise", party_id=code, with_sealing=False, overwrite=args.force)
+    provision_party(ca, args.keys_dir, role="enterprise", party_id=code, overwrite=args.force)
     creds = load_party(directory)
     print(f"enterprise {code}: signing key {creds.signing_key.key_id} in {directory}")
     return 0
@@ -124,6 +126,130 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- subject rights ------------------------------------------------------------------
+
+
+def _print(doc: object, as_json: bool) -> None:
+    print(json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=None if as_json else 2))
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Everything every provider holds on us, each report checked against its provider's signature."""
+    with SubjectClient(args.node, load_party(args.credentials)) as client:
+        reports, unavailable = client.my_data()
+    _print({"providers": [r.to_json() for r in reports], "unavailable": unavailable}, args.json)
+    return 0
+
+
+def _cases(args: argparse.Namespace, kind: int) -> int:
+    with SubjectClient(args.node, load_party(args.credentials)) as client:
+        cases = client.cases(kind)
+    _print({"cases": [case_json(c) for c in cases]}, args.json)
+    return 0
+
+
+def _file(args: argparse.Namespace, kind: int) -> int:
+    evidence = b""
+    name = ""
+    if args.evidence:
+        path = Path(args.evidence)
+        if path.stat().st_size > subj.MAX_EVIDENCE_BYTES:
+            raise ValidationError(f"{path} is larger than {subj.MAX_EVIDENCE_BYTES} bytes")
+        evidence, name = path.read_bytes(), path.name
+    with SubjectClient(args.node, load_party(args.credentials)) as client:
+        resp = client.file_case(
+            kind=kind, field=args.field, statement=args.statement, evidence=evidence, evidence_name=name
+        )
+    _print(
+        {"id": resp.case_id, "state": subject_pb2.CaseState.Name(resp.state).removeprefix("CASE_STATE_").lower()},
+        args.json,
+    )
+    return 0
+
+
+def cmd_consents_list(args: argparse.Namespace) -> int:
+    with SubjectClient(args.node, load_party(args.credentials)) as client:
+        consents = client.list_consents()
+    _print(
+        {
+            "consents": [
+                {
+                    "consent_id": c.consent_id,
+                    "grantee": c.grantee_id,
+                    "purpose": purpose_name(c.purpose),
+                    "state": common_pb2.ConsentState.Name(c.state).removeprefix("CONSENT_STATE_").lower(),
+                    "uses": c.uses,
+                    "max_uses": c.max_uses,
+                    "valid_until": c.valid_until,
+                    "fields": list(c.fields),
+                }
+                for c in consents
+            ]
+        },
+        args.json,
+    )
+    return 0
+
+
+def _change(args: argparse.Namespace, *, pause: bool) -> int:
+    with SubjectClient(args.node, load_party(args.credentials)) as client:
+        resp = client.change_state(_consent_id(args), pause=pause)
+    _print(
+        {
+            "consent_id": resp.consent_id,
+            "state": common_pb2.ConsentState.Name(resp.state),
+            "providers_notified": list(resp.providers_notified),
+        },
+        True,
+    )
+    return 0
+
+
+def _subject_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
+    p.add_argument("--node", required=True, help="node address host:port")
+    p.add_argument("--json", action="store_true", help="one-line JSON output")
+
+
+def _register_subject(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("data", help="all data every provider holds on this enterprise (free; sealed to it)")
+    _subject_args(p)
+    p.set_defaults(func=cmd_data)
+    for noun, kind, verb, what in (
+        ("objections", subject_pb2.CASE_KIND_OBJECTION, "file", "object to a field (异议申诉)"),
+        ("repairs", subject_pb2.CASE_KIND_REPAIR, "apply", "apply for credit repair of a negative record (信用修复)"),
+    ):
+        group = sub.add_parser(noun, help=f"{noun}: {verb}, list")
+        gsub = group.add_subparsers(dest=f"{noun}_cmd", metavar="COMMAND")
+        gsub.required = True
+        p = gsub.add_parser("list", help=f"this enterprise's {noun} with status and history")
+        _subject_args(p)
+        p.set_defaults(func=lambda a, k=kind: _cases(a, k))
+        p = gsub.add_parser(verb, help=what)
+        _subject_args(p)
+        p.add_argument("--field", required=True, help="catalog field, e.g. tax.in_arrears")
+        p.add_argument("--statement", required=True, help=f"why (up to {subj.MAX_STATEMENT_CHARS} characters)")
+        p.add_argument("--evidence", help=f"evidence file (up to {subj.MAX_EVIDENCE_BYTES} bytes)")
+        p.set_defaults(func=lambda a, k=kind: _file(a, k))
+    group = sub.add_parser("consents", help="list, pause, resume, revoke this enterprise's consents")
+    gsub = group.add_subparsers(dest="consents_cmd", metavar="COMMAND")
+    gsub.required = True
+    p = gsub.add_parser("list", help="consents with state and uses")
+    _subject_args(p)
+    p.set_defaults(func=cmd_consents_list)
+    for name, func, help_text in (
+        ("pause", lambda a: _change(a, pause=True), "pause a consent (enterprise-signed; node and agents refuse it)"),
+        ("resume", lambda a: _change(a, pause=False), "resume a paused consent"),
+        ("revoke", cmd_revoke, "revoke a consent for good"),
+    ):
+        p = gsub.add_parser(name, help=help_text)
+        p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
+        p.add_argument("--node", required=True, help="node address host:port")
+        p.add_argument("--consent", type=Path, help="signed consent file")
+        p.add_argument("--consent-id", help="the consent id, instead of --consent FILE")
+        p.set_defaults(func=func)
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="enterprise_cmd", metavar="COMMAND")
     sub.required = True
@@ -177,3 +303,4 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = csub.add_parser("show", help="print a signed consent file")
     p.add_argument("file", type=Path, help="a signed consent file (.pb)")
     p.set_defaults(func=cmd_show)
+    _register_subject(sub)

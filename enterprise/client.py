@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
+from xinrong import subject as subj
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
-from xinrong.errors import ValidationError
+from xinrong.errors import SignatureError, ValidationError
+from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
+from xinrong.keys.sealing import seal
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
+from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc
 
 # A consent that ends sooner than this is refused when it is signed: it would
 # be expired, or nearly, by the time anyone could use it.
@@ -121,3 +125,190 @@ class EnterpriseClient:
             return resp
         except grpc.RpcError as err:
             raise decode_rpc_error(err) from None
+
+
+# -- subject rights (xinrong.v1.SubjectService) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """One provider's verified report on the enterprise itself."""
+
+    provider: str
+    report: subject_pb2.SubjectReport
+
+    def to_json(self) -> dict[str, object]:
+        r = self.report
+        return {
+            "provider": self.provider,
+            "data_as_of": r.data_as_of,
+            "held": r.held,
+            "fields": [
+                {
+                    "field": f.field,
+                    "value": f.value if f.present else None,
+                    "status": subject_pb2.FieldStatus.Name(f.status).removeprefix("FIELD_STATUS_").lower(),
+                }
+                for f in r.fields
+            ],
+            "cases": [case_json(c) for c in r.cases],
+        }
+
+
+def case_json(c: subject_pb2.SubjectCase) -> dict[str, object]:
+    return {
+        "id": c.case_id,
+        "kind": subject_pb2.CaseKind.Name(c.kind).removeprefix("CASE_KIND_").lower(),
+        "field": c.field,
+        "state": subject_pb2.CaseState.Name(c.state).removeprefix("CASE_STATE_").lower(),
+        "statement": c.statement,
+        "filed_at": c.filed_at,
+        "updated_at": c.updated_at,
+        "reason": c.reason,
+        "overdue": c.overdue,
+        "effective_date": c.effective_date,
+        "evidence_bytes": c.evidence_bytes,
+        "history": [
+            {
+                "at": e.at,
+                "state": subject_pb2.CaseState.Name(e.state).removeprefix("CASE_STATE_").lower(),
+                "note": e.note,
+            }
+            for e in c.history
+        ],
+    }
+
+
+class SubjectClient(EnterpriseClient):
+    """The enterprise's own rights: everything it reads is checked (provider signature) and opened here."""
+
+    def __init__(self, node_target: str, credentials: PartyCredentials, *, node_id: str = "node") -> None:
+        if credentials.role != "enterprise":
+            raise ValidationError("subject rights need the enterprise's own credentials")
+        super().__init__(node_target, credentials, node_id=node_id)
+        self._subject = subject_pb2_grpc.SubjectServiceStub(self._channel)
+        self._providers: dict[str, VerifiedBinding] | None = None
+
+    def __enter__(self) -> SubjectClient:
+        return self
+
+    def _call(self, method: str, request: object, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        try:
+            return getattr(self._subject, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+
+    def providers(self) -> dict[str, VerifiedBinding]:
+        """Provider bindings, each checked against the CA here (the node could otherwise swap keys)."""
+        if self._providers is None:
+            try:
+                resp = self._stub.ListParties(
+                    node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_PROVIDER), timeout=DEFAULT_TIMEOUT
+                )
+            except grpc.RpcError as err:
+                raise decode_rpc_error(err) from None
+            found: dict[str, VerifiedBinding] = {}
+            for signed in resp.bindings:
+                try:
+                    b = verify_binding(self.credentials.ca, signed, expect_role="provider")
+                except SignatureError:
+                    continue
+                found[b.provider] = b
+            self._providers = found
+        return self._providers
+
+    def _query(self) -> subject_pb2.SignedSubjectQuery:
+        return subj.sign_query(self.credentials.party_id, self.credentials.signing_key)
+
+    def my_data(self) -> tuple[list[ProviderReport], list[str]]:
+        """Every provider's report (verified, opened), and the providers that did not answer."""
+        key = self.credentials.sealing_key
+        if key is None:
+            raise ValidationError(
+                "these credentials have no sealing key: re-run `xinrong enterprise keygen --force` to read your data"
+            )
+        query = self._query()
+        request_id = subject_pb2.SubjectQuery.FromString(query.query).request_id
+        resp = self._call(
+            "GetMyData",
+            subject_pb2.GetMyDataRequest(query=query, enterprise_binding=self.credentials.binding.signed),
+            timeout=DEFAULT_TIMEOUT * 2,
+        )
+        bindings = self.providers()
+        reports: list[ProviderReport] = []
+        for answer in resp.answers:
+            binding = bindings.get(answer.provider)
+            if binding is None:
+                raise SignatureError(f"no CA-bound binding for provider {answer.provider}")
+            raw = key.open(
+                answer.sealed,
+                recipient_id=self.credentials.party_id,
+                content_type=subj.REPORT_CONTENT_TYPE,
+                context=request_id,
+            )
+            signed = subject_pb2.SignedSubjectReport.FromString(subj.unpad(raw))
+            binding.verify_key.verify(subj.REPORT_CONTEXT, signed.report, signed.signature)
+            report = subject_pb2.SubjectReport.FromString(signed.report)
+            if (
+                report.enterprise_uscc != self.credentials.party_id
+                or report.request_id != request_id
+                or report.provider != answer.provider
+            ):
+                raise SignatureError(f"report from {answer.provider} is not the answer to this request")
+            reports.append(ProviderReport(answer.provider, report))
+        return reports, list(resp.unavailable)
+
+    def file_case(
+        self, *, kind: int, field: str, statement: str, evidence: bytes = b"", evidence_name: str = ""
+    ) -> subject_pb2.FileCaseResponse:
+        """Sign the filing, seal it to the owning provider, and send it through the node."""
+        provider = field.split(".", 1)[0]
+        binding = self.providers().get(provider)
+        if binding is None or len(binding.sealing_public_raw) != 32:
+            raise ValidationError(f"no provider {provider!r} with a sealing key is registered")
+        filing = subj.build_filing(
+            kind=kind,
+            enterprise_uscc=self.credentials.party_id,
+            provider=provider,
+            field=field,
+            statement=statement,
+            evidence=evidence,
+            evidence_name=evidence_name,
+        )
+        signed = subj.sign_filing(filing, self.credentials.signing_key)
+        box = seal(
+            subj.pad(signed.SerializeToString(deterministic=True)),
+            recipient_id=binding.party_id,
+            recipient_public_raw=binding.sealing_public_raw,
+            content_type=subj.FILING_CONTENT_TYPE,
+            context=filing.case_id,
+        )
+        resp: subject_pb2.FileCaseResponse = self._call(
+            "FileCase",
+            subject_pb2.FileCaseRequest(
+                query=self._query(),
+                enterprise_binding=self.credentials.binding.signed,
+                provider=provider,
+                field=field,
+                kind=kind,  # type: ignore[arg-type]
+                case_id=filing.case_id,
+                sealed=box,
+            ),
+        )
+        return resp
+
+    def cases(self, kind: int | None = None) -> list[subject_pb2.SubjectCase]:
+        reports, _ = self.my_data()
+        return [c for r in reports for c in r.report.cases if kind is None or c.kind == kind]
+
+    def list_consents(self) -> list[subject_pb2.ConsentListing]:
+        resp: subject_pb2.ListMyConsentsResponse = self._call("ListMyConsents", subject_pb2.ListMyConsentsRequest())
+        return list(resp.consents)
+
+    def change_state(self, consent_id: str, *, pause: bool) -> subject_pb2.ChangeConsentStateResponse:
+        action = subject_pb2.CONSENT_ACTION_PAUSE if pause else subject_pb2.CONSENT_ACTION_RESUME
+        change = subj.sign_state_change(consent_id, self.credentials.party_id, action, self.credentials.signing_key)
+        resp: subject_pb2.ChangeConsentStateResponse = self._call(
+            "ChangeConsentState", subject_pb2.ChangeConsentStateRequest(change=change), timeout=DEFAULT_TIMEOUT * 2
+        )
+        return resp

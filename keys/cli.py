@@ -52,7 +52,6 @@ def cmd_issue(args: argparse.Namespace) -> int:
         role=args.role,
         party_id=args.id,
         provider=args.provider or "",
-        with_sealing=args.role != "enterprise",
         overwrite=args.force,
     )
     print(directory)

@@ -96,6 +96,9 @@ class Purpose:
     covers_providers: bool = False
     batch: bool = False
     caller_role: str = INSTITUTION
+    # The enterprise asks about itself (subject rights): no consent, no use, no budget;
+    # steps 8-10 become "the subject is the caller" (else the uniform denial).
+    self_service: bool = False
 
 
 VERIFICATION = Purpose("verification", "Verify")
@@ -107,6 +110,7 @@ SCORING = Purpose(
     covers_providers=True,
     batch=True,
 )
+SELF_SERVICE = Purpose("self_service", "GetMyData", caller_role="enterprise", self_service=True)
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,14 @@ class AccessRequest:
 @dataclass(frozen=True)
 class AdmittedSubject:
     subject: Subject
-    record: ConsentRecord
+    consent: ConsentRecord | None  # None for SELF_SERVICE: the enterprise about itself
     event: AuditEvent  # its ALLOWED entry, to follow with a FAILED one
+
+    @property
+    def record(self) -> ConsentRecord:
+        if self.consent is None:
+            raise RuntimeError("a self-service admission has no consent")
+        return self.consent
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ class Admission:
 
     def admit_blocking(self, request: AccessRequest) -> Admitted:
         """For handlers in a worker thread: the decision is durable before this returns."""
-        if self._db.shared:
+        if self._db.shared and not request.purpose.self_service:
             return self._admit_shared_blocking(request)
         try:
             admitted = self._admit(request)
@@ -536,6 +546,13 @@ class Admission:
                         try:
                             if single is None:
                                 _check_subject_syntax(subject)
+                            if purpose.self_service:
+                                if subject.enterprise != caller.party_id:
+                                    raise ConsentError("an enterprise reaches only its own records")
+                                allowed = event(Decision.ALLOWED, subject=subject)
+                                self._audit.append(tx, allowed, ts_ms)
+                                admitted.append(AdmittedSubject(subject, None, allowed))
+                                continue
                             record = self._check_consent(purpose, caller, subject, ask, now, day)
                         except XinrongError as exc:
                             refused.append((subject, exc))
@@ -661,6 +678,7 @@ def _check_subject_syntax(subject: Subject) -> None:
 __all__ = [
     "INDICATORS",
     "SCORING",
+    "SELF_SERVICE",
     "VERIFICATION",
     "AccessRequest",
     "Admission",

@@ -376,6 +376,20 @@ class ConsentRegistry:
 
         tx.on_commit(commit)
 
+    def set_state(self, tx: Transaction, record: ConsentRecord, state: int) -> None:
+        """PAUSED or ACTIVE, by an enterprise-signed pause / resume (never out of REVOKED)."""
+        if state not in (ACTIVE, PAUSED):
+            raise ValueError("only ACTIVE and PAUSED are set this way")
+        tx.execute(
+            "UPDATE consents SET state = ? WHERE consent_id = ? AND state <> ?", (state, record.consent_id, REVOKED)
+        )
+
+        def commit() -> None:
+            if record.state != REVOKED:
+                record.state = state
+
+        tx.on_commit(commit)
+
     def push_acked(self, tx: Transaction, record: ConsentRecord, provider: str, now: float) -> None:
         now_ms = int(now * 1000)
         tx.execute(

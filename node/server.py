@@ -26,13 +26,38 @@ from xinrong.node.modeling_servicer import ModelingServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
+from xinrong.node.subject import SubjectRights
+from xinrong.node.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
+from xinrong.node.subject_servicer import SubjectServicer
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
+from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 ALLOWED_ROLES = frozenset({"institution", "enterprise"})
 MODELING_ROLES = frozenset({"institution"})
+SUBJECT_ROLES = frozenset({"enterprise"})
+# How often the node asks the agents for overdue objections (counts only).
+CASE_STATS_SECONDS = 600.0
+
+
+def subject_rights(core: NodeCore) -> SubjectRights:
+    """The enterprise's SubjectService over the core's stores and one admission path."""
+    return SubjectRights(
+        db=core.db,
+        ca=core.ca,
+        catalog=core.catalog,
+        registry=core.registry,
+        consents=core.consents,
+        replay=core.replay,
+        audit=core.audit,
+        admission=core.admission,
+        endpoints=tuple(core.config.providers),
+        credentials=core.credentials,
+        timeout=core.config.agent_timeout_seconds,
+        max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
 
 
 def open_database(config: NodeConfig) -> Database:
@@ -56,6 +81,7 @@ class NodeServer:
     core: NodeCore
     server: RunningServer
     modeling: ModelingHub | None = None
+    subject: SubjectRights | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -67,11 +93,17 @@ class NodeServer:
     def _maintenance(self) -> None:
         interval = self.core.config.revocation_retry_seconds
         first = True
+        next_cases = time.monotonic() + CASE_STATS_SECONDS
         while True:
             try:
                 # At start every pending push is due, whatever its backoff: the
                 # agent may have come back while the node was down.
                 self.core.retry_pending_pushes(force=first)
+                if self.subject is not None:
+                    self.subject.push_pending()
+                    if time.monotonic() >= next_cases:
+                        next_cases = time.monotonic() + CASE_STATS_SECONDS
+                        self.subject.watch_overdue()
                 self.core.maintain()
             except Exception:  # keep the thread alive; the next tick retries
                 log.exception("node maintenance failed")
@@ -131,6 +163,8 @@ class NodeServer:
             self._checkpointer.join(timeout=5)
         if self.modeling is not None:
             self.modeling.close()
+        if self.subject is not None:
+            self.subject.close()
         self.core.agents.close()
         self.core.db.close()
 
@@ -157,6 +191,7 @@ def start_node(
     db = open_database(config)
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
     hub: ModelingHub | None = None
+    rights: SubjectRights | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
@@ -164,6 +199,8 @@ def start_node(
         hub = ModelingHub(core, AgentModelingChannels(config.providers, creds), observer=modeling_observer)
         hub.load()
         modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
+        rights = subject_rights(core)
+        subject_servicer = SubjectServicer(rights)
         running = build_server(
             creds,
             config.bind,
@@ -178,6 +215,11 @@ def start_node(
                     lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),
                     allowed_roles=MODELING_ROLES,
                 ),
+                ServiceBinding(
+                    SUBJECT_SERVICE_NAME,
+                    lambda s: subject_pb2_grpc.add_SubjectServiceServicer_to_server(subject_servicer, s),
+                    allowed_roles=SUBJECT_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -185,6 +227,8 @@ def start_node(
     except BaseException:
         if hub is not None:
             hub.close()
+        if rights is not None:
+            rights.close()
         agents.close()
         db.close()
         raise
@@ -193,7 +237,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights)
     running.set_serving(True)
     node.start_maintenance()
     log.info(

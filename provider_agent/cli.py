@@ -4,6 +4,8 @@
     xinrong agent import --config agent.toml --csv tax.csv [--allow-older]
     xinrong agent serve  --config agent.toml [--port-file PATH]
     xinrong agent info   --config agent.toml [--json]
+    xinrong agent objections list|resolve --config agent.toml [--id X --corrected | --rejected --reason R]
+    xinrong agent repairs list|approve|reject --config agent.toml [--id X [--effective DATE] [--reason R]]
 
 Every command validates the whole config (catalog, credentials, binding)
 before doing anything, and prints errors plainly: a rejected import lists
@@ -13,6 +15,8 @@ every problem with its line number, and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +27,17 @@ from xinrong.provider_agent.config import AgentSetup, load_agent, render_templat
 from xinrong.provider_agent.importer import import_csv
 from xinrong.provider_agent.server import serve
 from xinrong.provider_agent.store import DataStore
+from xinrong.provider_agent.subject import (
+    APPROVED,
+    CORRECTED,
+    OBJECTION,
+    OPEN,
+    REJECTED,
+    REPAIR,
+    SubjectStore,
+    current_cell_sha256,
+    subject_db_path,
+)
 
 
 def _with_setup(run: Callable[[AgentSetup, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -110,6 +125,117 @@ def _info(setup: AgentSetup, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the enterprises' objections and repair applications (xinrong.provider_agent.subject) --
+
+
+def _subject_store(setup: AgentSetup) -> SubjectStore:
+    cfg = setup.config
+    return SubjectStore(subject_db_path(cfg.state_db), deadline_days=cfg.objection_deadline_days)
+
+
+def _list_cases(setup: AgentSetup, args: argparse.Namespace, kind: int) -> int:
+    store = _subject_store(setup)
+    try:
+        cases = store.cases(kind=kind)
+    finally:
+        store.close()
+    if args.open:
+        cases = [c for c in cases if c.state == OPEN]
+    doc = {"cases": [c.summary() for c in cases], "overdue": sum(1 for c in cases if c.overdue)}
+    print(json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=None if args.json else 2))
+    return 0
+
+
+def _resolve(setup: AgentSetup, args: argparse.Namespace) -> int:
+    """An upheld objection is corrected by a normal re-import of the value (xinrong agent import)."""
+    if args.corrected == args.rejected:
+        raise ConfigError("give exactly one of --corrected or --rejected")
+    if args.rejected and not args.reason:
+        raise ConfigError("a rejection needs --reason")
+    state = CORRECTED if args.corrected else REJECTED
+    store = _subject_store(setup)
+    try:
+        case = store.resolve(args.id, kind=OBJECTION, state=state, reason=args.reason or "")
+    finally:
+        store.close()
+    print(json.dumps(case.summary(), ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+def _decide_repair(setup: AgentSetup, args: argparse.Namespace, approve: bool) -> int:
+    store = _subject_store(setup)
+    try:
+        if approve:
+            case = next((c for c in store.cases(kind=REPAIR) if c.case_id == args.id), None)
+            if case is None:
+                raise ConfigError(f"no repair application with id {args.id}")
+            data = DataStore(setup.config.db, setup.config.provider)
+            try:
+                value_sha = current_cell_sha256(data, setup.catalog, case.enterprise, case.field)
+            finally:
+                data.close()
+            effective = args.effective or dt.datetime.now(dt.UTC).date().isoformat()
+            dt.date.fromisoformat(effective)
+            result = store.resolve(
+                args.id,
+                kind=REPAIR,
+                state=APPROVED,
+                reason=args.reason or "",
+                effective_date=effective,
+                value_sha256=value_sha,
+            )
+        else:
+            if not args.reason:
+                raise ConfigError("a rejection needs --reason")
+            result = store.resolve(args.id, kind=REPAIR, state=REJECTED, reason=args.reason)
+    finally:
+        store.close()
+    print(json.dumps(result.summary(), ensure_ascii=False, sort_keys=True))
+    return 0
+
+
+def _repair_decision(setup: AgentSetup, args: argparse.Namespace, *, approve: bool) -> int:
+    return _decide_repair(setup, args, approve)
+
+
+def _register_cases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = sub.add_parser("objections", help="enterprises' objections (异议申诉): list, resolve")
+    gsub = group.add_subparsers(dest="objections_cmd", metavar="COMMAND")
+    gsub.required = True
+    p = gsub.add_parser("list", help="objections with state; open ones past the deadline are overdue")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--open", action="store_true", help="only open objections")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=_with_setup(lambda s, a: _list_cases(s, a, OBJECTION)))
+    p = gsub.add_parser("resolve", help="close an objection: --corrected (after re-importing) or --rejected --reason")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--id", required=True, help="objection id")
+    p.add_argument("--corrected", action="store_true", help="the value was wrong and has been re-imported")
+    p.add_argument("--rejected", action="store_true", help="the value stands")
+    p.add_argument("--reason", help="why (required with --rejected)")
+    p.set_defaults(func=_with_setup(_resolve))
+
+    group = sub.add_parser("repairs", help="credit-repair applications (信用修复): list, approve, reject")
+    gsub = group.add_subparsers(dest="repairs_cmd", metavar="COMMAND")
+    gsub.required = True
+    p = gsub.add_parser("list", help="repair applications with state")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--open", action="store_true", help="only open applications")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=_with_setup(lambda s, a: _list_cases(s, a, REPAIR)))
+    for name, approve in (("approve", True), ("reject", False)):
+        p = gsub.add_parser(
+            name,
+            help="approve: the item answers NO_DATA from --effective on" if approve else "reject with --reason",
+        )
+        p.add_argument("--config", required=True, help="agent TOML config")
+        p.add_argument("--id", required=True, help="application id")
+        p.add_argument("--reason", help="why (required to reject)")
+        if approve:
+            p.add_argument("--effective", help="YYYY-MM-DD from which the item is hidden (default today, UTC)")
+        p.set_defaults(func=_with_setup(functools.partial(_repair_decision, approve=approve)))
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     sub.required = True
@@ -141,3 +267,4 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="agent TOML config")
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=_with_setup(_info))
+    _register_cases(sub)

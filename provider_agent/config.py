@@ -111,6 +111,8 @@ class AgentConfig(Section):
     max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
     catalog: ConfigPath | None = None
     max_workers: int = Field(16, ge=1, le=256)
+    # An objection open longer than this is flagged overdue (policy practice: a few working days).
+    objection_deadline_days: float = Field(5.0, gt=0, le=365)
     modeling: ModelingConfig = ModelingConfig()
 
     @model_validator(mode="before")

@@ -35,6 +35,7 @@ request.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -77,6 +78,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.limits import MAX_ITEMS_PER_REQUEST
 from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.provider_agent.subject import SubjectStore, SubjectView
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2
 
@@ -175,6 +177,7 @@ class ProviderAgent:
         clock: Callable[[], float] = time.time,
         cache_size: int = 4096,
         sealer: SessionSealer | None = None,
+        subject: SubjectStore | None = None,
     ) -> None:
         if credentials.role != "provider" or credentials.binding.provider != provider:
             raise ValidationError(f"credentials are not those of provider {provider!r}")
@@ -190,6 +193,8 @@ class ProviderAgent:
         self._clock = clock
         # Answers go to the same few banks all day: one HPKE per session, not per answer.
         self._sealer = sealer if sealer is not None else SessionSealer()
+        # Objections, repairs and pauses of the enterprises (xinrong.provider_agent.subject).
+        self._subject = subject
         self._consents: BoundedCache[tuple[bytes, ...], _CachedConsent] = BoundedCache(cache_size)
         self._audiences: BoundedCache[tuple[bytes, ...], VerifiedBinding] = BoundedCache(cache_size)
         self._claims: BoundedCache[bytes, CheckedClaim] = BoundedCache(cache_size)
@@ -238,6 +243,8 @@ class ProviderAgent:
     def _consent_state(self, verified: VerifiedConsent) -> int:
         if verified.enterprise in self._revoked.get(verified.consent_id, frozenset()):
             return common_pb2.CONSENT_STATE_REVOKED
+        if self._subject is not None and (verified.consent_id, verified.enterprise) in self._subject.view().paused:
+            return common_pb2.CONSENT_STATE_PAUSED
         return common_pb2.CONSENT_STATE_ACTIVE
 
     def _check_claim(self, claim: common_pb2.Claim) -> CheckedClaim:
@@ -333,13 +340,20 @@ class ProviderAgent:
         log.debug("answered %s %s: consent %s, %d items", kind, request_id, consent.consent_id, len(needs))
         return box
 
-    def _cell(self, lookup: Lookup, cells: list[object] | None, spec: FieldSpec) -> FieldValue:
+    def _cell(
+        self, lookup: Lookup, cells: list[object] | None, spec: FieldSpec, enterprise: str, view: SubjectView
+    ) -> FieldValue:
         if cells is None:
             return None
         index = self._data.columns(lookup.period_id).get(spec.column)
         if index is None or index >= len(cells):
             return None
+        if view.repaired and view.hidden(enterprise, spec.key, cells[index], _today(self._clock())):
+            return None  # a repaired negative item is not disclosed (answers as NO_DATA)
         return _typed(spec, cells[index])
+
+    def _view(self) -> SubjectView:
+        return self._subject.view() if self._subject is not None else _NO_SUBJECT
 
     # -------------------------------------------------------------- use cases
 
@@ -361,13 +375,14 @@ class ProviderAgent:
         ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
+            view = self._view()
             for c in checked:
                 verdict = common_pb2.Verdict(
                     request_id=req.request_id,
                     enterprise_uscc=req.enterprise_uscc,
                     claim=c.claim,
                     claim_text=c.text,
-                    result=_RESULT[evaluate(c, self._cell(lookup, cells, c.spec))],
+                    result=_RESULT[evaluate(c, self._cell(lookup, cells, c.spec, req.enterprise_uscc, view))],
                     data_as_of=lookup.as_of,
                     consent_id=verified.consent_id,
                     audience=audience.party_id,
@@ -375,6 +390,7 @@ class ProviderAgent:
                     expires_at=issued_at + self._ttl,
                     provider=self.provider,
                     provider_key_id=self._key_id,
+                    disputed=(req.enterprise_uscc, c.spec.key) in view.disputed,
                 )
                 raw = verdict.SerializeToString(deterministic=True)
                 bundle.verdicts.add(verdict=raw, signature=self._signing.sign(VERDICT_CONTEXT, raw))
@@ -416,6 +432,7 @@ class ProviderAgent:
         ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
+            view = self._view()
             for spec, form in specs:
                 indicator = common_pb2.Indicator(
                     request_id=req.request_id,
@@ -429,8 +446,9 @@ class ProviderAgent:
                     expires_at=issued_at + self._ttl,
                     provider=self.provider,
                     provider_key_id=self._key_id,
+                    disputed=(req.enterprise_uscc, spec.key) in view.disputed,
                 )
-                _disclose(indicator, spec, form, self._cell(lookup, cells, spec))
+                _disclose(indicator, spec, form, self._cell(lookup, cells, spec, req.enterprise_uscc, view))
                 raw = indicator.SerializeToString(deterministic=True)
                 bundle.indicators.add(indicator=raw, signature=self._signing.sign(INDICATOR_CONTEXT, raw))
                 hashes.append(hashlib.sha256(raw).hexdigest())
@@ -488,7 +506,17 @@ class ProviderAgent:
 
     def housekeeping(self) -> int:
         """Forget request ids old enough that freshness refuses them anyway."""
-        return self._state.prune_seen(int(self._clock()) - 2 * self._skew)
+        horizon = int(self._clock()) - 2 * self._skew
+        if self._subject is not None:
+            self._subject.prune_seen(horizon)
+        return self._state.prune_seen(horizon)
+
+
+_NO_SUBJECT = SubjectView()
+
+
+def _today(now: float) -> str:
+    return datetime.datetime.fromtimestamp(now, datetime.UTC).date().isoformat()
 
 
 def _disclose(indicator: common_pb2.Indicator, spec: FieldSpec, form: Form, value: FieldValue) -> None:

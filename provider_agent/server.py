@@ -30,8 +30,11 @@ from xinrong.provider_agent.config import AgentSetup
 from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
+from xinrong.provider_agent.subject import SubjectDesk, SubjectStore, subject_db_path
+from xinrong.provider_agent.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
+from xinrong.provider_agent.subject_servicer import AgentSubjectServicer
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
-from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc
+from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class RunningAgent:
     data: DataStore
     state: StateStore
     poll_seconds: float
+    subject: SubjectStore | None = None
     modeling_ready: Callable[[], bool] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -105,6 +109,8 @@ class RunningAgent:
         self.server.stop(grace)
         self.data.close()
         self.state.close()
+        if self.subject is not None:
+            self.subject.close()
 
     def wait(self) -> None:
         self.server.wait()
@@ -133,6 +139,12 @@ def start_agent(
         data.close()
         raise
     try:
+        subject = SubjectStore(subject_db_path(cfg.state_db), deadline_days=cfg.objection_deadline_days)
+    except BaseException:
+        data.close()
+        state.close()
+        raise
+    try:
         agent = ProviderAgent(
             catalog=setup.catalog,
             provider=cfg.provider,
@@ -142,7 +154,18 @@ def start_agent(
             verdict_ttl_seconds=cfg.verdict_ttl_seconds,
             max_clock_skew_seconds=cfg.max_clock_skew_seconds,
             clock=clock,
+            subject=subject,
         )
+        desk = SubjectDesk(
+            catalog=setup.catalog,
+            provider=cfg.provider,
+            credentials=setup.credentials,
+            data=data,
+            store=subject,
+            max_clock_skew_seconds=cfg.max_clock_skew_seconds,
+            clock=clock,
+        )
+        subject_servicer = AgentSubjectServicer(desk, cfg.node_id)
         period = data.active_period()
         if period is not None and period.catalog_sha256 != setup.catalog.sha256:
             log.warning(
@@ -158,6 +181,7 @@ def start_agent(
             state=state,
             max_clock_skew_seconds=cfg.max_clock_skew_seconds,
             clock=clock,
+            paused=lambda consent_id, uscc: (consent_id, uscc) in subject.view().paused,
         )
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
 
@@ -173,12 +197,18 @@ def start_agent(
             [
                 ServiceBinding(SERVICE_NAME, register, allowed_roles=frozenset({"node"})),
                 ServiceBinding(MODELING_SERVICE_NAME, register_modeling, allowed_roles=frozenset({"node"})),
+                ServiceBinding(
+                    SUBJECT_SERVICE_NAME,
+                    lambda s: subject_pb2_grpc.add_AgentSubjectServiceServicer_to_server(subject_servicer, s),
+                    allowed_roles=frozenset({"node"}),
+                ),
             ],
             max_workers=cfg.max_workers,
         )
     except BaseException:
         data.close()
         state.close()
+        subject.close()
         raise
     running = RunningAgent(
         agent=agent,
@@ -186,6 +216,7 @@ def start_agent(
         data=data,
         state=state,
         poll_seconds=poll_seconds,
+        subject=subject,
         modeling_ready=features.ready if cfg.modeling.enabled else None,
     )
     running.refresh_health()

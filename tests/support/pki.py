@@ -35,5 +35,5 @@ class Pki:
         """Credentials of an enterprise, provisioned on first use."""
         directory = party_dir(self.root, "enterprise", uscc)
         if not (directory / "binding.pb").exists():
-            provision_party(self.ca, self.root, role="enterprise", party_id=uscc, with_sealing=False)
+            provision_party(self.ca, self.root, role="enterprise", party_id=uscc)
         return load_party(directory)

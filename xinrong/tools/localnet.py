@@ -202,7 +202,7 @@ class LocalPlatform:
         directory = party_dir(self.keys_dir, "enterprise", code)
         if not (directory / "binding.pb").exists():
             ca = load_ca(self.keys_dir)
-            provision_party(ca, self.keys_dir, role="enterprise", party_id=code, with_sealing=False)
+            provision_party(ca, self.keys_dir, role="enterprise", party_id=code)
         return load_party(directory)
 
     def wait_healthy(self, *, timeout: float = 60.0) -> None:

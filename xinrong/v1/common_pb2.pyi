@@ -216,7 +216,7 @@ class Claim(_message.Message):
     def __init__(self, field: _Optional[str] = ..., op: _Optional[_Union[ClaimOperator, str]] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("request_id", "enterprise_uscc", "claim", "claim_text", "result", "data_as_of", "consent_id", "audience", "issued_at", "expires_at", "provider", "provider_key_id")
+    __slots__ = ("request_id", "enterprise_uscc", "claim", "claim_text", "result", "data_as_of", "consent_id", "audience", "issued_at", "expires_at", "provider", "provider_key_id", "disputed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENTERPRISE_USCC_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class Verdict(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPUTED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     enterprise_uscc: str
     claim: Claim
@@ -241,7 +242,8 @@ class Verdict(_message.Message):
     expires_at: int
     provider: str
     provider_key_id: str
-    def __init__(self, request_id: _Optional[str] = ..., enterprise_uscc: _Optional[str] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ..., claim_text: _Optional[str] = ..., result: _Optional[_Union[VerdictResult, str]] = ..., data_as_of: _Optional[str] = ..., consent_id: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., provider: _Optional[str] = ..., provider_key_id: _Optional[str] = ...) -> None: ...
+    disputed: bool
+    def __init__(self, request_id: _Optional[str] = ..., enterprise_uscc: _Optional[str] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ..., claim_text: _Optional[str] = ..., result: _Optional[_Union[VerdictResult, str]] = ..., data_as_of: _Optional[str] = ..., consent_id: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., provider: _Optional[str] = ..., provider_key_id: _Optional[str] = ..., disputed: _Optional[bool] = ...) -> None: ...
 
 class SignedVerdict(_message.Message):
     __slots__ = ("verdict", "signature")
@@ -262,7 +264,7 @@ class Bracket(_message.Message):
     def __init__(self, index: _Optional[int] = ..., lower: _Optional[str] = ..., upper: _Optional[str] = ...) -> None: ...
 
 class Indicator(_message.Message):
-    __slots__ = ("request_id", "enterprise_uscc", "field", "form", "flag", "grade", "bracket", "no_data", "data_as_of", "consent_id", "audience", "issued_at", "expires_at", "provider", "provider_key_id")
+    __slots__ = ("request_id", "enterprise_uscc", "field", "form", "flag", "grade", "bracket", "no_data", "data_as_of", "consent_id", "audience", "issued_at", "expires_at", "provider", "provider_key_id", "disputed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ENTERPRISE_USCC_FIELD_NUMBER: _ClassVar[int]
     FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -278,6 +280,7 @@ class Indicator(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPUTED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     enterprise_uscc: str
     field: str
@@ -293,7 +296,8 @@ class Indicator(_message.Message):
     expires_at: int
     provider: str
     provider_key_id: str
-    def __init__(self, request_id: _Optional[str] = ..., enterprise_uscc: _Optional[str] = ..., field: _Optional[str] = ..., form: _Optional[_Union[DisclosureForm, str]] = ..., flag: _Optional[bool] = ..., grade: _Optional[str] = ..., bracket: _Optional[_Union[Bracket, _Mapping]] = ..., no_data: _Optional[bool] = ..., data_as_of: _Optional[str] = ..., consent_id: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., provider: _Optional[str] = ..., provider_key_id: _Optional[str] = ...) -> None: ...
+    disputed: bool
+    def __init__(self, request_id: _Optional[str] = ..., enterprise_uscc: _Optional[str] = ..., field: _Optional[str] = ..., form: _Optional[_Union[DisclosureForm, str]] = ..., flag: _Optional[bool] = ..., grade: _Optional[str] = ..., bracket: _Optional[_Union[Bracket, _Mapping]] = ..., no_data: _Optional[bool] = ..., data_as_of: _Optional[str] = ..., consent_id: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., provider: _Optional[str] = ..., provider_key_id: _Optional[str] = ..., disputed: _Optional[bool] = ...) -> None: ...
 
 class SignedIndicator(_message.Message):
     __slots__ = ("indicator", "signature")
