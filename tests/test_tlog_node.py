@@ -34,6 +34,23 @@ from support.node_fakes import ACME, assert_refused, grant, register, verify_req
 OTHER = make_uscc("9", "1", "130100", "MA0BETA2")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def node_backend(request: pytest.FixtureRequest) -> str:
+    """The harness test runs on both backends (PostgreSQL: the tree follows the sequencer)."""
+    return str(request.param)
+
+
+def _leaf_of(h: Any, resp: Any) -> int:
+    """The response names its audit leaf (SQLite); replicas learn it once sequenced (PostgreSQL)."""
+    if h.backend == "sqlite":
+        assert resp.HasField("audit_leaf_index")
+        return int(resp.audit_leaf_index)
+    assert not resp.HasField("audit_leaf_index")
+    h.flush_audit()
+    rows = h.query("SELECT seq FROM audit_log WHERE request_id = ? AND decision = 'ALLOWED'", (resp.request_id,))
+    return int(rows[0][0]) - 1
+
+
 def _tstub(h: Any, creds: Any) -> Any:
     channel = secure_channel(f"127.0.0.1:{h.node.port}", creds, server_role="node", server_id="node")
     h._channels.append(channel)
@@ -61,9 +78,7 @@ def test_checkpoints_proofs_cli_and_accesses(
     register(h.bank(), other)
     leaves = []
     for _ in range(3):
-        resp = h.bank().Verify(verify_request(consent), timeout=10)
-        assert resp.HasField("audit_leaf_index")
-        leaves.append(resp.audit_leaf_index)
+        leaves.append(_leaf_of(h, h.bank().Verify(verify_request(consent), timeout=10)))
     h.bank().Verify(verify_request(other, enterprise=OTHER), timeout=10)
 
     bank_log = LogClient(_tstub(h, pki.institution("bank-a")), origin, node_key, Witness(None))
@@ -71,8 +86,8 @@ def test_checkpoints_proofs_cli_and_accesses(
     for index in leaves:  # the bank proves the accesses it acted on are in the log
         proven = bank_log.prove_leaf(index)
         assert proven.size > index
-    h.bank().Verify(verify_request(consent), timeout=10)
-    later = bank_log.prove_leaf(first.size)  # signed on demand at a size covering the new leaf
+    newest = _leaf_of(h, h.bank().Verify(verify_request(consent), timeout=10))
+    later = bank_log.prove_leaf(newest)  # signed on demand at a size covering the new leaf
     held = bank_log.witness.held(origin)
     assert later.size > first.size and held is not None and held.checkpoint.size == later.size
 
@@ -103,7 +118,7 @@ def test_checkpoints_proofs_cli_and_accesses(
     # Who accessed it: the enterprise sees its own entries only, each proven.
     acme = LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key)
     mine = acme.accesses(ACME, page_size=2)  # paginated
-    assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, first.size]
+    assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, newest]
     assert all(a.caller_id == "bank-a" and a.decision == "ALLOWED" for a in mine if a.method == "Verify")
     theirs = LogClient(_tstub(h, pki.enterprise(OTHER)), origin, node_key).accesses(OTHER)
     assert {a.leaf_index for a in theirs}.isdisjoint({a.leaf_index for a in mine})
