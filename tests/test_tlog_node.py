@@ -15,6 +15,7 @@ import pytest
 
 from xinrong.catalog import Catalog
 from xinrong.errors import Reason
+from xinrong.keys.layout import party_dir
 from xinrong.keys.signing import SigningKey
 from xinrong.node.audit import AuditEvent, Decision, HashChainAuditLog, canonical_leaf, chain_hash
 from xinrong.node.db import Database
@@ -126,6 +127,17 @@ def test_checkpoints_proofs_cli_and_accesses(
     # A forged entry (another enterprise's USCC claimed) does not verify.
     with pytest.raises(merkle.ProofError):
         LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key).accesses(OTHER)
+    # From the command line: JSON lines, each shown only once its proof verified; the witness keeps the checkpoint.
+    state = h.workdir / "acme-state"
+    creds_dir = str(party_dir(pki.root, "enterprise", ACME))
+    argv = ["enterprise", "accesses", "--credentials", creds_dir, "--node", f"127.0.0.1:{h.node.port}"]
+    assert main([*argv, "--state-dir", str(state)]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["leaf_index"] for e in shown] == [a.leaf_index for a in mine]
+    assert all(e["proof_verified"] and "answers" not in e for e in shown)
+    assert main(["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]) == 0
+    held_doc = json.loads(capsys.readouterr().out)
+    assert held_doc["logs"][0]["origin"] == origin and held_doc["logs"][0]["size"] >= later.size
     assert_refused(
         lambda: _tstub(h, pki.institution("bank-a")).ListAccesses(transparency_pb2.ListAccessesRequest()),
         grpc.StatusCode.PERMISSION_DENIED,
@@ -235,9 +247,10 @@ def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(SplitView) as caught:
         witness.observe(forged, tlog.origin, proofs)
     assert caught.value.evidence()["held"] == signed.note and caught.value.evidence()["offered"] == forged
+    assert witness.alarms == [caught.value.evidence()]
     # Persisted: a restarted witness still holds the genuine one.
     again = Witness(tmp_path / "witness.json")
     again.trust(tlog.origin, key.public_raw)
     kept = again.held(tlog.origin)
-    assert kept is not None and kept.note == signed.note
+    assert kept is not None and kept.note == signed.note and again.alarms == witness.alarms
     db.close()
