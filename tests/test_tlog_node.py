@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from xinrong.bank.client import BankClient
 from xinrong.catalog import Catalog
 from xinrong.errors import Reason
 from xinrong.keys.layout import party_dir
@@ -30,7 +31,7 @@ from xinrong.tools.cli import main
 from xinrong.uscc import make as make_uscc
 from xinrong.v1 import transparency_pb2, transparency_pb2_grpc
 
-from support.node_fakes import ACME, assert_refused, grant, register, verify_request
+from support.node_fakes import ACME, assert_refused, consent_id_of, grant, register, verify_request
 
 OTHER = make_uscc("9", "1", "130100", "MA0BETA2")
 
@@ -143,6 +144,20 @@ def test_checkpoints_proofs_cli_and_accesses(
         grpc.StatusCode.PERMISSION_DENIED,
         Reason.CALLER_NOT_ALLOWED,
     )
+
+    # The bank SDK: the verdicts name their audit leaf; the bank proves it against a witnessed checkpoint.
+    with BankClient(
+        f"127.0.0.1:{h.node.port}", pki.institution("bank-a"), witness=Witness(h.workdir / "bank-witness.json")
+    ) as bank:
+        bank.verify(ACME, ["tax.credit_grade in A,B"], consent_id_of(consent))
+        if h.backend == "postgres":
+            h.flush_audit()
+            assert bank.last_audit_leaf is None
+        else:
+            assert bank.last_audit_leaf is not None
+            assert bank.prove_access(bank.last_audit_leaf).size > bank.last_audit_leaf
+            held_bank = json.loads((h.workdir / "bank-witness.json").read_text())
+            assert origin in held_bank["checkpoints"] and held_bank["alarms"] == []
 
     h.stop()
     assert main(["node", "audit", "verify", "--config", config]) == 0
