@@ -136,7 +136,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append-entries", type=int, default=20_000, help="audit entries appended (default 20000)")
     p.add_argument("--append-batch", type=int, default=50, help="entries per transaction (default 50)")
     p.add_argument("--tick-every", type=int, default=1000, help="entries per integrate+sign tick (default 1000)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="seed of the leaves proven (default 7)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
