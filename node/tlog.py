@@ -32,7 +32,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,16 @@ from xinrong.node.audit import _COLUMNS, SEQUENCER_LOCK, AuditEntry, _row_to_ent
 from xinrong.tlog import merkle
 from xinrong.tlog.auditleaf import audit_leaf_encoded
 from xinrong.tlog.client import audit_origin
-from xinrong.tlog.note import Checkpoint, open_checkpoint, sign_checkpoint
+from xinrong.tlog.note import open_checkpoint
+from xinrong.tlog.store import (
+    CheckpointRefused,
+    Query,
+    SignedCheckpoint,
+    SubtreeStore,
+    fold,
+    frontier_keys,
+    frontier_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +59,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 1.0
 # Leaves folded per integration transaction (bounded lock hold).
 INTEGRATE_BATCH = 5_000
-# Levels at and above this one are cached in memory (complete nodes never change).
-CACHE_LEVEL = 6
 MAX_PAGE = 200
-
-Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-
-
-class CheckpointRefused(RuntimeError):
-    """The tree the node would sign is not consistent with the newest checkpoint it signed."""
 
 
 def origin_of(node_id: str) -> str:
@@ -66,98 +67,15 @@ def origin_of(node_id: str) -> str:
     return audit_origin(node_id)
 
 
-@dataclass(frozen=True)
-class SignedCheckpoint:
-    size: int
-    root: bytes
-    note: str
-
-
 def _first_row(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-class TreeReader:
-    """Proofs and roots from the stored complete subtrees, through any query function.
-
-    ``query(sql, params)`` takes ``?`` placeholders: ``Database.query``, a
-    transaction's cursor, or an operator tool's read-only connection.
-    """
+class TreeReader(SubtreeStore):
+    """The node's tree (``tlog_`` tables) and the audit entries its leaves stand for."""
 
     def __init__(self, query: Query, *, cache: dict[tuple[int, int], bytes] | None = None) -> None:
-        self._query = query
-        self._cache = cache if cache is not None else {}
-
-    # -- reading nodes ---------------------------------------------------------
-
-    def size(self) -> int:
-        row = _first_row(self._query("SELECT max(idx) FROM tlog_nodes WHERE level = 0", ()))
-        return 0 if row is None or row[0] is None else int(row[0]) + 1
-
-    def fetch(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        wanted = sorted(set(keys))
-        out = {k: self._cache[k] for k in wanted if k in self._cache}
-        missing = [k for k in wanted if k not in out]
-        for start in range(0, len(missing), 100):
-            chunk = missing[start : start + 100]
-            where = " OR ".join(["(level = ? AND idx = ?)"] * len(chunk))
-            params = [v for key in chunk for v in key]
-            for level, idx, value in self._query(f"SELECT level, idx, hash FROM tlog_nodes WHERE {where}", params):
-                key = (int(level), int(idx))
-                out[key] = bytes(value)
-                if key[0] >= CACHE_LEVEL:
-                    self._cache[key] = out[key]
-        if len(out) != len(wanted):
-            raise RuntimeError("the tree is missing a stored subtree: refusing to prove from it")
-        return out
-
-    def _run(self, compute: Callable[[merkle.NodeReader], Any]) -> Any:
-        """Run a proof computation twice: once to learn the nodes it reads, once on them.
-
-        Which subtrees a proof needs depends only on the sizes, never on the
-        hashes, so the first pass (on dummy hashes) names them all and one
-        batched query fetches them.
-        """
-        needed: list[tuple[int, int]] = []
-
-        def record(level: int, idx: int) -> bytes:
-            needed.append((level, idx))
-            return bytes(32)
-
-        compute(record)
-        nodes = self.fetch(needed)
-        return compute(lambda level, idx: nodes[(level, idx)])
-
-    def root(self, size: int) -> bytes:
-        if size == 0:
-            return merkle.EMPTY_ROOT
-        result: bytes = self._run(lambda node: merkle.root(size, node))
-        return result
-
-    def leaf_hash(self, index: int) -> bytes:
-        return self.fetch([(0, index)])[(0, index)]
-
-    def inclusion(self, index: int, size: int) -> list[bytes]:
-        result: list[bytes] = self._run(lambda node: merkle.inclusion_proof(index, size, node))
-        return result
-
-    def consistency(self, size1: int, size2: int) -> list[bytes]:
-        result: list[bytes] = self._run(lambda node: merkle.consistency_proof(size1, size2, node))
-        return result
-
-    def index_of(self, leaf_hash: bytes) -> int | None:
-        row = _first_row(self._query("SELECT idx FROM tlog_nodes WHERE level = 0 AND hash = ?", (leaf_hash,)))
-        return None if row is None else int(row[0])
-
-    # -- checkpoints -----------------------------------------------------------
-
-    def latest(self) -> SignedCheckpoint | None:
-        row = _first_row(self._query("SELECT size, root, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1", ()))
-        return None if row is None else SignedCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))
-
-    def at(self, size: int) -> SignedCheckpoint | None:
-        row = _first_row(self._query("SELECT size, root, note FROM tlog_checkpoints WHERE size = ?", (size,)))
-        return None if row is None else SignedCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))
+        super().__init__(query, prefix="tlog_", cache=cache)
 
     def entry(self, index: int) -> AuditEntry | None:
         row = _first_row(self._query(f"SELECT {_COLUMNS} FROM audit_log WHERE seq = ?", (index + 1,)))
@@ -169,36 +87,6 @@ class TreeReader:
             (enterprise, after_seq, up_to_seq, limit),
         )
         return [_row_to_entry(r) for r in rows]
-
-
-def frontier_keys(size: int) -> list[tuple[int, int]]:
-    """The complete subtrees on the right edge of a tree of ``size`` leaves, largest first."""
-    keys: list[tuple[int, int]] = []
-    start = 0
-    for level in range(size.bit_length() - 1, -1, -1):
-        if size & (1 << level):
-            keys.append((level, start >> level))
-            start += 1 << level
-    return keys
-
-
-def fold(size: int, frontier: list[tuple[int, bytes]], leaf_hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
-    """The new complete-subtree rows (level, idx, hash) when ``leaf_hashes`` follow ``size`` leaves.
-
-    ``frontier`` is the right edge as (level, hash), largest first; it is extended in place.
-    """
-    rows: list[tuple[int, int, bytes]] = []
-    for offset, value in enumerate(leaf_hashes):
-        index = size + offset
-        rows.append((0, index, value))
-        level, current = 0, value
-        while frontier and frontier[-1][0] == level:
-            _, left = frontier.pop()
-            current = merkle.node_hash(left, current)
-            level += 1
-            rows.append((level, index >> level, current))
-        frontier.append((level, current))
-    return rows
 
 
 class TransparencyLog:
@@ -272,8 +160,6 @@ class TransparencyLog:
         rows = tx.execute(
             f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, INTEGRATE_BATCH)
         ).fetchall()
-        if not rows:
-            return 0
         hashes: list[bytes] = []
         for expected, row in enumerate(rows, start=size + 1):
             if int(row[0]) != expected:
@@ -281,38 +167,10 @@ class TransparencyLog:
             # The stored list columns are the leaf's own encoding (string_array): no parse, no re-encode.
             # ``verify_log`` rebuilds every leaf from the parsed entry, so a column that is not is caught.
             hashes.append(merkle.leaf_hash(audit_leaf_encoded(*row[:13])))
-        keys = frontier_keys(size)
-        stored = reader.fetch(keys) if keys else {}
-        frontier = [(level, stored[(level, idx)]) for level, idx in keys]
-        new = fold(size, frontier, hashes)
-        tx.executemany("INSERT INTO tlog_nodes (level, idx, hash) VALUES (?, ?, ?)", new)
-        return len(hashes)
+        return reader.extend(tx.executemany, hashes)
 
     def _sign(self, tx: Any, reader: TreeReader, at_size: int | None) -> SignedCheckpoint | None:
-        size = reader.size() if at_size is None else at_size
-        latest = reader.latest()
-        if size == 0 or (latest is not None and latest.size == size):
-            return None
-        existing = reader.at(size)
-        if existing is not None:
-            return existing
-        root = reader.root(size)
-        if latest is not None:
-            old, new = (latest.size, size) if size > latest.size else (size, latest.size)
-            old_root, new_root = (latest.root, root) if size > latest.size else (root, latest.root)
-            try:
-                merkle.verify_consistency(old, new, reader.consistency(old, new), old_root, new_root)
-            except merkle.ProofError as exc:
-                log.error("refusing to sign size %d: not consistent with checkpoint %d (%s)", size, latest.size, exc)
-                raise CheckpointRefused(
-                    f"tree of {size} is not consistent with the signed checkpoint of {latest.size}"
-                ) from None
-        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._key)
-        tx.execute(
-            "INSERT INTO tlog_checkpoints (size, root, note, signed_ms) VALUES (?, ?, ?, ?)",
-            (size, root, note, int(self._clock() * 1000)),
-        )
-        return SignedCheckpoint(size, root, note)
+        return reader.sign(tx.execute, self.origin, self._key, int(self._clock() * 1000), at_size)
 
     def checkpoint_at(self, size: int) -> SignedCheckpoint:
         """The checkpoint of exactly ``size`` (signed now if none is yet; consistent with the newest)."""
@@ -442,7 +300,7 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
         cut = signed - size if size < signed <= size + len(hashes) else len(hashes)
         computed = fold(size, frontier, hashes[:cut])
         if cut < len(hashes) or size + cut == signed:
-            signed_root = _frontier_root(frontier) if size + cut == signed else signed_root
+            signed_root = frontier_root(frontier) if size + cut == signed else signed_root
         computed += fold(size + cut, frontier, hashes[cut:])
         upto = min(stored_size, size + len(hashes))
         check = [(lv, ix, h) for lv, ix, h in computed if ((ix + 1) << lv) <= upto]
@@ -457,17 +315,7 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
             return LogReport(False, size, "", signed, f"the log has {size} entries, the checkpoint signs {signed}")
         if signed_root != latest.root:
             return LogReport(False, size, "", signed, "recomputed root does not match the signed checkpoint")
-    return LogReport(True, size, _frontier_root(frontier).hex(), signed)
-
-
-def _frontier_root(frontier: Sequence[tuple[int, bytes]]) -> bytes:
-    """The root of a tree from its right edge (largest subtree first)."""
-    if not frontier:
-        return merkle.EMPTY_ROOT
-    acc = frontier[-1][1]
-    for _, value in reversed(frontier[:-1]):
-        acc = merkle.node_hash(value, acc)
-    return acc
+    return LogReport(True, size, frontier_root(frontier).hex(), signed)
 
 
 __all__ = [
