@@ -7,7 +7,7 @@
     xinrong node audit key --config node.toml
     xinrong node audit checkpoint --config node.toml
     xinrong node audit prove --config node.toml --index N [--size S] | --consistency OLD NEW
-    xinrong node audit reconcile --config node.toml --agent-log DIR [--agent-log DIR ...]
+    xinrong node audit reconcile --config node.toml --agent-export FILE [--agent-export FILE ...]
     xinrong node audit tail --config node.toml [-n N]
     xinrong node consents list --config node.toml
     xinrong node models list --config node.toml [--state failed]
@@ -207,6 +207,18 @@ def _audit_prove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_reconcile(args: argparse.Namespace) -> int:
+    from xinrong.node.reconcile import reconcile
+
+    config = load_config(args.config)
+    exports = [json.loads(Path(path).read_text()) for path in args.agent_export]
+    conn = _open_db(args.config)
+    with closing(conn):
+        report = reconcile(conn, config, exports)
+    print(json.dumps(report.to_json(), sort_keys=True))
+    return 0 if report.mismatches == 0 else 1
+
+
 def _pending(conn: Any) -> int:
     """Audit events staged by replicas and not yet chained (PostgreSQL only)."""
     if not hasattr(conn, "pgconn"):
@@ -331,6 +343,16 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     prove_p.add_argument("--size", type=int, default=0, help="tree size (default: the newest checkpoint's)")
     prove_p.add_argument("--consistency", type=int, nargs=2, metavar=("OLD", "NEW"), help="consistency proof")
     prove_p.set_defaults(func=_audit_prove)
+    rec_p = audit_sub.add_parser("reconcile", help="match ALLOWED entries with the agents' signed answer logs")
+    rec_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
+    rec_p.add_argument(
+        "--agent-export",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="an agent's signed answer log (xinrong agent audit export); repeatable",
+    )
+    rec_p.set_defaults(func=_audit_reconcile)
     tail_p = audit_sub.add_parser("tail", help="print the last entries as JSON lines")
     tail_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     tail_p.add_argument("-n", type=int, default=20, help="number of entries (default 20)")

@@ -98,4 +98,48 @@ def audit_leaf_encoded(
     ).encode("ascii")
 
 
-__all__ = ["audit_leaf", "audit_leaf_encoded"]
+def answer_leaf(
+    seq: int,
+    request_id: str,
+    kind: str,
+    consent_id: str,
+    enterprise_uscc: str,
+    audience: str,
+    fields_json: str,
+    data_as_of: str,
+    answer_sha256_json: str,
+    sealed_sha256: str,
+    issued_at: int,
+) -> bytes:
+    """The leaf of an agent's answer-log entry (canonical JSON, sorted keys, as ``audit_leaf``).
+
+    The two lists are given as ``string_array`` JSON, as the agent stores them.
+    """
+    return (
+        '{"answer_sha256":'
+        + answer_sha256_json
+        + ',"audience":'
+        + _str(audience)
+        + ',"consent_id":'
+        + _str(consent_id)
+        + ',"data_as_of":'
+        + _str(data_as_of)
+        + ',"enterprise_uscc":'
+        + _str(enterprise_uscc)
+        + ',"fields":'
+        + fields_json
+        + ',"issued_at":'
+        + str(int(issued_at))
+        + ',"kind":'
+        + _str(kind)
+        + ',"request_id":'
+        + _str(request_id)
+        + ',"sealed_sha256":'
+        + _str(sealed_sha256)
+        + ',"seq":'
+        + str(int(seq))
+        + ',"v":1}'
+    ).encode("ascii")
+
+
+__all__ = ["answer_leaf", "audit_leaf", "audit_leaf_encoded"]
