@@ -93,6 +93,27 @@ def test_checkpoints_proofs_cli_and_accesses(
     held = bank_log.witness.held(origin)
     assert later.size > first.size and held is not None and held.checkpoint.size == later.size
 
+    # By leaf hash, too; and a malformed request is refused precisely.
+    tstub = _tstub(h, pki.institution("bank-a"))
+    by_index = tstub.GetInclusionProof(transparency_pb2.GetInclusionProofRequest(leaf_index=leaves[0]))
+    by_hash = tstub.GetInclusionProof(transparency_pb2.GetInclusionProofRequest(leaf_hash=by_index.leaf_hash))
+    assert by_hash.leaf_index == leaves[0] and list(by_hash.proof) == list(by_index.proof)
+    assert_refused(
+        lambda: tstub.GetInclusionProof(transparency_pb2.GetInclusionProofRequest(leaf_hash=b"short")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ARGUMENT,
+    )
+    assert_refused(
+        lambda: tstub.GetInclusionProof(transparency_pb2.GetInclusionProofRequest(leaf_index=10**6)),
+        grpc.StatusCode.NOT_FOUND,
+        Reason.NOT_FOUND,
+    )
+    assert_refused(
+        lambda: tstub.GetConsistencyProof(transparency_pb2.GetConsistencyProofRequest(first_size=0)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ARGUMENT,
+    )
+
     # The CLI prints the newest note exactly as served, and proofs anyone can check.
     config = str(h.config_path)
     assert main(["node", "audit", "checkpoint", "--config", config]) == 0
