@@ -173,10 +173,18 @@ class TransparencyLog:
         return reader.sign(tx.execute, self.origin, self._key, int(self._clock() * 1000), at_size)
 
     def checkpoint_at(self, size: int) -> SignedCheckpoint:
-        """The checkpoint of exactly ``size`` (signed now if none is yet; consistent with the newest)."""
+        """The checkpoint of exactly ``size``: a stored one, or one signed now for a size past the newest.
+
+        Sizes below the newest checkpoint that were never signed are refused
+        rather than signed on demand: each signature is a stored row, and a
+        caller could otherwise have one signed for every size of the log.
+        """
         found = self.reader.at(size)
         if found is not None:
             return found
+        newest = self.reader.latest()
+        if newest is not None and size < newest.size:
+            raise XinrongError(f"no checkpoint was signed at size {size}", reason=Reason.NOT_FOUND)
         with self._lock:
             if self.reader.size() < size:
                 self._integrate_and_sign(sign=False)
