@@ -25,7 +25,7 @@ from xinrong.node.tlog import CheckpointRefused, TransparencyLog, verify_log
 from xinrong.rpc.channel import secure_channel
 from xinrong.tlog import merkle
 from xinrong.tlog.client import LogClient, audit_origin
-from xinrong.tlog.note import open_checkpoint, parse_verifier_key
+from xinrong.tlog.note import Checkpoint, open_checkpoint, parse_verifier_key, sign_checkpoint
 from xinrong.tlog.witness import SplitView, Witness
 from xinrong.tools.cli import main
 from xinrong.uscc import make as make_uscc
@@ -160,6 +160,16 @@ def test_checkpoints_proofs_cli_and_accesses(
     assert main(["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]) == 0
     held_doc = json.loads(capsys.readouterr().out)
     assert held_doc["logs"][0]["origin"] == origin and held_doc["logs"][0]["size"] >= later.size
+    # The node equivocates (a note of the held size with another root): the client raises the alarm.
+    forged = sign_checkpoint(Checkpoint(origin, held_doc["logs"][0]["size"], bytes(32)), pki.node.signing_key)
+    state_file = state / "witness.json"
+    doc = json.loads(state_file.read_text())
+    doc["checkpoints"][origin] = forged
+    state_file.write_text(json.dumps(doc))
+    assert main([*argv, "--state-dir", str(state)]) == 1
+    err = capsys.readouterr().err
+    assert "ALARM: split view" in err and forged in json.loads(err[err.index("{") :])["held"]
+    assert json.loads(state_file.read_text())["alarms"][0]["held"] == forged
     assert_refused(
         lambda: _tstub(h, pki.institution("bank-a")).ListAccesses(transparency_pb2.ListAccessesRequest()),
         grpc.StatusCode.PERMISSION_DENIED,
@@ -277,8 +287,6 @@ def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
     witness.trust(tlog.origin, key.public_raw)
     proofs = tlog.reader.consistency
     witness.observe(signed.note, tlog.origin, proofs)
-    from xinrong.tlog.note import Checkpoint, sign_checkpoint
-
     forged = sign_checkpoint(Checkpoint(tlog.origin, 5, bytes(32)), key)  # same size, another root
     with pytest.raises(SplitView) as caught:
         witness.observe(forged, tlog.origin, proofs)
