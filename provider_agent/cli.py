@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,6 +237,74 @@ def _register_cases(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.set_defaults(func=_with_setup(functools.partial(_repair_decision, approve=approve)))
 
 
+def _answer_doc(setup: AgentSetup) -> dict[str, object]:
+    from contextlib import closing
+
+    from xinrong.provider_agent.store import answer_export, open_state_readonly
+    from xinrong.tlog.client import answers_origin
+    from xinrong.tlog.note import verifier_key
+
+    cfg = setup.config
+    with closing(open_state_readonly(cfg.state_db)) as conn:
+        latest, entries = answer_export(conn)
+    origin = answers_origin(setup.credentials.party_id)
+    return {
+        "provider": cfg.provider,
+        "origin": origin,
+        "verifier_key": verifier_key(origin, setup.credentials.signing_key.public_raw),
+        "checkpoint": latest.note if latest else "",
+        "entries": entries,
+    }
+
+
+def _audit_export(setup: AgentSetup, args: argparse.Namespace) -> int:
+    """The agent's signed answer log (metadata only), for ``xinrong node audit reconcile``."""
+    text = json.dumps(_answer_doc(setup), sort_keys=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def _audit_checkpoint(setup: AgentSetup, args: argparse.Namespace) -> int:
+    note = str(_answer_doc(setup)["checkpoint"])
+    if not note:
+        print("no checkpoint of the answer log yet", file=sys.stderr)
+        return 1
+    sys.stdout.write(note)
+    return 0
+
+
+def _audit_witness(setup: AgentSetup, args: argparse.Namespace) -> int:
+    """What this agent holds of the node's log; with --node, fetch and check the newest first."""
+    from xinrong.tlog.witness import Witness, held_summary
+
+    path = Path(setup.config.state_db).parent / "witness.json"
+    if args.node:
+        from xinrong.keys.binding import verify_binding
+        from xinrong.keys.layout import read_binding_file
+        from xinrong.rpc.channel import secure_channel
+        from xinrong.tlog.client import LogClient, audit_origin
+        from xinrong.v1 import transparency_pb2_grpc
+
+        if not args.node_binding:
+            raise ConfigError("--node needs --node-binding FILE (the node's CA-signed binding)")
+        node_id = setup.config.node_id
+        binding = verify_binding(
+            setup.credentials.ca, read_binding_file(args.node_binding), expect_role="node", expect_party_id=node_id
+        )
+        channel = secure_channel(args.node, setup.credentials, server_role="node", server_id=node_id)
+        try:
+            stub = transparency_pb2_grpc.TransparencyServiceStub(channel)
+            LogClient(stub, audit_origin(node_id), binding.verify_key.raw, Witness(path)).checkpoint()
+        finally:
+            channel.close()
+    print(json.dumps(held_summary(path), indent=2))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="agent_command", metavar="COMMAND")
     sub.required = True
@@ -268,3 +337,19 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=_with_setup(_info))
     _register_cases(sub)
+
+    audit = sub.add_parser("audit", help="the agent's own answer log, and what it holds of the node's")
+    asub = audit.add_subparsers(dest="audit_command", metavar="COMMAND")
+    asub.required = True
+    p = asub.add_parser("export", help="the signed answer log as JSON (for xinrong node audit reconcile)")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=_with_setup(_audit_export))
+    p = asub.add_parser("checkpoint", help="print the newest signed checkpoint of the answer log")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.set_defaults(func=_with_setup(_audit_checkpoint))
+    p = asub.add_parser("witness", help="the newest checkpoint of the node's log this agent holds")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--node", default="", help="node address: fetch its newest checkpoint and check it first")
+    p.add_argument("--node-binding", default="", help="the node's binding.pb (with --node)")
+    p.set_defaults(func=_with_setup(_audit_witness))

@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from xinrong.heap import settle_after_start
+from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
 from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
@@ -34,6 +35,7 @@ from xinrong.provider_agent.subject import SubjectDesk, SubjectStore, subject_db
 from xinrong.provider_agent.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
 from xinrong.provider_agent.subject_servicer import AgentSubjectServicer
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
+from xinrong.tlog.client import answers_origin
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class RunningAgent:
     poll_seconds: float
     subject: SubjectStore | None = None
     modeling_ready: Callable[[], bool] | None = None
+    # (origin, key) of the agent's own answer log; None: not kept (tests of the bare server).
+    answer_log: tuple[str, SigningKey] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -83,6 +87,7 @@ class RunningAgent:
                 if not writable:
                     continue  # said once by the store; no checkpoint or pruning on a store that cannot write
                 self.state.checkpoint()
+                self.integrate_answers()
                 failing = False
                 if time.monotonic() >= next_housekeeping:
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
@@ -93,6 +98,12 @@ class RunningAgent:
                 if not failing:  # once per failure, not every poll
                     log.exception("agent watcher failed")
                 failing = True
+
+    def integrate_answers(self) -> None:
+        """The agent's own Merkle log of what it answered: fold new answers, sign a checkpoint if it grew."""
+        if self.answer_log is not None:
+            origin, key = self.answer_log
+            self.state.integrate_answers(origin, key, int(time.time() * 1000))
 
     def start_watcher(self) -> None:
         self._watcher = threading.Thread(target=self._watch, name="agent-health", daemon=True)
@@ -107,6 +118,10 @@ class RunningAgent:
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5.0)
         self.server.stop(grace)
+        try:
+            self.integrate_answers()  # the last answers get into the signed log before the store closes
+        except Exception:
+            log.warning("could not fold the last answers into the answer log", exc_info=True)
         self.data.close()
         self.state.close()
         if self.subject is not None:
@@ -218,6 +233,7 @@ def start_agent(
         poll_seconds=poll_seconds,
         subject=subject,
         modeling_ready=features.ready if cfg.modeling.enabled else None,
+        answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
     )
     running.refresh_health()
     running.start_watcher()

@@ -40,14 +40,19 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xinrong.errors import StoreUnavailable, ValidationError
 from xinrong.jsontext import string_array
+from xinrong.keys.signing import SigningKey
 from xinrong.statefiles import prepare_private
+from xinrong.tlog import merkle
+from xinrong.tlog.auditleaf import answer_leaf
+from xinrong.tlog.store import SignedCheckpoint, SubtreeStore, sqlite_tables
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +160,8 @@ _STATE_MIGRATE_2 = (
     "CREATE INDEX seen_requests_by_time ON seen_requests(requested_at)",
     "UPDATE meta SET value = '2' WHERE key = 'schema'",
 )
+ANSWER_TLOG_PREFIX = "answer_tlog_"
+_ANSWER_COLUMNS = "request_id, kind, consent_id, enterprise_uscc, audience, fields, data_as_of, answer_sha256, sealed_sha256, issued_at"
 _PERIOD_COLUMNS = "id, as_of, imported_at, rows, sha256, source, columns, catalog_sha256, active"
 
 
@@ -464,6 +471,33 @@ class RequestTxn:
         self.entry = entry
 
 
+def answer_export(conn: sqlite3.Connection) -> tuple[SignedCheckpoint | None, list[dict[str, Any]]]:
+    """The newest signed checkpoint of an agent's answer log and the entries it covers, from any connection."""
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return list(conn.execute(sql, tuple(params)).fetchall())
+
+    latest = SubtreeStore(query, prefix=ANSWER_TLOG_PREFIX).latest()
+    size = latest.size if latest else 0
+    rows = conn.execute(f"SELECT id, {_ANSWER_COLUMNS} FROM answer_log ORDER BY id LIMIT ?", (size,)).fetchall()
+    names = ("seq", *_ANSWER_COLUMNS.split(", "))
+    entries = []
+    for r in rows:
+        doc = dict(zip(names, r, strict=True))
+        doc["fields"] = json.loads(str(doc["fields"]))
+        doc["answer_sha256"] = json.loads(str(doc["answer_sha256"]))
+        entries.append(doc)
+    return latest, entries
+
+
+def open_state_readonly(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to an agent's state store (safe beside the serving agent)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"agent state store {p} does not exist")
+    return sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True, isolation_level=None)
+
+
 def _utc_day(now: float) -> int:
     return int(now // 86400)
 
@@ -490,8 +524,13 @@ class StateStore:
             self._conn = _connect(self.path)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"agent state store {self.path} cannot be opened: {exc}") from None
+        self._answer_cache: dict[tuple[int, int], bytes] = {}
         try:
             _open_schema(self._conn, _STATE_SCHEMA, "state", provider, self.path)
+            # The answer log's Merkle tables: additive, derived from answer_log (any schema-2 store gets them).
+            for statement in sqlite_tables(ANSWER_TLOG_PREFIX).split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
             if background_checkpoint:
                 self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._legacy_ids = self._count_legacy()
@@ -699,6 +738,43 @@ class StateStore:
                     # Read-only, full or failing disk: typed, and health follows.
                     raise self._failed(exc) from None
                 raise
+
+    # -- the answer log as a Merkle tree log (own checkpoints, own key) ---------------------
+
+    def _answers(self) -> SubtreeStore:
+        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            return list(self._conn.execute(sql, tuple(params)).fetchall())
+
+        return SubtreeStore(query, prefix=ANSWER_TLOG_PREFIX, cache=self._answer_cache)
+
+    def integrate_answers(self, origin: str, key: SigningKey, now_ms: int) -> SignedCheckpoint | None:
+        """Fold the answers the tree lacks (in id order) and sign a checkpoint if it grew.
+
+        The tree is derived from ``answer_log`` (one insert per answer stays
+        the request's only log write); a checkpoint inconsistent with the
+        newest signed one is refused (``CheckpointRefused``).
+        """
+        with self._lock, self._writing():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                tree = self._answers()
+                size = tree.size()
+                rows = self._conn.execute(
+                    f"SELECT id, {_ANSWER_COLUMNS} FROM answer_log ORDER BY id LIMIT -1 OFFSET ?", (size,)
+                ).fetchall()
+                tree.extend(self._conn.executemany, [merkle.leaf_hash(answer_leaf(*r)) for r in rows])
+                signed = tree.sign(lambda sql, p: self._conn.execute(sql, tuple(p)), origin, key, now_ms)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return signed
+
+    def answer_export(self) -> tuple[SignedCheckpoint | None, list[dict[str, Any]]]:
+        """The newest signed checkpoint of the answer log and every entry it covers (metadata only)."""
+        with self._lock:
+            return answer_export(self._conn)
 
     def use_count(self, consent_id: str) -> int:
         with self._lock:

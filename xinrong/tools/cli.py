@@ -167,6 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error, ValueError) as exc:
         _say(command, str(exc) or type(exc).__name__)
         return EXIT_FAILED
+    except Exception as exc:
+        from xinrong.tlog.witness import SplitView  # loaded only when something went wrong
+
+        if not isinstance(exc, SplitView):
+            raise
+        # The log showed two histories: the evidence (both signed notes) is printed and kept in the state file.
+        import json
+
+        _say(command, f"ALARM: {exc}")
+        print(json.dumps(exc.evidence(), indent=1), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

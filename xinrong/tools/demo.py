@@ -322,10 +322,107 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
     return tally
 
 
+@dataclass
+class LogTally:
+    checkpoints_verified: int = 0
+    inclusion_proofs_ok: int = 0
+    consistency_proofs_ok: int = 0
+    split_view_detected: bool = False
+    reconcile_mismatches: int = -1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checkpoints_verified": self.checkpoints_verified,
+            "inclusion_proofs_ok": self.inclusion_proofs_ok,
+            "consistency_proofs_ok": self.consistency_proofs_ok,
+            "split_view_detected": self.split_view_detected,
+            "reconcile_mismatches": self.reconcile_mismatches,
+        }
+
+
+def transparency_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> LogTally:
+    """The log side: a bank proves its accesses, an enterprise lists and proves who accessed it,
+    witnesses demand consistency, a forged checkpoint is caught, agents' answers reconcile."""
+    from xinrong.tlog.client import audit_origin
+    from xinrong.tlog.note import Checkpoint, sign_checkpoint
+    from xinrong.tlog.witness import SplitView, Witness
+
+    logs = LogTally()
+    catalog = truth.catalog
+    enterprise = truth.enterprises_present_everywhere()[0]
+    creds = platform.enterprise(enterprise)
+    state = platform.workdir / "state"
+    period = (f"{int(as_of[:4]) - 1}-01-01", f"{as_of[:4]}-12-31")
+    consent = grant(creds, ConsentRequest("bank-a", "loan_application", ("tax.*",), *period, max_uses=10))
+    consent_id = parse_consent(consent).consent_id
+    bank_witness = Witness(state / "bank-a.witness.json")
+    _say("\n[7] the transparency log: proofs a bank and an enterprise check themselves")
+    with BankClient(
+        platform.node_address,
+        load_party(party_dir(platform.keys_dir, "institution", "bank-a")),
+        catalog=catalog,
+        witness=bank_witness,
+    ) as bank:
+        bank.register_consent(consent)
+        log = bank.node_log()
+        for _ in range(3):
+            held = log.witness.held(log.origin)
+            bank.verify(enterprise, ["tax.in_arrears == false"], consent_id)
+            leaf = bank.last_audit_leaf
+            if leaf is None:
+                raise RuntimeError("the node named no audit leaf for an admitted verify")
+            checkpoint = bank.prove_access(leaf)  # a newer checkpoint is accepted only with a consistency proof
+            logs.checkpoints_verified += 1
+            logs.inclusion_proofs_ok += 1
+            grown = held is not None and checkpoint.size > held.checkpoint.size
+            logs.consistency_proofs_ok += int(grown)
+            since = f", consistent with the {held.checkpoint.size} held" if grown and held else ""
+            _say(
+                f"    bank-a: verify of {enterprise} is audit leaf {leaf}, proven in the signed tree of {checkpoint.size}{since}"
+            )
+        newer = log.checkpoint()
+        # A node that equivocates: a second checkpoint of the same size with another root.
+        node_key = load_party(party_dir(platform.keys_dir, "node", "node")).signing_key
+        forged = sign_checkpoint(Checkpoint(audit_origin("node"), newer.size, bytes(32)), node_key)
+        try:
+            log.accept(forged)
+        except SplitView as alarm:
+            logs.split_view_detected = True
+            _say(f"    forged checkpoint caught: {alarm.why} (both signed notes kept as evidence)")
+    with EnterpriseClient(platform.node_address, creds, witness=Witness(state / "enterprise.witness.json")) as ent:
+        accesses = ent.accesses()
+    logs.checkpoints_verified += 1
+    logs.inclusion_proofs_ok += len(accesses)
+    verifies = [a for a in accesses if a.method == "Verify" and a.decision == "ALLOWED"]
+    _say(f"    {enterprise}: {len(accesses)} entries about it, each proven; {len(verifies)} verifies by bank-a")
+    logs.reconcile_mismatches = _reconcile(platform)
+    return logs
+
+
+def _reconcile(platform: LocalPlatform) -> int:
+    """Export every agent's signed answer log and match it with the node's ALLOWED entries."""
+    assert platform.node_config is not None
+    time.sleep(1.5)  # agents fold and sign their answers every second
+    exports = []
+    for provider, config in platform.agent_configs.items():
+        out = platform.workdir / "state" / f"answers-{provider}.json"
+        result = platform.group.run_cli(["agent", "audit", "export", "--config", str(config), "--out", str(out)])
+        if result.returncode != 0:
+            raise RuntimeError(f"answer log export of {provider} failed: {result.stderr.strip()}")
+        exports += ["--agent-export", str(out)]
+    result = platform.group.run_cli(["node", "audit", "reconcile", "--config", str(platform.node_config), *exports])
+    report = json.loads(result.stdout)
+    _say(
+        f"    reconcile: {report['matched']} admissions matched with agents' signed answers, "
+        f"{report['mismatches']} on one side only"
+    )
+    return int(report["mismatches"])
+
+
 def _audit_ok(platform: LocalPlatform) -> bool:
     assert platform.node_config is not None
     result = platform.group.run_cli(["node", "audit", "verify", "--config", str(platform.node_config)])
-    _say(f"\n[6] node audit chain: {result.stdout.strip() or result.stderr.strip()}")
+    _say(f"\n[8] node audit log: {result.stdout.strip() or result.stderr.strip()}")
     return result.returncode == 0
 
 
@@ -414,6 +511,7 @@ def run(args: argparse.Namespace) -> int:
             truth = GroundTruth(data_dir, catalog, providers)
             tally = play_session(platform, truth, args.as_of)
             rights = _subject_rights(platform, truth, args.as_of, tally)
+            logs = transparency_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
@@ -423,6 +521,7 @@ def run(args: argparse.Namespace) -> int:
                     _say(f"--- {party.name} log ---\n{tail}")
             tally, audit_ok = Tally(unexpected=[f"{type(exc).__name__}: {exc}"]), False
             rights = {}
+            logs = LogTally()
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -432,6 +531,7 @@ def run(args: argparse.Namespace) -> int:
             "unexpected": len(tally.unexpected),
             "audit_chain_ok": audit_ok,
             **rights,
+            **logs.as_dict(),
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -443,6 +543,10 @@ def run(args: argparse.Namespace) -> int:
             and tally.signatures_ok == tally.verified + tally.indicators
             and tally.denied_as_expected == tally.refusals_attempted >= 9
             and audit_ok
+            and logs.split_view_detected
+            and logs.reconcile_mismatches == 0
+            and logs.inclusion_proofs_ok > 0
+            and logs.consistency_proofs_ok > 0
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)
