@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from xinrong.keys.layout import PartyCredentials, load_party
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
+from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
+from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
+from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
+from xinrong.node.evaluation_servicer import EvaluationServicer
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
@@ -27,7 +31,7 @@ from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
+from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,22 @@ class NodeServer:
         self.server.wait()
 
 
+def _evaluation_service(config: NodeConfig, creds: PartyCredentials) -> tuple[EvaluationServicer, ServiceBinding]:
+    """Enterprises read their own evaluation (``node.evaluation_servicer``)."""
+    servicer = EvaluationServicer(
+        EvaluationStore(config.evaluation_path()),
+        EvaluationAgents(config, creds),
+        creds,
+        timeout=config.agent_timeout_seconds,
+    )
+    binding = ServiceBinding(
+        EVALUATION_SERVICE_NAME,
+        lambda s: evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(servicer, s),
+        allowed_roles=EVALUATION_ROLES,
+    )
+    return servicer, binding
+
+
 def start_node(
     config: NodeConfig,
     *,
@@ -164,6 +184,7 @@ def start_node(
         hub = ModelingHub(core, AgentModelingChannels(config.providers, creds), observer=modeling_observer)
         hub.load()
         modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
+        evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
         running = build_server(
             creds,
             config.bind,
@@ -178,6 +199,7 @@ def start_node(
                     lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),
                     allowed_roles=MODELING_ROLES,
                 ),
+                evaluation_binding,
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -190,6 +212,11 @@ def start_node(
         raise
     assert isinstance(running, AsyncioServer)
     running.on_stop.append(agents.aclose)
+
+    async def close_evaluation() -> None:
+        evaluation_servicer.close()
+
+    running.on_stop.append(close_evaluation)
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
