@@ -217,6 +217,27 @@ def test_an_agent_answers_a_round_once_and_only_with_its_own_binding_among_the_p
         with pytest.raises(grpc.RpcError) as missing:
             links.stubs["tax"].ComputeEvaluationPart(request, timeout=30)
         assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for field, value, code in (
+            ("universe_sha256", "0" * 64, grpc.StatusCode.INVALID_ARGUMENT),
+            ("universe", universe[18:] + universe[:18], grpc.StatusCode.INVALID_ARGUMENT),  # not sorted
+            ("universe", universe[:-1], grpc.StatusCode.INVALID_ARGUMENT),  # not whole codes
+            ("index_sha256", "f" * 64, grpc.StatusCode.FAILED_PRECONDITION),
+        ):
+            bad = evaluation_pb2.ComputeEvaluationPartRequest()
+            bad.CopyFrom(request)
+            del bad.participants[:]
+            bad.participants.extend([links.bindings["tax"], links.bindings["gas"]])
+            bad.evaluation_id = f"bad-{field}-{len(value)}"
+            setattr(bad, field, value)
+            with pytest.raises(grpc.RpcError) as refused:
+                links.stubs["tax"].ComputeEvaluationPart(bad, timeout=30)
+            assert refused.value.code() == code, field
+        del request.participants[:]
+        request.participants.extend([links.bindings["tax"], links.bindings["tax"]])
+        request.evaluation_id = "twice"
+        with pytest.raises(grpc.RpcError) as twice:  # one provider listed twice
+            links.stubs["tax"].ComputeEvaluationPart(request, timeout=30)
+        assert twice.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as not_register:
             links.stubs["tax"].GetEvaluationUniverse(evaluation_pb2.GetEvaluationUniverseRequest(), timeout=30)
         assert not_register.value.code() == grpc.StatusCode.FAILED_PRECONDITION
