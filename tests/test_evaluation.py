@@ -150,3 +150,15 @@ def test_an_enterprise_at_one_provider_is_withheld_even_with_masks(keys: tuple[b
     mask = ev.eligible(counts, 2)
     totals = round_(ev.KIND_POINTS, {p: np.where(mask, np.array(v), 0) for p, v in points.items()})
     assert totals.tolist() == [15, 0, 0, 16, 41]  # #1 (gas alone) and #2 (nobody) show nothing
+
+
+def test_vectorised_scores_and_grades_agree_with_the_published_index() -> None:
+    from xinrong.index import default_index
+    from xinrong.node.evaluation import grades_of, scores_of
+
+    index = default_index()
+    totals = np.arange(index.max_total + 1, dtype=np.int64)
+    scores = scores_of(index, totals)
+    assert scores.tolist() == [index.score(int(t)) for t in totals]
+    names = [g.name for g in index.grades]
+    assert [names[r] for r in grades_of(index, np.arange(1001))] == [index.grade(s) for s in range(1001)]

@@ -259,6 +259,9 @@ def test_an_enterprise_cannot_read_another_enterprises_evaluation(
     with pytest.raises(RemoteError) as denied:
         ent.own_evaluation(f"127.0.0.1:{node.port}", forged)
     assert denied.value.reason == Reason.ACCESS_DENIED.value
+    with pytest.raises(RemoteError) as never:
+        ent.own_evaluation(f"127.0.0.1:{node.port}", target, period="1999-01")
+    assert never.value.reason == Reason.NOT_FOUND.value
 
 
 def _two_usccs(agents: dict[str, Any]) -> tuple[str, str]:
