@@ -235,17 +235,29 @@ MAX_MASKED_PROVIDERS = 15  # (MAX + 1) * M must stay below 2**19: the sum is red
 _MASK_INFO = b"xinrong.v1.EvaluationMask"
 
 
-def mask_key(shared_secret: bytes, *, evaluation_id: str, kind: str, a: str, b: str) -> bytes:
-    """The AES key of one pair's mask in one round: fresh per evaluation id and round.
+def mask_key(shared_secret: bytes, *, evaluation_id: str, kind: str, a: str, b: str, context: bytes = b"") -> bytes:
+    """The AES key of one pair's mask in one round: fresh per evaluation id, round and request.
 
     A new key per round matters: with one mask for both rounds the node
-    could subtract the presence part from the points part.
+    could subtract the presence part from the points part. ``context`` binds
+    the mask to everything else the round depends on (key, universe,
+    participants, eligible set; ``round_context``), so a node that asked
+    again with another eligible set would get other masks, not a difference.
     """
     if kind not in KINDS or a == b:
         raise ValueError("a mask is per round and per pair of distinct providers")
     low, high = sorted((a, b))
-    info = b"\x00".join([_MASK_INFO, evaluation_id.encode(), kind.encode(), low.encode(), high.encode()])
+    info = b"\x00".join([_MASK_INFO, evaluation_id.encode(), kind.encode(), low.encode(), high.encode(), context])
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared_secret)
+
+
+def round_context(*, public_key: bytes, universe_sha256: str, providers: Sequence[str], eligible: bytes) -> bytes:
+    """SHA-256 over what both ends of a pair must agree on for one round."""
+    h = hashlib.sha256(b"xinrong.v1.EvaluationRound\x00")
+    for item in (hashlib.sha256(public_key).digest(), universe_sha256.encode(), ",".join(sorted(providers)).encode()):
+        h.update(len(item).to_bytes(4, "big") + item)
+    h.update(hashlib.sha256(eligible).digest())
+    return h.digest()
 
 
 def mask_stream(key: bytes, size: int) -> IntArray:
@@ -312,6 +324,7 @@ __all__ = [
     "mask_values",
     "pack_mask",
     "presence",
+    "round_context",
     "universe_digest",
     "universe_positions",
     "unmask",

@@ -239,8 +239,16 @@ class AgentEvaluation:
         else:
             assert eligible is not None
             values = np.where(eligible, ev.lay_out(universe.size, positions, points), 0.0)
+        context = ev.round_context(
+            public_key=request.public_key,
+            universe_sha256=request.universe_sha256,
+            providers=[self.provider, *secrets_by_peer],
+            eligible=request.eligible,
+        )
         keys = {
-            peer: ev.mask_key(s, evaluation_id=request.evaluation_id, kind=kind, a=self.provider, b=peer)
+            peer: ev.mask_key(
+                s, evaluation_id=request.evaluation_id, kind=kind, a=self.provider, b=peer, context=context
+            )
             for peer, s in secrets_by_peer.items()
         }
         masked = ev.mask_values(values, ev.zero_sum_mask(universe.size, self.provider, keys))

@@ -120,6 +120,16 @@ def test_masks_differ_per_round_and_refuse_bad_input() -> None:
     assert a != ev.mask_key(shared, evaluation_id="e2", kind=ev.KIND_PRESENCE, a="gas", b="tax")
     with pytest.raises(ValueError):
         ev.mask_key(shared, evaluation_id="e1", kind=ev.KIND_PRESENCE, a="gas", b="gas")
+    # Bound to the round's inputs: another eligible set (or key, universe, participants) gives other masks.
+    base_ctx = {"public_key": b"k", "universe_sha256": "u", "providers": ["gas", "tax"], "eligible": b"\x80"}
+    ctx = ev.round_context(**base_ctx)  # type: ignore[arg-type]
+    assert ctx == ev.round_context(**{**base_ctx, "providers": ["tax", "gas"]})  # type: ignore[arg-type]
+    for change in ({"eligible": b"\xc0"}, {"public_key": b"j"}, {"universe_sha256": "v"}, {"providers": ["gas"]}):
+        assert ev.round_context(**{**base_ctx, **change}) != ctx  # type: ignore[arg-type]
+    assert ev.mask_key(shared, evaluation_id="e1", kind=ev.KIND_POINTS, a="gas", b="tax", context=ctx) != (
+        ev.mask_key(shared, evaluation_id="e1", kind=ev.KIND_POINTS, a="gas", b="tax", context=ev.round_context(
+            **{**base_ctx, "eligible": b"\xc0"}))  # type: ignore[arg-type]
+    )  # fmt: skip
     mask = ev.zero_sum_mask(4, "gas", {"tax": a})
     with pytest.raises(ValueError):
         ev.mask_values([0, 1, 2, ev.MASK_MODULUS], mask)
