@@ -210,10 +210,11 @@ class NodeConfig(Section):
         return self
 
     def evaluation_path(self) -> Path:
+        """Where evaluation results live; on PostgreSQL without ``evaluation_dir`` there is no default."""
         if self.evaluation_dir is not None:
             return self.evaluation_dir
         if self.db is None:
-            raise ValueError("[node].evaluation_dir: required when the node runs on PostgreSQL")
+            raise ConfigError("[node].evaluation_dir: required for evaluation when the node runs on PostgreSQL")
         return self.db.parent / "evaluations"
 
     def load_catalog(self) -> Catalog:

@@ -42,7 +42,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from xinrong.errors import Reason, XinrongError
+from xinrong.errors import Reason, SignatureError, XinrongError
 from xinrong.index import EvaluationIndex, default_index
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials, read_binding_file
@@ -109,17 +109,20 @@ class EvaluationStore:
     Neither the presence counts nor any provider's part are written.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None) -> None:
+        """``directory`` None: a node without an evaluation directory (PostgreSQL, none configured) has no results."""
         self.directory = directory
         self._cache: dict[str, tuple[float, dict[str, Any], npt.NDArray[Any], npt.NDArray[np.int16]]] = {}
 
     def _paths(self, period: str) -> tuple[Path, Path]:
         check_period(period)
+        if self.directory is None:
+            raise XinrongError("no evaluation directory", reason=Reason.NOT_FOUND, public="no evaluation has been run")
         return self.directory / f"{period}.npz", self.directory / f"{period}.json"
 
     def save(self, meta: dict[str, Any], universe: npt.NDArray[Any], scores: npt.NDArray[np.int64]) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         data_path, meta_path = self._paths(str(meta["period"]))
+        data_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         for final, write in (
             (data_path, lambda f: np.savez(f, universe=universe, scores=scores.astype(np.int16))),
             (meta_path, lambda f: f.write(json.dumps(meta, sort_keys=True).encode())),
@@ -132,7 +135,7 @@ class EvaluationStore:
         self._cache.pop(str(meta["period"]), None)
 
     def periods(self) -> list[str]:
-        if not self.directory.is_dir():
+        if self.directory is None or not self.directory.is_dir():
             return []
         return sorted(p.stem for p in self.directory.glob("*.json") if _PERIOD.fullmatch(p.stem))
 
@@ -192,7 +195,7 @@ def _stub_call(
     if observer is not None:
         observer(provider, "out", method, request.SerializeToString())
     try:
-        response = getattr(stub, method)(request, timeout=timeout, wait_for_ready=True)
+        response = getattr(stub, method)(request, timeout=timeout)
     except grpc.RpcError as err:
         raise AgentStepError(provider, method, decode_rpc_error(err)) from None
     if observer is not None:
@@ -203,15 +206,26 @@ def _stub_call(
 class EvaluationAgents:
     """One mTLS channel per configured agent for evaluation traffic, and the agents' CA-checked bindings."""
 
-    def __init__(self, config: NodeConfig, credentials: PartyCredentials) -> None:
+    def __init__(self, config: NodeConfig, credentials: PartyCredentials, *, strict: bool = True) -> None:
+        """``strict``: a binding that does not verify for its provider fails (a run); else it is skipped (serving)."""
         self._channels: dict[str, grpc.Channel] = {}
         self.stubs: dict[str, Any] = {}
         self.bindings: dict[str, common_pb2.SignedPartyBinding] = {}
         for endpoint in config.providers:
             signed = read_binding_file(endpoint.binding)
-            verified = verify_binding(credentials.ca, signed, expect_role="provider")
-            if verified.provider != endpoint.name:
-                raise ValueError(f"[[providers]] {endpoint.name}: binding is for provider {verified.provider!r}")
+            try:
+                verified = verify_binding(credentials.ca, signed, expect_role="provider")
+                if verified.provider != endpoint.name:
+                    raise SignatureError(f"binding is for provider {verified.provider!r}")
+            except SignatureError as exc:
+                if strict:
+                    raise XinrongError(
+                        f"[[providers]] {endpoint.name}: {exc}",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"the binding configured for {endpoint.name} does not verify for that provider",
+                    ) from None
+                log.warning("evaluation: skipping provider %s, its binding does not verify", endpoint.name)
+                continue
             self.bindings[endpoint.name] = signed
             channel = secure_channel(endpoint.address, credentials, server_role="provider", server_id=endpoint.name)
             self._channels[endpoint.name] = channel

@@ -145,8 +145,8 @@ class NodeServer:
 def _evaluation_service(config: NodeConfig, creds: PartyCredentials) -> tuple[EvaluationServicer, ServiceBinding]:
     """Enterprises read their own evaluation (``node.evaluation_servicer``)."""
     servicer = EvaluationServicer(
-        EvaluationStore(config.evaluation_path()),
-        EvaluationAgents(config, creds),
+        EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
+        EvaluationAgents(config, creds, strict=False),
         creds,
         timeout=config.agent_timeout_seconds,
     )
