@@ -20,7 +20,7 @@ import pytest
 from xinrong.catalog import Catalog
 from xinrong.enterprise.evaluation import own_evaluation
 from xinrong.errors import Reason
-from xinrong.index import default_index, provider_points
+from xinrong.index import default_index
 from xinrong.keys.layout import party_dir
 from xinrong.modeling import evaluation as ev
 from xinrong.node.config import load_config, render_config
@@ -28,10 +28,10 @@ from xinrong.node.evaluation import EvaluationAgents, EvaluationCoordinator, Eva
 from xinrong.node.server import NodeServer, start_node
 from xinrong.provider_agent import config as agent_config
 from xinrong.provider_agent import importer, server, store
-from xinrong.provider_agent.evaluation import read_own_data
 from xinrong.rpc.errors import RemoteError
 from xinrong.tools.datagen.config import GenerateConfig
 from xinrong.tools.datagen.generator import generate
+from xinrong.tools.demo import GroundTruth
 from xinrong.v1 import evaluation_pb2
 
 FIRMS = 300
@@ -89,15 +89,14 @@ def network(
             agent.stop(0.5)
 
 
-def _truth(agents: dict[str, Any], catalog: Catalog) -> dict[str, dict[str, int]]:
-    """Per provider, per USCC: its plaintext part, straight from its own store."""
+def _truth(agents: dict[str, Any], catalog: Catalog, data_dir: Path) -> dict[str, dict[str, int]]:
+    """Per provider, per USCC: its plaintext part, from the generated CSVs (not from the agents' code)."""
     index = default_index()
-    out: dict[str, dict[str, int]] = {}
-    for provider, agent in agents.items():
-        data = read_own_data(agent.data.path, catalog, index, provider)
-        points = provider_points(index, provider, data.columns, len(data.ids))
-        out[provider] = dict(zip(data.ids, points.tolist()))
-    return out
+    csvs = GroundTruth(data_dir, catalog, sorted(agents))
+    return {
+        provider: {u: sum(i.points(csvs.value(i.field, u)) for i in index.provider_items(provider)) for u in rows}
+        for provider, rows in csvs.rows.items()
+    }
 
 
 def test_a_period_is_evaluated_stored_and_read_by_the_enterprise(
@@ -123,7 +122,7 @@ def test_a_period_is_evaluated_stored_and_read_by_the_enterprise(
         summary = coordinator.run("2026-06")
     finally:
         links.close()
-    truth = _truth(agents, catalog)
+    truth = _truth(agents, catalog, config_path.parent / "data")
     index = default_index()
     universe = sorted(truth["market"])
     assert summary.enterprises == len(universe) == FIRMS
@@ -289,7 +288,9 @@ def test_enterprises_known_to_one_provider_are_withheld_over_grpc(
         summary = EvaluationCoordinator(links, EvaluationStore(config.evaluation_path())).run("2026-06-subset")
     finally:
         links.close()
-    truth = {p: t for p, t in _truth(agents, catalog).items() if p in {"market", "gas", "water"}}
+    truth = {
+        p: t for p, t in _truth(agents, catalog, config_path.parent / "data").items() if p in {"market", "gas", "water"}
+    }
     universe = sorted(truth["market"])
     counts = {u: sum(u in truth[p] for p in truth) for u in universe}
     withheld = [u for u in universe if counts[u] < 2]
