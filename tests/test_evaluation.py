@@ -172,3 +172,16 @@ def test_vectorised_scores_and_grades_agree_with_the_published_index() -> None:
     assert scores.tolist() == [index.score(int(t)) for t in totals]
     names = [g.name for g in index.grades]
     assert [names[r] for r in grades_of(index, np.arange(1001))] == [index.grade(s) for s in range(1001)]
+
+
+def test_bench_evaluate_engine_mode_is_correct_at_small_size(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from xinrong.tools.cli import main
+
+    assert (
+        main(["bench", "evaluate", "--enterprises", "3000", "--providers", "4", "--workers", "1", "--seed", "5"]) == 0
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["correct"] is True and line["enterprises"] == 3000 and line["withheld"] > 0
+    assert line["eligible"] + line["withheld"] == 3000 and set(line["phases"]) >= {"presence_parts", "points_parts"}
