@@ -49,6 +49,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from xinrong.enterprise.evaluation import own_evaluation
+
+    print(json.dumps(own_evaluation(args.node, load_party(args.credentials), period=args.period), ensure_ascii=False))
+    return 0
+
+
 def _default_period() -> tuple[str, str]:
     today = dt.date.today()
     return f"{today.year - 1}-01-01", f"{today.year}-12-31"
@@ -292,6 +299,11 @@ def cmd_audit_witness(args: argparse.Namespace) -> int:
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="enterprise_cmd", metavar="COMMAND")
     sub.required = True
+    p = sub.add_parser("score", help="this enterprise's own evaluation: score, grade and breakdown")
+    p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
+    p.add_argument("--node", required=True, help="node address host:port")
+    p.add_argument("--period", default="", help="an evaluated period (default: the latest)")
+    p.set_defaults(func=cmd_score)
     p = sub.add_parser("keygen", help="create the enterprise's signing key and have the CA bind it")
     p.add_argument("--uscc", required=True, help="the enterprise's 18-character unified social credit code")
     p.add_argument("--keys-dir", required=True, help="keys directory holding the platform CA")

@@ -128,6 +128,17 @@ class SealingKey:
                 raise SignatureError("sealed box cannot be opened") from None
         raise SignatureError("sealed box has no known sealing scheme")
 
+    def agree(self, peer_public_raw: bytes) -> bytes:
+        """Raw X25519 agreement with a peer's CA-bound sealing key (callers must run it through a KDF).
+
+        For pairwise secrets between two parties that the relaying node must
+        not know, e.g. the zero-sum masks of full-coverage evaluation.
+        """
+        try:
+            return self._key.exchange(X25519PublicKey.from_public_bytes(peer_public_raw))
+        except ValueError:
+            raise SignatureError("peer sealing key is not a valid X25519 key") from None
+
     def _session(self, wrapped_key: bytes, content_type: str, recipient_id: str) -> AESGCM:
         """The session key under a wrapped key, unwrapped once.
 

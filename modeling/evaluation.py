@@ -30,13 +30,17 @@ carries no CKKS noise (IND-CPA-D).
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from xinrong.modeling.he import base
 from xinrong.modeling.he.base import HEPublic, HESecret
@@ -215,10 +219,99 @@ def decrypt_sums(secret: HESecret, payload: bytes) -> Sums:
     return Sums(parsed.evaluation_id, parsed.index_sha256, parsed.providers, values.astype(np.int64))
 
 
+# -- zero-sum masks -------------------------------------------------------------
+#
+# The node holds the evaluation key, so CKKS alone would not keep a part from
+# it: it could decrypt any one provider's ciphertext. What it receives is
+# therefore masked first: provider i sends ``(v_i + m_i) mod M`` with pairwise
+# masks ``m_i = sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)`` (Bonawitz et al.,
+# CCS 2017), ``s_ij`` an X25519 secret of agents i and j the node does not
+# hold. Any one part, or any sum of fewer than all parts, decrypts to values
+# uniform mod M; the masks cancel only in the sum of every participant.
+# M = 2**15 leaves room in CKKS: nine masked parts sum to < 9 * 2**15 < 2**19,
+# the integer part a 60-bit prime holds at scale 2**40.
+MASK_MODULUS = 1 << 15
+MAX_MASKED_PROVIDERS = 15  # (MAX + 1) * M must stay below 2**19: the sum is reduced mod M after decryption
+_MASK_INFO = b"xinrong.v1.EvaluationMask"
+
+
+def mask_key(shared_secret: bytes, *, evaluation_id: str, kind: str, a: str, b: str, context: bytes = b"") -> bytes:
+    """The AES key of one pair's mask in one round: fresh per evaluation id, round and request.
+
+    A new key per round matters: with one mask for both rounds the node
+    could subtract the presence part from the points part. ``context`` binds
+    the mask to everything else the round depends on (key, universe,
+    participants, eligible set; ``round_context``), so a node that asked
+    again with another eligible set would get other masks, not a difference.
+    """
+    if kind not in KINDS or a == b:
+        raise ValueError("a mask is per round and per pair of distinct providers")
+    low, high = sorted((a, b))
+    info = b"\x00".join([_MASK_INFO, evaluation_id.encode(), kind.encode(), low.encode(), high.encode(), context])
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared_secret)
+
+
+def round_context(*, public_key: bytes, universe_sha256: str, providers: Sequence[str], eligible: bytes) -> bytes:
+    """SHA-256 over what both ends of a pair must agree on for one round."""
+    h = hashlib.sha256(b"xinrong.v1.EvaluationRound\x00")
+    for item in (hashlib.sha256(public_key).digest(), universe_sha256.encode(), ",".join(sorted(providers)).encode()):
+        h.update(len(item).to_bytes(4, "big") + item)
+    h.update(hashlib.sha256(eligible).digest())
+    return h.digest()
+
+
+def mask_stream(key: bytes, size: int) -> IntArray:
+    """``size`` values uniform on [0, M) from AES-256-CTR (2 bytes each; M divides 2**16)."""
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+    raw = encryptor.update(b"\x00" * (2 * size)) + encryptor.finalize()
+    out: IntArray = (np.frombuffer(raw, dtype="<u2") & (MASK_MODULUS - 1)).astype(np.int64)
+    return out
+
+
+def zero_sum_mask(size: int, own: str, pair_keys: Mapping[str, bytes]) -> IntArray:
+    """This provider's mask: + the stream shared with each later peer, - with each earlier one, mod M."""
+    total = np.zeros(size, dtype=np.int64)
+    for peer, key in pair_keys.items():
+        if peer == own:
+            raise ValueError("a provider shares no mask with itself")
+        stream = mask_stream(key, size)
+        if own < peer:
+            total += stream
+        else:
+            total -= stream
+    out: IntArray = np.mod(total, MASK_MODULUS)
+    return out
+
+
+def mask_values(values: npt.ArrayLike, mask: IntArray) -> FloatArray:
+    """A part as it leaves its provider: (v + m) mod M, each slot uniform on [0, M) to whoever lacks m."""
+    vector = np.asarray(values)
+    if vector.shape != mask.shape:
+        raise ValueError("part and mask differ in length")
+    ints = np.rint(vector).astype(np.int64)
+    if np.any(ints != vector) or np.any(ints < 0) or np.any(ints >= MASK_MODULUS):
+        raise ValueError(f"a masked part holds integers in [0, {MASK_MODULUS})")
+    out: FloatArray = np.mod(ints + mask, MASK_MODULUS).astype(np.float64)
+    return out
+
+
+def unmask(sums: IntArray) -> IntArray:
+    """The sum of every masked part, reduced mod M: the masks are gone, the true sum (< M) is left."""
+    out: IntArray = np.mod(sums, MASK_MODULUS)
+    return out
+
+
+def universe_digest(universe: npt.NDArray[Any]) -> str:
+    """SHA-256 of the packed universe: every party checks it evaluates the same ordering."""
+    return hashlib.sha256(np.ascontiguousarray(universe).tobytes()).hexdigest()
+
+
 __all__ = [
     "EVALUATION_CKKS_PARAMS",
     "KIND_POINTS",
     "KIND_PRESENCE",
+    "MASK_MODULUS",
+    "MAX_MASKED_PROVIDERS",
     "Sums",
     "aggregate_parts",
     "decrypt_sums",
@@ -226,8 +319,15 @@ __all__ = [
     "encrypt_part",
     "evaluation_keygen",
     "lay_out",
+    "mask_key",
+    "mask_stream",
+    "mask_values",
     "pack_mask",
     "presence",
+    "round_context",
+    "universe_digest",
     "universe_positions",
+    "unmask",
     "unpack_mask",
+    "zero_sum_mask",
 ]

@@ -325,6 +325,18 @@ def _cases(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from xinrong.keys.layout import load_party
+    from xinrong.node.config import load_config
+    from xinrong.node.evaluation import check_period, default_period, run_evaluation
+
+    config = load_config(args.config)
+    creds = load_party(config.credentials, ca_cert=config.ca_cert)
+    summary = run_evaluation(config, creds, check_period(args.period or default_period()))
+    print(json.dumps(summary.to_json(), ensure_ascii=False))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="node_verb", metavar="COMMAND")
     sub.required = True
@@ -347,6 +359,13 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", required=True, help="node TOML config")
     serve.add_argument("--port-file", help="write the bound port here once serving (for port 0)")
     serve.set_defaults(func=_serve)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="full-coverage evaluation of every registered enterprise for a period (all agents up)"
+    )
+    evaluate.add_argument("--config", required=True, help="node TOML config (agents, credentials, evaluation_dir)")
+    evaluate.add_argument("--period", default="", help="period label, e.g. 2026-12 (default: this UTC month)")
+    evaluate.set_defaults(func=_evaluate)
 
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_verb", metavar="COMMAND")

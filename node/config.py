@@ -186,6 +186,10 @@ class NodeConfig(Section):
     modeling_allow_insecure: bool = False
     # Jobs held in memory at once (each holds an HE secret key and its working state).
     modeling_max_jobs: int = Field(4, ge=1)
+    # Full-coverage evaluation: results per period (default: "evaluations" beside [node].db)
+    # and the deadline of each agent's part (a million enterprises: seconds).
+    evaluation_dir: ConfigPath | None = None
+    evaluation_timeout_seconds: float = Field(600.0, ge=1.0)
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -204,6 +208,14 @@ class NodeConfig(Section):
         if unknown:
             raise ValueError(f"[[providers]]: {unknown} are not catalog providers {sorted(catalog.providers)}")
         return self
+
+    def evaluation_path(self) -> Path:
+        """Where evaluation results live; on PostgreSQL without ``evaluation_dir`` there is no default."""
+        if self.evaluation_dir is not None:
+            return self.evaluation_dir
+        if self.db is None:
+            raise ConfigError("[node].evaluation_dir: required for evaluation when the node runs on PostgreSQL")
+        return self.db.parent / "evaluations"
 
     def load_catalog(self) -> Catalog:
         return load_catalog(self.catalog) if self.catalog else default_catalog()

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from xinrong.keys.layout import PartyCredentials, load_party
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
+from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
+from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
+from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
+from xinrong.node.evaluation_servicer import EvaluationServicer
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
@@ -32,7 +36,7 @@ from xinrong.node.subject_servicer import SubjectServicer
 from xinrong.node.transparency_servicer import SERVICE_NAME as TRANSPARENCY_SERVICE_NAME
 from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,22 @@ class NodeServer:
         self.server.wait()
 
 
+def _evaluation_service(config: NodeConfig, creds: PartyCredentials) -> tuple[EvaluationServicer, ServiceBinding]:
+    """Enterprises read their own evaluation (``node.evaluation_servicer``)."""
+    servicer = EvaluationServicer(
+        EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
+        EvaluationAgents(config, creds, strict=False),
+        creds,
+        timeout=config.agent_timeout_seconds,
+    )
+    binding = ServiceBinding(
+        EVALUATION_SERVICE_NAME,
+        lambda s: evaluation_pb2_grpc.add_EvaluationServiceServicer_to_server(servicer, s),
+        allowed_roles=EVALUATION_ROLES,
+    )
+    return servicer, binding
+
+
 def start_node(
     config: NodeConfig,
     *,
@@ -215,6 +235,7 @@ def start_node(
         modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
+        evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
         running = build_server(
             creds,
             config.bind,
@@ -241,6 +262,7 @@ def start_node(
                     lambda s: subject_pb2_grpc.add_SubjectServiceServicer_to_server(subject_servicer, s),
                     allowed_roles=SUBJECT_ROLES,
                 ),
+                evaluation_binding,
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -255,6 +277,11 @@ def start_node(
         raise
     assert isinstance(running, AsyncioServer)
     running.on_stop.append(agents.aclose)
+
+    async def close_evaluation() -> None:
+        evaluation_servicer.close()
+
+    running.on_stop.append(close_evaluation)
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)

@@ -199,6 +199,7 @@ def start_agent(
             paused=lambda consent_id, uscc: (consent_id, uscc) in subject.view().paused,
         )
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
+        evaluation_binding = _evaluation_binding(setup, cfg.node_id)
 
         def register(server: grpc.Server) -> None:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
@@ -217,6 +218,7 @@ def start_agent(
                     lambda s: subject_pb2_grpc.add_AgentSubjectServiceServicer_to_server(subject_servicer, s),
                     allowed_roles=frozenset({"node"}),
                 ),
+                evaluation_binding,
             ],
             max_workers=cfg.max_workers,
         )
@@ -239,6 +241,31 @@ def start_agent(
     running.start_watcher()
     log.info("agent %s listening on port %d", cfg.provider, server.port)
     return running
+
+
+def _evaluation_binding(setup: AgentSetup, node_id: str) -> ServiceBinding:
+    """Full-coverage evaluation (``provider_agent.evaluation``) on the agent's own data store."""
+    from xinrong.index import default_index
+    from xinrong.provider_agent.evaluation import AgentEvaluation
+    from xinrong.provider_agent.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
+    from xinrong.provider_agent.evaluation_servicer import AgentEvaluationServicer
+    from xinrong.v1 import evaluation_pb2_grpc
+
+    cfg = setup.config
+    evaluation = AgentEvaluation(
+        provider=cfg.provider,
+        credentials=setup.credentials,
+        catalog=setup.catalog,
+        index=default_index(),
+        db=cfg.db,
+        max_clock_skew_seconds=cfg.max_clock_skew_seconds,
+    )
+    servicer = AgentEvaluationServicer(evaluation, node_id)
+    return ServiceBinding(
+        EVALUATION_SERVICE_NAME,
+        lambda s: evaluation_pb2_grpc.add_EvaluationAgentServiceServicer_to_server(servicer, s),
+        allowed_roles=frozenset({"node"}),
+    )
 
 
 def write_port_file(path: Path, port: int) -> None:

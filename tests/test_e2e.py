@@ -26,7 +26,7 @@ from xinrong.consent import parse_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
 from xinrong.keys.layout import load_party, party_dir
 from xinrong.rpc.errors import RemoteError
-from xinrong.tools.demo import GroundTruth, play_session
+from xinrong.tools.demo import GroundTruth, play_evaluation, play_session
 from xinrong.tools.localnet import LocalPlatform, deploy, generate_data
 from xinrong.tools.procs import ProcessGroup
 
@@ -75,6 +75,15 @@ def test_scripted_session_matches_the_csvs(platform: tuple[LocalPlatform, Ground
     assert tally.mismatches_vs_ground_truth == 0
     assert tally.verified >= 15 and tally.indicators >= 5
     assert tally.denied_as_expected == tally.refusals_attempted >= 9
+
+
+def test_full_coverage_evaluation_through_the_clis_matches_the_csvs(
+    platform: tuple[LocalPlatform, GroundTruth],
+) -> None:
+    """``xinrong node evaluate`` then ``xinrong enterprise score``, real processes, every score vs the CSVs."""
+    plat, truth = platform
+    evaluated, mismatches = play_evaluation(plat, truth, "2026-09")
+    assert evaluated > 0 and mismatches == 0
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_.:\-]+")

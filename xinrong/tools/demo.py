@@ -419,6 +419,56 @@ def _reconcile(platform: LocalPlatform) -> int:
     return int(report["mismatches"])
 
 
+def play_evaluation(platform: LocalPlatform, truth: GroundTruth, period: str) -> tuple[int, int]:
+    """Full-coverage evaluation of every demo enterprise; (evaluated, mismatches vs the CSVs).
+
+    ``xinrong node evaluate`` as an operator runs it, every stored score and
+    grade checked against the index applied to the generated CSVs, and one
+    enterprise reading its own score and breakdown (``xinrong enterprise score``).
+    """
+    from xinrong.index import default_index
+    from xinrong.node.config import load_config
+    from xinrong.node.evaluation import EvaluationStore
+
+    if "market" not in truth.rows or platform.node_config is None:
+        _say("\n[7] full-coverage evaluation skipped: it needs the market register agent")
+        return 0, 0
+    result = platform.group.run_cli(
+        ["node", "evaluate", "--config", str(platform.node_config), "--period", period], timeout=600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"node evaluate failed: {result.stderr.strip()}")
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    _say(
+        f"\n[7] full-coverage evaluation {run['evaluation_id']}: {run['enterprises']} enterprises, "
+        f"{run['evaluated']} scored, {run['withheld']} withheld (< 2 providers), {run['seconds']} s; grades {run['grades']}"
+    )
+    index = default_index()
+    store = EvaluationStore(load_config(platform.node_config).evaluation_path())
+    mismatches = 0
+    for code in sorted(truth.rows["market"]):
+        present = sum(code in rows for rows in truth.rows.values())
+        total = sum(item.points(truth.value(item.field, code)) for item in index.items if item.provider in truth.rows)
+        record = store.lookup(code, period)
+        expected = (index.score(total), index.grade(index.score(total))) if present >= index.min_providers else None
+        got = (record.score, record.grade) if record is not None and record.scored else None
+        mismatches += expected != got
+    code = truth.enterprises_present_everywhere()[0]
+    creds_dir = party_dir(platform.keys_dir, "enterprise", code)
+    platform.enterprise(code)
+    own = platform.group.run_cli(
+        ["enterprise", "score", "--credentials", str(creds_dir), "--node", platform.node_address, "--period", period]
+    )
+    if own.returncode != 0:
+        raise RuntimeError(f"enterprise score failed: {own.stderr.strip()}")
+    view = json.loads(own.stdout)
+    _say(
+        f"    enterprise {code} sees its own score {view['score']} ({view['grade']}), breakdown from "
+        f"{len(view['breakdown'])} providers summing to {view['breakdown_points']} points; mismatches: {mismatches}"
+    )
+    return int(run["evaluated"]), mismatches
+
+
 def _audit_ok(platform: LocalPlatform) -> bool:
     assert platform.node_config is not None
     result = platform.group.run_cli(["node", "audit", "verify", "--config", str(platform.node_config)])
@@ -513,6 +563,7 @@ def run(args: argparse.Namespace) -> int:
             rights = _subject_rights(platform, truth, args.as_of, tally)
             logs = transparency_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
+            evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -522,6 +573,7 @@ def run(args: argparse.Namespace) -> int:
             tally, audit_ok = Tally(unexpected=[f"{type(exc).__name__}: {exc}"]), False
             rights = {}
             logs = LogTally()
+            evaluated, evaluation_mismatches = 0, -1
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -532,6 +584,8 @@ def run(args: argparse.Namespace) -> int:
             "audit_chain_ok": audit_ok,
             **rights,
             **logs.as_dict(),
+            "evaluated": evaluated,
+            "evaluation_mismatches": evaluation_mismatches,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -547,6 +601,7 @@ def run(args: argparse.Namespace) -> int:
             and logs.reconcile_mismatches == 0
             and logs.inclusion_proofs_ok > 0
             and logs.consistency_proofs_ok > 0
+            and evaluation_mismatches == 0
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)

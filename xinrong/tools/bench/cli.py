@@ -50,6 +50,15 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("tlog", help="Merkle audit log: inclusion proof time at N leaves, append throughput")
     tlog.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.tlog"))
+    from xinrong.tools.bench import evaluate
+
+    p = sub.add_parser(
+        "evaluate",
+        help="full-coverage evaluation: N enterprises x P providers, two masked CKKS rounds",
+        description=(evaluate.__doc__ or "").split("\n\n")[0].replace("``", ""),
+    )
+    evaluate.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.evaluate"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
