@@ -61,6 +61,7 @@ class IndicatorsInput:
 class Answers:
     request_id: str
     answers: tuple[tuple[str, common_pb2.SealedBox], ...]
+    audit_leaf_index: int | None = None  # the ALLOWED entry's leaf in the transparency log
 
 
 def _ask(needs: list[tuple[str, Form]], texts: list[str], items: dict[str, list[Any]]) -> Ask:
@@ -202,7 +203,8 @@ class AccessService:
             # answer never left.
             self._admission.failed(admitted, CANCELLED)
             raise
-        return Answers(request_id=admitted.request.request_id, answers=tuple(answers))
+        leaf = admitted.admitted[0].leaf_index if admitted.admitted else None
+        return Answers(request_id=admitted.request.request_id, answers=tuple(answers), audit_leaf_index=leaf)
 
 
 __all__ = ["CANCELLED", "AccessService", "Answers", "IndicatorsInput", "VerifyInput"]

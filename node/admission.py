@@ -164,6 +164,7 @@ class AdmittedSubject:
     subject: Subject
     consent: ConsentRecord | None  # None for SELF_SERVICE: the enterprise about itself
     event: AuditEvent  # its ALLOWED entry, to follow with a FAILED one
+    leaf_index: int | None = None  # of that entry in the transparency log, once sequenced
 
     @property
     def record(self) -> ConsentRecord:
@@ -561,8 +562,9 @@ class Admission:
                         allowed = event(Decision.ALLOWED, subject=subject)
                         self._consents.consume(tx, record, day)
                         self._budget.consume(tx, subject.enterprise, day)
-                        self._audit.append(tx, allowed, ts_ms)
-                        admitted.append(AdmittedSubject(subject, record, allowed))
+                        entry = self._audit.append(tx, allowed, ts_ms)
+                        leaf = entry.seq - 1 if entry.seq else None
+                        admitted.append(AdmittedSubject(subject, record, allowed, leaf))
         if shape_error is not None:
             raise Refused(shape_error, tx.token)
         if single is not None and refused:

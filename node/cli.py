@@ -4,6 +4,10 @@
     xinrong node serve --config node.toml [--port-file PATH]
     xinrong node db migrate --config node.toml
     xinrong node audit verify --config node.toml
+    xinrong node audit key --config node.toml
+    xinrong node audit checkpoint --config node.toml
+    xinrong node audit prove --config node.toml --index N [--size S] | --consistency OLD NEW
+    xinrong node audit reconcile --config node.toml --agent-log DIR [--agent-log DIR ...]
     xinrong node audit tail --config node.toml [-n N]
     xinrong node consents list --config node.toml
     xinrong node models list --config node.toml [--state failed]
@@ -100,21 +104,106 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_note_key(config_path: str) -> tuple[str, bytes]:
+    """(log origin, Ed25519 public key) from the node's own CA-checked binding (no private key read)."""
+    from xinrong.keys.binding import verify_binding
+    from xinrong.keys.ca import CaVerifier
+    from xinrong.keys.layout import read_binding_file
+    from xinrong.node.tlog import origin_of
+
+    config = load_config(config_path)
+    ca = CaVerifier(Path(config.ca_cert).read_bytes())
+    binding = verify_binding(ca, read_binding_file(Path(config.credentials) / "binding.pb"), expect_role="node")
+    return origin_of(binding.party_id), binding.verify_key.raw
+
+
+def _reader(conn: Any) -> Any:
+    from xinrong.node.audit import _sql
+    from xinrong.node.tlog import TreeReader
+
+    return TreeReader(lambda sql, params: list(conn.execute(_sql(conn, sql), tuple(params)).fetchall()))
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
+    from xinrong.node.audit import _sql
+    from xinrong.node.tlog import verify_log
+
+    origin, public_raw = _node_note_key(args.config)
     conn = _open_db(args.config)
     with closing(conn):
         report = verify_chain(conn)
         pending = _pending(conn)
-    if report.ok:
+        tree = verify_log(lambda sql, p: list(conn.execute(_sql(conn, sql), tuple(p)).fetchall()), origin, public_raw)
+    if report.ok and tree.ok:
         waiting = f"; {pending} decisions waiting for the sequencer" if pending else ""
-        print(f"audit chain OK: {report.entries} entries, head {report.head or '-'}{waiting}")
+        print(
+            f"audit log OK: {tree.size} entries, Merkle root {tree.root}, signed checkpoint of {tree.checkpoint_size} "
+            f"matches the recomputed tree ({origin}); chain head {report.head or '-'}{waiting}"
+        )
         return 0
+    if report.ok:
+        print(
+            f"audit log BROKEN: {tree.problem} ({tree.size} leaves recomputed, checkpoint {tree.checkpoint_size})",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} "
         f"({report.entries} entries verified before it, last good head {report.head})",
         file=sys.stderr,
     )
     return 1
+
+
+def _audit_key(args: argparse.Namespace) -> int:
+    from xinrong.tlog.note import verifier_key
+
+    origin, public_raw = _node_note_key(args.config)
+    print(verifier_key(origin, public_raw))
+    return 0
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    conn = _open_db(args.config)
+    with closing(conn):
+        latest = _reader(conn).latest()
+    if latest is None:
+        print("no checkpoint signed yet (the node signs one when its log has entries)", file=sys.stderr)
+        return 1
+    sys.stdout.write(latest.note)
+    return 0
+
+
+def _audit_prove(args: argparse.Namespace) -> int:
+    import base64
+
+    def b64(items: list[bytes]) -> list[str]:
+        return [base64.b64encode(h).decode() for h in items]
+
+    conn = _open_db(args.config)
+    with closing(conn):
+        reader = _reader(conn)
+        latest = reader.latest()
+        size = reader.size()
+        if args.consistency:
+            old, new = args.consistency
+            if not 0 < old <= new <= size:
+                print(f"no consistency proof from {old} to {new} (the tree has {size} leaves)", file=sys.stderr)
+                return 2
+            print(json.dumps({"size1": old, "size2": new, "proof": b64(reader.consistency(old, new))}))
+            return 0
+        tree_size = args.size or (latest.size if latest else 0)
+        if args.index is None or not 0 <= args.index < tree_size <= size:
+            print(f"leaf {args.index} is not in a tree of {tree_size} (signed checkpoint)", file=sys.stderr)
+            return 2
+        doc = {
+            "leaf_index": args.index,
+            "tree_size": tree_size,
+            "leaf_hash": base64.b64encode(reader.leaf_hash(args.index)).decode(),
+            "proof": b64(reader.inclusion(args.index, tree_size)),
+        }
+    print(json.dumps(doc))
+    return 0
 
 
 def _pending(conn: Any) -> int:
@@ -226,9 +315,21 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_verb", metavar="COMMAND")
     audit_sub.required = True
-    verify = audit_sub.add_parser("verify", help="check the whole hash chain")
+    verify = audit_sub.add_parser("verify", help="recompute the Merkle log and match its signed checkpoint")
     verify.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     verify.set_defaults(func=_audit_verify)
+    key_p = audit_sub.add_parser("key", help="print the node's checkpoint verifier key (C2SP note key)")
+    key_p.add_argument("--config", required=True, help="node TOML config")
+    key_p.set_defaults(func=_audit_key)
+    cp_p = audit_sub.add_parser("checkpoint", help="print the newest signed checkpoint, as served")
+    cp_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
+    cp_p.set_defaults(func=_audit_checkpoint)
+    prove_p = audit_sub.add_parser("prove", help="print an inclusion or consistency proof as JSON")
+    prove_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
+    prove_p.add_argument("--index", type=int, help="leaf index to prove")
+    prove_p.add_argument("--size", type=int, default=0, help="tree size (default: the newest checkpoint's)")
+    prove_p.add_argument("--consistency", type=int, nargs=2, metavar=("OLD", "NEW"), help="consistency proof")
+    prove_p.set_defaults(func=_audit_prove)
     tail_p = audit_sub.add_parser("tail", help="print the last entries as JSON lines")
     tail_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     tail_p.add_argument("-n", type=int, default=20, help="number of entries (default 20)")

@@ -363,9 +363,71 @@ _POSTGRES_2 = """
 SELECT 1;
 """
 
+# -- 3: the audit log becomes an RFC 6962 Merkle tree log ---------------------------
+# ``tlog_nodes`` holds the hash of every complete subtree (level 0: the leaf
+# hashes), each written once when its last leaf arrives, so a proof reads
+# O(log n) rows (xinrong.node.tlog). ``tlog_checkpoints`` keeps every signed
+# checkpoint (the newest is the one the node must stay consistent with).
+# The existing chain's entries become the first leaves, in seq order: the
+# tree is derived from ``audit_log`` by the node's integrator, which folds
+# every entry the tree does not hold yet (all of them, the first time) before
+# it signs. ``audit_log_enterprise`` serves an enterprise's own accesses.
+
+_SQLITE_3 = """
+CREATE TABLE tlog_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE INDEX tlog_leaf_hash ON tlog_nodes (hash) WHERE level = 0;
+CREATE TABLE tlog_checkpoints (
+    size      INTEGER PRIMARY KEY,
+    root      BLOB NOT NULL,
+    note      TEXT NOT NULL,
+    signed_ms INTEGER NOT NULL
+);
+CREATE TRIGGER tlog_nodes_no_update BEFORE UPDATE ON tlog_nodes
+BEGIN
+    SELECT RAISE(ABORT, 'tlog_nodes is append-only');
+END;
+CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE ON tlog_checkpoints
+BEGIN
+    SELECT RAISE(ABORT, 'tlog_checkpoints is append-only');
+END;
+CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
+"""
+
+_POSTGRES_3 = """
+CREATE TABLE tlog_nodes (
+    level INTEGER NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE INDEX tlog_leaf_hash ON tlog_nodes (hash) WHERE level = 0;
+CREATE TABLE tlog_checkpoints (
+    size      BIGINT PRIMARY KEY,
+    root      BYTEA NOT NULL,
+    note      TEXT NOT NULL,
+    signed_ms BIGINT NOT NULL
+);
+CREATE FUNCTION xinrong_tlog_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the transparency log is append-only';
+END;
+$$;
+CREATE TRIGGER tlog_nodes_no_update BEFORE UPDATE OR DELETE ON tlog_nodes
+    FOR EACH ROW EXECUTE FUNCTION xinrong_tlog_append_only();
+CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE OR DELETE ON tlog_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION xinrong_tlog_append_only();
+CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
+    Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
 )
 LATEST = MIGRATIONS[-1].version
 

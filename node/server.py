@@ -29,14 +29,18 @@ from xinrong.node.servicer import SERVICE_NAME, NodeServicer
 from xinrong.node.subject import SubjectRights
 from xinrong.node.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
 from xinrong.node.subject_servicer import SubjectServicer
+from xinrong.node.transparency_servicer import SERVICE_NAME as TRANSPARENCY_SERVICE_NAME
+from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc
+from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 ALLOWED_ROLES = frozenset({"institution", "enterprise"})
 MODELING_ROLES = frozenset({"institution"})
 SUBJECT_ROLES = frozenset({"enterprise"})
+# Checkpoints and proofs are hashes only: every authenticated role may check the log.
+TRANSPARENCY_ROLES = frozenset({"institution", "enterprise", "provider"})
 
 
 def subject_rights(core: NodeCore) -> SubjectRights:
@@ -106,12 +110,19 @@ class NodeServer:
                 return
 
     def _checkpoints(self) -> None:
-        """WAL checkpoints off the request path, every second (see node.db)."""
+        """WAL checkpoints off the request path, every second (see node.db); tree and signed checkpoint too."""
         while not self._stop.wait(1.0):
             try:
                 self.core.db.checkpoint()
             except Exception:  # a busy or failed checkpoint is retried next second
                 log.warning("WAL checkpoint failed", exc_info=True)
+            self._tlog_tick()
+
+    def _tlog_tick(self) -> None:
+        try:
+            self.core.tlog.tick()
+        except Exception:  # retried next tick; a refused checkpoint is logged loudly where refused
+            log.warning("transparency log tick failed", exc_info=True)
 
     def _sequence(self) -> None:
         """Chain staged audit events (shared database): one replica at a time does it."""
@@ -128,6 +139,7 @@ class NodeServer:
                 if not failing:
                     log.warning("audit sequencer failed; retrying", exc_info=True)
                 failing = True
+            self._tlog_tick()
             if self._stop.wait(SEQUENCER_SECONDS):
                 try:
                     while sequence() > 0:  # leave nothing of ours behind
@@ -203,6 +215,13 @@ def start_node(
                     SERVICE_NAME,
                     lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
                     allowed_roles=ALLOWED_ROLES,
+                ),
+                ServiceBinding(
+                    TRANSPARENCY_SERVICE_NAME,
+                    lambda s: transparency_pb2_grpc.add_TransparencyServiceServicer_to_server(
+                        TransparencyServicer(core.tlog), s
+                    ),
+                    allowed_roles=TRANSPARENCY_ROLES,
                 ),
                 ServiceBinding(
                     MODELING_SERVICE_NAME,

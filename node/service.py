@@ -38,6 +38,7 @@ from xinrong.node.lifecycle import ConsentLifecycle, ConsentStatus, RevokeResult
 from xinrong.node.limits import EnterpriseBudget, ReplayGuard
 from xinrong.node.registry import PartyRegistry
 from xinrong.node.routing import AgentPool
+from xinrong.node.tlog import TransparencyLog
 from xinrong.rpc.auth import Peer
 from xinrong.serde import PROTO_TO_ROLE
 from xinrong.v1 import common_pb2
@@ -75,6 +76,7 @@ class NodeCore:
         self.replay = ReplayGuard(db, retention_seconds=2 * config.max_clock_skew_seconds + 60)
         self.budget = EnterpriseBudget(db, daily_limit=config.enterprise_daily_budget)
         self.audit = open_audit_log(db)
+        self.tlog = TransparencyLog(db, node_id=credentials.party_id, signing_key=credentials.signing_key, clock=clock)
         self.admission = Admission(
             db=db,
             registry=self.registry,
@@ -141,6 +143,8 @@ class NodeCore:
         replay = self.replay.load(now)
         self.budget.load(now)
         head_seq, head = self.audit.head()
+        # Fold whatever the tree lacks (after schema step 3: the whole migrated chain) and sign.
+        self.tlog.tick(force=True)
         log.info(
             "node state loaded: %d parties configured, %d consents, %d live replay ids, audit head seq %d %s",
             len(configured),

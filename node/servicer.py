@@ -56,13 +56,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
 
     async def Verify(self, request: node_pb2.VerifyRequest, context: grpc.ServicerContext) -> node_pb2.VerifyResponse:
         result = await self._core.verify(require_caller(context), verify_input_from_proto(request))
-        return node_pb2.VerifyResponse(request_id=result.request_id, answers=answers_to_proto(result))
+        return node_pb2.VerifyResponse(
+            request_id=result.request_id, answers=answers_to_proto(result), audit_leaf_index=result.audit_leaf_index
+        )
 
     async def GetIndicators(
         self, request: node_pb2.GetIndicatorsRequest, context: grpc.ServicerContext
     ) -> node_pb2.GetIndicatorsResponse:
         result = await self._core.get_indicators(require_caller(context), indicators_input_from_proto(request))
-        return node_pb2.GetIndicatorsResponse(request_id=result.request_id, answers=answers_to_proto(result))
+        return node_pb2.GetIndicatorsResponse(
+            request_id=result.request_id, answers=answers_to_proto(result), audit_leaf_index=result.audit_leaf_index
+        )
 
     def ListParties(
         self, request: node_pb2.ListPartiesRequest, context: grpc.ServicerContext

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from xinrong.v1 import common_pb2 as xinrong_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xinrong/v1/node.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\"D\n\x16RegisterConsentRequest\x12*\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\"V\n\x17RegisterConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"O\n\x14RevokeConsentRequest\x12\x37\n\nrevocation\x18\x01 \x01(\x0b\x32#.xinrong.v1.SignedConsentRevocation\"p\n\x15RevokeConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x1a\n\x12providers_notified\x18\x03 \x03(\t\"-\n\x17GetConsentStatusRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\"\x8c\x01\n\x18GetConsentStatusResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x0c\n\x04uses\x18\x03 \x01(\r\x12\x10\n\x08max_uses\x18\x04 \x01(\r\x12\x13\n\x0bvalid_until\x18\x05 \x01(\x03\"\x89\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12!\n\x06\x63laims\x18\x05 \x03(\x0b\x32\x11.xinrong.v1.Claim\"I\n\x0eProviderAnswer\x12\x10\n\x08provider\x18\x01 \x01(\t\x12%\n\x06sealed\x18\x02 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"Q\n\x0eVerifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\"I\n\x0eIndicatorQuery\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x04\x66orm\x18\x02 \x01(\x0e\x32\x1a.xinrong.v1.DisclosureForm\"\x9a\x01\n\x14GetIndicatorsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12+\n\x07queries\x18\x05 \x03(\x0b\x32\x1a.xinrong.v1.IndicatorQuery\"X\n\x15GetIndicatorsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\"9\n\x12ListPartiesRequest\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.xinrong.v1.PartyRole\"G\n\x13ListPartiesResponse\x12\x30\n\x08\x62indings\x18\x01 \x03(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"\x13\n\x11GetCatalogRequest\":\n\x12GetCatalogResponse\x12\x14\n\x0c\x63\x61talog_toml\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\t2\xd2\x04\n\x0bNodeService\x12Z\n\x0fRegisterConsent\x12\".xinrong.v1.RegisterConsentRequest\x1a#.xinrong.v1.RegisterConsentResponse\x12T\n\rRevokeConsent\x12 .xinrong.v1.RevokeConsentRequest\x1a!.xinrong.v1.RevokeConsentResponse\x12]\n\x10GetConsentStatus\x12#.xinrong.v1.GetConsentStatusRequest\x1a$.xinrong.v1.GetConsentStatusResponse\x12?\n\x06Verify\x12\x19.xinrong.v1.VerifyRequest\x1a\x1a.xinrong.v1.VerifyResponse\x12T\n\rGetIndicators\x12 .xinrong.v1.GetIndicatorsRequest\x1a!.xinrong.v1.GetIndicatorsResponse\x12N\n\x0bListParties\x12\x1e.xinrong.v1.ListPartiesRequest\x1a\x1f.xinrong.v1.ListPartiesResponse\x12K\n\nGetCatalog\x12\x1d.xinrong.v1.GetCatalogRequest\x1a\x1e.xinrong.v1.GetCatalogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xinrong/v1/node.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\"D\n\x16RegisterConsentRequest\x12*\n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\"V\n\x17RegisterConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"O\n\x14RevokeConsentRequest\x12\x37\n\nrevocation\x18\x01 \x01(\x0b\x32#.xinrong.v1.SignedConsentRevocation\"p\n\x15RevokeConsentResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x1a\n\x12providers_notified\x18\x03 \x03(\t\"-\n\x17GetConsentStatusRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\"\x8c\x01\n\x18GetConsentStatusResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x0c\n\x04uses\x18\x03 \x01(\r\x12\x10\n\x08max_uses\x18\x04 \x01(\r\x12\x13\n\x0bvalid_until\x18\x05 \x01(\x03\"\x89\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12!\n\x06\x63laims\x18\x05 \x03(\x0b\x32\x11.xinrong.v1.Claim\"I\n\x0eProviderAnswer\x12\x10\n\x08provider\x18\x01 \x01(\t\x12%\n\x06sealed\x18\x02 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\x85\x01\n\x0eVerifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\x12\x1d\n\x10\x61udit_leaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_audit_leaf_index\"I\n\x0eIndicatorQuery\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12(\n\x04\x66orm\x18\x02 \x01(\x0e\x32\x1a.xinrong.v1.DisclosureForm\"\x9a\x01\n\x14GetIndicatorsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x12\n\nconsent_id\x18\x04 \x01(\t\x12+\n\x07queries\x18\x05 \x03(\x0b\x32\x1a.xinrong.v1.IndicatorQuery\"\x8c\x01\n\x15GetIndicatorsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\x12\x1d\n\x10\x61udit_leaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_audit_leaf_index\"9\n\x12ListPartiesRequest\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.xinrong.v1.PartyRole\"G\n\x13ListPartiesResponse\x12\x30\n\x08\x62indings\x18\x01 \x03(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"\x13\n\x11GetCatalogRequest\":\n\x12GetCatalogResponse\x12\x14\n\x0c\x63\x61talog_toml\x18\x01 \x01(\x0c\x12\x0e\n\x06sha256\x18\x02 \x01(\t2\xd2\x04\n\x0bNodeService\x12Z\n\x0fRegisterConsent\x12\".xinrong.v1.RegisterConsentRequest\x1a#.xinrong.v1.RegisterConsentResponse\x12T\n\rRevokeConsent\x12 .xinrong.v1.RevokeConsentRequest\x1a!.xinrong.v1.RevokeConsentResponse\x12]\n\x10GetConsentStatus\x12#.xinrong.v1.GetConsentStatusRequest\x1a$.xinrong.v1.GetConsentStatusResponse\x12?\n\x06Verify\x12\x19.xinrong.v1.VerifyRequest\x1a\x1a.xinrong.v1.VerifyResponse\x12T\n\rGetIndicators\x12 .xinrong.v1.GetIndicatorsRequest\x1a!.xinrong.v1.GetIndicatorsResponse\x12N\n\x0bListParties\x12\x1e.xinrong.v1.ListPartiesRequest\x1a\x1f.xinrong.v1.ListPartiesResponse\x12K\n\nGetCatalog\x12\x1d.xinrong.v1.GetCatalogRequest\x1a\x1e.xinrong.v1.GetCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,22 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREQUEST']._serialized_end=743
   _globals['_PROVIDERANSWER']._serialized_start=745
   _globals['_PROVIDERANSWER']._serialized_end=818
-  _globals['_VERIFYRESPONSE']._serialized_start=820
-  _globals['_VERIFYRESPONSE']._serialized_end=901
-  _globals['_INDICATORQUERY']._serialized_start=903
-  _globals['_INDICATORQUERY']._serialized_end=976
-  _globals['_GETINDICATORSREQUEST']._serialized_start=979
-  _globals['_GETINDICATORSREQUEST']._serialized_end=1133
-  _globals['_GETINDICATORSRESPONSE']._serialized_start=1135
-  _globals['_GETINDICATORSRESPONSE']._serialized_end=1223
-  _globals['_LISTPARTIESREQUEST']._serialized_start=1225
-  _globals['_LISTPARTIESREQUEST']._serialized_end=1282
-  _globals['_LISTPARTIESRESPONSE']._serialized_start=1284
-  _globals['_LISTPARTIESRESPONSE']._serialized_end=1355
-  _globals['_GETCATALOGREQUEST']._serialized_start=1357
-  _globals['_GETCATALOGREQUEST']._serialized_end=1376
-  _globals['_GETCATALOGRESPONSE']._serialized_start=1378
-  _globals['_GETCATALOGRESPONSE']._serialized_end=1436
-  _globals['_NODESERVICE']._serialized_start=1439
-  _globals['_NODESERVICE']._serialized_end=2033
+  _globals['_VERIFYRESPONSE']._serialized_start=821
+  _globals['_VERIFYRESPONSE']._serialized_end=954
+  _globals['_INDICATORQUERY']._serialized_start=956
+  _globals['_INDICATORQUERY']._serialized_end=1029
+  _globals['_GETINDICATORSREQUEST']._serialized_start=1032
+  _globals['_GETINDICATORSREQUEST']._serialized_end=1186
+  _globals['_GETINDICATORSRESPONSE']._serialized_start=1189
+  _globals['_GETINDICATORSRESPONSE']._serialized_end=1329
+  _globals['_LISTPARTIESREQUEST']._serialized_start=1331
+  _globals['_LISTPARTIESREQUEST']._serialized_end=1388
+  _globals['_LISTPARTIESRESPONSE']._serialized_start=1390
+  _globals['_LISTPARTIESRESPONSE']._serialized_end=1461
+  _globals['_GETCATALOGREQUEST']._serialized_start=1463
+  _globals['_GETCATALOGREQUEST']._serialized_end=1482
+  _globals['_GETCATALOGRESPONSE']._serialized_start=1484
+  _globals['_GETCATALOGRESPONSE']._serialized_end=1542
+  _globals['_NODESERVICE']._serialized_start=1545
+  _globals['_NODESERVICE']._serialized_end=2139
 # @@protoc_insertion_point(module_scope)

@@ -80,12 +80,14 @@ class ProviderAnswer(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., sealed: _Optional[_Union[_common_pb2.SealedBox, _Mapping]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("request_id", "answers")
+    __slots__ = ("request_id", "answers", "audit_leaf_index")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     answers: _containers.RepeatedCompositeFieldContainer[ProviderAnswer]
-    def __init__(self, request_id: _Optional[str] = ..., answers: _Optional[_Iterable[_Union[ProviderAnswer, _Mapping]]] = ...) -> None: ...
+    audit_leaf_index: int
+    def __init__(self, request_id: _Optional[str] = ..., answers: _Optional[_Iterable[_Union[ProviderAnswer, _Mapping]]] = ..., audit_leaf_index: _Optional[int] = ...) -> None: ...
 
 class IndicatorQuery(_message.Message):
     __slots__ = ("field", "form")
@@ -110,12 +112,14 @@ class GetIndicatorsRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., requested_at: _Optional[int] = ..., enterprise_uscc: _Optional[str] = ..., consent_id: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[IndicatorQuery, _Mapping]]] = ...) -> None: ...
 
 class GetIndicatorsResponse(_message.Message):
-    __slots__ = ("request_id", "answers")
+    __slots__ = ("request_id", "answers", "audit_leaf_index")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     answers: _containers.RepeatedCompositeFieldContainer[ProviderAnswer]
-    def __init__(self, request_id: _Optional[str] = ..., answers: _Optional[_Iterable[_Union[ProviderAnswer, _Mapping]]] = ...) -> None: ...
+    audit_leaf_index: int
+    def __init__(self, request_id: _Optional[str] = ..., answers: _Optional[_Iterable[_Union[ProviderAnswer, _Mapping]]] = ..., audit_leaf_index: _Optional[int] = ...) -> None: ...
 
 class ListPartiesRequest(_message.Message):
     __slots__ = ("role",)

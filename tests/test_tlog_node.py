@@ -1,0 +1,228 @@
+"""The node's audit log as a Merkle tree log: checkpoints, proofs over gRPC and the CLI,
+the enterprise's own access listing, the migration of a hash chain, and the
+refusal to sign a checkpoint inconsistent with the last one."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from xinrong.catalog import Catalog
+from xinrong.errors import Reason
+from xinrong.keys.signing import SigningKey
+from xinrong.node.audit import AuditEvent, Decision, HashChainAuditLog, canonical_leaf, chain_hash
+from xinrong.node.db import Database
+from xinrong.node.migrations import MIGRATIONS
+from xinrong.node.tlog import CheckpointRefused, TransparencyLog, verify_log
+from xinrong.rpc.channel import secure_channel
+from xinrong.tlog import merkle
+from xinrong.tlog.client import LogClient, audit_origin
+from xinrong.tlog.note import open_checkpoint, parse_verifier_key
+from xinrong.tlog.witness import SplitView, Witness
+from xinrong.tools.cli import main
+from xinrong.uscc import make as make_uscc
+from xinrong.v1 import transparency_pb2, transparency_pb2_grpc
+
+from support.node_fakes import ACME, assert_refused, grant, register, verify_request
+
+OTHER = make_uscc("9", "1", "130100", "MA0BETA2")
+
+
+def _tstub(h: Any, creds: Any) -> Any:
+    channel = secure_channel(f"127.0.0.1:{h.node.port}", creds, server_role="node", server_id="node")
+    h._channels.append(channel)
+    return transparency_pb2_grpc.TransparencyServiceStub(channel)
+
+
+def _naive_root(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return merkle.EMPTY_ROOT
+    if len(leaves) == 1:
+        return merkle.leaf_hash(leaves[0])
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return merkle.node_hash(_naive_root(leaves[:k]), _naive_root(leaves[k:]))
+
+
+def test_checkpoints_proofs_cli_and_accesses(
+    make_harness: Any, pki: Any, catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = make_harness(["tax"])
+    node_key = pki.node.signing_key.public_raw
+    origin = audit_origin("node")
+    consent = grant(pki, catalog, max_uses=10)
+    register(h.bank(), consent)
+    other = grant(pki, catalog, enterprise=OTHER, max_uses=10)
+    register(h.bank(), other)
+    leaves = []
+    for _ in range(3):
+        resp = h.bank().Verify(verify_request(consent), timeout=10)
+        assert resp.HasField("audit_leaf_index")
+        leaves.append(resp.audit_leaf_index)
+    h.bank().Verify(verify_request(other, enterprise=OTHER), timeout=10)
+
+    bank_log = LogClient(_tstub(h, pki.institution("bank-a")), origin, node_key, Witness(None))
+    first = bank_log.checkpoint()
+    for index in leaves:  # the bank proves the accesses it acted on are in the log
+        proven = bank_log.prove_leaf(index)
+        assert proven.size > index
+    h.bank().Verify(verify_request(consent), timeout=10)
+    later = bank_log.prove_leaf(first.size)  # signed on demand at a size covering the new leaf
+    held = bank_log.witness.held(origin)
+    assert later.size > first.size and held is not None and held.checkpoint.size == later.size
+
+    # The CLI prints the newest note exactly as served, and proofs anyone can check.
+    config = str(h.config_path)
+    assert main(["node", "audit", "checkpoint", "--config", config]) == 0
+    served = _tstub(h, pki.institution("bank-a")).GetCheckpoint(transparency_pb2.GetCheckpointRequest()).checkpoint
+    assert capsys.readouterr().out == served
+    checkpoint = open_checkpoint(served, origin, node_key)
+    assert main(["node", "audit", "key", "--config", config]) == 0
+    assert parse_verifier_key(capsys.readouterr().out) == (origin, node_key)
+    assert main(["node", "audit", "prove", "--config", config, "--index", str(leaves[1])]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"leaf_index", "tree_size", "leaf_hash", "proof"} and doc["tree_size"] == checkpoint.size
+    merkle.verify_inclusion(
+        doc["leaf_index"],
+        doc["tree_size"],
+        base64.b64decode(doc["leaf_hash"]),
+        [base64.b64decode(p) for p in doc["proof"]],
+        checkpoint.root,
+    )
+    assert main(["node", "audit", "prove", "--config", config, "--consistency", "2", str(checkpoint.size)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["size1"] == 2 and doc["size2"] == checkpoint.size
+    root2 = h.node.core.tlog.reader.root(2)
+    merkle.verify_consistency(2, checkpoint.size, [base64.b64decode(p) for p in doc["proof"]], root2, checkpoint.root)
+
+    # Who accessed it: the enterprise sees its own entries only, each proven.
+    acme = LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key)
+    mine = acme.accesses(ACME, page_size=2)  # paginated
+    assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, first.size]
+    assert all(a.caller_id == "bank-a" and a.decision == "ALLOWED" for a in mine if a.method == "Verify")
+    theirs = LogClient(_tstub(h, pki.enterprise(OTHER)), origin, node_key).accesses(OTHER)
+    assert {a.leaf_index for a in theirs}.isdisjoint({a.leaf_index for a in mine})
+    assert [a.method for a in theirs if a.method == "Verify"] == ["Verify"]
+    # A forged entry (another enterprise's USCC claimed) does not verify.
+    with pytest.raises(merkle.ProofError):
+        LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key).accesses(OTHER)
+    assert_refused(
+        lambda: _tstub(h, pki.institution("bank-a")).ListAccesses(transparency_pb2.ListAccessesRequest()),
+        grpc.StatusCode.PERMISSION_DENIED,
+        Reason.CALLER_NOT_ALLOWED,
+    )
+
+    h.stop()
+    assert main(["node", "audit", "verify", "--config", config]) == 0
+    assert "matches the recomputed tree" in capsys.readouterr().out
+
+
+def _chain_db(path: Path, entries: int) -> list[bytes]:
+    """A node database of schema step 2 holding a hash chain, as an earlier release wrote it."""
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:2]:
+        conn.executescript(step.sqlite)
+    conn.execute("PRAGMA user_version=2")
+    prev = bytes(32)
+    leaves = []
+    for seq in range(1, entries + 1):
+        event = AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED, request_id=f"r{seq}", enterprise=ACME)
+        leaf = canonical_leaf(seq, 1000 + seq, event)
+        digest = chain_hash(prev, leaf)
+        conn.execute(
+            "INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                seq,
+                1000 + seq,
+                "institution",
+                "bank-a",
+                "Verify",
+                f"r{seq}",
+                ACME,
+                "",
+                "[]",
+                "[]",
+                "",
+                "ALLOWED",
+                "",
+                prev,
+                digest,
+            ),
+        )
+        prev = digest
+        leaves.append(leaf)
+    conn.commit()
+    conn.close()
+    path.chmod(0o600)
+    return leaves
+
+
+def test_a_hash_chain_migrates_into_the_first_leaves_and_inconsistency_is_refused(tmp_path: Path) -> None:
+    leaves = _chain_db(tmp_path / "node.db", 37)
+    db = Database(tmp_path / "node.db")
+    key = SigningKey.generate()
+    tlog = TransparencyLog(db, node_id="node", signing_key=key)
+    signed = tlog.tick(force=True)
+    assert signed is not None and signed.size == 37 and signed.root == _naive_root(leaves)
+    report = verify_log(db.query, tlog.origin, key.public_raw)
+    assert report.ok and report.size == 37 and report.checkpoint_size == 37
+
+    audit = HashChainAuditLog(db.query)  # the chain goes on; the tree follows it
+    with db.transaction() as tx:
+        entry = audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED), 5000)
+    leaves.append(entry.leaf())
+    again = tlog.tick(force=True)
+    assert again is not None and again.root == _naive_root(leaves)
+
+    # Someone rewrites a stored subtree: the node refuses to sign a tree
+    # inconsistent with its last checkpoint, also after a restart.
+    db.close()
+    conn = sqlite3.connect(tmp_path / "node.db")
+    conn.execute("DROP TRIGGER tlog_nodes_no_update")
+    conn.execute("UPDATE tlog_nodes SET hash = zeroblob(32) WHERE level = 5 AND idx = 0")
+    conn.commit()
+    conn.close()
+    for side in tmp_path.glob("node.db*"):
+        side.chmod(0o600)
+    db = Database(tmp_path / "node.db")
+    audit = HashChainAuditLog(db.query)
+    with db.transaction() as tx:
+        audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED), 6000)
+    restarted = TransparencyLog(db, node_id="node", signing_key=key)
+    with pytest.raises(CheckpointRefused):
+        restarted.tick(force=True)
+    assert not verify_log(db.query, restarted.origin, key.public_raw).ok
+    db.close()
+
+
+def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
+    db = Database(tmp_path / "node.db")
+    key = SigningKey.generate()
+    tlog = TransparencyLog(db, node_id="node", signing_key=key)
+    audit = HashChainAuditLog(db.query)
+    for i in range(5):
+        with db.transaction() as tx:
+            audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED, request_id=f"x{i}"), i)
+    signed = tlog.tick(force=True)
+    assert signed is not None
+    witness = Witness(tmp_path / "witness.json")
+    witness.trust(tlog.origin, key.public_raw)
+    proofs = tlog.reader.consistency
+    witness.observe(signed.note, tlog.origin, proofs)
+    from xinrong.tlog.note import Checkpoint, sign_checkpoint
+
+    forged = sign_checkpoint(Checkpoint(tlog.origin, 5, bytes(32)), key)  # same size, another root
+    with pytest.raises(SplitView) as caught:
+        witness.observe(forged, tlog.origin, proofs)
+    assert caught.value.evidence()["held"] == signed.note and caught.value.evidence()["offered"] == forged
+    # Persisted: a restarted witness still holds the genuine one.
+    again = Witness(tmp_path / "witness.json")
+    again.trust(tlog.origin, key.public_raw)
+    kept = again.held(tlog.origin)
+    assert kept is not None and kept.note == signed.note
+    db.close()
