@@ -57,6 +57,11 @@ class CheckedVerdict:
     expires_at: int
     signed: common_pb2.SignedVerdict
 
+    @property
+    def disputed(self) -> bool:
+        """The provider's signed DISPUTED marker: the enterprise objected to this field (异议申诉)."""
+        return common_pb2.Verdict.FromString(self.signed.verdict).disputed
+
     def as_dict(self) -> dict[str, object]:
         return {
             "claim": self.claim,
@@ -79,6 +84,11 @@ class CheckedIndicator:
     data_as_of: str
     expires_at: int
     signed: common_pb2.SignedIndicator
+
+    @property
+    def disputed(self) -> bool:
+        """As ``CheckedVerdict.disputed``."""
+        return common_pb2.Indicator.FromString(self.signed.indicator).disputed
 
     def as_dict(self) -> dict[str, object]:
         return {

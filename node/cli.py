@@ -289,6 +289,29 @@ def _index_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cases(args: argparse.Namespace) -> int:
+    """Open and overdue objections and repair applications per provider (counts only, asked live)."""
+    from xinrong.keys.layout import load_party
+    from xinrong.node.subject import case_stats_from_config
+
+    config = load_config(args.config)
+    creds = load_party(config.credentials, ca_cert=config.ca_cert)
+    stats = case_stats_from_config(tuple(config.providers), creds, config.agent_timeout_seconds)
+    doc = {
+        name: None
+        if s is None
+        else {
+            "open_objections": s.open_objections,
+            "overdue_objections": s.overdue_objections,
+            "open_repairs": s.open_repairs,
+            "overdue_repairs": s.overdue_repairs,
+        }
+        for name, s in stats.items()
+    }
+    print(json.dumps({"providers": doc, "overdue": sum(s.overdue_objections for s in stats.values() if s)}))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="node_verb", metavar="COMMAND")
     sub.required = True
@@ -348,6 +371,10 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     list_p = consents_sub.add_parser("list", help="registered consents, their state and uses")
     list_p.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
     list_p.set_defaults(func=_consents_list)
+
+    cases_p = sub.add_parser("cases", help="enterprises' objections and repairs open / overdue at each provider")
+    cases_p.add_argument("--config", required=True, help="node TOML config")
+    cases_p.set_defaults(func=_cases)
 
     index_p = sub.add_parser("index", help="the SME credit-evaluation index the platform publishes")
     index_sub = index_p.add_subparsers(dest="index_verb", metavar="COMMAND")

@@ -41,6 +41,8 @@ MODELING_ROLES = frozenset({"institution"})
 SUBJECT_ROLES = frozenset({"enterprise"})
 # Checkpoints and proofs are hashes only: every authenticated role may check the log.
 TRANSPARENCY_ROLES = frozenset({"institution", "enterprise", "provider"})
+# How often the node asks the agents for overdue objections (counts only).
+CASE_STATS_SECONDS = 600.0
 
 
 def subject_rights(core: NodeCore) -> SubjectRights:
@@ -95,6 +97,7 @@ class NodeServer:
     def _maintenance(self) -> None:
         interval = self.core.config.revocation_retry_seconds
         first = True
+        next_cases = time.monotonic() + CASE_STATS_SECONDS
         while True:
             try:
                 # At start every pending push is due, whatever its backoff: the
@@ -102,6 +105,9 @@ class NodeServer:
                 self.core.retry_pending_pushes(force=first)
                 if self.subject is not None:
                     self.subject.push_pending()
+                    if time.monotonic() >= next_cases:
+                        next_cases = time.monotonic() + CASE_STATS_SECONDS
+                        self.subject.watch_overdue()
                 self.core.maintain()
             except Exception:  # keep the thread alive; the next tick retries
                 log.exception("node maintenance failed")

@@ -124,6 +124,7 @@ class SubjectRights:
             self._stubs[endpoint.name] = subject_pb2_grpc.AgentSubjectServiceStub(channel)
         self._pending: dict[tuple[str, str], subject_pb2.UpdateConsentPauseRequest] = {}
         self._pending_lock = threading.Lock()
+        self._overdue: dict[str, int] = {}
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -418,6 +419,45 @@ class SubjectRights:
                 )
             )
         return acked
+
+    def case_stats(self) -> dict[str, subject_pb2.GetCaseStatsResponse | None]:
+        """Each agent's counts of open and overdue cases (None: it did not answer)."""
+        return _case_stats(self._stubs, self.timeout)
+
+    def watch_overdue(self) -> dict[str, int]:
+        """Maintenance: warn the platform's operator of objections a provider left past its deadline."""
+        overdue = {n: int(s.overdue_objections) for n, s in self.case_stats().items() if s is not None}
+        for name, count in sorted(overdue.items()):
+            if count and self._overdue.get(name) != count:
+                log.warning("provider %s has %d objection(s) open past its deadline", name, count)
+        self._overdue = overdue
+        return overdue
+
+
+def _case_stats(stubs: dict[str, Any], timeout: float) -> dict[str, subject_pb2.GetCaseStatsResponse | None]:
+    request = subject_pb2.GetCaseStatsRequest()
+    calls = [(name, stub.GetCaseStats.future(request, timeout=timeout)) for name, stub in sorted(stubs.items())]
+    out: dict[str, subject_pb2.GetCaseStatsResponse | None] = {}
+    for name, call in calls:
+        try:
+            out[name] = call.result()
+        except grpc.RpcError:
+            out[name] = None
+    return out
+
+
+def case_stats_from_config(
+    endpoints: tuple[ProviderEndpoint, ...], credentials: PartyCredentials, timeout: float
+) -> dict[str, subject_pb2.GetCaseStatsResponse | None]:
+    """For ``xinrong node cases``: ask every configured agent with the node's own credentials."""
+    channels = [
+        (e.name, secure_channel(e.address, credentials, server_role="provider", server_id=e.name)) for e in endpoints
+    ]
+    try:
+        return _case_stats({n: subject_pb2_grpc.AgentSubjectServiceStub(c) for n, c in channels}, timeout)
+    finally:
+        for _name, channel in channels:
+            channel.close()
 
 
 def my_data_to_proto(result: MyData) -> subject_pb2.GetMyDataResponse:

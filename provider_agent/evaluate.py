@@ -506,7 +506,10 @@ class ProviderAgent:
 
     def housekeeping(self) -> int:
         """Forget request ids old enough that freshness refuses them anyway."""
-        return self._state.prune_seen(int(self._clock()) - 2 * self._skew)
+        horizon = int(self._clock()) - 2 * self._skew
+        if self._subject is not None:
+            self._subject.prune_seen(horizon)
+        return self._state.prune_seen(horizon)
 
 
 _NO_SUBJECT = SubjectView()

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from xinrong import subject as subj
 from xinrong.catalog import Catalog, FieldSpec
@@ -254,6 +255,11 @@ class SubjectStore:
             self._log(conn, now, "query", "", request_id, "", "")
         return False
 
+    def prune_seen(self, older_than: int) -> int:
+        """Forget subject-query ids the freshness check refuses anyway."""
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM seen_queries WHERE at < ?", (older_than,)).rowcount)
+
     def log(self, now: int, action: str, enterprise: str, ref: str, fld: str = "", detail: str = "") -> None:
         with self._tx() as conn:
             self._log(conn, now, action, enterprise, ref, fld, detail)
@@ -378,9 +384,9 @@ class SubjectStore:
                 "SELECT kind, state, enterprise, field FROM cases WHERE case_id = ?", (case_id,)
             ).fetchone()
             if row is None or int(row[0]) != kind:
-                raise ValidationError(f"no {subject_pb2.CaseKind.Name(kind).lower()} with id {case_id}")
+                raise ValidationError(f"no {_name(subject_pb2.CaseKind, kind)} case with id {case_id}")
             if int(row[1]) != OPEN:
-                raise ValidationError(f"case {case_id} is already {subject_pb2.CaseState.Name(int(row[1])).lower()}")
+                raise ValidationError(f"case {case_id} is already {_name(subject_pb2.CaseState, int(row[1]))}")
             conn.execute(
                 "UPDATE cases SET state = ?, updated_at = ?, reason = ?, effective_date = ?, value_sha256 = ? "
                 "WHERE case_id = ?",
@@ -390,9 +396,7 @@ class SubjectStore:
             conn.execute(
                 "INSERT INTO case_events(case_id, at, state, note) VALUES (?, ?, ?, ?)", (case_id, now_i, state, note)
             )
-            self._log(
-                conn, now_i, "case_" + subject_pb2.CaseState.Name(state).lower(), str(row[2]), case_id, str(row[3]), ""
-            )
+            self._log(conn, now_i, "case_" + _name(subject_pb2.CaseState, state), str(row[2]), case_id, str(row[3]), "")
         return next(c for c in self.cases(now=now_i) if c.case_id == case_id)
 
     def overdue(self, now: float | None = None) -> int:
@@ -406,6 +410,12 @@ class SubjectStore:
                     "SELECT at, action, enterprise, ref, field FROM subject_log ORDER BY id"
                 )
             ]
+
+
+def _name(enum: Any, value: int) -> str:
+    """CASE_STATE_OPEN -> open."""
+    name: str = enum.Name(value)
+    return name.split("_", 2)[2].lower()
 
 
 def _text(spec: FieldSpec, cell: object) -> tuple[str, bool]:
@@ -553,6 +563,23 @@ class SubjectDesk:
         self.store.add_case(filing, signed, int(now))
         log.info("case %s filed on %s (kind %d)", filing.case_id, filing.field, filing.kind)
         return OPEN
+
+    def stats(self) -> subject_pb2.GetCaseStatsResponse:
+        """Counts only: open and overdue cases, for the platform."""
+        cases = [c for c in self.store.cases(now=self._clock()) if c.state == OPEN]
+        objections = [c for c in cases if c.kind == OBJECTION]
+        repairs = [c for c in cases if c.kind == REPAIR]
+        overdue = sum(1 for c in objections if c.overdue)
+        if overdue:
+            log.warning("%d objection(s) open past the %d-day deadline", overdue, self.store.deadline_seconds // 86400)
+        return subject_pb2.GetCaseStatsResponse(
+            provider=self.provider,
+            open_objections=len(objections),
+            overdue_objections=overdue,
+            open_repairs=len(repairs),
+            overdue_repairs=sum(1 for c in repairs if c.overdue),
+            deadline_seconds=self.store.deadline_seconds,
+        )
 
     def update_pause(self, signed: subject_pb2.SignedConsentStateChange, binding: common_pb2.SignedPartyBinding) -> int:
         change = subj.verify_state_change(self._ca, signed, binding)

@@ -40,3 +40,9 @@ class AgentSubjectServicer(subject_pb2_grpc.AgentSubjectServiceServicer):  # typ
         state = self._desk.update_pause(request.change, request.enterprise_binding)
         change = subject_pb2.ConsentStateChange.FromString(request.change.change)
         return subject_pb2.UpdateConsentPauseResponse(consent_id=change.consent_id, state=state)  # type: ignore[arg-type]
+
+    def GetCaseStats(
+        self, request: subject_pb2.GetCaseStatsRequest, context: grpc.ServicerContext
+    ) -> subject_pb2.GetCaseStatsResponse:
+        require_node(context, self._node_id)
+        return self._desk.stats()

@@ -5,6 +5,7 @@ and can never reach another enterprise's records. The node keeps no raw value.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,16 @@ from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc
 
-from support.node_fakes import ACME, BETA, assert_refused, consent_id_of, grant, open_verdicts, verify_request
+from support.node_fakes import (
+    ACME,
+    BETA,
+    assert_refused,
+    consent_id_of,
+    grant,
+    indicators_request,
+    open_verdicts,
+    verify_request,
+)
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -82,8 +92,10 @@ def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> 
     return agent_server.start_agent(setup, bind="127.0.0.1:0", poll_seconds=0.2)
 
 
-@pytest.fixture
-def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
+@contextlib.contextmanager
+def _platform(
+    pki: Any, catalog: Catalog, tmp_path: Path, database: dict[str, Any] | None = None
+) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
     agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
     root = pki.root
     config_path = tmp_path / "node.toml"
@@ -97,6 +109,7 @@ def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeS
                 (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
             ],
             institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
+            database=database,
         )
     )
     node = start_node(load_config(config_path))
@@ -106,6 +119,12 @@ def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeS
         node.stop(0.5)
         for agent in agents.values():
             agent.stop(0.5)
+
+
+@pytest.fixture
+def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
+    with _platform(pki, catalog, tmp_path) as running:
+        yield running
 
 
 def _client(node: NodeServer, creds: Any) -> SubjectClient:
@@ -282,6 +301,20 @@ def test_objection_marks_disputed_until_resolved(
                 "tax.credit_grade in A,B": ("TRUE", True),
                 "tax.vat_paid_last_year >= 500000": ("TRUE", False),
             }
+            ireq = indicators_request(consent, [("tax.credit_grade", "grade"), ("tax.in_arrears", "flag")])
+            iresp = bank.GetIndicators(ireq, timeout=10)
+            marks = {}
+            for answer in iresp.answers:
+                raw = pki.institution("bank-a").sealing_key.open(
+                    answer.sealed,
+                    recipient_id="bank-a",
+                    content_type="xinrong.v1.AnswerBundle",
+                    context=ireq.request_id,
+                )
+                for signed in common_pb2.AnswerBundle.FromString(raw).indicators:
+                    ind = common_pb2.Indicator.FromString(signed.indicator)
+                    marks[ind.field] = ind.disputed
+            assert marks == {"tax.credit_grade": True, "tax.in_arrears": False}
             reports, _ = client.my_data()
             tax = next(r.report for r in reports if r.provider == "tax")
             assert {f.field: f.status for f in tax.fields}["tax.credit_grade"] == subject_pb2.FIELD_STATUS_DISPUTED
@@ -460,3 +493,108 @@ def test_agent_refuses_a_filing_not_signed_by_the_enterprise(
         )
     finally:
         channel.close()
+
+
+def _filed(pki: Any, store: SubjectStore, kind: int, field: str, now: int) -> str:
+    creds = pki.enterprise(ACME)
+    filing = subj.build_filing(
+        kind=kind, enterprise_uscc=ACME, provider=field.split(".")[0], field=field, statement="s", now=now
+    )
+    store.add_case(filing, subj.sign_filing(filing, creds.signing_key), now)
+    return filing.case_id
+
+
+def test_subject_store_overdue_view_reload_and_pause_order(pki: Any, tmp_path: Path) -> None:
+    path = tmp_path / "agent.state.db.subject.db"
+    store = SubjectStore(path, deadline_days=2)
+    other = SubjectStore(path)  # the provider's CLI, another connection
+    try:
+        now = 1_800_000_000
+        case_id = _filed(pki, store, OBJECTION, "tax.credit_grade", now - 3 * 86400)
+        assert store.view().disputed == frozenset({(ACME, "tax.credit_grade")})
+        assert [c.overdue for c in store.cases(now=now)] == [True]
+        assert [c.overdue for c in store.cases(now=now - 2 * 86400)] == [False]
+        # Filing the same id again is a no-op; with other content it is refused.
+        assert _filed_again(pki, store, case_id) is False
+        other.resolve(case_id, kind=OBJECTION, state=CORRECTED, now=now)
+        assert store.view().disputed == frozenset()  # seen by the next answer, no restart
+        with pytest.raises(Exception, match="already"):
+            other.resolve(case_id, kind=OBJECTION, state=CORRECTED, now=now)
+        with pytest.raises(Exception, match="no repair"):
+            other.resolve(case_id, kind=REPAIR, state=APPROVED, now=now)
+        # Pause / resume: the newest signed change wins, whatever order they arrive in.
+        key = pki.enterprise(ACME).signing_key
+        pause = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_PAUSE, key, now=now)
+        resume = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_RESUME, key, now=now + 1)
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(resume.change), resume, now) is False
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(pause.change), pause, now) is False
+        assert store.view().paused == frozenset()
+        later = subj.sign_state_change("c-1", ACME, subject_pb2.CONSENT_ACTION_PAUSE, key, now=now + 2)
+        assert store.set_pause(subject_pb2.ConsentStateChange.FromString(later.change), later, now) is True
+        assert store.view().paused == frozenset({("c-1", ACME)})
+        # Subject-query ids are remembered until freshness refuses them anyway.
+        assert store.seen("q-1", now) is False and store.seen("q-1", now) is True
+        assert store.prune_seen(now + 1) == 1 and store.seen("q-1", now) is False
+        # Every step is in the log, with ids and fields only.
+        actions = [a for _t, a, *_ in store.subject_log()]
+        assert actions == ["case_filed", "case_corrected", "resume", "pause", "query", "query"]
+    finally:
+        store.close()
+        other.close()
+
+
+def _filed_again(pki: Any, store: SubjectStore, case_id: str) -> bool:
+    row = store._conn.execute("SELECT filing, signature FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+    signed = subject_pb2.SignedCaseFiling(filing=bytes(row[0]), signature=bytes(row[1]))
+    return store.add_case(subject_pb2.CaseFiling.FromString(signed.filing), signed, 0)
+
+
+def test_repair_lapses_when_the_value_is_re_imported() -> None:
+    from xinrong.provider_agent.subject import SubjectView, cell_sha256
+
+    view = SubjectView(repaired={(ACME, "tax.in_arrears"): ("2026-07-01", cell_sha256(True))})
+    assert view.hidden(ACME, "tax.in_arrears", True, "2026-07-01")
+    assert not view.hidden(ACME, "tax.in_arrears", True, "2026-06-30")  # before the effective date
+    assert not view.hidden(ACME, "tax.in_arrears", False, "2026-08-01")  # corrected value shows
+    assert not view.hidden(BETA, "tax.in_arrears", True, "2026-08-01")
+
+
+def test_the_platform_sees_overdue_counts(platform: tuple[NodeServer, dict[str, Any]], pki: Any) -> None:
+    node, agents = platform
+    with _client(node, pki.enterprise(ACME)) as client:
+        client.file_case(kind=OBJECTION, field="tax.credit_grade", statement="wrong")
+    assert node.subject is not None
+    stats = node.subject.case_stats()
+    tax = stats["tax"]
+    assert tax is not None and (tax.open_objections, tax.overdue_objections) == (1, 0)
+    # Past the deadline (the agent's clock moved on): flagged to the platform.
+    _case_store(agents["tax"]).deadline_seconds = -1
+    assert node.subject.watch_overdue() == {"social_insurance": 0, "tax": 1}
+
+
+def test_subject_rights_on_postgres(pki: Any, catalog: Catalog, tmp_path: Path, pg_cluster: Any) -> None:
+    """The node on PostgreSQL: own data admitted (audited), pause stored in the shared consents table."""
+    from support.pg import database_table
+
+    with _platform(pki, catalog, tmp_path, database_table(pg_cluster)) as (node, _agents):
+        consent = grant(pki, catalog, ACME)
+        cid = consent_id_of(consent)
+        channel, bank = _bank(node, pki)
+        try:
+            bank.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
+            with _client(node, pki.enterprise(ACME)) as client:
+                reports, unavailable = client.my_data()
+                assert sorted(r.provider for r in reports) == ["social_insurance", "tax"] and unavailable == []
+                assert client.change_state(cid, pause=True).state == common_pb2.CONSENT_STATE_PAUSED
+                assert_refused(
+                    lambda: bank.Verify(verify_request(consent), timeout=10),
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    Reason.CONSENT_PAUSED,
+                )
+                client.change_state(cid, pause=False)
+                req = verify_request(consent)
+                assert open_verdicts(pki, "bank-a", bank.Verify(req, timeout=10), req.request_id) == {
+                    "tax.credit_grade in A,B": "TRUE"
+                }
+        finally:
+            channel.close()

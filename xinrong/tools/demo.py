@@ -413,6 +413,7 @@ def run(args: argparse.Namespace) -> int:
             )
             truth = GroundTruth(data_dir, catalog, providers)
             tally = play_session(platform, truth, args.as_of)
+            rights = _subject_rights(platform, truth, args.as_of, tally)
             audit_ok = _audit_ok(platform)
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
@@ -421,6 +422,7 @@ def run(args: argparse.Namespace) -> int:
                 if tail:
                     _say(f"--- {party.name} log ---\n{tail}")
             tally, audit_ok = Tally(unexpected=[f"{type(exc).__name__}: {exc}"]), False
+            rights = {}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -429,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
             "mismatches_vs_ground_truth": tally.mismatches_vs_ground_truth,
             "unexpected": len(tally.unexpected),
             "audit_chain_ok": audit_ok,
+            **rights,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -447,6 +450,17 @@ def run(args: argparse.Namespace) -> int:
         if ok and args.keep:
             keep_running(platform, truth, args.as_of)
     return 0 if ok else 1
+
+
+def _subject_rights(platform: LocalPlatform, truth: GroundTruth, as_of: str, tally: Tally) -> dict[str, int]:
+    """The enterprise's rights (xinrong.tools.subject_demo); its problems join the session's."""
+    if "tax" not in truth.rows:
+        return {}
+    from xinrong.tools.subject_demo import play_subject_rights
+
+    rights = play_subject_rights(platform, truth.rows["tax"], as_of, _say)
+    tally.unexpected.extend(f"subject rights: {p}" for p in rights.problems)
+    return rights.summary()
 
 
 def _shown(path: Path) -> str:

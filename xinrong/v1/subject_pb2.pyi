@@ -354,3 +354,23 @@ class UpdateConsentPauseResponse(_message.Message):
     consent_id: str
     state: _common_pb2.ConsentState
     def __init__(self, consent_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ConsentState, str]] = ...) -> None: ...
+
+class GetCaseStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCaseStatsResponse(_message.Message):
+    __slots__ = ("provider", "open_objections", "overdue_objections", "open_repairs", "overdue_repairs", "deadline_seconds")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OPEN_OBJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_OBJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    open_objections: int
+    overdue_objections: int
+    open_repairs: int
+    overdue_repairs: int
+    deadline_seconds: int
+    def __init__(self, provider: _Optional[str] = ..., open_objections: _Optional[int] = ..., overdue_objections: _Optional[int] = ..., open_repairs: _Optional[int] = ..., overdue_repairs: _Optional[int] = ..., deadline_seconds: _Optional[int] = ...) -> None: ...

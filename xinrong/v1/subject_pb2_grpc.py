@@ -256,6 +256,11 @@ class AgentSubjectServiceStub:
                 request_serializer=xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseResponse.FromString,
                 _registered_method=True)
+        self.GetCaseStats = channel.unary_unary(
+                '/xinrong.v1.AgentSubjectService/GetCaseStats',
+                request_serializer=xinrong_dot_v1_dot_subject__pb2.GetCaseStatsRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_subject__pb2.GetCaseStatsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentSubjectServiceServicer:
@@ -282,6 +287,14 @@ class AgentSubjectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaseStats(self, request, context):
+        """Counts of open and overdue cases (no enterprise, no content): how the
+        platform learns that a provider is late in answering objections.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentSubjectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -299,6 +312,11 @@ def add_AgentSubjectServiceServicer_to_server(servicer, server):
                     servicer.UpdateConsentPause,
                     request_deserializer=xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseResponse.SerializeToString,
+            ),
+            'GetCaseStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaseStats,
+                    request_deserializer=xinrong_dot_v1_dot_subject__pb2.GetCaseStatsRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_subject__pb2.GetCaseStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -382,6 +400,33 @@ class AgentSubjectService:
             '/xinrong.v1.AgentSubjectService/UpdateConsentPause',
             xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseRequest.SerializeToString,
             xinrong_dot_v1_dot_subject__pb2.UpdateConsentPauseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaseStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.AgentSubjectService/GetCaseStats',
+            xinrong_dot_v1_dot_subject__pb2.GetCaseStatsRequest.SerializeToString,
+            xinrong_dot_v1_dot_subject__pb2.GetCaseStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
