@@ -27,9 +27,32 @@ def _connection(args: argparse.Namespace) -> tuple[str, Path]:
     return str(node), Path(creds)
 
 
+def _witness_path(args: argparse.Namespace, creds: Path) -> Path:
+    return Path(getattr(args, "state_dir", "") or creds) / "witness.json"
+
+
 def _client(args: argparse.Namespace) -> BankClient:
+    from xinrong.tlog.witness import Witness
+
     node, creds = _connection(args)
-    return BankClient(node, load_party(creds), timeout=args.timeout)
+    return BankClient(node, load_party(creds), timeout=args.timeout, witness=Witness(_witness_path(args, creds)))
+
+
+def _proven(client: BankClient) -> dict[str, object]:
+    """The audit leaf of the request just made, proven in the node's log (witnessed)."""
+    leaf = client.last_audit_leaf
+    if leaf is None:
+        return {"audit_leaf_index": None, "audit_leaf_proven": False}
+    checkpoint = client.prove_access(leaf)
+    return {"audit_leaf_index": leaf, "audit_leaf_proven": True, "audit_tree_size": checkpoint.size}
+
+
+def cmd_audit_witness(args: argparse.Namespace) -> int:
+    from xinrong.tlog.witness import held_summary
+
+    _node, creds = _connection(args)
+    print(json.dumps(held_summary(_witness_path(args, creds)), indent=2))
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -38,6 +61,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.register_consent(signed)  # idempotent: the node may already hold it
         verdicts = client.verify(args.enterprise, args.claim, consent_id)
+        audit = _proven(client) if args.prove_audit else {"audit_leaf_index": client.last_audit_leaf}
     if args.json:
         print(
             json.dumps(
@@ -45,6 +69,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     "enterprise": args.enterprise,
                     "consent_id": consent_id,
                     "verdicts": [v.as_dict() for v in verdicts],
+                    **audit,
                 },
                 ensure_ascii=False,
             )
@@ -112,6 +137,8 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--claim", action="append", required=True, help="e.g. 'tax.credit_grade in A,B'; repeatable")
     p.add_argument("--consent", required=True, type=Path, help="the enterprise's signed consent file")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    p.add_argument("--prove-audit", action="store_true", help="prove the request's audit leaf in the node's log")
+    p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("indicators", help="fields in published forms: flags, grades, brackets")
     add_connection_args(p)
@@ -129,3 +156,10 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("parties", help="list providers with CA-verified keys")
     add_connection_args(p)
     p.set_defaults(func=cmd_parties)
+    audit = sub.add_parser("audit", help="the node's transparency log as this bank sees it")
+    asub = audit.add_subparsers(dest="audit_cmd", metavar="COMMAND")
+    asub.required = True
+    p = asub.add_parser("witness", help="the newest checkpoint of each log this bank holds")
+    add_connection_args(p)
+    p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
+    p.set_defaults(func=cmd_audit_witness)

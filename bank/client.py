@@ -27,7 +27,10 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
-from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc
+from xinrong.tlog.client import LogClient, audit_origin
+from xinrong.tlog.note import Checkpoint
+from xinrong.tlog.witness import Witness
+from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, transparency_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,9 @@ class BankClient:
         node_id: str = "node",
         catalog: Catalog | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        witness: Witness | None = None,
     ) -> None:
+        """``witness``: where the newest checkpoint of the node's log is kept (the bank's state dir)."""
         if credentials.role != "institution" or credentials.sealing_key is None:
             raise ValueError("a bank client needs institution credentials with a sealing key")
         self.credentials = credentials
@@ -129,6 +134,11 @@ class BankClient:
         self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
         self._providers: dict[str, VerifiedBinding] = {}
         self._lock = threading.Lock()
+        self._node_id = node_id
+        self._witness = witness
+        self._log: LogClient | None = None
+        # The audit leaf of the last Verify / GetIndicators, as the node named it (None: not sequenced yet).
+        self.last_audit_leaf: int | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -179,6 +189,32 @@ class BankClient:
             raise AnswerRejected(f"no CA-verified binding for provider {provider!r}")
         return binding
 
+    # -- the node's transparency log -------------------------------------------------
+
+    def node_log(self) -> LogClient:
+        """The node's log, its checkpoint key from the node's CA-checked binding."""
+        if self._log is None:
+            resp = self._call("ListParties", node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_NODE))
+            assert isinstance(resp, node_pb2.ListPartiesResponse)
+            keys = []
+            for signed in resp.bindings:
+                try:
+                    keys.append(verify_binding(self._ca, signed, expect_role="node", expect_party_id=self._node_id))
+                except SignatureError:
+                    continue
+            if not keys:
+                raise AnswerRejected(f"no CA-verified binding of the node {self._node_id!r}")
+            stub = transparency_pb2_grpc.TransparencyServiceStub(self._channel)
+            self._log = LogClient(stub, audit_origin(self._node_id), keys[0].verify_key.raw, self._witness)
+        return self._log
+
+    def prove_access(self, leaf_index: int) -> Checkpoint:
+        """Prove that audit leaf ``leaf_index`` (the access acted on) is in the node's log, as witnessed."""
+        try:
+            return self.node_log().prove_leaf(leaf_index)
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+
     # -- consents ------------------------------------------------------------------
 
     def register_consent(self, signed: common_pb2.SignedConsent) -> node_pb2.RegisterConsentResponse:
@@ -227,6 +263,7 @@ class BankClient:
         )
         resp = self._call("Verify", req)
         assert isinstance(resp, node_pb2.VerifyResponse)
+        self.last_audit_leaf = resp.audit_leaf_index if resp.HasField("audit_leaf_index") else None
         out = self._open_verdicts(resp.answers, request_id, enterprise, consent_id)
         answered = {v.claim for v in out}
         if answered != wanted or len(out) != len(wanted):
@@ -315,6 +352,7 @@ class BankClient:
         )
         resp = self._call("GetIndicators", req)
         assert isinstance(resp, node_pb2.GetIndicatorsResponse)
+        self.last_audit_leaf = resp.audit_leaf_index if resp.HasField("audit_leaf_index") else None
         now = time.time()
         out: list[CheckedIndicator] = []
         for answer in resp.answers:

@@ -251,6 +251,45 @@ def _register_subject(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         p.set_defaults(func=func)
 
 
+def _witness_path(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or args.credentials) / "witness.json"
+
+
+def cmd_accesses(args: argparse.Namespace) -> int:
+    """Who accessed my data: each entry shown only once its inclusion proof verified."""
+    from xinrong.tlog.witness import Witness
+
+    creds = load_party(args.credentials)
+    with EnterpriseClient(args.node, creds, node_id=args.node_id, witness=Witness(_witness_path(args))) as client:
+        entries = client.accesses()
+    for entry in entries:
+        doc = {
+            "leaf_index": entry.leaf_index,
+            "proof_verified": True,
+            "tree_size": entry.tree_size,
+            "time": dt.datetime.fromtimestamp(entry.ts_ms / 1000, dt.UTC).isoformat(),
+            "institution": entry.caller_id,
+            "caller_role": entry.caller_role,
+            "method": entry.method,
+            "request_id": entry.request_id,
+            "consent_id": entry.consent_id,
+            "providers": list(entry.providers),
+            "fields": list(entry.fields),
+            "claims_sha256": entry.claims_sha256,
+            "decision": entry.decision,
+            "reason": entry.reason,
+        }
+        print(json.dumps(doc, ensure_ascii=False))
+    return 0
+
+
+def cmd_audit_witness(args: argparse.Namespace) -> int:
+    from xinrong.tlog.witness import held_summary
+
+    print(json.dumps(held_summary(_witness_path(args)), indent=2))
+    return 0
+
+
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="enterprise_cmd", metavar="COMMAND")
     sub.required = True
@@ -306,3 +345,17 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_show)
     _register_subject(sub)
     register_portal(sub)
+
+    p = sub.add_parser("accesses", help="who accessed my data: every access decision, each proven in the node's log")
+    p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
+    p.add_argument("--node", required=True, help="node address host:port")
+    p.add_argument("--node-id", default="node", help="the node's party id (default node)")
+    p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
+    p.set_defaults(func=cmd_accesses)
+    audit = sub.add_parser("audit", help="the node's transparency log as this enterprise sees it")
+    asub = audit.add_subparsers(dest="audit_cmd", metavar="COMMAND")
+    asub.required = True
+    p = asub.add_parser("witness", help="the newest checkpoint of each log this enterprise holds")
+    p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
+    p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
+    p.set_defaults(func=cmd_audit_witness)

@@ -22,7 +22,9 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import seal
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc
+from xinrong.tlog.client import LogClient, VerifiedAccess, audit_origin
+from xinrong.tlog.witness import Witness
+from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc, transparency_pb2_grpc
 
 # A consent that ends sooner than this is refused when it is signed: it would
 # be expired, or nearly, by the time anyone could use it.
@@ -84,10 +86,52 @@ def grant(
 class EnterpriseClient:
     """Talks to the node as the enterprise (mTLS with the enterprise's certificate)."""
 
-    def __init__(self, node_target: str, credentials: PartyCredentials, *, node_id: str = "node") -> None:
+    def __init__(
+        self,
+        node_target: str,
+        credentials: PartyCredentials,
+        *,
+        node_id: str = "node",
+        witness: Witness | None = None,
+    ) -> None:
         self.credentials = credentials
+        self._node_id = node_id
         self._channel = secure_channel(node_target, credentials, server_role="node", server_id=node_id)
         self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self._witness = witness
+        self._log: LogClient | None = None
+
+    def node_log(self) -> LogClient:
+        """The node's transparency log, its key taken from the node's CA-checked binding."""
+        if self._log is None:
+            try:
+                listed = self._stub.ListParties(
+                    node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_NODE), timeout=DEFAULT_TIMEOUT
+                )
+            except grpc.RpcError as err:
+                raise decode_rpc_error(err) from None
+            keys = []
+            for signed in listed.bindings:
+                try:
+                    keys.append(
+                        verify_binding(
+                            self.credentials.ca, signed, expect_role="node", expect_party_id=self._node_id
+                        ).verify_key.raw
+                    )
+                except Exception:
+                    continue
+            if not keys:
+                raise ValidationError(f"the node {self._node_id!r} served no valid binding of its own")
+            stub = transparency_pb2_grpc.TransparencyServiceStub(self._channel)
+            self._log = LogClient(stub, audit_origin(self._node_id), keys[0], self._witness)
+        return self._log
+
+    def accesses(self) -> list[VerifiedAccess]:
+        """Who accessed this enterprise's data: every entry proven in a witnessed checkpoint."""
+        try:
+            return self.node_log().accesses(self.credentials.party_id)
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
 
     def close(self) -> None:
         self._channel.close()

@@ -137,9 +137,10 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if report.ok and tree.ok:
         waiting = f"; {pending} decisions waiting for the sequencer" if pending else ""
         print(
-            f"audit log OK: {tree.size} entries, Merkle root {tree.root}, signed checkpoint of {tree.checkpoint_size} "
-            f"matches the recomputed tree ({origin}); chain head {report.head or '-'}{waiting}"
+            f"audit log OK: {tree.size} leaves, Merkle root {tree.root}, signed checkpoint of {tree.checkpoint_size} "
+            f"matches the recomputed tree ({origin})"
         )
+        print(f"audit chain OK: {report.entries} entries, head {report.head or '-'}{waiting}")
         return 0
     if report.ok:
         print(

@@ -76,7 +76,13 @@ class NodeCore:
         self.replay = ReplayGuard(db, retention_seconds=2 * config.max_clock_skew_seconds + 60)
         self.budget = EnterpriseBudget(db, daily_limit=config.enterprise_daily_budget)
         self.audit = open_audit_log(db)
-        self.tlog = TransparencyLog(db, node_id=credentials.party_id, signing_key=credentials.signing_key, clock=clock)
+        self.tlog = TransparencyLog(
+            db,
+            node_id=credentials.party_id,
+            signing_key=credentials.signing_key,
+            clock=clock,
+            sequencer_lock=getattr(self.audit, "_lock", None) if db.shared else None,
+        )
         self.admission = Admission(
             db=db,
             registry=self.registry,

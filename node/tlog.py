@@ -28,6 +28,7 @@ time extends the tree and signs).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.signing import SigningKey
 from xinrong.node.audit import _COLUMNS, SEQUENCER_LOCK, AuditEntry, _row_to_entry
 from xinrong.tlog import merkle
+from xinrong.tlog.auditleaf import audit_leaf_encoded
 from xinrong.tlog.client import audit_origin
 from xinrong.tlog.note import Checkpoint, open_checkpoint, sign_checkpoint
 
@@ -210,8 +212,14 @@ class TransparencyLog:
         signing_key: SigningKey,
         clock: Callable[[], float] = time.time,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        sequencer_lock: Any = None,
     ) -> None:
-        """db: the node's ``Database`` or ``PgDatabase`` (``shared`` tells them apart)."""
+        """db: the node's ``Database`` or ``PgDatabase`` (``shared`` tells them apart).
+
+        ``sequencer_lock``: the in-process lock of the audit sequencer (PostgreSQL), held
+        around the advisory lock so this process's sequencer never finds it taken by us.
+        """
+        self._sequencer_lock = sequencer_lock if sequencer_lock is not None else contextlib.nullcontext()
         self._db = db
         self.origin = origin_of(node_id)
         self._key = signing_key
@@ -244,7 +252,7 @@ class TransparencyLog:
     def _integrate_and_sign(self, *, sign: bool, at_size: int | None = None) -> SignedCheckpoint | None:
         result: SignedCheckpoint | None = None
         while True:
-            with self._db.transaction() as tx:
+            with self._sequencer_lock, self._db.transaction() as tx:
 
                 def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
                     return list(tx.execute(sql, params).fetchall())
@@ -268,10 +276,11 @@ class TransparencyLog:
             return 0
         hashes: list[bytes] = []
         for expected, row in enumerate(rows, start=size + 1):
-            entry = _row_to_entry(row)
-            if entry.seq != expected:
+            if int(row[0]) != expected:
                 raise RuntimeError(f"audit log has a gap at seq {expected}: refusing to extend the tree")
-            hashes.append(merkle.leaf_hash(entry.leaf()))
+            # The stored list columns are the leaf's own encoding (string_array): no parse, no re-encode.
+            # ``verify_log`` rebuilds every leaf from the parsed entry, so a column that is not is caught.
+            hashes.append(merkle.leaf_hash(audit_leaf_encoded(*row[:13])))
         keys = frontier_keys(size)
         stored = reader.fetch(keys) if keys else {}
         frontier = [(level, stored[(level, idx)]) for level, idx in keys]

@@ -13,8 +13,10 @@ from typing import Any
 import grpc
 import pytest
 
+from xinrong.bank.client import BankClient
 from xinrong.catalog import Catalog
 from xinrong.errors import Reason
+from xinrong.keys.layout import party_dir
 from xinrong.keys.signing import SigningKey
 from xinrong.node.audit import AuditEvent, Decision, HashChainAuditLog, canonical_leaf, chain_hash
 from xinrong.node.db import Database
@@ -29,9 +31,26 @@ from xinrong.tools.cli import main
 from xinrong.uscc import make as make_uscc
 from xinrong.v1 import transparency_pb2, transparency_pb2_grpc
 
-from support.node_fakes import ACME, assert_refused, grant, register, verify_request
+from support.node_fakes import ACME, assert_refused, consent_id_of, grant, register, verify_request
 
 OTHER = make_uscc("9", "1", "130100", "MA0BETA2")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def node_backend(request: pytest.FixtureRequest) -> str:
+    """The harness test runs on both backends (PostgreSQL: the tree follows the sequencer)."""
+    return str(request.param)
+
+
+def _leaf_of(h: Any, resp: Any) -> int:
+    """The response names its audit leaf (SQLite); replicas learn it once sequenced (PostgreSQL)."""
+    if h.backend == "sqlite":
+        assert resp.HasField("audit_leaf_index")
+        return int(resp.audit_leaf_index)
+    assert not resp.HasField("audit_leaf_index")
+    h.flush_audit()
+    rows = h.query("SELECT seq FROM audit_log WHERE request_id = ? AND decision = 'ALLOWED'", (resp.request_id,))
+    return int(rows[0][0]) - 1
 
 
 def _tstub(h: Any, creds: Any) -> Any:
@@ -61,9 +80,7 @@ def test_checkpoints_proofs_cli_and_accesses(
     register(h.bank(), other)
     leaves = []
     for _ in range(3):
-        resp = h.bank().Verify(verify_request(consent), timeout=10)
-        assert resp.HasField("audit_leaf_index")
-        leaves.append(resp.audit_leaf_index)
+        leaves.append(_leaf_of(h, h.bank().Verify(verify_request(consent), timeout=10)))
     h.bank().Verify(verify_request(other, enterprise=OTHER), timeout=10)
 
     bank_log = LogClient(_tstub(h, pki.institution("bank-a")), origin, node_key, Witness(None))
@@ -71,8 +88,8 @@ def test_checkpoints_proofs_cli_and_accesses(
     for index in leaves:  # the bank proves the accesses it acted on are in the log
         proven = bank_log.prove_leaf(index)
         assert proven.size > index
-    h.bank().Verify(verify_request(consent), timeout=10)
-    later = bank_log.prove_leaf(first.size)  # signed on demand at a size covering the new leaf
+    newest = _leaf_of(h, h.bank().Verify(verify_request(consent), timeout=10))
+    later = bank_log.prove_leaf(newest)  # signed on demand at a size covering the new leaf
     held = bank_log.witness.held(origin)
     assert later.size > first.size and held is not None and held.checkpoint.size == later.size
 
@@ -103,7 +120,7 @@ def test_checkpoints_proofs_cli_and_accesses(
     # Who accessed it: the enterprise sees its own entries only, each proven.
     acme = LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key)
     mine = acme.accesses(ACME, page_size=2)  # paginated
-    assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, first.size]
+    assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, newest]
     assert all(a.caller_id == "bank-a" and a.decision == "ALLOWED" for a in mine if a.method == "Verify")
     theirs = LogClient(_tstub(h, pki.enterprise(OTHER)), origin, node_key).accesses(OTHER)
     assert {a.leaf_index for a in theirs}.isdisjoint({a.leaf_index for a in mine})
@@ -111,11 +128,36 @@ def test_checkpoints_proofs_cli_and_accesses(
     # A forged entry (another enterprise's USCC claimed) does not verify.
     with pytest.raises(merkle.ProofError):
         LogClient(_tstub(h, pki.enterprise(ACME)), origin, node_key).accesses(OTHER)
+    # From the command line: JSON lines, each shown only once its proof verified; the witness keeps the checkpoint.
+    state = h.workdir / "acme-state"
+    creds_dir = str(party_dir(pki.root, "enterprise", ACME))
+    argv = ["enterprise", "accesses", "--credentials", creds_dir, "--node", f"127.0.0.1:{h.node.port}"]
+    assert main([*argv, "--state-dir", str(state)]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["leaf_index"] for e in shown] == [a.leaf_index for a in mine]
+    assert all(e["proof_verified"] and "answers" not in e for e in shown)
+    assert main(["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]) == 0
+    held_doc = json.loads(capsys.readouterr().out)
+    assert held_doc["logs"][0]["origin"] == origin and held_doc["logs"][0]["size"] >= later.size
     assert_refused(
         lambda: _tstub(h, pki.institution("bank-a")).ListAccesses(transparency_pb2.ListAccessesRequest()),
         grpc.StatusCode.PERMISSION_DENIED,
         Reason.CALLER_NOT_ALLOWED,
     )
+
+    # The bank SDK: the verdicts name their audit leaf; the bank proves it against a witnessed checkpoint.
+    with BankClient(
+        f"127.0.0.1:{h.node.port}", pki.institution("bank-a"), witness=Witness(h.workdir / "bank-witness.json")
+    ) as bank:
+        bank.verify(ACME, ["tax.credit_grade in A,B"], consent_id_of(consent))
+        if h.backend == "postgres":
+            h.flush_audit()
+            assert bank.last_audit_leaf is None
+        else:
+            assert bank.last_audit_leaf is not None
+            assert bank.prove_access(bank.last_audit_leaf).size > bank.last_audit_leaf
+            held_bank = json.loads((h.workdir / "bank-witness.json").read_text())
+            assert origin in held_bank["checkpoints"] and held_bank["alarms"] == []
 
     h.stop()
     assert main(["node", "audit", "verify", "--config", config]) == 0
@@ -220,9 +262,10 @@ def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(SplitView) as caught:
         witness.observe(forged, tlog.origin, proofs)
     assert caught.value.evidence()["held"] == signed.note and caught.value.evidence()["offered"] == forged
+    assert witness.alarms == [caught.value.evidence()]
     # Persisted: a restarted witness still holds the genuine one.
     again = Witness(tmp_path / "witness.json")
     again.trust(tlog.origin, key.public_raw)
     kept = again.held(tlog.origin)
-    assert kept is not None and kept.note == signed.note
+    assert kept is not None and kept.note == signed.note and again.alarms == witness.alarms
     db.close()

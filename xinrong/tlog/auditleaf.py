@@ -34,6 +34,39 @@ def audit_leaf(
     reason: str,
 ) -> bytes:
     """The canonical leaf of audit entry ``seq`` (its leaf index is ``seq - 1``)."""
+    return audit_leaf_encoded(
+        seq,
+        ts_ms,
+        caller_role,
+        caller_id,
+        method,
+        request_id,
+        enterprise,
+        consent_id,
+        string_array(providers),
+        string_array(fields),
+        claims_sha256,
+        decision,
+        reason,
+    )
+
+
+def audit_leaf_encoded(
+    seq: int,
+    ts_ms: int,
+    caller_role: str,
+    caller_id: str,
+    method: str,
+    request_id: str,
+    enterprise: str,
+    consent_id: str,
+    providers_json: str,
+    fields_json: str,
+    claims_sha256: str,
+    decision: str,
+    reason: str,
+) -> bytes:
+    """As ``audit_leaf``, the two lists given already as ``string_array`` JSON (as the node stores them)."""
     return (
         '{"caller_id":'
         + _str(caller_id)
@@ -48,11 +81,11 @@ def audit_leaf(
         + ',"enterprise":'
         + _str(enterprise)
         + ',"fields":'
-        + string_array(fields)
+        + fields_json
         + ',"method":'
         + _str(method)
         + ',"providers":'
-        + string_array(providers)
+        + providers_json
         + ',"reason":'
         + _str(reason)
         + ',"request_id":'
@@ -65,4 +98,4 @@ def audit_leaf(
     ).encode("ascii")
 
 
-__all__ = ["audit_leaf"]
+__all__ = ["audit_leaf", "audit_leaf_encoded"]

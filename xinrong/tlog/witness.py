@@ -57,9 +57,11 @@ class Witness:
         self._lock = threading.Lock()
         self._notes: dict[str, str] = {}
         self._keys: dict[str, bytes] = {}
+        self.alarms: list[dict[str, str]] = []
         if path is not None and path.exists():
             doc = json.loads(path.read_text())
             self._notes = {str(k): str(v) for k, v in doc.get("checkpoints", {}).items()}
+            self.alarms = [{str(k): str(v) for k, v in a.items()} for a in doc.get("alarms", [])]
 
     def trust(self, origin: str, public_raw: bytes) -> None:
         """The key that signs ``origin``'s checkpoints (from the log's CA-checked party binding)."""
@@ -85,6 +87,16 @@ class Witness:
         SplitView if it contradicts what this witness holds.
         """
         offered = open_checkpoint(note, origin, self._key(origin))
+        try:
+            return self._observe(note, offered, origin, proofs)
+        except SplitView as alarm:
+            # Kept with both signed notes: the evidence outlives the process that saw it.
+            with self._lock:
+                self.alarms.append(alarm.evidence())
+                self._write()
+            raise
+
+    def _observe(self, note: str, offered: Checkpoint, origin: str, proofs: ProofSource) -> Checkpoint:
         with self._lock:
             held_note = self._notes.get(origin)
             if held_note is None:
@@ -109,12 +121,15 @@ class Witness:
 
     def _keep(self, origin: str, note: str) -> None:
         self._notes[origin] = note
+        self._write()
+
+    def _write(self) -> None:
         if self._path is None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.")
         with os.fdopen(fd, "w") as fh:
-            json.dump({"checkpoints": self._notes}, fh, indent=1, sort_keys=True)
+            json.dump({"checkpoints": self._notes, "alarms": self.alarms}, fh, indent=1, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self._path)
@@ -133,4 +148,24 @@ class Witness:
         return out
 
 
-__all__ = ["ProofSource", "Seen", "SplitView", "Witness"]
+def held_summary(path: Path) -> dict[str, object]:
+    """What a witness file holds, for display: per origin, size and root as the held note says.
+
+    The notes were verified when they were accepted; this reads them back as text.
+    """
+    from xinrong.tlog.note import parse_checkpoint_text
+
+    logs: list[dict[str, object]] = []
+    if path.exists():
+        doc = json.loads(path.read_text())
+        for origin, note in sorted(doc.get("checkpoints", {}).items()):
+            text = str(note)[: str(note).rfind("\n\n") + 1]
+            checkpoint = parse_checkpoint_text(text)
+            logs.append({"origin": origin, "size": checkpoint.size, "root": text.split("\n")[2], "note": str(note)})
+        alarms = doc.get("alarms", [])
+    else:
+        alarms = []
+    return {"state_file": str(path), "logs": logs, "alarms": alarms}
+
+
+__all__ = ["ProofSource", "Seen", "SplitView", "Witness", "held_summary"]

@@ -45,6 +45,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     )
     train.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.train"))
+    from xinrong.tools.bench import tlog
+
+    p = sub.add_parser("tlog", help="Merkle audit log: inclusion proof time at N leaves, append throughput")
+    tlog.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.tlog"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
