@@ -79,6 +79,7 @@ class FakeBackend:
         return [
             AccessRow(
                 "2026-12-02 07:00:00 UTC",
+                "institution",
                 "bank-a",
                 "Verify",
                 "c1",
@@ -89,7 +90,21 @@ class FakeBackend:
                 7,
                 9,
                 True,
-            )
+            ),
+            AccessRow(
+                "2026-12-02 07:00:01 UTC",
+                "enterprise",
+                "91130100MA0EXAMPLE",
+                "GetMyData",
+                "",
+                (),
+                (),
+                "ALLOWED",
+                "",
+                8,
+                9,
+                True,
+            ),
         ]
 
     def consents(self) -> list[ConsentRow]:
@@ -381,9 +396,12 @@ def test_every_label_used_by_a_template_exists_in_both_languages() -> None:
     )
 
 
-def test_access_rows_show_the_proof_mark() -> None:
-    html = _client(FakeBackend()).get("/accesses").text
-    assert 'class="access"' in html and "✓" in html and "bank-a" in html
+def test_access_rows_show_the_proof_mark_and_hide_own_requests_by_default() -> None:
+    client = _client(FakeBackend())
+    html = client.get("/accesses").text
+    assert html.count('class="access"') == 1 and "✓" in html and "bank-a" in html and "GetMyData" not in html
+    html = client.get("/accesses?own=1&lang=en").text
+    assert html.count('class="access"') == 2 and "this enterprise (own request)" in html
 
 
 @pytest.mark.parametrize(

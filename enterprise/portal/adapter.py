@@ -69,7 +69,7 @@ class ClientBackend:
         node: str,
         credentials: PartyCredentials,
         *,
-        consents_dir: Path,
+        state_dir: Path,
         node_id: str = "node",
         catalog: Catalog | None = None,
     ) -> None:
@@ -79,7 +79,11 @@ class ClientBackend:
         self._creds = credentials
         self._node_id = node_id
         self._catalog = catalog or default_catalog()
-        self._consents_dir = consents_dir
+        # Granted consents (signed files) and the witness's newest checkpoint
+        # live here; the default is the credentials directory, as for the CLI.
+        self._consents_dir = state_dir / "consents"
+        self._witness_path = state_dir / "witness.json"
+        self._log_obj: ent.EnterpriseClient | None = None
         # One client (one mTLS channel) for the life of the process: the
         # witness inside it keeps the newest checkpoint seen, so every page
         # load demands a consistency proof from the one before.
@@ -91,9 +95,10 @@ class ClientBackend:
 
     def close(self) -> None:
         with self._lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
-                self._client_obj = None
+            for client in (self._client_obj, self._log_obj):
+                if client is not None:
+                    client.close()
+            self._client_obj = self._log_obj = None
 
     def _shared_client(self) -> ent.EnterpriseClient:
         with self._lock:
@@ -102,9 +107,25 @@ class ClientBackend:
                 self._client_obj = cls(self._node, self._creds, node_id=self._node_id)
             return self._client_obj
 
+    def _log_client(self) -> ent.EnterpriseClient:
+        """The client that reads the access log, with a witness kept on disk across restarts."""
+        with self._lock:
+            if self._log_obj is None:
+                try:
+                    from xinrong.tlog.witness import Witness
+                except ImportError as err:  # a build without the transparency log
+                    raise NotAvailable("access log") from err
+                try:
+                    self._log_obj = ent.EnterpriseClient(
+                        self._node, self._creds, node_id=self._node_id, witness=Witness(self._witness_path)
+                    )
+                except TypeError as err:  # an enterprise client without the log
+                    raise NotAvailable("access log") from err
+            return self._log_obj
+
     @contextmanager
-    def _client(self, feature: str) -> Iterator[Any]:
-        client = self._shared_client()
+    def _client(self, feature: str, client: Any = None) -> Iterator[Any]:
+        client = client if client is not None else self._shared_client()
         try:
             yield client
         except AttributeError as err:
@@ -160,6 +181,7 @@ class ClientBackend:
             return [
                 AccessRow(
                     at=_when(e.ts_ms / 1000),
+                    caller_role=e.caller_role,
                     institution=e.caller_id,
                     method=e.method.rsplit("/", 1)[-1],
                     consent_id=e.consent_id,
@@ -175,8 +197,17 @@ class ClientBackend:
                 for e in entries
             ]
 
+        from xinrong.tlog.merkle import ProofError
+        from xinrong.tlog.note import NoteError
+        from xinrong.tlog.witness import SplitView
+
         with self._access_lock:
-            return self._call("access log", read)
+            try:
+                with self._client("access log", self._log_client()) as client:
+                    return read(client)
+            except (ProofError, NoteError, SplitView) as err:
+                # Nothing is shown unproven: the whole list is refused, loudly.
+                raise ActionError(f"the node's log did not verify, nothing is shown: {err}") from None
 
     def consents(self) -> list[ConsentRow]:
         try:

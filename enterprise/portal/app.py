@@ -186,7 +186,15 @@ def create_app(
 
     async def accesses_page(request: Request) -> Response:
         value, missing, error = await load(backend.accesses)
-        return render(request, "accesses.html", "accesses", rows=value, missing=missing, error=error)
+        # The owner's own requests (reads, filings) are logged too; shown on request only.
+        own = request.query_params.get("own") == "1"
+        hidden = 0
+        if value is not None and not own:
+            kept = [r for r in value if r.caller_role != "enterprise"]
+            hidden, value = len(value) - len(kept), kept
+        return render(
+            request, "accesses.html", "accesses", rows=value, missing=missing, error=error, own=own, hidden=hidden
+        )
 
     async def consents_page(request: Request) -> Response:
         value, missing, error = await load(backend.consents)

@@ -54,6 +54,7 @@ class MyData:
 @dataclass(frozen=True)
 class AccessRow:
     at: str
+    caller_role: str  # institution, or enterprise for the owner's own requests
     institution: str
     method: str
     consent_id: str

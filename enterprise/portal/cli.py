@@ -18,7 +18,7 @@ def cmd_portal(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         node_id=args.node_id,
-        consents_dir=Path(args.consents_dir) if args.consents_dir else None,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
         port_file=Path(args.port_file) if args.port_file else None,
     )
 
@@ -33,6 +33,8 @@ def register_portal(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--node-id", default="node", help="the node's party id, pinned in its certificate")
     p.add_argument("--port", type=int, default=8765, help="local port (default 8765; 0 picks a free one)")
     p.add_argument("--host", default=LOOPBACK, help=f"only {LOOPBACK} is accepted: the page acts with your key")
-    p.add_argument("--consents-dir", default="", help="where granted consents are kept (default CREDENTIALS/consents)")
+    p.add_argument(
+        "--state-dir", default="", help="granted consents and the log witness (default: the credentials directory)"
+    )
     p.add_argument("--port-file", default="", help="write the bound port here once listening (for --port 0)")
     p.set_defaults(func=cmd_portal)

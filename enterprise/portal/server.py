@@ -47,14 +47,14 @@ def serve(
     port: int = 8765,
     host: str = LOOPBACK,
     node_id: str = "node",
-    consents_dir: Path | None = None,
+    state_dir: Path | None = None,
     port_file: Path | None = None,
 ) -> int:
     check_bind(host)  # before any key is loaded
     creds = load_party(credentials)
     if creds.role != "enterprise":
         raise ValueError(f"{credentials} holds {creds.role} credentials: the portal needs an enterprise's")
-    backend = ClientBackend(node, creds, node_id=node_id, consents_dir=consents_dir or Path(credentials) / "consents")
+    backend = ClientBackend(node, creds, node_id=node_id, state_dir=state_dir or Path(credentials))
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     app = create_app(backend, port=bound)
