@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -434,3 +435,39 @@ def test_output_is_escaped() -> None:
 
     html = _client(Hostile()).get("/cases").text
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+# -- the adapter's mapping of the node's answers -----------------------------------------------------
+
+
+def test_adapter_turns_unimplemented_into_not_available_and_refusals_into_messages(tmp_path: Path) -> None:
+    import grpc
+
+    from xinrong.enterprise.portal.adapter import ClientBackend
+    from xinrong.rpc.errors import RemoteError
+
+    class NoRights:
+        def list_consents(self) -> list[object]:
+            raise RemoteError(grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED", "unknown service")
+
+        def my_data(self) -> object:
+            raise RemoteError(grpc.StatusCode.PERMISSION_DENIED, "ACCESS_DENIED", "access denied")
+
+        def close(self) -> None:
+            pass
+
+    class Creds:
+        role = "enterprise"
+        party_id = "91130100MA0EXAMPLE"
+
+    backend = ClientBackend("127.0.0.1:1", Creds(), state_dir=tmp_path)  # type: ignore[arg-type]
+    backend._client_obj = NoRights()  # type: ignore[assignment]
+    # No consent list on the node: the locally kept consent files stand in (none yet).
+    assert backend.consents() == []
+    with pytest.raises(ActionError, match="ACCESS_DENIED"):
+        backend.my_data()
+    # A client without a method (an older enterprise client) is "not available" too.
+    with pytest.raises(NotAvailable):
+        backend.cases()
+    with pytest.raises(NotAvailable):
+        backend.pause("c1")

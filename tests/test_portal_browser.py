@@ -154,6 +154,9 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         assert page.url.endswith("/data") and page.locator("h1").inner_text() == "我的数据"
         page.click("#lang-toggle")
         assert page.locator("h1").inner_text() == "My data"
+        shots.take(page, "data-en")
+        page.click("#lang-toggle")
+        assert page.locator("h1").inner_text() == "我的数据"
 
         # Grant: institution and scope picked from the catalog; the local process signs.
         page.goto(f"{base}/consents")
