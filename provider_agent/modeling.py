@@ -120,8 +120,11 @@ class AgentModeling:
         state: StateStore,
         max_clock_skew_seconds: int = 300,
         clock: Callable[[], float] = time.time,
+        paused: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.provider = provider
+        # (consent id, enterprise) paused by the enterprise (xinrong.provider_agent.subject).
+        self._paused = paused
         self._party_id = credentials.party_id
         self._sealing = credentials.sealing_key
         self._ca = credentials.ca
@@ -489,6 +492,8 @@ class AgentModeling:
             state = (
                 common_pb2.CONSENT_STATE_REVOKED
                 if (verified.consent_id, uscc) in revoked
+                else common_pb2.CONSENT_STATE_PAUSED
+                if self._paused is not None and self._paused(verified.consent_id, uscc)
                 else common_pb2.CONSENT_STATE_ACTIVE
             )
             check_consent_use(

@@ -181,6 +181,7 @@ def start_agent(
             state=state,
             max_clock_skew_seconds=cfg.max_clock_skew_seconds,
             clock=clock,
+            paused=lambda consent_id, uscc: (consent_id, uscc) in subject.view().paused,
         )
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
 

@@ -504,7 +504,12 @@ def _filed(pki: Any, store: SubjectStore, kind: int, field: str, now: int) -> st
     return filing.case_id
 
 
-def test_subject_store_overdue_view_reload_and_pause_order(pki: Any, tmp_path: Path) -> None:
+def test_subject_store_overdue_view_reload_and_pause_order(
+    pki: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xinrong.provider_agent import subject as agent_subject
+
+    monkeypatch.setattr(agent_subject, "VIEW_RECHECK_SECONDS", 0.0)  # look at the file on every call
     path = tmp_path / "agent.state.db.subject.db"
     store = SubjectStore(path, deadline_days=2)
     other = SubjectStore(path)  # the provider's CLI, another connection
