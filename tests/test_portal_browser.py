@@ -5,7 +5,8 @@ portal`` on port 0; Playwright drives Debian's chromium. The flow is the one
 an owner would follow: grant a consent from the catalog, see the data, see a
 bank's Verify appear with its proof checked, pause (the bank is refused),
 resume, object to a field (the bank sees DISPUTED; the badge shows), have the
-provider resolve it (the badge goes), revoke. On the way: a page of another
+provider resolve it (the badge goes), apply to repair a negative record (once
+approved: badge "repaired", the bank's claim answers NO_DATA), revoke. On the way: a page of another
 origin cannot change anything (CSRF), and a rebound host name gets nothing.
 
 ``XINRONG_PORTAL_SCREENSHOTS=DIR`` keeps a PNG of each page there (``make screenshots``).
@@ -14,6 +15,7 @@ origin cannot change anything (CSRF), and a rebound host name gets nothing.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client
 import http.server
 import os
@@ -50,7 +52,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     generate_data(data, enterprises=300, seed=11, as_of=AS_OF)
     with open(data / "tax.csv", newline="") as fh:
         tax = {row["uscc"]: row for row in csv.DictReader(fh)}
-    code = sorted(u for u, row in tax.items() if row.get("credit_grade"))[0]
+    # An enterprise with a negative record (tax arrears), so it has something to apply to repair.
+    code = sorted(u for u, row in tax.items() if row.get("in_arrears") == "true" and row.get("credit_grade"))[0]
     with ProcessGroup(workdir) as group:
         plat = deploy(
             workdir, providers=["tax", "social_insurance"], institutions=["bank-a"], data_dir=data, group=group
@@ -254,20 +257,57 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         page.goto(f"{base}/cases")
         assert page.locator(f'[id="case-{case_id}"]').get_attribute("data-state") == "rejected"
         assert "grade confirmed by the 2026 review" in page.locator(f'[id="case-{case_id}"]').inner_text()
+
+        # Apply to repair the arrears record: once the provider approves, the badge says repaired
+        # and the bank's claim on it answers NO_DATA.
+        page.goto(f"{base}/data")
+        _field_row(page, "tax.in_arrears").locator("a").nth(1).click()
+        assert page.locator("#case-kind").input_value() == "repair"
+        assert page.locator("#case-field").input_value() == "tax.in_arrears"
+        page.fill("#case-statement", "Arrears paid in full on 2026-11-20.")
+        page.set_input_files(
+            'input[name="evidence"]', files=[{"name": "receipt.txt", "mimeType": "text/plain", "buffer": b"paid"}]
+        )
+        page.click("#case-submit")
+        repair = page.locator('tr.case[data-field="tax.in_arrears"]')
+        assert repair.count() == 1 and repair.get_attribute("data-state") == "open", page.content()
+        repair_id = (repair.get_attribute("id") or "").removeprefix("case-")
+        assert bank.verify(code, ["tax.in_arrears == true"], consent_id)[0].result == "TRUE"
+        result = plat.group.run_cli(
+            [
+                "agent",
+                "repairs",
+                "approve",
+                "--config",
+                str(plat.agent_configs["tax"]),
+                "--id",
+                repair_id,
+                "--effective",
+                dt.datetime.now(dt.UTC).date().isoformat(),
+            ]
+        )
+        assert result.returncode == 0, result.stderr
+        page.goto(f"{base}/data")
+        assert _field_row(page, "tax.in_arrears").get_attribute("data-status") == "repaired"
+        assert _field_row(page, "tax.in_arrears").locator(".badge.repaired").count() == 1
+        shots.take(page, "data-repaired")
+        assert bank.verify(code, ["tax.in_arrears == true"], consent_id)[0].result == "NO_DATA"
+        page.goto(f"{base}/cases")
+        assert page.locator(f'[id="case-{repair_id}"]').get_attribute("data-state") == "approved"
         shots.take(page, "cases")
 
         # Every access so far is listed and proven, the refused one included.
-        listed = _reload_until(page, f"{base}/accesses", 'tr.access[data-institution="bank-a"]', at_least=5)
-        # Five Verify calls: four allowed, the one while paused refused; the owner's own requests are hidden.
-        assert listed.count() == 5, "\n".join(r.inner_text() for r in page.locator("tr.access").all())
-        assert page.locator("tr.access").count() == 5
+        listed = _reload_until(page, f"{base}/accesses", 'tr.access[data-institution="bank-a"]', at_least=7)
+        # Seven Verify calls: six allowed, the one while paused refused; the owner's own requests are hidden.
+        assert listed.count() == 7, "\n".join(r.inner_text() for r in page.locator("tr.access").all())
+        assert page.locator("tr.access").count() == 7
         assert page.locator('tr.access[data-institution="bank-a"][data-decision="REFUSED"]').count() >= 1
         assert page.locator("tr.access .proof.bad").count() == 0
         assert page.locator("tr.access .proof.ok").count() == page.locator("tr.access").count()
         shots.take(page, "accesses")
         page.click("#show-own")
-        assert page.locator('tr.access[data-institution="bank-a"]').count() == 5
-        assert page.locator("tr.access").count() > 5  # the owner's own reads and filings are logged too
+        assert page.locator('tr.access[data-institution="bank-a"]').count() == 7
+        assert page.locator("tr.access").count() > 7  # the owner's own reads and filings are logged too
 
         # Revoke: for good.
         page.goto(f"{base}/consents")
