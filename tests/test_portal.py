@@ -366,9 +366,12 @@ def test_pages_render_in_chinese_by_default_and_english_on_request() -> None:
     client = _client(FakeBackend())
     zh = client.get("/data").text
     assert "我的数据" in zh and "异议中" in zh and "税务局" in zh and 'lang="zh-CN"' in zh
+    assert "类别: 税务" in zh
+    assert i18n.category("zh", "utilities") == "水电气" and i18n.category("zh", "new kind") == "new kind"
     assert "judicial" in zh  # the provider that did not answer is named
     en = client.get("/data?lang=en").text
     assert "My data" in en and "disputed" in en and "Tax bureau" in en and "我的数据" not in en
+    assert "Category: tax" in en
     # The choice sticks (cookie) until switched back.
     assert "Who accessed my data" in client.get("/accesses").text
     assert "谁查询了我的数据" in client.get("/accesses?lang=zh").text
@@ -403,6 +406,7 @@ def test_access_rows_show_the_proof_mark_and_hide_own_requests_by_default() -> N
     assert html.count('class="access"') == 1 and "✓" in html and "bank-a" in html and "GetMyData" not in html
     html = client.get("/accesses?own=1&lang=en").text
     assert html.count('class="access"') == 2 and "this enterprise (own request)" in html
+    assert 'href="?own=1&amp;lang=zh"' in html  # the language toggle keeps the view
 
 
 @pytest.mark.parametrize(
@@ -471,3 +475,10 @@ def test_adapter_turns_unimplemented_into_not_available_and_refusals_into_messag
         backend.cases()
     with pytest.raises(NotAvailable):
         backend.pause("c1")
+
+
+def test_every_catalog_category_has_a_chinese_label() -> None:
+    from xinrong.catalog import default_catalog
+
+    for provider in default_catalog().providers.values():
+        assert re.search(r"[\u4e00-\u9fff]", i18n.category("zh", provider.category)), provider.category

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -153,8 +154,10 @@ def create_app(
 
         html = env.get_template(template).render(
             t=t,
+            category=lambda name: i18n.category(lang, name),
             lang=lang,
-            other_lang="en" if lang == "zh" else "zh",
+            # The toggle keeps the page's other query parameters (e.g. ?own=1).
+            toggle_query=urlencode({**request.query_params, "lang": "en" if lang == "zh" else "zh"}),
             page=page,
             csrf_field=CSRF_FIELD,
             csrf_token=tokens.token_for(session),

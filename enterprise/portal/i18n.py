@@ -35,6 +35,13 @@ _LABELS: dict[str, tuple[str, str]] = {
     "data.none": ("（无）", "(none)"),
     "data.object": ("提出异议", "Object"),
     "data.repair": ("申请修复", "Apply for repair"),
+    "cat.market registration": ("市场主体登记", "market registration"),
+    "cat.judicial": ("司法", "judicial"),
+    "cat.tax": ("税务", "tax"),
+    "cat.housing provident fund": ("住房公积金", "housing provident fund"),
+    "cat.social insurance": ("社会保险", "social insurance"),
+    "cat.real estate": ("不动产", "real estate"),
+    "cat.utilities": ("水电气", "utilities"),
     "status.normal": ("正常", "normal"),
     "status.disputed": ("异议中", "disputed"),
     "status.repaired": ("已修复", "repaired"),
@@ -110,6 +117,12 @@ def pick_lang(query: str | None, cookie: str | None) -> str:
         if candidate in LANGS:
             return candidate
     return DEFAULT_LANG
+
+
+def category(lang: str, name: str) -> str:
+    """A catalog category in ``lang``; a category this table lacks shows as the catalog names it."""
+    key = f"cat.{name}"
+    return label(lang, key) if key in _LABELS else name
 
 
 def label(lang: str, key: str, **kwargs: object) -> str:
