@@ -482,3 +482,36 @@ def test_every_catalog_category_has_a_chinese_label() -> None:
 
     for provider in default_catalog().providers.values():
         assert re.search(r"[\u4e00-\u9fff]", i18n.category("zh", provider.category)), provider.category
+
+
+def test_an_access_log_that_does_not_verify_shows_nothing(tmp_path: Path) -> None:
+    from xinrong.enterprise.portal.adapter import ClientBackend
+    from xinrong.tlog.merkle import ProofError
+    from xinrong.tlog.witness import SplitView
+
+    class Forked:
+        def __init__(self, err: Exception) -> None:
+            self.err = err
+
+        def accesses(self) -> list[object]:
+            raise self.err
+
+        def close(self) -> None:
+            pass
+
+    class Creds:
+        role = "enterprise"
+        party_id = "91130100MA0EXAMPLE"
+
+    backend = ClientBackend("127.0.0.1:1", Creds(), state_dir=tmp_path)  # type: ignore[arg-type]
+    for err in (ProofError("root mismatch"), SplitView("xinrong.audit/node", "a", "b", "same size, other root")):
+        backend._log_obj = Forked(err)  # type: ignore[assignment]
+        with pytest.raises(ActionError, match="did not verify, nothing is shown"):
+            backend.accesses()
+
+    class Refusing(FakeBackend):
+        def accesses(self) -> list[AccessRow]:
+            raise ActionError("the node's log did not verify, nothing is shown: split view")
+
+    html = _client(Refusing()).get("/accesses?lang=en").text
+    assert 'id="load-error"' in html and "split view" in html and 'class="access"' not in html
