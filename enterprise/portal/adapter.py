@@ -1,9 +1,11 @@
 """``PortalBackend`` over the enterprise client: the only part of the portal that touches keys.
 
-Each call opens one mTLS channel with the enterprise's certificate, signs
-whatever the enterprise must sign (consents, revocations, pauses, queries,
-filings) with its Ed25519 key in this process, and turns the verified
-answers into plain rows. A feature the node does not serve (UNIMPLEMENTED),
+It keeps one mTLS channel to the node with the enterprise's certificate
+(and one for the access log, whose witness persists in the state
+directory), signs whatever the enterprise must sign (consents, revocations,
+pauses, queries, filings) with its Ed25519 key in this process, and turns
+the verified answers into plain rows. An access log whose proofs or
+checkpoints do not verify is refused whole. A feature the node does not serve (UNIMPLEMENTED),
 or that this build of the client does not have yet, is ``NotAvailable``: the
 page shows that state instead of an error.
 """
@@ -41,6 +43,9 @@ from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.errors import RemoteError
 from xinrong.serde import consent_state_name, purpose_name
+from xinrong.tlog.merkle import ProofError
+from xinrong.tlog.note import NoteError
+from xinrong.tlog.witness import SplitView, Witness
 from xinrong.v1 import common_pb2, node_pb2, subject_pb2
 
 T = TypeVar("T")
@@ -103,24 +108,16 @@ class ClientBackend:
     def _shared_client(self) -> ent.EnterpriseClient:
         with self._lock:
             if self._client_obj is None:
-                cls = getattr(ent, "SubjectClient", ent.EnterpriseClient)
-                self._client_obj = cls(self._node, self._creds, node_id=self._node_id)
+                self._client_obj = ent.SubjectClient(self._node, self._creds, node_id=self._node_id)
             return self._client_obj
 
     def _log_client(self) -> ent.EnterpriseClient:
         """The client that reads the access log, with a witness kept on disk across restarts."""
         with self._lock:
             if self._log_obj is None:
-                try:
-                    from xinrong.tlog.witness import Witness
-                except ImportError as err:  # a build without the transparency log
-                    raise NotAvailable("access log") from err
-                try:
-                    self._log_obj = ent.EnterpriseClient(
-                        self._node, self._creds, node_id=self._node_id, witness=Witness(self._witness_path)
-                    )
-                except TypeError as err:  # an enterprise client without the log
-                    raise NotAvailable("access log") from err
+                self._log_obj = ent.EnterpriseClient(
+                    self._node, self._creds, node_id=self._node_id, witness=Witness(self._witness_path)
+                )
             return self._log_obj
 
     @contextmanager
@@ -196,10 +193,6 @@ class ClientBackend:
                 )
                 for e in entries
             ]
-
-        from xinrong.tlog.merkle import ProofError
-        from xinrong.tlog.note import NoteError
-        from xinrong.tlog.witness import SplitView
 
         with self._access_lock:
             try:
