@@ -10,7 +10,14 @@ STAMP  := $(VENV)/.installed
 # (xinrong/tools/pgtemp.py runs initdb / pg_ctl from here).
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
-.PHONY: install postgres demo test test-fast lint typecheck proto check-proto bench clean
+# The enterprise portal's e2e test drives Debian's headless Chromium through
+# Playwright (which cannot download a browser of its own here); CJK fonts so
+# the Chinese pages render in screenshots.
+CHROMIUM ?= /usr/bin/chromium
+CJK_FONT ?= /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+SCREENSHOTS ?= docs/screenshots
+
+.PHONY: install postgres browser demo test test-fast lint typecheck proto check-proto bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
@@ -18,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) postgres
+install: $(STAMP) postgres browser
 
 # PostgreSQL 15 binaries (no running service is needed: tests start their own).
 postgres:
@@ -31,10 +38,25 @@ postgres:
 	  fi; \
 	fi
 
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -f $(CJK_FONT) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing headless Chromium and a CJK font (apt-get install -y chromium fonts-wqy-microhei)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+	  else \
+	    echo "Chromium or the CJK font is missing: run 'sudo apt-get install -y chromium fonts-wqy-microhei'" >&2; exit 1; \
+	  fi; \
+	fi
+
+# A PNG of each portal page, from the browser e2e test, for review without a browser.
+screenshots: $(STAMP) browser
+	XINRONG_PORTAL_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest -q tests/test_portal_browser.py
+	@ls -1 $(SCREENSHOTS)/*.png
+
 demo: $(STAMP)
 	$(BIN)/xinrong demo
 
-test: $(STAMP) postgres lint typecheck
+test: $(STAMP) postgres browser lint typecheck
 	$(BIN)/python -m pytest -q -ra
 
 # ruff (rules in pyproject.toml, docs/ENGINEERING.md) and the import contract.

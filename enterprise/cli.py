@@ -12,6 +12,7 @@ from xinrong import subject as subj
 from xinrong import uscc
 from xinrong.consent import parse_consent, read_consent, write_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, SubjectClient, case_json, grant
+from xinrong.enterprise.portal.cli import register_portal
 from xinrong.errors import ValidationError
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.serde import PROTO_TO_FORM, purpose_name
@@ -355,6 +356,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("file", type=Path, help="a signed consent file (.pb)")
     p.set_defaults(func=cmd_show)
     _register_subject(sub)
+    register_portal(sub)
 
     p = sub.add_parser("accesses", help="who accessed my data: every access decision, each proven in the node's log")
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
