@@ -45,6 +45,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     )
     train.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.train"))
+    from xinrong.tools.bench import fuzz
+
+    p = sub.add_parser("fuzz", help="hypothesis fuzzing of every RPC of every service against real servers over mTLS")
+    fuzz.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.fuzz"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
