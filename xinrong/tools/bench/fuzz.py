@@ -248,7 +248,8 @@ class Unknown:
     wire: bytes  # tag and value
 
 
-def _encode_message(entries: Sequence[tuple[pb_descriptor.FieldDescriptor | None, Any]]) -> bytes:
+def _encode_message(entries: Sequence[tuple[Any, Any]]) -> bytes:
+    """Fields as (descriptor, value) in order; (None, Unknown) for an unknown field."""
     out = bytearray()
     for f, value in entries:
         if f is None:
@@ -322,15 +323,14 @@ class Strategies:
             st.text(alphabet=st.characters(codec="utf-8"), max_size=8).map(lambda s: s * 3),
             st.sampled_from(("\x00", "../" * 20, "%s%n", "\u202e", "a" * 300, "💥" * 50)),
         )
+        invalid_utf8 = st.one_of(
+            st.sampled_from(_INVALID_UTF8),  # invalid UTF-8 in a string field
+            st.builds(lambda s, bad: s.encode() + bad, st.sampled_from(strings), st.sampled_from(_INVALID_UTF8)),
+        )
         self.string_payload: st.SearchStrategy[Any] = _rarely(
             st.one_of(_huge(st.sampled_from((b"a", b"0", b"\xe4\xbf\xa1"))), _huge(st.sampled_from(_INVALID_UTF8))),
-            st.one_of(
-                self.text,
-                self.text,
-                self.text,
-                st.sampled_from(_INVALID_UTF8),  # invalid UTF-8 in a string field
-                st.builds(lambda s, bad: s.encode() + bad, st.sampled_from(strings), st.sampled_from(_INVALID_UTF8)),
-            ),
+            _rarely(invalid_utf8, self.text, 3),
+            1,
         )
         self.bytes_payload: st.SearchStrategy[Any] = _rarely(
             _huge(st.binary(min_size=1, max_size=16)),
@@ -343,7 +343,7 @@ class Strategies:
             ),
         )
 
-    def message(self, desc: pb_descriptor.Descriptor, depth: int = 0) -> st.SearchStrategy[bytes]:
+    def message(self, desc: Any, depth: int = 0) -> st.SearchStrategy[bytes]:
         """Wire bytes of one instance of ``desc`` (structurally valid, extreme values)."""
         key = (desc.full_name, depth)
         if key not in self._messages:
