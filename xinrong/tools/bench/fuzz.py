@@ -54,6 +54,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor as pb_descriptor
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
@@ -710,8 +712,15 @@ class RpcResult:
     wrong_role_not_denied: int = 0
     roles: tuple[str, ...] = ()
     seconds: float = 0.0
+    undecodable: int = 0
+    # UNKNOWN / INTERNAL / DEADLINE_EXCEEDED to inputs that decode: not a transport-level
+    # refusal, a handler defect (with a few examples to reproduce it).
+    bad_decodable: int = 0
+    bad_undecodable: int = 0  # the same to inputs that do not decode (issue 10 A2 while open)
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"examples": self.examples} if self.examples else {}
         return {
             "inputs": self.inputs,
             "codes": dict(sorted(self.codes.items())),
@@ -721,8 +730,25 @@ class RpcResult:
             "roles": list(self.roles),
             "wrong_role_inputs": self.wrong_role_inputs,
             "wrong_role_not_denied": self.wrong_role_not_denied,
+            "undecodable_inputs": self.undecodable,
+            "bad_decodable": self.bad_decodable,
+            "bad_undecodable": self.bad_undecodable,
             "seconds": round(self.seconds, 1),
+            **extra,
         }
+
+
+_BAD = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_EXAMPLES = 3
+
+
+def decodes(method: Method, payload: bytes) -> bool:
+    """Whether the payload parses as the method's request (strict UTF-8, as the servers parse)."""
+    try:
+        message_factory.GetMessageClass(method.input).FromString(payload)
+    except DecodeError:
+        return False
+    return True
 
 
 def fuzz_method(
@@ -750,10 +776,25 @@ def fuzz_method(
 
     def send(payload: bytes, role: str, wrong: bool) -> None:
         try:
-            code, _ = caller.call(target, role, method, payload, timeout)
+            code, details = caller.call(target, role, method, payload, timeout)
+            decodable = decodes(method, payload)
             with lock:
                 result.inputs += 1
                 result.codes[code.name] += 1
+                result.undecodable += not decodable
+                if not decodable and code in _BAD and not wrong:
+                    result.bad_undecodable += 1
+                if decodable and code in _BAD and not wrong:
+                    result.bad_decodable += 1
+                    if len(result.examples) < MAX_EXAMPLES:
+                        result.examples.append(
+                            {
+                                "code": code.name,
+                                "details": details[:160],
+                                "bytes": len(payload),
+                                "head_hex": payload[:48].hex(),
+                            }
+                        )
                 if wrong:
                     result.wrong_role_inputs += 1
                     if code != grpc.StatusCode.PERMISSION_DENIED:
