@@ -760,12 +760,17 @@ def fuzz_method(
     *,
     inputs: int,
     seed: int,
+    allowed: tuple[str, ...],
+    refused: tuple[str, ...],
     concurrency: int = 8,
     timeout: float = 30.0,
 ) -> RpcResult:
-    """``inputs`` hypothesis inputs to one RPC, ``concurrency`` in flight; the codes they got."""
-    allowed = tuple(r for r in ROLES if caller.probe(target, r, method))
-    refused = tuple(r for r in ROLES if r not in allowed)
+    """``inputs`` hypothesis inputs to one RPC, ``concurrency`` in flight; the codes they got.
+
+    ``allowed``: the roles that get past the method's checks (the inputs are
+    theirs); ``refused``: the roles the service refuses outright, which send
+    one input in ten and must get PERMISSION_DENIED whatever the bytes.
+    """
     result = RpcResult(roles=allowed)
     lock = threading.Lock()
     slots = threading.BoundedSemaphore(concurrency)
@@ -852,6 +857,13 @@ def run(
                     if target is None:
                         skipped.append(service)
                         continue
+                    # A role may pass the service's certificate check and still be refused by
+                    # one method (an institution revoking a consent): its inputs would be
+                    # refused there only after decoding. The roles no method lets through
+                    # are the ones the service itself refuses, before anything else.
+                    allowed = {m.path: tuple(r for r in ROLES if caller.probe(target, r, m)) for m in methods}
+                    served = {r for roles in allowed.values() for r in roles}
+                    refused = tuple(r for r in ROLES if r not in served)
                     for i, method in enumerate(methods):
                         if methods_wanted and not any(w in method.path for w in methods_wanted):
                             continue
@@ -863,6 +875,8 @@ def run(
                             strategies,
                             inputs=inputs,
                             seed=seed * 1000 + i,
+                            allowed=allowed[method.path],
+                            refused=refused,
                             concurrency=concurrency,
                         )
                         if progress is not None:
