@@ -29,11 +29,7 @@ ALL_RPCS = [m.path for methods in fuzz.services().values() for m in methods]
 
 # RPCs still failing because of another issue's open defect: xfail(strict=True), so a fix
 # that makes one pass turns this test red until the entry is removed.
-_A2 = (
-    "issue 10 A2 (open, branch i-sec): undecodable requests get UNKNOWN (node) / INTERNAL (agent) "
-    "with a traceback each, and before the role check"
-)
-KNOWN_DEFECTS: dict[str, str] = dict.fromkeys(ALL_RPCS, _A2)
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
