@@ -26,19 +26,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from xinrong.errors import ValidationError
 from xinrong.modeling.preprocess import ColumnTransform
 
 FloatArray = npt.NDArray[np.float64]
 SHARE_FORMAT = "xinrong.vlr.model_share/1"
 CHECKPOINT_FORMAT = "xinrong.vlr.checkpoint/1"
 _CHECKPOINT_RE = re.compile(r"^(?P<party>[A-Za-z0-9._-]+)\.epoch(?P<epoch>\d{5})\.npz$")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class IdError(ValidationError, ValueError):
+    """A refused id: INVALID_ARGUMENT at an RPC boundary (a caller chose it), and
+    still a ValueError for local callers (job files, checkpoints)."""
 
 
 def check_id(value: str, what: str = "id") -> str:
-    """Ids end up in file names: refuse anything that could escape a directory."""
-    if not _SAFE_ID.match(value) or value in (".", ".."):
-        raise ValueError(f"{what} {value!r} must be 1-128 characters of [A-Za-z0-9._-]")
+    """Ids end up in file names: refuse anything that could escape a directory.
+
+    ``fullmatch``: ``$`` would accept a trailing newline. The message shows at
+    most the id's first characters: a caller may send megabytes.
+    """
+    if _SAFE_ID.fullmatch(value) is None or value in (".", ".."):
+        shown = value if len(value) <= 40 else value[:40] + f"... ({len(value)} characters)"
+        raise IdError(f"{what} {shown!r} must be 1-128 characters of [A-Za-z0-9._-]")
     return value
 
 

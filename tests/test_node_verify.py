@@ -486,3 +486,24 @@ def test_a_request_or_consent_id_with_a_trailing_character_burns_nothing(
     # The well-formed request still goes through, once.
     assert bank.Verify(verify_request(consent, ["tax.in_arrears == false"]), timeout=10).answers
     assert _status(h, consent).uses == 1
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\x0a\x01\xff"], ids=["bad-tag", "bad-utf8"])
+def test_undecodable_verify_bytes_are_invalid_argument_at_the_node(make_harness: Any, pki: Any, raw: bytes) -> None:
+    """The node runs on the asyncio runtime: undecodable bytes once answered UNKNOWN."""
+    from xinrong.rpc.channel import secure_channel
+
+    h = make_harness(["tax"])
+    assert h.node is not None
+
+    def send(creds: Any) -> Any:
+        with secure_channel(f"127.0.0.1:{h.node.port}", creds, server_role="node", server_id="node") as ch:
+            call = ch.unary_unary("/xinrong.v1.NodeService/Verify", lambda b: b, lambda b: b)
+            with pytest.raises(grpc.RpcError) as info:
+                call(raw, timeout=5)
+            return decode_rpc_error(info.value)
+
+    err = send(pki.institution("bank-a"))
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT.value)
+    err = send(pki.provider("tax"))  # a role that may not call the node is refused first
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)

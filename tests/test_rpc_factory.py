@@ -229,3 +229,39 @@ def test_a_client_hanging_up_mid_stream_is_no_internal_error(
     while time.monotonic() < deadline and not caplog.records:
         threading.Event().wait(0.05)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\x0a\x01\xff"], ids=["bad-tag", "bad-utf8"])
+def test_undecodable_requests_are_invalid_argument_after_the_role_check(
+    pki: Pki, server: RunningServer, raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that do not parse are INVALID_ARGUMENT with a reason and one log
+    line without traceback, for unary and streaming methods; a caller whose
+    role may not call the service is refused before anything is decoded."""
+    caplog.set_level("INFO", logger="xinrong.rpc.server")
+
+    def call(ch: grpc.Channel, method: str, streaming: bool) -> grpc.RpcError:
+        identity = lambda b: b  # noqa: E731
+        with pytest.raises(grpc.RpcError) as info:
+            if streaming:
+                list(
+                    ch.stream_stream(method, request_serializer=identity, response_deserializer=identity)(
+                        iter([raw]), timeout=5
+                    )
+                )
+            else:
+                ch.unary_unary(method, request_serializer=identity, response_deserializer=identity)(raw, timeout=5)
+        return info.value
+
+    methods = [("/xinrong.v1.AgentService/EvaluateClaims", False), ("/xinrong.v1.AgentService/EvaluateStream", True)]
+    with _channel(pki, server, "node", "node") as ch:
+        for method, streaming in methods:
+            err = decode_rpc_error(call(ch, method, streaming))
+            assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT.value), method
+            assert "decode" in err.message
+    with _channel(pki, server, "institution", "bank-a") as ch:
+        for method, streaming in methods:
+            err = decode_rpc_error(call(ch, method, streaming))
+            assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    assert len([r for r in caplog.records if "do not decode" in r.getMessage()]) == 2

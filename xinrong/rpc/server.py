@@ -41,7 +41,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from xinrong.errors import Reason, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_MESSAGE_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
@@ -86,17 +86,61 @@ def _failure_status(exc: Exception, method: str) -> grpc.Status:
     return status_for(Reason.INTERNAL)
 
 
+Decode = Callable[[bytes], Any]
+
+
+def _decoder(deserializer: Decode | None, method: str) -> Decode:
+    """The request decoder, run by the guard only after the caller's role passed.
+
+    Handlers are registered to receive raw bytes: gRPC's own decoding runs
+    before any handler, so bytes that do not parse answered UNKNOWN or
+    INTERNAL with a traceback logged per request, and before the role check.
+    Here a decode failure is INVALID_ARGUMENT with a reason, logged as one line.
+    """
+
+    def decode(raw: bytes) -> Any:
+        if deserializer is None:
+            return raw
+        try:
+            return deserializer(raw)
+        except Exception:
+            why = f"request bytes do not decode as the request message of {method}"
+            raise ValidationError(why, public=why) from None
+
+    return decode
+
+
+def _decoded_stream(requests: Any, decode: Decode) -> Any:
+    for raw in requests:
+        yield decode(raw)
+
+
+async def _decoded_async_stream(requests: Any, decode: Decode) -> Any:
+    async for raw in requests:
+        yield decode(raw)
+
+
 def _guard_sync(
-    behavior: Callable[..., Any], roles: frozenset[str], method: str, streaming: bool
+    behavior: Callable[..., Any],
+    roles: frozenset[str],
+    method: str,
+    streaming: bool,
+    decode: Decode,
+    request_streaming: bool,
 ) -> Callable[..., Any]:
-    """Thread runtime: role check, then the handler; any exception becomes its status."""
+    """Thread runtime: role check, then decoding, then the handler; any
+    exception becomes its status."""
+
+    def decoded(raw: Any) -> Any:
+        return _decoded_stream(raw, decode) if request_streaming else decode(raw)
+
     if streaming:
 
         def stream(request: Any, context: grpc.ServicerContext) -> Any:
             if _refused_peer(context, roles, method) is None:
                 context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
             try:
-                yield from behavior(request, context)
+                yield from behavior(decoded(request), context)
                 return
             except Exception as exc:
                 if not context.is_active():
@@ -112,7 +156,7 @@ def _guard_sync(
         if _refused_peer(context, roles, method) is None:
             context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
         try:
-            return behavior(request, context)
+            return behavior(decoded(request), context)
         except Exception as exc:
             failure = _failure_status(exc, method)
         context.abort_with_status(failure)
@@ -153,6 +197,7 @@ def _guard_async(
     *,
     request_streaming: bool,
     response_streaming: bool,
+    decode: Decode,
 ) -> Callable[..., Any]:
     """asyncio runtime: coroutine (and async generator) handlers run on the
     loop; plain ones run in ``pool``, so they may block, with their request
@@ -168,6 +213,9 @@ def _guard_async(
         remember_peer(context, peer)  # this thread's cache, for the servicer's peer_of
         return behavior(request, context)
 
+    def decoded(request: Any) -> Any:
+        return _decoded_async_stream(request, decode) if request_streaming else decode(request)
+
     def blocking(request: Any) -> Any:
         return _BlockingRequests(request, asyncio.get_running_loop()) if request_streaming else request
 
@@ -177,6 +225,7 @@ def _guard_async(
         async def unary(request: Any, context: Any) -> Any:
             peer = await admit(context)
             try:
+                request = decoded(request)
                 if on_loop:
                     return await behavior(request, context)
                 return await asyncio.get_running_loop().run_in_executor(pool, in_pool, blocking(request), context, peer)
@@ -191,6 +240,7 @@ def _guard_async(
     async def stream(request: Any, context: Any) -> Any:
         peer = await admit(context)
         try:
+            request = decoded(request)
             if async_generator:
                 async for item in behavior(request, context):
                     yield item
@@ -227,7 +277,9 @@ class _GuardedRegistrar:
         self._server.add_registered_method_handlers(service, guarded)
 
     def _guard(self, method: str, h: Any) -> Any:
-        kwargs = {"request_deserializer": h.request_deserializer, "response_serializer": h.response_serializer}
+        # Raw bytes in: the guard decodes after the role check (see _decoder).
+        kwargs = {"request_deserializer": None, "response_serializer": h.response_serializer}
+        decode = _decoder(h.request_deserializer, method)
         if self._pool is not None:
             behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
             wrapped = _guard_async(
@@ -237,6 +289,7 @@ class _GuardedRegistrar:
                 self._pool,
                 request_streaming=h.request_streaming,
                 response_streaming=h.response_streaming,
+                decode=decode,
             )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
@@ -245,17 +298,22 @@ class _GuardedRegistrar:
                 (True, True): grpc.stream_stream_rpc_method_handler,
             }[(h.request_streaming, h.response_streaming)]
             return factory(wrapped, **kwargs)
+        streams = h.request_streaming
         if h.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_guard_sync(h.unary_unary, self._roles, method, False), **kwargs)
+            return grpc.unary_unary_rpc_method_handler(
+                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams), **kwargs
+            )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_sync(h.unary_stream, self._roles, method, True), **kwargs
+                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams), **kwargs
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard_sync(h.stream_unary, self._roles, method, False), **kwargs
+                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams), **kwargs
             )
-        return grpc.stream_stream_rpc_method_handler(_guard_sync(h.stream_stream, self._roles, method, True), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(
+            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams), **kwargs
+        )
 
 
 def _options(max_message_bytes: int) -> list[tuple[str, int]]:

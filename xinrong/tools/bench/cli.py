@@ -59,6 +59,16 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     )
     evaluate.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.evaluate"))
+    from xinrong.tools.bench import fuzz
+
+    p = sub.add_parser("fuzz", help="hypothesis fuzzing of every RPC of every service against real servers over mTLS")
+    fuzz.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.fuzz"))
+    from xinrong.tools.bench import soak
+
+    p = sub.add_parser("soak", help="steady verify load at half the measured capacity; errors, latency, RSS per minute")
+    soak.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.soak"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).

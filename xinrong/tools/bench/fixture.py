@@ -31,11 +31,18 @@ class BenchPlatform:
 
 
 def one_provider_platform(
-    workdir: Path, group: ProcessGroup, *, enterprises: int, seed: int, database: dict[str, Any] | None = None
+    workdir: Path,
+    group: ProcessGroup,
+    *,
+    enterprises: int,
+    seed: int,
+    database: dict[str, Any] | None = None,
+    node_overrides: dict[str, Any] | None = None,
 ) -> BenchPlatform:
     """Data, the tax agent and the node as processes, and a consent of one enterprise for bank-a.
 
     ``database``: the node's ``[database]`` table (PostgreSQL); None keeps SQLite.
+    ``node_overrides``: more ``[node]`` settings (the soak's clock-skew window).
     """
     generate_data(workdir / "data", enterprises=enterprises, seed=seed)
     platform = deploy(
@@ -44,7 +51,7 @@ def one_provider_platform(
         institutions=["bank-a"],
         data_dir=workdir / "data",
         group=group,
-        node_overrides={"enterprise_daily_budget": UNLIMITED_BUDGET},
+        node_overrides={"enterprise_daily_budget": UNLIMITED_BUDGET, **(node_overrides or {})},
         node_database=database,
     )
     enterprise = first_enterprise(workdir / "data", "tax")

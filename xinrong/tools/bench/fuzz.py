@@ -1,0 +1,940 @@
+"""``xinrong bench fuzz``: every RPC of every service, fuzzed over mTLS against real servers.
+
+The fuzzer stands up its own platform (``xinrong.tools.localnet``: keys,
+data, a tax agent with joint modeling enabled and the node, as processes,
+in a temporary directory) and drives every method of every service in
+``xinrong.v1`` with hypothesis-generated inputs. Services and methods come
+from the protobuf descriptors, so a new RPC joins without an edit here; the
+server hosting a service is found by asking each server's gRPC health for
+the service's name, and the roles allowed to call a method by probing it
+once with an empty request from every role's certificate.
+
+Inputs are wire bytes sent through a generic stub
+(``request_serializer=lambda b: b``), so nothing a client library would
+refuse to encode is out of reach:
+
+- undecodable bytes: random garbage, truncated varints, bad wire types, a
+  string field holding invalid UTF-8, valid messages cut or bit-flipped;
+- structurally valid messages built from the request's descriptor, with
+  extreme values: strings and bytes up to a few MB, up to 10,000 repeated
+  elements, invalid UTF-8 in any string at any depth, boundary and
+  out-of-range integers, enums outside their range, NaN and infinities,
+  empty everything, unknown fields, duplicate fields;
+- valid requests of the platform (a real consent, a real claim) merged with
+  fuzzed fields (protobuf merges concatenated messages), so inputs also get
+  past the first checks;
+- a share of every method's inputs from a role that may not call it, which
+  must be refused (PERMISSION_DENIED) whatever the bytes are.
+
+Per RPC the result counts status codes, UNKNOWN and INTERNAL answers (never
+acceptable: a bad input deserves a precise status) and the tracebacks the
+hosting server logged while that RPC was fuzzed; RPCs run one after the
+other, so a traceback is attributed to the RPC being fuzzed. The resident
+memory of node and agent is read before and after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import random
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor as pb_descriptor
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from xinrong import v1 as v1_package
+from xinrong.claims import parse_claim
+from xinrong.consent import parse_consent
+from xinrong.enterprise.client import ConsentRequest, grant
+from xinrong.errors import PUBLIC_MESSAGES, Reason
+from xinrong.keys.layout import PartyCredentials
+from xinrong.rpc.channel import secure_channel
+from xinrong.tools.localnet import LocalPlatform, deploy, first_enterprise, generate_data
+from xinrong.tools.procs import ProcessGroup
+from xinrong.v1 import node_pb2, node_pb2_grpc
+
+FD = pb_descriptor.FieldDescriptor
+
+# The roles a certificate can carry; every method is probed with each.
+ROLES = ("institution", "enterprise", "node")
+# Biggest single string or bytes value (a few MB, far below the 64 MiB transport cap).
+HUGE_BYTES = 4 * 1024 * 1024
+# Most elements in one repeated field, and most bytes such a run may take.
+MANY_ELEMENTS = 10_000
+MANY_BYTES = 4 * 1024 * 1024
+# Nested messages deeper than this are left empty (descriptors may be recursive).
+MAX_DEPTH = 3
+TRACEBACK = b"Traceback (most recent call last)"
+_GUARD_REFUSAL = PUBLIC_MESSAGES[Reason.CALLER_NOT_ALLOWED]
+
+
+# --------------------------------------------------------------------------- descriptors
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC as the descriptors describe it."""
+
+    service: str  # full service name, e.g. xinrong.v1.NodeService
+    name: str
+    input: pb_descriptor.Descriptor
+    client_streaming: bool
+    server_streaming: bool
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+
+def services() -> dict[str, list[Method]]:
+    """Every service of every generated module in ``xinrong.v1``, by full name."""
+    found: dict[str, list[Method]] = {}
+    for info in pkgutil.iter_modules(v1_package.__path__):
+        if not info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"{v1_package.__name__}.{info.name}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            found[service.full_name] = [
+                Method(
+                    service=service.full_name,
+                    name=m.name,
+                    input=m.input_type,
+                    client_streaming=m.client_streaming,
+                    server_streaming=m.server_streaming,
+                )
+                for m in service.methods
+            ]
+    return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------- wire encoding
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative numbers: ten bytes of two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return _varint((number << 3) | wire_type)
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _tag(number, 2) + _varint(len(payload)) + payload
+
+
+def _zigzag(value: int) -> int:
+    return (value << 1) ^ (value >> 63)
+
+
+@dataclass(frozen=True)
+class Huge:
+    """A long value kept as a recipe (a chunk and a count) until it is encoded,
+    so hypothesis never holds megabytes in its choice sequence."""
+
+    chunk: bytes
+    count: int
+
+    def materialize(self) -> bytes:
+        return self.chunk * self.count
+
+
+@dataclass(frozen=True)
+class Many:
+    """One element of a repeated field, repeated ``count`` times on the wire."""
+
+    element: Any
+    count: int
+
+
+def _payload(value: Any) -> bytes:
+    if isinstance(value, Huge):
+        return value.materialize()
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    assert isinstance(value, bytes)
+    return value
+
+
+_VARINT_TYPES = {
+    FD.TYPE_INT32,
+    FD.TYPE_INT64,
+    FD.TYPE_UINT32,
+    FD.TYPE_UINT64,
+    FD.TYPE_BOOL,
+    FD.TYPE_ENUM,
+}
+_PACKABLE = _VARINT_TYPES | {
+    FD.TYPE_SINT32,
+    FD.TYPE_SINT64,
+    FD.TYPE_FIXED32,
+    FD.TYPE_SFIXED32,
+    FD.TYPE_FLOAT,
+    FD.TYPE_FIXED64,
+    FD.TYPE_SFIXED64,
+    FD.TYPE_DOUBLE,
+}
+
+
+def _scalar_bytes(ftype: int, value: Any) -> tuple[int, bytes]:
+    """(wire type, encoded value without tag) of one scalar."""
+    if ftype in _VARINT_TYPES:
+        return 0, _varint(int(value))
+    if ftype in (FD.TYPE_SINT32, FD.TYPE_SINT64):
+        return 0, _varint(_zigzag(int(value)))
+    if ftype in (FD.TYPE_FIXED32, FD.TYPE_SFIXED32):
+        return 5, struct.pack("<I", int(value) & 0xFFFFFFFF)
+    if ftype == FD.TYPE_FLOAT:
+        return 5, struct.pack("<f", value)
+    if ftype in (FD.TYPE_FIXED64, FD.TYPE_SFIXED64):
+        return 1, struct.pack("<Q", int(value) & 0xFFFFFFFFFFFFFFFF)
+    if ftype == FD.TYPE_DOUBLE:
+        return 1, struct.pack("<d", value)
+    raise ValueError(f"not a scalar type: {ftype}")
+
+
+def _encode_field(f: pb_descriptor.FieldDescriptor, value: Any) -> bytes:
+    """One field occurrence (a scalar, a string/bytes, an encoded message, or a Many)."""
+    if isinstance(value, Many):
+        one = _encode_field(f, value.element)
+        # Thousands of copies of a big element would be gigabytes: keep the run under MANY_BYTES.
+        return one * max(1, min(value.count, MANY_BYTES // max(1, len(one))))
+    if isinstance(value, Packed):
+        body = b"".join(_scalar_bytes(f.type, v)[1] for v in value.values)
+        return _length_delimited(f.number, body)
+    if f.type in (FD.TYPE_STRING, FD.TYPE_BYTES, FD.TYPE_MESSAGE):
+        return _length_delimited(f.number, _payload(value))
+    wire_type, body = _scalar_bytes(f.type, value)
+    return _tag(f.number, wire_type) + body
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Repeated scalars in one length-delimited run (the proto3 default)."""
+
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A field number the message does not define, with any wire type."""
+
+    number: int
+    wire: bytes  # tag and value
+
+
+def _encode_message(entries: Sequence[tuple[Any, Any]]) -> bytes:
+    """Fields as (descriptor, value) in order; (None, Unknown) for an unknown field."""
+    out = bytearray()
+    for f, value in entries:
+        if f is None:
+            out += value.wire
+        else:
+            out += _encode_field(f, value)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+_INT32 = (0, 1, -1, 2**31 - 1, -(2**31), 2**31, 2**32 - 1)
+_INT64 = (0, 1, -1, 2**63 - 1, -(2**63), 2**53, 2**32, -(2**32))
+_UINT64 = (0, 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1)
+_INVALID_UTF8 = (b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"abc\xfe", b"\x80")
+
+
+@dataclass
+class Corpus:
+    """Values that mean something to the platform, so fuzzed fields reach past the first checks.
+
+    ``strings``: ids, codes, claims and paths in the form the servers expect;
+    ``messages``: valid serialized instances by message full name (a real
+    consent, a real claim); ``requests``: valid requests by method path.
+    """
+
+    strings: list[str] = field(default_factory=list)
+    messages: dict[str, list[bytes]] = field(default_factory=dict)
+    requests: dict[str, list[bytes]] = field(default_factory=dict)
+
+
+def _int_strategy(ftype: int) -> st.SearchStrategy[int]:
+    if ftype in (FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32):
+        return st.one_of(st.sampled_from(_INT32), st.integers(-(2**31), 2**31 - 1))
+    if ftype in (FD.TYPE_UINT32, FD.TYPE_FIXED32):
+        return st.one_of(st.sampled_from((0, 1, 2**31, 2**32 - 1)), st.integers(0, 2**32 - 1))
+    if ftype in (FD.TYPE_UINT64, FD.TYPE_FIXED64):
+        return st.one_of(st.sampled_from(_UINT64), st.integers(0, 2**64 - 1))
+    if ftype == FD.TYPE_BOOL:
+        return st.sampled_from((0, 1, 2, 2**63 - 1))  # non-canonical booleans decode as true
+    return st.one_of(st.sampled_from(_INT64), st.integers(-(2**63), 2**63 - 1))  # int64, sint64, sfixed64
+
+
+def _rarely(rare: st.SearchStrategy[Any], common: st.SearchStrategy[Any], percent: int = 2) -> st.SearchStrategy[Any]:
+    """``rare`` in about ``percent`` % of draws: huge values are worth sending, not in every input."""
+    return st.integers(0, 99).flatmap(lambda n: rare if n < percent else common)
+
+
+def _huge(chunks: st.SearchStrategy[bytes]) -> st.SearchStrategy[Huge]:
+    return st.builds(
+        lambda chunk, size: Huge(chunk, max(1, size // len(chunk))),
+        chunks.filter(bool),
+        st.sampled_from((1024, 65_536, 1_000_000, HUGE_BYTES)),
+    )
+
+
+class Strategies:
+    """Hypothesis strategies for protobuf wire bytes, built from message descriptors."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self._messages: dict[tuple[str, int], st.SearchStrategy[bytes]] = {}
+        strings = [s for s in corpus.strings if s] or ["x"]
+        self.text = st.one_of(
+            st.just(""),
+            st.sampled_from(strings),
+            st.sampled_from(strings).map(lambda s: s + "\n"),  # trailing newline after a valid value
+            st.sampled_from(strings).map(lambda s: s.upper()),
+            st.text(max_size=40),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=8).map(lambda s: s * 3),
+            st.sampled_from(("\x00", "../" * 20, "%s%n", "\u202e", "a" * 300, "💥" * 50)),
+        )
+        invalid_utf8 = st.one_of(
+            st.sampled_from(_INVALID_UTF8),  # invalid UTF-8 in a string field
+            st.builds(lambda s, bad: s.encode() + bad, st.sampled_from(strings), st.sampled_from(_INVALID_UTF8)),
+        )
+        self.string_payload: st.SearchStrategy[Any] = _rarely(
+            st.one_of(_huge(st.sampled_from((b"a", b"0", b"\xe4\xbf\xa1"))), _huge(st.sampled_from(_INVALID_UTF8))),
+            _rarely(invalid_utf8, self.text, 3),
+            1,
+        )
+        self.bytes_payload: st.SearchStrategy[Any] = _rarely(
+            _huge(st.binary(min_size=1, max_size=16)),
+            st.one_of(
+                st.just(b""),
+                st.binary(max_size=64),
+                st.binary(min_size=32, max_size=32),
+                st.binary(min_size=64, max_size=64),
+                st.sampled_from(strings).map(str.encode),
+            ),
+        )
+
+    def message(self, desc: Any, depth: int = 0) -> st.SearchStrategy[bytes]:
+        """Wire bytes of one instance of ``desc`` (structurally valid, extreme values)."""
+        key = (desc.full_name, depth)
+        if key not in self._messages:
+            self._messages[key] = st.deferred(lambda: self._build_message(desc, depth))
+        return self._messages[key]
+
+    def _build_message(self, desc: pb_descriptor.Descriptor, depth: int) -> st.SearchStrategy[bytes]:
+        fields_strategy: st.SearchStrategy[Sequence[list[Any]]]
+        if depth >= MAX_DEPTH or not desc.fields:
+            fields_strategy = st.just(())
+        else:
+            per_field = [self._field_entries(f, depth) for f in desc.fields]
+            fields_strategy = st.lists(st.sampled_from(range(len(per_field))), max_size=len(per_field) + 2).flatmap(
+                lambda picks: st.tuples(*(per_field[i] for i in picks)) if picks else st.just(())
+            )
+        defined = {f.number for f in desc.fields}
+        unknown = st.lists(self._unknown(defined), max_size=3)
+        generated = st.builds(
+            lambda entries, extra, shuffle: _shuffled(
+                [e for group in entries for e in group] + [(None, u) for u in extra], shuffle
+            ),
+            fields_strategy,
+            st.one_of(st.just([]), st.just([]), unknown),
+            st.integers(0, 2**16),
+        ).map(_encode_message)
+        valid = self.corpus.messages.get(desc.full_name)
+        if not valid:
+            return generated
+        # A valid instance, alone or with fuzzed fields merged over it (later fields win or append).
+        seeded = st.builds(lambda v, extra: v + extra, st.sampled_from(valid), st.one_of(st.just(b""), generated))
+        return st.one_of(generated, seeded)
+
+    def _value(self, f: pb_descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+        if f.type == FD.TYPE_STRING:
+            return self.string_payload
+        if f.type == FD.TYPE_BYTES:
+            return self.bytes_payload
+        if f.type == FD.TYPE_MESSAGE:
+            assert f.message_type is not None
+            return self.message(f.message_type, depth + 1)
+        if f.type == FD.TYPE_ENUM:
+            assert f.enum_type is not None
+            numbers = sorted(v.number for v in f.enum_type.values)
+            return st.one_of(st.sampled_from(numbers), st.sampled_from((-1, max(numbers) + 1, 2**31 - 1, 2**40)))
+        if f.type == FD.TYPE_DOUBLE:
+            return st.floats(allow_nan=True, allow_infinity=True)
+        if f.type == FD.TYPE_FLOAT:
+            return st.floats(width=32, allow_nan=True, allow_infinity=True)
+        if f.type == FD.TYPE_GROUP:
+            return st.nothing()
+        return _int_strategy(f.type)
+
+    def _field_entries(self, f: pb_descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[list[Any]]:
+        """The occurrences of one field: one value, a list, a packed run, or thousands of copies."""
+        value = self._value(f, depth)
+        one = value.map(lambda v: [(f, v)])
+        if not f.is_repeated:
+            # A singular field twice is legal on the wire (the last one wins; messages merge).
+            return st.one_of(
+                one, one, one, st.lists(value, min_size=2, max_size=3).map(lambda vs: [(f, v) for v in vs])
+            )
+        listed = st.lists(value, max_size=6).map(lambda vs: [(f, v) for v in vs])
+        many = st.builds(
+            lambda v, n: [(f, Many(v, n))],
+            value if depth == 0 else value.filter(lambda v: not isinstance(v, Huge)),
+            st.sampled_from((100, 1000, MANY_ELEMENTS)),
+        ).filter(lambda entries: not isinstance(entries[0][1].element, Huge))
+        common: list[st.SearchStrategy[list[Any]]] = [listed]
+        rare: list[st.SearchStrategy[list[Any]]] = [many]
+        if f.type in _PACKABLE:
+            common.append(st.lists(value, max_size=8).map(lambda vs: [(f, Packed(tuple(vs)))]))
+            rare.append(st.builds(lambda v, n: [(f, Packed((v,) * n))], value, st.just(MANY_ELEMENTS)))
+        return _rarely(st.one_of(*rare), st.one_of(*common), 5)
+
+    def _unknown(self, defined: set[int]) -> st.SearchStrategy[Unknown]:
+        number = st.one_of(st.integers(1, 64), st.integers(1000, 2**29 - 1)).filter(lambda n: n not in defined)
+        return st.one_of(
+            st.builds(lambda n, v: Unknown(n, _tag(n, 0) + _varint(v)), number, st.integers(0, 2**64 - 1)),
+            st.builds(lambda n, b: Unknown(n, _length_delimited(n, b)), number, st.binary(max_size=64)),
+            _rarely(
+                st.builds(lambda n, h: Unknown(n, _length_delimited(n, h.materialize())), number, _huge(st.just(b"u"))),
+                st.builds(lambda n, b: Unknown(n, _length_delimited(n, b)), number, st.binary(max_size=8)),
+                10,
+            ),
+            st.builds(lambda n, b: Unknown(n, _tag(n, 5) + b), number, st.binary(min_size=4, max_size=4)),
+            st.builds(lambda n, b: Unknown(n, _tag(n, 1) + b), number, st.binary(min_size=8, max_size=8)),
+        )
+
+    def request(self, method: Method) -> st.SearchStrategy[bytes]:
+        """One request: undecodable bytes, a mutated valid message, or a structured extreme one."""
+        structured = self.message(method.input)
+        valid = self.corpus.requests.get(method.path, [])
+        seeded: list[st.SearchStrategy[bytes]] = []
+        if valid:
+            seeded.append(
+                st.builds(lambda v, extra: v + extra, st.sampled_from(valid), st.one_of(st.just(b""), structured))
+            )
+        undecodable = st.one_of(
+            st.sampled_from(
+                (
+                    b"\xff",
+                    b"\x0a\x01\xff",  # field 1, length 1, invalid UTF-8 (a string in most requests)
+                    b"\x0a",  # a tag without its length
+                    b"\x0a\x05ab",  # a length past the end
+                    b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # an over-long varint
+                    b"\x0b",  # group start (wire type 3)
+                    b"\x0f",  # wire type 7
+                    b"\x00",  # field number 0
+                    b"\x0a\xff\xff\xff\xff\x0f",  # a length of 4 GiB
+                )
+            ),
+            st.binary(min_size=1, max_size=128),
+            st.builds(_mutate, structured, st.integers(0, 2**32 - 1)),
+        )
+        return st.one_of(undecodable, structured, structured, structured, *seeded, *seeded)
+
+
+def _shuffled(entries: list[Any], salt: int) -> list[Any]:
+    """Fields in a hypothesis-chosen order (protobuf accepts any order)."""
+    random.Random(salt).shuffle(entries)
+    return entries
+
+
+def _mutate(data: bytes, salt: int) -> bytes:
+    """A valid message cut short, a byte flipped, or garbage inserted."""
+    rng = random.Random(salt)
+    if not data:
+        return b"\xff"
+    how = rng.randrange(3)
+    at = rng.randrange(len(data))
+    if how == 0:
+        return data[: max(1, at)]
+    if how == 1:
+        return data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1 :]
+    return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8))) + data[at:]
+
+
+def generate(strategy: st.SearchStrategy[bytes], count: int, seed: int, sink: Callable[[bytes], None]) -> int:
+    """Feed ``count`` examples of ``strategy`` to ``sink`` as hypothesis draws them (fixed seed)."""
+    seen = [0]
+
+    @hypothesis_seed(seed)
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+        report_multiple_bugs=False,
+    )
+    @given(strategy)
+    def run(data: bytes) -> None:
+        seen[0] += 1
+        sink(data)
+
+    run()
+    return seen[0]
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@dataclass
+class Target:
+    """A running server and the credentials of each role to call it with."""
+
+    name: str  # the process name in the group (node, agent-tax)
+    address: str
+    server_role: str
+    server_id: str
+
+
+@dataclass
+class Network:
+    platform: LocalPlatform
+    credentials: dict[str, PartyCredentials]
+    targets: list[Target]
+    corpus: Corpus
+
+    def pid(self, target: Target) -> int:
+        return self.platform.group.parties[target.name].proc.pid
+
+    def log_path(self, target: Target) -> Path:
+        return self.platform.group.parties[target.name].log_path
+
+
+def stand_up(workdir: Path, group: ProcessGroup, *, enterprises: int = 100, seed: int = 7) -> Network:
+    """Data, a tax agent (joint modeling on) and the node as processes; a real consent for bank-a."""
+    generate_data(workdir / "data", enterprises=enterprises, seed=seed)
+    platform = deploy(
+        workdir,
+        providers=["tax"],
+        institutions=["bank-a"],
+        data_dir=workdir / "data",
+        group=group,
+        node_overrides={"enterprise_daily_budget": 1_000_000_000},
+        agent_modeling={"tax": {"enabled": True, "allowed_institutions": ["bank-a"]}},
+    )
+    enterprise = first_enterprise(workdir / "data", "tax")
+    ent_creds = platform.enterprise(enterprise)
+    consent = grant(
+        ent_creds,
+        ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000),
+    )
+    bank = platform.party("institution", "bank-a")
+    node = platform.party("node", "node")
+    consent_id = parse_consent(consent).consent_id
+    with secure_channel(platform.node_address, bank, server_role="node", server_id="node") as ch:
+        node_pb2_grpc.NodeServiceStub(ch).RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=30)
+    claim = parse_claim("tax.credit_grade in A,B")
+    request_id = f"r-{uuid.UUID(int=1)}"
+    verify = node_pb2.VerifyRequest(
+        request_id=request_id,
+        requested_at=int(time.time()),
+        enterprise_uscc=enterprise,
+        consent_id=consent_id,
+        claims=[claim],
+    )
+    corpus = Corpus(
+        strings=[
+            consent_id,
+            enterprise,
+            request_id,
+            str(uuid.UUID(int=2)),
+            "bank-a",
+            "tax",
+            "node",
+            "credit_scoring",
+            "tax.credit_grade",
+            "tax.*",
+            "A",
+            "2026-12-31",
+            "job-1",
+            "ckks",
+            "paillier",
+            "plain",
+        ],
+        messages={
+            consent.DESCRIPTOR.full_name: [consent.SerializeToString()],
+            claim.DESCRIPTOR.full_name: [claim.SerializeToString()],
+        },
+        requests={
+            "/xinrong.v1.NodeService/Verify": [verify.SerializeToString()],
+            "/xinrong.v1.NodeService/RegisterConsent": [
+                node_pb2.RegisterConsentRequest(consent=consent).SerializeToString()
+            ],
+            "/xinrong.v1.NodeService/GetConsentStatus": [
+                node_pb2.GetConsentStatusRequest(consent_id=consent_id).SerializeToString()
+            ],
+        },
+    )
+    targets = [Target("node", platform.node_address, "node", "node")]
+    targets += [
+        Target(f"agent-{name}", f"127.0.0.1:{port}", "provider", name) for name, port in platform.provider_ports.items()
+    ]
+    creds = {"institution": bank, "enterprise": ent_creds, "node": node}
+    return Network(platform, creds, targets, corpus)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def tracebacks(path: Path) -> int:
+    try:
+        return path.read_bytes().count(TRACEBACK)
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------- calling
+
+
+_IDENTITY: Callable[[bytes], bytes] = lambda b: b  # noqa: E731
+
+
+class Caller:
+    """Generic stubs on one channel per (target, role): raw bytes in, raw bytes out."""
+
+    def __init__(self, network: Network) -> None:
+        self._network = network
+        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+
+    def channel(self, target: Target, role: str) -> grpc.Channel:
+        key = (target.name, role)
+        if key not in self._channels:
+            self._channels[key] = secure_channel(
+                target.address,
+                self._network.credentials[role],
+                server_role=target.server_role,
+                server_id=target.server_id,
+            )
+        return self._channels[key]
+
+    def call(
+        self, target: Target, role: str, method: Method, payload: bytes, timeout: float
+    ) -> tuple[grpc.StatusCode, str]:
+        """Send one input; the status (OK included) and details it ended with."""
+        ch = self.channel(target, role)
+        raw: dict[str, Any] = {"request_serializer": _IDENTITY, "response_deserializer": _IDENTITY}
+        try:
+            if method.client_streaming:
+                # The stream carries the input and then, for some inputs, a copy of it.
+                messages = [payload] if len(payload) % 2 else [payload, payload]
+                if method.server_streaming:
+                    for _ in ch.stream_stream(method.path, **raw)(iter(messages), timeout=timeout):
+                        pass
+                else:
+                    ch.stream_unary(method.path, **raw)(iter(messages), timeout=timeout)
+            elif method.server_streaming:
+                for _ in ch.unary_stream(method.path, **raw)(payload, timeout=timeout):
+                    pass
+            else:
+                ch.unary_unary(method.path, **raw)(payload, timeout=timeout)
+        except grpc.RpcError as err:
+            return err.code(), str(err.details() or "")
+        return grpc.StatusCode.OK, ""
+
+    def probe(self, target: Target, role: str, method: Method) -> bool:
+        """Whether the role gets past the role check (an empty request from its certificate)."""
+        code, details = self.call(target, role, method, b"", 30.0)
+        return not (code == grpc.StatusCode.PERMISSION_DENIED and details == _GUARD_REFUSAL)
+
+    def hosts(self, target: Target, service: str) -> bool:
+        """Whether the target serves the service (its gRPC health knows the name)."""
+        for role in ROLES:
+            try:
+                resp = health_pb2_grpc.HealthStub(self.channel(target, role)).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=10
+                )
+            except grpc.RpcError:
+                continue
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+        return False
+
+    def serving(self, target: Target) -> bool:
+        for role in ROLES:
+            try:
+                resp = health_pb2_grpc.HealthStub(self.channel(target, role)).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+                return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.RpcError:
+                continue
+        return False
+
+    def close(self) -> None:
+        for ch in self._channels.values():
+            ch.close()
+
+
+@dataclass
+class RpcResult:
+    inputs: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    tracebacks: int = 0
+    wrong_role_inputs: int = 0
+    wrong_role_not_denied: int = 0
+    roles: tuple[str, ...] = ()
+    seconds: float = 0.0
+    undecodable: int = 0
+    # UNKNOWN / INTERNAL / DEADLINE_EXCEEDED to inputs that decode: not a transport-level
+    # refusal, a handler defect (with a few examples to reproduce it).
+    bad_decodable: int = 0
+    bad_undecodable: int = 0  # the same to inputs that do not decode (issue 10 A2 while open)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"examples": self.examples} if self.examples else {}
+        return {
+            "inputs": self.inputs,
+            "codes": dict(sorted(self.codes.items())),
+            "unknown": self.codes.get("UNKNOWN", 0),
+            "internal": self.codes.get("INTERNAL", 0),
+            "tracebacks": self.tracebacks,
+            "roles": list(self.roles),
+            "wrong_role_inputs": self.wrong_role_inputs,
+            "wrong_role_not_denied": self.wrong_role_not_denied,
+            "undecodable_inputs": self.undecodable,
+            "bad_decodable": self.bad_decodable,
+            "bad_undecodable": self.bad_undecodable,
+            "seconds": round(self.seconds, 1),
+            **extra,
+        }
+
+
+_BAD = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_EXAMPLES = 3
+
+
+def decodes(method: Method, payload: bytes) -> bool:
+    """Whether the payload parses as the method's request (strict UTF-8, as the servers parse)."""
+    try:
+        message_factory.GetMessageClass(method.input).FromString(payload)
+    except DecodeError:
+        return False
+    return True
+
+
+def fuzz_method(
+    caller: Caller,
+    network: Network,
+    target: Target,
+    method: Method,
+    strategies: Strategies,
+    *,
+    inputs: int,
+    seed: int,
+    allowed: tuple[str, ...],
+    refused: tuple[str, ...],
+    concurrency: int = 8,
+    timeout: float = 30.0,
+) -> RpcResult:
+    """``inputs`` hypothesis inputs to one RPC, ``concurrency`` in flight; the codes they got.
+
+    ``allowed``: the roles that get past the method's checks (the inputs are
+    theirs); ``refused``: the roles the service refuses outright, which send
+    one input in ten and must get PERMISSION_DENIED whatever the bytes.
+    """
+    result = RpcResult(roles=allowed)
+    lock = threading.Lock()
+    slots = threading.BoundedSemaphore(concurrency)
+    pool = futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fuzz")
+    before = tracebacks(network.log_path(target))
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+
+    def send(payload: bytes, role: str, wrong: bool) -> None:
+        try:
+            code, details = caller.call(target, role, method, payload, timeout)
+            decodable = decodes(method, payload)
+            with lock:
+                result.inputs += 1
+                result.codes[code.name] += 1
+                result.undecodable += not decodable
+                if not decodable and code in _BAD and not wrong:
+                    result.bad_undecodable += 1
+                if decodable and code in _BAD and not wrong:
+                    result.bad_decodable += 1
+                    if len(result.examples) < MAX_EXAMPLES:
+                        result.examples.append(
+                            {
+                                "code": code.name,
+                                "details": details[:160],
+                                "bytes": len(payload),
+                                "head_hex": payload[:48].hex(),
+                            }
+                        )
+                if wrong:
+                    result.wrong_role_inputs += 1
+                    if code != grpc.StatusCode.PERMISSION_DENIED:
+                        result.wrong_role_not_denied += 1
+        finally:
+            slots.release()
+
+    def sink(payload: bytes) -> None:
+        # One input in ten from a role that may not call the method (when there is one).
+        wrong = bool(refused) and (not allowed or rng.random() < 0.1)
+        role = rng.choice(refused if wrong else allowed)
+        slots.acquire()
+        pool.submit(send, payload, role, wrong)
+
+    try:
+        generate(strategies.request(method), inputs, seed, sink)
+    finally:
+        pool.shutdown(wait=True)
+    result.seconds = time.monotonic() - t0
+    caller.serving(target)  # a round trip, so the server's log has caught up with the last input
+    time.sleep(0.2)
+    result.tracebacks = tracebacks(network.log_path(target)) - before
+    return result
+
+
+def run(
+    *,
+    inputs: int,
+    seed: int = 1,
+    services_wanted: Sequence[str] = (),
+    methods_wanted: Sequence[str] = (),
+    workdir: Path | None = None,
+    concurrency: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Stand up a platform, fuzz every RPC (or the services/methods named), return the JSON result."""
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="xinrong-fuzz-")
+        workdir = Path(tmp.name)
+    t0 = time.monotonic()
+    try:
+        with ProcessGroup(workdir) as group:
+            network = stand_up(workdir, group)
+            caller = Caller(network)
+            try:
+                strategies = Strategies(network.corpus)
+                rss_before = {t.name.split("-")[0]: rss_mb(network.pid(t)) for t in network.targets}
+                results: dict[str, RpcResult] = {}
+                skipped: list[str] = []
+                for service, methods in services().items():
+                    if services_wanted and not any(w in service for w in services_wanted):
+                        continue
+                    target = next((t for t in network.targets if caller.hosts(t, service)), None)
+                    if target is None:
+                        skipped.append(service)
+                        continue
+                    # A role may pass the service's certificate check and still be refused by
+                    # one method (an institution revoking a consent): its inputs would be
+                    # refused there only after decoding. The roles no method lets through
+                    # are the ones the service itself refuses, before anything else.
+                    allowed = {m.path: tuple(r for r in ROLES if caller.probe(target, r, m)) for m in methods}
+                    served = {r for roles in allowed.values() for r in roles}
+                    refused = tuple(r for r in ROLES if r not in served)
+                    for i, method in enumerate(methods):
+                        if methods_wanted and not any(w in method.path for w in methods_wanted):
+                            continue
+                        results[method.path] = fuzz_method(
+                            caller,
+                            network,
+                            target,
+                            method,
+                            strategies,
+                            inputs=inputs,
+                            seed=seed * 1000 + i,
+                            allowed=allowed[method.path],
+                            refused=refused,
+                            concurrency=concurrency,
+                        )
+                        if progress is not None:
+                            progress(f"{method.path}: {json.dumps(results[method.path].as_json())}")
+                rss_after = {t.name.split("-")[0]: rss_mb(network.pid(t)) for t in network.targets}
+                alive = {
+                    t.name.split("-")[0]: network.platform.group.parties[t.name].proc.poll() is None
+                    and caller.serving(t)
+                    for t in network.targets
+                }
+            finally:
+                caller.close()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "bench": "fuzz",
+        "rpcs": {path: r.as_json() for path, r in results.items()},
+        "rss_mb": {name: [rss_before[name], rss_after[name]] for name in rss_before},
+        "alive": alive,
+        "services_not_served": skipped,
+        "inputs_per_rpc": inputs,
+        "seed": seed,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", type=int, default=1000, help="inputs per RPC (default 1000)")
+    p.add_argument("--seed", type=int, default=1, help="hypothesis seed (default 1)")
+    p.add_argument(
+        "--service", action="append", default=[], help="fuzz only services whose name contains this (repeatable)"
+    )
+    p.add_argument(
+        "--method", action="append", default=[], help="fuzz only methods whose path contains this (repeatable)"
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="inputs in flight per RPC (default 8)")
+    p.add_argument("--workdir", type=Path, default=None, help="keep keys, data and server logs here")
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = run(
+        inputs=args.inputs,
+        seed=args.seed,
+        services_wanted=args.service,
+        methods_wanted=args.method,
+        workdir=args.workdir,
+        concurrency=args.concurrency,
+        progress=None if args.json else progress,
+    )
+    if not args.json:
+        bad = {p: r for p, r in result["rpcs"].items() if r["unknown"] or r["internal"] or r["tracebacks"]}
+        print(f"fuzzed {len(result['rpcs'])} RPCs x {args.inputs} inputs; {len(bad)} with UNKNOWN/INTERNAL/tracebacks")
+    print(json.dumps(result))
+    return 0
