@@ -85,6 +85,12 @@ log = logging.getLogger(__name__)
 VERDICT_CONTEXT = "xinrong.v1.Verdict"
 INDICATOR_CONTEXT = "xinrong.v1.Indicator"
 BUNDLE_CONTENT_TYPE = "xinrong.v1.AnswerBundle"
+# A sealed bundle is padded to (items in the request) x this, so its length
+# depends only on the request shape the node already knows, never on the
+# answers (a bracket's edges, a grade's name, NO_DATA). One signed verdict or
+# indicator is ~300-450 bytes; the bucket leaves room for the longest field,
+# claim text and ids the limits allow (test_agent_evaluate checks every answer).
+BUNDLE_ITEM_PAD_BYTES = 1024
 # Printable ASCII without spaces: the id is bound into the HPKE info, which
 # joins its parts with NUL, so it must never contain one.
 
@@ -315,6 +321,7 @@ class ProviderAgent:
                 recipient_public_raw=audience.sealing_public_raw,
                 content_type=BUNDLE_CONTENT_TYPE,
                 context=request_id,
+                pad_to=len(needs) * BUNDLE_ITEM_PAD_BYTES,
             )
             txn.record(
                 AnswerLogEntry(
