@@ -36,6 +36,25 @@ MAX_NONCE_BYTES = 64
 MAX_SCOPE_ITEMS = 256
 MAX_REVOCATION_BYTES = 4 * 1024
 
+# Per-method request ceilings, far below the transport's: the server guard
+# refuses a larger request with INVALID_ARGUMENT naming the limit before it
+# is decoded. A Verify carries ids and up to 64 short claims (~10 KB at most);
+# an agent request adds the signed consent and the audience's binding.
+_SMALL = 16 * 1024
+MAX_REQUEST_BYTES: dict[str, int] = {
+    "/xinrong.v1.NodeService/RegisterConsent": 64 * 1024,
+    "/xinrong.v1.NodeService/RevokeConsent": _SMALL,
+    "/xinrong.v1.NodeService/GetConsentStatus": _SMALL,
+    "/xinrong.v1.NodeService/Verify": 256 * 1024,
+    "/xinrong.v1.NodeService/GetIndicators": 256 * 1024,
+    "/xinrong.v1.NodeService/ListParties": _SMALL,
+    "/xinrong.v1.NodeService/GetCatalog": _SMALL,
+    "/xinrong.v1.AgentService/EvaluateClaims": 256 * 1024,
+    "/xinrong.v1.AgentService/EvaluateIndicators": 256 * 1024,
+    "/xinrong.v1.AgentService/UpdateConsentStatus": 64 * 1024,
+    "/xinrong.v1.AgentService/GetAgentInfo": _SMALL,
+}
+
 __all__ = [
     "MAX_CONSENT_BYTES",
     "MAX_ITEMS_PER_REQUEST",
@@ -44,6 +63,7 @@ __all__ = [
     "MAX_PROVIDERS",
     "MAX_PSI_IDS",
     "MAX_PSI_POINTS",
+    "MAX_REQUEST_BYTES",
     "MAX_REVOCATION_BYTES",
     "MAX_SCOPE_ITEMS",
     "MAX_SCORE_ROWS",

@@ -43,7 +43,7 @@ from grpc_reflection.v1alpha import reflection
 
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
-from xinrong.limits import MAX_MESSAGE_BYTES
+from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import status_for, status_for_error
 
@@ -98,7 +98,12 @@ def _decoder(deserializer: Decode | None, method: str) -> Decode:
     Here a decode failure is INVALID_ARGUMENT with a reason, logged as one line.
     """
 
+    limit = MAX_REQUEST_BYTES.get(method)
+
     def decode(raw: bytes) -> Any:
+        if limit is not None and len(raw) > limit:
+            why = f"request of {method} is larger than its limit of {limit} bytes"
+            raise ValidationError(why, public=why)
         if deserializer is None:
             return raw
         try:
