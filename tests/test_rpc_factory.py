@@ -265,3 +265,50 @@ def test_undecodable_requests_are_invalid_argument_after_the_role_check(
             assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
     assert len([r for r in caplog.records if "do not decode" in r.getMessage()]) == 2
+
+
+def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
+    """gRPC's concurrency limit once counted health checks, so a node busy with
+    its full budget failed liveness. Health now sits outside the budget."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class _Stuck(_Agent):
+        def GetAgentInfo(self, request: Any, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
+            release.wait(20)
+            return agent_pb2.GetAgentInfoResponse(provider="tax")
+
+    running = build_server(
+        pki.provider("tax"),
+        "127.0.0.1:0",
+        [
+            ServiceBinding(
+                "xinrong.v1.AgentService",
+                lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(_Stuck(), s),
+                frozenset({"node"}),
+            )
+        ],
+        max_workers=1,  # a budget of 16 calls
+        runtime="asyncio",
+    )
+    running.set_serving(True)
+    try:
+        with _channel(pki, running, "node", "node") as ch:
+            stub = agent_pb2_grpc.AgentServiceStub(ch)
+            stuck = [stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30) for _ in range(16)]
+            time.sleep(1.0)
+            started = time.monotonic()
+            health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(grpc.RpcError) as info:  # the budget itself still holds
+                stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert decode_rpc_error(info.value).reason == "SERVER_BUSY"
+            release.set()
+            assert all(f.result(timeout=20).provider == "tax" for f in stuck)
+    finally:
+        release.set()
+        running.stop(0)
