@@ -312,3 +312,48 @@ def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
     finally:
         release.set()
         running.stop(0)
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_sigterm_stops_a_process_with_a_stuck_call_within_grace_and_margin(
+    pki: Pki, runtime: str, tmp_path: Any
+) -> None:
+    """An agent once stayed up 30 s after SIGTERM with calls in flight."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from xinrong.rpc.server import HARD_STOP_MARGIN_SECONDS
+
+    grace = 1.0
+    port_file = tmp_path / "port"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "support.stuck_server", str(pki.root), runtime, str(grace), str(port_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        creds = pki.node
+        ch = secure_channel(f"127.0.0.1:{port}", creds, server_role="provider", server_id="tax")
+        call = agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=60)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "in flight"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace + HARD_STOP_MARGIN_SECONDS + 5)
+        assert time.monotonic() - started < grace + HARD_STOP_MARGIN_SECONDS + 1.5
+        with pytest.raises(grpc.RpcError):
+            call.result(timeout=5)
+        ch.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

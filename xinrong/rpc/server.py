@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import socket
 import threading
@@ -402,6 +403,16 @@ def _reflected(names: tuple[str, ...]) -> tuple[str, ...]:
     return (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
 
 
+# Seconds after the grace period before a signalled process exits regardless.
+HARD_STOP_MARGIN_SECONDS = 2.0
+
+
+def _hard_stop(after: float) -> None:
+    log.warning("still running %.1fs after the stop signal (calls stuck in flight): exiting now", after)
+    logging.shutdown()
+    os._exit(1)
+
+
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -413,6 +424,7 @@ class RunningServer:
         self.port = port
         self.service_names = service_names
         self._stopped = threading.Event()
+        self._hard_stop_armed = threading.Event()
 
     def set_serving(self, serving: bool) -> None:
         """Report readiness: health answers SERVING only after the party says so."""
@@ -428,10 +440,23 @@ class RunningServer:
         self.set_serving(False)
         self._stop(grace)
 
-    def install_signal_handlers(self, grace: float = 5.0) -> None:
+    def install_signal_handlers(self, grace: float = 5.0, hard_margin: float = HARD_STOP_MARGIN_SECONDS) -> None:
+        """SIGTERM / SIGINT: a graceful stop of at most ``grace`` seconds, then
+        a hard stop. gRPC cancels calls still running after the grace period,
+        but a handler stuck in its own code keeps its worker thread, and the
+        interpreter waits for pool threads at exit: an agent once stayed up
+        30 s after SIGTERM. So the process exits ``grace + hard_margin``
+        seconds after the signal whatever is in flight (state stores commit
+        per transaction, so a hard exit loses only the calls in flight)."""
+
         def handler(signum: int, _frame: object) -> None:
-            log.info("signal %d: stopping gracefully", signum)
+            log.info("signal %d: stopping gracefully (at most %.1fs)", signum, grace)
             threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
+            if not self._hard_stop_armed.is_set():
+                self._hard_stop_armed.set()
+                timer = threading.Timer(grace + hard_margin, _hard_stop, args=(grace + hard_margin,))
+                timer.daemon = True
+                timer.start()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
