@@ -29,6 +29,16 @@ is acceptable:
   memory holds the sender's raw data already.
 * Against compromise of the recipient's X25519 key, both schemes are equal:
   HPKE base mode has no forward secrecy against the recipient key.
+
+Padding. AEAD ciphertexts are as long as their plaintexts, and the relaying
+node knows what it routed (the field, the form), so an answer whose encoding
+length varies (a bracket's edges, a grade's name) would be read off the box
+length. Every plaintext is therefore padded here, before either scheme seals
+it, to a length chosen by the sender from what the node already knows:
+``pad_to`` (e.g. items in the request times a fixed per-item bucket), or by
+default the next size of a fixed ladder (powers of two from 256 bytes, then
+multiples of 64 KiB). Padding is ISO/IEC 7816-4: a 0x80 byte, then zeros;
+``open`` removes it and refuses a box whose padding is malformed.
 """
 
 from __future__ import annotations
@@ -54,6 +64,42 @@ from xinrong.v1 import common_pb2
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _NONCE_BYTES = 12
 _SESSION_KEY_BYTES = 32
+
+
+_PAD_MARKER = 0x80
+MIN_PADDED_BYTES = 256
+_PAD_STEP = 64 * 1024
+
+
+def padded_length(length: int, pad_to: int | None = None) -> int:
+    """The length a plaintext of ``length`` bytes is padded to.
+
+    With ``pad_to``: the smallest multiple of it that holds the plaintext and
+    the marker byte (callers choose ``pad_to`` so every possible answer to a
+    request fits in one). Without: the default ladder.
+    """
+    needed = length + 1
+    if pad_to is not None:
+        if pad_to <= 0:
+            raise ValueError("pad_to must be positive")
+        return -(-needed // pad_to) * pad_to
+    if needed <= _PAD_STEP:
+        return max(MIN_PADDED_BYTES, 1 << (needed - 1).bit_length())
+    return -(-needed // _PAD_STEP) * _PAD_STEP
+
+
+def pad(plaintext: bytes, pad_to: int | None = None) -> bytes:
+    """``plaintext`` || 0x80 || zeros, to ``padded_length``."""
+    size = padded_length(len(plaintext), pad_to)
+    return plaintext + b"\x80" + bytes(size - len(plaintext) - 1)
+
+
+def unpad(padded: bytes) -> bytes:
+    """The plaintext inside ``pad``'s output; ``SignatureError`` if the padding is malformed."""
+    body = padded.rstrip(b"\x00")
+    if not body or body[-1] != _PAD_MARKER:
+        raise SignatureError("sealed box has malformed padding")
+    return body[:-1]
 
 
 def _info(content_type: str, recipient_id: str, context: str) -> bytes:
@@ -111,21 +157,23 @@ class SealingKey:
             raise SignatureError("sealed box is not addressed to this recipient, type or context")
         if box.scheme == common_pb2.SEALING_SCHEME_HPKE:
             try:
-                return _SUITE.decrypt(box.ciphertext, self._key, info=_info(content_type, recipient_id, context))
+                padded = _SUITE.decrypt(box.ciphertext, self._key, info=_info(content_type, recipient_id, context))
             except Exception:  # cryptography raises InvalidTag and others; all mean "cannot open"
                 raise SignatureError("sealed box cannot be opened") from None
+            return unpad(padded)
         if box.scheme == common_pb2.SEALING_SCHEME_HPKE_SESSION:
             if len(box.ciphertext) < _NONCE_BYTES:
                 raise SignatureError("sealed box cannot be opened")
             aead = self._session(box.wrapped_key, content_type, recipient_id)
             try:
-                return aead.decrypt(
+                padded = aead.decrypt(
                     box.ciphertext[:_NONCE_BYTES],
                     box.ciphertext[_NONCE_BYTES:],
                     _session_aad(content_type, recipient_id, context, box.wrapped_key),
                 )
             except Exception:
                 raise SignatureError("sealed box cannot be opened") from None
+            return unpad(padded)
         raise SignatureError("sealed box has no known sealing scheme")
 
     def agree(self, peer_public_raw: bytes) -> bytes:
@@ -175,11 +223,18 @@ def _recipient(public_raw: bytes) -> tuple[X25519PublicKey, str]:
 
 
 def seal(
-    plaintext: bytes, *, recipient_id: str, recipient_public_raw: bytes, content_type: str, context: str
+    plaintext: bytes,
+    *,
+    recipient_id: str,
+    recipient_public_raw: bytes,
+    content_type: str,
+    context: str,
+    pad_to: int | None = None,
 ) -> common_pb2.SealedBox:
-    """Seal plaintext to a recipient's X25519 public key (taken from a CA-verified binding)."""
+    """Seal plaintext, padded (see ``pad``), to a recipient's X25519 public key
+    (taken from a CA-verified binding)."""
     public, key_id = _recipient(recipient_public_raw)
-    ciphertext = _SUITE.encrypt(plaintext, public, info=_info(content_type, recipient_id, context))
+    ciphertext = _SUITE.encrypt(pad(plaintext, pad_to), public, info=_info(content_type, recipient_id, context))
     return common_pb2.SealedBox(
         recipient_id=recipient_id,
         recipient_key_id=key_id,
@@ -238,9 +293,17 @@ class SessionSealer:
         return _Session(aead=AESGCM(key), wrapped_key=wrapped, key_id=key_id, started=now, pid=os.getpid())
 
     def seal(
-        self, plaintext: bytes, *, recipient_id: str, recipient_public_raw: bytes, content_type: str, context: str
+        self,
+        plaintext: bytes,
+        *,
+        recipient_id: str,
+        recipient_public_raw: bytes,
+        content_type: str,
+        context: str,
+        pad_to: int | None = None,
     ) -> common_pb2.SealedBox:
-        """Seal plaintext to a recipient's X25519 public key (taken from a CA-verified binding)."""
+        """Seal plaintext, padded (see ``pad``), to a recipient's X25519 public
+        key (taken from a CA-verified binding)."""
         slot = (recipient_id, recipient_public_raw, content_type)
         now = self._clock()
         with self._lock:
@@ -262,7 +325,7 @@ class SessionSealer:
             session.boxes = counter + 1
         nonce = counter.to_bytes(_NONCE_BYTES, "big")
         sealed = session.aead.encrypt(
-            nonce, plaintext, _session_aad(content_type, recipient_id, context, session.wrapped_key)
+            nonce, pad(plaintext, pad_to), _session_aad(content_type, recipient_id, context, session.wrapped_key)
         )
         return common_pb2.SealedBox(
             recipient_id=recipient_id,

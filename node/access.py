@@ -19,9 +19,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from xinrong.cache import BoundedCache
+from xinrong.cache import BoundedCache, digest_key
 from xinrong.catalog import Catalog, Form
-from xinrong.claims import CheckedClaim, check_claim, check_indicator, claim_text
+from xinrong.claims import (
+    CLAIM_CACHE_BYTES,
+    CheckedClaim,
+    check_claim,
+    check_indicator,
+    checked_claim_weight,
+    claim_text,
+)
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.node.admission import INDICATORS, VERIFICATION, AccessRequest, Admission, Admitted, Ask, Purpose, Subject
 from xinrong.node.audit import claims_digest
@@ -89,7 +96,9 @@ class _ClaimsAsk:
         texts: list[str] = []
         items: dict[str, list[Any]] = {}
         for claim in self.claims:
-            key = claim.SerializeToString(deterministic=True)
+            # A digest, not the bytes: a claim may carry megabytes of unknown
+            # fields, and the key would keep them (A3: 40 calls took 361 MB).
+            key = digest_key(claim.SerializeToString(deterministic=True))
             checked = self.cache.get(key)
             if checked is None:
                 # Banks ask the same published ladder steps all day. A refused
@@ -141,7 +150,9 @@ class AccessService:
         self._agents = agents
         self._catalog = catalog
         self._max_claims = max_claims
-        self.claim_cache: BoundedCache[bytes, CheckedClaim] = BoundedCache(4096)
+        self.claim_cache: BoundedCache[bytes, CheckedClaim] = BoundedCache(
+            4096, max_bytes=CLAIM_CACHE_BYTES, weigh=checked_claim_weight
+        )
 
     async def verify(self, caller: Peer, req: VerifyInput) -> Answers:
         asking = _ClaimsAsk(req.claims, self._catalog, self._max_claims, self.claim_cache)

@@ -192,10 +192,16 @@ class Refused(Exception):
         self.token = token
 
 
-@functools.lru_cache(maxsize=65_536)
 def _valid_uscc(code: str) -> bool:
-    """USCC syntax (check characters); cached: the same enterprises are asked about all day."""
-    return len(code) == 18 and uscc_mod.is_valid(code)
+    """USCC syntax (check characters). The length is checked before the
+    cache, so the cache holds 18-character keys only, never a caller's junk."""
+    return len(code) == 18 and _valid_uscc_18(code)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _valid_uscc_18(code: str) -> bool:
+    """Cached: the same enterprises are asked about all day."""
+    return uscc_mod.is_valid(code)
 
 
 class Admission:

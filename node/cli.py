@@ -285,13 +285,22 @@ def _consents_list(args: argparse.Namespace) -> int:
                         "state": consent_state_name(shown),
                         "uses": uses,
                         "max_uses": consent.max_uses,
-                        "valid_until": dt.datetime.fromtimestamp(consent.valid_until, dt.UTC).isoformat(),
+                        "valid_until": iso_time(consent.valid_until),
                         "pending_revocation_pushes": sorted(pushes.get(cid, [])),
                     },
                     sort_keys=True,
                 )
             )
     return 0
+
+
+def iso_time(seconds: int) -> str:
+    """ISO text of a Unix time; the bare number if it is outside what a
+    datetime holds (consents stored before the node bounded timestamps)."""
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def _index_show(args: argparse.Namespace) -> int:

@@ -94,6 +94,8 @@ class ConsentLifecycle:
         try:
             verified = verify_signed_consent(self.ca, signed)
             binding = self.registry.verify(signed.enterprise_binding, role=ENTERPRISE, party_id=verified.enterprise)
+        except ValidationError as exc:  # a size or timestamp limit: INVALID_ARGUMENT naming it
+            raise self._refuse(event, exc, now) from None
         except (ConsentError, SignatureError) as exc:
             raise self._refuse(event, ConsentError(f"consent not authentic: {exc.detail}"), now) from None
         consent = verified.consent
@@ -177,7 +179,10 @@ class ConsentLifecycle:
         if record is None or record.enterprise != caller.party_id:
             raise self._refuse(event, ConsentError("unknown consent or not the caller's"), now)
         event = _replace(event, enterprise=record.enterprise)
-        verified_with = self._verify_revocation(signed, record)
+        try:
+            verified_with = self._verify_revocation(signed, record)
+        except ValidationError as exc:
+            raise self._refuse(event, exc, now) from None
         if verified_with is None:
             raise self._refuse(event, ConsentError("revocation not authentic"), now)
         revocation, binding = verified_with

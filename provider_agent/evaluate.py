@@ -47,13 +47,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from xinrong import ids
-from xinrong.cache import BoundedCache
+from xinrong.cache import BoundedCache, digest_key
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import (
+    CLAIM_CACHE_BYTES,
     CheckedClaim,
     FieldValue,
     check_claim,
     check_indicator,
+    checked_claim_weight,
     evaluate,
     format_decimal,
 )
@@ -87,6 +89,12 @@ log = logging.getLogger(__name__)
 VERDICT_CONTEXT = "xinrong.v1.Verdict"
 INDICATOR_CONTEXT = "xinrong.v1.Indicator"
 BUNDLE_CONTENT_TYPE = "xinrong.v1.AnswerBundle"
+# A sealed bundle is padded to (items in the request) x this, so its length
+# depends only on the request shape the node already knows, never on the
+# answers (a bracket's edges, a grade's name, NO_DATA). One signed verdict or
+# indicator is ~300-450 bytes; the bucket leaves room for the longest field,
+# claim text and ids the limits allow (test_agent_evaluate checks every answer).
+BUNDLE_ITEM_PAD_BYTES = 1024
 # Printable ASCII without spaces: the id is bound into the HPKE info, which
 # joins its parts with NUL, so it must never contain one.
 
@@ -145,6 +153,15 @@ class _CachedConsent:
     binding_not_after: int
 
 
+CONSENT_CACHE_BYTES = 32 * 1024 * 1024
+BINDING_CACHE_BYTES = 4 * 1024 * 1024
+
+
+def _consent_weight(key: tuple[bytes, ...], cached: _CachedConsent) -> int:
+    """The key's bytes and the parsed consent they verified (its signed copy included)."""
+    return sum(map(len, key)) + cached.verified.signed.ByteSize() + cached.verified.consent.ByteSize()
+
+
 def _typed(spec: FieldSpec, cell: object) -> FieldValue:
     """A stored JSON cell back to the typed value claims evaluate on."""
     if cell is None:
@@ -195,9 +212,17 @@ class ProviderAgent:
         self._sealer = sealer if sealer is not None else SessionSealer()
         # Objections, repairs and pauses of the enterprises (xinrong.provider_agent.subject).
         self._subject = subject
-        self._consents: BoundedCache[tuple[bytes, ...], _CachedConsent] = BoundedCache(cache_size)
-        self._audiences: BoundedCache[tuple[bytes, ...], VerifiedBinding] = BoundedCache(cache_size)
-        self._claims: BoundedCache[bytes, CheckedClaim] = BoundedCache(cache_size)
+        # Bounded in bytes as well as entries (A3): keys hold the verified
+        # bytes in full (a forged signature must never hit), so they weigh.
+        self._consents: BoundedCache[tuple[bytes, ...], _CachedConsent] = BoundedCache(
+            cache_size, max_bytes=CONSENT_CACHE_BYTES, weigh=_consent_weight
+        )
+        self._audiences: BoundedCache[tuple[bytes, ...], VerifiedBinding] = BoundedCache(
+            cache_size, max_bytes=BINDING_CACHE_BYTES, weigh=lambda key, _v: 2 * sum(map(len, key))
+        )
+        self._claims: BoundedCache[bytes, CheckedClaim] = BoundedCache(
+            cache_size, max_bytes=CLAIM_CACHE_BYTES, weigh=checked_claim_weight
+        )
         self._revoked: dict[str, frozenset[str]] = {}
         self._revoked_lock = threading.Lock()
         for r in state.revocations():
@@ -251,7 +276,7 @@ class ProviderAgent:
         """Probing policy and ownership of one claim. Only accepted claims are
         cached (by their exact bytes); a refused one is re-checked every time,
         so the cache cannot be grown with junk."""
-        key = claim.SerializeToString(deterministic=True)
+        key = digest_key(claim.SerializeToString(deterministic=True))
         hit = self._claims.get(key)
         if hit is not None:
             return hit
@@ -322,6 +347,7 @@ class ProviderAgent:
                 recipient_public_raw=audience.sealing_public_raw,
                 content_type=BUNDLE_CONTENT_TYPE,
                 context=request_id,
+                pad_to=len(needs) * BUNDLE_ITEM_PAD_BYTES,
             )
             txn.record(
                 AnswerLogEntry(

@@ -496,14 +496,16 @@ def test_undecodable_verify_bytes_are_invalid_argument_at_the_node(make_harness:
     h = make_harness(["tax"])
     assert h.node is not None
 
-    def send(creds: Any) -> Any:
+    def send(creds: Any, method: str) -> Any:
         with secure_channel(f"127.0.0.1:{h.node.port}", creds, server_role="node", server_id="node") as ch:
-            call = ch.unary_unary("/xinrong.v1.NodeService/Verify", lambda b: b, lambda b: b)
+            call = ch.unary_unary(method, lambda b: b, lambda b: b)
             with pytest.raises(grpc.RpcError) as info:
                 call(raw, timeout=5)
             return decode_rpc_error(info.value)
 
-    err = send(pki.institution("bank-a"))
-    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT.value)
-    err = send(pki.provider("tax"))  # a role that may not call the node is refused first
-    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
+    # The node's own service and the modeling service it hosts share the factory's guard.
+    for method in ("/xinrong.v1.NodeService/Verify", "/xinrong.v1.ModelingService/CreateJob"):
+        err = send(pki.institution("bank-a"), method)
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT.value), method
+        err = send(pki.provider("tax"), method)  # a role that may not call the node is refused first
+        assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)

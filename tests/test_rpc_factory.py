@@ -265,3 +265,95 @@ def test_undecodable_requests_are_invalid_argument_after_the_role_check(
             assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, Reason.CALLER_NOT_ALLOWED.value)
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
     assert len([r for r in caplog.records if "do not decode" in r.getMessage()]) == 2
+
+
+def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
+    """gRPC's concurrency limit once counted health checks, so a node busy with
+    its full budget failed liveness. Health now sits outside the budget."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class _Stuck(_Agent):
+        def GetAgentInfo(self, request: Any, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
+            release.wait(20)
+            return agent_pb2.GetAgentInfoResponse(provider="tax")
+
+    running = build_server(
+        pki.provider("tax"),
+        "127.0.0.1:0",
+        [
+            ServiceBinding(
+                "xinrong.v1.AgentService",
+                lambda s: agent_pb2_grpc.add_AgentServiceServicer_to_server(_Stuck(), s),
+                frozenset({"node"}),
+            )
+        ],
+        max_workers=1,  # a budget of 16 calls
+        runtime="asyncio",
+    )
+    running.set_serving(True)
+    try:
+        with _channel(pki, running, "node", "node") as ch:
+            stub = agent_pb2_grpc.AgentServiceStub(ch)
+            stuck = [stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30) for _ in range(16)]
+            time.sleep(1.0)
+            started = time.monotonic()
+            health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(grpc.RpcError) as info:  # the budget itself still holds
+                stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert decode_rpc_error(info.value).reason == "SERVER_BUSY"
+            release.set()
+            assert all(f.result(timeout=20).provider == "tax" for f in stuck)
+    finally:
+        release.set()
+        running.stop(0)
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_sigterm_stops_a_process_with_a_stuck_call_within_grace_and_margin(
+    pki: Pki, runtime: str, tmp_path: Any
+) -> None:
+    """An agent once stayed up 30 s after SIGTERM with calls in flight."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from xinrong.rpc.server import HARD_STOP_MARGIN_SECONDS
+
+    grace = 1.0
+    port_file = tmp_path / "port"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "support.stuck_server", str(pki.root), runtime, str(grace), str(port_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        creds = pki.node
+        ch = secure_channel(f"127.0.0.1:{port}", creds, server_role="provider", server_id="tax")
+        call = agent_pb2_grpc.AgentServiceStub(ch).GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=60)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "in flight"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace + HARD_STOP_MARGIN_SECONDS + 5)
+        assert time.monotonic() - started < grace + HARD_STOP_MARGIN_SECONDS + 1.5
+        with pytest.raises(grpc.RpcError):
+            call.result(timeout=5)
+        ch.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

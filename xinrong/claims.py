@@ -101,6 +101,15 @@ class CheckedClaim:
     text: str
 
 
+# Bytes any party spends caching checked claims (xinrong.cache weighs entries).
+CLAIM_CACHE_BYTES = 4 * 1024 * 1024
+
+
+def checked_claim_weight(key: bytes, checked: CheckedClaim) -> int:
+    """What a cached checked claim holds: its key and its canonical claim and text."""
+    return len(key) + checked.claim.ByteSize() + len(checked.text.encode())
+
+
 def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
     """Enforce catalog and probing policy; return the canonical claim.
 

@@ -27,6 +27,15 @@ from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.signing import SigningKey
+from xinrong.limits import (
+    MAX_CONSENT_BYTES,
+    MAX_NONCE_BYTES,
+    MAX_REVOCATION_BYTES,
+    MAX_SCOPE_ITEMS,
+    MAX_SIGNED_CONSENT_BYTES,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+)
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM, PURPOSE_TO_PROTO
 from xinrong.v1 import common_pb2
 
@@ -42,6 +51,38 @@ def _date(text: str, what: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise ValidationError(f"{what} {text!r} is not a YYYY-MM-DD date") from None
+
+
+def _refuse(why: str) -> ValidationError:
+    """INVALID_ARGUMENT whose public message names the limit: it is about the
+    caller's own bytes, so it reveals nothing about anyone else."""
+    return ValidationError(why, public=why)
+
+
+def check_timestamp(value: int, what: str) -> None:
+    """A wire timestamp (Unix seconds) inside the sane window, else INVALID_ARGUMENT."""
+    if not MIN_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise _refuse(f"{what} must be a Unix time between {MIN_TIMESTAMP} (2000) and {MAX_TIMESTAMP} (2100)")
+
+
+def check_signed_consent_size(signed: common_pb2.SignedConsent) -> None:
+    """Size limits checked before any signature work (``xinrong.limits``)."""
+    if len(signed.consent) > MAX_CONSENT_BYTES:
+        raise _refuse(f"consent is larger than {MAX_CONSENT_BYTES} bytes")
+    if signed.ByteSize() > MAX_SIGNED_CONSENT_BYTES:
+        raise _refuse(f"signed consent is larger than {MAX_SIGNED_CONSENT_BYTES} bytes")
+
+
+def check_consent_fields(consent: common_pb2.Consent) -> None:
+    """Field limits and timestamp windows of a parsed consent."""
+    if len(consent.nonce) > MAX_NONCE_BYTES:
+        raise _refuse(f"consent nonce is longer than {MAX_NONCE_BYTES} bytes")
+    if len(consent.scope) > MAX_SCOPE_ITEMS:
+        raise _refuse(f"consent scope has more than {MAX_SCOPE_ITEMS} items")
+    check_timestamp(consent.valid_from, "consent valid_from")
+    check_timestamp(consent.valid_until, "consent valid_until")
+    if consent.issued_at:
+        check_timestamp(consent.issued_at, "consent issued_at")
 
 
 def parse_scope(catalog: Catalog, specs: Iterable[str]) -> list[common_pb2.ConsentScopeItem]:
@@ -104,6 +145,8 @@ def build_consent(
         raise ValidationError("data period ends before it starts")
     if valid_until <= valid_from:
         raise ValidationError("consent validity ends before it starts")
+    check_timestamp(valid_from, "consent valid_from")
+    check_timestamp(valid_until, "consent valid_until")
     if max_uses < 1:
         raise ValidationError("max uses must be at least 1")
     return common_pb2.Consent(
@@ -168,7 +211,10 @@ class VerifiedConsent:
 
 
 def verify_signed_consent(ca: CaVerifier, signed: common_pb2.SignedConsent) -> VerifiedConsent:
-    """Authenticity only. Every failure is the uniform ACCESS_DENIED."""
+    """Authenticity, plus size and timestamp limits. Every authenticity
+    failure is the uniform ACCESS_DENIED; a limit is INVALID_ARGUMENT naming
+    it (sizes before any signature work, timestamps once parsed)."""
+    check_signed_consent_size(signed)
     try:
         binding = verify_binding(ca, signed.enterprise_binding, expect_role="enterprise")
         binding.verify_key.verify(CONSENT_CONTEXT, signed.consent, signed.signature)
@@ -182,6 +228,7 @@ def verify_signed_consent(ca: CaVerifier, signed: common_pb2.SignedConsent) -> V
         raise ConsentError("consent not signed by the enterprise it names")
     if not consent.consent_id or not consent.grantee_id:
         raise ConsentError("consent lacks an id or grantee")
+    check_consent_fields(consent)
     scope: dict[str, frozenset[Form]] = {}
     for item in consent.scope:
         forms = frozenset(PROTO_TO_FORM[f] for f in item.forms if f in PROTO_TO_FORM)
@@ -195,6 +242,8 @@ def verify_revocation(
     ca: CaVerifier, signed: common_pb2.SignedConsentRevocation, enterprise_binding: common_pb2.SignedPartyBinding
 ) -> common_pb2.ConsentRevocation:
     """A revocation is authentic if the enterprise's CA-bound key signed it."""
+    if signed.ByteSize() > MAX_REVOCATION_BYTES:
+        raise _refuse(f"signed revocation is larger than {MAX_REVOCATION_BYTES} bytes")
     try:
         binding = verify_binding(ca, enterprise_binding, expect_role="enterprise")
         binding.verify_key.verify(REVOCATION_CONTEXT, signed.revocation, signed.signature)
@@ -206,6 +255,9 @@ def verify_revocation(
         raise ConsentError("revocation does not parse") from None
     if revocation.enterprise_uscc != binding.party_id:
         raise ConsentError("revocation not signed by the enterprise it names")
+    if len(revocation.nonce) > MAX_NONCE_BYTES:
+        raise _refuse(f"revocation nonce is longer than {MAX_NONCE_BYTES} bytes")
+    check_timestamp(revocation.revoked_at, "revocation revoked_at")
     return revocation
 
 

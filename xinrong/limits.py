@@ -21,12 +21,54 @@ MAX_PSI_POINTS = 2_000_000  # blinded points an agent takes in one PSI message (
 MAX_SCORE_ROWS = 200_000  # rows per ScoreJobRows call (the bank chunks larger sets)
 MAX_SCORE_SUBJECTS = 20_000  # enterprises per ScoreEnterprises call: every signed consent goes to each agent
 
+# Timestamps (Unix seconds) a party accepts from the wire: consents' validity
+# and issue times, revocations. Outside this window a value is nonsense (and
+# +-2**63 once crashed `node consents list` with OSError 75).
+MIN_TIMESTAMP = 946_684_800  # 2000-01-01T00:00:00Z
+MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+# Consents: a real one is ~300 bytes (a 16-byte nonce, a scope of catalog
+# fields); everything is bounded so no caller can make a party hold or relay
+# megabytes per consent (a 20 MB nonce was once accepted and kept forever).
+MAX_CONSENT_BYTES = 16 * 1024  # the signed Consent message
+MAX_SIGNED_CONSENT_BYTES = 32 * 1024  # consent + signature + enterprise binding
+MAX_NONCE_BYTES = 64
+MAX_SCOPE_ITEMS = 256
+MAX_REVOCATION_BYTES = 4 * 1024
+
+# Per-method request ceilings, far below the transport's: the server guard
+# refuses a larger request with INVALID_ARGUMENT naming the limit before it
+# is decoded. A Verify carries ids and up to 64 short claims (~10 KB at most);
+# an agent request adds the signed consent and the audience's binding.
+_SMALL = 16 * 1024
+MAX_REQUEST_BYTES: dict[str, int] = {
+    "/xinrong.v1.NodeService/RegisterConsent": 64 * 1024,
+    "/xinrong.v1.NodeService/RevokeConsent": _SMALL,
+    "/xinrong.v1.NodeService/GetConsentStatus": _SMALL,
+    "/xinrong.v1.NodeService/Verify": 256 * 1024,
+    "/xinrong.v1.NodeService/GetIndicators": 256 * 1024,
+    "/xinrong.v1.NodeService/ListParties": _SMALL,
+    "/xinrong.v1.NodeService/GetCatalog": _SMALL,
+    "/xinrong.v1.AgentService/EvaluateClaims": 256 * 1024,
+    "/xinrong.v1.AgentService/EvaluateIndicators": 256 * 1024,
+    "/xinrong.v1.AgentService/UpdateConsentStatus": 64 * 1024,
+    "/xinrong.v1.AgentService/GetAgentInfo": _SMALL,
+}
+
 __all__ = [
+    "MAX_CONSENT_BYTES",
     "MAX_ITEMS_PER_REQUEST",
     "MAX_MESSAGE_BYTES",
+    "MAX_NONCE_BYTES",
     "MAX_PROVIDERS",
     "MAX_PSI_IDS",
     "MAX_PSI_POINTS",
+    "MAX_REQUEST_BYTES",
+    "MAX_REVOCATION_BYTES",
+    "MAX_SCOPE_ITEMS",
     "MAX_SCORE_ROWS",
     "MAX_SCORE_SUBJECTS",
+    "MAX_SIGNED_CONSENT_BYTES",
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
 ]

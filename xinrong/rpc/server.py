@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import socket
 import threading
@@ -37,15 +38,18 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
-from xinrong.limits import MAX_MESSAGE_BYTES
+from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
-from xinrong.rpc.errors import status_for, status_for_error
+from xinrong.rpc.errors import DOMAIN, status_for, status_for_error
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,12 @@ def _decoder(deserializer: Decode | None, method: str) -> Decode:
     Here a decode failure is INVALID_ARGUMENT with a reason, logged as one line.
     """
 
+    limit = MAX_REQUEST_BYTES.get(method)
+
     def decode(raw: bytes) -> Any:
+        if limit is not None and len(raw) > limit:
+            why = f"request of {method} is larger than its limit of {limit} bytes"
+            raise ValidationError(why, public=why)
         if deserializer is None:
             return raw
         try:
@@ -164,6 +173,38 @@ def _guard_sync(
     return unary
 
 
+class _CallBudget:
+    """Concurrent guarded calls on the asyncio runtime (only touched on the loop).
+
+    gRPC's ``maximum_concurrent_rpcs`` counts every call, health checks too,
+    so a node busy with 256 calls failed its liveness probe and would be
+    restarted by an orchestrator. The budget lives in the guard instead:
+    health and reflection are not guarded, so they always answer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def enter(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
+def _busy_status(limit: int) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason="SERVER_BUSY", domain=DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    message = f"server busy: {limit} calls in flight; retry later"
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
+
+
 async def _abort(context: Any, status: grpc.Status) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -198,6 +239,7 @@ def _guard_async(
     request_streaming: bool,
     response_streaming: bool,
     decode: Decode,
+    budget: _CallBudget | None = None,
 ) -> Callable[..., Any]:
     """asyncio runtime: coroutine (and async generator) handlers run on the
     loop; plain ones run in ``pool``, so they may block, with their request
@@ -223,6 +265,15 @@ def _guard_async(
     if not response_streaming:
 
         async def unary(request: Any, context: Any) -> Any:
+            if budget is not None and not budget.enter():
+                await _abort(context, _busy_status(budget.limit))
+            try:
+                return await guarded_unary(request, context)
+            finally:
+                if budget is not None:
+                    budget.leave()
+
+        async def guarded_unary(request: Any, context: Any) -> Any:
             peer = await admit(context)
             try:
                 request = decoded(request)
@@ -238,6 +289,16 @@ def _guard_async(
     async_generator = inspect.isasyncgenfunction(behavior)
 
     async def stream(request: Any, context: Any) -> Any:
+        if budget is not None and not budget.enter():
+            await _abort(context, _busy_status(budget.limit))
+        try:
+            async for item in guarded_stream(request, context):
+                yield item
+        finally:
+            if budget is not None:
+                budget.leave()
+
+    async def guarded_stream(request: Any, context: Any) -> Any:
         peer = await admit(context)
         try:
             request = decoded(request)
@@ -261,10 +322,13 @@ class _GuardedRegistrar:
     """Stands in for the server in generated ``add_*Servicer_to_server``
     functions and registers each handler wrapped in the guard."""
 
-    def __init__(self, server: Any, roles: frozenset[str], pool: futures.Executor | None) -> None:
+    def __init__(
+        self, server: Any, roles: frozenset[str], pool: futures.Executor | None, budget: _CallBudget | None = None
+    ) -> None:
         self._server = server
         self._roles = roles
         self._pool = pool
+        self._budget = budget
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         # The generated code also registers each method by name below; that
@@ -290,6 +354,7 @@ class _GuardedRegistrar:
                 request_streaming=h.request_streaming,
                 response_streaming=h.response_streaming,
                 decode=decode,
+                budget=self._budget,
             )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
@@ -338,6 +403,16 @@ def _reflected(names: tuple[str, ...]) -> tuple[str, ...]:
     return (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
 
 
+# Seconds after the grace period before a signalled process exits regardless.
+HARD_STOP_MARGIN_SECONDS = 2.0
+
+
+def _hard_stop(after: float) -> None:
+    log.warning("still running %.1fs after the stop signal (calls stuck in flight): exiting now", after)
+    logging.shutdown()
+    os._exit(1)
+
+
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -349,6 +424,7 @@ class RunningServer:
         self.port = port
         self.service_names = service_names
         self._stopped = threading.Event()
+        self._hard_stop_armed = threading.Event()
 
     def set_serving(self, serving: bool) -> None:
         """Report readiness: health answers SERVING only after the party says so."""
@@ -364,10 +440,23 @@ class RunningServer:
         self.set_serving(False)
         self._stop(grace)
 
-    def install_signal_handlers(self, grace: float = 5.0) -> None:
+    def install_signal_handlers(self, grace: float = 5.0, hard_margin: float = HARD_STOP_MARGIN_SECONDS) -> None:
+        """SIGTERM / SIGINT: a graceful stop of at most ``grace`` seconds, then
+        a hard stop. gRPC cancels calls still running after the grace period,
+        but a handler stuck in its own code keeps its worker thread, and the
+        interpreter waits for pool threads at exit: an agent once stayed up
+        30 s after SIGTERM. So the process exits ``grace + hard_margin``
+        seconds after the signal whatever is in flight (state stores commit
+        per transaction, so a hard exit loses only the calls in flight)."""
+
         def handler(signum: int, _frame: object) -> None:
-            log.info("signal %d: stopping gracefully", signum)
+            log.info("signal %d: stopping gracefully (at most %.1fs)", signum, grace)
             threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
+            if not self._hard_stop_armed.is_set():
+                self._hard_stop_armed.set()
+                timer = threading.Timer(grace + hard_margin, _hard_stop, args=(grace + hard_margin,))
+                timer.daemon = True
+                timer.start()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -522,9 +611,11 @@ def _build_asyncio(
     names = tuple(s.name for s in services)
 
     async def start() -> tuple[Any, Any, int]:
-        server = grpc.aio.server(options=_options(max_message_bytes), maximum_concurrent_rpcs=max_workers * 16)
+        # No maximum_concurrent_rpcs: it would count health checks (see _CallBudget).
+        server = grpc.aio.server(options=_options(max_message_bytes))
+        budget = _CallBudget(max_workers * 16)
         for s in services:
-            s.register(_GuardedRegistrar(server, s.allowed_roles, pool))
+            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget))
         health_servicer = AsyncHealthServicer()
         for name in ("", *names):  # the asyncio servicer starts out SERVING
             await health_servicer.set(name, _NOT_SERVING)
