@@ -13,7 +13,7 @@ order, and every decision, allowed or refused, is an audit entry:
  5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
     (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
  6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT (no consent id at all: step 8)
- 7. each provider routable                               PROVIDER_UNAVAILABLE
+ 7. each provider routable                               PROVIDER_NOT_CONNECTED
  8. consent lookup                                       ACCESS_DENIED (uniform)
  9. consent use: grantee, state, window, scope, purpose  CONSENT_* / CLAIM_OUT_OF_SCOPE
 10. budgets: per consent, per day, per enterprise        CONSENT_USES_EXHAUSTED, CONSENT_DAILY_LIMIT,
@@ -62,7 +62,7 @@ from xinrong import ids
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Form
 from xinrong.consent import check_consent_use
-from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.jsontext import string_array
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
@@ -313,7 +313,7 @@ class Admission:
                 _check_subject_syntax(single)
             unroutable = sorted(set(plan.ask.items) - set(self._routable()))
             if unroutable:
-                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+                raise provider_not_connected(unroutable)
         except XinrongError as exc:
             plan.shape = exc
         plan.consult = plan.shape is None
@@ -513,7 +513,7 @@ class Admission:
                 _check_subject_syntax(single)
             unroutable = sorted(set(ask.items) - set(self._routable()))
             if unroutable:
-                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+                raise provider_not_connected(unroutable)
         except XinrongError as exc:
             shape_error = exc
         day = utc_day(now)

@@ -56,7 +56,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.limits import MAX_PROVIDERS, MAX_PSI_IDS
 from xinrong.modeling.he.base import SCHEMES, HESecret, keygen
 from xinrong.modeling.vlr.errors import VlrError
@@ -142,11 +142,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                 raise ValidationError(f"a job needs 1..{MAX_PROVIDERS} distinct providers")
             unroutable = sorted(set(providers) - self._channels.providers)
             if unroutable:
-                raise XinrongError(
-                    f"no agent configured for {unroutable}",
-                    reason=Reason.PROVIDER_UNAVAILABLE,
-                    public=f"providers {unroutable} are not configured at this node",
-                )
+                raise provider_not_connected(unroutable)
             bindings = []
             for p in providers:
                 b = self._core.registry.get("provider", p)

@@ -45,6 +45,7 @@ STATUS_OF: dict[Reason, grpc.StatusCode] = {
     Reason.ENTERPRISE_BUDGET_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.CALLER_NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.PROVIDER_NOT_CONNECTED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
