@@ -85,6 +85,7 @@ class NodeCore:
             max_clock_skew_seconds=config.max_clock_skew_seconds,
             routable=lambda: agents.providers,
             clock=clock,
+            down=agents.down,
         )
         self.access = AccessService(self.admission, agents, catalog, max_claims=config.max_claims_per_request)
         self.lifecycle = ConsentLifecycle(

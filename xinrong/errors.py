@@ -84,6 +84,11 @@ class XinrongError(Exception):
     """Base of every domain error; carries a public reason and a private detail."""
 
     default_reason = Reason.INTERNAL
+    # False when the request provably reached no data (the agent refused, or
+    # was never reached): the node then refunds the enterprise's budget.
+    data_read = True
+    # Seconds after which a retry may succeed; sent as google.rpc.RetryInfo.
+    retry_after: float | None = None
 
     def __init__(self, detail: str = "", *, reason: Reason | None = None, public: str | None = None) -> None:
         self.reason = reason or self.default_reason
