@@ -170,7 +170,8 @@ class ModelingHub(TrainingSteps, ScoringSteps):
             created_ms=_now_ms(now),
             updated_ms=_now_ms(now),
         )
-        job = _Job(record=record, bank=bank, he_params=he_params)
+        job = _Job(record=record, bank=bank, he_params=he_params, touched=now)
+        self.expire_idle()
         with self._lock:
             try:
                 existing = self._jobs.get(job_id)
@@ -194,7 +195,17 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                             reason=Reason.FAILED_PRECONDITION,
                             public=f"job {job_id!r} is {previous.state}; resume it (--resume) or choose a new job id",
                         )
-                live = sum(1 for j in self._jobs.values() if j.record.state in (store.CREATED, store.RUNNING))
+                running = [j for j in self._jobs.values() if j.record.state in (store.CREATED, store.RUNNING)]
+                mine = sum(1 for j in running if j.record.institution == caller.party_id and j.job_id != job_id)
+                cap = self._config.modeling_max_jobs_per_institution
+                if mine >= cap:
+                    raise XinrongError(
+                        "too many jobs of this institution",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"institution {caller.party_id} runs {mine} modeling jobs already (the per-institution "
+                        f"limit is {cap}); finish one, or wait for an abandoned one to expire",
+                    )
+                live = len(running)
                 if live >= self._config.modeling_max_jobs:
                     raise XinrongError(
                         "too many jobs",
