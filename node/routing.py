@@ -448,6 +448,19 @@ class AgentPool:
             raise failure
         return answers
 
+    def reachable(self, name: str, timeout: float = 0.2) -> bool:
+        """Whether the agent's push channel connects within ``timeout`` (it also starts connecting)."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return False
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            ready.cancel()
+            return False
+
     def push_revocation(
         self, providers: Sequence[str], request: agent_pb2.UpdateConsentStatusRequest
     ) -> dict[str, PushOutcome]:

@@ -172,6 +172,10 @@ class NodeCore:
         """Retry due (or, with force, all) unacknowledged revocation pushes; returns acks."""
         return self.lifecycle.retry_pending_pushes(force=force)
 
+    def deliver_reconnected(self) -> int:
+        """Pending revocations to agents that are reachable again, at once (node.lifecycle)."""
+        return self.lifecycle.deliver_reconnected()
+
     def maintain(self) -> None:
         """Periodic housekeeping: forget expired replay ids and past budget days."""
         now = self.clock()
