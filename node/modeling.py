@@ -63,7 +63,7 @@ from xinrong.modeling.vlr.errors import VlrError
 from xinrong.modeling.vlr_state import check_id
 from xinrong.node import modeling_store as store
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import OPEN_TIMEOUT_SECONDS, _Job, _now_ms
+from xinrong.node.modeling_jobs import _Job, _now_ms
 from xinrong.node.modeling_scoring import ScoringSteps
 from xinrong.node.modeling_training import TrainingSteps
 from xinrong.rpc.auth import Peer
@@ -232,7 +232,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                         request,
                         "OpenJob",
                         wait_for_ready=True,
-                        timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS),
+                        timeout=self._timeout,
                     ),
                 )
             except XinrongError as exc:

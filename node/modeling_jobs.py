@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import grpc
+
 from xinrong import ids
 from xinrong.errors import Reason, XinrongError
 from xinrong.keys.binding import VerifiedBinding
@@ -30,13 +32,17 @@ from xinrong.node.audit import AuditEvent, Decision
 from xinrong.node.modeling_links import AgentModelingChannels, AgentStepError, Observer, WireMeter, call_agent
 from xinrong.node.service import NodeCore
 from xinrong.rpc.auth import Peer
+from xinrong.rpc.errors import RemoteError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 INSTITUTION = "institution"
-OPEN_TIMEOUT_SECONDS = 10.0  # OpenJob waits this long for an agent that is (re)connecting
+# OpenJob waits this long for an agent that is (re)connecting; the call itself then
+# gets the full step deadline, since opening a job reads the provider's dataset
+# (minutes for a large one from a cold page cache: issue 10, A15).
+OPEN_TIMEOUT_SECONDS = 10.0
 
 
 def _now_ms(now: float) -> int:
@@ -309,6 +315,12 @@ class JobRegistry:
         wait_for_ready: bool = False,
         timeout: float | None = None,
     ) -> Any:
+        if wait_for_ready and not self._channels.reachable(provider, OPEN_TIMEOUT_SECONDS):
+            raise AgentStepError(
+                provider,
+                step,
+                RemoteError(grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE.value, "not reachable"),
+            )
         return call_agent(
             self._channels.stub(provider),
             method,

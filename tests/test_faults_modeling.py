@@ -76,3 +76,32 @@ def test_the_config_defaults_bound_jobs_per_institution(tmp_path: Path) -> None:
     fields = NodeConfig.model_fields
     assert fields["modeling_max_jobs_per_institution"].default < fields["modeling_max_jobs"].default
     assert fields["modeling_job_idle_seconds"].default > 0
+
+
+def test_opening_a_job_gets_the_step_deadline_not_the_reconnect_wait(
+    platform: Platform,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A15: OpenJob reads the provider's dataset (minutes at FATE's shape from a cold cache);
+    its deadline is the step deadline. Only the wait for a reconnecting agent is short."""
+    from xinrong.node import modeling, modeling_jobs
+    from xinrong.provider_agent.modeling import AgentModeling
+
+    monkeypatch.setattr(modeling_jobs, "OPEN_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(modeling, "OPEN_TIMEOUT_SECONDS", 0.5, raising=False)
+    slow_open = AgentModeling.open_job
+
+    def open_job(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)  # a cold dataset read
+        return slow_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(AgentModeling, "open_job", open_job)
+    _create(platform, "bank-a", "slow-open")
+    assert _state(platform, "slow-open").state == modeling_pb2.MODELING_JOB_STATE_CREATED
+    # A provider that is down is still reported at once, by name.
+    platform.agents["tax"].stop(0.2)
+    started = time.monotonic()
+    with pytest.raises(RemoteError) as info:
+        _create(platform, "bank-a", "down-open")
+    assert info.value.reason == "PROVIDER_UNAVAILABLE" and "provider tax" in info.value.message
+    assert time.monotonic() - started < 5
