@@ -214,3 +214,63 @@ def test_revoke_while_an_agent_is_down_is_enforced_within_seconds_of_its_return(
             break
         assert time.monotonic() - back < 5.0, "the returning agent did not learn of the revocation within 5 s"
         time.sleep(0.1)
+
+
+def _records(plat: LocalPlatform, provider: str) -> tuple[int, int]:
+    """(periods, records of the newest period) in the agent's data store."""
+    db = Path(plat.workdir) / "state" / f"agent-{provider}.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (periods,) = conn.execute("SELECT count(*) FROM periods").fetchone()
+        (rows,) = conn.execute(
+            "SELECT count(*) FROM records WHERE period_id = (SELECT max(id) FROM periods)"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(periods), int(rows)
+
+
+def test_kill_9_during_csv_import_is_all_or_nothing(platform: tuple[LocalPlatform, GroundTruth]) -> None:
+    import csv
+    import subprocess
+    import sys
+
+    from xinrong import uscc
+
+    plat, truth = platform
+    source = Path(plat.workdir) / "data" / "tax.csv"
+    big = Path(plat.workdir) / "tax-big.csv"
+    with source.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        template = next(reader)
+    column = header.index("uscc")
+    with big.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for n in range(150_000):
+            row = list(template)
+            row[column] = uscc.make("9", "1", "130100", f"{n:08d}")
+            writer.writerow(row)
+    before = _records(plat, "tax")
+    command = [sys.executable, "-m", "xinrong.tools.cli", "agent", "import"]
+    command += ["--config", str(plat.agent_configs["tax"]), "--csv", str(big)]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2.5)  # start-up, then rows streaming into the import's transaction
+        assert proc.poll() is None, "the import finished before it could be killed; make the file larger"
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _records(plat, "tax") == before, "a killed import must leave the previous period untouched"
+    # The agent still serves the previous period.
+    target = _holder(truth, "tax", 21)
+    consent = _consent(plat, target, ("tax.*",))
+    with _bank(plat) as bank:
+        assert bank.verify(target, ["tax.in_arrears == false"], consent) is not None
