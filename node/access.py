@@ -206,7 +206,7 @@ class AccessService:
                 requests, recipient_id=admitted.request.caller.party_id, durable_token=admitted.token
             )
         except XinrongError as failure:
-            self._admission.failed(admitted, failure.reason.value)
+            self._admission.failed(admitted, failure.reason.value, data_read=failure.data_read)
             raise
         except asyncio.CancelledError:
             # The institution hung up (or its deadline passed) while agents

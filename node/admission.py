@@ -13,7 +13,8 @@ order, and every decision, allowed or refused, is an audit entry:
  5. what is asked, against the catalog's probing policy  INVALID_ARGUMENT, UNKNOWN_FIELD,
     (the service's ``Ask``)                              THRESHOLD_NOT_PUBLISHED, FORM_NOT_ALLOWED, ...
  6. USCC syntax (check characters), consent id syntax    INVALID_ARGUMENT (no consent id at all: step 8)
- 7. each provider routable                               PROVIDER_UNAVAILABLE
+ 7. each provider routable                               PROVIDER_NOT_CONNECTED
+    and its agent not known down (breaker open)          PROVIDER_UNAVAILABLE + retry-after
  8. consent lookup                                       ACCESS_DENIED (uniform)
  9. consent use: grantee, state, window, scope, purpose  CONSENT_* / CLAIM_OUT_OF_SCOPE
 10. budgets: per consent, per day, per enterprise        CONSENT_USES_EXHAUSTED, CONSENT_DAILY_LIMIT,
@@ -34,6 +35,16 @@ concurrency; and a timed-out agent may well have read the data and signed
 an answer that was lost on the way, so "attempted access" is the only
 count the node can stand behind. The audit log then holds an ALLOWED entry
 followed by a FAILED entry (``Admission.failed``) with the reason.
+
+The enterprise's daily budget is the one exception (issue 10, A6): it is
+shared by every institution, so an agent outage must not let one bank's
+retries shut every other bank out for the day. When the failure provably
+reached no data (every agent concerned refused the request, or the call was
+never handed to it: ``XinrongError.data_read`` is False), ``failed``
+refunds the enterprise's budget; the consent's own use, the replay id and
+the audit entries stay. A timeout after the call left is not refunded (the
+agent may have read the data). And while a provider's agent is known down,
+step 7 refuses at once with a retry-after, consuming nothing.
 
 Steps 4-10 and their writes (replay id, uses, budget, audit entry) run
 under the database lock as one unit, left uncommitted
@@ -62,7 +73,7 @@ from xinrong import ids
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Form
 from xinrong.consent import check_consent_use
-from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError
+from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.jsontext import string_array
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
@@ -219,8 +230,10 @@ class Admission:
         max_clock_skew_seconds: float,
         routable: Callable[[], Collection[str]],
         clock: Callable[[], float],
+        down: Callable[[Collection[str]], XinrongError | None] = lambda providers: None,
     ) -> None:
-        """``routable()`` names the providers that have an agent right now."""
+        """``routable()`` names the providers that have an agent; ``down(providers)``
+        is the refusal for those whose agent is known down right now, or None."""
         self._db = db
         self._registry = registry
         self._consents = consents
@@ -229,6 +242,7 @@ class Admission:
         self._audit = audit
         self._skew = max_clock_skew_seconds
         self._routable = routable
+        self._down = down
         self._clock = clock
 
     # -- the two ways to wait ------------------------------------------------
@@ -255,8 +269,11 @@ class Admission:
         self._db.wait_durable(admitted.token)
         return admitted
 
-    def failed(self, admitted: Admitted, reason: str) -> None:
+    def failed(self, admitted: Admitted, reason: str, *, data_read: bool = True) -> None:
         """After an ALLOWED entry: the answer never reached the caller (agent failure, hang-up).
+
+        ``data_read=False``: no agent read anything, so the enterprise's
+        budget is refunded (module docstring).
 
         On a shared database, called from the event loop, the entries are
         written by a worker thread (the loop never blocks on the network);
@@ -264,9 +281,13 @@ class Admission:
         """
         ts_ms = int(self._clock() * 1000)
 
+        day = utc_day(ts_ms / 1000)
+
         def write() -> None:
             with self._db.transaction() as tx:
                 for subject in admitted.admitted:
+                    if not data_read:
+                        self._budget.refund(tx, subject.subject.enterprise, day)
                     self._audit.append(
                         tx, dataclasses.replace(subject.event, decision=Decision.FAILED, reason=reason), ts_ms
                     )
@@ -330,7 +351,10 @@ class Admission:
                 _check_subject_syntax(single)
             unroutable = sorted(set(plan.ask.items) - set(self._routable()))
             if unroutable:
-                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+                raise provider_not_connected(unroutable)
+            outage = self._down(plan.ask.items)
+            if outage is not None:
+                raise outage
         except XinrongError as exc:
             plan.shape = exc
         plan.consult = plan.shape is None
@@ -530,7 +554,10 @@ class Admission:
                 _check_subject_syntax(single)
             unroutable = sorted(set(ask.items) - set(self._routable()))
             if unroutable:
-                raise XinrongError(f"no agent configured for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+                raise provider_not_connected(unroutable)
+            outage = self._down(ask.items)
+            if outage is not None:
+                raise outage
         except XinrongError as exc:
             shape_error = exc
         day = utc_day(now)

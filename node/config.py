@@ -20,6 +20,8 @@ system whose limits are a privacy control.
     enterprise_daily_budget = 200
     modeling_step_timeout_seconds = 300   # joint modeling: deadline per agent call
     modeling_max_jobs = 4                 # modeling jobs held in memory at once
+    modeling_max_jobs_per_institution = 2 # of those, one institution's at most
+    modeling_job_idle_seconds = 900       # a job nobody drives this long expires
     # modeling_allow_insecure = false     # plain backend / short keys: tests only
 
     # Optional: the node on PostgreSQL, as one of several replicas sharing it.
@@ -190,6 +192,10 @@ class NodeConfig(Section):
     # and the deadline of each agent's part (a million enterprises: seconds).
     evaluation_dir: ConfigPath | None = None
     evaluation_timeout_seconds: float = Field(600.0, ge=1.0)
+    # Of those, one institution's at most: one bank cannot block the others.
+    modeling_max_jobs_per_institution: int = Field(2, ge=1)
+    # A job nobody drives for this long loses its lease: FAILED, key dropped.
+    modeling_job_idle_seconds: float = Field(900.0, ge=0.1)
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -331,6 +337,8 @@ def render_template(
         '# sqlite_synchronous = "NORMAL"        # FULL: fsync on every commit',
         "# modeling_step_timeout_seconds = 300  # joint modeling: deadline per agent call",
         "# modeling_max_jobs = 4                # joint-modeling jobs held in memory at once",
+        "# modeling_max_jobs_per_institution = 2  # of those, one institution's at most",
+        "# modeling_job_idle_seconds = 900      # a job idle this long expires (FAILED, key dropped)",
     ]
     for name, address in providers:
         lines += [

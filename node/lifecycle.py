@@ -7,12 +7,20 @@ acknowledges (``ConsentRegistry`` persists who did), so an agent that was
 down learns of the revocation when it is back; agents also refuse on their
 own once the node refuses, so the push is defence in depth for an agent
 asked directly.
+
+Delivery is bounded (issue 10, A13): a failed push backs off from the retry
+interval up to ``MAX_BACKOFF_SECONDS``, but a provider with an unacknowledged
+push is also watched (``deliver_reconnected``, every ``WATCH_SECONDS`` from
+the node's maintenance): as soon as its agent accepts a connection again,
+every pending revocation for it is pushed at once, whatever the backoff. An
+agent that comes back learns of a revocation within about a second.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +41,9 @@ log = logging.getLogger(__name__)
 
 INSTITUTION = "institution"
 ENTERPRISE = "enterprise"
+
+MAX_BACKOFF_SECONDS = 300.0
+WATCH_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class ConsentLifecycle:
         self._node_id = node_id
         self._retry_seconds = retry_seconds
         self.clock = clock
+        # Providers with an unacknowledged push: watched for their agent's return.
+        self._waiting: set[str] = set()
+        self._waiting_lock = threading.Lock()
 
     def _record(self, event: AuditEvent, now: float) -> None:
         with self.db.transaction() as tx:
@@ -260,8 +274,11 @@ class ConsentLifecycle:
                         int(now * 1000),
                     )
                 else:
-                    # Exponential backoff from the retry interval, capped at an hour.
-                    delay = min(interval * 2 ** min(state.attempts, 12), max(interval, 3600.0))
+                    # Exponential backoff from the retry interval, capped; an agent's
+                    # return is noticed sooner by ``deliver_reconnected``.
+                    delay = min(interval * 2 ** min(state.attempts, 12), max(interval, MAX_BACKOFF_SECONDS))
+                    with self._waiting_lock:
+                        self._waiting.add(provider)
                     self.consents.push_failed(tx, record, provider, outcome.reason, now, delay)
                     log.warning(
                         "revocation push of consent %s to %s failed (%s); retry in %.0fs",
@@ -281,6 +298,31 @@ class ConsentLifecycle:
         for record, providers in due.values():
             outcomes = self._push(record, providers)
             acked += sum(1 for o in outcomes.values() if o.acked)
+        return acked
+
+    def deliver_reconnected(self) -> int:
+        """Push every pending revocation to watched providers whose agent connects again; returns acks."""
+        with self._waiting_lock:
+            waiting = sorted(self._waiting)
+        if not waiting:
+            return 0
+        back = {p for p in waiting if self.agents.reachable(p)}
+        if not back:
+            return 0
+        due: dict[str, tuple[ConsentRecord, list[str]]] = {}
+        still: set[str] = set()
+        for record, provider in self.consents.pending_pushes(self.clock(), force=True):
+            if provider in back:
+                due.setdefault(record.consent_id, (record, []))[1].append(provider)
+        with self._waiting_lock:
+            self._waiting -= back  # a failure below adds the provider again
+        acked = 0
+        for record, providers in due.values():
+            outcomes = self._push(record, providers)
+            acked += sum(1 for o in outcomes.values() if o.acked)
+            still.update(p for p, o in outcomes.items() if not o.acked)
+        if acked:
+            log.info("revocations delivered to returning agents %s: %d", sorted(back - still), acked)
         return acked
 
 

@@ -181,6 +181,21 @@ class EnterpriseBudget:
 
         tx.on_commit(commit)
 
+    def refund(self, tx: Transaction, enterprise: str, day: int) -> None:
+        """Give back one use that provably reached no data (node.admission, A6)."""
+        tx.execute(
+            "UPDATE enterprise_daily_uses SET uses = uses - 1 WHERE enterprise = ? AND day = ? AND uses > 0",
+            (enterprise, day),
+        )
+
+        def commit() -> None:
+            with self._lock:
+                key = (enterprise, day)
+                if self._uses.get(key, 0) > 0:
+                    self._uses[key] -= 1
+
+        tx.on_commit(commit)
+
     def prune_memory(self, now: float) -> None:
         """Drop counters of past days from memory (they stay on disk for operators)."""
         today = utc_day(now)

@@ -56,14 +56,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.limits import MAX_PROVIDERS, MAX_PSI_IDS
 from xinrong.modeling.he.base import SCHEMES, HESecret, keygen
 from xinrong.modeling.vlr.errors import VlrError
 from xinrong.modeling.vlr_state import check_id
 from xinrong.node import modeling_store as store
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import OPEN_TIMEOUT_SECONDS, _Job, _now_ms
+from xinrong.node.modeling_jobs import _Job, _now_ms
 from xinrong.node.modeling_scoring import ScoringSteps
 from xinrong.node.modeling_training import TrainingSteps
 from xinrong.rpc.auth import Peer
@@ -142,11 +142,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                 raise ValidationError(f"a job needs 1..{MAX_PROVIDERS} distinct providers")
             unroutable = sorted(set(providers) - self._channels.providers)
             if unroutable:
-                raise XinrongError(
-                    f"no agent configured for {unroutable}",
-                    reason=Reason.PROVIDER_UNAVAILABLE,
-                    public=f"providers {unroutable} are not configured at this node",
-                )
+                raise provider_not_connected(unroutable)
             bindings = []
             for p in providers:
                 b = self._core.registry.get("provider", p)
@@ -174,7 +170,8 @@ class ModelingHub(TrainingSteps, ScoringSteps):
             created_ms=_now_ms(now),
             updated_ms=_now_ms(now),
         )
-        job = _Job(record=record, bank=bank, he_params=he_params)
+        job = _Job(record=record, bank=bank, he_params=he_params, touched=now)
+        self.expire_idle()
         with self._lock:
             try:
                 existing = self._jobs.get(job_id)
@@ -198,7 +195,17 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                             reason=Reason.FAILED_PRECONDITION,
                             public=f"job {job_id!r} is {previous.state}; resume it (--resume) or choose a new job id",
                         )
-                live = sum(1 for j in self._jobs.values() if j.record.state in (store.CREATED, store.RUNNING))
+                running = [j for j in self._jobs.values() if j.record.state in (store.CREATED, store.RUNNING)]
+                mine = sum(1 for j in running if j.record.institution == caller.party_id and j.job_id != job_id)
+                cap = self._config.modeling_max_jobs_per_institution
+                if mine >= cap:
+                    raise XinrongError(
+                        "too many jobs of this institution",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"institution {caller.party_id} runs {mine} modeling jobs already (the per-institution "
+                        f"limit is {cap}); finish one, or wait for an abandoned one to expire",
+                    )
+                live = len(running)
                 if live >= self._config.modeling_max_jobs:
                     raise XinrongError(
                         "too many jobs",
@@ -225,7 +232,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
                         request,
                         "OpenJob",
                         wait_for_ready=True,
-                        timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS),
+                        timeout=self._timeout,
                     ),
                 )
             except XinrongError as exc:

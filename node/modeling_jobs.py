@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import grpc
+
 from xinrong import ids
 from xinrong.errors import Reason, XinrongError
 from xinrong.keys.binding import VerifiedBinding
@@ -30,13 +32,17 @@ from xinrong.node.audit import AuditEvent, Decision
 from xinrong.node.modeling_links import AgentModelingChannels, AgentStepError, Observer, WireMeter, call_agent
 from xinrong.node.service import NodeCore
 from xinrong.rpc.auth import Peer
+from xinrong.rpc.errors import RemoteError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 INSTITUTION = "institution"
-OPEN_TIMEOUT_SECONDS = 10.0  # OpenJob waits this long for an agent that is (re)connecting
+# OpenJob waits this long for an agent that is (re)connecting; the call itself then
+# gets the full step deadline, since opening a job reads the provider's dataset
+# (minutes for a large one from a cold page cache: issue 10, A15).
+OPEN_TIMEOUT_SECONDS = 10.0
 
 
 def _now_ms(now: float) -> int:
@@ -56,6 +62,8 @@ class _Job:
     coordinator: NodeCoordinator | None = None
     aligned_rows: int = 0
     job_start: bytes = b""
+    # Lease: when the job's institution last drove or read it (node clock).
+    touched: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -120,6 +128,50 @@ class JobRegistry:
                     )
             log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
         return len(stale)
+
+    def expire_idle(self) -> int:
+        """Jobs whose lease ran out (nobody drove them for ``modeling_job_idle_seconds``) leave memory.
+
+        A CREATED or RUNNING job becomes FAILED with the reason and an audit
+        entry; any job's HE key is dropped (so a FAILED one can no longer be
+        resumed). A job whose lock is held is running a step and is not idle.
+        Run before every CreateJob, so abandoned jobs never block new ones.
+        """
+        now = self._core.clock()
+        idle = self._config.modeling_job_idle_seconds
+        with self._lock:
+            stale = [j for j in self._jobs.values() if j.record.state != store.SUCCEEDED and now - j.touched > idle]
+        expired = 0
+        for job in stale:
+            if not job.lock.acquire(blocking=False):
+                continue
+            try:
+                if now - job.touched <= idle:
+                    continue
+                if job.record.state in (store.CREATED, store.RUNNING):
+                    self._save(
+                        job,
+                        store.FAILED,
+                        reason=f"expired: not driven for more than {idle:g} s (lease ran out)",
+                        audit=self._event(
+                            "node",
+                            self._core.credentials.party_id,
+                            "ModelJobExpire",
+                            Decision.FAILED,
+                            job.job_id,
+                            job.providers,
+                            Reason.JOB_FAILED.value,
+                        ),
+                    )
+                    log.warning("modeling job %s expired after %.0f s idle", job.job_id, now - job.touched)
+                job.drop_key()
+                expired += 1
+            finally:
+                job.lock.release()
+            with self._lock:
+                if self._jobs.get(job.job_id) is job:
+                    del self._jobs[job.job_id]
+        return expired
 
     def close(self) -> None:
         with self._lock:
@@ -212,6 +264,7 @@ class JobRegistry:
             )
         if job is None:
             job = _Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})
+        job.touched = self._core.clock()
         return job
 
     def _save(
@@ -262,6 +315,12 @@ class JobRegistry:
         wait_for_ready: bool = False,
         timeout: float | None = None,
     ) -> Any:
+        if wait_for_ready and not self._channels.reachable(provider, OPEN_TIMEOUT_SECONDS):
+            raise AgentStepError(
+                provider,
+                step,
+                RemoteError(grpc.StatusCode.UNAVAILABLE, Reason.PROVIDER_UNAVAILABLE.value, "not reachable"),
+            )
         return call_agent(
             self._channels.stub(provider),
             method,

@@ -125,6 +125,19 @@ class AgentModelingChannels:
             )
         return stub
 
+    def reachable(self, provider: str, timeout: float) -> bool:
+        """Whether the agent accepts a connection within ``timeout`` (waiting while it reconnects)."""
+        channel = self._channels.get(provider)
+        if channel is None:
+            return False
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            ready.cancel()
+            return False
+
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xinrong import ids
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.limits import MAX_SCORE_ROWS, MAX_SCORE_SUBJECTS
 from xinrong.modeling import scoring
 from xinrong.modeling.he.base import load_public
@@ -175,7 +175,7 @@ class _ScoringAsk:
         self.scoring_key = self.steps._scoring_key(self.key)
         unroutable = sorted(set(job.providers) - self.steps._channels.providers)
         if unroutable:
-            raise XinrongError(f"no agent for {unroutable}", reason=Reason.PROVIDER_UNAVAILABLE)
+            raise provider_not_connected(unroutable)
         self.job = job
         # The consent's scope must name every provider of the model (Purpose.covers_providers).
         return Ask(needs=(), fields=(), claims_sha256="", items={p: [] for p in job.providers})

@@ -30,7 +30,7 @@ from xinrong.modeling.vlr.node import NodeCoordinator
 from xinrong.modeling.vlr_wire import decode_for_job, encode
 from xinrong.node import modeling_store as store
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import INSTITUTION, OPEN_TIMEOUT_SECONDS, JobRegistry, _Job, _now_ms
+from xinrong.node.modeling_jobs import INSTITUTION, JobRegistry, _Job, _now_ms
 from xinrong.node.modeling_links import GrpcProviderLink
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import modeling_pb2
@@ -175,7 +175,7 @@ class TrainingSteps(JobRegistry):
                         request,
                         "OpenJob (resume)",
                         wait_for_ready=True,
-                        timeout=min(self._timeout, OPEN_TIMEOUT_SECONDS),
+                        timeout=self._timeout,
                     ),
                 )
                 started = coordinator.start(msg)

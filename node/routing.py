@@ -20,6 +20,19 @@ out-of-period consent reads the same to the bank whether the node or the
 agent noticed), except reasons that describe the node-agent link rather
 than the request (INTERNAL, CALLER_NOT_ALLOWED, ...), which become
 PROVIDER_UNAVAILABLE like a timeout or a dead agent.
+
+Outages (issue 10, A6): a failure that shows the agent down (timeout, dead
+stream, unreachable) opens the provider's circuit breaker. While it is open,
+admission refuses requests for that provider at step 7 with
+PROVIDER_UNAVAILABLE and a retry-after (google.rpc.RetryInfo), before any
+consent is consulted: fast, no use and no budget burned, and no oracle (an
+agent's availability says nothing about an enterprise). The node itself
+probes the agent (``GetAgentInfo``, no enterprise data) every
+``PROBE_SECONDS`` and closes the breaker at the first answer, so no bank's
+use is spent on a probe and the first request after the agent is back gets
+through within a probe interval. A failed call that provably reached no data
+(never written to the agent, or refused by it) is marked ``data_read=False``
+so admission refunds the enterprise's budget (the consent's use stays).
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +86,14 @@ PROPAGATED_REASONS = frozenset(
 _CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
+
+# Circuit breaker (see module docstring): probe interval of an open breaker,
+# and the retry-after a refused bank is told.
+PROBE_SECONDS = 0.2
+PROBE_TIMEOUT_SECONDS = 0.5
+RETRY_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,10 @@ def agent_failure(provider: str, err: grpc.RpcError | RemoteError) -> XinrongErr
     except ValueError:
         reason = Reason.PROVIDER_UNAVAILABLE
     if reason in PROPAGATED_REASONS:
-        return XinrongError(f"agent {provider} refused: {reason.value}", reason=reason)
+        refusal = XinrongError(f"agent {provider} refused: {reason.value}", reason=reason)
+        # The agent checks the consent and request before it reads any data.
+        refusal.data_read = False
+        return refusal
     return ProviderUnavailable(f"agent {provider} failed: {remote.code.name} {remote.reason}")
 
 
@@ -146,6 +168,8 @@ class _BatchingStream:
         self._call: Any = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Call ids whose batch was handed to the transport (may have reached the agent).
+        self._sent: set[int] = set()
         self.batches_sent = 0  # for tests and diagnostics
 
     async def call(self, call: agent_pb2.AgentCall, timeout: float, durable_token: int) -> agent_pb2.AgentCallResult:
@@ -203,7 +227,10 @@ class _BatchingStream:
                         continue
                     self._in_flight += 1
                     self.batches_sent += 1
+                    # A write that raises never handed the batch to the transport
+                    # (the call failed before it connected): those calls reached nothing.
                     await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
+                    self._sent.update(c.call_id for c, _ in batch)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -217,6 +244,7 @@ class _BatchingStream:
                     break
                 self._in_flight -= 1
                 for result in response.results:
+                    self._sent.discard(result.call_id)
                     future = self._pending.pop(result.call_id, None)
                     if future is not None and not future.done():
                         future.set_result(result)
@@ -241,6 +269,7 @@ class _BatchingStream:
     def reset(self, failure: XinrongError) -> None:
         """Give up on the stream and fail every call sharing it; the next call opens a fresh one."""
         pending, self._pending = self._pending, {}
+        sent, self._sent = self._sent, set()
         self._queued = []
         if self._call is not None:
             self._call.cancel()
@@ -251,9 +280,11 @@ class _BatchingStream:
                 task.cancel()
         self._tasks = []
         self._wake = asyncio.Event()
-        for future in pending.values():
+        unsent = ProviderUnavailable(failure.detail, reason=failure.reason, public=failure.public_message)
+        unsent.data_read = False
+        for call_id, future in pending.items():
             if not future.done():
-                future.set_exception(failure)
+                future.set_exception(failure if call_id in sent else unsent)
 
 
 class AgentPool:
@@ -286,10 +317,47 @@ class AgentPool:
             self._stubs[endpoint.name] = agent_pb2_grpc.AgentServiceStub(channel)
         self._aio_channels: dict[str, grpc.aio.Channel] = {}
         self._streams: dict[str, _BatchingStream] = {}
+        # Open circuit breakers: provider -> the task probing it (on the loop).
+        self._open: dict[str, asyncio.Task[None]] = {}
 
     @property
     def providers(self) -> frozenset[str]:
         return frozenset(self._stubs)
+
+    def down(self, providers: Collection[str]) -> XinrongError | None:
+        """The refusal for providers whose breaker is open, or None (admission step 7)."""
+        down = sorted(p for p in providers if p in self._open)
+        if not down:
+            return None
+        names = ", ".join(down)
+        refusal = ProviderUnavailable(
+            f"circuit open for {down}",
+            public=f"provider {names} is unavailable; retry after {RETRY_AFTER_SECONDS:g} s",
+        )
+        refusal.data_read = False
+        refusal.retry_after = RETRY_AFTER_SECONDS
+        return refusal
+
+    def _trip(self, name: str) -> None:
+        """Open the provider's breaker and probe the agent until it answers."""
+        if name in self._open:
+            return
+        log.warning("agent %s unavailable: refusing its requests until it answers a probe", name)
+        self._open[name] = asyncio.get_running_loop().create_task(self._probe(name))
+
+    async def _probe(self, name: str) -> None:
+        stub = self.stream(name)._stub
+        try:
+            while True:
+                await asyncio.sleep(PROBE_SECONDS)
+                try:
+                    await stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=PROBE_TIMEOUT_SECONDS)
+                except grpc.RpcError:
+                    continue
+                log.info("agent %s answers again", name)
+                return
+        finally:
+            self._open.pop(name, None)
 
     def batches_sent(self, name: str) -> int:
         """Batches sent on the agent's stream so far (for tests and diagnostics)."""
@@ -345,6 +413,7 @@ class AgentPool:
             )
         answers: list[tuple[str, common_pb2.SealedBox]] = []
         failure: XinrongError | None = None
+        data_read = False
         for name, outcome in zip(names, outcomes):
             candidate: XinrongError | None = None
             if isinstance(outcome, XinrongError):
@@ -360,6 +429,10 @@ class AgentPool:
                 candidate = ProviderUnavailable(f"agent {name} returned a box not sealed to the caller")
             else:
                 answers.append((name, outcome.sealed))
+            if candidate is None or candidate.data_read:
+                data_read = True
+            if candidate is not None and candidate.reason is Reason.PROVIDER_UNAVAILABLE:
+                self._trip(name)
             if candidate is not None and (
                 # An agent's refusal says more than another agent's outage; keep the first refusal.
                 failure is None
@@ -370,8 +443,23 @@ class AgentPool:
             ):
                 failure = candidate
         if failure is not None:
+            # Refund the enterprise's budget only if no agent may have read anything.
+            failure.data_read = data_read
             raise failure
         return answers
+
+    def reachable(self, name: str, timeout: float = 0.2) -> bool:
+        """Whether the agent's push channel connects within ``timeout`` (it also starts connecting)."""
+        channel = self._channels.get(name)
+        if channel is None:
+            return False
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            ready.cancel()
+            return False
 
     def push_revocation(
         self, providers: Sequence[str], request: agent_pb2.UpdateConsentStatusRequest
@@ -400,6 +488,8 @@ class AgentPool:
 
     async def aclose(self) -> None:
         """Close the streams and asyncio channels (on the loop that owns them)."""
+        for task in list(self._open.values()):
+            task.cancel()
         for stream in self._streams.values():
             stream.reset(ProviderUnavailable(f"agent {stream.provider}: node shutting down"))
         for channel in self._aio_channels.values():

@@ -23,6 +23,7 @@ from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
 from xinrong.node.evaluation_servicer import EvaluationServicer
+from xinrong.node.lifecycle import WATCH_SECONDS
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
@@ -95,6 +96,7 @@ class NodeServer:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
+    _watcher: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -120,6 +122,14 @@ class NodeServer:
             first = False
             if self._stop.wait(interval):
                 return
+
+    def _watch_revocations(self) -> None:
+        """Revocations reach an agent within about a second of its return (node.lifecycle, A13)."""
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.core.deliver_reconnected()
+            except Exception:  # the next tick retries
+                log.warning("revocation delivery to returning agents failed", exc_info=True)
 
     def _checkpoints(self) -> None:
         """WAL checkpoints off the request path, every second (see node.db); tree and signed checkpoint too."""
@@ -168,6 +178,8 @@ class NodeServer:
         else:
             self._checkpointer = threading.Thread(target=self._checkpoints, name="node-checkpoint", daemon=True)
         self._checkpointer.start()
+        self._watcher = threading.Thread(target=self._watch_revocations, name="node-revocations", daemon=True)
+        self._watcher.start()
 
     def stop(self, grace: float = 5.0) -> None:
         """NOT_SERVING, finish in-flight calls, then close agents and the database. Idempotent."""
@@ -179,6 +191,8 @@ class NodeServer:
             self._thread.join(timeout=grace + self.core.config.agent_timeout_seconds)
         if self._checkpointer is not None:
             self._checkpointer.join(timeout=5)
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
         if self.modeling is not None:
             self.modeling.close()
         if self.subject is not None:

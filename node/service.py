@@ -93,6 +93,7 @@ class NodeCore:
             max_clock_skew_seconds=config.max_clock_skew_seconds,
             routable=lambda: agents.providers,
             clock=clock,
+            down=agents.down,
         )
         self.access = AccessService(self.admission, agents, catalog, max_claims=config.max_claims_per_request)
         self.lifecycle = ConsentLifecycle(
@@ -180,6 +181,10 @@ class NodeCore:
     def retry_pending_pushes(self, *, force: bool = False) -> int:
         """Retry due (or, with force, all) unacknowledged revocation pushes; returns acks."""
         return self.lifecycle.retry_pending_pushes(force=force)
+
+    def deliver_reconnected(self) -> int:
+        """Pending revocations to agents that are reachable again, at once (node.lifecycle)."""
+        return self.lifecycle.deliver_reconnected()
 
     def maintain(self) -> None:
         """Periodic housekeeping: forget expired replay ids and past budget days."""

@@ -408,11 +408,15 @@ def test_claims_for_an_unconfigured_provider_are_refused_before_the_consent(
     h = make_harness(["tax"])
     consent = grant(pki, catalog, scope=["tax.*", "electricity.*"])
     register(h.bank(), consent)
-    assert_refused(
+    start = time.monotonic()
+    err = assert_refused(
         lambda: h.bank().Verify(verify_request(consent, ["electricity.in_arrears == false"]), timeout=5),
-        grpc.StatusCode.UNAVAILABLE,
-        Reason.PROVIDER_UNAVAILABLE,
+        FP,
+        Reason.PROVIDER_NOT_CONNECTED,
     )
+    # At once, and naming the provider (public registry fact), not "did not answer in time".
+    assert time.monotonic() - start < 1.0
+    assert err.details() == "provider electricity is not connected to this node"
     assert _status(h, consent).uses == 0
 
 

@@ -38,6 +38,9 @@ class Reason(enum.StrEnum):
     ENTERPRISE_BUDGET_EXHAUSTED = "ENTERPRISE_BUDGET_EXHAUSTED"
     CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
     PROVIDER_UNAVAILABLE = "PROVIDER_UNAVAILABLE"
+    # The node routes no agent for a provider at all (public registry fact):
+    # retrying will not help, so it is not PROVIDER_UNAVAILABLE.
+    PROVIDER_NOT_CONNECTED = "PROVIDER_NOT_CONNECTED"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     NOT_FOUND = "NOT_FOUND"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
@@ -68,6 +71,7 @@ PUBLIC_MESSAGES: dict[Reason, str] = {
     Reason.ENTERPRISE_BUDGET_EXHAUSTED: "the enterprise's query budget for this period is used up",
     Reason.CALLER_NOT_ALLOWED: "the caller's role may not call this method",
     Reason.PROVIDER_UNAVAILABLE: "a data provider did not answer in time",
+    Reason.PROVIDER_NOT_CONNECTED: "a data provider asked for is not connected to this node",
     Reason.STORE_UNAVAILABLE: "the service's state store is busy or unavailable; retry shortly",
     Reason.NOT_FOUND: "not found",
     Reason.FAILED_PRECONDITION: "the operation is not allowed in the current state",
@@ -80,6 +84,11 @@ class XinrongError(Exception):
     """Base of every domain error; carries a public reason and a private detail."""
 
     default_reason = Reason.INTERNAL
+    # False when the request provably reached no data (the agent refused, or
+    # was never reached): the node then refunds the enterprise's budget.
+    data_read = True
+    # Seconds after which a retry may succeed; sent as google.rpc.RetryInfo.
+    retry_after: float | None = None
 
     def __init__(self, detail: str = "", *, reason: Reason | None = None, public: str | None = None) -> None:
         self.reason = reason or self.default_reason
@@ -122,6 +131,20 @@ class SignatureError(XinrongError):
 
 class ProviderUnavailable(XinrongError):
     default_reason = Reason.PROVIDER_UNAVAILABLE
+
+
+def provider_not_connected(providers: list[str]) -> XinrongError:
+    """The refusal for providers the node routes no agent for, naming them.
+
+    Which providers a node connects is public (the registry), so naming them
+    is no oracle; the request is refused before any consent is consulted.
+    """
+    names = ", ".join(providers)
+    return XinrongError(
+        f"no agent configured for {providers}",
+        reason=Reason.PROVIDER_NOT_CONNECTED,
+        public=f"provider {names} is not connected to this node",
+    )
 
 
 class StoreUnavailable(XinrongError):

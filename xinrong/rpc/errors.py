@@ -45,6 +45,7 @@ STATUS_OF: dict[Reason, grpc.StatusCode] = {
     Reason.ENTERPRISE_BUDGET_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.CALLER_NOT_ALLOWED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.PROVIDER_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Reason.PROVIDER_NOT_CONNECTED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.STORE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Reason.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
@@ -64,7 +65,20 @@ def status_for(reason: Reason, message: str | None = None) -> grpc.Status:
 
 
 def status_for_error(exc: XinrongError) -> grpc.Status:
-    return status_for(exc.reason, exc.public_message)
+    if exc.retry_after is None:
+        return status_for(exc.reason, exc.public_message)
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason.value, domain=DOMAIN, metadata={"retry_after_ms": str(int(exc.retry_after * 1000))}
+    )
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(int(exc.retry_after * 1000))
+    details = []
+    for message in (info, retry):
+        detail = any_pb2.Any()
+        detail.Pack(message)
+        details.append(detail)
+    code = STATUS_OF[exc.reason]
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=exc.public_message, details=details))
 
 
 def status_fields(exc: Exception) -> tuple[int, str, str]:

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -58,7 +59,40 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "default_credit": {"batch_size": 7000, "epochs": 8, "learning_rate": 0.5},
     "breast": {"batch_size": 200, "epochs": 30, "learning_rate": 0.5},
     "custom": {"batch_size": 4096, "epochs": 10, "learning_rate": 0.5},
+    "fate_shape": {"batch_size": 4096, "epochs": 2, "learning_rate": 0.5},
 }
+
+# FATE's own benchmark shape (issue 10, A15): 100k rows, the bank 30 features,
+# one provider 300; synthetic, standardized, generated from a fixed seed.
+FATE_SHAPE = {"rows": 100_000, "guest_features": 30, "host_features": 300, "seed": 20_241}
+GENERATED = ("fate_shape",)
+
+
+def fate_shape(
+    rows: int = FATE_SHAPE["rows"],
+    guest_features: int = FATE_SHAPE["guest_features"],
+    host_features: int = FATE_SHAPE["host_features"],
+    seed: int = FATE_SHAPE["seed"],
+) -> tuple[data.PartyTable, data.PartyTable]:
+    """The bank's table (labels) and the provider's, on shared ids; labels from a sparse logistic model."""
+    rng = np.random.default_rng(seed)
+    xg = rng.standard_normal((rows, guest_features))
+    xh = rng.standard_normal((rows, host_features))
+    wg = rng.standard_normal(guest_features) * (rng.random(guest_features) < 0.5)
+    wh = rng.standard_normal(host_features) * (rng.random(host_features) < 0.1)
+    logits = (xg @ wg + xh @ wh) / np.sqrt(max(1.0, float(np.count_nonzero(wg) + np.count_nonzero(wh)))) * 2.0
+    y = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logits))).astype(np.float64)
+
+    def standardized(x: np.ndarray) -> np.ndarray:
+        # Four decimals keep the CSVs the agents read small; the values stay standardized.
+        return np.asarray(np.round((x - x.mean(axis=0)) / x.std(axis=0), 4), dtype=np.float64)
+
+    ids = tuple(f"{i:06d}" for i in range(rows))
+    bank = data.PartyTable("bank", ids, tuple(f"g{j}" for j in range(guest_features)), standardized(xg), y)
+    host = data.PartyTable("provider-1", ids, tuple(f"h{j}" for j in range(host_features)), standardized(xh))
+    return bank, host
+
+
 # The first-order surrogate (Paillier) is least squares: its curvature does not vanish for
 # confident rows, so correlated features need a smaller step (breast diverges at 0.5).
 _FIRST_ORDER_LEARNING_RATE = {"breast": 0.1}
@@ -173,6 +207,12 @@ def run(
     else:
         if dataset is None:
             raise ValueError("give a dataset or --guest/--host files")
+    if guest is None and dataset in GENERATED:
+        bank, host = fate_shape()
+        host_tables = data.split_columns(host, providers) if providers > 1 else [host]
+        name = str(dataset)
+    elif guest is None:
+        assert dataset is not None
         g, h = data.dataset_paths(dataset, data_dir)
         bank = data.read_table(g, label=True, name="bank")
         host_tables = data.split_columns(data.read_table(h, label=False, name="provider-1"), providers)
@@ -497,14 +537,19 @@ def _run_processes(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=data.DATASETS, default=None, help="a dataset from ../shared/data")
+    p.add_argument(
+        "--dataset",
+        choices=(*data.DATASETS, *GENERATED),
+        default=None,
+        help="a dataset from ../shared/data, or fate_shape (generated: 100k rows, bank 30 + one provider 300 features)",
+    )
     p.add_argument(
         "--data-dir", type=Path, help="folder holding the shared datasets (default: $XINRONG_DATA_DIR, ../shared/data)"
     )
     p.add_argument("--guest", type=Path, help="bank CSV: id,y,x...")
     p.add_argument("--host", type=Path, action="append", dest="hosts", help="provider CSV: id,x... (repeatable)")
     p.add_argument("--backend", choices=BACKENDS, default="ckks", help="HE backend (default ckks)")
-    p.add_argument("--providers", type=int, default=2, help="split the host columns across K providers")
+    p.add_argument("--providers", type=int, help="split the host columns across K providers (default 2; fate_shape: 1)")
     p.add_argument("--epochs", type=int, help="epochs (default: the dataset's)")
     p.add_argument("--batch-size", type=int, help="rows per batch (default: the dataset's)")
     p.add_argument("--learning-rate", type=float, help="learning rate (default: the dataset's)")
@@ -534,10 +579,27 @@ def main(args: argparse.Namespace) -> int:
             loss = f"{m.epoch_losses[-1]:.5f}" if m.epoch_losses else "n/a"
             print(f"epoch {epoch}: loss {loss}", flush=True)
 
-    result = run(
+    providers = args.providers or (1 if dataset in GENERATED and not args.guest else 2)
+    from xinrong.errors import XinrongError
+    from xinrong.rpc.errors import RemoteError
+
+    try:
+        result = _run_from_args(args, dataset, providers, progress)
+    except (RemoteError, XinrongError) as exc:
+        # One line, no traceback: the status says which party failed at which step.
+        print(f"xinrong bench train: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def _run_from_args(
+    args: argparse.Namespace, dataset: str, providers: int, progress: Callable[[int, BankMetrics], None]
+) -> dict[str, Any]:
+    return run(
         dataset=None if args.guest else dataset,
         backend=args.backend,
-        providers=args.providers,
+        providers=providers,
         guest=args.guest,
         hosts=args.hosts,
         epochs=args.epochs,
@@ -555,8 +617,6 @@ def main(args: argparse.Namespace) -> int:
         mode="inprocess" if args.inprocess else "processes",
         data_dir=args.data_dir,
     )
-    print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - ``python -m xinrong.tools.bench.train`` (spawn-safe entry point)
