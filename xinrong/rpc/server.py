@@ -34,7 +34,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +46,9 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_MESSAGE_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import status_for, status_for_error
+
+if TYPE_CHECKING:
+    from xinrong.rpc.observe import Observer
 
 log = logging.getLogger(__name__)
 
@@ -432,16 +435,21 @@ def build_server(
     max_workers: int = 16,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     runtime: Runtime = "threads",
+    observer: Observer | None = None,
 ) -> RunningServer:
-    """Build and start a server; bind "127.0.0.1:0" for an ephemeral port."""
+    """Build and start a server; bind "127.0.0.1:0" for an ephemeral port.
+
+    ``observer`` (xinrong.rpc.observe): metrics and request-scoped logs of every call.
+    """
     if runtime == "asyncio":
-        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes)
+        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer)
     if runtime != "threads":
         raise ValueError(f"unknown server runtime {runtime!r}")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id),
         options=_options(max_message_bytes),
         maximum_concurrent_rpcs=max_workers * 16,
+        interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
         s.register(_GuardedRegistrar(server, s.allowed_roles, None))
@@ -457,14 +465,23 @@ def build_server(
 
 
 def _build_asyncio(
-    credentials: PartyCredentials, bind: str, services: list[ServiceBinding], max_workers: int, max_message_bytes: int
+    credentials: PartyCredentials,
+    bind: str,
+    services: list[ServiceBinding],
+    max_workers: int,
+    max_message_bytes: int,
+    observer: Observer | None = None,
 ) -> AsyncioServer:
     loop = asyncio.new_event_loop()
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id)
     names = tuple(s.name for s in services)
 
     async def start() -> tuple[Any, Any, int]:
-        server = grpc.aio.server(options=_options(max_message_bytes), maximum_concurrent_rpcs=max_workers * 16)
+        server = grpc.aio.server(
+            options=_options(max_message_bytes),
+            maximum_concurrent_rpcs=max_workers * 16,
+            interceptors=[observer.aio_interceptor()] if observer is not None else None,
+        )
         for s in services:
             s.register(_GuardedRegistrar(server, s.allowed_roles, pool))
         health_servicer = AsyncHealthServicer()

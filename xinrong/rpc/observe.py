@@ -1,0 +1,466 @@
+"""What an operator sees of a running server: Prometheus metrics and request-scoped logs.
+
+One ``Observer`` per server (node or agent; the modeling services run
+inside them), with its own ``CollectorRegistry`` so several servers in one
+process (tests, the in-process benchmarks) never share or clash over a
+metric. ``build_server`` installs its interceptor, which for every call of
+a registered method
+
+* counts it by method and status code (``xinrong_rpc_requests_total``),
+  times it (``xinrong_rpc_duration_seconds``) and tracks the calls in
+  flight (``xinrong_rpc_in_flight``);
+* sets the request context of the log lines written while it runs
+  (``xinrong.logs``): the request id is the caller's own where the
+  request has one (a bank's Verify ``request_id``, which the node passes
+  to the agent inside each call), else the ``x-request-id`` metadata of
+  the call, else a fresh one; and writes one access line when it ends
+  (DEBUG when it succeeded, INFO otherwise), ids and status only.
+
+Labels are the method, the status code, the admission reason, the
+provider name and a job state: all drawn from small fixed sets known to
+every party (the proto, the reason enum, the public registry). No label
+ever holds an enterprise id, a consent id, a request id, a claim or its
+value; the tests scrape after traffic and look for them.
+
+The HTTP endpoint is opt-in (``[metrics] listen``), binds loopback unless
+``allow_remote`` says otherwise, and serves only ``/metrics`` text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Annotated, Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.registry import Collector
+from pydantic import AfterValidator, model_validator
+
+from xinrong import ids
+from xinrong.config import Section, check_address
+from xinrong.logs import LOG_FORMATS, caller_var, method_var, request_id_var
+from xinrong.rpc.auth import peer_of
+
+log = logging.getLogger("xinrong.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+
+# Seconds; Verify is a few ms, modeling steps take seconds to minutes.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0)
+
+
+def _listen(value: str) -> str:
+    return check_address(value, allow_port_zero=True) if value else value
+
+
+def _format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"must be one of {list(LOG_FORMATS)}")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsConfig(Section):
+    """The ``[metrics]`` table: off unless ``listen`` names a local address.
+
+    [metrics]
+    listen = "127.0.0.1:9464"   # port 0: any free port (see --metrics-port-file)
+    # allow_remote = false      # true to bind a non-loopback address
+    """
+
+    listen: Annotated[str, AfterValidator(_listen)] = ""
+    # The metrics say how busy the server is and what it refuses: loopback
+    # only unless the operator says a scraper elsewhere may read them.
+    allow_remote: bool = False
+
+    @model_validator(mode="after")
+    def _local(self) -> MetricsConfig:
+        if self.listen and not self.allow_remote and not is_loopback(self.listen.rpartition(":")[0]):
+            raise ValueError(f"listen {self.listen!r} is not a loopback address (set allow_remote = true to allow it)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    def with_port(self, port: int | None) -> MetricsConfig:
+        """The table with ``--metrics-port`` applied (on the configured host, loopback by default)."""
+        if port is None:
+            return self
+        host = self.listen.rpartition(":")[0] if self.listen else "127.0.0.1"
+        return MetricsConfig(listen=f"{host}:{port}", allow_remote=self.allow_remote)
+
+
+class LoggingConfig(Section):
+    """The ``[logging]`` table: ``format = "json"`` for one JSON object per line."""
+
+    format: Annotated[str, AfterValidator(_format)] = "text"
+
+
+class ScrapeGauges(Collector):
+    """Gauges read when scraped (queue depths, availability, sizes), from callbacks.
+
+    Each callback returns ``(label values, value)`` pairs; one that fails
+    is left out of that scrape (and logged once), never fails the scrape.
+    """
+
+    def __init__(self) -> None:
+        self._gauges: list[tuple[str, str, tuple[str, ...], Callable[[], Iterable[tuple[tuple[str, ...], float]]]]] = []
+        self._failed: set[str] = set()
+
+    def add(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        read: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
+    ) -> None:
+        self._gauges.append((name, documentation, tuple(labels), read))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, documentation, labels, read in self._gauges:
+            family = GaugeMetricFamily(name, documentation, labels=list(labels))
+            try:
+                for values, value in read():
+                    family.add_metric(list(values), float(value))
+            except Exception:
+                if name not in self._failed:
+                    log.warning("metric %s could not be read", name, exc_info=True)
+                    self._failed.add(name)
+                continue
+            yield family
+
+
+# The observer of the server whose call this thread / task is serving.
+_current: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("xinrong_observer", default=None)
+
+
+def _code_name(context: Any, failed: bool) -> str:
+    """The call's status code name as the server set it (abort, set_code), else OK / UNKNOWN."""
+    code = None
+    with contextlib.suppress(Exception):
+        code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return candidate.name
+    return "UNKNOWN" if failed else "OK"
+
+
+def _incoming_request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and ids.is_request_id(value):
+            return value
+    return ""
+
+
+def new_request_id() -> str:
+    return f"x-{uuid.uuid4().hex}"
+
+
+def outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata that carries the current request id to the next server (empty outside a request)."""
+    rid = request_id_var.get()
+    return ((REQUEST_ID_HEADER, rid),) if rid else ()
+
+
+class Observer:
+    """Metrics registry, interceptor and HTTP endpoint of one server."""
+
+    def __init__(self, party: str = "") -> None:
+        self.party = party
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "xinrong_rpc_requests",
+            "RPCs finished, by method and status code",
+            ("method", "code"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "xinrong_rpc_duration_seconds",
+            "RPC latency by method",
+            ("method",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("xinrong_rpc_in_flight", "RPCs being served", ("method",), registry=self.registry)
+        self.stream_calls = Counter(
+            "xinrong_stream_calls",
+            "Calls answered inside a batching stream (EvaluateStream), by kind and status code",
+            ("method", "code"),
+            registry=self.registry,
+        )
+        self.stream_latency = Histogram(
+            "xinrong_stream_call_duration_seconds",
+            "Latency of one call inside a batching stream",
+            ("method",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.gauges = ScrapeGauges()
+        self.registry.register(self.gauges)
+        self._http: Any = None
+        self._http_thread: Any = None
+        self.metrics_port = 0
+
+    # -- metrics of the party's own (the node's admissions, an agent's jobs) ----
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
+        return Counter(name, documentation, tuple(labels), registry=self.registry)
+
+    def exposition(self) -> str:
+        return generate_latest(self.registry).decode("utf-8")
+
+    # -- the HTTP endpoint ---------------------------------------------------
+
+    def serve_http(self, config: MetricsConfig) -> int:
+        """Start ``/metrics`` on ``config.listen``; returns the bound port."""
+        if not config.enabled:
+            raise ValueError("metrics are not enabled ([metrics] listen is empty)")
+        host, _, port = config.listen.rpartition(":")
+        host = host.strip("[]")
+        if not config.allow_remote and not is_loopback(host):
+            raise ValueError(f"metrics address {config.listen!r} is not loopback and allow_remote is false")
+        self._http, self._http_thread = start_http_server(int(port), addr=host, registry=self.registry)
+        self.metrics_port = int(self._http.server_port)
+        log.info("metrics on http://%s:%d/metrics", config.listen.rpartition(":")[0], self.metrics_port)
+        return self.metrics_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    # -- the interceptors ----------------------------------------------------
+
+    def sync_interceptor(self) -> grpc.ServerInterceptor[Any, Any]:
+        return _SyncInterceptor(self)
+
+    def aio_interceptor(self) -> Any:
+        return _AioInterceptor(self)
+
+    def _begin(
+        self, method: str, request: Any, context: Any, metadata: Any
+    ) -> tuple[list[contextvars.Token[Any]], float]:
+        rid = ""
+        candidate = getattr(request, "request_id", "") if request is not None else ""
+        if isinstance(candidate, str) and candidate and ids.is_request_id(candidate):
+            rid = candidate
+        rid = rid or _incoming_request_id(metadata) or new_request_id()
+        peer = None
+        with contextlib.suppress(Exception):
+            peer = peer_of(context, fresh=True)
+        tokens: list[contextvars.Token[Any]] = [
+            request_id_var.set(rid),
+            caller_var.set(peer.party_id if peer is not None else ""),
+            method_var.set(method),
+            _current.set(self),
+        ]
+        self.in_flight.labels(method).inc()
+        return tokens, time.perf_counter()
+
+    def _end(self, method: str, context: Any, started: float, failed: bool, tokens: list[Any]) -> None:
+        seconds = time.perf_counter() - started
+        code = _code_name(context, failed)
+        self.in_flight.labels(method).dec()
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+        level = logging.DEBUG if code == "OK" else logging.INFO
+        if log.isEnabledFor(level):
+            extra = {
+                "status": code,
+                "duration_ms": round(seconds * 1000, 3),
+                "request_id": request_id_var.get(),
+                "caller": caller_var.get(),
+                "method": method,
+            }
+            log.log(level, "%s %s", method, code, extra=extra)
+        _reset(tokens)
+
+    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
+        """The handler with its behavior observed (same kind, same serializers)."""
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
+        behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        wrapped = self._wrap_behavior(behavior, method, metadata, streaming_in, streaming_out)
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(streaming_in, streaming_out)]
+        return factory(wrapped, **kwargs)
+
+    def _wrap_behavior(
+        self, behavior: Callable[..., Any], method: str, metadata: Any, streaming_in: bool, streaming_out: bool
+    ) -> Callable[..., Any]:
+        def first(request: Any) -> Any:
+            return None if streaming_in else request
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def agen(request: Any, context: Any) -> Any:
+                tokens, started = self._begin(method, first(request), context, metadata)
+                failed = True
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                    failed = False
+                finally:
+                    self._end(method, context, started, failed, tokens)
+
+            return agen
+        if inspect.iscoroutinefunction(behavior):
+
+            async def coro(request: Any, context: Any) -> Any:
+                tokens, started = self._begin(method, first(request), context, metadata)
+                failed = True
+                try:
+                    result = await behavior(request, context)
+                    failed = False
+                    return result
+                finally:
+                    self._end(method, context, started, failed, tokens)
+
+            return coro
+        if streaming_out:
+
+            def gen(request: Any, context: Any) -> Any:
+                tokens, started = self._begin(method, first(request), context, metadata)
+                failed = True
+                try:
+                    yield from behavior(request, context)
+                    failed = False
+                finally:
+                    self._end(method, context, started, failed, tokens)
+
+            return gen
+
+        def plain(request: Any, context: Any) -> Any:
+            tokens, started = self._begin(method, first(request), context, metadata)
+            failed = True
+            try:
+                result = behavior(request, context)
+                failed = False
+                return result
+            finally:
+                self._end(method, context, started, failed, tokens)
+
+        return plain
+
+
+_VARS: tuple[contextvars.ContextVar[Any], ...] = (request_id_var, caller_var, method_var, _current)
+
+
+def _reset(tokens: list[contextvars.Token[Any]]) -> None:
+    """Undo ``_begin``; a generator finalised in another context (a cancelled stream) has nothing to undo."""
+    for var, token in reversed(list(zip(_VARS, tokens))):
+        with contextlib.suppress(ValueError):
+            var.reset(token)
+
+
+class _SyncInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED, no label for made-up names
+            return None
+        return self._observer.wrap(handler, details.method, details.invocation_metadata)
+
+
+class _AioInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+
+    async def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        return self._observer.wrap(handler, details.method, details.invocation_metadata)
+
+
+@contextlib.contextmanager
+def stream_call(method: str, request_id: str) -> Iterator[Callable[[str], None]]:
+    """One call inside a batching stream: its own request id, log line and counters.
+
+    Yields ``done(code_name)``; a call that raises is counted INTERNAL-like
+    as UNKNOWN. Outside an observed server only the log context is set.
+    """
+    observer = _current.get()
+    rid = request_id if request_id and ids.is_request_id(request_id) else new_request_id()
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    outcome = ["UNKNOWN"]
+
+    def done(code: str) -> None:
+        outcome[0] = code
+
+    try:
+        yield done
+    finally:
+        seconds = time.perf_counter() - started
+        if observer is not None:
+            observer.stream_calls.labels(method, outcome[0]).inc()
+            observer.stream_latency.labels(method).observe(seconds)
+        level = logging.DEBUG if outcome[0] == "OK" else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s %s",
+                method,
+                outcome[0],
+                extra={
+                    "status": outcome[0],
+                    "duration_ms": round(seconds * 1000, 3),
+                    "method": method,
+                    "request_id": rid,
+                    "caller": caller_var.get(),
+                },
+            )
+        with contextlib.suppress(ValueError):
+            request_id_var.reset(token)
+
+
+def current_observer() -> Observer | None:
+    return _current.get()
+
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "REQUEST_ID_HEADER",
+    "LoggingConfig",
+    "MetricsConfig",
+    "Observer",
+    "ScrapeGauges",
+    "current_observer",
+    "is_loopback",
+    "new_request_id",
+    "outgoing_metadata",
+    "stream_call",
+]
