@@ -30,6 +30,12 @@ system whose limits are a privacy control.
     pool_size = 8
     synchronous_commit = "on"
 
+    # Optional: Prometheus metrics (xinrong.rpc.observe), loopback only unless allow_remote.
+    [metrics]
+    listen = "127.0.0.1:9464"
+    [logging]
+    format = "json"                     # or "text" (the default)
+
     [[providers]]
     name = "tax"
     address = "127.0.0.1:7501"
@@ -54,6 +60,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from xinrong.catalog import Catalog, default_catalog, load_catalog
 from xinrong.config import ConfigError, ConfigPath, Section, check_address, parse_file, read_toml, unique
 from xinrong.keys.ca import check_party_id
+from xinrong.rpc.observe import LoggingConfig, MetricsConfig
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
@@ -186,6 +193,9 @@ class NodeConfig(Section):
     modeling_allow_insecure: bool = False
     # Jobs held in memory at once (each holds an HE secret key and its working state).
     modeling_max_jobs: int = Field(4, ge=1)
+    # Operating: Prometheus metrics on a local port (off by default) and the log format.
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -213,7 +223,7 @@ class NodeConfig(Section):
 NODE_KEYS = frozenset(
     name
     for name in NodeConfig.model_fields
-    if name not in {"providers", "institutions", "database", *NodeConfig.DERIVED}
+    if name not in {"providers", "institutions", "database", "metrics", "logging", *NodeConfig.DERIVED}
 )
 
 

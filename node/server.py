@@ -26,6 +26,8 @@ from xinrong.node.modeling_servicer import ModelingServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
+from xinrong.rpc.observe import Observer as Metrics
+from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import modeling_pb2_grpc, node_pb2_grpc
 
@@ -56,6 +58,7 @@ class NodeServer:
     core: NodeCore
     server: RunningServer
     modeling: ModelingHub | None = None
+    observer: Metrics | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -133,6 +136,8 @@ class NodeServer:
             self.modeling.close()
         self.core.agents.close()
         self.core.db.close()
+        if self.observer is not None:
+            self.observer.close()
 
     def wait(self) -> None:
         self.server.wait()
@@ -164,6 +169,12 @@ def start_node(
         hub = ModelingHub(core, AgentModelingChannels(config.providers, creds), observer=modeling_observer)
         hub.load()
         modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
+        metrics: Metrics | None = None
+        if wanted(config.metrics, config.logging.format):
+            from xinrong.node.metrics import observe_node
+
+            metrics = Metrics(creds.party_id)
+            observe_node(metrics, core, hub)
         running = build_server(
             creds,
             config.bind,
@@ -181,7 +192,14 @@ def start_node(
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
+            observer=metrics,
         )
+        if metrics is not None and config.metrics.enabled:
+            try:
+                metrics.serve_http(config.metrics)
+            except BaseException:
+                running.stop(0)
+                raise
     except BaseException:
         if hub is not None:
             hub.close()
@@ -193,7 +211,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub)
+    node = NodeServer(core=core, server=running, modeling=hub, observer=metrics)
     running.set_serving(True)
     node.start_maintenance()
     log.info(

@@ -28,6 +28,11 @@ and a ``[modelling]`` table must not be ignored.
     dir = "state/modeling-tax"          # checkpoints and model shares (default: next to db)
     # dataset = "features.csv"          # id + numeric columns; default: the active period's catalog fields
     # allow_insecure = false            # plain backend: tests only
+
+    [metrics]                           # optional: Prometheus metrics, loopback only unless allow_remote
+    listen = "127.0.0.1:9465"
+    [logging]
+    format = "json"                     # or "text" (the default)
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from xinrong.config import ConfigError, ConfigPath, Section, parse_file, read_to
 from xinrong.errors import SignatureError
 from xinrong.keys.ca import check_party_id
 from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.rpc.observe import LoggingConfig, MetricsConfig
 
 
 def _text(value: str) -> str:
@@ -112,6 +118,9 @@ class AgentConfig(Section):
     catalog: ConfigPath | None = None
     max_workers: int = Field(16, ge=1, le=256)
     modeling: ModelingConfig = ModelingConfig()
+    # Operating: Prometheus metrics on a local port (off by default) and the log format.
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from xinrong.provider_agent.config import AgentSetup
 from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
+from xinrong.rpc.observe import Observer, wanted
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc
 
@@ -48,6 +49,7 @@ class RunningAgent:
     state: StateStore
     poll_seconds: float
     modeling_ready: Callable[[], bool] | None = None
+    observer: Observer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -103,6 +105,8 @@ class RunningAgent:
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5.0)
         self.server.stop(grace)
+        if self.observer is not None:
+            self.observer.close()
         self.data.close()
         self.state.close()
 
@@ -167,6 +171,7 @@ def start_agent(
         def register_modeling(server: grpc.Server) -> None:
             modeling_pb2_grpc.add_AgentModelingServiceServicer_to_server(modeling_servicer, server)
 
+        observer = Observer(setup.credentials.party_id) if wanted(cfg.metrics, cfg.logging.format) else None
         server = build_server(
             setup.credentials,
             bind or cfg.bind,
@@ -175,6 +180,7 @@ def start_agent(
                 ServiceBinding(MODELING_SERVICE_NAME, register_modeling, allowed_roles=frozenset({"node"})),
             ],
             max_workers=cfg.max_workers,
+            observer=observer,
         )
     except BaseException:
         data.close()
@@ -187,11 +193,27 @@ def start_agent(
         state=state,
         poll_seconds=poll_seconds,
         modeling_ready=features.ready if cfg.modeling.enabled else None,
+        observer=observer,
     )
+    if observer is not None:
+        observe_agent(observer, running)
+        if cfg.metrics.enabled:
+            try:
+                observer.serve_http(cfg.metrics)
+            except BaseException:
+                running.stop(0)
+                raise
     running.refresh_health()
     running.start_watcher()
     log.info("agent %s listening on port %d", cfg.provider, server.port)
     return running
+
+
+def observe_agent(observer: Observer, running: RunningAgent) -> None:
+    """The agent's own gauges: readiness and the joint-modeling jobs it holds."""
+    observer.gauges.add(
+        "xinrong_agent_serving", "1 while health says SERVING", (), lambda: [((), 1.0 if running._ready else 0.0)]
+    )
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -202,12 +224,14 @@ def write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def serve(setup: AgentSetup, *, port_file: Path | None = None) -> int:
+def serve(setup: AgentSetup, *, port_file: Path | None = None, metrics_port_file: Path | None = None) -> int:
     """Serve until SIGTERM / SIGINT, then stop gracefully. Returns an exit code."""
     running = start_agent(setup)
     try:
         running.server.install_signal_handlers()
         settle_after_start()
+        if metrics_port_file is not None and running.observer is not None and running.observer.metrics_port:
+            write_port_file(metrics_port_file, running.observer.metrics_port)
         if port_file is not None:
             write_port_file(port_file, running.port)
         period = running.agent.info()

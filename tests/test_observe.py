@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -30,6 +31,14 @@ INDICATORS = "/xinrong.v1.AgentService/EvaluateIndicators"
 def _value(observer: Observer, name: str, **labels: str) -> float:
     value = observer.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def _settled(observer: Observer, name: str, want: float, **labels: str) -> float:
+    """The sample once it reaches ``want`` (an aborted call may be counted just after its client saw the status)."""
+    deadline = time.monotonic() + 2.0
+    while _value(observer, name, **labels) < want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _value(observer, name, **labels)
 
 
 @pytest.fixture(
@@ -69,7 +78,8 @@ def test_calls_are_counted_by_method_and_code(
 ) -> None:
     server, observer = observed
     ch, stub = _stub(pki, server)
-    with ch, caplog.at_level(logging.DEBUG, logger="xinrong.access"):
+    caplog.set_level(logging.DEBUG, logger="xinrong.access")
+    with ch:
         for _ in range(3):
             stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
         with pytest.raises(grpc.RpcError):
@@ -80,11 +90,11 @@ def test_calls_are_counted_by_method_and_code(
             )
         with _stub(pki, server, "institution")[0] as ch2, pytest.raises(grpc.RpcError):
             agent_pb2_grpc.AgentServiceStub(ch2).GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
-    assert _value(observer, "xinrong_rpc_requests_total", method=AGENT_INFO, code="OK") == 3
-    assert _value(observer, "xinrong_rpc_requests_total", method=AGENT_INFO, code="PERMISSION_DENIED") == 1
-    assert _value(observer, "xinrong_rpc_requests_total", method=EVALUATE, code="PERMISSION_DENIED") == 1
-    assert _value(observer, "xinrong_rpc_requests_total", method=INDICATORS, code="INTERNAL") == 1
-    assert _value(observer, "xinrong_rpc_duration_seconds_count", method=AGENT_INFO) == 4
+    assert _settled(observer, "xinrong_rpc_requests_total", 3, method=AGENT_INFO, code="OK") == 3
+    assert _settled(observer, "xinrong_rpc_requests_total", 1, method=AGENT_INFO, code="PERMISSION_DENIED") == 1
+    assert _settled(observer, "xinrong_rpc_requests_total", 1, method=EVALUATE, code="PERMISSION_DENIED") == 1
+    assert _settled(observer, "xinrong_rpc_requests_total", 1, method=INDICATORS, code="INTERNAL") == 1
+    assert _settled(observer, "xinrong_rpc_duration_seconds_count", 4, method=AGENT_INFO) == 4
     assert _value(observer, "xinrong_rpc_in_flight", method=AGENT_INFO) == 0
     access = [r for r in caplog.records if r.name == "xinrong.access"]
     by_status = {(getattr(r, "status", ""), r.levelno) for r in access}

@@ -174,6 +174,33 @@ def _incoming_request_id(metadata: Any) -> str:
     return ""
 
 
+def add_cli_flags(parser: Any) -> None:
+    """``--metrics-port``, ``--metrics-port-file`` and ``--log-format`` of a serve command."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on this local port (0: any free port)",
+    )
+    parser.add_argument("--metrics-port-file", help="write the metrics port here once serving (for port 0)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json: one object per line")
+
+
+def apply_cli_flags(config: Any, args: Any) -> Any:
+    """The config (node or agent) with the serve command's operating flags applied; logging switched."""
+    from xinrong.logs import use_format
+
+    metrics = config.metrics.with_port(getattr(args, "metrics_port", None))
+    fmt = getattr(args, "log_format", None) or config.logging.format
+    use_format(fmt)
+    return config.model_copy(update={"metrics": metrics, "logging": LoggingConfig(format=fmt)})
+
+
+def wanted(metrics: MetricsConfig, log_format: str) -> bool:
+    """Whether a server needs an observer: metrics on, JSON logs, or access lines at DEBUG."""
+    return metrics.enabled or log_format == "json" or log.isEnabledFor(logging.DEBUG)
+
+
 def new_request_id() -> str:
     return f"x-{uuid.uuid4().hex}"
 
@@ -458,9 +485,12 @@ __all__ = [
     "MetricsConfig",
     "Observer",
     "ScrapeGauges",
+    "add_cli_flags",
+    "apply_cli_flags",
     "current_observer",
     "is_loopback",
     "new_request_id",
     "outgoing_metadata",
     "stream_call",
+    "wanted",
 ]
