@@ -10,6 +10,7 @@ import logging
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -193,3 +194,22 @@ def test_http_endpoint_serves_the_registry() -> None:
         assert 'xinrong_rpc_requests_total{code="OK",method="/m"} 1.0' in text
     finally:
         observer.close()
+
+
+def test_config_tables_and_their_refusals(tmp_path: Path) -> None:
+    from xinrong.config import ConfigError
+    from xinrong.provider_agent.config import parse_config
+
+    base = {"provider": "tax", "bind": "127.0.0.1:0", "credentials": "k", "db": "d.db"}
+    config = parse_config(
+        {"agent": base, "metrics": {"listen": "127.0.0.1:0"}, "logging": {"format": "json"}}, tmp_path
+    )
+    assert config.metrics.enabled and config.logging.format == "json"
+    assert not parse_config({"agent": base}, tmp_path).metrics.enabled  # off by default
+    with pytest.raises(ConfigError, match=r"\[metrics\].*loopback"):
+        parse_config({"agent": base, "metrics": {"listen": "0.0.0.0:9464"}}, tmp_path)
+    assert parse_config({"agent": base, "metrics": {"listen": "0.0.0.0:9464", "allow_remote": True}}, tmp_path)
+    with pytest.raises(ConfigError, match=r"\[logging\]"):
+        parse_config({"agent": base, "logging": {"format": "xml"}}, tmp_path)
+    with pytest.raises(ConfigError, match="listn"):
+        parse_config({"agent": base, "metrics": {"listn": "127.0.0.1:1"}}, tmp_path)
