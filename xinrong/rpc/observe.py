@@ -248,6 +248,8 @@ class Observer:
         self.registry.register(self.gauges)
         self._http: Any = None
         self._http_thread: Any = None
+        # method -> (its registered handler, the observed one); registered methods only.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
         self.metrics_port = 0
 
     # -- metrics of the party's own (the node's admissions, an agent's jobs) ----
@@ -287,14 +289,15 @@ class Observer:
     def aio_interceptor(self) -> Any:
         return _AioInterceptor(self)
 
-    def _begin(
-        self, method: str, request: Any, context: Any, metadata: Any
-    ) -> tuple[list[contextvars.Token[Any]], float]:
+    def _begin(self, method: str, request: Any, context: Any) -> tuple[list[contextvars.Token[Any]], float]:
         rid = ""
         candidate = getattr(request, "request_id", "") if request is not None else ""
         if isinstance(candidate, str) and candidate and ids.is_request_id(candidate):
             rid = candidate
-        rid = rid or _incoming_request_id(metadata) or new_request_id()
+        if not rid:
+            with contextlib.suppress(Exception):
+                rid = _incoming_request_id(context.invocation_metadata())
+        rid = rid or new_request_id()
         peer = None
         with contextlib.suppress(Exception):
             peer = peer_of(context, fresh=True)
@@ -325,15 +328,23 @@ class Observer:
             log.log(level, "%s %s", method, code, extra=extra)
         _reset(tokens)
 
-    def wrap(self, handler: Any, method: str, metadata: Any) -> Any:
-        """The handler with its behavior observed (same kind, same serializers)."""
+    def wrap(self, handler: Any, method: str) -> Any:
+        """The handler with its behavior observed (same kind, same serializers), made once per method."""
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         streaming_in, streaming_out = handler.request_streaming, handler.response_streaming
         behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-        wrapped = self._wrap_behavior(behavior, method, metadata, streaming_in, streaming_out)
+        wrapped = self._wrap_behavior(behavior, method, streaming_in, streaming_out)
         factory = {
             (False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
@@ -343,7 +354,7 @@ class Observer:
         return factory(wrapped, **kwargs)
 
     def _wrap_behavior(
-        self, behavior: Callable[..., Any], method: str, metadata: Any, streaming_in: bool, streaming_out: bool
+        self, behavior: Callable[..., Any], method: str, streaming_in: bool, streaming_out: bool
     ) -> Callable[..., Any]:
         def first(request: Any) -> Any:
             return None if streaming_in else request
@@ -351,7 +362,7 @@ class Observer:
         if inspect.isasyncgenfunction(behavior):
 
             async def agen(request: Any, context: Any) -> Any:
-                tokens, started = self._begin(method, first(request), context, metadata)
+                tokens, started = self._begin(method, first(request), context)
                 failed = True
                 try:
                     async for item in behavior(request, context):
@@ -364,7 +375,7 @@ class Observer:
         if inspect.iscoroutinefunction(behavior):
 
             async def coro(request: Any, context: Any) -> Any:
-                tokens, started = self._begin(method, first(request), context, metadata)
+                tokens, started = self._begin(method, first(request), context)
                 failed = True
                 try:
                     result = await behavior(request, context)
@@ -377,7 +388,7 @@ class Observer:
         if streaming_out:
 
             def gen(request: Any, context: Any) -> Any:
-                tokens, started = self._begin(method, first(request), context, metadata)
+                tokens, started = self._begin(method, first(request), context)
                 failed = True
                 try:
                     yield from behavior(request, context)
@@ -388,7 +399,7 @@ class Observer:
             return gen
 
         def plain(request: Any, context: Any) -> Any:
-            tokens, started = self._begin(method, first(request), context, metadata)
+            tokens, started = self._begin(method, first(request), context)
             failed = True
             try:
                 result = behavior(request, context)
@@ -418,7 +429,7 @@ class _SyncInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler = continuation(details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED, no label for made-up names
             return None
-        return self._observer.wrap(handler, details.method, details.invocation_metadata)
+        return self._observer.wrap(handler, details.method)
 
 
 class _AioInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -429,7 +440,7 @@ class _AioInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None:
             return None
-        return self._observer.wrap(handler, details.method, details.invocation_metadata)
+        return self._observer.wrap(handler, details.method)
 
 
 @contextlib.contextmanager
