@@ -16,7 +16,7 @@ import grpc
 import pytest
 from test_rpc_factory import _Agent, _AsyncAgent
 
-from xinrong.logs import ContextFilter, JsonFormatter, request_id_var
+from xinrong.logs import ContextFilter, JsonFormatter, RequestContext, current_request_id, request_var
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.observe import REQUEST_ID_HEADER, MetricsConfig, Observer, is_loopback, stream_call
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
@@ -147,12 +147,12 @@ def test_scrape_gauges_and_a_failing_callback() -> None:
 def test_stream_calls_have_their_own_request_id(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="xinrong.access"):
         with stream_call("EvaluateStream/claims", "r-abc") as done:
-            assert request_id_var.get() == "r-abc"
+            assert current_request_id() == "r-abc"
             done("OK")
         with stream_call("EvaluateStream/claims", "bad id\n") as done:
-            assert request_id_var.get().startswith("x-")
+            assert current_request_id().startswith("x-")
             done("PERMISSION_DENIED")
-    assert request_id_var.get() == ""
+    assert current_request_id() == ""
     statuses = [(getattr(r, "request_id", ""), getattr(r, "status", "")) for r in caplog.records]
     assert ("r-abc", "OK") in statuses
 
@@ -161,11 +161,11 @@ def test_json_formatter_one_object_per_line() -> None:
     record = logging.LogRecord("xinrong.access", logging.DEBUG, __file__, 1, "%s %s", ("/m", "OK"), None)
     record.status = "OK"
     record.duration_ms = 1.5
-    token = request_id_var.set("r-1")
+    token = request_var.set(RequestContext("r-1", "bank-a", "/m"))
     try:
         ContextFilter().filter(record)
     finally:
-        request_id_var.reset(token)
+        request_var.reset(token)
     line = JsonFormatter().format(record)
     assert "\n" not in line
     doc = json.loads(line)

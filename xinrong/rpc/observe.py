@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import inspect
 import ipaddress
+import itertools
 import logging
 import time
 import uuid
@@ -47,7 +48,7 @@ from pydantic import AfterValidator, model_validator
 
 from xinrong import ids
 from xinrong.config import Section, check_address
-from xinrong.logs import LOG_FORMATS, caller_var, method_var, request_id_var
+from xinrong.logs import LOG_FORMATS, RequestContext, request_var
 from xinrong.rpc.auth import peer_of
 
 log = logging.getLogger("xinrong.access")
@@ -153,18 +154,23 @@ class ScrapeGauges(Collector):
 _current: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("xinrong_observer", default=None)
 
 
+_Tokens = tuple[contextvars.Token[RequestContext], contextvars.Token["Observer | None"]]
+
+
+_CODE_NAMES: dict[Any, str] = {
+    **{code: code.name for code in grpc.StatusCode},
+    **{code.value[0]: code.name for code in grpc.StatusCode},
+}
+
+
 def _code_name(context: Any, failed: bool) -> str:
     """The call's status code name as the server set it (abort, set_code), else OK / UNKNOWN."""
-    code = None
-    with contextlib.suppress(Exception):
+    try:
         code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    if isinstance(code, int):
-        for candidate in grpc.StatusCode:
-            if candidate.value[0] == code:
-                return candidate.name
-    return "UNKNOWN" if failed else "OK"
+    except Exception:
+        code = None
+    name = _CODE_NAMES.get(code) if code is not None else None
+    return name or ("UNKNOWN" if failed else "OK")
 
 
 def _incoming_request_id(metadata: Any) -> str:
@@ -201,13 +207,19 @@ def wanted(metrics: MetricsConfig, log_format: str) -> bool:
     return metrics.enabled or log_format == "json" or log.isEnabledFor(logging.DEBUG)
 
 
+# Generated ids: a random prefix per process and a counter (unique across processes
+# without a urandom call per request).
+_PREFIX = uuid.uuid4().hex[:12]
+_SERIAL = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return f"x-{uuid.uuid4().hex}"
+    return f"x-{_PREFIX}-{next(_SERIAL)}"
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     """Metadata that carries the current request id to the next server (empty outside a request)."""
-    rid = request_id_var.get()
+    rid = request_var.get().request_id
     return ((REQUEST_ID_HEADER, rid),) if rid else ()
 
 
@@ -250,6 +262,8 @@ class Observer:
         self._http_thread: Any = None
         # method -> (its registered handler, the observed one); registered methods only.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
+        self._per_method: dict[str, tuple[Any, Any]] = {}
+        self._per_code: dict[tuple[str, str], Any] = {}
         self.metrics_port = 0
 
     # -- metrics of the party's own (the node's admissions, an agent's jobs) ----
@@ -289,40 +303,55 @@ class Observer:
     def aio_interceptor(self) -> Any:
         return _AioInterceptor(self)
 
-    def _begin(self, method: str, request: Any, context: Any) -> tuple[list[contextvars.Token[Any]], float]:
+    def _begin(self, method: str, request: Any, context: Any) -> tuple[_Tokens, float]:
         rid = ""
         candidate = getattr(request, "request_id", "") if request is not None else ""
         if isinstance(candidate, str) and candidate and ids.is_request_id(candidate):
             rid = candidate
         if not rid:
-            with contextlib.suppress(Exception):
+            try:
                 rid = _incoming_request_id(context.invocation_metadata())
+            except Exception:
+                rid = ""
         rid = rid or new_request_id()
-        peer = None
-        with contextlib.suppress(Exception):
+        try:
             peer = peer_of(context, fresh=True)
-        tokens: list[contextvars.Token[Any]] = [
-            request_id_var.set(rid),
-            caller_var.set(peer.party_id if peer is not None else ""),
-            method_var.set(method),
+        except Exception:
+            peer = None
+        tokens = (
+            request_var.set(RequestContext(rid, peer.party_id if peer is not None else "", method)),
             _current.set(self),
-        ]
-        self.in_flight.labels(method).inc()
+        )
+        self._children(method)[0].inc()
         return tokens, time.perf_counter()
 
-    def _end(self, method: str, context: Any, started: float, failed: bool, tokens: list[Any]) -> None:
+    def _children(self, method: str) -> tuple[Any, Any]:
+        """The method's in-flight gauge and latency histogram children (looked up once)."""
+        children = self._per_method.get(method)
+        if children is None:
+            children = self._per_method[method] = (self.in_flight.labels(method), self.latency.labels(method))
+        return children
+
+    def _count(self, method: str, code: str) -> None:
+        child = self._per_code.get((method, code))
+        if child is None:
+            child = self._per_code[(method, code)] = self.requests.labels(method, code)
+        child.inc()
+
+    def _end(self, method: str, context: Any, started: float, failed: bool, tokens: _Tokens) -> None:
         seconds = time.perf_counter() - started
         code = _code_name(context, failed)
-        self.in_flight.labels(method).dec()
-        self.requests.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        in_flight, latency = self._children(method)
+        in_flight.dec()
+        self._count(method, code)
+        latency.observe(seconds)
         level = logging.DEBUG if code == "OK" else logging.INFO
         if log.isEnabledFor(level):
             extra = {
                 "status": code,
                 "duration_ms": round(seconds * 1000, 3),
-                "request_id": request_id_var.get(),
-                "caller": caller_var.get(),
+                "request_id": request_var.get().request_id,
+                "caller": request_var.get().caller,
                 "method": method,
             }
             log.log(level, "%s %s", method, code, extra=extra)
@@ -411,14 +440,13 @@ class Observer:
         return plain
 
 
-_VARS: tuple[contextvars.ContextVar[Any], ...] = (request_id_var, caller_var, method_var, _current)
-
-
-def _reset(tokens: list[contextvars.Token[Any]]) -> None:
+def _reset(tokens: _Tokens) -> None:
     """Undo ``_begin``; a generator finalised in another context (a cancelled stream) has nothing to undo."""
-    for var, token in reversed(list(zip(_VARS, tokens))):
-        with contextlib.suppress(ValueError):
-            var.reset(token)
+    try:
+        _current.reset(tokens[1])
+        request_var.reset(tokens[0])
+    except ValueError:
+        pass
 
 
 class _SyncInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -452,7 +480,8 @@ def stream_call(method: str, request_id: str) -> Iterator[Callable[[str], None]]
     """
     observer = _current.get()
     rid = request_id if request_id and ids.is_request_id(request_id) else new_request_id()
-    token = request_id_var.set(rid)
+    outer = request_var.get()
+    token = request_var.set(RequestContext(rid, outer.caller, method))
     started = time.perf_counter()
     outcome = ["UNKNOWN"]
 
@@ -478,11 +507,11 @@ def stream_call(method: str, request_id: str) -> Iterator[Callable[[str], None]]
                     "duration_ms": round(seconds * 1000, 3),
                     "method": method,
                     "request_id": rid,
-                    "caller": caller_var.get(),
+                    "caller": outer.caller,
                 },
             )
         with contextlib.suppress(ValueError):
-            request_id_var.reset(token)
+            request_var.reset(token)
 
 
 def current_observer() -> Observer | None:
