@@ -197,6 +197,9 @@ def start_agent(
     )
     if observer is not None:
         observe_agent(observer, running)
+        observer.gauges.add(
+            "xinrong_agent_modeling_jobs", "Joint-modeling jobs held", (), lambda: [((), float(len(modeling._jobs)))]
+        )
         if cfg.metrics.enabled:
             try:
                 observer.serve_http(cfg.metrics)

@@ -135,6 +135,9 @@ def test_metrics_and_json_logs_follow_one_request(tmp_path: Path) -> None:
         with EnterpriseClient(plat.node_address, creds) as ent:
             ent.register(signed)
         consent_id = parse_consent(signed).consent_id
+        once = grant(creds, ConsentRequest("bank-a", "loan_application", ("tax.*",), *PERIOD, max_uses=1))
+        with EnterpriseClient(plat.node_address, creds) as ent:
+            ent.register(once)
         request_id = f"r-{uuid.uuid4()}"
         with BankClient(plat.node_address, load_party(party_dir(keys, "institution", "bank-a"))) as bank:
             # One answer, its signature checked by the client.
@@ -142,6 +145,10 @@ def test_metrics_and_json_logs_follow_one_request(tmp_path: Path) -> None:
             with pytest.raises(RemoteError) as refused:
                 bank.verify(target, ["tax.in_arrears == false"], "no-such-consent")
             assert refused.value.code.name == "PERMISSION_DENIED"
+            bank.verify(target, ["tax.in_arrears == false"], parse_consent(once).consent_id)
+            with pytest.raises(RemoteError) as used_up:
+                bank.verify(target, ["tax.in_arrears == false"], parse_consent(once).consent_id)
+            assert used_up.value.reason == "CONSENT_USES_EXHAUSTED"
 
         node_text, agent_text = _scrape(node_metrics), _scrape(agent_metrics)
         assert _sample(node_text, "xinrong_rpc_requests_total", method=VERIFY, code="OK") >= 1
@@ -149,14 +156,23 @@ def test_metrics_and_json_logs_follow_one_request(tmp_path: Path) -> None:
         assert _sample(node_text, "xinrong_rpc_duration_seconds_count", method=VERIFY) >= 2
         assert _sample(node_text, "xinrong_node_admissions_total", purpose="verification", outcome="ALLOWED") >= 1
         assert _sample(node_text, "xinrong_node_admissions_total", purpose="verification", outcome="ACCESS_DENIED") >= 1
+        assert _sample(node_text, "xinrong_node_budget_refusals_total", kind="consent_uses") == 1
         assert _sample(node_text, "xinrong_node_agent_up", provider="tax") == 1.0
         assert _sample(node_text, "xinrong_node_audit_entries") >= 2
         assert "xinrong_node_modeling_jobs" in node_text and "xinrong_node_agent_stream_queued" in node_text
         assert _sample(agent_text, "xinrong_stream_calls_total", method="EvaluateStream/claims", code="OK") >= 1
         assert _sample(agent_text, "xinrong_agent_serving") == 1.0
+        assert "xinrong_agent_modeling_jobs 0.0" in agent_text
         assert _sample(agent_text, "xinrong_rpc_requests_total", code="OK") >= 1
         for text in (node_text, agent_text):
-            for secret in (target, consent_id, request_id, "in_arrears", "no-such-consent"):
+            for secret in (
+                target,
+                consent_id,
+                parse_consent(once).consent_id,
+                request_id,
+                "in_arrears",
+                "no-such-consent",
+            ):
                 assert secret not in text, f"{secret!r} appears in a metrics exposition"
 
         # The agent down: the node's gauge says so on the next scrape.
