@@ -329,6 +329,11 @@ def render_template(
         '# sqlite_synchronous = "NORMAL"        # FULL: fsync on every commit',
         "# modeling_step_timeout_seconds = 300  # joint modeling: deadline per agent call",
         "# modeling_max_jobs = 4                # joint-modeling jobs held in memory at once",
+        "",
+        "# [metrics]                            # Prometheus metrics on a local port (off unless listen is set)",
+        '# listen = "127.0.0.1:9464"            # loopback only unless allow_remote = true',
+        "# [logging]",
+        '# format = "json"                      # one JSON object per line (default "text")',
     ]
     for name, address in providers:
         lines += [

@@ -250,4 +250,9 @@ max_clock_skew_seconds = 300           # requests further off the agent's clock 
 enabled = {"true" if modeling_for else "false"}
 allowed_institutions = [{institutions}]      # institutions whose jobs this provider joins
 # dir = "..."                          # alignment, checkpoints, model shares; default: beside db
+
+# [metrics]                            # Prometheus metrics on a local port (off unless listen is set)
+# listen = "127.0.0.1:9465"            # loopback only unless allow_remote = true
+# [logging]
+# format = "json"                      # one JSON object per line (default "text")
 """

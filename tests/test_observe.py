@@ -213,3 +213,18 @@ def test_config_tables_and_their_refusals(tmp_path: Path) -> None:
         parse_config({"agent": base, "logging": {"format": "xml"}}, tmp_path)
     with pytest.raises(ConfigError, match="listn"):
         parse_config({"agent": base, "metrics": {"listn": "127.0.0.1:1"}}, tmp_path)
+
+
+def test_agent_template_metrics_lines_load_when_uncommented(tmp_path: Path) -> None:
+    import tomllib
+
+    from xinrong.provider_agent.config import parse_config, render_template
+
+    text = render_template(out=tmp_path / "agent.toml", provider="tax", keys_dir=tmp_path / "keys", bind="127.0.0.1:0")
+    assert "# [metrics]" in text
+    opened = "\n".join(
+        line[2:] if line.startswith(("# [metrics]", "# listen", "# [logging]", "# format")) else line
+        for line in text.splitlines()
+    )
+    config = parse_config(tomllib.loads(opened), tmp_path)
+    assert config.metrics.listen == "127.0.0.1:9465" and config.logging.format == "json"
