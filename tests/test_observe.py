@@ -228,3 +228,25 @@ def test_agent_template_metrics_lines_load_when_uncommented(tmp_path: Path) -> N
     )
     config = parse_config(tomllib.loads(opened), tmp_path)
     assert config.metrics.listen == "127.0.0.1:9465" and config.logging.format == "json"
+
+
+def test_pool_threads_keep_the_request_context() -> None:
+    import asyncio
+
+    from xinrong.rpc.observe import ContextThreadPool, outgoing_metadata
+
+    async def run() -> tuple[str, tuple[tuple[str, str], ...]]:
+        token = request_var.set(RequestContext("r-pool-1", "bank-a", "/m"))
+        try:
+            loop = asyncio.get_running_loop()
+            with ContextThreadPool(max_workers=1) as pool:
+                return await loop.run_in_executor(pool, current_request_id), await loop.run_in_executor(
+                    pool, outgoing_metadata
+                )
+        finally:
+            request_var.reset(token)
+
+    rid, metadata = asyncio.run(run())
+    assert rid == "r-pool-1"
+    assert metadata == ((REQUEST_ID_HEADER, "r-pool-1"),)
+    assert outgoing_metadata() == ()

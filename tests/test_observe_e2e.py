@@ -175,6 +175,11 @@ def test_metrics_and_json_logs_follow_one_request(tmp_path: Path) -> None:
             ):
                 assert secret not in text, f"{secret!r} appears in a metrics exposition"
 
+        # A revocation: the node's RevokeConsent (a pool-thread handler) pushes it to the
+        # agent with its request id in the x-request-id metadata.
+        with EnterpriseClient(plat.node_address, creds) as ent:
+            assert list(ent.revoke(consent_id).providers_notified) == ["tax"]
+
         # The agent down: the node's gauge says so on the next scrape.
         group.stop("agent-tax")
         assert _sample(_scrape(node_metrics), "xinrong_node_agent_up", provider="tax") == 0.0
@@ -190,3 +195,17 @@ def test_metrics_and_json_logs_follow_one_request(tmp_path: Path) -> None:
         assert {"time", "level", "logger", "request_id", "caller", "method", "status", "duration_ms"} <= set(line)
         agent_lines = [line for line in _json_lines(agent_log) if line.get("request_id") == request_id]
         assert any(line.get("status") == "OK" and line.get("caller") == "node" for line in agent_lines), agent_lines
+
+        revoke = [
+            line
+            for line in _json_lines(node_log)
+            if line.get("logger") == "xinrong.access" and line.get("method") == "/xinrong.v1.NodeService/RevokeConsent"
+        ]
+        assert len(revoke) == 1 and revoke[0]["status"] == "OK"
+        pushed = [
+            line
+            for line in _json_lines(agent_log)
+            if line.get("logger") == "xinrong.access"
+            and line.get("method") == "/xinrong.v1.AgentService/UpdateConsentStatus"
+        ]
+        assert [line["request_id"] for line in pushed] == [revoke[0]["request_id"]]

@@ -37,7 +37,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Annotated, Any
+from concurrent import futures
+from typing import Annotated, Any, TypeVar
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,6 +53,8 @@ from xinrong.logs import LOG_FORMATS, RequestContext, request_var
 from xinrong.rpc.auth import peer_of
 
 log = logging.getLogger("xinrong.access")
+
+T = TypeVar("T")
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -514,6 +517,17 @@ def stream_call(method: str, request_id: str) -> Iterator[Callable[[str], None]]
             request_var.reset(token)
 
 
+class ContextThreadPool(futures.ThreadPoolExecutor):
+    """A thread pool whose tasks run in the submitter's context variables.
+
+    ``loop.run_in_executor`` does not carry them over, so without this a
+    synchronous handler of the asyncio runtime would log without its request id.
+    """
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> futures.Future[T]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
 def current_observer() -> Observer | None:
     return _current.get()
 
@@ -521,6 +535,7 @@ def current_observer() -> Observer | None:
 __all__ = [
     "LATENCY_BUCKETS",
     "REQUEST_ID_HEADER",
+    "ContextThreadPool",
     "LoggingConfig",
     "MetricsConfig",
     "Observer",

@@ -473,7 +473,9 @@ def _build_asyncio(
     observer: Observer | None = None,
 ) -> AsyncioServer:
     loop = asyncio.new_event_loop()
-    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id)
+    from xinrong.rpc.observe import ContextThreadPool  # handlers in the pool keep the request's log context
+
+    pool = ContextThreadPool(max_workers=max_workers, thread_name_prefix=credentials.party_id)
     names = tuple(s.name for s in services)
 
     async def start() -> tuple[Any, Any, int]:
