@@ -65,7 +65,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -215,6 +215,50 @@ def _valid_uscc_18(code: str) -> bool:
     return uscc_mod.is_valid(code)
 
 
+def _count(admission: Admission, request: AccessRequest, admitted: Admitted | None, error: Exception | None) -> None:
+    purpose = request.purpose.name
+    try:
+        if isinstance(error, XinrongError):
+            admission.on_decision(purpose, error.reason.value)
+        elif admitted is not None:
+            for _ in admitted.admitted:
+                admission.on_decision(purpose, "ALLOWED")
+            for _, refusal in admitted.refused:
+                admission.on_decision(purpose, refusal.reason.value)
+    except Exception:  # metrics never change a decision
+        log.debug("admission metrics hook failed", exc_info=True)
+
+
+def _counted_async(
+    admit: Callable[[Admission, AccessRequest], Awaitable[Admitted]],
+) -> Callable[[Admission, AccessRequest], Awaitable[Admitted]]:
+    @functools.wraps(admit)
+    async def counted(self: Admission, request: AccessRequest) -> Admitted:
+        try:
+            admitted: Admitted = await admit(self, request)
+        except Exception as exc:
+            _count(self, request, None, exc)
+            raise
+        _count(self, request, admitted, None)
+        return admitted
+
+    return counted
+
+
+def _counted(admit: Callable[[Admission, AccessRequest], Admitted]) -> Callable[[Admission, AccessRequest], Admitted]:
+    @functools.wraps(admit)
+    def counted(self: Admission, request: AccessRequest) -> Admitted:
+        try:
+            admitted = admit(self, request)
+        except Exception as exc:
+            _count(self, request, None, exc)
+            raise
+        _count(self, request, admitted, None)
+        return admitted
+
+    return counted
+
+
 class Admission:
     """Owns every step of admitting a consented request, for every purpose."""
 
@@ -245,8 +289,13 @@ class Admission:
         self._down = down
         self._clock = clock
 
+    # Metrics (xinrong.node.metrics): called once per subject decided, with the
+    # purpose's name and "ALLOWED" or the refusal's reason. Never given an id.
+    on_decision: Callable[[str, str], None] = staticmethod(lambda purpose, outcome: None)
+
     # -- the two ways to wait ------------------------------------------------
 
+    @_counted_async
     async def admit_on_loop(self, request: AccessRequest) -> Admitted:
         """For coroutine handlers: a refusal is awaited durable, then raised."""
         if self._db.shared:
@@ -257,6 +306,7 @@ class Admission:
             await self._db.wait_durable_async(refused.token)
             raise refused.error from None
 
+    @_counted
     def admit_blocking(self, request: AccessRequest) -> Admitted:
         """For handlers in a worker thread: the decision is durable before this returns."""
         if self._db.shared and not request.purpose.self_service:

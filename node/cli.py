@@ -90,10 +90,13 @@ def _init(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from xinrong.node.server import start_node  # grpc start-up only for this verb
+    from xinrong.rpc.observe import apply_cli_flags
 
-    node = start_node(load_config(args.config))
+    node = start_node(apply_cli_flags(load_config(args.config), args))
     node.server.install_signal_handlers()
     settle_after_start()
+    if args.metrics_port_file and node.observer is not None and node.observer.metrics_port:
+        _write_port_file(Path(args.metrics_port_file), node.observer.metrics_port)
     if args.port_file:
         _write_port_file(Path(args.port_file), node.port)
     print(f"node serving on port {node.port}", flush=True)
@@ -367,6 +370,9 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", help="serve the node over mTLS")
     serve.add_argument("--config", required=True, help="node TOML config")
     serve.add_argument("--port-file", help="write the bound port here once serving (for port 0)")
+    from xinrong.rpc.observe import add_cli_flags
+
+    add_cli_flags(serve)
     serve.set_defaults(func=_serve)
 
     evaluate = sub.add_parser(

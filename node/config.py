@@ -32,6 +32,12 @@ system whose limits are a privacy control.
     pool_size = 8
     synchronous_commit = "on"
 
+    # Optional: Prometheus metrics (xinrong.rpc.observe), loopback only unless allow_remote.
+    [metrics]
+    listen = "127.0.0.1:9464"
+    [logging]
+    format = "json"                     # or "text" (the default)
+
     [[providers]]
     name = "tax"
     address = "127.0.0.1:7501"
@@ -56,6 +62,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from xinrong.catalog import Catalog, default_catalog, load_catalog
 from xinrong.config import ConfigError, ConfigPath, Section, check_address, parse_file, read_toml, unique
 from xinrong.keys.ca import check_party_id
+from xinrong.rpc.observe import LoggingConfig, MetricsConfig
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
@@ -196,6 +203,9 @@ class NodeConfig(Section):
     modeling_max_jobs_per_institution: int = Field(2, ge=1)
     # A job nobody drives for this long loses its lease: FAILED, key dropped.
     modeling_job_idle_seconds: float = Field(900.0, ge=0.1)
+    # Operating: Prometheus metrics on a local port (off by default) and the log format.
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -231,7 +241,7 @@ class NodeConfig(Section):
 NODE_KEYS = frozenset(
     name
     for name in NodeConfig.model_fields
-    if name not in {"providers", "institutions", "database", *NodeConfig.DERIVED}
+    if name not in {"providers", "institutions", "database", "metrics", "logging", *NodeConfig.DERIVED}
 )
 
 
@@ -339,6 +349,11 @@ def render_template(
         "# modeling_max_jobs = 4                # joint-modeling jobs held in memory at once",
         "# modeling_max_jobs_per_institution = 2  # of those, one institution's at most",
         "# modeling_job_idle_seconds = 900      # a job idle this long expires (FAILED, key dropped)",
+        "",
+        "# [metrics]                            # Prometheus metrics on a local port (off unless listen is set)",
+        '# listen = "127.0.0.1:9464"            # loopback only unless allow_remote = true',
+        "# [logging]",
+        '# format = "json"                      # one JSON object per line (default "text")',
     ]
     for name, address in providers:
         lines += [

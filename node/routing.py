@@ -51,6 +51,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.node.config import ProviderEndpoint
 from xinrong.rpc.channel import secure_aio_channel, secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error, remote_error_from_fields
+from xinrong.rpc.observe import outgoing_metadata
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
@@ -472,7 +473,9 @@ class AgentPool:
             if stub is None:
                 outcomes[name] = PushOutcome(False, "NOT_CONFIGURED")
                 continue
-            calls.append((name, stub.UpdateConsentStatus.future(request, timeout=self.timeout)))
+            calls.append(
+                (name, stub.UpdateConsentStatus.future(request, timeout=self.timeout, metadata=outgoing_metadata()))
+            )
         for name, call in calls:
             try:
                 response = call.result()

@@ -36,6 +36,8 @@ from xinrong.node.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
 from xinrong.node.subject_servicer import SubjectServicer
 from xinrong.node.transparency_servicer import SERVICE_NAME as TRANSPARENCY_SERVICE_NAME
 from xinrong.node.transparency_servicer import TransparencyServicer
+from xinrong.rpc.observe import Observer as Metrics
+from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
 
@@ -93,6 +95,7 @@ class NodeServer:
     server: RunningServer
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
+    observer: Metrics | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -199,6 +202,8 @@ class NodeServer:
             self.subject.close()
         self.core.agents.close()
         self.core.db.close()
+        if self.observer is not None:
+            self.observer.close()
 
     def wait(self) -> None:
         self.server.wait()
@@ -250,6 +255,12 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        metrics: Metrics | None = None
+        if wanted(config.metrics, config.logging.format):
+            from xinrong.node.metrics import observe_node
+
+            metrics = Metrics(creds.party_id)
+            observe_node(metrics, core, hub)
         running = build_server(
             creds,
             config.bind,
@@ -280,7 +291,14 @@ def start_node(
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
+            observer=metrics,
         )
+        if metrics is not None and config.metrics.enabled:
+            try:
+                metrics.serve_http(config.metrics)
+            except BaseException:
+                running.stop(0)
+                raise
     except BaseException:
         if hub is not None:
             hub.close()
@@ -299,7 +317,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
     running.set_serving(True)
     node.start_maintenance()
     log.info(

@@ -15,6 +15,7 @@ every problem with its line number, and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -39,6 +40,7 @@ from xinrong.provider_agent.subject import (
     current_cell_sha256,
     subject_db_path,
 )
+from xinrong.rpc.observe import add_cli_flags, apply_cli_flags
 
 
 def _with_setup(run: Callable[[AgentSetup, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -93,7 +95,12 @@ def _import(setup: AgentSetup, args: argparse.Namespace) -> int:
 
 
 def _serve(setup: AgentSetup, args: argparse.Namespace) -> int:
-    return serve(setup, port_file=Path(args.port_file) if args.port_file else None)
+    setup = dataclasses.replace(setup, config=apply_cli_flags(setup.config, args))
+    return serve(
+        setup,
+        port_file=Path(args.port_file) if args.port_file else None,
+        metrics_port_file=Path(args.metrics_port_file) if args.metrics_port_file else None,
+    )
 
 
 def _info(setup: AgentSetup, args: argparse.Namespace) -> int:
@@ -330,6 +337,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", help="serve AgentService over mTLS (only the node may call)")
     p.add_argument("--config", required=True, help="agent TOML config")
     p.add_argument("--port-file", help="write the bound port here once serving (for bind port 0)")
+    add_cli_flags(p)
     p.set_defaults(func=_with_setup(_serve))
 
     p = sub.add_parser("info", help="show the active data period")

@@ -28,6 +28,11 @@ and a ``[modelling]`` table must not be ignored.
     dir = "state/modeling-tax"          # checkpoints and model shares (default: next to db)
     # dataset = "features.csv"          # id + numeric columns; default: the active period's catalog fields
     # allow_insecure = false            # plain backend: tests only
+
+    [metrics]                           # optional: Prometheus metrics, loopback only unless allow_remote
+    listen = "127.0.0.1:9465"
+    [logging]
+    format = "json"                     # or "text" (the default)
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from xinrong.config import ConfigError, ConfigPath, Section, parse_file, read_to
 from xinrong.errors import SignatureError
 from xinrong.keys.ca import check_party_id
 from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.rpc.observe import LoggingConfig, MetricsConfig
 
 
 def _text(value: str) -> str:
@@ -114,6 +120,9 @@ class AgentConfig(Section):
     # An objection open longer than this is flagged overdue (policy practice: a few working days).
     objection_deadline_days: float = Field(5.0, gt=0, le=365)
     modeling: ModelingConfig = ModelingConfig()
+    # Operating: Prometheus metrics on a local port (off by default) and the log format.
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -243,4 +252,9 @@ max_clock_skew_seconds = 300           # requests further off the agent's clock 
 enabled = {"true" if modeling_for else "false"}
 allowed_institutions = [{institutions}]      # institutions whose jobs this provider joins
 # dir = "..."                          # alignment, checkpoints, model shares; default: beside db
+
+# [metrics]                            # Prometheus metrics on a local port (off unless listen is set)
+# listen = "127.0.0.1:9465"            # loopback only unless allow_remote = true
+# [logging]
+# format = "json"                      # one JSON object per line (default "text")
 """

@@ -34,6 +34,7 @@ from xinrong.provider_agent.store import DataStore, StateStore
 from xinrong.provider_agent.subject import SubjectDesk, SubjectStore, subject_db_path
 from xinrong.provider_agent.subject_servicer import SERVICE_NAME as SUBJECT_SERVICE_NAME
 from xinrong.provider_agent.subject_servicer import AgentSubjectServicer
+from xinrong.rpc.observe import Observer, wanted
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.tlog.client import answers_origin
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
@@ -56,6 +57,7 @@ class RunningAgent:
     modeling_ready: Callable[[], bool] | None = None
     # (origin, key) of the agent's own answer log; None: not kept (tests of the bare server).
     answer_log: tuple[str, SigningKey] | None = None
+    observer: Observer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -122,6 +124,8 @@ class RunningAgent:
             self.integrate_answers()  # the last answers get into the signed log before the store closes
         except Exception:
             log.warning("could not fold the last answers into the answer log", exc_info=True)
+        if self.observer is not None:
+            self.observer.close()
         self.data.close()
         self.state.close()
         if self.subject is not None:
@@ -207,6 +211,7 @@ def start_agent(
         def register_modeling(server: grpc.Server) -> None:
             modeling_pb2_grpc.add_AgentModelingServiceServicer_to_server(modeling_servicer, server)
 
+        observer = Observer(setup.credentials.party_id) if wanted(cfg.metrics, cfg.logging.format) else None
         server = build_server(
             setup.credentials,
             bind or cfg.bind,
@@ -221,6 +226,7 @@ def start_agent(
                 evaluation_binding,
             ],
             max_workers=cfg.max_workers,
+            observer=observer,
         )
     except BaseException:
         data.close()
@@ -236,7 +242,19 @@ def start_agent(
         subject=subject,
         modeling_ready=features.ready if cfg.modeling.enabled else None,
         answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
+        observer=observer,
     )
+    if observer is not None:
+        observe_agent(observer, running)
+        observer.gauges.add(
+            "xinrong_agent_modeling_jobs", "Joint-modeling jobs held", (), lambda: [((), float(len(modeling._jobs)))]
+        )
+        if cfg.metrics.enabled:
+            try:
+                observer.serve_http(cfg.metrics)
+            except BaseException:
+                running.stop(0)
+                raise
     running.refresh_health()
     running.start_watcher()
     log.info("agent %s listening on port %d", cfg.provider, server.port)
@@ -268,6 +286,13 @@ def _evaluation_binding(setup: AgentSetup, node_id: str) -> ServiceBinding:
     )
 
 
+def observe_agent(observer: Observer, running: RunningAgent) -> None:
+    """The agent's own gauges: readiness and the joint-modeling jobs it holds."""
+    observer.gauges.add(
+        "xinrong_agent_serving", "1 while health says SERVING", (), lambda: [((), 1.0 if running._ready else 0.0)]
+    )
+
+
 def write_port_file(path: Path, port: int) -> None:
     """Atomically, so a watcher never reads a half-written number."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,12 +301,14 @@ def write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def serve(setup: AgentSetup, *, port_file: Path | None = None) -> int:
+def serve(setup: AgentSetup, *, port_file: Path | None = None, metrics_port_file: Path | None = None) -> int:
     """Serve until SIGTERM / SIGINT, then stop gracefully. Returns an exit code."""
     running = start_agent(setup)
     try:
         running.server.install_signal_handlers()
         settle_after_start()
+        if metrics_port_file is not None and running.observer is not None and running.observer.metrics_port:
+            write_port_file(metrics_port_file, running.observer.metrics_port)
         if port_file is not None:
             write_port_file(port_file, running.port)
         period = running.agent.info()

@@ -19,11 +19,14 @@ from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.serde import claims_request_from_proto, indicators_request_from_proto
 from xinrong.rpc.auth import require_node
 from xinrong.rpc.errors import status_fields
+from xinrong.rpc.observe import stream_call
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 SERVICE_NAME = "xinrong.v1.AgentService"
 
 log = logging.getLogger(__name__)
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
@@ -46,6 +49,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         )
 
     def _one(self, call: agent_pb2.AgentCall) -> agent_pb2.AgentCallResult:
+        """One call of a batch, logged and counted under the bank's request id (``stream_call``)."""
+        kind = call.WhichOneof("call") or "none"
+        request_id = call.claims.request_id if kind == "claims" else call.indicators.request_id
+        with stream_call(f"EvaluateStream/{kind}", request_id) as done:
+            result = self._answer(call)
+            done(_CODE_NAMES.get(result.error.code, "UNKNOWN") if result.HasField("error") else "OK")
+            return result
+
+    def _answer(self, call: agent_pb2.AgentCall) -> agent_pb2.AgentCallResult:
         """One call of a batch: answered or refused on its own, like a unary call."""
         try:
             kind = call.WhichOneof("call")

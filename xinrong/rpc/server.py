@@ -35,7 +35,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -50,6 +50,9 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import DOMAIN, status_for, status_for_error
+
+if TYPE_CHECKING:
+    from xinrong.rpc.observe import Observer
 
 log = logging.getLogger(__name__)
 
@@ -579,16 +582,21 @@ def build_server(
     max_workers: int = 16,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     runtime: Runtime = "threads",
+    observer: Observer | None = None,
 ) -> RunningServer:
-    """Build and start a server; bind "127.0.0.1:0" for an ephemeral port."""
+    """Build and start a server; bind "127.0.0.1:0" for an ephemeral port.
+
+    ``observer`` (xinrong.rpc.observe): metrics and request-scoped logs of every call.
+    """
     if runtime == "asyncio":
-        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes)
+        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer)
     if runtime != "threads":
         raise ValueError(f"unknown server runtime {runtime!r}")
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id),
         options=_options(max_message_bytes),
         maximum_concurrent_rpcs=max_workers * 16,
+        interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
         s.register(_GuardedRegistrar(server, s.allowed_roles, None))
@@ -604,15 +612,25 @@ def build_server(
 
 
 def _build_asyncio(
-    credentials: PartyCredentials, bind: str, services: list[ServiceBinding], max_workers: int, max_message_bytes: int
+    credentials: PartyCredentials,
+    bind: str,
+    services: list[ServiceBinding],
+    max_workers: int,
+    max_message_bytes: int,
+    observer: Observer | None = None,
 ) -> AsyncioServer:
     loop = asyncio.new_event_loop()
-    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id)
+    from xinrong.rpc.observe import ContextThreadPool  # handlers in the pool keep the request's log context
+
+    pool = ContextThreadPool(max_workers=max_workers, thread_name_prefix=credentials.party_id)
     names = tuple(s.name for s in services)
 
     async def start() -> tuple[Any, Any, int]:
         # No maximum_concurrent_rpcs: it would count health checks (see _CallBudget).
-        server = grpc.aio.server(options=_options(max_message_bytes))
+        server = grpc.aio.server(
+            options=_options(max_message_bytes),
+            interceptors=[observer.aio_interceptor()] if observer is not None else None,
+        )
         budget = _CallBudget(max_workers * 16)
         for s in services:
             s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget))
