@@ -69,7 +69,10 @@ def test_ids_from_before_the_scoping_still_count_for_every_caller_until_they_exp
     """A database of schema step 1 (one global namespace) migrates without reopening a replay window."""
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE replay_ids (request_id TEXT PRIMARY KEY, seen_ms INTEGER NOT NULL) WITHOUT ROWID")
+    # The whole of step 1, as a node of that release wrote it (later steps touch its other tables too).
+    from xinrong.node.migrations import MIGRATIONS
+
+    conn.executescript(MIGRATIONS[0].sqlite)
     t0 = 1_800_000_000.0
     conn.execute("INSERT INTO replay_ids VALUES ('seen-before', ?)", (int(t0 * 1000),))
     conn.execute("PRAGMA user_version=1")
