@@ -21,12 +21,23 @@ SERVICE_NAME = "xinrong.v1.TransparencyService"
 ENTERPRISE = "enterprise"
 
 
+# Tree sizes and leaf indices a log can reach (and SQLite / PostgreSQL can bind):
+# anything larger is refused as malformed, not looked up.
+MAX_POSITION = 2**62
+
+
+def _position(value: int, what: str) -> int:
+    if value >= MAX_POSITION:
+        raise ValidationError(f"{what} must be below 2^62")
+    return value
+
+
 def _page_token(value: str) -> int:
     if not value:
         return 0
     if not value.isdigit() or len(value) > 19:
         raise ValidationError("page token malformed")
-    return int(value)
+    return _position(int(value), "page token")
 
 
 class TransparencyServicer(transparency_pb2_grpc.TransparencyServiceServicer):  # type: ignore[misc]
@@ -47,9 +58,9 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServiceServicer):  
         if which is None:
             raise ValidationError("leaf_index or leaf_hash is required")
         index, leaf, proof, checkpoint = self._tlog.inclusion(
-            request.leaf_index if which == "leaf_index" else None,
+            _position(request.leaf_index, "leaf_index") if which == "leaf_index" else None,
             bytes(request.leaf_hash) if which == "leaf_hash" else None,
-            request.tree_size,
+            _position(request.tree_size, "tree_size"),
         )
         return transparency_pb2.GetInclusionProofResponse(
             leaf_index=index, tree_size=checkpoint.size, leaf_hash=leaf, proof=proof, checkpoint=checkpoint.note
@@ -59,7 +70,9 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServiceServicer):  
         self, request: transparency_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
     ) -> transparency_pb2.GetConsistencyProofResponse:
         require_caller(context)
-        size1, size2, proof, checkpoint = self._tlog.consistency(request.first_size, request.second_size)
+        size1, size2, proof, checkpoint = self._tlog.consistency(
+            _position(request.first_size, "first_size"), _position(request.second_size, "second_size")
+        )
         return transparency_pb2.GetConsistencyProofResponse(
             first_size=size1, second_size=size2, proof=proof, checkpoint=checkpoint.note
         )

@@ -53,6 +53,21 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentService/EvaluateIndicators": 256 * 1024,
     "/xinrong.v1.AgentService/UpdateConsentStatus": 64 * 1024,
     "/xinrong.v1.AgentService/GetAgentInfo": _SMALL,
+    "/xinrong.v1.TransparencyService/GetCheckpoint": _SMALL,
+    "/xinrong.v1.TransparencyService/GetInclusionProof": _SMALL,
+    "/xinrong.v1.TransparencyService/GetConsistencyProof": _SMALL,
+    "/xinrong.v1.TransparencyService/ListAccesses": _SMALL,
+    # Subject rights: a signed query and the enterprise's binding; a case adds
+    # its sealed evidence (xinrong.subject.MAX_EVIDENCE_BYTES, 256 KiB).
+    "/xinrong.v1.SubjectService/GetMyData": 64 * 1024,
+    "/xinrong.v1.SubjectService/FileCase": 512 * 1024,
+    "/xinrong.v1.SubjectService/ListMyConsents": 64 * 1024,
+    "/xinrong.v1.SubjectService/ChangeConsentState": 64 * 1024,
+    "/xinrong.v1.AgentSubjectService/GetSubjectReport": 64 * 1024,
+    "/xinrong.v1.AgentSubjectService/AcceptCase": 512 * 1024,
+    "/xinrong.v1.AgentSubjectService/UpdateConsentPause": 64 * 1024,
+    "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
+    "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
 }
 
 __all__ = [
