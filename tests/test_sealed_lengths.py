@@ -80,7 +80,7 @@ def _inject(monkeypatch: pytest.MonkeyPatch, t: AgentUnderTest, value: FieldValu
     """The agent reads ``value`` (or ``value[field]``) for a field; the rest of its path is real."""
     monkeypatch.setattr(t.data, "lookup", lambda *_a: Lookup(period_id=1, as_of=AS_OF, data="[]"))
     if isinstance(value, dict):
-        monkeypatch.setattr(t.agent, "_cell", lambda _l, _c, spec: value[spec.key])
+        monkeypatch.setattr(t.agent, "_cell", lambda _l, _c, spec, *_rest: value[spec.key])
     else:
         monkeypatch.setattr(t.agent, "_cell", lambda *_a: value)
 

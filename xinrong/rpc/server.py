@@ -45,9 +45,11 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from xinrong import ids
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
+from xinrong.logs import NO_REQUEST, request_var
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import DOMAIN, status_for, status_for_error
 
@@ -114,12 +116,26 @@ def _decoder(deserializer: Decode | None, method: str) -> Decode:
         if deserializer is None:
             return raw
         try:
-            return deserializer(raw)
+            message = deserializer(raw)
         except Exception:
             why = f"request bytes do not decode as the request message of {method}"
             raise ValidationError(why, public=why) from None
+        _adopt_request_id(message)
+        return message
 
     return decode
+
+
+def _adopt_request_id(message: Any) -> None:
+    """The observer began the call on raw bytes: once decoded, a request's own
+    ``request_id`` (a bank's Verify id) names the call in logs, so one request
+    can be followed from the bank through node and agent."""
+    current = request_var.get()
+    if current is NO_REQUEST:
+        return
+    candidate = getattr(message, "request_id", "")
+    if isinstance(candidate, str) and candidate and candidate != current.request_id and ids.is_request_id(candidate):
+        request_var.set(current._replace(request_id=candidate))
 
 
 def _decoded_stream(requests: Any, decode: Decode) -> Any:
