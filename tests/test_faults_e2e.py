@@ -260,8 +260,17 @@ def test_kill_9_during_csv_import_is_all_or_nothing(platform: tuple[LocalPlatfor
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    wal = Path(plat.workdir) / "state" / "agent-tax.db-wal"
+    start = wal.stat().st_size if wal.exists() else 0
     try:
-        time.sleep(2.5)  # start-up, then rows streaming into the import's transaction
+        # Kill once rows are streaming into the import's open transaction (its
+        # WAL has grown by a megabyte), not after a fixed sleep: a fast machine
+        # finishes 150k rows in less time than a slow one starts up.
+        deadline = time.monotonic() + 60.0
+        while (wal.stat().st_size if wal.exists() else 0) < start + 1_000_000:
+            assert proc.poll() is None, "the import finished before any of its writes were seen"
+            assert time.monotonic() < deadline, "the import wrote nothing within 60 s"
+            time.sleep(0.005)
         assert proc.poll() is None, "the import finished before it could be killed; make the file larger"
         proc.kill()
         proc.wait(timeout=10)
