@@ -75,7 +75,7 @@ def replicas(pki: Pki, catalog: Catalog, pg_cluster: Any, tmp_path: Path) -> Ite
                     providers=[("tax", agent.address, party_dir(root, "provider", "tax") / "binding.pb")],
                     institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
                     database=table,
-                    enterprise_daily_budget=1000,
+                    enterprise_daily_budget=1_000_000,  # the load below outruns any smaller day on a quiet machine
                 )
             )
             configs.append(config)
