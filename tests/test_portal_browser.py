@@ -167,6 +167,7 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         page.check('input[name="scope"][value="tax.credit_grade"]')
         page.check('input[name="scope"][value="tax.in_arrears"]')
         page.click("#grant-submit")
+        page.locator(".flash.ok").first.wait_for(timeout=20_000)  # the POST-redirect-GET lands
         assert page.locator(".flash.ok").count() == 1, page.content()
         row = page.locator("tr.consent")
         assert row.count() == 1 and row.get_attribute("data-state") == "active"
