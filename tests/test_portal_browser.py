@@ -141,6 +141,19 @@ def _reload_until(page: Any, url: str, selector: str, at_least: int = 1, timeout
         time.sleep(0.5)
 
 
+def _click_and_land(page: Any, target: Any) -> None:
+    """Click something that navigates (a link, or a form's POST-redirect-GET) and wait until the new page has loaded.
+
+    A bare click returns once the event is dispatched; reading the page then races the navigation and, on a
+    loaded machine, reads the old page.
+    """
+    with page.expect_navigation(wait_until="load", timeout=30_000):
+        if isinstance(target, str):
+            page.click(target)
+        else:
+            target.click()
+
+
 def _field_row(page: Any, key: str) -> Any:
     return page.locator(f'[id="field-{key}"]')
 
@@ -155,10 +168,10 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         # Chinese by default, English by the toggle.
         page.goto(f"{base}/")
         assert page.url.endswith("/data") and page.locator("h1").inner_text() == "我的数据"
-        page.click("#lang-toggle")
+        _click_and_land(page, "#lang-toggle")
         assert page.locator("h1").inner_text() == "My data"
         shots.take(page, "data-en")
-        page.click("#lang-toggle")
+        _click_and_land(page, "#lang-toggle")
         assert page.locator("h1").inner_text() == "我的数据"
 
         # Grant: institution and scope picked from the catalog; the local process signs.
@@ -166,8 +179,7 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         page.select_option("#grantee", "bank-a")
         page.check('input[name="scope"][value="tax.credit_grade"]')
         page.check('input[name="scope"][value="tax.in_arrears"]')
-        page.click("#grant-submit")
-        page.locator(".flash.ok").first.wait_for(timeout=20_000)  # the POST-redirect-GET lands
+        _click_and_land(page, "#grant-submit")
         assert page.locator(".flash.ok").count() == 1, page.content()
         row = page.locator("tr.consent")
         assert row.count() == 1 and row.get_attribute("data-state") == "active"
@@ -211,22 +223,22 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         # Pause: the bank is refused; resume: it answers again.
         page.goto(f"{base}/consents")
         assert page.locator(f'[id="consent-{consent_id}"]').get_attribute("data-state") == "active"
-        page.click(f'[id="consent-{consent_id}"] button.pause')
+        _click_and_land(page, f'[id="consent-{consent_id}"] button.pause')
         assert page.locator(f'[id="consent-{consent_id}"]').get_attribute("data-state") == "paused"
         shots.take(page, "consents")
         with pytest.raises(RemoteError) as refused:
             bank.verify(code, [claim], consent_id)
         assert refused.value.reason == "CONSENT_PAUSED"
-        page.click(f'[id="consent-{consent_id}"] button.resume')
+        _click_and_land(page, f'[id="consent-{consent_id}"] button.resume')
         assert page.locator(f'[id="consent-{consent_id}"]').get_attribute("data-state") == "active"
         assert bank.verify(code, [claim], consent_id)[0].result == "TRUE"
 
         # Object to the grade from its row: the badge shows, the bank's verdict is DISPUTED.
         page.goto(f"{base}/data")
-        _field_row(page, "tax.credit_grade").locator("a").first.click()
+        _click_and_land(page, _field_row(page, "tax.credit_grade").locator("a").first)
         assert page.locator("#case-field").input_value() == "tax.credit_grade"
         page.fill("#case-statement", "The grade was restored after our appeal.")
-        page.click("#case-submit")
+        _click_and_land(page, "#case-submit")
         case = page.locator('tr.case[data-field="tax.credit_grade"]')
         assert case.count() == 1 and case.get_attribute("data-state") == "open", page.content()
         case_id = (case.get_attribute("id") or "").removeprefix("case-")
@@ -262,14 +274,14 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         # Apply to repair the arrears record: once the provider approves, the badge says repaired
         # and the bank's claim on it answers NO_DATA.
         page.goto(f"{base}/data")
-        _field_row(page, "tax.in_arrears").locator("a").nth(1).click()
+        _click_and_land(page, _field_row(page, "tax.in_arrears").locator("a").nth(1))
         assert page.locator("#case-kind").input_value() == "repair"
         assert page.locator("#case-field").input_value() == "tax.in_arrears"
         page.fill("#case-statement", "Arrears paid in full on 2026-11-20.")
         page.set_input_files(
             'input[name="evidence"]', files=[{"name": "receipt.txt", "mimeType": "text/plain", "buffer": b"paid"}]
         )
-        page.click("#case-submit")
+        _click_and_land(page, "#case-submit")
         repair = page.locator('tr.case[data-field="tax.in_arrears"]')
         assert repair.count() == 1 and repair.get_attribute("data-state") == "open", page.content()
         repair_id = (repair.get_attribute("id") or "").removeprefix("case-")
@@ -306,13 +318,13 @@ def test_owner_flow_in_a_real_browser(portal: dict[str, Any], browser: Any, shot
         assert page.locator("tr.access .proof.bad").count() == 0
         assert page.locator("tr.access .proof.ok").count() == page.locator("tr.access").count()
         shots.take(page, "accesses")
-        page.click("#show-own")
+        _click_and_land(page, "#show-own")
         assert page.locator('tr.access[data-institution="bank-a"]').count() == 7
         assert page.locator("tr.access").count() > 7  # the owner's own reads and filings are logged too
 
         # Revoke: for good.
         page.goto(f"{base}/consents")
-        page.click(f'[id="consent-{consent_id}"] button.revoke')
+        _click_and_land(page, f'[id="consent-{consent_id}"] button.revoke')
         assert page.locator(f'[id="consent-{consent_id}"]').get_attribute("data-state") == "revoked"
         with pytest.raises(RemoteError):
             bank.verify(code, [claim], consent_id)
