@@ -15,7 +15,7 @@ from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, SubjectC
 from xinrong.enterprise.portal.cli import register_portal
 from xinrong.errors import ValidationError
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
-from xinrong.serde import PROTO_TO_FORM, purpose_name
+from xinrong.serde import PROTO_TO_FORM, PURPOSE_TO_PROTO, purpose_name
 from xinrong.v1 import common_pb2, subject_pb2
 
 
@@ -320,7 +320,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--purpose",
         default="loan_application",
-        choices=["loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling"],
+        choices=sorted(PURPOSE_TO_PROTO),
         help="what the grantee may use the data for (default loan_application)",
     )
     p.add_argument(

@@ -40,7 +40,7 @@ from xinrong.enterprise.portal.security import (
 log = logging.getLogger(__name__)
 
 LANG_COOKIE = "xr_portal_lang"
-PURPOSES = ("loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling")
+PURPOSES = ("loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling", "matching")
 # Evidence is capped by the subject-rights contract; the form may add a little text around it.
 MAX_EVIDENCE_BYTES = 256 * 1024
 MAX_BODY_BYTES = MAX_EVIDENCE_BYTES + 64 * 1024

@@ -87,6 +87,7 @@ _LABELS: dict[str, tuple[str, str]] = {
     "purpose.post_loan_monitoring": ("贷后监测", "post-loan monitoring"),
     "purpose.credit_scoring": ("信用评分", "credit scoring"),
     "purpose.joint_modeling": ("联合建模", "joint modeling"),
+    "purpose.matching": ("融资需求推送与产品匹配", "financing demand and product matching"),
     "case.kind": ("类型", "Kind"),
     "case.objection": ("异议申诉", "objection"),
     "case.repair": ("信用修复", "credit repair"),

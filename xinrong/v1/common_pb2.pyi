@@ -22,6 +22,7 @@ class ConsentPurpose(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONSENT_PURPOSE_POST_LOAN_MONITORING: _ClassVar[ConsentPurpose]
     CONSENT_PURPOSE_CREDIT_SCORING: _ClassVar[ConsentPurpose]
     CONSENT_PURPOSE_JOINT_MODELING: _ClassVar[ConsentPurpose]
+    CONSENT_PURPOSE_MATCHING: _ClassVar[ConsentPurpose]
 
 class FetchType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +77,7 @@ CONSENT_PURPOSE_LOAN_APPLICATION: ConsentPurpose
 CONSENT_PURPOSE_POST_LOAN_MONITORING: ConsentPurpose
 CONSENT_PURPOSE_CREDIT_SCORING: ConsentPurpose
 CONSENT_PURPOSE_JOINT_MODELING: ConsentPurpose
+CONSENT_PURPOSE_MATCHING: ConsentPurpose
 FETCH_TYPE_UNSPECIFIED: FetchType
 FETCH_TYPE_ONE_TIME: FetchType
 FETCH_TYPE_PERIODIC: FetchType
