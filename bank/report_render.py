@@ -166,6 +166,11 @@ class ReportView:
             rows.append((lab["audit_leaf"], self.audit_leaf))
         return rows
 
+    def footer_lines(self) -> list[str]:
+        """The verification footer printed on every page (the page number is added by each form)."""
+        lab = self.labels
+        return [f"{lab['report_id']}: {self.report_id}", f"{lab['fingerprint']}: {self.fingerprint}", self.verify_line]
+
     def page_label(self, page: int, pages: int) -> str:
         return self.labels["page"].format(page=page, pages=pages)
 
@@ -297,12 +302,17 @@ _HTML_TEMPLATE = """<!doctype html>
 <title>{{ lab.title }} {{ v.report_id }}</title>
 <style>
 @page { size: A4; margin: 18mm 16mm 30mm 16mm;
-  @bottom-right { content: counter(page) " / " counter(pages); font-size: 8pt; color: #555; } }
+  @bottom-left { content: {{ footer_css }}; white-space: pre-wrap; font-family: "WenQuanYi Micro Hei", sans-serif;
+    font-size: 7pt; color: #333; width: 150mm; vertical-align: top; padding-top: 4mm; }
+  @bottom-right { content: counter(page) " / " counter(pages); font-family: "WenQuanYi Micro Hei", sans-serif;
+    font-size: 8pt; color: #555; vertical-align: top; padding-top: 4mm; } }
 body { font-family: "WenQuanYi Micro Hei", "Noto Sans CJK SC", "PingFang SC", sans-serif; color: #111;
   max-width: 180mm; margin: 0 auto; padding: 8mm 0 36mm; font-size: 10pt; line-height: 1.45; }
 h1 { text-align: center; font-size: 18pt; margin: 0; }
 .subtitle { text-align: center; color: #555; margin: 2pt 0 10pt; }
-h2 { font-size: 12pt; margin: 14pt 0 4pt; border-bottom: 1.5pt solid #1f3a5f; padding-bottom: 2pt; }
+h2 { font-size: 12pt; margin: 14pt 0 4pt; border-bottom: 1.5pt solid #1f3a5f; padding-bottom: 2pt;
+  break-after: avoid; page-break-after: avoid; }
+section.short { break-inside: avoid; page-break-inside: avoid; }
 table { width: 100%; border-collapse: collapse; page-break-inside: auto; }
 tr { page-break-inside: avoid; }
 th, td { border: 0.5pt solid #999; padding: 3pt 5pt; text-align: left; vertical-align: top;
@@ -319,10 +329,7 @@ tr.self td { background: #fff6e0; }
 footer { margin-top: 16pt; border-top: 0.5pt solid #999; padding-top: 4pt; font-size: 8pt; color: #333;
   word-break: break-all; }
 footer p { margin: 1pt 0; }
-@media print {
-  body { padding: 0; max-width: none; }
-  footer { position: fixed; bottom: -22mm; left: 0; right: 0; margin: 0; background: #fff; }
-}
+@media print { body { padding: 0; max-width: none; } }
 </style>
 </head>
 <body>
@@ -332,7 +339,7 @@ footer p { margin: 1pt 0; }
 {% for name, value in v.header() %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
 {% endfor %}</table>
 {% for s in v.sections %}
-<section id="s-{{ s.key }}">
+<section id="s-{{ s.key }}"{% if s.rows|length <= 12 %} class="short"{% endif %}>
 <h2>{{ s.number }}. {{ s.title }}</h2>
 {% if s.rows %}<table>
 <colgroup><col class="item"><col class="value"><col class="source"><col class="asof"></colgroup>
@@ -350,10 +357,8 @@ footer p { margin: 1pt 0; }
 {% if v.commitment %}<p class="commitment"><strong>{{ lab.commitment }}{{ lab.colon }}</strong>{{ v.commitment }}</p>{% endif %}
 {% if v.disclaimer %}<p class="disclaimer"><strong>{{ lab.disclaimer }}{{ lab.colon }}</strong>{{ v.disclaimer }}</p>{% endif %}
 <footer>
-<p>{{ lab.report_id }}: {{ v.report_id }}</p>
-<p>{{ lab.fingerprint }}: {{ v.fingerprint }}</p>
-<p>{{ v.verify_line }}</p>
-</footer>
+{% for line in v.footer_lines() %}<p>{{ line }}</p>
+{% endfor %}</footer>
 </body>
 </html>
 """
@@ -376,8 +381,25 @@ def _template() -> Any:
 def render_html(envelope: dict[str, Any], *, lang: str = "zh") -> str:
     """The report as one self-contained HTML page (A4 print CSS); every report value is HTML-escaped."""
     view = report_view(envelope, lang=lang)
-    html: str = _template().render(v=view, lab=view.labels)
+    footer_css = _css_string("\n".join(view.footer_lines()))
+    html: str = _template().render(v=view, lab=view.labels, footer_css=footer_css)
     return html
+
+
+def _css_string(text: str) -> Any:
+    """A CSS string literal holding ``text``, for the print footer in ``@page`` margin boxes.
+
+    Autoescape is for HTML, not CSS, so every character but ASCII letters and digits is written as a
+    CSS hex escape: nothing in a report value can end the string, the rule or the ``<style>`` element.
+    """
+    import markupsafe
+
+    out = ['"']
+    for ch in text:
+        # Six hex digits always; a space is escaped too (CSS swallows one whitespace after an escape).
+        out.append(ch if ch.isascii() and ch.isalnum() else f"\\{ord(ch):06x}")
+    out.append('"')
+    return markupsafe.Markup("".join(out))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -515,11 +537,7 @@ def render_pdf(
     if view.disclaimer:
         story.append(Paragraph(_p(f"{lab['disclaimer']}{lab['colon']}{view.disclaimer}"), body))
 
-    footer_lines = [
-        f"{lab['report_id']}: {view.report_id}",
-        f"{lab['fingerprint']}: {view.fingerprint}",
-        view.verify_line,
-    ]
+    footer_lines = view.footer_lines()
     footer_style = style("footer", 7.5, textColor=colors.HexColor("#333333"))
 
     class _FooterCanvas(Canvas):  # type: ignore[misc]  # reportlab ships no type hints

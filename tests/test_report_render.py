@@ -3,12 +3,14 @@
 
 The PDF is checked the way a reader sees it: its first page is rasterised with ``pdftoppm`` and its text
 extracted with ``pdftotext`` (``make test`` installs poppler-utils through the Makefile's ``pdftools`` target,
-and the CJK font through ``browser``).
+and the CJK font through ``browser``). ``XINRONG_REPORT_SCREENSHOTS=DIR`` keeps page 1 of the Chinese and
+English reports there as report-zh.png / report-en.png at 100 dpi (docs/screenshots holds the committed ones).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -233,6 +235,21 @@ def _page1_png(pdf: Path, tmp_path: Path) -> Path:
     return pngs[0]
 
 
+def _keep_screenshot(pdf: Path, name: str) -> None:
+    """Page 1 at 100 dpi into $XINRONG_REPORT_SCREENSHOTS, for review without a PDF viewer."""
+    target = os.environ.get("XINRONG_REPORT_SCREENSHOTS")
+    if not target:
+        return
+    Path(target).mkdir(parents=True, exist_ok=True)
+    prefix = Path(target) / name
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "100", "-f", "1", "-l", "1", "-singlefile", str(pdf), str(prefix)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def _assert_page_image(png: Path) -> None:
     """An A4 page at 60 dpi (496 x 702) with real ink on it, not a blank page."""
     from PIL import Image
@@ -254,6 +271,7 @@ def test_pdf_zh_has_the_fields_a_loan_officer_files(envelope: dict[str, Any], tm
     pdf = tmp_path / "report.pdf"
     render_pdf(envelope, pdf, lang="zh")
     assert pdf.read_bytes()[:5] == b"%PDF-"
+    _keep_screenshot(pdf, "report-zh")
     _assert_page_image(_page1_png(pdf, tmp_path))
     text = _pdftotext(pdf)
     flat = _flat(text)
@@ -301,6 +319,7 @@ def test_pdf_zh_has_the_fields_a_loan_officer_files(envelope: dict[str, Any], tm
 def test_pdf_en_has_english_labels(envelope: dict[str, Any], tmp_path: Path) -> None:
     pdf = tmp_path / "report-en.pdf"
     render_pdf(envelope, pdf, lang="en")
+    _keep_screenshot(pdf, "report-en")
     _assert_page_image(_page1_png(pdf, tmp_path))
     text = _pdftotext(pdf)
     flat = _flat(text)
@@ -431,6 +450,59 @@ def test_html_escapes_every_report_value(envelope: dict[str, Any]) -> None:
     assert "&#34;&gt;&lt;script&gt;alert(3)" in html
 
 
+def test_html_print_footer_cannot_break_out_of_css(envelope: dict[str, Any]) -> None:
+    """The print footer sits in a CSS string inside <style>: a value there is CSS-escaped, not HTML-escaped."""
+    envelope["signature"]["key_fingerprint"] = 'x"; } </style><script>alert(5)</script>'
+    envelope["report"]["report_id"] = 'cr-\\"\n}'
+    html = render_html(envelope, lang="en")
+    assert html.count("</style>") == 1 and "<script" not in html
+    style = html[html.index("<style>") : html.index("</style>")]
+    footer = re.search(r'@bottom-left \{ content: "([^"]*)";', style)
+    assert footer, style
+    assert re.fullmatch(r"(?:[A-Za-z0-9]|\\[0-9a-f]{6})*", footer.group(1))
+    decoded = re.sub(r"\\([0-9a-f]{6})", lambda m: chr(int(m.group(1), 16)), footer.group(1))
+    assert decoded.startswith('Report id: cr-\\"\n}\nSigning key fingerprint: x"; } </style>')  # printed as given
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@needs_poppler
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: run `make browser` as root")
+def test_html_prints_on_a4_with_the_footer_on_every_page(envelope: dict[str, Any], tmp_path: Path) -> None:
+    """Print the HTML with headless Chromium (what a loan officer's browser does): A4, footer on each page."""
+    envelope["report"]["sections"][2]["items"] = [
+        _item(f"admin.licence_{i}", f"行政许可第{i}项", f"Licence {i}", f"LIC-{i:04d}", "admin", "行政审批局", "B")
+        for i in range(60)
+    ]
+    page = tmp_path / "report.html"
+    page.write_text(render_html(envelope, lang="zh"), encoding="utf-8")
+    pdf = tmp_path / "printed.pdf"
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={pdf}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    info = subprocess.run(["pdfinfo", str(pdf)], check=True, capture_output=True, text=True, timeout=60).stdout
+    assert "(A4)" in info, info
+    pages = _pages(pdf)
+    assert pages >= 2
+    for number in range(1, pages + 1):
+        flat = _flat(_pdftotext(pdf, page=number))
+        assert REPORT_ID in flat and FINGERPRINT in flat and _flat(VERIFY_COMMAND) in flat, number
+        assert f"{number}/{pages}" in flat, number
+
+
 def test_refuses_an_unknown_shape_or_language(envelope: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown report language"):
         render_html(envelope, lang="fr")
@@ -460,3 +532,12 @@ def test_empty_report_and_no_commitment(envelope: dict[str, Any]) -> None:
     html = render_html(envelope, lang="en")
     assert html.count("No records") == 8
     assert "Credit commitment" not in html and "[Self-reported]" not in html
+
+
+@needs_font
+def test_bench_report_render_prints_medians() -> None:
+    from xinrong.tools.bench import report_render as bench
+
+    result = bench.run(items=10, repeats=2, lang="zh")
+    assert result["bench"] == "report-render" and result["pdf_pages"] >= 1
+    assert 0 < result["pdf_p50_ms"] < 60_000 and result["html_p50_ms"] > 0
