@@ -80,7 +80,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP) postgres
+test-fast: $(STAMP) postgres pdftools
 	$(BIN)/python -m pytest -q -ra -m "not e2e and not slow"
 
 typecheck: $(STAMP)

@@ -44,6 +44,10 @@ class ReportFontMissing(FileNotFoundError):
     """The CJK font the PDF needs is not on this machine."""
 
 
+class ReportFontUnusable(ValueError):
+    """The font file exists but ReportLab cannot embed it (not TrueType outlines, wrong subfont index)."""
+
+
 # Fixed texts per language. Everything else printed comes from the report itself.
 LABELS: dict[Lang, dict[str, str]] = {
     "zh": {
@@ -435,7 +439,10 @@ def _register_font(path: Path, subfont_index: int) -> str:
             try:
                 pdfmetrics.registerFont(TTFont(name, key[0], subfontIndex=subfont_index))
             except Exception as exc:  # ReportLab raises TTFError and plain errors for unusable files
-                raise ReportShapeError(f"the font {path} cannot be used for the credit report: {exc}") from exc
+                raise ReportFontUnusable(
+                    f"the font {path} (subfont {subfont_index}) cannot be embedded in the credit report: {exc}; "
+                    "it needs TrueType outlines (.ttf/.ttc), e.g. Debian's fonts-wqy-microhei"
+                ) from exc
             _fonts[key] = name
         return name
 
@@ -453,7 +460,31 @@ def render_pdf(
     font: Path | str | None = None,
     subfont_index: int = 0,
 ) -> None:
-    """Write the report as an A4 PDF to ``path``; the same envelope gives the same bytes."""
+    """Write the report as an A4 PDF to ``path``; the same envelope gives the same bytes.
+
+    The file appears whole or not at all (written beside ``path``, then renamed): a loan officer never files a
+    half-written report, and a refused envelope or a missing font leaves no file behind.
+    """
+    data = pdf_bytes(envelope, lang=lang, font=font, subfont_index=subfont_index)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pdf_bytes(
+    envelope: Mapping[str, Any],
+    *,
+    lang: str = "zh",
+    font: Path | str | None = None,
+    subfont_index: int = 0,
+) -> bytes:
+    """The report as A4 PDF bytes (what :func:`render_pdf` writes)."""
+    import io
+
     view = report_view(envelope, lang=lang)
     font_name = _register_font(font_path(font), subfont_index)
 
@@ -573,8 +604,9 @@ def render_pdf(
             block.drawOn(self, margin_x, top - 3 - h)
             self.restoreState()
 
+    out = io.BytesIO()
     doc = BaseDocTemplate(
-        str(path),
+        out,
         pagesize=A4,
         leftMargin=margin_x,
         rightMargin=margin_x,
@@ -589,3 +621,4 @@ def render_pdf(
     frame = Frame(margin_x, margin_bottom, body_w, page_h - margin_top - margin_bottom, id="body")
     doc.addPageTemplates([PageTemplate(id="report", frames=[frame])])
     doc.build(story, canvasmaker=_FooterCanvas)
+    return out.getvalue()

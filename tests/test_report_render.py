@@ -25,6 +25,7 @@ from xinrong.bank.report_render import (
     DEFAULT_FONT,
     VERIFY_COMMAND,
     ReportFontMissing,
+    ReportFontUnusable,
     ReportShapeError,
     render_html,
     render_pdf,
@@ -410,6 +411,20 @@ def test_pdf_missing_font_is_a_clear_error(
     with pytest.raises(ReportFontMissing, match=re.escape(str(missing))):
         render_pdf(envelope, tmp_path / "x.pdf", lang="zh")
     assert not (tmp_path / "x.pdf").exists()
+    garbage = tmp_path / "garbage.ttf"
+    garbage.write_bytes(b"not a font at all" * 100)
+    with pytest.raises(ReportFontUnusable, match="TrueType"):
+        render_pdf(envelope, tmp_path / "x.pdf", lang="zh", font=garbage)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.ttf"]  # no PDF, no temporary file left
+
+
+@needs_font
+def test_pdf_replaces_a_previous_file_whole(envelope: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "report.pdf"
+    out.write_bytes(b"old")
+    render_pdf(envelope, out, lang="en")
+    assert out.read_bytes() == report_render.pdf_bytes(envelope, lang="en")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.pdf"]
 
 
 def test_html_is_self_contained_and_labelled(envelope: dict[str, Any]) -> None:
