@@ -249,7 +249,9 @@ def report_view(envelope: Mapping[str, Any], *, lang: str = "zh") -> ReportView:
         rows: list[Row] = []
         for raw_item in raw_items:
             item = _mapping(raw_item, f"an item of section {key!r}")
-            self_reported = item.get("self_reported") is True
+            # A filing must never print as a public record: the voluntary-filings section marks every item,
+            # whatever its flag says.
+            self_reported = item.get("self_reported") is True or key == "self_reported"
             any_self = any_self or self_reported
             rows.append(
                 Row(

@@ -556,3 +556,12 @@ def test_bench_report_render_prints_medians() -> None:
     result = bench.run(items=10, repeats=2, lang="zh")
     assert result["bench"] == "report-render" and result["pdf_pages"] >= 1
     assert 0 < result["pdf_p50_ms"] < 60_000 and result["html_p50_ms"] > 0
+
+
+def test_every_filing_is_marked_even_without_its_flag(envelope: dict[str, Any]) -> None:
+    filing = envelope["report"]["sections"][-1]["items"][0]
+    del filing["self_reported"]
+    view = report_render.report_view(envelope, lang="zh")
+    assert [r.self_reported for r in view.sections[-1].rows] == [True]
+    assert not any(r.self_reported for s in view.sections[:-1] for r in s.rows)
+    assert '研发投入 <span class="marker">【自主填报】</span>' in render_html(envelope, lang="zh")
