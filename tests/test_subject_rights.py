@@ -19,12 +19,7 @@ from xinrong import subject as subj
 from xinrong.catalog import Catalog
 from xinrong.enterprise.client import SubjectClient
 from xinrong.errors import Reason
-from xinrong.keys.layout import party_dir
-from xinrong.node.config import load_config, render_config
-from xinrong.node.server import NodeServer, start_node
-from xinrong.provider_agent import config as agent_config
-from xinrong.provider_agent import importer
-from xinrong.provider_agent import server as agent_server
+from xinrong.node.server import NodeServer
 from xinrong.provider_agent import store as agent_store
 from xinrong.provider_agent.subject import (
     APPROVED,
@@ -49,6 +44,7 @@ from support.node_fakes import (
     open_verdicts,
     verify_request,
 )
+from support.platform import real_platform
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -66,58 +62,12 @@ CSV = {
 RAW = ["734512.37", "88231.90", "48213.77", "51234.11", "1234.56"]
 
 
-def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> Any:
-    csv_path = workdir / f"{provider}.csv"
-    csv_path.write_text(CSV[provider])
-    config = agent_config.parse_config(
-        {
-            "agent": {
-                "provider": provider,
-                "bind": "127.0.0.1:0",
-                "credentials": str(party_dir(root, "provider", provider)),
-                "ca_cert": str(root / "ca" / "ca.crt"),
-                "db": str(workdir / f"agent-{provider}.db"),
-                "node_id": "node",
-            }
-        },
-        workdir,
-    )
-    setup = agent_config.prepare(config)
-    data = agent_store.DataStore(config.db, provider)
-    try:
-        importer.import_csv(data, catalog, provider, csv_path)
-    finally:
-        data.close()
-    return agent_server.start_agent(setup, bind="127.0.0.1:0", poll_seconds=0.2)
-
-
 @contextlib.contextmanager
 def _platform(
     pki: Any, catalog: Catalog, tmp_path: Path, database: dict[str, Any] | None = None
 ) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
-    agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
-    root = pki.root
-    config_path = tmp_path / "node.toml"
-    config_path.write_text(
-        render_config(
-            bind="127.0.0.1:0",
-            credentials=party_dir(root, "node", "node"),
-            ca_cert=root / "ca" / "ca.crt",
-            db="node.db",
-            providers=[
-                (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
-            ],
-            institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-            database=database,
-        )
-    )
-    node = start_node(load_config(config_path))
-    try:
-        yield node, agents
-    finally:
-        node.stop(0.5)
-        for agent in agents.values():
-            agent.stop(0.5)
+    with real_platform(pki, catalog, tmp_path, CSV, database=database, poll_seconds=0.2) as running:
+        yield running
 
 
 @pytest.fixture
