@@ -14,9 +14,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from xinrong.errors import Reason
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.rpc.server import RunningServer, Runtime, ServiceBinding, build_server
+from xinrong.rpc.server import BUSY_RETRY_SECONDS, RunningServer, Runtime, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
+from support.busy import retry_after
 from support.echo_agent import AsyncEchoAgent, EchoAgent
 from support.pki import Pki
 
@@ -213,9 +214,12 @@ def test_undecodable_requests_are_invalid_argument_after_the_role_check(
     assert len([r for r in caplog.records if "do not decode" in r.getMessage()]) == 2
 
 
-def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
+@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+def test_health_answers_while_the_call_budget_is_full(pki: Pki, runtime: Runtime) -> None:
     """gRPC's concurrency limit once counted health checks, so a node busy with
-    its full budget failed liveness. Health now sits outside the budget."""
+    its full budget failed liveness. Health now sits outside the budget. The
+    threads runtime (the agents) once had no budget at all: calls past its pool
+    queued until their deadline, health with them."""
     import threading
     import time
 
@@ -236,23 +240,30 @@ def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
                 frozenset({"node"}),
             )
         ],
-        max_workers=1,  # a budget of 16 calls
-        runtime="asyncio",
+        max_workers=1,  # a budget of 16 calls (asyncio), 1 (threads)
+        runtime=runtime,
     )
     running.set_serving(True)
+    assert running.call_budget == (16 if runtime == "asyncio" else 1)
     try:
         with _channel(pki, running, "node", "node") as ch:
             stub = agent_pb2_grpc.AgentServiceStub(ch)
-            stuck = [stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30) for _ in range(16)]
+            stuck = [
+                stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30)
+                for _ in range(running.call_budget)
+            ]
             time.sleep(1.0)
             started = time.monotonic()
             health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             assert time.monotonic() - started < 1.0
+            started = time.monotonic()
             with pytest.raises(grpc.RpcError) as info:  # the budget itself still holds
                 stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+            assert time.monotonic() - started < 1.0  # refused at once, not queued
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert decode_rpc_error(info.value).reason == "SERVER_BUSY"
+            assert retry_after(info.value) == BUSY_RETRY_SECONDS
             release.set()
             assert all(f.result(timeout=20).provider == "tax" for f in stuck)
     finally:

@@ -24,9 +24,17 @@ BANKS = ("bank-a", "bank-b")
 
 
 def start_agent(
-    root: Path, workdir: Path, catalog: Catalog, provider: str, csv_text: str, **options: Any
+    root: Path,
+    workdir: Path,
+    catalog: Catalog,
+    provider: str,
+    csv_text: str,
+    *,
+    agent_table: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> agent_server.RunningAgent:
-    """An agent for ``provider`` on port 0 with ``csv_text`` imported; ``options`` go to ``start_agent``."""
+    """An agent for ``provider`` on port 0 with ``csv_text`` imported; ``agent_table`` adds to its
+    ``[agent]`` config, ``options`` go to ``start_agent``."""
     csv_path = workdir / f"{provider}.csv"
     csv_path.write_text(csv_text)
     config = agent_config.parse_config(
@@ -38,6 +46,7 @@ def start_agent(
                 "ca_cert": str(root / "ca" / "ca.crt"),
                 "db": str(workdir / f"agent-{provider}.db"),
                 "node_id": "node",
+                **(agent_table or {}),
             }
         },
         workdir,
