@@ -155,12 +155,39 @@ def _guard_sync(
     streaming: bool,
     decode: Decode,
     request_streaming: bool,
+    budget: _CallBudget | None = None,
 ) -> Callable[..., Any]:
-    """Thread runtime: role check, then decoding, then the handler; any
-    exception becomes its status."""
+    """Thread runtime: the call budget, role check, then decoding, then the
+    handler; any exception becomes its status."""
 
     def decoded(raw: Any) -> Any:
         return _decoded_stream(raw, decode) if request_streaming else decode(raw)
+
+    def budgeted(guarded: Callable[..., Any]) -> Callable[..., Any]:
+        if budget is None:
+            return guarded
+
+        if streaming:
+
+            def stream_call(request: Any, context: grpc.ServicerContext) -> Any:
+                if not budget.enter():
+                    context.abort_with_status(_busy_status(budget.limit))
+                try:
+                    yield from guarded(request, context)
+                finally:
+                    budget.leave()
+
+            return stream_call
+
+        def unary_call(request: Any, context: grpc.ServicerContext) -> Any:
+            if not budget.enter():
+                context.abort_with_status(_busy_status(budget.limit))
+            try:
+                return guarded(request, context)
+            finally:
+                budget.leave()
+
+        return unary_call
 
     if streaming:
 
@@ -178,7 +205,7 @@ def _guard_sync(
                 failure = _failure_status(exc, method)
             context.abort_with_status(failure)
 
-        return stream
+        return budgeted(stream)
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
         if _refused_peer(context, roles, method) is None:
@@ -189,39 +216,59 @@ def _guard_sync(
             failure = _failure_status(exc, method)
         context.abort_with_status(failure)
 
-    return unary
+    return budgeted(unary)
 
 
 class _CallBudget:
-    """Concurrent guarded calls on the asyncio runtime (only touched on the loop).
+    """Concurrent guarded calls, in both runtimes; a call over it is refused at once with ``_busy_status``.
 
     gRPC's ``maximum_concurrent_rpcs`` counts every call, health checks too,
     so a node busy with 256 calls failed its liveness probe and would be
     restarted by an orchestrator. The budget lives in the guard instead:
-    health and reflection are not guarded, so they always answer.
+    health and reflection are not guarded, so they always answer. On the
+    asyncio runtime (calls hold no thread) the budget is ``16 * max_workers``;
+    on the threads runtime a call holds a handler thread, so the budget is
+    ``max_workers`` and the pool has ``BUDGET_SPARE_THREADS`` more, for
+    health, reflection and the refusals themselves (before, calls past the
+    pool queued silently until their deadline and health queued with them).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self._lock = threading.Lock()  # the threads runtime enters from many threads
 
     def enter(self) -> bool:
-        if self.in_flight >= self.limit:
-            return False
-        self.in_flight += 1
-        return True
+        with self._lock:
+            if self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            return True
 
     def leave(self) -> None:
-        self.in_flight -= 1
+        with self._lock:
+            self.in_flight -= 1
+
+
+# What a refused caller is told to wait before retrying (RetryInfo): calls are short, a second frees many.
+BUSY_RETRY_SECONDS = 1.0
+# Threads runtime: pool threads beyond the call budget (see _CallBudget).
+BUDGET_SPARE_THREADS = 4
 
 
 def _busy_status(limit: int) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason="SERVER_BUSY", domain=DOMAIN)
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    retry_ms = int(BUSY_RETRY_SECONDS * 1000)
+    info = error_details_pb2.ErrorInfo(reason="SERVER_BUSY", domain=DOMAIN, metadata={"retry_after_ms": str(retry_ms)})
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(retry_ms)
+    details = []
+    for message in (info, retry):
+        detail = any_pb2.Any()
+        detail.Pack(message)
+        details.append(detail)
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    message = f"server busy: {limit} calls in flight; retry later"
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
+    message = f"server busy: {limit} calls in flight; retry after {BUSY_RETRY_SECONDS:g} s"
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
 
 
 async def _abort(context: Any, status: grpc.Status) -> None:
@@ -385,18 +432,18 @@ class _GuardedRegistrar:
         streams = h.request_streaming
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams), **kwargs
+                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, self._budget), **kwargs
             )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams), **kwargs
+                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, self._budget), **kwargs
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams), **kwargs
+                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, self._budget), **kwargs
             )
         return grpc.stream_stream_rpc_method_handler(
-            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams), **kwargs
+            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, self._budget), **kwargs
         )
 
 
@@ -444,6 +491,8 @@ class RunningServer:
         self.service_names = service_names
         self._stopped = threading.Event()
         self._hard_stop_armed = threading.Event()
+        # Guarded calls in flight beyond which a call is refused SERVER_BUSY (see _CallBudget).
+        self.call_budget = 0
 
     def set_serving(self, serving: bool) -> None:
         """Report readiness: health answers SERVING only after the party says so."""
@@ -608,20 +657,25 @@ def build_server(
         return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer)
     if runtime != "threads":
         raise ValueError(f"unknown server runtime {runtime!r}")
+    budget = _CallBudget(max_workers)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id),
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers + BUDGET_SPARE_THREADS, thread_name_prefix=credentials.party_id
+        ),
         options=_options(max_message_bytes),
+        # A backstop only (it counts health too): the budget refuses long before.
         maximum_concurrent_rpcs=max_workers * 16,
         interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
-        s.register(_GuardedRegistrar(server, s.allowed_roles, None))
+        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(s.name for s in services)
     reflection.enable_server_reflection(_reflected(names), server)
     port = _add_port(server, bind, credentials)
     running = ThreadedServer(port, names, server, health_servicer)
+    running.call_budget = budget.limit
     running.set_serving(False)
     server.start()
     return running
@@ -668,6 +722,8 @@ def _build_asyncio(
         thread.join(timeout=5)
         pool.shutdown(wait=False)
         raise
-    return AsyncioServer(
+    running = AsyncioServer(
         port, names, loop=loop, server=server, health_servicer=health_servicer, pool=pool, thread=thread
     )
+    running.call_budget = max_workers * 16
+    return running
