@@ -530,6 +530,7 @@ def pdf_bytes(
         TableStyle(
             [
                 ("GRID", (0, 0), (-1, -1), 0.5, grid),
+                ("FONTNAME", (0, 0), (-1, -1), font_name),  # the cell default is Helvetica, not embedded
                 ("BACKGROUND", (0, 0), (0, -1), head_bg),
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("TOPPADDING", (0, 0), (-1, -1), 1.5),
@@ -550,6 +551,7 @@ def pdf_bytes(
         ]
         commands: list[tuple[Any, ...]] = [
             ("GRID", (0, 0), (-1, -1), 0.5, grid),
+            ("FONTNAME", (0, 0), (-1, -1), font_name),  # the cell default is Helvetica, not embedded
             ("BACKGROUND", (0, 0), (-1, 0), head_bg),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("TOPPADDING", (0, 0), (-1, -1), 1.5),
@@ -623,6 +625,7 @@ def pdf_bytes(
         subject=view.uscc,
         creator="xinrong",
         invariant=True,
+        initialFontName=font_name,  # the one font in the file, embedded (pdffonts lists nothing else)
     )
     frame = Frame(margin_x, margin_bottom, body_w, page_h - margin_top - margin_bottom, id="body")
     doc.addPageTemplates([PageTemplate(id="report", frames=[frame])])

@@ -37,7 +37,7 @@ FINGERPRINT = "sha256:4f2a9c1d7e3b5a6f8c0d2e4f6a8b0c1d3e5f7a9b1c3d5e7f9a0b2c4d6e
 COMMITMENT_SHA = "ab12cd34ef56" * 5 + "ab12"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
-POPPLER = all(shutil.which(tool) for tool in ("pdftoppm", "pdftotext", "pdfinfo"))
+POPPLER = all(shutil.which(tool) for tool in ("pdftoppm", "pdftotext", "pdfinfo", "pdffonts"))
 needs_poppler = pytest.mark.skipif(
     not POPPLER, reason="poppler's pdftoppm/pdftotext are missing: run `make pdftools` as root (poppler-utils)"
 )
@@ -389,6 +389,21 @@ def test_pdf_prints_markup_in_values_as_text(envelope: dict[str, Any], tmp_path:
     flat = _flat(_pdftotext(pdf))
     assert _flat(XSS) in flat
     assert "名称<b>&amp;</b>" in flat
+
+
+@needs_poppler
+@needs_font
+def test_pdf_holds_only_the_report_and_its_embedded_font(envelope: dict[str, Any], tmp_path: Path) -> None:
+    """Prints the same anywhere and carries nothing else: every font embedded, no links, scripts, files or images."""
+    pdf = tmp_path / "report.pdf"
+    render_pdf(envelope, pdf, lang="zh")
+    fonts = subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True, text=True, timeout=60).stdout
+    rows = [line.split() for line in fonts.splitlines()[2:] if line.strip()]
+    assert rows and all("WenQuanYiMicroHei" in row[0] for row in rows), fonts
+    assert all(row[-5:-2] == ["yes", "yes", "yes"] for row in rows), fonts  # embedded, subset, ToUnicode
+    data = pdf.read_bytes()
+    for marker in (b"/JavaScript", b"/JS", b"/URI", b"/Launch", b"/EmbeddedFile", b"/XObject", b"/OpenAction"):
+        assert marker not in data, marker
 
 
 @needs_font
