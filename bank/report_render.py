@@ -506,11 +506,11 @@ def pdf_bytes(
     body_w = page_w - 2 * margin_x
 
     def style(name: str, size: float, **kw: Any) -> ParagraphStyle:
-        return ParagraphStyle(name, fontName=font_name, fontSize=size, leading=size * 1.4, wordWrap="CJK", **kw)
+        return ParagraphStyle(name, fontName=font_name, fontSize=size, leading=size * 1.35, wordWrap="CJK", **kw)
 
     title = style("title", 18, alignment=TA_CENTER, spaceAfter=2)
     subtitle = style("subtitle", 10, alignment=TA_CENTER, textColor=colors.HexColor("#555555"), spaceAfter=8)
-    heading = style("heading", 12, spaceBefore=10, spaceAfter=4, textColor=colors.HexColor("#1f3a5f"))
+    heading = style("heading", 11.5, spaceBefore=8, spaceAfter=3, textColor=colors.HexColor("#1f3a5f"))
     cell = style("cell", 9)
     head_cell = style("head", 9, textColor=colors.HexColor("#1f3a5f"))
     empty = style("empty", 9, textColor=colors.HexColor("#666666"), leftIndent=4)
@@ -530,8 +530,11 @@ def pdf_bytes(
         TableStyle(
             [
                 ("GRID", (0, 0), (-1, -1), 0.5, grid),
+                ("FONTNAME", (0, 0), (-1, -1), font_name),  # the cell default is Helvetica, not embedded
                 ("BACKGROUND", (0, 0), (0, -1), head_bg),
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
             ]
         )
     )
@@ -548,8 +551,11 @@ def pdf_bytes(
         ]
         commands: list[tuple[Any, ...]] = [
             ("GRID", (0, 0), (-1, -1), 0.5, grid),
+            ("FONTNAME", (0, 0), (-1, -1), font_name),  # the cell default is Helvetica, not embedded
             ("BACKGROUND", (0, 0), (-1, 0), head_bg),
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
         ]
         for i, row in enumerate(sec.rows, start=1):
             item = _p(row.item)
@@ -619,6 +625,7 @@ def pdf_bytes(
         subject=view.uscc,
         creator="xinrong",
         invariant=True,
+        initialFontName=font_name,  # the one font in the file, embedded (pdffonts lists nothing else)
     )
     frame = Frame(margin_x, margin_bottom, body_w, page_h - margin_top - margin_bottom, id="body")
     doc.addPageTemplates([PageTemplate(id="report", frames=[frame])])

@@ -10,6 +10,7 @@ English reports there as report-zh.png / report-en.png at 100 dpi (docs/screensh
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ FINGERPRINT = "sha256:4f2a9c1d7e3b5a6f8c0d2e4f6a8b0c1d3e5f7a9b1c3d5e7f9a0b2c4d6e
 COMMITMENT_SHA = "ab12cd34ef56" * 5 + "ab12"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
-POPPLER = all(shutil.which(tool) for tool in ("pdftoppm", "pdftotext", "pdfinfo"))
+POPPLER = all(shutil.which(tool) for tool in ("pdftoppm", "pdftotext", "pdfinfo", "pdffonts"))
 needs_poppler = pytest.mark.skipif(
     not POPPLER, reason="poppler's pdftoppm/pdftotext are missing: run `make pdftools` as root (poppler-utils)"
 )
@@ -391,6 +392,21 @@ def test_pdf_prints_markup_in_values_as_text(envelope: dict[str, Any], tmp_path:
     assert "名称<b>&amp;</b>" in flat
 
 
+@needs_poppler
+@needs_font
+def test_pdf_holds_only_the_report_and_its_embedded_font(envelope: dict[str, Any], tmp_path: Path) -> None:
+    """Prints the same anywhere and carries nothing else: every font embedded, no links, scripts, files or images."""
+    pdf = tmp_path / "report.pdf"
+    render_pdf(envelope, pdf, lang="zh")
+    fonts = subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True, text=True, timeout=60).stdout
+    rows = [line.split() for line in fonts.splitlines()[2:] if line.strip()]
+    assert rows and all("WenQuanYiMicroHei" in row[0] for row in rows), fonts
+    assert all(row[-5:-2] == ["yes", "yes", "yes"] for row in rows), fonts  # embedded, subset, ToUnicode
+    data = pdf.read_bytes()
+    for marker in (b"/JavaScript", b"/JS", b"/URI", b"/Launch", b"/EmbeddedFile", b"/XObject", b"/OpenAction"):
+        assert marker not in data, marker
+
+
 @needs_font
 def test_pdf_is_reproducible(envelope: dict[str, Any], tmp_path: Path) -> None:
     """The same envelope gives the same bytes: no render time or random document id is embedded."""
@@ -565,3 +581,46 @@ def test_every_filing_is_marked_even_without_its_flag(envelope: dict[str, Any]) 
     assert [r.self_reported for r in view.sections[-1].rows] == [True]
     assert not any(r.self_reported for s in view.sections[:-1] for r in s.rows)
     assert '研发投入 <span class="marker">【自主填报】</span>' in render_html(envelope, lang="zh")
+
+
+@needs_poppler
+@needs_font
+def test_renders_what_the_node_builds_and_signs(tmp_path: Path) -> None:
+    """The node's own builder and signer (xinrong.report, the `public` branch) -> this renderer -> poppler.
+
+    Skipped until that module is on the branch; from then on it guards the one interface the two sides share.
+    """
+    report_mod = pytest.importorskip("xinrong.report", reason="xinrong.report (the report builder) is not here yet")
+    from xinrong.catalog import default_catalog
+    from xinrong.keys.signing import SigningKey
+
+    catalog = default_catalog()
+    records = [
+        report_mod.SourcedValue("market", "market.status", "in_business", "2026-09-30"),
+        report_mod.SourcedValue("market", "market.env_credit_rating", "green", "2026-09-30"),
+        report_mod.SourcedValue("tax", "tax.grade_a_taxpayer", True, "2026-09-30"),
+    ]
+    commitment: Any = getattr(catalog, "commitment", None)  # the pinned commitment text (public's catalog)
+    assert commitment is not None
+    filing = report_mod.FiledItems("f" * 32, {"self.patents_held": 4}, 1_790_000_000, commitment.sha256)
+    report = report_mod.build_report(
+        catalog=catalog,
+        enterprise=USCC,
+        name="石家庄某某科技有限公司",
+        records=records,
+        filings=[filing],
+        issued_at=1_790_000_100,
+        report_id=REPORT_ID,
+        audit_leaf_index=41,
+    )
+    key = SigningKey.generate()
+    envelope = json.loads(json.dumps(report_mod.sign_report(report, key), ensure_ascii=False))
+    fingerprint = envelope["signature"]["key_fingerprint"]
+    pdf = tmp_path / "node-report.pdf"
+    render_pdf(envelope, pdf, lang="zh")
+    _assert_page_image(_page1_png(pdf, tmp_path))
+    flat = _flat(_pdftotext(pdf))
+    for expected in [USCC, REPORT_ID, fingerprint, "企业标准化信用报告", "【自主填报】", "无记录", "2026-09-30"]:
+        assert expected in flat, expected
+    html = render_html(envelope, lang="en")
+    assert fingerprint in html and "[Self-reported]" in html
