@@ -383,3 +383,60 @@ def test_risk_monitor_flags_probing_with_audit_entries(make_harness: Any, pki: A
     assert all("institution:bank-a" in r[1] for r in rows)
     assert h.node.core.institutions.require("bank-a").suspended_by == "risk_monitor"
     assert monitor.tick() == []  # suspended: not evaluated again
+
+
+# -- replicas on one PostgreSQL ------------------------------------------------------------
+
+
+def _until(predicate: Any, timeout: float = 5.0) -> float:
+    """Seconds until predicate() holds (polled every 20 ms); fails after timeout."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, "condition not reached in time"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _reason(call: Any) -> str:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return decode_rpc_error(exc).reason
+    return ""
+
+
+def test_a_suspension_at_one_replica_holds_at_the_other_within_a_second(
+    make_harness: Any, pki: Any, catalog: Catalog, pg_cluster: Any
+) -> None:
+    """Two nodes sharing one PostgreSQL (in process, as two replicas): the registry's version
+    counter carries a suspension, a resumption and an onboarding to the other replica."""
+    from support.pg import database_table
+
+    table = database_table(pg_cluster)
+    h0 = make_harness(["tax"], database=table)
+    h1 = make_harness(["tax"], database=table)
+    consent = grant(pki, catalog, max_uses=500)
+    register(h0.enterprise(ACME), consent)
+    bank1 = h1.bank()
+    assert _verify(pki, bank1, consent) == {"tax.credit_grade in A,B": "TRUE"}
+    _admin(h0, pki).SuspendInstitution(ipb.SuspendInstitutionRequest(institution_id="bank-a", reason="r"), timeout=10)
+    waited = _until(
+        lambda: _reason(lambda: bank1.Verify(verify_request(consent), timeout=10)) == "INSTITUTION_SUSPENDED"
+    )
+    assert waited < 1.0
+    _admin(h1, pki).ResumeInstitution(ipb.ResumeInstitutionRequest(institution_id="bank-a"), timeout=10)
+    bank0 = h0.bank()
+    assert _until(lambda: _reason(lambda: bank0.ListParties(node_pb2.ListPartiesRequest(), timeout=10)) == "") < 1.0
+    # Onboarded at replica 0, admitted at replica 1.
+    ident = "bank-r"
+    provision_party(pki.ca, pki.root, role="institution", party_id=ident, overwrite=True)
+    _admin(h0, pki).RegisterInstitution(
+        ipb.RegisterInstitutionRequest(
+            binding=pki.institution(ident).binding.signed, type=ipb.INSTITUTION_TYPE_INSURER
+        ),
+        timeout=10,
+    )
+    consent_r = grant(pki, catalog, grantee=ident)
+    _until(lambda: h1.node.core.registry.get("institution", ident) is not None, timeout=2.0)
+    register(h1.enterprise(ACME), consent_r)
+    assert _verify(pki, h1.bank(ident), consent_r, bank=ident) == {"tax.credit_grade in A,B": "TRUE"}
