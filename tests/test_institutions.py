@@ -99,6 +99,54 @@ def test_quota_and_risk_tables_are_typed_and_validated(make_harness: Any) -> Non
     assert config.risk == RiskConfig(min_requests=5, auto_suspend=True)
 
 
+def test_risk_monitor_thresholds_on_a_synthetic_audit_log(tmp_path: Any) -> None:
+    """Each rule on its own, at and over its threshold, from audit rows with chosen times."""
+    from xinrong.node.audit import AuditEvent, open_audit_log
+    from xinrong.node.db import Database
+
+    db = Database(tmp_path / "node.db")
+    audit = open_audit_log(db)
+    day = 1_790_000_000 - 1_790_000_000 % 86400  # a UTC midnight: 08:00 at UTC+8
+    config = RiskConfig(min_requests=10, window_seconds=86400, max_refusal_rate=0.5, max_off_hours_share=0.5)
+    monitor = RiskMonitor(db, audit, registry_stub(), config, node_id="node", clock=lambda: day + 86000)
+
+    def add(bank: str, n: int, *, hour: float, refused: int = 0, enterprise: str = ACME, consent: str = "c1") -> None:
+        with db.transaction() as tx:
+            for i in range(n):
+                decision = Decision.REFUSED if i < refused else Decision.ALLOWED
+                event = AuditEvent("institution", bank, "Verify", decision, enterprise=enterprise, consent_id=consent)
+                audit.append(tx, event, int((day + hour * 3600 + i) * 1000))
+
+    add("bank-a", 9, hour=2)  # 10:00 local, allowed
+    assert monitor.evaluate("bank-a", day + 86000) == []  # 9 < min_requests
+    add("bank-a", 1, hour=2)
+    assert monitor.evaluate("bank-a", day + 86000) == []
+    add("bank-b", 10, hour=2, refused=5)  # exactly half refused: not over
+    assert monitor.evaluate("bank-b", day + 86000) == []
+    add("bank-b", 1, hour=2, refused=1)
+    assert [f.rule for f in monitor.evaluate("bank-b", day + 86000)] == ["RISK_REFUSAL_RATE"]
+    add("bank-c", 6, hour=15)  # 23:00 local
+    add("bank-c", 5, hour=3)
+    flags = monitor.evaluate("bank-c", day + 86000)
+    assert [f.rule for f in flags] == ["RISK_OFF_HOURS"] and flags[0].value == pytest.approx(6 / 11)
+    add("bank-d", 10, hour=4)
+    add("bank-d", 1, hour=4, enterprise=BETA)
+    add("bank-d", 1, hour=4, enterprise=GAMMA)
+    flags = monitor.evaluate("bank-d", day + 86000)
+    assert [(f.rule, f.value) for f in flags] == [("RISK_ENTERPRISES_PER_CONSENT", 3)]
+    # Outside the window nothing counts.
+    assert monitor.evaluate("bank-d", day + 3 * 86400) == []
+    db.close()
+
+
+def registry_stub() -> Any:
+    class Empty:
+        def all(self) -> list[Any]:
+            return []
+
+    return Empty()
+
+
 # -- in-process gRPC -----------------------------------------------------------------------
 
 
@@ -200,10 +248,37 @@ def _stream_binding(ticks: list[int]) -> ServiceBinding:
     return ServiceBinding("xinrong.test.Watch", register_handlers, frozenset({"institution"}))
 
 
-def test_suspension_closes_open_streams_with_the_same_status(make_harness: Any, pki: Any) -> None:
+def _blocking_stream_binding(ticks: list[int]) -> ServiceBinding:
+    """The same stream as a plain generator (run in the server's thread pool): it polls its
+    ``current_stream()`` between messages and stops once the gate cancelled it."""
+
+    def watch(request: Any, context: Any) -> Any:
+        stream = current_stream()
+        assert stream is not None
+        n = 0
+        while not stream.cancelled.wait(0.05):
+            n += 1
+            ticks.append(n)
+            yield node_pb2.GetCatalogResponse(sha256=str(n))
+        ticks.append(-1)  # the handler saw the cancellation and returned
+
+    def register_handlers(server: Any) -> None:
+        handler = grpc.unary_stream_rpc_method_handler(
+            watch,
+            request_deserializer=node_pb2.GetCatalogRequest.FromString,
+            response_serializer=node_pb2.GetCatalogResponse.SerializeToString,
+        )
+        server.add_registered_method_handlers("xinrong.test.Watch", {"Watch": handler})
+
+    return ServiceBinding("xinrong.test.Watch", register_handlers, frozenset({"institution"}))
+
+
+@pytest.mark.parametrize("handler", ["coroutine", "thread"])
+def test_suspension_closes_open_streams_with_the_same_status(make_harness: Any, pki: Any, handler: str) -> None:
     h = make_harness(["tax"])
     ticks: list[int] = []
-    side = build_server(pki.node, "127.0.0.1:0", [_stream_binding(ticks)], runtime="asyncio", gate=h.node.core.gate)
+    binding = _stream_binding(ticks) if handler == "coroutine" else _blocking_stream_binding(ticks)
+    side = build_server(pki.node, "127.0.0.1:0", [binding], runtime="asyncio", gate=h.node.core.gate)
     side.set_serving(True)
     try:
         channel = secure_channel(
@@ -241,6 +316,8 @@ def test_suspension_closes_open_streams_with_the_same_status(make_harness: Any, 
         while h.node.core.gate.streams.count() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(received) >= 3 and h.node.core.gate.streams.count() == 0
+        if handler == "thread":
+            _until(lambda: ticks[-1] == -1)
         # A new stream is refused at once.
         with pytest.raises(grpc.RpcError) as info:
             list(watch(node_pb2.GetCatalogRequest(), timeout=10))
@@ -316,7 +393,7 @@ def clock() -> Iterator[Clock]:
 def test_failed_or_expired_assessment_suspends_and_due_lists(
     make_harness: Any, pki: Any, catalog: Catalog, clock: Clock
 ) -> None:
-    h = make_harness(["tax"], clock=clock)
+    h = make_harness(["tax"], clock=clock, tables="[institution_policy]\nassessment_check_seconds = 0.1\n")
     admin = _admin(h, pki)
     now = int(clock.now)
     due = admin.ListDueAssessments(ipb.ListDueAssessmentsRequest(within_days=30), timeout=10).institutions
@@ -339,7 +416,8 @@ def test_failed_or_expired_assessment_suspends_and_due_lists(
     registry = h.node.core.institutions
     assert registry.enforce_assessments() == []
     clock.now += 21 * 86400
-    assert registry.enforce_assessments() == ["bank-a"]
+    # The node's institution thread finds the expiry by itself (every assessment_check_seconds).
+    _until(lambda: registry.require("bank-a").suspended, timeout=5.0)
     inst = registry.require("bank-a")
     assert (inst.status, inst.suspended_by, inst.status_reason) == (
         SUSPENDED,
@@ -440,3 +518,48 @@ def test_a_suspension_at_one_replica_holds_at_the_other_within_a_second(
     _until(lambda: h1.node.core.registry.get("institution", ident) is not None, timeout=2.0)
     register(h1.enterprise(ACME), consent_r)
     assert _verify(pki, h1.bank(ident), consent_r, bank=ident) == {"tax.credit_grade in A,B": "TRUE"}
+
+
+@pytest.mark.parametrize("runtime", ["threads", "asyncio"])
+def test_the_gate_is_asked_once_per_call_on_both_runtimes(pki: Any, runtime: str) -> None:
+    """``build_server(gate=...)``: after the role check, before decoding; its refusal is the status."""
+    from xinrong.errors import XinrongError
+    from xinrong.rpc.auth import Peer
+    from xinrong.rpc.gate import OpenGate
+
+    asked: list[tuple[str, str]] = []
+
+    class Gate(OpenGate):
+        def admit(self, peer: Peer, method: str) -> None:
+            asked.append((peer.party_id, method))
+            if peer.party_id == "bank-b":
+                raise XinrongError("test", reason=Reason.INSTITUTION_SUSPENDED)
+
+    def catalog(request: Any, context: Any) -> Any:
+        return node_pb2.GetCatalogResponse(sha256="ok")
+
+    def register_handlers(server: Any) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            catalog,
+            request_deserializer=node_pb2.GetCatalogRequest.FromString,
+            response_serializer=node_pb2.GetCatalogResponse.SerializeToString,
+        )
+        server.add_registered_method_handlers("xinrong.test.Cat", {"Get": handler})
+
+    binding = ServiceBinding("xinrong.test.Cat", register_handlers, frozenset({"institution"}))
+    server = build_server(pki.node, "127.0.0.1:0", [binding], runtime=runtime, gate=Gate())  # type: ignore[arg-type]
+    server.set_serving(True)
+    try:
+        for bank, expected in (("bank-a", ""), ("bank-b", "INSTITUTION_SUSPENDED")):
+            with secure_channel(
+                f"127.0.0.1:{server.port}", pki.institution(bank), server_role="node", server_id="node"
+            ) as channel:
+                call = channel.unary_unary(
+                    "/xinrong.test.Cat/Get",
+                    request_serializer=node_pb2.GetCatalogRequest.SerializeToString,
+                    response_deserializer=node_pb2.GetCatalogResponse.FromString,
+                )
+                assert _reason(lambda: call(node_pb2.GetCatalogRequest(), timeout=10)) == expected
+        assert asked == [("bank-a", "/xinrong.test.Cat/Get"), ("bank-b", "/xinrong.test.Cat/Get")]
+    finally:
+        server.stop(0)
