@@ -166,7 +166,7 @@ class QuotasConfig(Section):
     """``[quotas]``: per-institution, per-method token buckets (RESOURCE_EXHAUSTED + RetryInfo).
 
         [quotas]
-        replicas = 2                              # each replica enforces rate / replicas
+        # replicas = 2                            # each replica enforces rate / replicas (default: live count)
         [quotas.types.bank]                       # every institution of a type
         "*" = { rate = 50.0, burst = 100 }        # any method without its own entry
         Verify = { rate = 20.0, burst = 40 }
@@ -177,11 +177,13 @@ class QuotasConfig(Section):
     registry (``xinrong node institutions``), ``[quotas.institutions.<id>]``,
     ``[quotas.types.<type>]``; within each, the method's entry before ``"*"``.
     No entry at all: no limit. Buckets live in each replica's memory (no
-    database round trip per call); with PostgreSQL replicas set ``replicas``
-    so the platform-wide rate holds.
+    database round trip per call); each replica enforces its share, the
+    limit divided by ``replicas`` or, by default, by the number of live
+    replicas (heartbeats in the shared database, re-counted every second).
     """
 
-    replicas: int = Field(1, ge=1)
+    # Replicas sharing the limits: 0 counts the live ones (PostgreSQL heartbeats; SQLite: 1).
+    replicas: int = Field(0, ge=0)
     types: dict[str, MethodLimits] = Field(default_factory=dict)
     institutions: dict[str, MethodLimits] = Field(default_factory=dict)
 

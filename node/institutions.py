@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ BY_RISK = "risk_monitor"
 RESULTS = ("pass", "fail")
 INSTITUTION = "institution"
 MAX_REASON = 500
+# How often a replica on a shared database says it is alive (quota shares count live replicas).
+HEARTBEAT_SECONDS = 1.0
 MAX_NAME = 200
 
 _COLUMNS = (
@@ -366,6 +369,27 @@ class InstitutionRegistry:
         self.refresh()
         return self.require(ident)
 
+    # -- replicas -----------------------------------------------------------------
+
+    def heartbeat(self, replica_id: str, *, fresh_seconds: float) -> int:
+        """Record this replica as alive; the number of replicas seen within ``fresh_seconds``."""
+        now_ms = int(self._clock() * 1000)
+        with self._db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO node_replicas (replica_id, seen_ms) VALUES (?, ?) "
+                "ON CONFLICT (replica_id) DO UPDATE SET seen_ms = excluded.seen_ms",
+                (replica_id, now_ms),
+            )
+            tx.execute("DELETE FROM node_replicas WHERE seen_ms < ?", (now_ms - int(60 * fresh_seconds * 1000),))
+        rows = self._db.query(
+            "SELECT count(*) FROM node_replicas WHERE seen_ms >= ?", (now_ms - int(fresh_seconds * 1000),)
+        )
+        return max(1, int(rows[0][0]) if rows else 1)
+
+    def forget_replica(self, replica_id: str) -> None:
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM node_replicas WHERE replica_id = ?", (replica_id,))
+
     # -- assessments -------------------------------------------------------------
 
     def enforce_assessments(self) -> list[str]:
@@ -428,9 +452,14 @@ class InstitutionWatch:
         config: NodeConfig,
         *,
         risk_tick: Callable[[], object] | None = None,
+        quotas: QuotaBook | None = None,
+        shared: bool = False,
         monotonic: Callable[[], float],
     ) -> None:
         self._registry = registry
+        self._quotas = quotas
+        self._shared = shared
+        self._replica_id = uuid.uuid4().hex
         self._policy = config.institution_policy
         self._risk = config.risk
         self._risk_tick = risk_tick
@@ -445,11 +474,16 @@ class InstitutionWatch:
     def _run(self) -> None:
         next_assess = self._monotonic() + self._policy.assessment_check_seconds
         next_risk = self._monotonic() + self._risk.interval_seconds
+        next_beat = 0.0
         failing = False
         while not self._stop.wait(self._policy.refresh_seconds):
             try:
                 self._registry.refresh()
                 now = self._monotonic()
+                if self._shared and self._quotas is not None and now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    live = self._registry.heartbeat(self._replica_id, fresh_seconds=3 * HEARTBEAT_SECONDS)
+                    self._quotas.set_live_replicas(live)
                 if now >= next_assess:
                     next_assess = now + self._policy.assessment_check_seconds
                     self._registry.enforce_assessments()
@@ -466,6 +500,11 @@ class InstitutionWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._shared:
+            try:  # the others' shares grow at their next count, not after the heartbeat times out
+                self._registry.forget_replica(self._replica_id)
+            except Exception:
+                log.debug("could not remove this replica's heartbeat", exc_info=True)
 
 
 __all__ = [

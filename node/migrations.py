@@ -431,6 +431,8 @@ CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
 # assessment and per-institution quota overrides (JSON) live here.
 # ``institutions_version``: one counter bumped by every write to
 # ``institutions``, so a replica learns of a suspension by reading one row.
+# ``node_replicas``: each replica's heartbeat, so the per-replica rate limits
+# divide by the number of live replicas (``xinrong.node.quotas``).
 
 _SQLITE_6 = """
 CREATE TABLE institutions (
@@ -456,6 +458,10 @@ CREATE TABLE institutions_version (
 );
 INSERT INTO institutions_version (id, version) VALUES (1, 0);
 CREATE INDEX audit_log_caller ON audit_log (caller_id, ts_ms);
+CREATE TABLE node_replicas (
+    replica_id TEXT PRIMARY KEY,
+    seen_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 _POSTGRES_6 = """
@@ -482,6 +488,10 @@ CREATE TABLE institutions_version (
 );
 INSERT INTO institutions_version (id, version) VALUES (1, 0);
 CREATE INDEX audit_log_caller ON audit_log (caller_id, ts_ms);
+CREATE TABLE node_replicas (
+    replica_id TEXT PRIMARY KEY,
+    seen_ms    BIGINT NOT NULL
+);
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

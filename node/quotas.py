@@ -8,7 +8,9 @@ institution's overrides from the registry, most specific first
 (``xinrong.node.config.QuotasConfig``).
 
 Across replicas (PostgreSQL) each replica keeps its own buckets and
-enforces ``rate / replicas`` and ``burst / replicas`` (at least one token):
+enforces ``rate / replicas`` and ``burst / replicas`` (at least one token),
+``replicas`` being ``[quotas].replicas`` or, by default, the replicas whose
+heartbeat (``node_replicas``, every second) is fresh:
 a bucket in the database would cost a round trip per call on the event
 loop, where every other per-call check answers from memory. The platform-wide
 limit then holds when calls are spread across replicas (a balancer's
@@ -86,6 +88,16 @@ class QuotaBook:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self.refused = 0
+        # Live replicas sharing the limits (``set_live_replicas``), unless the config fixes it.
+        self._live = 1
+
+    @property
+    def replicas(self) -> int:
+        return self._config.replicas or self._live
+
+    def set_live_replicas(self, count: int) -> None:
+        """The number of live replicas (from their heartbeats); buckets adopt the new share at their next call."""
+        self._live = max(1, count)
 
     def limit_for(self, institution: str, kind: str, method: str, overrides: Overrides) -> Limit | None:
         """The limit this replica enforces, or None (no limit)."""
@@ -100,7 +112,7 @@ class QuotaBook:
                 break
         if chosen is None:
             return None
-        replicas = self._config.replicas
+        replicas = self.replicas
         return Limit(chosen.rate / replicas, max(1.0, math.floor(chosen.burst / replicas)))
 
     def take(self, institution: str, kind: str, method: str, overrides: Overrides = {}) -> None:  # noqa: B006
@@ -112,8 +124,11 @@ class QuotaBook:
         now = self._clock()
         with self._lock:
             bucket = self._buckets.get(key)
-            if bucket is None or bucket.limit != limit:
+            if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(limit, now)
+            elif bucket.limit != limit:  # a new share or override: no fresh burst from the change
+                bucket.limit = limit
+                bucket.tokens = min(bucket.tokens, limit.burst)
             wait = bucket.take(now)
             if wait > 0:
                 self.refused += 1

@@ -341,7 +341,12 @@ def start_node(
         running.on_stop.append(aclose)
     node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
     node.institutions_watch = InstitutionWatch(
-        core.institutions, config, risk_tick=core.risk.tick, monotonic=time.monotonic
+        core.institutions,
+        config,
+        risk_tick=core.risk.tick,
+        quotas=core.quotas,
+        shared=core.db.shared,
+        monotonic=time.monotonic,
     )
     running.set_serving(True)
     node.start_maintenance()

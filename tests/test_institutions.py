@@ -74,6 +74,15 @@ def test_quota_precedence_and_per_replica_share() -> None:
     book.take("bank-b", "bank", "Verify")  # another institution's bucket
     now[0] = 1.0
     book.take("bank-a", "bank", "Verify")
+    # Without a fixed count the share follows the live replicas; a new share gives no fresh burst.
+    auto = QuotaBook(QuotasConfig(types=config.types), clock=lambda: now[0])
+    assert auto.replicas == 1 and auto.limit_for("bank-b", "bank", "Verify", {}) == Limit(4.0, 4.0)
+    for _ in range(4):
+        auto.take("bank-b", "bank", "Verify")
+    auto.set_live_replicas(2)
+    assert auto.limit_for("bank-b", "bank", "Verify", {}) == Limit(2.0, 2.0)
+    with pytest.raises(QuotaExceeded):
+        auto.take("bank-b", "bank", "Verify")
 
 
 def test_quota_and_risk_tables_are_typed_and_validated(make_harness: Any) -> None:
@@ -497,6 +506,8 @@ def test_a_suspension_at_one_replica_holds_at_the_other_within_a_second(
     register(h0.enterprise(ACME), consent)
     bank1 = h1.bank()
     assert _verify(pki, bank1, consent) == {"tax.credit_grade in A,B": "TRUE"}
+    # Each replica enforces half of every limit once it has seen the other's heartbeat.
+    _until(lambda: h0.node.core.quotas.replicas == h1.node.core.quotas.replicas == 2)
     _admin(h0, pki).SuspendInstitution(ipb.SuspendInstitutionRequest(institution_id="bank-a", reason="r"), timeout=10)
     waited = _until(
         lambda: _reason(lambda: bank1.Verify(verify_request(consent), timeout=10)) == "INSTITUTION_SUSPENDED"
