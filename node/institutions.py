@@ -181,6 +181,8 @@ class InstitutionRegistry:
         self._node_id = node_id
         self._clock = clock
         self._lock = threading.Lock()
+        # One refresh at a time: two interleaved reloads could install the older table last.
+        self._refreshing = threading.Lock()
         self._by_id: dict[str, Institution] = {}
         self._version = -1
         self._on_suspended = on_suspended
@@ -202,6 +204,10 @@ class InstitutionRegistry:
 
     def refresh(self, *, force: bool = False) -> bool:
         """Re-read the table if its version moved (or ``force``); True if it did."""
+        with self._refreshing:
+            return self._refresh(force)
+
+    def _refresh(self, force: bool) -> bool:
         rows = self._db.query("SELECT version FROM institutions_version WHERE id = 1")
         version = int(rows[0][0]) if rows else 0
         if version == self._version and not force:
@@ -241,35 +247,39 @@ class InstitutionRegistry:
         )
 
     def import_configured(self, tx: Transaction, entries: Iterable[tuple[str, str, str]]) -> int:
-        """Config-file institutions (id, name, type) as registered and active, unless already known."""
+        """Config-file institutions (id, name, type): new ones registered and active; known ones
+        keep their status and assessment (a suspension survives a restart), and the config's
+        name and type win for rows the config itself brought in."""
         now_ms = int(self._clock() * 1000)
-        added = 0
+        count = 0
         for ident, name, kind in entries:
-            cursor = tx.execute(
-                f"INSERT INTO institutions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (institution_id) DO NOTHING",
-                (
-                    ident,
-                    name or ident,
-                    kind,
-                    ACTIVE,
-                    "",
-                    now_ms,
-                    "",
-                    None,
-                    "",
-                    None,
-                    "",
-                    "{}",
-                    "config",
-                    now_ms,
-                    now_ms,
-                ),
+            row = (
+                ident,
+                name or ident,
+                kind,
+                ACTIVE,
+                "",
+                now_ms,
+                "",
+                None,
+                "",
+                None,
+                "",
+                "{}",
+                "config",
+                now_ms,
+                now_ms,
             )
-            added += max(0, int(getattr(cursor, "rowcount", 0) or 0))
-        if added:
+            tx.execute(
+                f"INSERT INTO institutions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (institution_id) DO UPDATE SET name = excluded.name, kind = excluded.kind "
+                "WHERE institutions.source = 'config'",
+                row,
+            )
+            count += 1
+        if count:
             self._bump(tx)
-        return added
+        return count
 
     def registered_ids(self) -> set[str]:
         """Institutions onboarded at run time (not from this node's config)."""
