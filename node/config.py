@@ -496,6 +496,20 @@ def render_template(
         '# listen = "127.0.0.1:9464"            # loopback only unless allow_remote = true',
         "# [logging]",
         '# format = "json"                      # one JSON object per line (default "text")',
+        "",
+        "# Access institutions (xinrong node institutions ...): rate limits per type and method,",
+        "# per-institution overrides, and the risk monitor over the audit log.",
+        "# [quotas.types.bank]",
+        '# "*" = { rate = 50.0, burst = 100 }   # calls per second, at once; any method',
+        "# Verify = { rate = 20.0, burst = 40 }",
+        "# [quotas.institutions.bank-a]",
+        "# Verify = { rate = 5.0, burst = 10 }",
+        "# [risk]",
+        "# min_requests = 20                    # decisions in the window before any rule applies",
+        "# max_refusal_rate = 0.5",
+        "# max_enterprises_per_consent = 2",
+        "# business_hours = [8, 20]             # local time at utc_offset_hours = 8",
+        "# auto_suspend = false",
     ]
     for name, address in providers:
         lines += [

@@ -85,6 +85,10 @@ class QuotaBook:
     def __init__(self, config: QuotasConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._clock = clock
+        # The config's tables as limits, once (the per-call path only looks up).
+        self._by_institution = {i: _limits(t) for i, t in config.institutions.items()}
+        self._by_type = {k: _limits(t) for k, t in config.types.items()}
+        self._none: dict[str, Limit] = {}
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self.refused = 0
@@ -104,8 +108,8 @@ class QuotaBook:
         chosen: Limit | None = None
         for table in (
             overrides,
-            _limits(self._config.institutions.get(institution, {})),
-            _limits(self._config.types.get(kind, {})),
+            self._by_institution.get(institution, self._none),
+            self._by_type.get(kind, self._none),
         ):
             chosen = table.get(method) or table.get("*")
             if chosen is not None:
