@@ -130,9 +130,12 @@ class QuotaBook:
             bucket = self._buckets.get(key)
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(limit, now)
-            elif bucket.limit != limit:  # a new share or override: no fresh burst from the change
+            elif bucket.limit != limit:
+                # A new share or override: the tokens already used stay used (a smaller bucket
+                # gives no fresh burst, a larger one adds only its extra room).
+                grown = max(0.0, limit.burst - bucket.limit.burst)
                 bucket.limit = limit
-                bucket.tokens = min(bucket.tokens, limit.burst)
+                bucket.tokens = min(bucket.tokens + grown, limit.burst)
             wait = bucket.take(now)
             if wait > 0:
                 self.refused += 1
