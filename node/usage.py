@@ -6,7 +6,8 @@ holds no answer.
 
 ``usage_counts`` is ``xinrong node institutions usage``: the institution's
 decisions since a time, counted by UTC day, purpose (the audited method),
-provider and decision.
+provider and decision, and the risk monitor's flags about it (decision
+FLAGGED, purpose ``InstitutionRiskFlag:<rule>``).
 
 ``RiskMonitor`` looks at each institution's decisions over a sliding window
 and flags a pattern that looks like probing or trawling:
@@ -67,6 +68,16 @@ def usage_counts(db: Database, institution: str, since: float) -> Counter[tuple[
         day = dt.datetime.fromtimestamp(int(ts_ms) / 1000, dt.UTC).strftime("%Y-%m-%d")
         for provider in _providers(str(providers)) or [""]:
             counts[(day, str(method), provider, str(decision))] += 1
+    # The risk monitor's flags about it (few: at most one per rule and window), by rule.
+    mark = f"institution:{institution}"
+    flags = db.query(
+        "SELECT ts_ms, reason, fields FROM audit_log WHERE caller_role = ? AND method = ? AND ts_ms >= ? LIMIT ?",
+        ("node", FLAG_METHOD, int(since * 1000), MAX_ROWS),
+    )
+    for ts_ms, reason, fields in flags:
+        if mark in _providers(str(fields)):
+            day = dt.datetime.fromtimestamp(int(ts_ms) / 1000, dt.UTC).strftime("%Y-%m-%d")
+            counts[(day, f"{FLAG_METHOD}:{reason}", "", Decision.FLAGGED.value)] += 1
     return counts
 
 

@@ -469,6 +469,11 @@ def test_risk_monitor_flags_probing_with_audit_entries(make_harness: Any, pki: A
     assert sorted(r[0] for r in rows) == ["RISK_ENTERPRISES_PER_CONSENT", "RISK_REFUSAL_RATE"]
     assert all("institution:bank-a" in r[1] for r in rows)
     assert h.node.core.institutions.require("bank-a").suspended_by == "risk_monitor"
+    usage = _admin(h, pki).GetInstitutionUsage(ipb.GetInstitutionUsageRequest(institution_id="bank-a"), timeout=10)
+    assert sorted(c.purpose for c in usage.counts if c.decision == "FLAGGED") == [
+        "InstitutionRiskFlag:RISK_ENTERPRISES_PER_CONSENT",
+        "InstitutionRiskFlag:RISK_REFUSAL_RATE",
+    ]
     assert monitor.tick() == []  # suspended: not evaluated again
 
 
