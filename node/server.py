@@ -43,14 +43,8 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import (
-    evaluation_pb2_grpc,
-    institutions_pb2_grpc,
-    modeling_pb2_grpc,
-    node_pb2_grpc,
-    subject_pb2_grpc,
-    transparency_pb2_grpc,
-)
+from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import institutions_pb2_grpc as institutions_grpc
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +298,7 @@ def start_node(
                 evaluation_binding,
                 ServiceBinding(
                     INSTITUTION_ADMIN_SERVICE_NAME,
-                    lambda s: institutions_pb2_grpc.add_InstitutionAdminServiceServicer_to_server(
+                    lambda s: institutions_grpc.add_InstitutionAdminServiceServicer_to_server(
                         InstitutionAdminServicer(core), s
                     ),
                     allowed_roles=INSTITUTION_ADMIN_ROLES,
