@@ -8,8 +8,10 @@ over mTLS (fake agents that really sign and seal) for the rest."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +29,7 @@ from xinrong.node.audit import Decision
 from xinrong.node.config import QuotaLimit, QuotasConfig, RiskConfig, load_config
 from xinrong.node.institutions import BY_ASSESSMENT, SUSPENDED
 from xinrong.node.quotas import Limit, QuotaBook, QuotaExceeded, TokenBucket
-from xinrong.node.usage import RiskMonitor
+from xinrong.node.usage import RiskMonitor, usage_counts
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.rpc.gate import current_stream
@@ -480,6 +482,10 @@ def test_risk_monitor_flags_probing_with_audit_entries(make_harness: Any, pki: A
 # -- replicas on one PostgreSQL ------------------------------------------------------------
 
 
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+
+
 def _until(predicate: Any, timeout: float = 5.0) -> float:
     """Seconds until predicate() holds (polled every 20 ms); fails after timeout."""
     started = time.monotonic()
@@ -511,6 +517,18 @@ def test_a_suspension_at_one_replica_holds_at_the_other_within_a_second(
     register(h0.enterprise(ACME), consent)
     bank1 = h1.bank()
     assert _verify(pki, bank1, consent) == {"tax.credit_grade in A,B": "TRUE"}
+    # The usage counts and the risk monitor's aggregates, in PostgreSQL's spelling.
+    h0.flush_audit()
+    assert usage_counts(h1.node.core.db, "bank-a", 0) == Counter({(_today(), "Verify", "tax", "ALLOWED"): 1})
+    risky = RiskMonitor(
+        h1.node.core.db,
+        h1.node.core.audit,
+        h1.node.core.institutions,
+        RiskConfig(min_requests=1, max_off_hours_share=1.0),
+        node_id="node",
+        clock=time.time,
+    )
+    assert risky.evaluate("bank-a", time.time()) == []
     # Each replica enforces half of every limit once it has seen the other's heartbeat.
     _until(lambda: h0.node.core.quotas.replicas == h1.node.core.quotas.replicas == 2)
     _admin(h0, pki).SuspendInstitution(ipb.SuspendInstitutionRequest(institution_id="bank-a", reason="r"), timeout=10)
