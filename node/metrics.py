@@ -11,7 +11,10 @@
 * ``xinrong_node_agent_stream_queued{provider}`` / ``_pending`` /
   ``_batches_in_flight``: the batching stream to each agent;
 * ``xinrong_node_audit_entries``: audit log size (the chain head's seq);
-* ``xinrong_node_modeling_jobs{state}``: joint-modeling jobs held, by state.
+* ``xinrong_node_modeling_jobs{state}``: joint-modeling jobs held, by state;
+* ``xinrong_node_institutions{status}``: access institutions, active / suspended;
+* ``xinrong_node_gate_refusals{reason}``: calls the per-call gate refused
+  (``INSTITUTION_SUSPENDED``, ``QUOTA_EXHAUSTED``) since start.
 
 No label holds an enterprise, a consent, a request id or anything asked.
 """
@@ -108,6 +111,20 @@ def observe_node(observer: Observer, core: NodeCore, hub: ModelingHub | None) ->
     )
     gauges.add("xinrong_node_audit_entries", "Entries in the audit log (chain head seq)", (), audit_entries)
     gauges.add("xinrong_node_modeling_jobs", "Joint-modeling jobs held, by state", ("state",), jobs)
+
+    def institutions() -> Samples:
+        held = core.institutions.all()
+        for status in ("active", "suspended"):
+            yield (status,), float(sum(1 for i in held if i.status == status))
+
+    def gate_refusals() -> Samples:
+        yield ("INSTITUTION_SUSPENDED",), float(core.gate.suspended_refused)
+        yield ("QUOTA_EXHAUSTED",), float(core.quotas.refused)
+
+    gauges.add("xinrong_node_institutions", "Registered access institutions, by status", ("status",), institutions)
+    gauges.add(
+        "xinrong_node_gate_refusals", "Calls refused by the per-call gate since start", ("reason",), gate_refusals
+    )
 
 
 __all__ = ["BUDGET_REASONS", "observe_node"]

@@ -68,6 +68,16 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentSubjectService/UpdateConsentPause": 64 * 1024,
     "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
     "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
+    # Access institutions (operator only): a binding is ~300 bytes.
+    "/xinrong.v1.InstitutionAdminService/RegisterInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ListInstitutions": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/GetInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/SuspendInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ResumeInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/RecordAssessment": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ListDueAssessments": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/SetQuota": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/GetInstitutionUsage": _SMALL,
 }
 
 __all__ = [

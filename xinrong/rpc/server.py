@@ -52,6 +52,7 @@ from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from xinrong.logs import NO_REQUEST, request_var
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import DOMAIN, status_for, status_for_error
+from xinrong.rpc.gate import CallGate
 
 if TYPE_CHECKING:
     from xinrong.rpc.observe import Observer
@@ -85,6 +86,18 @@ def _refused_peer(context: Any, roles: frozenset[str], method: str) -> Peer | No
         log.warning("[%s] refused caller role %s", method, peer.role if peer else None)
         return None
     return peer
+
+
+def _gate_refusal(gate: CallGate | None, peer: Peer | None, method: str) -> grpc.Status | None:
+    """The party's per-call gate (``xinrong.rpc.gate``): None to go on, else the refusal's status."""
+    if gate is None or peer is None:
+        return None
+    try:
+        gate.admit(peer, method)
+    except XinrongError as exc:
+        log.info("[%s] gate refused %s %s: %s", method, peer.role, peer.party_id, exc.reason.value)
+        return status_for_error(exc)
+    return None
 
 
 def _failure_status(exc: Exception, method: str) -> grpc.Status:
@@ -156,9 +169,10 @@ def _guard_sync(
     decode: Decode,
     request_streaming: bool,
     budget: _CallBudget | None = None,
+    gate: CallGate | None = None,
 ) -> Callable[..., Any]:
-    """Thread runtime: the call budget, role check, then decoding, then the
-    handler; any exception becomes its status."""
+    """Thread runtime: the call budget, role check, the gate, then decoding, then
+    the handler; any exception becomes its status."""
 
     def decoded(raw: Any) -> Any:
         return _decoded_stream(raw, decode) if request_streaming else decode(raw)
@@ -192,9 +206,20 @@ def _guard_sync(
     if streaming:
 
         def stream(request: Any, context: grpc.ServicerContext) -> Any:
-            if _refused_peer(context, roles, method) is None:
+            peer = _refused_peer(context, roles, method)
+            if peer is None:
                 context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
+            refusal = _gate_refusal(gate, peer, method)
+            if refusal is not None:
+                context.abort_with_status(refusal)
             try:
+                if gate is not None and peer is not None:
+                    with gate.streams.opened(peer, method) as open_stream:
+                        for item in behavior(decoded(request), context):
+                            if open_stream.error is not None:
+                                raise open_stream.error
+                            yield item
+                        return
                 yield from behavior(decoded(request), context)
                 return
             except Exception as exc:
@@ -208,8 +233,12 @@ def _guard_sync(
         return budgeted(stream)
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        if _refused_peer(context, roles, method) is None:
+        peer = _refused_peer(context, roles, method)
+        if peer is None:
             context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
+        refusal = _gate_refusal(gate, peer, method)
+        if refusal is not None:
+            context.abort_with_status(refusal)
         try:
             return behavior(decoded(request), context)
         except Exception as exc:
@@ -306,6 +335,7 @@ def _guard_async(
     response_streaming: bool,
     decode: Decode,
     budget: _CallBudget | None = None,
+    gate: CallGate | None = None,
 ) -> Callable[..., Any]:
     """asyncio runtime: coroutine (and async generator) handlers run on the
     loop; plain ones run in ``pool``, so they may block, with their request
@@ -315,6 +345,9 @@ def _guard_async(
         peer = _refused_peer(context, roles, method)
         if peer is None:
             await _abort(context, status_for(Reason.CALLER_NOT_ALLOWED))
+        refusal = _gate_refusal(gate, peer, method)
+        if refusal is not None:
+            await _abort(context, refusal)
         return peer
 
     def in_pool(request: Any, context: Any, peer: Peer | None) -> Any:
@@ -366,6 +399,25 @@ def _guard_async(
 
     async def guarded_stream(request: Any, context: Any) -> Any:
         peer = await admit(context)
+        if gate is None or peer is None:
+            async for item in served_stream(request, context, peer):
+                yield item
+            return
+        with gate.streams.opened(peer, method) as open_stream:
+            try:
+                async for item in served_stream(request, context, peer):
+                    yield item
+                return
+            except asyncio.CancelledError:
+                if open_stream.error is None:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            # Closed by the gate (e.g. the institution was suspended): say why.
+            await _abort(context, status_for_error(open_stream.error))
+
+    async def served_stream(request: Any, context: Any, peer: Peer | None) -> Any:
         try:
             request = decoded(request)
             if async_generator:
@@ -389,12 +441,18 @@ class _GuardedRegistrar:
     functions and registers each handler wrapped in the guard."""
 
     def __init__(
-        self, server: Any, roles: frozenset[str], pool: futures.Executor | None, budget: _CallBudget | None = None
+        self,
+        server: Any,
+        roles: frozenset[str],
+        pool: futures.Executor | None,
+        budget: _CallBudget | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self._server = server
         self._roles = roles
         self._pool = pool
         self._budget = budget
+        self._gate = gate
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         # The generated code also registers each method by name below; that
@@ -421,6 +479,7 @@ class _GuardedRegistrar:
                 response_streaming=h.response_streaming,
                 decode=decode,
                 budget=self._budget,
+                gate=self._gate,
             )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
@@ -432,18 +491,21 @@ class _GuardedRegistrar:
         streams = h.request_streaming
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, self._budget), **kwargs
+                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, self._budget), **kwargs
+                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, self._budget), **kwargs
+                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, self._budget), **kwargs
+            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, self._budget, self._gate), **kwargs
         )
 
 
@@ -648,13 +710,15 @@ def build_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     runtime: Runtime = "threads",
     observer: Observer | None = None,
+    gate: CallGate | None = None,
 ) -> RunningServer:
     """Build and start a server; bind "127.0.0.1:0" for an ephemeral port.
 
     ``observer`` (xinrong.rpc.observe): metrics and request-scoped logs of every call.
+    ``gate`` (xinrong.rpc.gate): the party's per-call admission, asked after the role check.
     """
     if runtime == "asyncio":
-        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer)
+        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer, gate)
     if runtime != "threads":
         raise ValueError(f"unknown server runtime {runtime!r}")
     budget = _CallBudget(max_workers)
@@ -668,7 +732,7 @@ def build_server(
         interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
-        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget))
+        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget, gate=gate))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(s.name for s in services)
@@ -688,6 +752,7 @@ def _build_asyncio(
     max_workers: int,
     max_message_bytes: int,
     observer: Observer | None = None,
+    gate: CallGate | None = None,
 ) -> AsyncioServer:
     loop = asyncio.new_event_loop()
     from xinrong.rpc.observe import ContextThreadPool  # handlers in the pool keep the request's log context
@@ -703,7 +768,7 @@ def _build_asyncio(
         )
         budget = _CallBudget(max_workers * 16)
         for s in services:
-            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget))
+            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget, gate))
         health_servicer = AsyncHealthServicer()
         for name in ("", *names):  # the asyncio servicer starts out SERVING
             await health_servicer.set(name, _NOT_SERVING)
