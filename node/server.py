@@ -120,6 +120,8 @@ class NodeServer:
                         next_cases = time.monotonic() + CASE_STATS_SECONDS
                         self.subject.watch_overdue()
                 self.core.maintain()
+                if self.modeling is not None:
+                    self.modeling.expire_idle()  # leases run out on time, not only at the next CreateJob (A10)
             except Exception:  # keep the thread alive; the next tick retries
                 log.exception("node maintenance failed")
             first = False

@@ -58,6 +58,8 @@ class RunningAgent:
     # (origin, key) of the agent's own answer log; None: not kept (tests of the bare server).
     answer_log: tuple[str, SigningKey] | None = None
     observer: Observer | None = None
+    # Joint-modeling jobs held (``AgentModeling.job_count``), for gauges and tests.
+    modeling_jobs: Callable[[], int] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -248,6 +250,7 @@ def start_agent(
         modeling_ready=features.ready if cfg.modeling.enabled else None,
         answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
         observer=observer,
+        modeling_jobs=modeling.job_count,
     )
     if observer is not None:
         observe_agent(observer, running)

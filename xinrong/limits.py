@@ -68,6 +68,7 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentSubjectService/UpdateConsentPause": 64 * 1024,
     "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
     "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
+    "/xinrong.v1.AgentModelingService/AbortJob": _SMALL,
 }
 
 __all__ = [
