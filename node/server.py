@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.node.agent_sync import AGENT_SYNC_ROLES, AgentSync, AgentSyncServicer
+from xinrong.node.agent_sync import SERVICE_NAME as AGENT_SYNC_SERVICE_NAME
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
 from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
@@ -39,7 +41,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    agent_pb2_grpc,
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    node_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +299,13 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    AGENT_SYNC_SERVICE_NAME,
+                    lambda s: agent_pb2_grpc.add_AgentSyncServiceServicer_to_server(
+                        AgentSyncServicer(AgentSync(core, rights)), s
+                    ),
+                    allowed_roles=AGENT_SYNC_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",

@@ -28,6 +28,7 @@ import grpc
 from xinrong.heap import settle_after_start
 from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
+from xinrong.provider_agent.consent_sync import pull_consent_updates
 from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
@@ -192,6 +193,8 @@ def start_agent(
             clock=clock,
         )
         subject_servicer = AgentSubjectServicer(desk, cfg.node_id)
+        if cfg.node_address is not None:  # before the port opens: no answer on a revocation it missed (A13)
+            pull_consent_updates(cfg.node_address, cfg.node_id, setup.credentials, agent, desk)
         period = data.active_period()
         if period is not None and period.catalog_sha256 != setup.catalog.sha256:
             log.warning(

@@ -69,6 +69,7 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
     "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
     "/xinrong.v1.AgentModelingService/AbortJob": _SMALL,
+    "/xinrong.v1.AgentSyncService/PullConsentUpdates": _SMALL,
 }
 
 __all__ = [
