@@ -300,6 +300,17 @@ class ConsentLifecycle:
             acked += sum(1 for o in outcomes.values() if o.acked)
         return acked
 
+    def pending_revocations(self, provider: str) -> list[agent_pb2.UpdateConsentStatusRequest]:
+        """Every stored revocation ``provider`` has not acknowledged, as the push would carry it
+        (for an agent's pull before it serves, ``node.agent_sync``)."""
+        return [
+            agent_pb2.UpdateConsentStatusRequest(
+                revocation=record.revocation, enterprise_binding=record.revocation_binding
+            )
+            for record, p in self.consents.pending_pushes(self.clock(), force=True)
+            if p == provider and record.revocation is not None and record.revocation_binding is not None
+        ]
+
     def deliver_reconnected(self) -> int:
         """Push every pending revocation to watched providers whose agent connects again; returns acks."""
         with self._waiting_lock:

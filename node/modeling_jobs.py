@@ -33,6 +33,7 @@ from xinrong.node.modeling_links import AgentModelingChannels, AgentStepError, O
 from xinrong.node.service import NodeCore
 from xinrong.rpc.auth import Peer
 from xinrong.rpc.errors import RemoteError
+from xinrong.v1 import modeling_pb2
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ INSTITUTION = "institution"
 # gets the full step deadline, since opening a job reads the provider's dataset
 # (minutes for a large one from a cold page cache: issue 10, A15).
 OPEN_TIMEOUT_SECONDS = 10.0
+# Telling an agent to drop an expired job: a small call, in the background.
+ABORT_TIMEOUT_SECONDS = 5.0
 
 
 def _now_ms(now: float) -> int:
@@ -144,7 +147,11 @@ class JobRegistry:
         A CREATED or RUNNING job becomes FAILED with the reason and an audit
         entry; any job's HE key is dropped (so a FAILED one can no longer be
         resumed). A job whose lock is held is running a step and is not idle.
-        Run before every CreateJob, so abandoned jobs never block new ones.
+        Run before every CreateJob, so abandoned jobs never block new ones,
+        and by the node's maintenance loop (every ``revocation_retry_seconds``),
+        so a lease runs out on time even when nobody creates jobs. The job's
+        agents are told (``AgentModelingService.AbortJob``, in the background,
+        best effort) so they free its training state too.
         """
         now = self._core.clock()
         idle = self._config.modeling_job_idle_seconds
@@ -158,10 +165,11 @@ class JobRegistry:
                 if now - job.touched <= idle:
                     continue
                 if job.record.state in (store.CREATED, store.RUNNING):
+                    reason = f"expired: not driven for more than {idle:g} s (lease ran out)"
                     self._save(
                         job,
                         store.FAILED,
-                        reason=f"expired: not driven for more than {idle:g} s (lease ran out)",
+                        reason=reason,
                         audit=self._event(
                             "node",
                             self._core.credentials.party_id,
@@ -173,6 +181,7 @@ class JobRegistry:
                         ),
                     )
                     log.warning("modeling job %s expired after %.0f s idle", job.job_id, now - job.touched)
+                    self._abort_at_agents(job.job_id, job.providers, reason)
                 job.drop_key()
                 expired += 1
             finally:
@@ -181,6 +190,31 @@ class JobRegistry:
                 if self._jobs.get(job.job_id) is job:
                     del self._jobs[job.job_id]
         return expired
+
+    def _abort_at_agents(self, job_id: str, providers: tuple[str, ...], reason: str) -> None:
+        """Tell each of the job's agents to drop it; off the caller's thread, failures only logged
+        (an agent that is down has lost the job's memory state anyway, and refuses to resume it)."""
+
+        def abort(provider: str) -> None:
+            try:
+                call_agent(
+                    self._channels.stub(provider),
+                    "AbortJob",
+                    modeling_pb2.AgentAbortJobRequest(job_id=job_id, reason=reason),
+                    provider=provider,
+                    step="AbortJob",
+                    timeout=min(ABORT_TIMEOUT_SECONDS, self._timeout),
+                    meter=None,
+                    observer=self._observer,
+                )
+            except Exception as exc:
+                log.warning("modeling job %s: agent %s was not told of the abort (%s)", job_id, provider, exc)
+
+        for provider in providers:
+            try:
+                self._fanout.submit(abort, provider)
+            except RuntimeError:  # the node is stopping
+                return
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xinrong.keys.layout import PartyCredentials, load_party
+from xinrong.node.agent_sync import AGENT_SYNC_ROLES, AgentSync, AgentSyncServicer
+from xinrong.node.agent_sync import SERVICE_NAME as AGENT_SYNC_SERVICE_NAME
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
 from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
@@ -43,7 +45,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    agent_pb2_grpc,
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    node_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 from xinrong.v1 import institutions_pb2_grpc as institutions_grpc
 
 log = logging.getLogger(__name__)
@@ -126,6 +135,8 @@ class NodeServer:
                         next_cases = time.monotonic() + CASE_STATS_SECONDS
                         self.subject.watch_overdue()
                 self.core.maintain()
+                if self.modeling is not None:
+                    self.modeling.expire_idle()  # leases run out on time, not only at the next CreateJob (A10)
             except Exception:  # keep the thread alive; the next tick retries
                 log.exception("node maintenance failed")
             first = False
@@ -302,6 +313,13 @@ def start_node(
                         InstitutionAdminServicer(core), s
                     ),
                     allowed_roles=INSTITUTION_ADMIN_ROLES,
+                ),
+                ServiceBinding(
+                    AGENT_SYNC_SERVICE_NAME,
+                    lambda s: agent_pb2_grpc.add_AgentSyncServiceServicer_to_server(
+                        AgentSyncServicer(AgentSync(core, rights)), s
+                    ),
+                    allowed_roles=AGENT_SYNC_ROLES,
                 ),
             ],
             max_workers=config.max_workers,

@@ -387,6 +387,11 @@ class SubjectRights:
                 continue
         return None
 
+    def pending_pauses(self, provider: str) -> list[subject_pb2.UpdateConsentPauseRequest]:
+        """The newest unacknowledged pause / resume per consent for ``provider`` (for an agent's pull)."""
+        with self._pending_lock:
+            return [request for (_cid, p), request in sorted(self._pending.items()) if p == provider]
+
     def push_pending(self) -> list[tuple[str, str]]:
         """Push every pending pause / resume (the newest per consent and provider); returns the acknowledged."""
         with self._pending_lock:

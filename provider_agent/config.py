@@ -17,6 +17,7 @@ and a ``[modelling]`` table must not be ignored.
     db = "state/agent-tax.db"           # provider data (periods, records)
     # state_db = "state/agent-tax.state.db"   # serving state; default derived from db
     node_id = "node"                    # the only party id allowed to call
+    # node_address = "node.example:7443"  # pull missed revocations and pauses from the node before serving
     verdict_ttl_seconds = 86400
     max_clock_skew_seconds = 300
     # catalog = "catalog.toml"          # default: the packaged catalog
@@ -113,6 +114,9 @@ class AgentConfig(Section):
     db: ConfigPath
     state_db: ConfigPath  # serving state; default derived from db (``default_state_db``)
     node_id: PartyId = "node"
+    # Where the agent pulls pending revocations and pauses from before it serves (issue 10, A13);
+    # unset: it relies on the node's pushes alone.
+    node_address: Annotated[str, AfterValidator(_bind)] | None = None
     verdict_ttl_seconds: int = Field(86400, ge=60, le=366 * 86400)
     max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
     catalog: ConfigPath | None = None
@@ -243,6 +247,7 @@ ca_cert = "{rel(keys_dir / "ca" / "ca.crt")}"           # trust anchor: the plat
 db = "{rel(db)}"                # the provider's data: imported periods, created 0600
 # state_db = "..."                     # serving state (replay ids, uses); default: beside db
 node_id = "node"                       # the only party allowed to call this agent
+# node_address = "host:port"           # pull missed revocations and pauses from the node before serving
 verdict_ttl_seconds = 86400            # how long a signed verdict stays valid for the bank
 max_clock_skew_seconds = 300           # requests further off the agent's clock are refused
 # catalog = "catalog.toml"             # default: the packaged shared-information catalog

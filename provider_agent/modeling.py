@@ -82,6 +82,10 @@ JOB_FORMAT = "xinrong.agent.modeling_job/1"
 SCORING_SCHEMES = ("ckks", "paillier")
 
 
+# Marks a job the node aborted (``AgentModeling.abort``): never reloaded from disk.
+ABORTED_FILE = "aborted"
+
+
 class _Job:
     """One job at this agent; ``lock`` serializes its steps."""
 
@@ -138,6 +142,27 @@ class AgentModeling:
         self._lock = threading.Lock()
         if config.enabled:
             threading.Thread(target=self._warm_up, name="modeling-warm-up", daemon=True).start()
+
+    def abort(self, job_id: str, reason: str) -> bool:
+        """The node failed the job (lease ran out): drop its training state from memory.
+
+        Files stay (the alignment, a finished share), but a job without a
+        share is marked aborted, so it is not reloaded and resumed on the
+        node's word later: the node has dropped its HE key, the job is over.
+        A job that finished here (share written) only leaves memory.
+        """
+        directory = self._job_dir(job_id)
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is not None:
+            with job.lock:  # a step in flight ends first
+                job.endpoint = None
+                job.psi = None
+        finished = (directory / "share.json").is_file()
+        if not finished and (directory / "job.json").is_file():
+            (directory / ABORTED_FILE).write_text(reason[:500] + "\n")
+        log.info("modeling job %s aborted by the node (%s)%s", job_id, reason[:200], "" if job else ": not held")
+        return job is not None
 
     def job_count(self) -> int:
         """How many joint-modeling jobs this agent holds (for metrics)."""
@@ -208,6 +233,12 @@ class AgentModeling:
         if not meta_path.is_file():
             raise _refused(
                 f"job {job_id} unknown", f"provider {self.provider} has no modeling job {job_id}", Reason.NOT_FOUND
+            )
+        if (directory / ABORTED_FILE).is_file():
+            raise _refused(
+                f"job {job_id} aborted",
+                f"provider {self.provider}: job {job_id} was aborted by the node",
+                Reason.NOT_FOUND,
             )
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != JOB_FORMAT or meta.get("job_id") != job_id:

@@ -119,3 +119,9 @@ class AgentModelingServicer(modeling_pb2_grpc.AgentModelingServiceServicer):  # 
             scoring_key_from_proto(request.scoring_key),
         )
         return modeling_pb2.AgentScoreEnterprisesResponse(payload=payload)
+
+    def AbortJob(
+        self, request: modeling_pb2.AgentAbortJobRequest, context: grpc.ServicerContext
+    ) -> modeling_pb2.AgentAbortJobResponse:
+        require_node(context, self._node_id)
+        return modeling_pb2.AgentAbortJobResponse(held=self._m.abort(request.job_id, request.reason))

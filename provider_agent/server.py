@@ -28,6 +28,7 @@ import grpc
 from xinrong.heap import settle_after_start
 from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
+from xinrong.provider_agent.consent_sync import pull_consent_updates
 from xinrong.provider_agent.evaluate import ProviderAgent
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
@@ -58,6 +59,8 @@ class RunningAgent:
     # (origin, key) of the agent's own answer log; None: not kept (tests of the bare server).
     answer_log: tuple[str, SigningKey] | None = None
     observer: Observer | None = None
+    # Joint-modeling jobs held (``AgentModeling.job_count``), for gauges and tests.
+    modeling_jobs: Callable[[], int] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -190,6 +193,8 @@ def start_agent(
             clock=clock,
         )
         subject_servicer = AgentSubjectServicer(desk, cfg.node_id)
+        if cfg.node_address is not None:  # before the port opens: no answer on a revocation it missed (A13)
+            pull_consent_updates(cfg.node_address, cfg.node_id, setup.credentials, agent, desk)
         period = data.active_period()
         if period is not None and period.catalog_sha256 != setup.catalog.sha256:
             log.warning(
@@ -248,6 +253,7 @@ def start_agent(
         modeling_ready=features.ready if cfg.modeling.enabled else None,
         answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
         observer=observer,
+        modeling_jobs=modeling.job_count,
     )
     if observer is not None:
         observe_agent(observer, running)

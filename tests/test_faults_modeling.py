@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from xinrong.bank.modeling import ModelingClient
+from xinrong.errors import XinrongError
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import modeling_pb2
 
@@ -76,6 +77,49 @@ def test_abandoned_jobs_expire_and_one_institution_cannot_block_others(platform:
     assert _state(platform, "abandoned-2").state == modeling_pb2.MODELING_JOB_STATE_CREATED
     with pytest.raises(RemoteError):  # abandoned-2 (leased) and fresh-1 fill bank-a's share
         _create(platform, "bank-a", "abandoned-3")
+
+
+def test_a_lease_runs_out_on_time_and_the_agents_drop_the_job(platform: Platform) -> None:
+    """Before, a lease was only checked when the next CreateJob came: an abandoned job held the node's
+    HE key and the agents' training state until then. Now the maintenance loop expires it and tells
+    the agents (AbortJob), which free it and refuse to reload it."""
+    _restart_with(platform, modeling_job_idle_seconds=1.0, revocation_retry_seconds=0.2)
+    _create(platform, "bank-a", "leased-1")
+    assert platform.node.modeling is not None
+    assert platform.node.modeling.jobs_by_state() == {"CREATED": 1}
+    assert all(_jobs_at(platform, p) == 1 for p in PROVIDERS)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        platform.node.modeling.jobs_by_state() or any(_jobs_at(platform, p) for p in PROVIDERS)
+    ):
+        time.sleep(0.1)
+    assert platform.node.modeling.jobs_by_state() == {}  # no CreateJob came: the timer expired it
+    assert all(_jobs_at(platform, p) == 0 for p in PROVIDERS)  # the agents were told and freed it
+    expired = _state(platform, "leased-1")
+    assert expired.state == modeling_pb2.MODELING_JOB_STATE_FAILED and "lease ran out" in expired.failure_reason
+    # Nothing left to reload: the job never aligned (no job.json), or it is marked aborted.
+    for p in PROVIDERS:
+        job_dir = platform.root / "agents" / p / "leased-1"
+        assert not (job_dir / "job.json").is_file() or (job_dir / "aborted").is_file()
+
+
+def test_an_aborted_job_is_never_reloaded_from_disk(platform: Platform) -> None:
+    """An agent restarted after an abort must not resume the job from its files on the node's later word."""
+    count = platform.agents["tax"].modeling_jobs
+    modeling: Any = getattr(count, "__self__", None)  # the agent's AgentModeling
+    job_dir = platform.root / "agents" / "tax" / "aligned-1"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text('{"job_id": "aligned-1", "institution": "bank-a"}')
+    assert modeling.abort("aligned-1", "expired: test") is False  # not in memory (as after a restart)
+    with pytest.raises(XinrongError) as info:
+        modeling.open_job("aligned-1", platform_creds(platform, "bank-a").binding.signed, "plain", True)
+    assert "aborted by the node" in info.value.public_message
+
+
+def _jobs_at(platform: Platform, provider: str) -> int:
+    count = platform.agents[provider].modeling_jobs
+    assert count is not None
+    return int(count())
 
 
 def test_the_config_defaults_bound_jobs_per_institution(tmp_path: Path) -> None:

@@ -262,15 +262,34 @@ def test_session_cookie_flags_and_headers() -> None:
     assert "<script" not in resp.text
 
 
-def test_state_change_needs_a_valid_token() -> None:
+def _tampered(token: str) -> str:
+    """The token with its first character changed. ("x" + token[1:] was the token itself whenever the
+    session's token began with "x": 1 session in 64, which failed this test now and then.)"""
+    return ("y" if token[0] == "x" else "x") + token[1:]
+
+
+def _session_whose_token_starts_with(char: str) -> str:
+    """A fixed session id (no randomness) whose CSRF token, under the test secret, begins with ``char``."""
+    tokens = CsrfTokens(b"s" * 32)
+    sessions = (f"fixed-test-session-{i:016d}" for i in range(100_000))  # 35 characters, as the portal wants
+    return next(s for s in sessions if tokens.token_for(s).startswith(char))
+
+
+@pytest.mark.parametrize("first", ["x", "A"])
+def test_state_change_needs_a_valid_token(first: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The session (hence the token) is fixed, one case per kind: a token that begins with the
+    # tampering character, and one that does not.
+    monkeypatch.setattr(CsrfTokens, "new_session", staticmethod(lambda: _session_whose_token_starts_with(first)))
     backend = FakeBackend()
     client = _client(backend)
     token = _token(client)
+    assert token.startswith(first)
     url = "/consents/c1/pause"
     assert client.post(url, data={}, headers=ORIGIN, follow_redirects=False).status_code == 403
     assert (
-        client.post(url, data={CSRF_FIELD: "x" + token[1:]}, headers=ORIGIN, follow_redirects=False).status_code == 403
+        client.post(url, data={CSRF_FIELD: _tampered(token)}, headers=ORIGIN, follow_redirects=False).status_code == 403
     )
+    monkeypatch.undo()  # the other browser below gets a session of its own
     # A token from another browser session does not work in this one.
     other = _client(backend)
     other_token = _token(other)

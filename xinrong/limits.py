@@ -78,6 +78,8 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.InstitutionAdminService/ListDueAssessments": _SMALL,
     "/xinrong.v1.InstitutionAdminService/SetQuota": _SMALL,
     "/xinrong.v1.InstitutionAdminService/GetInstitutionUsage": _SMALL,
+    "/xinrong.v1.AgentModelingService/AbortJob": _SMALL,
+    "/xinrong.v1.AgentSyncService/PullConsentUpdates": _SMALL,
 }
 
 __all__ = [

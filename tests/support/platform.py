@@ -23,20 +23,10 @@ from xinrong.provider_agent import store as agent_store
 BANKS = ("bank-a", "bank-b")
 
 
-def start_agent(
-    root: Path,
-    workdir: Path,
-    catalog: Catalog,
-    provider: str,
-    csv_text: str,
-    *,
-    agent_table: Mapping[str, Any] | None = None,
-    **options: Any,
-) -> agent_server.RunningAgent:
-    """An agent for ``provider`` on port 0 with ``csv_text`` imported; ``agent_table`` adds to its
-    ``[agent]`` config, ``options`` go to ``start_agent``."""
-    csv_path = workdir / f"{provider}.csv"
-    csv_path.write_text(csv_text)
+def agent_setup(
+    root: Path, workdir: Path, provider: str, agent_table: Mapping[str, Any] | None = None
+) -> agent_config.AgentSetup:
+    """The agent's checked setup (state under ``workdir``); ``agent_table`` adds to its ``[agent]`` config."""
     config = agent_config.parse_config(
         {
             "agent": {
@@ -51,8 +41,25 @@ def start_agent(
         },
         workdir,
     )
-    setup = agent_config.prepare(config)
-    data = agent_store.DataStore(config.db, provider)
+    return agent_config.prepare(config)
+
+
+def start_agent(
+    root: Path,
+    workdir: Path,
+    catalog: Catalog,
+    provider: str,
+    csv_text: str,
+    *,
+    agent_table: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> agent_server.RunningAgent:
+    """An agent for ``provider`` on port 0 with ``csv_text`` imported; ``agent_table`` adds to its
+    ``[agent]`` config, ``options`` go to ``start_agent``."""
+    csv_path = workdir / f"{provider}.csv"
+    csv_path.write_text(csv_text)
+    setup = agent_setup(root, workdir, provider, agent_table)
+    data = agent_store.DataStore(setup.config.db, provider)
     try:
         importer.import_csv(data, catalog, provider, csv_path)
     finally:

@@ -192,7 +192,17 @@ class LocalPlatform:
             port_file=port_file,
         )
         self.node_port = self.group.wait_port("node")
+        self._tell_agents_the_node()
         return self.node_port
+
+    def _tell_agents_the_node(self) -> None:
+        """Agents restarted from now on pull missed revocations from the node before serving (A13)."""
+        for path in self.agent_configs.values():
+            text = path.read_text()
+            lines = [line for line in text.splitlines(keepends=True) if not line.startswith("node_address = ")]
+            at = lines.index("[agent]\n") + 1
+            lines.insert(at, f'node_address = "127.0.0.1:{self.node_port}"\n')
+            path.write_text("".join(lines))
 
     def party(self, role: str, party_id: str) -> PartyCredentials:
         return load_party(party_dir(self.keys_dir, role, party_id))

@@ -24,41 +24,48 @@ _sym_db = _symbol_database.Default()
 
 from xinrong.v1 import common_pb2 as xinrong_dot_v1_dot_common__pb2
 from xinrong.v1 import node_pb2 as xinrong_dot_v1_dot_node__pb2
+from xinrong.v1 import subject_pb2 as xinrong_dot_v1_dot_subject__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xinrong/v1/agent.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\x1a\x15xinrong/v1/node.proto\"\xe3\x01\n\x15\x45valuateClaimsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12*\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\x12\x38\n\x10\x61udience_binding\x18\x05 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12!\n\x06\x63laims\x18\x06 \x03(\x0b\x32\x11.xinrong.v1.Claim\"?\n\x16\x45valuateClaimsResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\xf1\x01\n\x19\x45valuateIndicatorsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12*\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\x12\x38\n\x10\x61udience_binding\x18\x05 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12+\n\x07queries\x18\x06 \x03(\x0b\x32\x1a.xinrong.v1.IndicatorQuery\"C\n\x1a\x45valuateIndicatorsResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\x91\x01\n\x1aUpdateConsentStatusRequest\x12\x37\n\nrevocation\x18\x01 \x01(\x0b\x32#.xinrong.v1.SignedConsentRevocation\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"Z\n\x1bUpdateConsentStatusResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"\x15\n\x13GetAgentInfoRequest\"Q\n\x14GetAgentInfoResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\ndata_as_of\x18\x02 \x01(\t\x12\x13\n\x0b\x65nterprises\x18\x03 \x01(\x04\"\x96\x01\n\tAgentCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x06\x63laims\x18\x02 \x01(\x0b\x32!.xinrong.v1.EvaluateClaimsRequestH\x00\x12;\n\nindicators\x18\x03 \x01(\x0b\x32%.xinrong.v1.EvaluateIndicatorsRequestH\x00\x42\x06\n\x04\x63\x61ll\":\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"}\n\x0f\x41gentCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\'\n\x06sealed\x18\x02 \x01(\x0b\x32\x15.xinrong.v1.SealedBoxH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.xinrong.v1.CallErrorH\x00\x42\x08\n\x06result\"=\n\x15\x45valuateStreamRequest\x12$\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x15.xinrong.v1.AgentCall\"F\n\x16\x45valuateStreamResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.xinrong.v1.AgentCallResult2\xe4\x03\n\x0c\x41gentService\x12W\n\x0e\x45valuateClaims\x12!.xinrong.v1.EvaluateClaimsRequest\x1a\".xinrong.v1.EvaluateClaimsResponse\x12\x63\n\x12\x45valuateIndicators\x12%.xinrong.v1.EvaluateIndicatorsRequest\x1a&.xinrong.v1.EvaluateIndicatorsResponse\x12\x66\n\x13UpdateConsentStatus\x12&.xinrong.v1.UpdateConsentStatusRequest\x1a\'.xinrong.v1.UpdateConsentStatusResponse\x12Q\n\x0cGetAgentInfo\x12\x1f.xinrong.v1.GetAgentInfoRequest\x1a .xinrong.v1.GetAgentInfoResponse\x12[\n\x0e\x45valuateStream\x12!.xinrong.v1.EvaluateStreamRequest\x1a\".xinrong.v1.EvaluateStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xinrong/v1/agent.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\x1a\x15xinrong/v1/node.proto\x1a\x18xinrong/v1/subject.proto\"\xe3\x01\n\x15\x45valuateClaimsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12*\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\x12\x38\n\x10\x61udience_binding\x18\x05 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12!\n\x06\x63laims\x18\x06 \x03(\x0b\x32\x11.xinrong.v1.Claim\"?\n\x16\x45valuateClaimsResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\xf1\x01\n\x19\x45valuateIndicatorsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_at\x18\x02 \x01(\x03\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12*\n\x07\x63onsent\x18\x04 \x01(\x0b\x32\x19.xinrong.v1.SignedConsent\x12\x38\n\x10\x61udience_binding\x18\x05 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12+\n\x07queries\x18\x06 \x03(\x0b\x32\x1a.xinrong.v1.IndicatorQuery\"C\n\x1a\x45valuateIndicatorsResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\x91\x01\n\x1aUpdateConsentStatusRequest\x12\x37\n\nrevocation\x18\x01 \x01(\x0b\x32#.xinrong.v1.SignedConsentRevocation\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"Z\n\x1bUpdateConsentStatusResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"\x15\n\x13GetAgentInfoRequest\"Q\n\x14GetAgentInfoResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\ndata_as_of\x18\x02 \x01(\t\x12\x13\n\x0b\x65nterprises\x18\x03 \x01(\x04\"\x96\x01\n\tAgentCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x33\n\x06\x63laims\x18\x02 \x01(\x0b\x32!.xinrong.v1.EvaluateClaimsRequestH\x00\x12;\n\nindicators\x18\x03 \x01(\x0b\x32%.xinrong.v1.EvaluateIndicatorsRequestH\x00\x42\x06\n\x04\x63\x61ll\":\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"}\n\x0f\x41gentCallResult\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\'\n\x06sealed\x18\x02 \x01(\x0b\x32\x15.xinrong.v1.SealedBoxH\x00\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.xinrong.v1.CallErrorH\x00\x42\x08\n\x06result\"=\n\x15\x45valuateStreamRequest\x12$\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x15.xinrong.v1.AgentCall\"F\n\x16\x45valuateStreamResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.xinrong.v1.AgentCallResult\"\x1b\n\x19PullConsentUpdatesRequest\"\x90\x01\n\x1aPullConsentUpdatesResponse\x12;\n\x0brevocations\x18\x01 \x03(\x0b\x32&.xinrong.v1.UpdateConsentStatusRequest\x12\x35\n\x06pauses\x18\x02 \x03(\x0b\x32%.xinrong.v1.UpdateConsentPauseRequest2\xe4\x03\n\x0c\x41gentService\x12W\n\x0e\x45valuateClaims\x12!.xinrong.v1.EvaluateClaimsRequest\x1a\".xinrong.v1.EvaluateClaimsResponse\x12\x63\n\x12\x45valuateIndicators\x12%.xinrong.v1.EvaluateIndicatorsRequest\x1a&.xinrong.v1.EvaluateIndicatorsResponse\x12\x66\n\x13UpdateConsentStatus\x12&.xinrong.v1.UpdateConsentStatusRequest\x1a\'.xinrong.v1.UpdateConsentStatusResponse\x12Q\n\x0cGetAgentInfo\x12\x1f.xinrong.v1.GetAgentInfoRequest\x1a .xinrong.v1.GetAgentInfoResponse\x12[\n\x0e\x45valuateStream\x12!.xinrong.v1.EvaluateStreamRequest\x1a\".xinrong.v1.EvaluateStreamResponse(\x01\x30\x01\x32w\n\x10\x41gentSyncService\x12\x63\n\x12PullConsentUpdates\x12%.xinrong.v1.PullConsentUpdatesRequest\x1a&.xinrong.v1.PullConsentUpdatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xinrong.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVALUATECLAIMSREQUEST']._serialized_start=87
-  _globals['_EVALUATECLAIMSREQUEST']._serialized_end=314
-  _globals['_EVALUATECLAIMSRESPONSE']._serialized_start=316
-  _globals['_EVALUATECLAIMSRESPONSE']._serialized_end=379
-  _globals['_EVALUATEINDICATORSREQUEST']._serialized_start=382
-  _globals['_EVALUATEINDICATORSREQUEST']._serialized_end=623
-  _globals['_EVALUATEINDICATORSRESPONSE']._serialized_start=625
-  _globals['_EVALUATEINDICATORSRESPONSE']._serialized_end=692
-  _globals['_UPDATECONSENTSTATUSREQUEST']._serialized_start=695
-  _globals['_UPDATECONSENTSTATUSREQUEST']._serialized_end=840
-  _globals['_UPDATECONSENTSTATUSRESPONSE']._serialized_start=842
-  _globals['_UPDATECONSENTSTATUSRESPONSE']._serialized_end=932
-  _globals['_GETAGENTINFOREQUEST']._serialized_start=934
-  _globals['_GETAGENTINFOREQUEST']._serialized_end=955
-  _globals['_GETAGENTINFORESPONSE']._serialized_start=957
-  _globals['_GETAGENTINFORESPONSE']._serialized_end=1038
-  _globals['_AGENTCALL']._serialized_start=1041
-  _globals['_AGENTCALL']._serialized_end=1191
-  _globals['_CALLERROR']._serialized_start=1193
-  _globals['_CALLERROR']._serialized_end=1251
-  _globals['_AGENTCALLRESULT']._serialized_start=1253
-  _globals['_AGENTCALLRESULT']._serialized_end=1378
-  _globals['_EVALUATESTREAMREQUEST']._serialized_start=1380
-  _globals['_EVALUATESTREAMREQUEST']._serialized_end=1441
-  _globals['_EVALUATESTREAMRESPONSE']._serialized_start=1443
-  _globals['_EVALUATESTREAMRESPONSE']._serialized_end=1513
-  _globals['_AGENTSERVICE']._serialized_start=1516
-  _globals['_AGENTSERVICE']._serialized_end=2000
+  _globals['_EVALUATECLAIMSREQUEST']._serialized_start=113
+  _globals['_EVALUATECLAIMSREQUEST']._serialized_end=340
+  _globals['_EVALUATECLAIMSRESPONSE']._serialized_start=342
+  _globals['_EVALUATECLAIMSRESPONSE']._serialized_end=405
+  _globals['_EVALUATEINDICATORSREQUEST']._serialized_start=408
+  _globals['_EVALUATEINDICATORSREQUEST']._serialized_end=649
+  _globals['_EVALUATEINDICATORSRESPONSE']._serialized_start=651
+  _globals['_EVALUATEINDICATORSRESPONSE']._serialized_end=718
+  _globals['_UPDATECONSENTSTATUSREQUEST']._serialized_start=721
+  _globals['_UPDATECONSENTSTATUSREQUEST']._serialized_end=866
+  _globals['_UPDATECONSENTSTATUSRESPONSE']._serialized_start=868
+  _globals['_UPDATECONSENTSTATUSRESPONSE']._serialized_end=958
+  _globals['_GETAGENTINFOREQUEST']._serialized_start=960
+  _globals['_GETAGENTINFOREQUEST']._serialized_end=981
+  _globals['_GETAGENTINFORESPONSE']._serialized_start=983
+  _globals['_GETAGENTINFORESPONSE']._serialized_end=1064
+  _globals['_AGENTCALL']._serialized_start=1067
+  _globals['_AGENTCALL']._serialized_end=1217
+  _globals['_CALLERROR']._serialized_start=1219
+  _globals['_CALLERROR']._serialized_end=1277
+  _globals['_AGENTCALLRESULT']._serialized_start=1279
+  _globals['_AGENTCALLRESULT']._serialized_end=1404
+  _globals['_EVALUATESTREAMREQUEST']._serialized_start=1406
+  _globals['_EVALUATESTREAMREQUEST']._serialized_end=1467
+  _globals['_EVALUATESTREAMRESPONSE']._serialized_start=1469
+  _globals['_EVALUATESTREAMRESPONSE']._serialized_end=1539
+  _globals['_PULLCONSENTUPDATESREQUEST']._serialized_start=1541
+  _globals['_PULLCONSENTUPDATESREQUEST']._serialized_end=1568
+  _globals['_PULLCONSENTUPDATESRESPONSE']._serialized_start=1571
+  _globals['_PULLCONSENTUPDATESRESPONSE']._serialized_end=1715
+  _globals['_AGENTSERVICE']._serialized_start=1718
+  _globals['_AGENTSERVICE']._serialized_end=2202
+  _globals['_AGENTSYNCSERVICE']._serialized_start=2204
+  _globals['_AGENTSYNCSERVICE']._serialized_end=2323
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 from xinrong.v1 import common_pb2 as _common_pb2
 from xinrong.v1 import node_pb2 as _node_pb2
+from xinrong.v1 import subject_pb2 as _subject_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -123,3 +124,15 @@ class EvaluateStreamResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[AgentCallResult]
     def __init__(self, results: _Optional[_Iterable[_Union[AgentCallResult, _Mapping]]] = ...) -> None: ...
+
+class PullConsentUpdatesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PullConsentUpdatesResponse(_message.Message):
+    __slots__ = ("revocations", "pauses")
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    PAUSES_FIELD_NUMBER: _ClassVar[int]
+    revocations: _containers.RepeatedCompositeFieldContainer[UpdateConsentStatusRequest]
+    pauses: _containers.RepeatedCompositeFieldContainer[_subject_pb2.UpdateConsentPauseRequest]
+    def __init__(self, revocations: _Optional[_Iterable[_Union[UpdateConsentStatusRequest, _Mapping]]] = ..., pauses: _Optional[_Iterable[_Union[_subject_pb2.UpdateConsentPauseRequest, _Mapping]]] = ...) -> None: ...

@@ -277,3 +277,89 @@ class AgentService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AgentSyncServiceStub:
+    """Served by the node, callable by provider agents only (issue 10, A13): what
+    an agent pulls before it serves after a (re)start, so a revocation or pause
+    it missed while down applies before its first answer, not when the node's
+    next push arrives.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PullConsentUpdates = channel.unary_unary(
+                '/xinrong.v1.AgentSyncService/PullConsentUpdates',
+                request_serializer=xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesResponse.FromString,
+                _registered_method=True)
+
+
+class AgentSyncServiceServicer:
+    """Served by the node, callable by provider agents only (issue 10, A13): what
+    an agent pulls before it serves after a (re)start, so a revocation or pause
+    it missed while down applies before its first answer, not when the node's
+    next push arrives.
+    """
+
+    def PullConsentUpdates(self, request, context):
+        """Every enterprise-signed revocation and pause / resume the node holds that
+        the calling provider has not acknowledged; the agent verifies each itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AgentSyncServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PullConsentUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullConsentUpdates,
+                    request_deserializer=xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'xinrong.v1.AgentSyncService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('xinrong.v1.AgentSyncService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AgentSyncService:
+    """Served by the node, callable by provider agents only (issue 10, A13): what
+    an agent pulls before it serves after a (re)start, so a revocation or pause
+    it missed while down applies before its first answer, not when the node's
+    next push arrives.
+    """
+
+    @staticmethod
+    def PullConsentUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.AgentSyncService/PullConsentUpdates',
+            xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesRequest.SerializeToString,
+            xinrong_dot_v1_dot_agent__pb2.PullConsentUpdatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -763,6 +763,11 @@ class AgentModelingServiceStub:
                 request_serializer=xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesRequest.SerializeToString,
                 response_deserializer=xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesResponse.FromString,
                 _registered_method=True)
+        self.AbortJob = channel.unary_unary(
+                '/xinrong.v1.AgentModelingService/AbortJob',
+                request_serializer=xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobRequest.SerializeToString,
+                response_deserializer=xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobResponse.FromString,
+                _registered_method=True)
 
 
 class AgentModelingServiceServicer:
@@ -867,6 +872,13 @@ class AgentModelingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AbortJob(self, request, context):
+        """The node failed the job (its lease ran out): forget its training state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentModelingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -939,6 +951,11 @@ def add_AgentModelingServiceServicer_to_server(servicer, server):
                     servicer.ScoreEnterprises,
                     request_deserializer=xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesRequest.FromString,
                     response_serializer=xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesResponse.SerializeToString,
+            ),
+            'AbortJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortJob,
+                    request_deserializer=xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobRequest.FromString,
+                    response_serializer=xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1320,6 +1337,33 @@ class AgentModelingService:
             '/xinrong.v1.AgentModelingService/ScoreEnterprises',
             xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesRequest.SerializeToString,
             xinrong_dot_v1_dot_modeling__pb2.AgentScoreEnterprisesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xinrong.v1.AgentModelingService/AbortJob',
+            xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobRequest.SerializeToString,
+            xinrong_dot_v1_dot_modeling__pb2.AgentAbortJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

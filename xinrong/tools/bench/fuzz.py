@@ -75,7 +75,7 @@ from xinrong.v1 import node_pb2, node_pb2_grpc
 FD = pb_descriptor.FieldDescriptor
 
 # The roles a certificate can carry; every method is probed with each.
-ROLES = ("institution", "enterprise", "node")
+ROLES = ("institution", "enterprise", "node", "provider")
 # Biggest single string or bytes value (a few MB, far below the 64 MiB transport cap).
 HUGE_BYTES = 4 * 1024 * 1024
 # Most elements in one repeated field, and most bytes such a run may take.
@@ -602,7 +602,7 @@ def stand_up(workdir: Path, group: ProcessGroup, *, enterprises: int = 100, seed
     targets += [
         Target(f"agent-{name}", f"127.0.0.1:{port}", "provider", name) for name, port in platform.provider_ports.items()
     ]
-    creds = {"institution": bank, "enterprise": ent_creds, "node": node}
+    creds = {"institution": bank, "enterprise": ent_creds, "node": node, "provider": platform.party("provider", "tax")}
     return Network(platform, creds, targets, corpus)
 
 
