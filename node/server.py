@@ -23,11 +23,15 @@ from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
 from xinrong.node.evaluation_servicer import EvaluationServicer
+from xinrong.node.events import EventLog
 from xinrong.node.lifecycle import WATCH_SECONDS
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.push_servicer import ALLOWED_ROLES as PUSH_ROLES
+from xinrong.node.push_servicer import SERVICE_NAME as PUSH_SERVICE_NAME
+from xinrong.node.push_servicer import PushServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -39,7 +43,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    node_pb2_grpc,
+    push_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,8 @@ class NodeServer:
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
     observer: Metrics | None = None
+    # The event log the push service streams (producers append to it).
+    events: EventLog | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -255,6 +268,8 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        events = EventLog(db, creds.signing_key, node_id=creds.party_id, clock=core.clock)
+        push_servicer = PushServicer(events, core.registry, core.audit, db, clock=core.clock)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -288,6 +303,11 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    PUSH_SERVICE_NAME,
+                    lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(push_servicer, s),
+                    allowed_roles=PUSH_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -317,7 +337,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, events=events)
     running.set_serving(True)
     node.start_maintenance()
     log.info(

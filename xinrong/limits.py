@@ -68,6 +68,8 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentSubjectService/UpdateConsentPause": 64 * 1024,
     "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
     "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
+    # Push: filters only (at most 64 regions, 64 industries, 64 topics of a few bytes each).
+    "/xinrong.v1.PushService/Subscribe": _SMALL,
 }
 
 __all__ = [
