@@ -41,11 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_node_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--port-file", required=True, type=Path)
+    p.add_argument("--config", required=True, type=Path, help="the node's TOML config")
+    p.add_argument("--port-file", required=True, type=Path, help="write the bound port here")
     p.add_argument("--go-file", required=True, type=Path, help="start the live appends once this file exists")
-    p.add_argument("--live", type=int, default=2_000)
-    p.add_argument("--rate", type=float, default=1_000.0)
+    p.add_argument("--live", type=int, default=2_000, help="events to append live")
+    p.add_argument("--rate", type=float, default=1_000.0, help="live appends per second")
 
 
 def node_main(args: argparse.Namespace) -> int:
