@@ -41,7 +41,7 @@ from typing import Any
 
 from xinrong.errors import ValidationError
 from xinrong.keys.signing import SigningKey
-from xinrong.node.db import Database
+from xinrong.node.db import Database, Transaction
 from xinrong.v1 import push_pb2
 
 EVENT_CONTEXT = "xinrong.v1.Event"
@@ -236,57 +236,65 @@ class EventLog:
 
     def append_many(self, events: Sequence[NewEvent]) -> list[int]:
         """Append events in order in one transaction (one COMMIT); their sequence numbers."""
+        if not events:
+            return []
+        with self.db.transaction() as tx:
+            return self.append_in(tx, events)
+
+    def append_in(self, tx: Transaction, events: Sequence[NewEvent]) -> list[int]:
+        """Append events inside the caller's transaction (atomic with its own writes);
+        subscribers are woken once it commits."""
         for event in events:
             _check(event)
         if not events:
             return []
         seqs: list[int] = []
-        with self.db.transaction() as tx:
-            if self.db.shared:
-                tx.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
-            row = tx.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            seq = int(row[0])
-            now_ms = int(self.clock() * 1000)
-            rows: list[tuple[Any, ...]] = []
-            audience_rows: list[tuple[int, str]] = []
-            for event in events:
-                seq += 1
-                body = push_pb2.Event(
-                    seq=seq,
-                    event_id=event_id(seq, event.topic, event.enterprise, event.region, event.industry, event.payload),
-                    topic=event.topic,
-                    enterprise=event.enterprise,
-                    region=event.region,
-                    industry=event.industry,
-                    payload=event.payload,
-                    appended_ms=now_ms,
-                    restricted=bool(event.audience),
-                    node_id=self.node_id,
-                ).SerializeToString(deterministic=True)
-                signature = self.signing_key.sign(EVENT_CONTEXT, body)
-                rows.append(
-                    (
-                        seq,
-                        event.topic,
-                        event.enterprise,
-                        event.region,
-                        event.industry,
-                        1 if event.audience else 0,
-                        now_ms,
-                        body,
-                        signature,
-                    )
+        if self.db.shared:
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (APPEND_LOCK,))
+        row = tx.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        seq = int(row[0])
+        now_ms = int(self.clock() * 1000)
+        rows: list[tuple[Any, ...]] = []
+        audience_rows: list[tuple[int, str]] = []
+        for event in events:
+            seq += 1
+            body = push_pb2.Event(
+                seq=seq,
+                event_id=event_id(seq, event.topic, event.enterprise, event.region, event.industry, event.payload),
+                topic=event.topic,
+                enterprise=event.enterprise,
+                region=event.region,
+                industry=event.industry,
+                payload=event.payload,
+                appended_ms=now_ms,
+                restricted=bool(event.audience),
+                node_id=self.node_id,
+            ).SerializeToString(deterministic=True)
+            signature = self.signing_key.sign(EVENT_CONTEXT, body)
+            rows.append(
+                (
+                    seq,
+                    event.topic,
+                    event.enterprise,
+                    event.region,
+                    event.industry,
+                    1 if event.audience else 0,
+                    now_ms,
+                    body,
+                    signature,
                 )
-                audience_rows.extend((seq, a) for a in dict.fromkeys(event.audience))
-                seqs.append(seq)
-            tx.executemany(
-                "INSERT INTO events (seq, topic, enterprise, region, industry, restricted, appended_ms, body, signature) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
             )
-            if audience_rows:
-                tx.executemany("INSERT INTO event_audience (seq, institution) VALUES (?, ?)", audience_rows)
-        self._notify(seqs[-1])
+            audience_rows.extend((seq, a) for a in dict.fromkeys(event.audience))
+            seqs.append(seq)
+        tx.executemany(
+            "INSERT INTO events (seq, topic, enterprise, region, industry, restricted, appended_ms, body, signature) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        if audience_rows:
+            tx.executemany("INSERT INTO event_audience (seq, institution) VALUES (?, ?)", audience_rows)
+        head = seqs[-1]
+        tx.on_commit(lambda: self._notify(head))
         return seqs
 
     def _notify(self, head: int) -> None:

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from xinrong.keys.layout import PartyCredentials, load_party
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
+from xinrong.node.demand_servicer import ALLOWED_ROLES as DEMAND_ROLES
+from xinrong.node.demand_servicer import SERVICE_NAME as DEMAND_SERVICE_NAME
+from xinrong.node.demand_servicer import Demands, DemandServicer
+from xinrong.node.demands import DemandStore, Threshold, Whitelist
 from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
@@ -44,6 +48,7 @@ from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import (
+    demand_pb2_grpc,
     evaluation_pb2_grpc,
     modeling_pb2_grpc,
     node_pb2_grpc,
@@ -109,6 +114,8 @@ class NodeServer:
     observer: Metrics | None = None
     # The event log the push service streams (producers append to it).
     events: EventLog | None = None
+    # Financing demands and the whitelist pushed on the event log.
+    whitelist: Whitelist | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -213,6 +220,8 @@ class NodeServer:
             self.modeling.close()
         if self.subject is not None:
             self.subject.close()
+        if self.whitelist is not None:
+            self.whitelist.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -270,6 +279,20 @@ def start_node(
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
         events = EventLog(db, creds.signing_key, node_id=creds.party_id, clock=core.clock)
         push_servicer = PushServicer(events, core.registry, core.audit, db, clock=core.clock)
+        whitelist = Whitelist(
+            db,
+            events,
+            DemandStore(db, core.ca),
+            core.consents,
+            core.registry,
+            EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
+            Threshold(config.whitelist_min_grade, config.whitelist_valid_days),
+            clock=core.clock,
+        )
+        core.consents.on_change(whitelist.mark)
+        demand_servicer = DemandServicer(
+            Demands(db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock)
+        )
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -308,6 +331,11 @@ def start_node(
                     lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(push_servicer, s),
                     allowed_roles=PUSH_ROLES,
                 ),
+                ServiceBinding(
+                    DEMAND_SERVICE_NAME,
+                    lambda s: demand_pb2_grpc.add_DemandServiceServicer_to_server(demand_servicer, s),
+                    allowed_roles=DEMAND_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -337,9 +365,12 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, events=events)
+    node = NodeServer(
+        core=core, server=running, modeling=hub, subject=rights, observer=metrics, events=events, whitelist=whitelist
+    )
     running.set_serving(True)
     node.start_maintenance()
+    whitelist.start()
     log.info(
         "node %s serving on port %d (%d providers, catalog %s)",
         creds.party_id,
