@@ -564,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
             logs = transparency_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
             evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
+            push = _push(platform, truth, args.as_of[:7]) if evaluated else {}
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -574,6 +575,7 @@ def run(args: argparse.Namespace) -> int:
             rights = {}
             logs = LogTally()
             evaluated, evaluation_mismatches = 0, -1
+            push = {}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -586,6 +588,7 @@ def run(args: argparse.Namespace) -> int:
             **logs.as_dict(),
             "evaluated": evaluated,
             "evaluation_mismatches": evaluation_mismatches,
+            **push,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -602,6 +605,8 @@ def run(args: argparse.Namespace) -> int:
             and logs.inclusion_proofs_ok > 0
             and logs.consistency_proofs_ok > 0
             and evaluation_mismatches == 0
+            and push.get("whitelist_pushed", 0) == push.get("whitelist_expected", 0)
+            and push.get("whitelist_leaked", 0) == 0
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)
@@ -620,6 +625,14 @@ def _subject_rights(platform: LocalPlatform, truth: GroundTruth, as_of: str, tal
     rights = play_subject_rights(platform, truth.rows["tax"], as_of, _say)
     tally.unexpected.extend(f"subject rights: {p}" for p in rights.problems)
     return rights.summary()
+
+
+def _push(platform: LocalPlatform, truth: GroundTruth, period: str) -> dict[str, int]:
+    """Financing demands, the whitelist and the push stream (xinrong.tools.demo_push)."""
+    from xinrong.tools.demo_push import play_push
+
+    _say("\n[9] financing demands, the whitelist and the push stream")
+    return play_push(platform, truth.rows.get("market", {}), period, _say)
 
 
 def _shown(path: Path) -> str:
