@@ -48,6 +48,7 @@ from typing import Any
 
 from xinrong.demand import VerifiedDemand, verify_signed_demand
 from xinrong.keys.ca import CaVerifier
+from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.consents import ACTIVE as CONSENT_ACTIVE
 from xinrong.node.consents import ConsentRegistry
 from xinrong.node.db import Database, Transaction
@@ -166,6 +167,7 @@ class Entry:
     demand_id: str
     payload: bytes
     valid_until: int
+    consent_id: str = ""
 
     @property
     def digest(self) -> str:
@@ -203,6 +205,9 @@ class Whitelist:
     evaluations: EvaluationStore
     threshold: Threshold
     clock: Callable[[], float] = time.time
+    # Every push to an institution is an audit entry of the enterprise's (its
+    # "who saw my data" lists it): method WhitelistPush / WhitelistRemove.
+    audit: AuditLog | None = None
     _dirty: set[str] = field(default_factory=set)
     _cv: threading.Condition = field(default_factory=threading.Condition)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -223,9 +228,9 @@ class Whitelist:
             return None
         return record.grade, record.period, record.evaluated_at
 
-    def allowed_institutions(self, demand: demand_pb2.FinancingDemand, now: float) -> dict[str, int]:
-        """Institution -> consent valid_until, for each active matching consent of the demand."""
-        out: dict[str, int] = {}
+    def allowed_institutions(self, demand: demand_pb2.FinancingDemand, now: float) -> dict[str, tuple[int, str]]:
+        """Institution -> (consent valid_until, consent id), for each active matching consent of the demand."""
+        out: dict[str, tuple[int, str]] = {}
         for consent_id in demand.consent_ids:
             record = self.consents.get(consent_id)
             if record is None or record.enterprise != demand.enterprise_uscc:
@@ -235,7 +240,7 @@ class Whitelist:
                 continue
             if now < consent.valid_from or self.registry.get(INSTITUTION, consent.grantee_id) is None:
                 continue
-            out[consent.grantee_id] = max(out.get(consent.grantee_id, 0), int(consent.valid_until))
+            out[consent.grantee_id] = max(out.get(consent.grantee_id, (0, "")), (int(consent.valid_until), consent_id))
         return out
 
     def desired(self, enterprise: str) -> dict[tuple[str, str], Entry]:
@@ -250,7 +255,7 @@ class Whitelist:
             if record.effective_state(now) != ACTIVE:
                 continue
             demand = record.demand
-            for institution, consent_until in sorted(self.allowed_institutions(demand, now).items()):
+            for institution, (consent_until, consent_id) in sorted(self.allowed_institutions(demand, now).items()):
                 valid_until = min(demand.valid_until, consent_until, fresh_until)
                 if valid_until <= now:
                     continue
@@ -264,7 +269,9 @@ class Whitelist:
                 if demand.show_grade:
                     body["grade"] = grade
                 payload = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-                out[(institution, demand.demand_id)] = Entry(institution, demand.demand_id, payload, valid_until)
+                out[(institution, demand.demand_id)] = Entry(
+                    institution, demand.demand_id, payload, valid_until, consent_id
+                )
         return out
 
     # -- applying the difference -----------------------------------------------------
@@ -318,6 +325,7 @@ class Whitelist:
                         (enterprise, institution, demand_id),
                     )
                     changes.removed.append((institution, demand_id))
+                    self._audit(tx, "WhitelistRemove", institution, enterprise, "")
             now_ms = int(self.clock() * 1000)
             for payload, entries in additions.items():
                 demand_id = entries[0].demand_id
@@ -333,6 +341,7 @@ class Whitelist:
                         (enterprise, e.institution, e.demand_id, e.digest, e.valid_until, now_ms),
                     )
                     changes.added.append((e.institution, e.demand_id))
+                    self._audit(tx, "WhitelistPush", e.institution, enterprise, e.consent_id)
             changes.seqs = self.events.append_in(tx, new_events)
         if changes.added or changes.removed:
             log.info(
@@ -342,6 +351,22 @@ class Whitelist:
                 changes.seqs,
             )
         return changes
+
+    def _audit(self, tx: Transaction, method: str, institution: str, enterprise: str, consent_id: str) -> None:
+        if self.audit is None:
+            return
+        self.audit.append(
+            tx,
+            AuditEvent(
+                caller_role=INSTITUTION,
+                caller_id=institution,
+                method=method,
+                decision=Decision.ALLOWED,
+                enterprise=enterprise,
+                consent_id=consent_id,
+            ),
+            int(self.clock() * 1000),
+        )
 
     def recompute_all(self) -> int:
         """Every enterprise with a demand or an entry; the number of events appended."""

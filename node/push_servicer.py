@@ -52,6 +52,17 @@ POLL_SECONDS_LOCAL = 5.0
 MAX_CURSOR = 2**62
 
 
+class _Stream:
+    """One open subscription, as ``disconnect`` sees it."""
+
+    __slots__ = ("cut", "loop", "wake")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+        self.loop = loop
+        self.wake = wake
+        self.cut = False
+
+
 class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -70,6 +81,21 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
         self._clock = clock
         self._heartbeat = heartbeat_seconds
         self.open_streams = 0
+        # Open streams per institution: (loop, wake-up, cut) so a suspension can end them.
+        self._streams: dict[str, set[_Stream]] = {}
+
+    def disconnect(self, institution: str) -> int:
+        """End every open stream of ``institution`` (e.g. on suspension; any thread).
+
+        Each ends with PERMISSION_DENIED CALLER_NOT_ALLOWED at its next
+        wake-up; the institution's reconnects are then refused by whatever
+        refuses its calls. Returns the number of streams cut.
+        """
+        streams = list(self._streams.get(institution, ()))
+        for stream in streams:
+            stream.cut = True
+            stream.loop.call_soon_threadsafe(stream.wake.set)
+        return len(streams)
 
     def _record(self, caller_id: str, filters: Filters, decision: Decision, reason: str = "") -> None:
         fields = (
@@ -119,12 +145,16 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
 
         poll = POLL_SECONDS_SHARED if self._events.shared else POLL_SECONDS_LOCAL
         key_id = self._events.key_id
+        handle = _Stream(loop, wake)
+        self._streams.setdefault(caller.party_id, set()).add(handle)
         self._events.on_append(on_append)
         self.open_streams += 1
         sent_any = False
         last_sent = time.monotonic()
         try:
             while True:
+                if handle.cut:
+                    raise XinrongError("stream cut by the node", reason=Reason.CALLER_NOT_ALLOWED)
                 wake.clear()
                 page = await loop.run_in_executor(None, self._page, cursor, filters, caller.party_id, batch)
                 if page.events or page.cursor != cursor:
@@ -150,6 +180,7 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
         finally:
             self.open_streams -= 1
             self._events.remove_callback(on_append)
+            self._streams.get(caller.party_id, set()).discard(handle)
 
 
 __all__ = ["ALLOWED_ROLES", "SERVICE_NAME", "PushServicer"]

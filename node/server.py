@@ -116,6 +116,8 @@ class NodeServer:
     events: EventLog | None = None
     # Financing demands and the whitelist pushed on the event log.
     whitelist: Whitelist | None = None
+    # The push service (``disconnect(institution)`` ends an institution's open streams).
+    push: PushServicer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -288,6 +290,7 @@ def start_node(
             EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
             Threshold(config.whitelist_min_grade, config.whitelist_valid_days),
             clock=core.clock,
+            audit=core.audit,
         )
         core.consents.on_change(whitelist.mark)
         demand_servicer = DemandServicer(
@@ -366,7 +369,14 @@ def start_node(
     if aclose is not None:
         running.on_stop.append(aclose)
     node = NodeServer(
-        core=core, server=running, modeling=hub, subject=rights, observer=metrics, events=events, whitelist=whitelist
+        core=core,
+        server=running,
+        modeling=hub,
+        subject=rights,
+        observer=metrics,
+        events=events,
+        whitelist=whitelist,
+        push=push_servicer,
     )
     running.set_serving(True)
     node.start_maintenance()

@@ -284,3 +284,23 @@ def test_resume_from_cursor_file_across_a_node_restart(make_harness: Any, tmp_pa
     assert rest[0] == held + 1 and rest == list(range(held + 1, 1501))
     assert sorted(set(seen) | set(rest)) == list(range(1, 1501))  # nothing missed; 501-700 twice (at-least-once)
     assert CursorFile(cursor_file).read() == 1500
+
+
+def test_heartbeats_and_cut_streams(make_harness: Any) -> None:
+    harness = make_harness(providers=())
+    assert harness.node is not None and harness.node.push is not None
+    harness.node.push._heartbeat = 0.2
+    log = _events_log(harness)
+    log.append("filing", "e1", region="110101", industry="I", payload=b"{}")  # not in the subscription
+    with _client(harness) as client:
+        stream = client.responses(Subscription(regions=("13",)), 0, follow=True)
+        first = next(stream)
+        assert list(first.events) == [] and first.cursor == 1  # moved past what does not match
+        beat = next(stream)
+        assert list(beat.events) == [] and beat.cursor == 1 and beat.head == 1  # a heartbeat
+        assert harness.node.push.disconnect("bank-a") == 1
+        with pytest.raises(grpc.RpcError) as err:
+            for _ in stream:
+                pass
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert harness.node.push.disconnect("bank-a") == 0

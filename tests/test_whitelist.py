@@ -124,6 +124,11 @@ def test_whitelisted_demand_is_pushed_to_its_institutions_only(harness: NodeHarn
         assert set(body) == {"action", "enterprise", "demand", "valid_until", "period", "grade"}
         assert b"780" not in event.signed.event and b"bank-" not in event.signed.event
     assert _whitelist_events(harness, "bank-c") == []  # not in the audience
+    # Each push is an audit entry about the enterprise, one per institution.
+    pushes = harness.query(
+        "SELECT caller_id FROM audit_log WHERE method = 'WhitelistPush' AND enterprise = ? ORDER BY caller_id", (GOOD,)
+    )
+    assert [r[0] for r in pushes] == ["bank-a", "bank-b"]
 
 
 def test_below_threshold_is_not_pushed_and_hidden_grade_stays_hidden(harness: NodeHarness, catalog: Catalog) -> None:
