@@ -89,3 +89,31 @@ def test_stream_sees_another_replicas_appends(make_harness: Any) -> None:
         assert got[-1][1] - t0 < 2.0  # the shared-database poll is 0.25 s
     finally:
         other.close()
+
+
+def test_whitelist_on_postgres(make_harness: Any, catalog: Any) -> None:
+    from test_whitelist import GOOD, _cid, _evaluate, _register, _whitelist_events
+
+    from xinrong.consent import sign_revocation
+    from xinrong.v1 import node_pb2
+
+    harness = make_harness(providers=(), institutions=("bank-a", "bank-b"))
+    _evaluate(harness, {GOOD: 780})
+    resp, consents = _register(harness, catalog, GOOD, ("bank-a",))
+    assert resp.whitelisted
+    creds = harness.pki.enterprise(GOOD)
+    harness.enterprise(GOOD).RevokeConsent(
+        node_pb2.RevokeConsentRequest(revocation=sign_revocation(_cid(consents[0]), GOOD, creds.signing_key)),
+        timeout=10,
+    )
+    deadline = time.monotonic() + 10
+    actions: list[str] = []
+    while time.monotonic() < deadline:
+        actions = [e.payload_json()["action"] for e in _whitelist_events(harness, "bank-a")]
+        if actions == ["add", "remove"]:
+            break
+        time.sleep(0.1)
+    assert actions == ["add", "remove"]
+    assert harness.node is not None and harness.node.whitelist is not None
+    assert harness.node.whitelist.recompute_all() == 0
+    assert _whitelist_events(harness, "bank-b") == []
