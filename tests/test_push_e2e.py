@@ -105,3 +105,73 @@ def test_follow_and_cli_resume_across_node_kill(tmp_path: Path) -> None:
     assert len({line["event_id"] for line in lines}) == 1000
     assert all(line["signature_ok"] and line["region"].startswith("1301") for line in lines)
     assert (tmp_path / "events.jsonl.cursor").read_text().strip() == "2000"
+
+
+def test_whitelist_through_the_clis(tmp_path: Path) -> None:
+    """Enterprise grants a matching consent and registers a demand, the bank's subscription
+    gets the addition, the enterprise revokes, the bank's next read gets the removal."""
+    import numpy as np
+
+    from xinrong import uscc as uscc_mod
+    from xinrong.index import default_index
+    from xinrong.node.evaluation import EvaluationStore
+
+    code = uscc_mod.make("9", "1", "130102", "MA0E2E01")
+    keys = tmp_path / "keys"
+    provision_keys(keys, [], [BANK, "bank-b"])
+    (tmp_path / "state").mkdir(mode=0o700)
+    config = write_node_config(tmp_path, keys, {}, [BANK, "bank-b"])
+    index = default_index()
+    EvaluationStore(tmp_path / "state" / "evaluations").save(
+        {
+            "period": "2026-11",
+            "evaluation_id": "ev-e2e",
+            "index_version": index.version,
+            "index_sha256": index.sha256,
+            "evaluated_at": int(time.time()),
+            "grades": [g.name for g in index.grades],
+            "grade_min_scores": [g.min_score for g in index.grades],
+        },
+        np.array([code.encode()], dtype="S18"),
+        np.array([800], dtype=np.int64),
+    )
+    with ProcessGroup(tmp_path) as group:
+        platform = LocalPlatform(workdir=tmp_path, keys_dir=keys, group=group, node_config=config)
+        platform.start_node()
+        platform.enterprise(code)
+        ent = ["--credentials", str(party_dir(keys, "enterprise", code)), "--node", platform.node_address]
+
+        def cli(*args: str) -> str:
+            result = group.run_cli(list(args), timeout=120)
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        threshold = json.loads(cli("node", "whitelist", "threshold", "--config", str(config)))
+        assert threshold["min_grade"] == "A" and "AA" in threshold["grades_meeting_it"]
+        consent = tmp_path / "matching.pb"
+        cli(
+            "enterprise", "consent", "grant", "--credentials", ent[1], "--grantee", BANK, "--purpose", "matching",
+            "--scope", "tax.credit_grade", "--out", str(consent),
+        )  # fmt: skip
+        registered = json.loads(
+            cli("enterprise", "demand", "register", *ent, "--amount", "1500000", "--term-months", "6",
+                "--purpose", "orders from a state-owned buyer", "--industry", "C3011", "--consent", str(consent))
+        )  # fmt: skip
+        assert registered["whitelisted"] and registered["pushed_to"] == [BANK]
+        out = tmp_path / "whitelist.jsonl"
+        bank = ["bank", "subscribe", "--node", platform.node_address, "--topic", "whitelist", "--region", "1301"]
+        cli(*bank, "--credentials", str(party_dir(keys, "institution", BANK)), "--out", str(out))
+        cli("enterprise", "consent", "revoke", *ent, "--consent", str(consent))
+        time.sleep(1.5)  # the whitelist worker picks the revocation up within a second
+        cli(*bank, "--credentials", str(party_dir(keys, "institution", BANK)), "--out", str(out))
+        other = tmp_path / "bank-b.jsonl"
+        cli(*bank, "--credentials", str(party_dir(keys, "institution", "bank-b")), "--out", str(other))
+        listed = [json.loads(line) for line in cli("enterprise", "demand", "list", *ent).splitlines()]
+        entries = cli("node", "whitelist", "list", "--config", str(config))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["payload"]["action"] for line in lines] == ["add", "remove"]
+    assert lines[0]["payload"]["grade"] == "AA" and lines[0]["payload"]["demand"]["amount_yuan"] == 1_500_000
+    assert all(line["signature_ok"] and line["restricted"] for line in lines)
+    assert other.read_text() == ""
+    assert listed[0]["state"] == "active" and listed[0]["pushed_to"] == []
+    assert entries == ""
