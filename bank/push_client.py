@@ -33,13 +33,13 @@ from xinrong.errors import SignatureError, XinrongError
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.signing import VerifyKey
+from xinrong.pushwire import EVENT_CONTEXT, RESPONSE_CONTEXT, response_message
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, push_pb2, push_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-EVENT_CONTEXT = "xinrong.v1.Event"
 # Codes after which a subscription is resumed (the node restarting, a replica
 # going away, the link dropping); anything else is the caller's to handle.
 RETRYABLE = frozenset(
@@ -106,14 +106,21 @@ class ReceivedEvent:
         return out
 
 
-def verify_event(key: VerifyKey, signed: push_pb2.SignedEvent, *, node_id: str) -> ReceivedEvent:
-    """Check one signed event against the node's key; EventRejected otherwise."""
-    try:
-        key.verify(EVENT_CONTEXT, signed.event, signed.signature)
-    except SignatureError:
-        raise EventRejected("an event's node signature does not verify") from None
+def verify_event(
+    key: VerifyKey | None, signed: push_pb2.SignedEvent, *, node_id: str, check_signature: bool = True
+) -> ReceivedEvent:
+    """Check one signed event against the node's key; EventRejected otherwise.
+
+    ``check_signature`` False: the event's bytes were covered by a checked
+    response signature already (or ``key`` is None: no check at all).
+    """
+    if check_signature and key is not None:
+        try:
+            key.verify(EVENT_CONTEXT, signed.event, signed.signature)
+        except SignatureError:
+            raise EventRejected("an event's node signature does not verify") from None
     event = push_pb2.Event.FromString(signed.event)
-    if event.node_id != node_id or (signed.key_id and signed.key_id != key.key_id):
+    if key is not None and (event.node_id != node_id or (signed.key_id and signed.key_id != key.key_id)):
         raise EventRejected("an event names another node or key")
     return ReceivedEvent(
         seq=event.seq,
@@ -181,9 +188,18 @@ class PushClient:
         *,
         node_id: str = "node",
         timeout: float = DEFAULT_TIMEOUT,
-        verify: bool = True,
+        verify: str | bool = "response",
     ) -> None:
-        """``verify=False`` (benchmarks only) skips the signature check."""
+        """``verify``: "response" (default) checks the node's signature of each
+        response, which covers the SHA-256 of every event in it; "event" also
+        checks every event's own signature; "none" / False (benchmarks only)
+        checks nothing."""
+        if verify is True:
+            verify = "response"
+        elif verify is False:
+            verify = "none"
+        if verify not in ("response", "event", "none"):
+            raise ValueError("verify must be response, event or none")
         if credentials.role != "institution":
             raise ValueError("a push client needs institution credentials")
         self.credentials = credentials
@@ -264,7 +280,7 @@ class PushClient:
         cursor; without ``follow``, only for ``retry_seconds`` of failures in
         a row. ``stop()`` true ends a following subscription at the next response.
         """
-        key = self.node_key() if self._verify else None
+        key = self.node_key() if self._verify != "none" else None
         failing_since: float | None = None
         backoff = 0.1
         while True:
@@ -272,6 +288,8 @@ class PushClient:
                 for resp in self.responses(subscription, cursor, follow=follow, max_batch=max_batch):
                     failing_since = None
                     backoff = 0.1
+                    if key is not None:
+                        self._check_response(key, resp)
                     events = [self._check(key, signed, cursor) for signed in resp.events]
                     for before, after in itertools.pairwise(events):
                         if after.seq <= before.seq:
@@ -298,24 +316,15 @@ class PushClient:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
+    def _check_response(self, key: VerifyKey, resp: push_pb2.SubscribeResponse) -> None:
+        message = response_message(resp.cursor, resp.head, self.credentials.party_id, (e.event for e in resp.events))
+        try:
+            key.verify(RESPONSE_CONTEXT, message, resp.response_signature)
+        except SignatureError:
+            raise EventRejected("a response's node signature does not verify") from None
+
     def _check(self, key: VerifyKey | None, signed: push_pb2.SignedEvent, cursor: int) -> ReceivedEvent:
-        if key is None:
-            event = push_pb2.Event.FromString(signed.event)
-            received = ReceivedEvent(
-                event.seq,
-                event.event_id,
-                event.topic,
-                event.enterprise,
-                event.region,
-                event.industry,
-                bytes(event.payload),
-                event.appended_ms,
-                event.restricted,
-                event.node_id,
-                signed,
-            )
-        else:
-            received = verify_event(key, signed, node_id=self._node_id)
+        received = verify_event(key, signed, node_id=self._node_id, check_signature=self._verify == "event")
         if received.seq <= cursor:
             raise EventRejected("an event at or before the cursor asked for")
         return received

@@ -42,9 +42,9 @@ from typing import Any
 from xinrong.errors import ValidationError
 from xinrong.keys.signing import SigningKey
 from xinrong.node.db import Database, Transaction
+from xinrong.pushwire import EVENT_CONTEXT
 from xinrong.v1 import push_pb2
 
-EVENT_CONTEXT = "xinrong.v1.Event"
 # pg_advisory_xact_lock key of the appenders ("xinrong" 05).
 APPEND_LOCK = 0x78696E726F6E6705
 

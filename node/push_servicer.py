@@ -32,8 +32,9 @@ import grpc
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.db import Database
-from xinrong.node.events import EventLog, Filters, Page
+from xinrong.node.events import EventLog, Filters, Page, StoredEvent
 from xinrong.node.registry import PartyRegistry
+from xinrong.pushwire import RESPONSE_CONTEXT, response_message
 from xinrong.rpc.auth import require_caller
 from xinrong.v1 import push_pb2, push_pb2_grpc
 
@@ -117,6 +118,18 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                 int(self._clock() * 1000),
             )
 
+    def _response(
+        self, subscriber: str, events: list[StoredEvent], cursor: int, head: int, key_id: str
+    ) -> push_pb2.SubscribeResponse:
+        """The events as stored, and one node signature over the response (``xinrong.pushwire``)."""
+        message = response_message(cursor, head, subscriber, (e.body for e in events))
+        return push_pb2.SubscribeResponse(
+            events=[e.signed(key_id) for e in events],
+            cursor=cursor,
+            head=head,
+            response_signature=self._events.signing_key.sign(RESPONSE_CONTEXT, message),
+        )
+
     def _page(self, cursor: int, filters: Filters, institution: str, limit: int) -> Page:
         return self._events.after(cursor, filters, institution, limit=limit)
 
@@ -161,19 +174,17 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                     cursor = page.cursor
                     sent_any = True
                     last_sent = time.monotonic()
-                    yield push_pb2.SubscribeResponse(
-                        events=[e.signed(key_id) for e in page.events], cursor=cursor, head=page.head
-                    )
+                    yield self._response(caller.party_id, page.events, cursor, page.head, key_id)
                     if len(page.events) >= batch:
                         continue  # more is waiting
                 if not request.follow:
                     if not sent_any:
-                        yield push_pb2.SubscribeResponse(cursor=cursor, head=page.head)
+                        yield self._response(caller.party_id, [], cursor, page.head, key_id)
                     return
                 idle = self._heartbeat - (time.monotonic() - last_sent)
                 if idle <= 0:
                     last_sent = time.monotonic()
-                    yield push_pb2.SubscribeResponse(cursor=cursor, head=page.head)
+                    yield self._response(caller.party_id, [], cursor, page.head, key_id)
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=min(poll, idle))

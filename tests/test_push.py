@@ -248,6 +248,7 @@ def test_refusals(make_harness: Any) -> None:
 
 def test_forged_event_is_rejected(make_harness: Any) -> None:
     harness = make_harness(providers=())
+    assert harness.node is not None
     _events_log(harness).append_many(_sample()[:1])
     with _client(harness) as client:
         resp = next(client.responses(Subscription(), 0, follow=False))
@@ -263,6 +264,23 @@ def test_forged_event_is_rejected(make_harness: Any) -> None:
             verify_event(key, forged, node_id="node")
         with pytest.raises(EventRejected):
             verify_event(key, signed, node_id="other-node")
+        # The response signature covers every event's bytes, the cursor and the subscriber.
+        client._check_response(key, resp)
+        tampered = push_pb2.SubscribeResponse()
+        tampered.CopyFrom(resp)
+        tampered.events[0].CopyFrom(forged)
+        with pytest.raises(EventRejected):
+            client._check_response(key, tampered)
+        moved = push_pb2.SubscribeResponse()
+        moved.CopyFrom(resp)
+        moved.cursor += 1
+        with pytest.raises(EventRejected):
+            client._check_response(key, moved)
+    with _client(harness, "bank-b") as other:
+        with pytest.raises(EventRejected):
+            other._check_response(key, resp)  # bank-a's response is not bank-b's
+        with PushClient(f"127.0.0.1:{harness.node.port}", harness.pki.institution("bank-b"), verify="event") as each:
+            assert [e.seq for e in each.events(Subscription())] == [1]
 
 
 def test_resume_from_cursor_file_across_a_node_restart(make_harness: Any, tmp_path: Path) -> None:

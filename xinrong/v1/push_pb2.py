@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xinrong/v1/push.proto\x12\nxinrong.v1\"z\n\x10SubscribeRequest\x12\x0f\n\x07regions\x18\x01 \x03(\t\x12\x12\n\nindustries\x18\x02 \x03(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x11\n\tmax_batch\x18\x06 \x01(\r\"Z\n\x11SubscribeResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.xinrong.v1.SignedEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x0c\n\x04head\x18\x03 \x01(\x04\"\xb6\x01\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x12\n\nenterprise\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08industry\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x13\n\x0b\x61ppended_ms\x18\x08 \x01(\x03\x12\x12\n\nrestricted\x18\t \x01(\x08\x12\x0f\n\x07node_id\x18\n \x01(\t\"?\n\x0bSignedEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t2Y\n\x0bPushService\x12J\n\tSubscribe\x12\x1c.xinrong.v1.SubscribeRequest\x1a\x1d.xinrong.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15xinrong/v1/push.proto\x12\nxinrong.v1\"z\n\x10SubscribeRequest\x12\x0f\n\x07regions\x18\x01 \x03(\t\x12\x12\n\nindustries\x18\x02 \x03(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x11\n\tmax_batch\x18\x06 \x01(\r\"v\n\x11SubscribeResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.xinrong.v1.SignedEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x04\x12\x0c\n\x04head\x18\x03 \x01(\x04\x12\x1a\n\x12response_signature\x18\x04 \x01(\x0c\"\xb6\x01\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x12\n\nenterprise\x18\x04 \x01(\t\x12\x0e\n\x06region\x18\x05 \x01(\t\x12\x10\n\x08industry\x18\x06 \x01(\t\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x13\n\x0b\x61ppended_ms\x18\x08 \x01(\x03\x12\x12\n\nrestricted\x18\t \x01(\x08\x12\x0f\n\x07node_id\x18\n \x01(\t\"?\n\x0bSignedEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t2Y\n\x0bPushService\x12J\n\tSubscribe\x12\x1c.xinrong.v1.SubscribeRequest\x1a\x1d.xinrong.v1.SubscribeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=37
   _globals['_SUBSCRIBEREQUEST']._serialized_end=159
   _globals['_SUBSCRIBERESPONSE']._serialized_start=161
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=251
-  _globals['_EVENT']._serialized_start=254
-  _globals['_EVENT']._serialized_end=436
-  _globals['_SIGNEDEVENT']._serialized_start=438
-  _globals['_SIGNEDEVENT']._serialized_end=501
-  _globals['_PUSHSERVICE']._serialized_start=503
-  _globals['_PUSHSERVICE']._serialized_end=592
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=279
+  _globals['_EVENT']._serialized_start=282
+  _globals['_EVENT']._serialized_end=464
+  _globals['_SIGNEDEVENT']._serialized_start=466
+  _globals['_SIGNEDEVENT']._serialized_end=529
+  _globals['_PUSHSERVICE']._serialized_start=531
+  _globals['_PUSHSERVICE']._serialized_end=620
 # @@protoc_insertion_point(module_scope)

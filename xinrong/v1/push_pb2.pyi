@@ -23,14 +23,16 @@ class SubscribeRequest(_message.Message):
     def __init__(self, regions: _Optional[_Iterable[str]] = ..., industries: _Optional[_Iterable[str]] = ..., topics: _Optional[_Iterable[str]] = ..., cursor: _Optional[int] = ..., follow: _Optional[bool] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("events", "cursor", "head")
+    __slots__ = ("events", "cursor", "head", "response_signature")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[SignedEvent]
     cursor: int
     head: int
-    def __init__(self, events: _Optional[_Iterable[_Union[SignedEvent, _Mapping]]] = ..., cursor: _Optional[int] = ..., head: _Optional[int] = ...) -> None: ...
+    response_signature: bytes
+    def __init__(self, events: _Optional[_Iterable[_Union[SignedEvent, _Mapping]]] = ..., cursor: _Optional[int] = ..., head: _Optional[int] = ..., response_signature: _Optional[bytes] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("seq", "event_id", "topic", "enterprise", "region", "industry", "payload", "appended_ms", "restricted", "node_id")
