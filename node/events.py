@@ -166,6 +166,13 @@ class NewEvent:
     audience: tuple[str, ...] = ()
 
 
+def region_of(uscc: str) -> str:
+    """The administrative division code in a USCC (characters 3-8: where it was registered),
+    for producers that know no better; "" if it is not six digits."""
+    code = uscc[2:8]
+    return code if len(code) == 6 and code.isdigit() else ""
+
+
 def event_id(seq: int, topic: str, enterprise: str, region: str, industry: str, payload: bytes) -> str:
     """Stable id of an event: its position, topic and a content hash."""
     h = hashlib.sha256()
@@ -351,4 +358,5 @@ __all__ = [
     "StoredEvent",
     "decode_payload_json",
     "event_id",
+    "region_of",
 ]

@@ -144,6 +144,49 @@ def test_events_are_durable_and_append_only(tmp_path: Path) -> None:
         db.close()
 
 
+def test_sql_filters_agree_with_the_rule_in_memory(log: EventLog) -> None:
+    import random
+
+    rng = random.Random(20261202)
+    regions = ["130102", "130602", "110101", "13", "1306", ""]
+    industries = ["C3011", "C1310", "I6510", "C", "F", ""]
+    events = [
+        NewEvent(
+            rng.choice(["public_record", "filing", "whitelist"]),
+            f"e{i}",
+            rng.choice(regions),
+            rng.choice(industries),
+            b"{}",
+            tuple(rng.sample(["bank-a", "bank-b", "bank-c"], rng.randint(0, 2))),
+        )
+        for i in range(300)
+    ]
+    log.append_many(events)
+    stored = log.after(0, Filters(), "nobody", limit=1000)  # unrestricted only
+    assert len(stored.events) == sum(1 for e in events if not e.audience)
+    for _ in range(40):
+        filters = Filters(
+            tuple(rng.sample(["13", "1301", "130602", "11", "110101"], rng.randint(0, 2))),
+            tuple(rng.sample(["C", "C30", "13", "I", "6510", "F"], rng.randint(0, 2))),
+            tuple(rng.sample(["public_record", "filing", "whitelist"], rng.randint(0, 2))),
+        )
+        bank = rng.choice(["bank-a", "bank-b"])
+        got = [e.seq for e in log.after(0, filters, bank, limit=1000).events]
+        bodies = [push_pb2.Event.FromString(e.body) for e in log.after(0, Filters(), bank, limit=1000).events]
+        restricted_ok = {i + 1 for i, e in enumerate(events) if not e.audience or bank in e.audience}
+        want = [
+            b.seq for b in bodies if b.seq in restricted_ok and filters.matches(b, events[b.seq - 1].audience, bank)
+        ]
+        assert got == want
+
+
+def test_region_of_a_uscc() -> None:
+    from xinrong.node.events import region_of
+
+    assert region_of("911301001234567883") == "130100"
+    assert region_of("short") == ""
+
+
 def test_on_append_wakes_after_commit(log: EventLog) -> None:
     seen: list[tuple[int, int]] = []
     log.on_append(lambda head: seen.append((head, log.head())))

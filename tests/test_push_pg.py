@@ -56,6 +56,15 @@ def test_concurrent_replicas_never_let_a_reader_skip(pki: Any, pg_cluster: Any) 
     reader.join(timeout=30)
     try:
         assert seen == list(range(1, 801))
+        logs[1].append_many(
+            [
+                NewEvent("filing", "e-x", "130602", "C3011", b"{}"),
+                NewEvent("whitelist", "e-y", "110101", "I6510", b"{}", ("bank-b",)),
+            ]
+        )
+        sparse = Filters(regions=("1306", "11"), industries=("C30", "65"), topics=("filing", "whitelist"))
+        assert [e.seq for e in logs[0].after(0, sparse, "bank-a").events] == [801]
+        assert [e.seq for e in logs[0].after(0, sparse, "bank-b").events] == [801, 802]
     finally:
         for db in replicas:
             db.close()
