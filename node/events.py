@@ -33,10 +33,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from xinrong.errors import ValidationError
@@ -64,6 +66,8 @@ REGION_FILTER_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})$")
 INDUSTRY_FILTER_RE = re.compile(r"^([A-T]\d{0,4}|\d{2,4})$")
 PARTY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FILTERS = 64  # regions, industries or topics in one subscription
+# Positions one read considers at most (a sparse subscription over a long log).
+SCAN_WINDOW = 50_000
 
 _COLUMNS = "seq, body, signature"
 
@@ -208,6 +212,8 @@ class EventLog:
     clock: Callable[[], float] = time.time
     _callbacks: list[Callable[[int], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _read_lock: threading.Lock = field(default_factory=threading.Lock)
+    _reader: sqlite3.Connection | None = None
 
     @property
     def key_id(self) -> str:
@@ -311,29 +317,56 @@ class EventLog:
             with contextlib.suppress(Exception):  # a subscriber's wake-up must never fail an append
                 callback(head)
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Reads of the streams. On SQLite through a read-only connection of the log's
+        own (WAL readers never wait for the writer, and never hold the database lock
+        the request path writes under); on PostgreSQL through the pool."""
+        if getattr(self.db, "backend", "") != "sqlite":
+            return self.db.query(sql, params)
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    f"file:{Path(self.db.path).resolve()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,  # used under _read_lock from the server's pool threads
+                )
+            return list(self._reader.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        """Close the read connection (before the database closes)."""
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
     def head(self) -> int:
-        rows = self.db.query("SELECT coalesce(max(seq), 0) FROM events")
+        rows = self._read("SELECT coalesce(max(seq), 0) FROM events")
         return int(rows[0][0])
 
     def after(self, cursor: int, filters: Filters, institution: str, *, limit: int = 500) -> Page:
         """Events after ``cursor`` matching ``filters`` that ``institution`` may receive.
 
-        The head is read first, then the events up to it: if fewer than
-        ``limit`` match, every event up to the head was considered and the
-        returned cursor is the head (so a sparse filter does not rescan).
+        The head is read first, then the events up to it (every one of them
+        committed: appends commit in sequence order). One read considers at
+        most ``SCAN_WINDOW`` positions, so a sparse filter over a long log
+        costs bounded reads; if fewer than ``limit`` match, every position up
+        to the window's end was considered and that is the returned cursor
+        (a sparse filter does not rescan).
         """
         head = self.head()
         if head <= cursor:
             return Page([], cursor, head)
+        end = min(head, cursor + SCAN_WINDOW)
         where, params = filters.where(institution)
-        rows = self.db.query(
+        rows = self._read(
             f"SELECT {_COLUMNS} FROM events e WHERE seq > ? AND seq <= ? AND {where} ORDER BY seq LIMIT ?",
-            (cursor, head, *params, limit),
+            (cursor, end, *params, limit),
         )
         events = [StoredEvent(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
         if len(events) >= limit:
             return Page(events, events[-1].seq, head)
-        return Page(events, head, head)
+        return Page(events, end, head)
 
     def audience_of(self, seq: int) -> tuple[str, ...]:
         rows = self.db.query("SELECT institution FROM event_audience WHERE seq = ? ORDER BY institution", (seq,))

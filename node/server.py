@@ -224,6 +224,8 @@ class NodeServer:
             self.subject.close()
         if self.whitelist is not None:
             self.whitelist.close()
+        if self.events is not None:
+            self.events.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:

@@ -48,6 +48,7 @@ def log(tmp_path: Path) -> Any:
     db = Database(tmp_path / "node.db")
     events = EventLog(db, SigningKey.generate(), node_id="node")
     yield events
+    events.close()
     db.close()
 
 
@@ -103,6 +104,32 @@ def test_paging_and_sparse_filters_move_the_cursor_to_the_head(log: EventLog) ->
     assert log.after(6, Filters(), "bank-b").events == []
 
 
+def test_one_read_scans_a_bounded_window(log: EventLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    import xinrong.node.events as events_mod
+
+    monkeypatch.setattr(events_mod, "SCAN_WINDOW", 2)
+    log.append_many(_sample())
+    cursor, seen = 0, []
+    while True:
+        page = log.after(cursor, Filters(regions=("110101",)), "bank-b")
+        seen.extend(e.seq for e in page.events)
+        assert page.cursor - cursor <= 2 and page.head == 6
+        if page.cursor == cursor:
+            break
+        cursor = page.cursor
+    assert seen == [3] and cursor == 6
+
+
+def test_reads_do_not_take_the_database_lock(log: EventLog) -> None:
+    log.append_many(_sample())
+    got: list[int] = []
+    with log.db.lock:  # the request path's writer holds it
+        reader = threading.Thread(target=lambda: got.append(len(log.after(0, Filters(), "bank-a").events)))
+        reader.start()
+        reader.join(timeout=5)
+    assert got == [6]
+
+
 def test_filter_and_event_validation(log: EventLog) -> None:
     for bad in (("1",), ("130",), ("13a1",), ("1301021",)):
         with pytest.raises(ValidationError):
@@ -140,6 +167,7 @@ def test_events_are_durable_and_append_only(tmp_path: Path) -> None:
             tx.execute("UPDATE events SET body = x'00' WHERE seq = 1")
         with pytest.raises(Exception, match="append-only"), db.transaction() as tx:
             tx.execute("DELETE FROM events WHERE seq = 1")
+        events.close()
     finally:
         db.close()
 
