@@ -109,7 +109,7 @@ def test_one_read_scans_a_bounded_window(log: EventLog, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(events_mod, "SCAN_WINDOW", 2)
     log.append_many(_sample())
-    cursor, seen = 0, []
+    cursor, seen = 0, list[int]()
     while True:
         page = log.after(cursor, Filters(regions=("110101",)), "bank-b")
         seen.extend(e.seq for e in page.events)
