@@ -433,6 +433,15 @@ class Whitelist:
                 log.warning("whitelist recomputation failed; retrying", exc_info=True)
 
     def start(self) -> None:
+        from xinrong.index import default_index
+
+        grades = [g.name for g in default_index().grades]
+        if self.threshold.min_grade not in grades:
+            log.warning(
+                "[node].whitelist_min_grade %r is not a grade of the index %s: the whitelist stays empty",
+                self.threshold.min_grade,
+                grades,
+            )
         self._thread = threading.Thread(target=self._run, name="node-whitelist", daemon=True)
         self._thread.start()
 

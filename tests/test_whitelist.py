@@ -258,3 +258,54 @@ def test_whitelist_survives_a_restart_without_pushing_twice(harness: NodeHarness
     assert harness.node.whitelist.recompute_all() == 0
     assert len(_whitelist_events(harness, "bank-a")) == 1
     assert json.loads(_whitelist_events(harness, "bank-a")[0].payload)["grade"] == "AA"
+
+
+def test_demand_limits_and_signature(pki: Any) -> None:
+    from xinrong.demand import build_demand, sign_demand, verify_signed_demand
+    from xinrong.errors import ConsentError, ValidationError
+
+    creds = pki.enterprise(GOOD)
+    base: dict[str, Any] = {
+        "enterprise_uscc": GOOD,
+        "enterprise_key_id": creds.signing_key.key_id,
+        "amount_yuan": 100,
+        "term_months": 12,
+        "purpose": "stock",
+        "region": "130102",
+        "consent_ids": ["c-1"],
+    }
+    demand = build_demand(**base)
+    signed = sign_demand(demand, creds.signing_key, creds.binding.signed)
+    assert verify_signed_demand(creds.ca, signed, now=time.time()).enterprise == GOOD
+    for bad in (
+        {"amount_yuan": 0},
+        {"amount_yuan": 10**13},
+        {"term_months": 0},
+        {"term_months": 361},
+        {"purpose": ""},
+        {"purpose": "x" * 201},
+        {"purpose": "a\nb"},
+        {"region": "1301"},
+        {"industry": "c"},
+        {"consent_ids": []},
+        {"consent_ids": ["a", "a"]},
+        {"consent_ids": [f"c{i}" for i in range(33)]},
+        {"demand_id": "bad id"},
+        {"valid_until": int(time.time()) - 1},
+        {"valid_until": int(time.time()) + 3 * 366 * 86400},
+    ):
+        with pytest.raises(ValidationError):
+            build_demand(**{**base, **bad})
+    other = pki.enterprise(LOW)
+    forged = sign_demand(demand, other.signing_key, creds.binding.signed)  # GOOD's binding, LOW's key
+    with pytest.raises(ConsentError):
+        verify_signed_demand(creds.ca, forged, now=time.time())
+    tampered = demand_pb2.SignedDemand()
+    tampered.CopyFrom(signed)
+    tampered.demand = signed.demand.replace(b"stock", b"stack")
+    with pytest.raises(ConsentError):
+        verify_signed_demand(creds.ca, tampered, now=time.time())
+    stale = time.time() + 2 * 86400
+    with pytest.raises(ValidationError):
+        verify_signed_demand(creds.ca, signed, now=stale)  # issued more than a day from the node's clock
+    assert verify_signed_demand(creds.ca, signed, now=None).demand_id == demand.demand_id  # re-read from storage
