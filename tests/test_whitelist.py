@@ -277,7 +277,7 @@ def test_demand_limits_and_signature(pki: Any) -> None:
     demand = build_demand(**base)
     signed = sign_demand(demand, creds.signing_key, creds.binding.signed)
     assert verify_signed_demand(creds.ca, signed, now=time.time()).enterprise == GOOD
-    for bad in (
+    cases: list[dict[str, Any]] = [
         {"amount_yuan": 0},
         {"amount_yuan": 10**13},
         {"term_months": 0},
@@ -293,7 +293,8 @@ def test_demand_limits_and_signature(pki: Any) -> None:
         {"demand_id": "bad id"},
         {"valid_until": int(time.time()) - 1},
         {"valid_until": int(time.time()) + 3 * 366 * 86400},
-    ):
+    ]
+    for bad in cases:
         with pytest.raises(ValidationError):
             build_demand(**{**base, **bad})
     other = pki.enterprise(LOW)
