@@ -18,7 +18,14 @@ from typing import Any
 import grpc
 import pytest
 
-from xinrong.bank.push_client import CursorFile, EventRejected, PushClient, Subscription, verify_event
+from xinrong.bank.push_client import (
+    CursorFile,
+    EventRejected,
+    PushClient,
+    Subscription,
+    verify_event,
+    verify_line,
+)
 from xinrong.errors import SignatureError, ValidationError
 from xinrong.keys.signing import SigningKey
 from xinrong.node.db import Database
@@ -326,6 +333,11 @@ def test_forged_event_is_rejected(make_harness: Any) -> None:
         signed = resp.events[0]
         key = client.node_key()
         assert verify_event(key, signed, node_id="node").seq == 1
+        line = json.loads(json.dumps(verify_event(key, signed, node_id="node").as_dict()))
+        assert line["checked_by"] == "event_signature"
+        assert verify_line(key, line).event_id == line["event_id"]  # offline, from the JSONL line alone
+        with pytest.raises(EventRejected):
+            verify_line(key, {**line, "seq": 2})
         forged = push_pb2.SignedEvent(
             event=signed.event.replace(b"public_record", b"public_rekord"),
             signature=signed.signature,
