@@ -121,6 +121,33 @@ def cmd_parties(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    """Pushed events by region / industry / topic, appended to a JSONL file, resumable."""
+    import os
+
+    from xinrong.bank.push_client import CursorFile, PushClient, Subscription
+
+    node, creds = _connection(args)
+    out = Path(args.out)
+    cursor_file = Path(args.cursor_file) if args.cursor_file else out.with_name(out.name + ".cursor")
+    subscription = Subscription(tuple(args.region or ()), tuple(args.industry or ()), tuple(args.topic or ()))
+    written = 0
+    with PushClient(node, load_party(creds), timeout=args.timeout) as client, open(out, "a", encoding="utf-8") as f:
+        store = CursorFile(cursor_file)
+        try:
+            for events, after in client.batches(subscription, store.read(), follow=args.follow):
+                for event in events:
+                    f.write(json.dumps(event.as_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # the events are on disk before the cursor moves past them
+                store.write(after)
+                written += len(events)
+        except KeyboardInterrupt:
+            pass
+    print(json.dumps({"events": written, "cursor": store.read(), "out": str(out), "cursor_file": str(cursor_file)}))
+    return 0
+
+
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with [bank] node = 'host:port', credentials = 'dir'")
     p.add_argument("--node", default="", help="node address host:port")
@@ -156,6 +183,18 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("parties", help="list providers with CA-verified keys")
     add_connection_args(p)
     p.set_defaults(func=cmd_parties)
+    p = sub.add_parser(
+        "subscribe",
+        help="pushed events by region and industry, node-signed, to a JSONL file (resumable cursor)",
+    )
+    add_connection_args(p)
+    p.add_argument("--region", action="append", help="division code prefix: 13 (province), 1301, 130102; repeatable")
+    p.add_argument("--industry", action="append", help="GB/T 4754 section letter or class prefix (C, C13); repeatable")
+    p.add_argument("--topic", action="append", help="public_record, filing, whitelist, ...; repeatable")
+    p.add_argument("--out", required=True, help="JSONL file the events are appended to")
+    p.add_argument("--cursor-file", default="", help="where the resume cursor is kept (default: OUT.cursor)")
+    p.add_argument("--follow", action="store_true", help="keep the stream open for new events (Ctrl-C stops)")
+    p.set_defaults(func=cmd_subscribe)
     audit = sub.add_parser("audit", help="the node's transparency log as this bank sees it")
     asub = audit.add_subparsers(dest="audit_cmd", metavar="COMMAND")
     asub.required = True

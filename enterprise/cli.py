@@ -357,6 +357,9 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_show)
     _register_subject(sub)
     register_portal(sub)
+    from xinrong.enterprise.demand_cli import register_cli as register_demand
+
+    register_demand(sub)
 
     p = sub.add_parser("accesses", help="who accessed my data: every access decision, each proven in the node's log")
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")

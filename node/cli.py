@@ -315,6 +315,52 @@ def _index_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whitelist_threshold(args: argparse.Namespace) -> int:
+    """The published whitelist rule: the config's threshold against the index's grades."""
+    from xinrong.index import default_index
+
+    config = load_config(args.config)
+    index = default_index()
+    grades = [g.name for g in index.grades]
+    if config.whitelist_min_grade not in grades:
+        raise ValueError(
+            f"[node].whitelist_min_grade {config.whitelist_min_grade!r} is not a grade of the index {grades}"
+        )
+    cut = next(g.min_score for g in index.grades if g.name == config.whitelist_min_grade)
+    doc = {
+        "min_grade": config.whitelist_min_grade,
+        "min_score": cut,
+        "grades_meeting_it": grades[: grades.index(config.whitelist_min_grade) + 1],
+        "valid_days": config.whitelist_valid_days,
+        "index_version": index.version,
+        "rule": "latest evaluation grade at or above min_grade, evaluated within valid_days, and an active "
+        "financing demand with an active matching consent naming the institution",
+    }
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _whitelist_list(args: argparse.Namespace) -> int:
+    """Current whitelist entries (who was pushed what), one JSON line each; no grade or score."""
+    conn = _open_db(args.config)
+    with closing(conn):
+        rows = conn.execute(
+            "SELECT enterprise, institution, demand_id, valid_until FROM whitelist ORDER BY enterprise, institution"
+        ).fetchall()
+    for enterprise, institution, demand_id, valid_until in rows:
+        print(
+            json.dumps(
+                {
+                    "enterprise": enterprise,
+                    "institution": institution,
+                    "demand_id": demand_id,
+                    "valid_until": valid_until,
+                }
+            )
+        )
+    return 0
+
+
 def _cases(args: argparse.Namespace) -> int:
     """Open and overdue objections and repair applications per provider (counts only, asked live)."""
     from xinrong.keys.layout import load_party
@@ -433,6 +479,16 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     cases_p = sub.add_parser("cases", help="enterprises' objections and repairs open / overdue at each provider")
     cases_p.add_argument("--config", required=True, help="node TOML config")
     cases_p.set_defaults(func=_cases)
+
+    wl_p = sub.add_parser("whitelist", help="the whitelist of good-credit enterprises pushed to banks")
+    wl_sub = wl_p.add_subparsers(dest="whitelist_verb", metavar="COMMAND")
+    wl_sub.required = True
+    p_thr = wl_sub.add_parser("threshold", help="print the published whitelist threshold (JSON)")
+    p_thr.add_argument("--config", required=True, help="node TOML config")
+    p_thr.set_defaults(func=_whitelist_threshold)
+    p_wl = wl_sub.add_parser("list", help="current entries: enterprise, institution, demand, valid-until")
+    p_wl.add_argument("--config", required=True, help="node TOML config (its database is opened read-only)")
+    p_wl.set_defaults(func=_whitelist_list)
 
     index_p = sub.add_parser("index", help="the SME credit-evaluation index the platform publishes")
     index_sub = index_p.add_subparsers(dest="index_verb", metavar="COMMAND")

@@ -324,6 +324,10 @@ class NodeConfig(Section):
     modeling_max_jobs_per_institution: int = Field(2, ge=1)
     # A job nobody drives for this long loses its lease: FAILED, key dropped.
     modeling_job_idle_seconds: float = Field(900.0, ge=0.1)
+    # The whitelist (Issue 13 §2): the published grade threshold (this grade of the
+    # index or better) and how long an evaluation keeps an enterprise on it.
+    whitelist_min_grade: str = Field("A", pattern=r"^[A-Za-z+-]{1,8}$")
+    whitelist_valid_days: int = Field(45, ge=1)
     # Operating: Prometheus metrics on a local port (off by default) and the log format.
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()

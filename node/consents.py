@@ -106,6 +106,20 @@ class ConsentRegistry:
         self._clock = clock
         self._records: dict[str, ConsentRecord] = {}
         self._lock = threading.Lock()
+        # Called with the enterprise after a consent's state changed (revoked,
+        # paused, resumed), once applied; must not block (the db lock is held).
+        self._change_hooks: list[Callable[[str], None]] = []
+
+    def on_change(self, hook: Callable[[str], None]) -> None:
+        """``hook(enterprise)`` after each consent state change (e.g. the whitelist recomputes)."""
+        self._change_hooks.append(hook)
+
+    def _changed(self, enterprise: str) -> None:
+        for hook in self._change_hooks:
+            try:
+                hook(enterprise)
+            except Exception:  # a listener must never fail a revocation
+                log.warning("consent change hook failed", exc_info=True)
 
     # -- loading -----------------------------------------------------------
 
@@ -373,6 +387,7 @@ class ConsentRegistry:
             record.revocation_binding = binding
             for provider in names:
                 record.pushes.setdefault(provider, PushState())
+            self._changed(record.enterprise)
 
         tx.on_commit(commit)
 
@@ -387,6 +402,7 @@ class ConsentRegistry:
         def commit() -> None:
             if record.state != REVOKED:
                 record.state = state
+            self._changed(record.enterprise)
 
         tx.on_commit(commit)
 

@@ -494,13 +494,122 @@ CREATE TABLE node_replicas (
 );
 """
 
+# -- 5: the event log of the push service (xinrong.node.events) -------------------
+# ``events``: one row per event, ``seq`` the subscriber's cursor, the signed
+# body and the node's signature stored as sent; the filter columns repeat
+# what the body holds so a subscription reads by SQL. ``event_audience``:
+# the institutions a restricted event goes to. Both append-only.
+
+_SQLITE_5 = """
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    industry    TEXT NOT NULL,
+    restricted  INTEGER NOT NULL,
+    appended_ms INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    signature   BLOB NOT NULL
+);
+CREATE TABLE event_audience (
+    seq         INTEGER NOT NULL REFERENCES events (seq),
+    institution TEXT NOT NULL,
+    PRIMARY KEY (seq, institution)
+) WITHOUT ROWID;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only');
+END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events is append-only');
+END;
+"""
+
+_POSTGRES_5 = """
+CREATE TABLE events (
+    seq         BIGINT PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    industry    TEXT NOT NULL,
+    restricted  INTEGER NOT NULL,
+    appended_ms BIGINT NOT NULL,
+    body        BYTEA NOT NULL,
+    signature   BYTEA NOT NULL
+);
+CREATE TABLE event_audience (
+    seq         BIGINT NOT NULL REFERENCES events (seq),
+    institution TEXT NOT NULL,
+    PRIMARY KEY (seq, institution)
+);
+CREATE FUNCTION xinrong_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events is append-only';
+END;
+$$;
+CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION xinrong_events_append_only();
+"""
+
+# -- 8: financing demands and the whitelist (xinrong.node.demands) ------------------
+# ``demands``: the enterprise-signed demand as received, its state (1 active,
+# 2 withdrawn; expiry is derived). ``whitelist``: what was pushed, per
+# (enterprise, institution, demand), with the hash of the pushed payload, so
+# a recomputation pushes only differences.
+
+_SQLITE_8 = """
+CREATE TABLE demands (
+    demand_id     TEXT PRIMARY KEY,
+    enterprise    TEXT NOT NULL,
+    signed        BLOB NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms INTEGER NOT NULL,
+    withdrawn_ms  INTEGER
+);
+CREATE INDEX demands_enterprise ON demands (enterprise);
+CREATE TABLE whitelist (
+    enterprise     TEXT NOT NULL,
+    institution    TEXT NOT NULL,
+    demand_id      TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    valid_until    INTEGER NOT NULL,
+    updated_ms     INTEGER NOT NULL,
+    PRIMARY KEY (enterprise, institution, demand_id)
+) WITHOUT ROWID;
+"""
+
+_POSTGRES_8 = """
+CREATE TABLE demands (
+    demand_id     TEXT PRIMARY KEY,
+    enterprise    TEXT NOT NULL,
+    signed        BYTEA NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms BIGINT NOT NULL,
+    withdrawn_ms  BIGINT
+);
+CREATE INDEX demands_enterprise ON demands (enterprise);
+CREATE TABLE whitelist (
+    enterprise     TEXT NOT NULL,
+    institution    TEXT NOT NULL,
+    demand_id      TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    valid_until    BIGINT NOT NULL,
+    updated_ms     BIGINT NOT NULL,
+    PRIMARY KEY (enterprise, institution, demand_id)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
     Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
     Migration(4, "reserved", "SELECT 1;", "SELECT 1;"),
-    Migration(5, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(5, "event log", _SQLITE_5, _POSTGRES_5),
     Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
+    Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
 )
 LATEST = MIGRATIONS[-1].version
 

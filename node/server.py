@@ -21,10 +21,15 @@ from xinrong.node.agent_sync import AGENT_SYNC_ROLES, AgentSync, AgentSyncServic
 from xinrong.node.agent_sync import SERVICE_NAME as AGENT_SYNC_SERVICE_NAME
 from xinrong.node.config import NodeConfig
 from xinrong.node.db import Database
+from xinrong.node.demand_servicer import ALLOWED_ROLES as DEMAND_ROLES
+from xinrong.node.demand_servicer import SERVICE_NAME as DEMAND_SERVICE_NAME
+from xinrong.node.demand_servicer import Demands, DemandServicer
+from xinrong.node.demands import DemandStore, Threshold, Whitelist
 from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
 from xinrong.node.evaluation_servicer import EvaluationServicer
+from xinrong.node.events import EventLog
 from xinrong.node.institutions import InstitutionWatch
 from xinrong.node.institutions_servicer import ALLOWED_ROLES as INSTITUTION_ADMIN_ROLES
 from xinrong.node.institutions_servicer import SERVICE_NAME as INSTITUTION_ADMIN_SERVICE_NAME
@@ -34,6 +39,9 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.push_servicer import ALLOWED_ROLES as PUSH_ROLES
+from xinrong.node.push_servicer import SERVICE_NAME as PUSH_SERVICE_NAME
+from xinrong.node.push_servicer import PushServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -47,9 +55,11 @@ from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
 from xinrong.v1 import (
     agent_pb2_grpc,
+    demand_pb2_grpc,
     evaluation_pb2_grpc,
     modeling_pb2_grpc,
     node_pb2_grpc,
+    push_pb2_grpc,
     subject_pb2_grpc,
     transparency_pb2_grpc,
 )
@@ -111,6 +121,12 @@ class NodeServer:
     subject: SubjectRights | None = None
     observer: Metrics | None = None
     institutions_watch: InstitutionWatch | None = None
+    # The event log the push service streams (producers append to it).
+    events: EventLog | None = None
+    # Financing demands and the whitelist pushed on the event log.
+    whitelist: Whitelist | None = None
+    # The push service (``disconnect(institution)`` ends an institution's open streams).
+    push: PushServicer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -219,6 +235,10 @@ class NodeServer:
             self.modeling.close()
         if self.subject is not None:
             self.subject.close()
+        if self.whitelist is not None:
+            self.whitelist.close()
+        if self.events is not None:
+            self.events.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -274,6 +294,23 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        events = EventLog(db, creds.signing_key, node_id=creds.party_id, clock=core.clock)
+        push_servicer = PushServicer(events, core.registry, core.audit, db, clock=core.clock)
+        whitelist = Whitelist(
+            db,
+            events,
+            DemandStore(db, core.ca),
+            core.consents,
+            core.registry,
+            EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
+            Threshold(config.whitelist_min_grade, config.whitelist_valid_days),
+            clock=core.clock,
+            audit=core.audit,
+        )
+        core.consents.on_change(whitelist.mark)
+        demand_servicer = DemandServicer(
+            Demands(db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock)
+        )
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -321,6 +358,16 @@ def start_node(
                     ),
                     allowed_roles=AGENT_SYNC_ROLES,
                 ),
+                ServiceBinding(
+                    PUSH_SERVICE_NAME,
+                    lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(push_servicer, s),
+                    allowed_roles=PUSH_ROLES,
+                ),
+                ServiceBinding(
+                    DEMAND_SERVICE_NAME,
+                    lambda s: demand_pb2_grpc.add_DemandServiceServicer_to_server(demand_servicer, s),
+                    allowed_roles=DEMAND_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -351,7 +398,16 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
+    node = NodeServer(
+        core=core,
+        server=running,
+        modeling=hub,
+        subject=rights,
+        observer=metrics,
+        events=events,
+        whitelist=whitelist,
+        push=push_servicer,
+    )
     node.institutions_watch = InstitutionWatch(
         core.institutions,
         config,
@@ -363,6 +419,7 @@ def start_node(
     running.set_serving(True)
     node.start_maintenance()
     node.institutions_watch.start()
+    whitelist.start()
     log.info(
         "node %s serving on port %d (%d providers, catalog %s)",
         creds.party_id,

@@ -80,6 +80,12 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.InstitutionAdminService/GetInstitutionUsage": _SMALL,
     "/xinrong.v1.AgentModelingService/AbortJob": _SMALL,
     "/xinrong.v1.AgentSyncService/PullConsentUpdates": _SMALL,
+    # Push: filters only (at most 64 regions, 64 industries, 64 topics of a few bytes each).
+    "/xinrong.v1.PushService/Subscribe": _SMALL,
+    # Demands: a signed demand (<= 16 KiB) and up to 32 signed consents (<= 32 KiB each).
+    "/xinrong.v1.DemandService/RegisterDemand": 1024 * 1024 + 32 * 1024,
+    "/xinrong.v1.DemandService/WithdrawDemand": _SMALL,
+    "/xinrong.v1.DemandService/ListMyDemands": _SMALL,
 }
 
 __all__ = [

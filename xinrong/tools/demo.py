@@ -565,6 +565,7 @@ def run(args: argparse.Namespace) -> int:
             audit_ok = _audit_ok(platform)
             evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
             institutions_tally = _institutions(platform, truth, args.as_of)
+            push = _push(platform, truth, args.as_of[:7]) if evaluated else {}
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -576,6 +577,7 @@ def run(args: argparse.Namespace) -> int:
             logs = LogTally()
             evaluated, evaluation_mismatches = 0, -1
             institutions_tally = {}
+            push = {}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -589,6 +591,7 @@ def run(args: argparse.Namespace) -> int:
             "evaluated": evaluated,
             "evaluation_mismatches": evaluation_mismatches,
             **institutions_tally,
+            **push,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -605,6 +608,8 @@ def run(args: argparse.Namespace) -> int:
             and logs.inclusion_proofs_ok > 0
             and logs.consistency_proofs_ok > 0
             and evaluation_mismatches == 0
+            and push.get("whitelist_pushed", 0) == push.get("whitelist_expected", 0)
+            and push.get("whitelist_leaked", 0) == 0
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)
@@ -632,6 +637,14 @@ def _subject_rights(platform: LocalPlatform, truth: GroundTruth, as_of: str, tal
     rights = play_subject_rights(platform, truth.rows["tax"], as_of, _say)
     tally.unexpected.extend(f"subject rights: {p}" for p in rights.problems)
     return rights.summary()
+
+
+def _push(platform: LocalPlatform, truth: GroundTruth, period: str) -> dict[str, int]:
+    """Financing demands, the whitelist and the push stream (xinrong.tools.demo_push)."""
+    from xinrong.tools.demo_push import play_push
+
+    _say("\n[9] financing demands, the whitelist and the push stream")
+    return play_push(platform, truth.rows.get("market", {}), period, _say)
 
 
 def _shown(path: Path) -> str:

@@ -69,6 +69,18 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("soak", help="steady verify load at half the measured capacity; errors, latency, RSS per minute")
     soak.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.soak"))
+    from xinrong.tools.bench import push
+
+    p = sub.add_parser(
+        "push",
+        help="push events/s to one subscriber (pre-filled log + live appends) and append-to-delivery latency",
+    )
+    push.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.push"))
+    p = sub.add_parser("push-node", description="internal: the node process of bench push")
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "push-node"]
+    push.add_node_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.push", "node_main"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
