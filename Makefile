@@ -95,6 +95,7 @@ check-proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/xinrong bench verify --seconds 10 --concurrency 8 --json
 	$(BIN)/xinrong bench train --dataset default_credit --backend ckks --providers 2 --json
+	$(BIN)/xinrong bench push --json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -148,6 +148,17 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                 None, self._record, caller.party_id, filters, Decision.REFUSED, Reason.CALLER_NOT_ALLOWED.value
             )
             raise XinrongError("institution not registered at this node", reason=Reason.CALLER_NOT_ALLOWED)
+        head = await loop.run_in_executor(None, self._events.head)
+        if request.cursor > head:
+            # A cursor from another log (a replaced database, another node): say so, never wait forever.
+            await loop.run_in_executor(
+                None, self._record, caller.party_id, filters, Decision.REFUSED, Reason.FAILED_PRECONDITION.value
+            )
+            raise XinrongError(
+                "cursor beyond the log's head",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"the cursor is beyond this node's log (head {head}): it comes from another log",
+            )
         await loop.run_in_executor(None, self._record, caller.party_id, filters, Decision.ALLOWED)
         batch = min(request.max_batch or DEFAULT_BATCH, MAX_BATCH)
         cursor = int(request.cursor)

@@ -311,6 +311,9 @@ def test_refusals(make_harness: Any) -> None:
         with pytest.raises(grpc.RpcError) as err:
             list(stub.Subscribe(bad, timeout=5))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        list(stub.Subscribe(push_pb2.SubscribeRequest(cursor=5), timeout=5))  # the log is empty
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     bank.close()
     # bank-c has a CA-signed certificate but is not registered at this node.
     unregistered = secure_channel(
