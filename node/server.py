@@ -28,6 +28,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.public import PublicStore
+from xinrong.node.public_servicer import ALLOWED_ROLES as PUBLIC_ROLES
+from xinrong.node.public_servicer import SERVICE_NAME as PUBLIC_SERVICE_NAME
+from xinrong.node.public_servicer import PublicServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -39,7 +43,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    node_pb2_grpc,
+    public_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,21 @@ def open_database(config: NodeConfig) -> Database:
     return Database(config.db, synchronous=config.sqlite_synchronous)
 
 
+def public_store(core: NodeCore) -> PublicStore:
+    """Public records, filings and credit reports (``node.public``) over the core's stores."""
+    return PublicStore(
+        db=core.db,
+        audit=core.audit,
+        catalog=core.catalog,
+        registry=core.registry,
+        ca=core.ca,
+        signing_key=core.credentials.signing_key,
+        node_id=core.credentials.party_id,
+        max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+
+
 # How often a replica's sequencer looks for staged audit events (PostgreSQL).
 SEQUENCER_SECONDS = 0.05
 
@@ -96,6 +122,8 @@ class NodeServer:
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
     observer: Metrics | None = None
+    # Public records and filings; ``public.on_change(callback)`` is the change hook.
+    public: PublicStore | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -255,6 +283,8 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        public = public_store(core)
+        public_servicer = PublicServicer(public)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -288,6 +318,11 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    PUBLIC_SERVICE_NAME,
+                    lambda s: public_pb2_grpc.add_PublicServiceServicer_to_server(public_servicer, s),
+                    allowed_roles=PUBLIC_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -317,7 +352,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, public=public)
     running.set_serving(True)
     node.start_maintenance()
     log.info(
