@@ -9,6 +9,7 @@ change hook, withdrawal leaving later reports.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -488,3 +489,91 @@ def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: C
         grpc.StatusCode.PERMISSION_DENIED,
         Reason.CALLER_NOT_ALLOWED,
     )
+
+
+# ------------------------------------------------------------------ agent publish (in process)
+
+
+def _market_agent(pki: Any, catalog: Catalog, tmp_path: Any) -> Any:
+    from xinrong.keys.layout import party_dir
+    from xinrong.provider_agent.config import parse_config, prepare
+    from xinrong.provider_agent.importer import import_csv
+    from xinrong.provider_agent.store import DataStore
+    from xinrong.tools import datagen
+
+    datagen.generate(tmp_path / "data", datagen.GenerateConfig(enterprises=100, seed=3))
+    config = parse_config(
+        {
+            "agent": {
+                "provider": "market",
+                "bind": "127.0.0.1:0",
+                "credentials": str(party_dir(pki.root, "provider", "market")),
+                "ca_cert": str(pki.root / "ca" / "ca.crt"),
+                "db": str(tmp_path / "agent-market.db"),
+            }
+        },
+        tmp_path,
+    )
+    store = DataStore(config.db, "market")
+    try:
+        import_csv(store, catalog, "market", tmp_path / "data" / "market.csv")
+    finally:
+        store.close()
+    return prepare(config)
+
+
+def test_agent_reads_only_aggregate_columns(pki: Any, catalog: Catalog, tmp_path: Any) -> None:
+    from xinrong.provider_agent.publish import public_view
+
+    setup = _market_agent(pki, catalog, tmp_path)
+    period, view = public_view(setup.config.db, catalog, "market")
+    assert period and len(view) == 100
+    public_keys = {s.key for s in catalog.aggregate_fields("market")}
+    seen = {k for values in view.values() for k in values}
+    assert seen <= public_keys and "market.region_code" in seen
+    assert not seen & {"market.registered_capital", "market.annual_revenue", "market.industry"}
+
+
+def test_agent_publish_incremental_and_crash_idempotent(
+    harness: NodeHarness, pki: Any, catalog: Catalog, tmp_path: Any
+) -> None:
+    from xinrong.provider_agent import publish as pub
+
+    assert harness.node is not None
+    node = f"127.0.0.1:{harness.node.port}"
+    setup = _market_agent(pki, catalog, tmp_path)
+    first = pub.publish(setup, node)
+    assert (first.outcome, first.batches, first.applied, first.version) == ("published", 1, 1, 1)
+    assert first.records_sent == 100
+    assert pub.publish(setup, node).outcome == "unchanged"  # nothing changed: nothing sent
+    # A run that died after the node committed but before the agent's bookkeeping:
+    # the persisted pending batch is re-sent and recognised, not applied twice.
+    path = pub.state_path(setup.config.db)
+    state = json.loads(path.read_text())
+    _, view = pub.public_view(setup.config.db, catalog, "market")
+    code = sorted(view)[0]
+    state["digests"][code] = "stale"
+    batches = pub.plan(
+        setup.credentials.signing_key, "market", "2026-09-30", view, state["digests"], base_version=1, replace=False
+    )
+    assert len(batches) == 1 and len(json.loads(batches[0][0])["records"]) == 1
+    stub = _public(harness, pki.provider("market"))
+    raw, sig = batches[0]
+    assert stub.PublishRecords(public_pb2.PublishRecordsRequest(batch=raw, signature=sig), timeout=10).version == 2
+    state["pending"] = [{"batch": base64.b64encode(raw).decode(), "signature": base64.b64encode(sig).decode()}]
+    state["target"] = state["digests"] | {code: pub._digest(view[code])}
+    path.write_text(json.dumps(state))
+    resumed = pub.publish(setup, node)
+    assert (resumed.outcome, resumed.already_applied, resumed.version) == ("already_applied", 1, 2)
+    assert pub.publish(setup, node).outcome == "unchanged"
+    # Lost state: everything is sent again with replace, on top of the node's version.
+    path.unlink()
+    full = pub.publish(setup, node)
+    assert (full.replace, full.records_sent, full.records_changed, full.version) == (True, 100, 0, 3)
+
+
+def test_report_bench_runs() -> None:
+    from xinrong.tools.bench.report import run
+
+    result = run(20)
+    assert result["reports"] == 20 and result["build_sign_p50_ms"] > 0 and result["served_p99_ms"] > 0
