@@ -149,7 +149,7 @@ def run(reports: int, seed: int = 1) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports", type=int, default=2000, help="reports to build (distinct enterprises)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the synthetic field values")
     p.add_argument("--json", action="store_true", help="one JSON line (the only output form)")
 
 
