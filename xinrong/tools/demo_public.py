@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ def _cli(platform: LocalPlatform, args: list[str]) -> str:
     return result.stdout
 
 
-def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a") -> dict[str, int]:
+def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a") -> dict[str, float]:
     """Publish, file, fetch, verify; returns the demo's counters."""
+    started = time.monotonic()
     catalog = default_catalog()
     published = already = 0
     for provider in catalog.public_providers():
@@ -89,6 +91,7 @@ def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a
         "filings_in_report": len(filed),
         "public_records_published": published,
         "republish_noops": already,
+        "public_step_seconds": round(time.monotonic() - started, 1),
     }
 
 
