@@ -30,12 +30,12 @@ from typing import Any
 import grpc
 
 from xinrong.catalog import Catalog
-from xinrong.errors import XinrongError
+from xinrong.errors import Reason, XinrongError
 from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
 from xinrong.public import PublicBatch, PublicRecord, Value, canonical_json, field_value, sign_batch
 from xinrong.rpc.channel import secure_channel
-from xinrong.rpc.errors import decode_rpc_error
+from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.v1 import public_pb2, public_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,24 @@ def plan(
 
 
 def publish(setup: AgentSetup, node: str) -> PublishReport:
-    """Plan, persist, send, acknowledge; returns what happened (for ``--json``)."""
+    """Plan, persist, send, acknowledge; returns what happened (for ``--json``).
+
+    Pending batches the node no longer fits (it was reset, or another copy of
+    this agent published meanwhile) are dropped once and everything is sent
+    again on top of the node's version.
+    """
+    try:
+        return _publish(setup, node)
+    except RemoteError as exc:
+        path = state_path(Path(setup.config.db))
+        if exc.reason != Reason.FAILED_PRECONDITION.value or not path.exists():
+            raise
+        log.warning("the node refused the pending batches (%s); resending everything", exc.message)
+        path.unlink()
+        return _publish(setup, node)
+
+
+def _publish(setup: AgentSetup, node: str) -> PublishReport:
     cfg = setup.config
     provider = cfg.provider
     if not setup.catalog.aggregate_fields(provider):

@@ -576,6 +576,17 @@ def test_agent_publish_incremental_and_crash_idempotent(
     path.unlink()
     full = pub.publish(setup, node)
     assert (full.replace, full.records_sent, full.records_changed, full.version) == (True, 100, 0, 3)
+    # Pending batches the node no longer fits (reset node, another copy publishing): dropped, all resent.
+    stale_raw, stale_sig = pub.plan(
+        setup.credentials.signing_key, "market", "2026-09-30", view, {}, base_version=7, replace=False
+    )[0]
+    state = json.loads(path.read_text())
+    state["pending"] = [
+        {"batch": base64.b64encode(stale_raw).decode(), "signature": base64.b64encode(stale_sig).decode()}
+    ]
+    path.write_text(json.dumps(state))
+    healed = pub.publish(setup, node)
+    assert (healed.replace, healed.version) == (True, 4)
 
 
 def test_report_bench_runs() -> None:
