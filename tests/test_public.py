@@ -444,8 +444,14 @@ def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: C
         ("enterprise", ACME, BETA, "REFUSED"),
     ]
     # A filing, in the report, then withdrawn and gone from the next report.
+    assert harness.node is not None and harness.node.public is not None
+    hooked: list[ChangedRecord] = []
+    harness.node.public.on_change(hooked.extend)
     filing = _filing(catalog)
     filed = _file(mine, acme, filing)
+    assert {(c.topic, c.field, c.self_reported, c.region, c.industry) for c in hooked} == {
+        ("filing", key, True, "130102", "C3911") for key in filing.items
+    }
     assert (filed.filing_id, filed.already_filed) == (filing.filing_id, False)
     assert _file(mine, acme, filing).already_filed  # idempotent
     envelope = json.loads(
@@ -468,6 +474,7 @@ def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: C
     request = public_pb2.WithdrawFilingRequest(withdrawal=raw, signature=sig, enterprise_binding=binding)
     assert not mine.WithdrawFiling(request, timeout=10).already_withdrawn
     assert mine.WithdrawFiling(request, timeout=10).already_withdrawn
+    assert sum(c.removed for c in hooked) == len(filing.items)  # the withdrawal is a change too
     listed = mine.ListFilings(public_pb2.ListFilingsRequest(), timeout=10).filings
     assert [(f.filing_id, f.withdrawn_ms > 0) for f in listed] == [(filing.filing_id, True)]
     own = json.loads(
