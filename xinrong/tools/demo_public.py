@@ -4,7 +4,7 @@ Every provider holding aggregate-mode fields runs ``xinrong agent publish``
 (then again, to show the second run is a no-op), one enterprise files a
 self-reported item with the credit commitment, and a bank fetches that
 enterprise's report and verifies it offline from the CA and the node binding
-in its credentials directory - all through the CLIs, as real processes.
+in its credentials directory (``verify_file`` raises unless the report verifies).
 """
 
 from __future__ import annotations
@@ -20,74 +20,41 @@ from xinrong.keys.layout import party_dir
 from xinrong.tools.localnet import LocalPlatform
 
 
-def _cli(platform: LocalPlatform, args: list[str]) -> str:
-    result = platform.group.run_cli(args)
-    if result.returncode != 0:
-        raise RuntimeError(f"xinrong {' '.join(args[:2])} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
 def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a") -> dict[str, float]:
-    """Publish, file, fetch, verify; returns the demo's counters."""
+    """Publish, file, fetch, verify (in process, the CLIs' own functions); returns the demo's counters.
+
+    The CLIs themselves are exercised by tests/test_public_e2e.py; here nine
+    interpreter start-ups would cost more than the whole step.
+    """
+    from xinrong.bank.public_cli import NODE_BINDING_FILE, fetch_report, verify_file
+    from xinrong.enterprise.public_cli import submit_filing
+    from xinrong.provider_agent.config import load_agent
+    from xinrong.provider_agent.publish import publish
+
     started = time.monotonic()
     catalog = default_catalog()
     published = already = 0
     for provider in catalog.public_providers():
         if provider not in platform.agent_configs:
             continue
-        config = str(platform.agent_configs[provider])
-        first = json.loads(
-            _cli(platform, ["agent", "publish", "--config", config, "--node", platform.node_address, "--json"])
-        )
-        published += int(first["records_changed"])
-        again = json.loads(
-            _cli(platform, ["agent", "publish", "--config", config, "--node", platform.node_address, "--json"])
-        )
-        already += again["outcome"] in ("unchanged", "already_applied")
-    platform.enterprise(enterprise)  # provisioned from the CA on first use
-    ent_creds = str(party_dir(platform.keys_dir, "enterprise", enterprise))
-    _cli(
-        platform,
-        [
-            "enterprise",
-            "filing",
-            "submit",
-            "--credentials",
-            ent_creds,
-            "--node",
-            platform.node_address,
-            "--item",
-            "self.patents_held=6",
-            "--item",
-            "self.green_certifications=ISO 14001,绿色工厂",
-            "--accept-commitment",
-        ],
+        setup = load_agent(platform.agent_configs[provider])
+        published += publish(setup, platform.node_address).records_changed
+        already += publish(setup, platform.node_address).outcome in ("unchanged", "already_applied")
+    creds = platform.enterprise(enterprise)  # provisioned from the CA on first use
+    submit_filing(
+        platform.node_address,
+        creds,
+        {"self.patents_held": 6, "self.green_certifications": ["ISO 14001", "绿色工厂"]},
     )
-    bank_creds = str(party_dir(platform.keys_dir, "institution", bank))
-    text = _cli(
-        platform,
-        [
-            "bank",
-            "report",
-            "--enterprise",
-            enterprise,
-            "--credentials",
-            bank_creds,
-            "--node",
-            platform.node_address,
-            "--json",
-        ],
-    )
-    envelope: dict[str, Any] = json.loads(text)
+    bank_dir = party_dir(platform.keys_dir, "institution", bank)
+    envelope: dict[str, Any] = fetch_report(platform.node_address, bank_dir, enterprise)
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "report.json"
-        saved.write_text(text, encoding="utf-8")
-        checked = json.loads(
-            _cli(platform, ["bank", "report", "verify", "--in", str(saved), "--credentials", bank_creds])
-        )
-    filed = next(s for s in envelope["report"]["sections"] if s["key"] == "self_reported")["items"]
+        saved.write_text(json.dumps(envelope, ensure_ascii=False), encoding="utf-8")
+        report = verify_file(saved, ca_cert=bank_dir / "ca.crt", node_binding=bank_dir / NODE_BINDING_FILE)
+    filed = next(s for s in report["sections"] if s["key"] == "self_reported")["items"]
     return {
-        "reports_verified": int(bool(checked.get("verified"))),
+        "reports_verified": 1,
         "filings_in_report": len(filed),
         "public_records_published": published,
         "republish_noops": already,
