@@ -6,6 +6,7 @@ providers pushed (aggregate-mode fields) and the enterprise's non-withdrawn
 voluntary filings - and signs it with its Ed25519 key. The envelope is
 
     {"report": {...}, "signature": {"algorithm": "ed25519",
+                                    "context": "xinrong.v1.CreditReport",
                                     "key_fingerprint": "sha256:<hex of the raw public key>",
                                     "value": "<base64>"}}
 
@@ -269,6 +270,8 @@ def sign_report(report: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
         "report": dict(report),
         "signature": {
             "algorithm": ALGORITHM,
+            # What the Ed25519 signature covers: context || 0x00 || canonical_bytes(report).
+            "context": REPORT_CONTEXT,
             "key_fingerprint": key_fingerprint(key.public_raw),
             "value": base64.b64encode(signature).decode("ascii"),
         },
@@ -280,7 +283,11 @@ def verify_with_key(envelope: Mapping[str, Any], key: VerifyKey) -> dict[str, An
     report, signature = envelope.get("report"), envelope.get("signature")
     if not isinstance(report, dict) or not isinstance(signature, dict):
         raise SignatureError("not a signed credit report envelope")
-    if report.get("format") != REPORT_FORMAT or signature.get("algorithm") != ALGORITHM:
+    if (
+        report.get("format") != REPORT_FORMAT
+        or signature.get("algorithm") != ALGORITHM
+        or signature.get("context", REPORT_CONTEXT) != REPORT_CONTEXT
+    ):
         raise SignatureError("unknown report format or signature algorithm")
     if signature.get("key_fingerprint") != key_fingerprint(key.raw):
         raise SignatureError("the report was signed by another key than the node's")
