@@ -17,7 +17,11 @@ CHROMIUM ?= /usr/bin/chromium
 CJK_FONT ?= /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 SCREENSHOTS ?= docs/screenshots
 
-.PHONY: install postgres browser demo test test-fast lint typecheck proto check-proto bench screenshots clean
+# The printable credit report's test turns the PDF into a PNG and text with poppler.
+PDFTOPPM  ?= /usr/bin/pdftoppm
+PDFTOTEXT ?= /usr/bin/pdftotext
+
+.PHONY: install postgres browser pdftools demo test test-fast lint typecheck proto check-proto bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
@@ -25,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) postgres browser
+install: $(STAMP) postgres browser pdftools
 
 # PostgreSQL 15 binaries (no running service is needed: tests start their own).
 postgres:
@@ -48,6 +52,17 @@ browser:
 	  fi; \
 	fi
 
+# poppler's pdftoppm / pdftotext, for tests/test_report_render.py (the report's PDF uses the browser target's CJK font).
+pdftools:
+	@if [ ! -x $(PDFTOPPM) ] || [ ! -x $(PDFTOTEXT) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing poppler's PDF tools (apt-get install -y poppler-utils)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils >/dev/null; \
+	  else \
+	    echo "pdftoppm or pdftotext is missing: run 'sudo apt-get install -y poppler-utils'" >&2; exit 1; \
+	  fi; \
+	fi
+
 # A PNG of each portal page, from the browser e2e test, for review without a browser.
 screenshots: $(STAMP) browser
 	XINRONG_PORTAL_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest -q tests/test_portal_browser.py
@@ -56,7 +71,7 @@ screenshots: $(STAMP) browser
 demo: $(STAMP)
 	$(BIN)/xinrong demo
 
-test: $(STAMP) postgres browser lint typecheck
+test: $(STAMP) postgres browser pdftools lint typecheck
 	$(BIN)/python -m pytest -q -ra
 
 # ruff (rules in pyproject.toml, docs/ENGINEERING.md) and the import contract.
@@ -65,7 +80,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP) postgres
+test-fast: $(STAMP) postgres pdftools
 	$(BIN)/python -m pytest -q -ra -m "not e2e and not slow"
 
 typecheck: $(STAMP)

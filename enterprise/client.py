@@ -19,7 +19,6 @@ from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revoc
 from xinrong.errors import SignatureError, ValidationError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
-from xinrong.keys.sealing import seal
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.tlog.client import LogClient, VerifiedAccess, audit_origin
@@ -290,7 +289,7 @@ class SubjectClient(EnterpriseClient):
                 content_type=subj.REPORT_CONTENT_TYPE,
                 context=request_id,
             )
-            signed = subject_pb2.SignedSubjectReport.FromString(subj.unpad(raw))
+            signed = subject_pb2.SignedSubjectReport.FromString(raw)
             binding.verify_key.verify(subj.REPORT_CONTEXT, signed.report, signed.signature)
             report = subject_pb2.SubjectReport.FromString(signed.report)
             if (
@@ -320,12 +319,8 @@ class SubjectClient(EnterpriseClient):
             evidence_name=evidence_name,
         )
         signed = subj.sign_filing(filing, self.credentials.signing_key)
-        box = seal(
-            subj.pad(signed.SerializeToString(deterministic=True)),
-            recipient_id=binding.party_id,
-            recipient_public_raw=binding.sealing_public_raw,
-            content_type=subj.FILING_CONTENT_TYPE,
-            context=filing.case_id,
+        box = subj.seal_filing(
+            signed, provider=binding.party_id, sealing_public_raw=binding.sealing_public_raw, case_id=filing.case_id
         )
         resp: subject_pb2.FileCaseResponse = self._call(
             "FileCase",

@@ -62,6 +62,8 @@ class Decision(enum.StrEnum):
     # Admitted, but the fan-out failed (agent refusal or unavailability);
     # written as a second entry after the ALLOWED one.
     FAILED = "FAILED"
+    # The risk monitor flagged an institution's pattern (node.usage); nothing was refused by it.
+    FLAGGED = "FLAGGED"
 
 
 def claims_digest(texts: Sequence[str]) -> str:

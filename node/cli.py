@@ -11,6 +11,7 @@
     xinrong node audit tail --config node.toml [-n N]
     xinrong node consents list --config node.toml
     xinrong node models list --config node.toml [--state failed]
+    xinrong node institutions add|list|show|suspend|resume|assess|due|quota|usage --config node.toml ...
 
 The operator tools open the database read-only, so they are safe beside a
 running node. They print metadata only; the node holds nothing else.
@@ -444,3 +445,6 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     from xinrong.node.modeling_cli import register_cli as register_models
 
     register_models(sub)
+    from xinrong.node.institutions_cli import register_cli as register_institutions
+
+    register_institutions(sub)

@@ -107,11 +107,132 @@ class ProviderEndpoint(Section):
     binding: ExistingPath
 
 
+# The kinds of access institution the platform admits (Issue 12 section 5).
+INSTITUTION_TYPES = ("bank", "insurer", "guarantor", "credit_agency")
+
+
+def _institution_type(value: str) -> str:
+    if value not in INSTITUTION_TYPES:
+        raise ValueError(f"must be one of {INSTITUTION_TYPES}")
+    return value
+
+
 class InstitutionEntry(Section):
-    """An institution allowed to call Verify / GetIndicators."""
+    """An institution allowed to call Verify / GetIndicators (imported into the
+    institution registry at start as active; see ``xinrong.node.institutions``)."""
 
     id: Annotated[str, AfterValidator(_party_id)]
     binding: ExistingPath
+    name: str = ""
+    type: Annotated[str, AfterValidator(_institution_type)] = "bank"
+
+
+def served_methods() -> frozenset[str]:
+    """Short names of every RPC of the contract (``xinrong.v1``), which quota tables may name."""
+    import importlib
+    import pkgutil
+
+    from xinrong import v1
+
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(v1.__path__):
+        if not module.name.endswith("_pb2"):
+            continue
+        descriptor = importlib.import_module(f"xinrong.v1.{module.name}").DESCRIPTOR
+        for service in descriptor.services_by_name.values():
+            names.update(m.name for m in service.methods)
+    return frozenset(names)
+
+
+class QuotaLimit(Section):
+    """A token bucket: ``rate`` calls per second on average, ``burst`` at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _method_table(table: dict[str, QuotaLimit]) -> dict[str, QuotaLimit]:
+    known = served_methods()
+    unknown = sorted(m for m in table if m != "*" and m not in known)
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; use an RPC name such as 'Verify', or '*' for every method")
+    return table
+
+
+MethodLimits = Annotated[dict[str, QuotaLimit], AfterValidator(_method_table)]
+
+
+class QuotasConfig(Section):
+    """``[quotas]``: per-institution, per-method token buckets (RESOURCE_EXHAUSTED + RetryInfo).
+
+        [quotas]
+        # replicas = 2                            # each replica enforces rate / replicas (default: live count)
+        [quotas.types.bank]                       # every institution of a type
+        "*" = { rate = 50.0, burst = 100 }        # any method without its own entry
+        Verify = { rate = 20.0, burst = 40 }
+        [quotas.institutions.bank-a]              # one institution's overrides
+        Verify = { rate = 5.0, burst = 10 }
+
+    Precedence, most specific first: the institution's overrides stored in the
+    registry (``xinrong node institutions``), ``[quotas.institutions.<id>]``,
+    ``[quotas.types.<type>]``; within each, the method's entry before ``"*"``.
+    No entry at all: no limit. Buckets live in each replica's memory (no
+    database round trip per call); each replica enforces its share, the
+    limit divided by ``replicas`` or, by default, by the number of live
+    replicas (heartbeats in the shared database, re-counted every second).
+    """
+
+    # Replicas sharing the limits: 0 counts the live ones (PostgreSQL heartbeats; SQLite: 1).
+    replicas: int = Field(0, ge=0)
+    types: dict[str, MethodLimits] = Field(default_factory=dict)
+    institutions: dict[str, MethodLimits] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> QuotasConfig:
+        bad = sorted(t for t in self.types if t not in INSTITUTION_TYPES)
+        if bad:
+            raise ValueError(f"[quotas.types]: unknown institution types {bad}; allowed: {list(INSTITUTION_TYPES)}")
+        for ident in self.institutions:
+            check_party_id(ident)
+        return self
+
+
+class RiskConfig(Section):
+    """``[risk]``: the risk monitor over the audit log (``xinrong.node.risk``).
+
+    Every rule needs ``min_requests`` decisions of the institution in the window.
+    A flag is an audit entry (decision FLAGGED); ``auto_suspend`` also suspends.
+    """
+
+    enabled: bool = True
+    interval_seconds: float = Field(300.0, ge=0.05)
+    window_seconds: float = Field(3600.0, ge=1.0)
+    min_requests: int = Field(20, ge=1)
+    # Probing: share of the institution's decisions that were refusals.
+    max_refusal_rate: float = Field(0.5, gt=0, le=1)
+    # Probing: one consent id tried against more enterprises than this.
+    max_enterprises_per_consent: int = Field(2, ge=1)
+    # Trawling at night: share of requests outside business hours (local time).
+    max_off_hours_share: float = Field(0.5, gt=0, le=1)
+    business_hours: Annotated[tuple[int, int], BeforeValidator(_array)] = (8, 20)
+    utc_offset_hours: int = Field(8, ge=-12, le=14)
+    auto_suspend: bool = False
+
+    @model_validator(mode="after")
+    def _hours(self) -> RiskConfig:
+        start, end = self.business_hours
+        if not (0 <= start < end <= 24):
+            raise ValueError("[risk].business_hours must be [start, end] with 0 <= start < end <= 24")
+        return self
+
+
+class InstitutionPolicy(Section):
+    """``[institution_policy]``: how often the registry is re-read and assessments checked."""
+
+    # A replica learns of another's write (a suspension) within about this long.
+    refresh_seconds: float = Field(0.25, ge=0.01, le=5.0)
+    # Expired or failed security assessments suspend the institution; checked this often.
+    assessment_check_seconds: float = Field(60.0, ge=0.05)
 
 
 def _postgres_url(value: str) -> str:
@@ -206,6 +327,10 @@ class NodeConfig(Section):
     # Operating: Prometheus metrics on a local port (off by default) and the log format.
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    # Access institutions: quotas, the risk monitor, registry refresh (Issue 12 section 5).
+    quotas: QuotasConfig = QuotasConfig()
+    risk: RiskConfig = RiskConfig()
+    institution_policy: InstitutionPolicy = InstitutionPolicy()
     source: Path | None = None
 
     @model_validator(mode="after")
@@ -241,7 +366,18 @@ class NodeConfig(Section):
 NODE_KEYS = frozenset(
     name
     for name in NodeConfig.model_fields
-    if name not in {"providers", "institutions", "database", "metrics", "logging", *NodeConfig.DERIVED}
+    if name
+    not in {
+        "providers",
+        "institutions",
+        "database",
+        "metrics",
+        "logging",
+        "quotas",
+        "risk",
+        "institution_policy",
+        *NodeConfig.DERIVED,
+    }
 )
 
 
@@ -275,12 +411,14 @@ def render_config(
     providers: Iterable[tuple[str, str, str | Path]],
     institutions: Iterable[tuple[str, str | Path]],
     database: object = None,
+    tables: object = "",
     **node_options: object,
 ) -> str:
     """TOML text of a node config (for the demo, tests and operators' templates).
 
     providers: (name, address, binding path); institutions: (id, binding path);
-    database: the ``[database]`` table (PostgreSQL), if any.
+    database: the ``[database]`` table (PostgreSQL), if any; tables: more TOML
+    tables appended as written (``[quotas]``, ``[risk]``).
     """
     lines = [
         "[node]",
@@ -307,6 +445,10 @@ def render_config(
         ]
     for ident, binding in institutions:
         lines += ["", "[[institutions]]", f"id = {_toml_value(ident)}", f"binding = {_toml_value(binding)}"]
+    if tables:
+        if not isinstance(tables, str):
+            raise ConfigError("tables: give more tables as TOML text")
+        lines += ["", tables.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -354,6 +496,20 @@ def render_template(
         '# listen = "127.0.0.1:9464"            # loopback only unless allow_remote = true',
         "# [logging]",
         '# format = "json"                      # one JSON object per line (default "text")',
+        "",
+        "# Access institutions (xinrong node institutions ...): rate limits per type and method,",
+        "# per-institution overrides, and the risk monitor over the audit log.",
+        "# [quotas.types.bank]",
+        '# "*" = { rate = 50.0, burst = 100 }   # calls per second, at once; any method',
+        "# Verify = { rate = 20.0, burst = 40 }",
+        "# [quotas.institutions.bank-a]",
+        "# Verify = { rate = 5.0, burst = 10 }",
+        "# [risk]",
+        "# min_requests = 20                    # decisions in the window before any rule applies",
+        "# max_refusal_rate = 0.5",
+        "# max_enterprises_per_consent = 2",
+        "# business_hours = [8, 20]             # local time at utc_offset_hours = 8",
+        "# auto_suspend = false",
     ]
     for name, address in providers:
         lines += [
@@ -374,13 +530,18 @@ def render_template(
 
 
 __all__ = [
+    "INSTITUTION_TYPES",
     "NODE_KEYS",
     "SYNCHRONOUS_MODES",
     "ConfigError",
     "DatabaseConfig",
     "InstitutionEntry",
+    "InstitutionPolicy",
     "NodeConfig",
     "ProviderEndpoint",
+    "QuotaLimit",
+    "QuotasConfig",
+    "RiskConfig",
     "load_config",
     "parse_config",
     "render_config",

@@ -11,7 +11,10 @@
 * ``xinrong_node_agent_stream_queued{provider}`` / ``_pending`` /
   ``_batches_in_flight``: the batching stream to each agent;
 * ``xinrong_node_audit_entries``: audit log size (the chain head's seq);
-* ``xinrong_node_modeling_jobs{state}``: joint-modeling jobs held, by state.
+* ``xinrong_node_modeling_jobs{state}``: joint-modeling jobs held, by state;
+* ``xinrong_node_institutions{status}``: access institutions, active / suspended;
+* ``xinrong_node_gate_refusals{reason}``: calls the per-call gate refused
+  (``INSTITUTION_SUSPENDED``, ``QUOTA_EXHAUSTED``) since start.
 
 No label holds an enterprise, a consent, a request id or anything asked.
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -60,7 +62,7 @@ def observe_node(observer: Observer, core: NodeCore, hub: ModelingHub | None) ->
 
     def agent_up() -> Samples:
         # Blocking channels of the pool (revocation pushes): probe all at once, bounded.
-        channels: dict[str, grpc.Channel] = dict(getattr(agents, "_channels", {}))
+        channels = agents.blocking_channels()
         calls = []
         for name, channel in sorted(channels.items()):
             stub = health_pb2_grpc.HealthStub(channel)
@@ -73,16 +75,8 @@ def observe_node(observer: Observer, core: NodeCore, hub: ModelingHub | None) ->
             yield (name,), 1.0 if up else 0.0
 
     def streams(what: str) -> Samples:
-        for name in sorted(agents.providers):
-            stream: Any = getattr(agents, "_streams", {}).get(name)
-            if stream is None:
-                yield (name,), 0.0
-            elif what == "queued":
-                yield (name,), float(len(stream._queued))
-            elif what == "pending":
-                yield (name,), float(len(stream._pending))
-            else:
-                yield (name,), float(stream._in_flight)
+        for name, depth in sorted(agents.stream_depths().items()):
+            yield (name,), float(getattr(depth, what))
 
     def audit_entries() -> Samples:
         yield (), float(core.audit.head()[0])
@@ -90,11 +84,8 @@ def observe_node(observer: Observer, core: NodeCore, hub: ModelingHub | None) ->
     def jobs() -> Samples:
         counts = dict.fromkeys(JOB_STATES, 0)
         if hub is not None:
-            with hub._lock:
-                held = list(hub._jobs.values())
-            for job in held:
-                state = str(job.record.state)
-                counts[state] = counts.get(state, 0) + 1
+            for state, count in hub.jobs_by_state().items():
+                counts[state] = counts.get(state, 0) + count
         for state, count in counts.items():
             yield (state,), float(count)
 
@@ -116,10 +107,24 @@ def observe_node(observer: Observer, core: NodeCore, hub: ModelingHub | None) ->
         "xinrong_node_agent_stream_batches_in_flight",
         "Batches at the agent",
         ("provider",),
-        lambda: streams("batches"),
+        lambda: streams("batches_in_flight"),
     )
     gauges.add("xinrong_node_audit_entries", "Entries in the audit log (chain head seq)", (), audit_entries)
     gauges.add("xinrong_node_modeling_jobs", "Joint-modeling jobs held, by state", ("state",), jobs)
+
+    def institutions() -> Samples:
+        held = core.institutions.all()
+        for status in ("active", "suspended"):
+            yield (status,), float(sum(1 for i in held if i.status == status))
+
+    def gate_refusals() -> Samples:
+        yield ("INSTITUTION_SUSPENDED",), float(core.gate.suspended_refused)
+        yield ("QUOTA_EXHAUSTED",), float(core.quotas.refused)
+
+    gauges.add("xinrong_node_institutions", "Registered access institutions, by status", ("status",), institutions)
+    gauges.add(
+        "xinrong_node_gate_refusals", "Calls refused by the per-call gate since start", ("reason",), gate_refusals
+    )
 
 
 __all__ = ["BUDGET_REASONS", "observe_node"]

@@ -510,11 +510,83 @@ CREATE TABLE filings (
 CREATE INDEX filings_enterprise ON filings (enterprise, filed_ms);
 """
 
+# -- 6: access institutions (Issue 12 section 5) -------------------------------------
+# ``institutions``: every institution the node admits, config-file ones imported
+# at start (source 'config') and those onboarded at run time (source
+# 'registered', their binding in ``parties``). Status, the latest security
+# assessment and per-institution quota overrides (JSON) live here.
+# ``institutions_version``: one counter bumped by every write to
+# ``institutions``, so a replica learns of a suspension by reading one row.
+# ``node_replicas``: each replica's heartbeat, so the per-replica rate limits
+# divide by the number of live replicas (``xinrong.node.quotas``).
+
+_SQLITE_6 = """
+CREATE TABLE institutions (
+    institution_id    TEXT PRIMARY KEY,
+    name              TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    status_reason     TEXT NOT NULL,
+    status_since_ms   INTEGER NOT NULL,
+    suspended_by      TEXT NOT NULL,
+    assessed_ms       INTEGER,
+    assessment_result TEXT NOT NULL DEFAULT '',
+    assessment_valid_until_ms INTEGER,
+    assessor          TEXT NOT NULL DEFAULT '',
+    quota_overrides   TEXT NOT NULL DEFAULT '{}',
+    source            TEXT NOT NULL,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE institutions_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO institutions_version (id, version) VALUES (1, 0);
+CREATE INDEX audit_log_caller ON audit_log (caller_id, ts_ms);
+CREATE TABLE node_replicas (
+    replica_id TEXT PRIMARY KEY,
+    seen_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_POSTGRES_6 = """
+CREATE TABLE institutions (
+    institution_id    TEXT PRIMARY KEY,
+    name              TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    status_reason     TEXT NOT NULL,
+    status_since_ms   BIGINT NOT NULL,
+    suspended_by      TEXT NOT NULL,
+    assessed_ms       BIGINT,
+    assessment_result TEXT NOT NULL DEFAULT '',
+    assessment_valid_until_ms BIGINT,
+    assessor          TEXT NOT NULL DEFAULT '',
+    quota_overrides   TEXT NOT NULL DEFAULT '{}',
+    source            TEXT NOT NULL,
+    created_ms        BIGINT NOT NULL,
+    updated_ms        BIGINT NOT NULL
+);
+CREATE TABLE institutions_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+);
+INSERT INTO institutions_version (id, version) VALUES (1, 0);
+CREATE INDEX audit_log_caller ON audit_log (caller_id, ts_ms);
+CREATE TABLE node_replicas (
+    replica_id TEXT PRIMARY KEY,
+    seen_ms    BIGINT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
     Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
     Migration(4, "public records and voluntary filings", _SQLITE_4, _POSTGRES_4),
+    Migration(5, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
 )
 LATEST = MIGRATIONS[-1].version
 

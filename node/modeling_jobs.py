@@ -129,6 +129,15 @@ class JobRegistry:
             log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
         return len(stale)
 
+    def jobs_by_state(self) -> dict[str, int]:
+        """How many jobs are held in memory, by state (for metrics)."""
+        with self._lock:
+            states = [str(j.record.state) for j in self._jobs.values()]
+        counts: dict[str, int] = {}
+        for state in states:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     def expire_idle(self) -> int:
         """Jobs whose lease ran out (nobody drove them for ``modeling_job_idle_seconds``) leave memory.
 

@@ -86,6 +86,10 @@ class PartyRegistry:
             self._not_before[(role, party_id)] = int(rows[0][1])
         return verified
 
+    def reload(self, role: str, party_id: str) -> VerifiedBinding | None:
+        """Re-read one binding from the database (one written by another replica, e.g. onboarded there)."""
+        return self._read(role, party_id)
+
     def verify(
         self, signed: common_pb2.SignedPartyBinding, *, role: str, party_id: str | None = None
     ) -> VerifiedBinding:

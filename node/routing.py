@@ -146,6 +146,15 @@ def _no_durability(token: int) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class StreamDepth:
+    """How full one agent's batching stream is (for metrics): calls queued, awaiting answers, batches out."""
+
+    queued: int = 0
+    pending: int = 0
+    batches_in_flight: int = 0
+
+
 class _BatchingStream:
     """One EvaluateStream to one agent, coalescing concurrent calls into batches.
 
@@ -157,6 +166,10 @@ class _BatchingStream:
     COMMIT makes every call in it durable at the node: the group commit
     follows the batches.
     """
+
+    def depth(self) -> StreamDepth:
+        """Read from another thread without the loop: three int reads, each consistent on its own."""
+        return StreamDepth(len(self._queued), len(self._pending), self._in_flight)
 
     def __init__(self, provider: str, stub: Any, durable: Durable) -> None:
         self.provider = provider
@@ -324,6 +337,14 @@ class AgentPool:
     @property
     def providers(self) -> frozenset[str]:
         return frozenset(self._stubs)
+
+    def blocking_channels(self) -> dict[str, grpc.Channel]:
+        """The blocking channel to each agent (a copy), e.g. for health probes from a scrape thread."""
+        return dict(self._channels)
+
+    def stream_depths(self) -> dict[str, StreamDepth]:
+        """Every configured provider's stream depth; zeros where no stream is open yet."""
+        return {name: (s.depth() if (s := self._streams.get(name)) else StreamDepth()) for name in self._stubs}
 
     def down(self, providers: Collection[str]) -> XinrongError | None:
         """The refusal for providers whose breaker is open, or None (admission step 7)."""

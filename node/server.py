@@ -23,6 +23,10 @@ from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
 from xinrong.node.evaluation_servicer import EvaluationServicer
+from xinrong.node.institutions import InstitutionWatch
+from xinrong.node.institutions_servicer import ALLOWED_ROLES as INSTITUTION_ADMIN_ROLES
+from xinrong.node.institutions_servicer import SERVICE_NAME as INSTITUTION_ADMIN_SERVICE_NAME
+from xinrong.node.institutions_servicer import InstitutionAdminServicer
 from xinrong.node.lifecycle import WATCH_SECONDS
 from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
@@ -51,6 +55,7 @@ from xinrong.v1 import (
     subject_pb2_grpc,
     transparency_pb2_grpc,
 )
+from xinrong.v1 import institutions_pb2_grpc as institutions_grpc
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,7 @@ class NodeServer:
     observer: Metrics | None = None
     # Public records and filings; ``public.on_change(callback)`` is the change hook.
     public: PublicStore | None = None
+    institutions_watch: InstitutionWatch | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -217,6 +223,8 @@ class NodeServer:
         if self._stop.is_set():
             return
         self._stop.set()
+        if self.institutions_watch is not None:
+            self.institutions_watch.stop()
         self.server.stop(grace)
         if self._thread is not None:
             self._thread.join(timeout=grace + self.core.config.agent_timeout_seconds)
@@ -323,10 +331,18 @@ def start_node(
                     lambda s: public_pb2_grpc.add_PublicServiceServicer_to_server(public_servicer, s),
                     allowed_roles=PUBLIC_ROLES,
                 ),
+                ServiceBinding(
+                    INSTITUTION_ADMIN_SERVICE_NAME,
+                    lambda s: institutions_grpc.add_InstitutionAdminServiceServicer_to_server(
+                        InstitutionAdminServicer(core), s
+                    ),
+                    allowed_roles=INSTITUTION_ADMIN_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
             observer=metrics,
+            gate=core.gate,
         )
         if metrics is not None and config.metrics.enabled:
             try:
@@ -353,8 +369,17 @@ def start_node(
     if aclose is not None:
         running.on_stop.append(aclose)
     node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, public=public)
+    node.institutions_watch = InstitutionWatch(
+        core.institutions,
+        config,
+        risk_tick=core.risk.tick,
+        quotas=core.quotas,
+        shared=core.db.shared,
+        monotonic=time.monotonic,
+    )
     running.set_serving(True)
     node.start_maintenance()
+    node.institutions_watch.start()
     log.info(
         "node %s serving on port %d (%d providers, catalog %s)",
         creds.party_id,

@@ -34,8 +34,10 @@ from xinrong.node.audit import open_audit_log
 from xinrong.node.config import NodeConfig
 from xinrong.node.consents import ConsentRegistry
 from xinrong.node.db import Database
+from xinrong.node.institutions import Institution, InstitutionGate, InstitutionRegistry
 from xinrong.node.lifecycle import ConsentLifecycle, ConsentStatus, RevokeResult
 from xinrong.node.limits import EnterpriseBudget, ReplayGuard
+from xinrong.node.quotas import QuotaBook
 from xinrong.node.registry import PartyRegistry
 from xinrong.node.routing import AgentPool
 from xinrong.node.tlog import TransparencyLog
@@ -82,6 +84,22 @@ class NodeCore:
             signing_key=credentials.signing_key,
             clock=clock,
             sequencer_lock=getattr(self.audit, "_lock", None) if db.shared else None,
+        )
+        # Access institutions (Issue 12 section 5): registry, status, quotas, the per-call gate.
+        self.institutions = InstitutionRegistry(
+            db,
+            self.audit,
+            node_id=credentials.party_id,
+            clock=clock,
+            on_suspended=lambda ident: self.gate.close_streams(ident),  # noqa: PLW0108 (gate made below)
+            on_new=lambda ident: self.registry.reload(INSTITUTION, ident),
+        )
+        self.quotas = QuotaBook(config.quotas)
+        self.gate = InstitutionGate(self.institutions, self.quotas)
+        from xinrong.node.usage import RiskMonitor  # usage imports the registry module
+
+        self.risk = RiskMonitor(
+            db, self.audit, self.institutions, config.risk, node_id=credentials.party_id, clock=clock
         )
         self.admission = Admission(
             db=db,
@@ -140,10 +158,15 @@ class NodeCore:
                 raise ConfigError(
                     f"binding {entry.binding} is not a valid CA-signed institution binding for {entry.id!r}"
                 ) from None
+        keep = {(b.role, b.party_id) for b in configured}
+        keep |= {(INSTITUTION, ident) for ident in self.institutions.registered_ids()}
         with self.db.transaction() as tx:
             for binding in configured:
                 self.registry.upsert(tx, binding, source="config")
-            dropped = self.registry.retain_configured(tx, {(b.role, b.party_id) for b in configured})
+            dropped = self.registry.retain_configured(tx, keep)
+            self.institutions.import_configured(tx, [(e.id, e.name, e.type) for e in self.config.institutions])
+        self.institutions.refresh(force=True)
+        self.institutions.enforce_assessments()
         if dropped:
             log.warning("no longer configured, access removed: %s", ", ".join(f"{r} {p}" for r, p in dropped))
         consents = self.consents.load()
@@ -191,6 +214,22 @@ class NodeCore:
         now = self.clock()
         self.replay.prune(now)
         self.budget.prune_memory(now)
+
+    # -- access institutions -----------------------------------------------
+
+    def register_institution(self, signed: common_pb2.SignedPartyBinding, name: str, kind: str) -> Institution:
+        """Onboard an institution at run time: its CA-signed binding, then its registry row."""
+        try:
+            binding = self.registry.verify(signed, role=INSTITUTION)
+        except SignatureError:
+            raise ValidationError("not a valid CA-signed institution binding") from None
+        with self.db.transaction() as tx:
+            self.registry.upsert(tx, binding, source="registered")
+            self.institutions.register(tx, binding.party_id, name, kind)
+        self.institutions.refresh()
+        inst = self.institutions.get(binding.party_id)
+        assert inst is not None
+        return inst
 
     # -- directory ---------------------------------------------------------
 

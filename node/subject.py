@@ -11,7 +11,7 @@ Own data and case filings go through the one admission path
 (``node.admission``) under the ``SELF_SERVICE`` purpose: replay and
 freshness checks and an audit entry per request, no consent, no use and no
 budget of any institution. What the agents answer is signed by each
-provider, padded to a fixed bucket and sealed to the enterprise's X25519
+provider, padded (``xinrong.subject.seal_report``) and sealed to the enterprise's X25519
 key: the node relays bytes it cannot open and stores nothing of them.
 
 Pause and resume are enterprise-signed (``ConsentStateChange``), like a

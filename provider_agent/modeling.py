@@ -139,6 +139,11 @@ class AgentModeling:
         if config.enabled:
             threading.Thread(target=self._warm_up, name="modeling-warm-up", daemon=True).start()
 
+    def job_count(self) -> int:
+        """How many joint-modeling jobs this agent holds (for metrics)."""
+        with self._lock:
+            return len(self._jobs)
+
     def _warm_up(self) -> None:
         """Read the features and load the report module now, not inside a job's first or last step."""
         try:

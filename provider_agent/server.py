@@ -68,6 +68,11 @@ class RunningAgent:
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def ready(self) -> bool:
+        """Whether health says SERVING (as last set by ``refresh_health``)."""
+        return self._ready
+
     def refresh_health(self) -> bool:
         """Re-evaluate readiness now (the watcher also does this every poll)."""
         ready = self.agent.ready() or (self.modeling_ready is not None and self.modeling_ready())
@@ -247,7 +252,7 @@ def start_agent(
     if observer is not None:
         observe_agent(observer, running)
         observer.gauges.add(
-            "xinrong_agent_modeling_jobs", "Joint-modeling jobs held", (), lambda: [((), float(len(modeling._jobs)))]
+            "xinrong_agent_modeling_jobs", "Joint-modeling jobs held", (), lambda: [((), float(modeling.job_count()))]
         )
         if cfg.metrics.enabled:
             try:
@@ -289,7 +294,7 @@ def _evaluation_binding(setup: AgentSetup, node_id: str) -> ServiceBinding:
 def observe_agent(observer: Observer, running: RunningAgent) -> None:
     """The agent's own gauges: readiness and the joint-modeling jobs it holds."""
     observer.gauges.add(
-        "xinrong_agent_serving", "1 while health says SERVING", (), lambda: [((), 1.0 if running._ready else 0.0)]
+        "xinrong_agent_serving", "1 while health says SERVING", (), lambda: [((), 1.0 if running.ready else 0.0)]
     )
 
 

@@ -51,7 +51,6 @@ from xinrong.errors import ConsentError, ProviderUnavailable, Reason, Validation
 from xinrong.keys.binding import VerifiedBinding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
-from xinrong.keys.sealing import seal
 from xinrong.provider_agent.store import DataStore
 from xinrong.statefiles import prepare_private
 from xinrong.v1 import common_pb2, subject_pb2
@@ -526,12 +525,13 @@ class SubjectDesk:
             report=raw, signature=self._credentials.signing_key.sign(subj.REPORT_CONTEXT, raw)
         )
         self.store.log(int(now), "report", enterprise, parsed.request_id, "", f"{len(report.fields)} fields")
-        return seal(
-            subj.pad(signed.SerializeToString(deterministic=True)),
-            recipient_id=enterprise,
-            recipient_public_raw=sealing_raw,
-            content_type=subj.REPORT_CONTENT_TYPE,
-            context=parsed.request_id,
+        return subj.seal_report(
+            signed,
+            enterprise=enterprise,
+            sealing_public_raw=sealing_raw,
+            request_id=parsed.request_id,
+            fields=len(report.fields),
+            cases=len(report.cases),
         )
 
     def accept_case(
@@ -551,7 +551,7 @@ class SubjectDesk:
             raw = key.open(
                 sealed, recipient_id=self._credentials.party_id, content_type=subj.FILING_CONTENT_TYPE, context=case_id
             )
-            signed = subject_pb2.SignedCaseFiling.FromString(subj.unpad(raw))
+            signed = subject_pb2.SignedCaseFiling.FromString(raw)
         except Exception:
             raise ConsentError("case filing cannot be opened") from None
         filing = subj.verify_filing(signed, verified)

@@ -10,41 +10,49 @@ and one institution holds at most ``modeling_max_jobs_per_institution``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from test_modeling_grpc import PROVIDERS, Platform, _start_node, platform, platform_creds  # noqa: F401
 
 from xinrong.bank.modeling import ModelingClient
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import modeling_pb2
 
+from support.modeling_platform import PROVIDERS, Platform, modeling_platform, platform_creds, start_modeling_node
+
 IDLE = 1.5
 
 
-def _restart_with(platform: Platform, **options: object) -> None:  # noqa: F811
+@pytest.fixture
+def platform(pki: Any, tmp_path: Path) -> Iterator[Platform]:
+    with modeling_platform(pki, tmp_path) as plat:
+        yield plat
+
+
+def _restart_with(platform: Platform, **options: object) -> None:
     text = platform.node_config.read_text()
     extra = "".join(f"{k} = {v}\n" for k, v in options.items())
     platform.node_config.write_text(text.replace("[node]\n", "[node]\n" + extra, 1))
     platform.node.stop(0.2)
-    platform.node = _start_node(platform.node_config, platform.captured)
+    platform.node = start_modeling_node(platform.node_config, platform.captured)
 
 
-def _create(platform: Platform, bank: str, job_id: str) -> Any:  # noqa: F811
+def _create(platform: Platform, bank: str, job_id: str) -> Any:
     with ModelingClient(f"127.0.0.1:{platform.node.port}", platform_creds(platform, bank)) as client:
         return client.call(
             "CreateJob", modeling_pb2.CreateJobRequest(job_id=job_id, provider_ids=list(PROVIDERS), backend="plain")
         )
 
 
-def _state(platform: Platform, job_id: str) -> Any:  # noqa: F811
+def _state(platform: Platform, job_id: str) -> Any:
     with ModelingClient(f"127.0.0.1:{platform.node.port}", platform_creds(platform, "bank-a")) as client:
         return client.call("GetJob", modeling_pb2.GetJobRequest(job_id=job_id))
 
 
-def test_abandoned_jobs_expire_and_one_institution_cannot_block_others(platform: Platform) -> None:  # noqa: F811
+def test_abandoned_jobs_expire_and_one_institution_cannot_block_others(platform: Platform) -> None:
     _restart_with(platform, modeling_job_idle_seconds=IDLE, modeling_max_jobs=4, modeling_max_jobs_per_institution=2)
     _create(platform, "bank-a", "abandoned-1")
     _create(platform, "bank-a", "abandoned-2")
@@ -79,7 +87,7 @@ def test_the_config_defaults_bound_jobs_per_institution(tmp_path: Path) -> None:
 
 
 def test_opening_a_job_gets_the_step_deadline_not_the_reconnect_wait(
-    platform: Platform,  # noqa: F811
+    platform: Platform,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A15: OpenJob reads the provider's dataset (minutes at FATE's shape from a cold cache);

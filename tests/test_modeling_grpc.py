@@ -12,7 +12,6 @@ node and that no label or raw feature value reaches it or its database.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sqlite3
@@ -24,8 +23,7 @@ import grpc
 import numpy as np
 import pytest
 
-from xinrong import uscc
-from xinrong.bank.modeling import JobFile, ModelingClient, parse_job, read_bank_table, train
+from xinrong.bank.modeling import ModelingClient, parse_job, read_bank_table, train
 from xinrong.errors import SignatureError
 from xinrong.keys.layout import party_dir, provision_party
 from xinrong.keys.sealing import SealingKey
@@ -45,146 +43,29 @@ from xinrong.modeling.vlr.messages import (
 )
 from xinrong.modeling.vlr_state import ModelShare
 from xinrong.modeling.vlr_wire import decode
-from xinrong.node.config import load_config, render_config
 from xinrong.node.modeling_store import RESTARTED_REASON
-from xinrong.node.server import NodeServer, start_node
-from xinrong.provider_agent import config as agent_config
-from xinrong.provider_agent import server as agent_server
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.tools.federation_job import run_job
 from xinrong.v1 import common_pb2, modeling_pb2, modeling_pb2_grpc
 
 from support.byte_scan import found, searchable
+from support.modeling_platform import (
+    LABEL,
+    PROVIDERS,
+    Platform,
+    breast_tables,
+    modeling_platform,
+    platform_creds,
+    start_modeling_node,
+)
 from support.tamper import MISADDRESSED_RESIDUAL, misaddress_residuals
-
-PROVIDERS = ("tax", "electricity")
-LABEL = "loan_defaulted_flag"  # a distinctive label column name, to look for in the node's view
-
-
-@dataclasses.dataclass
-class Platform:
-    root: Path
-    keys: Path
-    node: NodeServer
-    agents: dict[str, Any]
-    setups: dict[str, Any]
-    captured: list[tuple[str, str, str, bytes]]
-    guest: Path
-    hosts: dict[str, Path]
-    node_config: Path
-
-    def job(self, job_id: str, *, bank: str = "bank-a", backend: str = "plain", **train_cfg: Any) -> JobFile:
-        cfg = {"epochs": 6, "batch_size": 100, **train_cfg}
-        return parse_job(
-            {
-                "job": {
-                    "id": job_id,
-                    "node": f"127.0.0.1:{self.node.port}",
-                    "credentials": str(party_dir(self.keys, "institution", bank)),
-                    "providers": list(PROVIDERS),
-                    "backend": backend,
-                    "allow_plain": True,
-                    "output": str(self.root / "out" / job_id),
-                },
-                "data": {"labels": str(self.guest), "label_column": LABEL},
-                "train": cfg,
-            },
-            self.root,
-        )
-
-    def share(self, provider: str, job_id: str) -> Path:
-        return self.root / "agents" / provider / job_id / "share.json"
-
-    def restart_agent(self, provider: str) -> None:
-        port = self.agents[provider].port
-        self.agents[provider] = agent_server.start_agent(self.setups[provider], bind=f"127.0.0.1:{port}")
-
-
-def _write(path: Path, table: data.PartyTable, label: str | None = None) -> Path:
-    with path.open("w") as fh:
-        fh.write(",".join(["id", *([label] if label else []), *table.columns]) + "\n")
-        for k, (ident, row) in enumerate(zip(table.ids, table.x)):
-            lab = [str(int(table.y[k]))] if label and table.y is not None else []
-            fh.write(",".join([ident, *lab, *[repr(float(v)) for v in row]]) + "\n")
-    return path
-
-
-def _uscc(ident: str) -> str:
-    """The breast rows as enterprises: a valid USCC per id, so they can be scored by USCC too."""
-    return uscc.make("9", "1", "130100", f"MA{int(ident):06d}")
-
-
-def _tables() -> tuple[data.PartyTable, list[data.PartyTable]]:
-    g, h = data.dataset_paths("breast")
-    bank = data.read_table(g, label=True, name="bank-a")
-    bank = dataclasses.replace(bank, ids=tuple(_uscc(i) for i in bank.ids))
-    host = data.read_table(h, label=False)
-    host = dataclasses.replace(host, ids=tuple(_uscc(i) for i in host.ids))
-    return bank, [dataclasses.replace(t, name=p) for t, p in zip(data.split_columns(host, 2), PROVIDERS)]
-
-
-def _start_node(config: Path, captured: list[tuple[str, str, str, bytes]]) -> NodeServer:
-    def observe(peer: str, direction: str, rpc: str, blob: bytes) -> None:
-        captured.append((peer, direction, rpc, blob))
-
-    return start_node(load_config(config), modeling_observer=observe)
 
 
 @pytest.fixture
 def platform(pki: Any, tmp_path: Path) -> Iterator[Platform]:
-    bank, hosts = _tables()
-    guest = _write(tmp_path / "guest.csv", bank, LABEL)
-    host_paths = {t.name: _write(tmp_path / f"{t.name}.csv", t) for t in hosts}
-    agents: dict[str, Any] = {}
-    setups: dict[str, Any] = {}
-    for p in PROVIDERS:
-        cfg = agent_config.parse_config(
-            {
-                "agent": {
-                    "provider": p,
-                    "bind": "127.0.0.1:0",
-                    "credentials": str(party_dir(pki.root, "provider", p)),
-                    "ca_cert": str(pki.root / "ca" / "ca.crt"),
-                    "db": str(tmp_path / f"agent-{p}.db"),
-                    "node_id": "node",
-                },
-                "modeling": {
-                    "enabled": True,
-                    "allowed_institutions": ["bank-a"],
-                    "dataset": str(host_paths[p]),
-                    "dir": str(tmp_path / "agents" / p),
-                    "allow_insecure": True,
-                },
-            },
-            tmp_path,
-        )
-        setups[p] = agent_config.prepare(cfg)
-        agents[p] = agent_server.start_agent(setups[p], bind="127.0.0.1:0")
-    node_config = tmp_path / "node.toml"
-    node_config.write_text(
-        render_config(
-            bind="127.0.0.1:0",
-            credentials=party_dir(pki.root, "node", "node"),
-            ca_cert=pki.root / "ca" / "ca.crt",
-            db=tmp_path / "node.db",
-            providers=[
-                (p, f"127.0.0.1:{a.port}", party_dir(pki.root, "provider", p) / "binding.pb") for p, a in agents.items()
-            ],
-            institutions=[(b, party_dir(pki.root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-            modeling_allow_insecure=True,
-            modeling_step_timeout_seconds=30,
-        )
-    )
-    captured: list[tuple[str, str, str, bytes]] = []
-    node = _start_node(node_config, captured)
-    plat = Platform(tmp_path, pki.root, node, agents, setups, captured, guest, host_paths, node_config)
-    try:
+    with modeling_platform(pki, tmp_path) as plat:
         yield plat
-    finally:
-        plat.node.stop(0.2)
-        for agent in plat.agents.values():
-            agent.stop(0.2)
 
 
 # -- training --------------------------------------------------------------------------------
@@ -195,7 +76,7 @@ def test_training_over_grpc_matches_the_in_process_driver(platform: Platform, tm
     outcome = train(job)
     assert outcome.rows_aligned == 569 and outcome.rows_test == 171 and outcome.metrics.epochs_run == 8
     # the same job in one process (xinrong.tools.federation_job) on the same data, split and configuration
-    bank, hosts = _tables()
+    bank, hosts = breast_tables()
     local = run_job(bank, hosts, job.train, backend="plain", workdir=tmp_path / "local")
     local_auc = metrics.auc(local.y_test, local.test_logits)
     assert np.array_equal(np.sort(local.y_test), np.sort(outcome.y_test))
@@ -229,7 +110,7 @@ def test_ckks_over_grpc(platform: Platform, tmp_path: Path) -> None:
     assert outcome.metadata["scheme"] == "ckks"
     assert outcome.auc > 0.97
     # the same job (same id: same batches) in one process, in the clear, with the surrogate CKKS evaluates
-    bank, hosts = _tables()
+    bank, hosts = breast_tables()
     degree = int(outcome.bank_share.sigmoid["degree"])
     plain = run_job(bank, hosts, job.train, backend="plain", he_params={"max_degree": degree}, workdir=tmp_path / "p")
     # CKKS releases flooded sums: the weights agree to CKKS's noise after four steps
@@ -294,12 +175,6 @@ def test_an_agent_refuses_a_residual_for_another_batch(
     assert refusals and all(m.endswith(f"refused INVALID_ARGUMENT: {MISADDRESSED_RESIDUAL}") for m in refusals)
 
 
-def platform_creds(platform: Platform, bank: str) -> Any:
-    from xinrong.keys.layout import load_party
-
-    return load_party(party_dir(platform.keys, "institution", bank))
-
-
 def test_after_a_node_restart_the_job_cannot_resume_and_says_why(platform: Platform) -> None:
     job = platform.job("breast-node-restart", epochs=4)
 
@@ -322,7 +197,7 @@ def test_after_a_node_restart_the_job_cannot_resume_and_says_why(platform: Platf
         train(job, progress=StopNode)
     platform.restart_agent("tax")
     platform.node.stop(0.2)
-    platform.node = _start_node(platform.node_config, platform.captured)
+    platform.node = start_modeling_node(platform.node_config, platform.captured)
     job = job.model_copy(update={"node": f"127.0.0.1:{platform.node.port}"})
     with pytest.raises(RemoteError) as info:
         train(job, resume=True)
@@ -347,7 +222,7 @@ def test_a_job_running_when_the_node_stops_is_failed_at_restart(platform: Platfo
             "CreateJob", modeling_pb2.CreateJobRequest(job_id=job.job_id, provider_ids=list(PROVIDERS), backend="plain")
         )
     platform.node.stop(0.2)
-    platform.node = _start_node(platform.node_config, platform.captured)
+    platform.node = start_modeling_node(platform.node_config, platform.captured)
     conn = sqlite3.connect(f"file:{platform.root / 'node.db'}?mode=ro", uri=True)
     state, reason = conn.execute(
         "SELECT state, failure_reason FROM modeling_jobs WHERE job_id = ?", (job.job_id,)
@@ -528,7 +403,7 @@ def test_scoring_needs_a_consent_for_credit_scoring_and_counts_its_uses(platform
     job = platform.job("breast-score", epochs=3)
     train(job)
     model, share = load_model(job.output)
-    bank, hosts = _tables()
+    bank, hosts = breast_tables()
     period = ("2025-01-01", "2026-12-31")
     scope = ("tax.*", "electricity.*")
     targets = list(bank.ids[:6])

@@ -17,9 +17,7 @@ import pytest
 from xinrong.catalog import Catalog
 from xinrong.consent import sign_consent
 from xinrong.errors import Reason
-from xinrong.keys.layout import party_dir
-from xinrong.node.config import load_config, render_config
-from xinrong.node.server import NodeServer, start_node
+from xinrong.node.server import NodeServer
 from xinrong.rpc.channel import secure_channel
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 
@@ -34,11 +32,7 @@ from support.node_fakes import (
     revocation,
     verify_request,
 )
-
-provider_agent_config = pytest.importorskip("xinrong.provider_agent.config")
-provider_agent_server = pytest.importorskip("xinrong.provider_agent.server")
-provider_agent_importer = pytest.importorskip("xinrong.provider_agent.importer")
-provider_agent_store = pytest.importorskip("xinrong.provider_agent.store")
+from support.platform import real_platform
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -56,55 +50,10 @@ CSV = {
 RAW = ["734512.37", "88231.90", "48213.77", "51234.11"]
 
 
-def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> Any:
-    csv_path = workdir / f"{provider}.csv"
-    csv_path.write_text(CSV[provider])
-    config = provider_agent_config.parse_config(
-        {
-            "agent": {
-                "provider": provider,
-                "bind": "127.0.0.1:0",
-                "credentials": str(party_dir(root, "provider", provider)),
-                "ca_cert": str(root / "ca" / "ca.crt"),
-                "db": str(workdir / f"agent-{provider}.db"),
-                "node_id": "node",
-            }
-        },
-        workdir,
-    )
-    setup = provider_agent_config.prepare(config)
-    store = provider_agent_store.DataStore(config.db, provider)
-    try:
-        provider_agent_importer.import_csv(store, catalog, provider, csv_path)
-    finally:
-        store.close()
-    return provider_agent_server.start_agent(setup, bind="127.0.0.1:0")
-
-
 @pytest.fixture
 def platform(pki: Any, catalog: Catalog, tmp_path: Path) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
-    agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
-    root = pki.root
-    config_path = tmp_path / "node.toml"
-    config_path.write_text(
-        render_config(
-            bind="127.0.0.1:0",
-            credentials=party_dir(root, "node", "node"),
-            ca_cert=root / "ca" / "ca.crt",
-            db="node.db",
-            providers=[
-                (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
-            ],
-            institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-        )
-    )
-    node = start_node(load_config(config_path))
-    try:
-        yield node, agents
-    finally:
-        node.stop(0.5)
-        for agent in agents.values():
-            agent.stop(0.5)
+    with real_platform(pki, catalog, tmp_path, CSV) as running:
+        yield running
 
 
 _CHANNELS: list[grpc.Channel] = []

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_rpc_factory import _Agent, _AsyncAgent
 
 from xinrong.logs import ContextFilter, JsonFormatter, RequestContext, current_request_id, request_var
 from xinrong.rpc.channel import secure_channel
@@ -22,6 +21,7 @@ from xinrong.rpc.observe import REQUEST_ID_HEADER, MetricsConfig, Observer, is_l
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
+from support.echo_agent import AsyncEchoAgent, EchoAgent
 from support.pki import Pki
 
 AGENT_INFO = "/xinrong.v1.AgentService/GetAgentInfo"
@@ -43,7 +43,7 @@ def _settled(observer: Observer, name: str, want: float, **labels: str) -> float
 
 
 @pytest.fixture(
-    params=[("threads", _Agent), ("asyncio", _Agent), ("asyncio", _AsyncAgent)],
+    params=[("threads", EchoAgent), ("asyncio", EchoAgent), ("asyncio", AsyncEchoAgent)],
     ids=["threads", "asyncio-pool", "asyncio-loop"],
 )
 def observed(pki: Pki, request: pytest.FixtureRequest) -> Iterator[tuple[RunningServer, Observer]]:

@@ -11,72 +11,19 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from xinrong.errors import ConsentError, Reason
+from xinrong.errors import Reason
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.rpc.server import RunningServer, Runtime, ServiceBinding, build_server
+from xinrong.rpc.server import BUSY_RETRY_SECONDS, RunningServer, Runtime, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
+from support.busy import retry_after
+from support.echo_agent import AsyncEchoAgent, EchoAgent
 from support.pki import Pki
 
 
-class _Agent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
-    def GetAgentInfo(
-        self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.GetAgentInfoResponse:
-        return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
-
-    def EvaluateClaims(
-        self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.EvaluateClaimsResponse:
-        raise ConsentError("internal detail that must not leak")
-
-    def EvaluateIndicators(
-        self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.EvaluateIndicatorsResponse:
-        raise RuntimeError("boom: secret internal state")
-
-    def EvaluateStream(
-        self, requests: Iterator[agent_pb2.EvaluateStreamRequest], context: grpc.ServicerContext
-    ) -> Iterator[agent_pb2.EvaluateStreamResponse]:
-        """Echoes call ids; a call id of 0 ends the stream with a refusal."""
-        for batch in requests:
-            if any(c.call_id == 0 for c in batch.calls):
-                raise ConsentError("internal detail that must not leak")
-            yield agent_pb2.EvaluateStreamResponse(
-                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls]
-            )
-
-
-class _AsyncAgent(_Agent):
-    """The same service with coroutine handlers, for the asyncio runtime's loop path."""
-
-    async def GetAgentInfo(  # type: ignore[override]
-        self, request: agent_pb2.GetAgentInfoRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.GetAgentInfoResponse:
-        return agent_pb2.GetAgentInfoResponse(provider="tax", enterprises=1)
-
-    async def EvaluateClaims(  # type: ignore[override]
-        self, request: agent_pb2.EvaluateClaimsRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.EvaluateClaimsResponse:
-        raise ConsentError("internal detail that must not leak")
-
-    async def EvaluateIndicators(  # type: ignore[override]
-        self, request: agent_pb2.EvaluateIndicatorsRequest, context: grpc.ServicerContext
-    ) -> agent_pb2.EvaluateIndicatorsResponse:
-        raise RuntimeError("boom: secret internal state")
-
-    async def EvaluateStream(self, requests: Any, context: grpc.ServicerContext) -> Any:
-        async for batch in requests:
-            if any(c.call_id == 0 for c in batch.calls):
-                raise ConsentError("internal detail that must not leak")
-            yield agent_pb2.EvaluateStreamResponse(
-                results=[agent_pb2.AgentCallResult(call_id=c.call_id) for c in batch.calls]
-            )
-
-
 @pytest.fixture(
-    params=[("threads", _Agent), ("asyncio", _Agent), ("asyncio", _AsyncAgent)],
+    params=[("threads", EchoAgent), ("asyncio", EchoAgent), ("asyncio", AsyncEchoAgent)],
     ids=["threads", "asyncio-pool", "asyncio-loop"],
 )
 def server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
@@ -267,15 +214,18 @@ def test_undecodable_requests_are_invalid_argument_after_the_role_check(
     assert len([r for r in caplog.records if "do not decode" in r.getMessage()]) == 2
 
 
-def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
+@pytest.mark.parametrize("runtime", ["asyncio", "threads"])
+def test_health_answers_while_the_call_budget_is_full(pki: Pki, runtime: Runtime) -> None:
     """gRPC's concurrency limit once counted health checks, so a node busy with
-    its full budget failed liveness. Health now sits outside the budget."""
+    its full budget failed liveness. Health now sits outside the budget. The
+    threads runtime (the agents) once had no budget at all: calls past its pool
+    queued until their deadline, health with them."""
     import threading
     import time
 
     release = threading.Event()
 
-    class _Stuck(_Agent):
+    class _Stuck(EchoAgent):
         def GetAgentInfo(self, request: Any, context: grpc.ServicerContext) -> agent_pb2.GetAgentInfoResponse:
             release.wait(20)
             return agent_pb2.GetAgentInfoResponse(provider="tax")
@@ -290,23 +240,30 @@ def test_health_answers_while_the_call_budget_is_full(pki: Pki) -> None:
                 frozenset({"node"}),
             )
         ],
-        max_workers=1,  # a budget of 16 calls
-        runtime="asyncio",
+        max_workers=1,  # a budget of 16 calls (asyncio), 1 (threads)
+        runtime=runtime,
     )
     running.set_serving(True)
+    assert running.call_budget == (16 if runtime == "asyncio" else 1)
     try:
         with _channel(pki, running, "node", "node") as ch:
             stub = agent_pb2_grpc.AgentServiceStub(ch)
-            stuck = [stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30) for _ in range(16)]
+            stuck = [
+                stub.GetAgentInfo.future(agent_pb2.GetAgentInfoRequest(), timeout=30)
+                for _ in range(running.call_budget)
+            ]
             time.sleep(1.0)
             started = time.monotonic()
             health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             assert time.monotonic() - started < 1.0
+            started = time.monotonic()
             with pytest.raises(grpc.RpcError) as info:  # the budget itself still holds
                 stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+            assert time.monotonic() - started < 1.0  # refused at once, not queued
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert decode_rpc_error(info.value).reason == "SERVER_BUSY"
+            assert retry_after(info.value) == BUSY_RETRY_SECONDS
             release.set()
             assert all(f.result(timeout=20).provider == "tax" for f in stuck)
     finally:

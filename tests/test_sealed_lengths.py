@@ -9,18 +9,22 @@ and form: brackets, grades, ladders, flags and NO_DATA.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from xinrong import subject as subj
 from xinrong.catalog import Catalog, FieldSpec, FieldType, Form
 from xinrong.claims import FieldValue, format_decimal
 from xinrong.errors import SignatureError
 from xinrong.keys.sealing import SealingKey, SessionSealer, pad, padded_length, seal, unpad
 from xinrong.provider_agent.store import Lookup
-from xinrong.v1 import common_pb2
+from xinrong.provider_agent.subject import SubjectDesk, SubjectStore
+from xinrong.v1 import common_pb2, subject_pb2
 
 from support.agent import (
     AS_OF,
@@ -165,3 +169,122 @@ def test_every_sealed_payload_is_padded(scheme: str) -> None:
     assert len({len(b.ciphertext) for b in boxes}) == 1
     for n, b in zip((0, 1, 17, 200, 255), boxes):
         assert key.open(b, recipient_id="bank-a", content_type="t", context="c") == b"y" * n
+
+
+# -- subject rights: an enterprise's own report and its case filings ---------------
+
+
+class _Cells:
+    """A data store whose one period holds ``cells`` for every enterprise (the desk's read path is real)."""
+
+    def __init__(self, columns: dict[str, int], cells: list[object] | None) -> None:
+        self._columns, self._cells = columns, cells
+
+    def lookup(self, *_a: object) -> Lookup:
+        return Lookup(period_id=1, as_of=AS_OF, data=None if self._cells is None else json.dumps(self._cells))
+
+    def columns(self, _period_id: int) -> dict[str, int]:
+        return self._columns
+
+
+def _extreme_cells(catalog: Catalog, provider: str, which: int) -> tuple[dict[str, int], list[object]]:
+    """Column indexes and one row: 0 = short values, 1 = the longest values the field can hold."""
+    specs = catalog.provider_fields(provider)
+    columns = {s.column: i for i, s in enumerate(specs)}
+    row: list[object] = []
+    for s in specs:
+        if s.type is FieldType.BOOL:
+            row.append(which == 0)
+        elif s.type is FieldType.ENUM:
+            row.append(min(s.values, key=len) if which == 0 else max(s.values, key=len))
+        elif s.numeric:
+            row.append("0" if which == 0 else "-123456789012345.67")
+        else:
+            row.append("2026-09-01")
+    return columns, row
+
+
+def _filing(pki: Pki, provider: str, field: str, statement: str, evidence: bytes) -> common_pb2.SealedBox:
+    creds = pki.enterprise(E)
+    filing = subj.build_filing(
+        kind=subject_pb2.CASE_KIND_OBJECTION,
+        enterprise_uscc=E,
+        provider=provider,
+        field=field,
+        statement=statement,
+        evidence=evidence,
+        evidence_name="扫描件" * 60 if evidence else "",
+    )
+    signed = subj.sign_filing(filing, creds.signing_key)
+    binding = pki.provider(provider).binding
+    return subj.seal_filing(
+        signed, provider=provider, sealing_public_raw=binding.sealing_public_raw, case_id=filing.case_id
+    )
+
+
+def test_every_case_filing_seals_to_one_length(pki: Pki) -> None:
+    """The node relays filings: a one-word objection and the largest statement with the largest evidence
+    seal to one length, and the provider opens each."""
+    shapes = [
+        ("x", b""),
+        ("异" * subj.MAX_STATEMENT_CHARS, b""),
+        ("short", b"\x00" * 10),
+        ("\U0001f600" * subj.MAX_STATEMENT_CHARS, b"\xff" * subj.MAX_EVIDENCE_BYTES),
+    ]
+    boxes = [_filing(pki, "tax", "tax.credit_grade", st, ev) for st, ev in shapes]
+    assert len({len(b.ciphertext) for b in boxes}) == 1, [len(b.ciphertext) for b in boxes]
+    key = pki.provider("tax").sealing_key
+    assert key is not None
+    for box, (statement, _ev) in zip(boxes, shapes):
+        raw = key.open(box, recipient_id="tax", content_type=subj.FILING_CONTENT_TYPE, context=box.context)
+        assert subject_pb2.CaseFiling.FromString(subject_pb2.SignedCaseFiling.FromString(raw).filing).statement == (
+            statement
+        )
+
+
+def test_every_subject_report_seals_to_one_length(pki: Pki, catalog: Catalog, tmp_path: Path) -> None:
+    """An enterprise's own report: for one provider and one number of cases (what the node knows), short
+    values, the longest values, no record at all, and cases of any statement length seal to one length."""
+    creds = pki.enterprise(E)
+    per_shape: dict[tuple[str, int], set[int]] = {}
+    variants = [(0, which, "") for which in (0, 1, None)]
+    variants += [(1, which, st) for which in (0, 1, None) for st in ("x", "申" * subj.MAX_STATEMENT_CHARS)]
+    for provider in catalog.providers:
+        spec = catalog.provider_fields(provider)[0]
+        for i, (n_cases, which, statement) in enumerate(variants):
+            store = SubjectStore(tmp_path / f"{provider}-{i}.subject.db")
+            try:
+                if n_cases:
+                    filing = subj.build_filing(
+                        kind=subject_pb2.CASE_KIND_OBJECTION,
+                        enterprise_uscc=E,
+                        provider=provider,
+                        field=spec.key,
+                        statement=statement,
+                    )
+                    store.add_case(filing, subj.sign_filing(filing, creds.signing_key), int(time.time()))
+                columns, row = _extreme_cells(catalog, provider, which or 0)
+                desk = SubjectDesk(
+                    catalog=catalog,
+                    provider=provider,
+                    credentials=pki.provider(provider),
+                    data=_Cells(columns, None if which is None else row),  # type: ignore[arg-type]
+                    store=store,
+                )
+                box = desk.report(subj.sign_query(E, creds.signing_key), creds.binding.signed)
+                key = creds.sealing_key
+                assert key is not None
+                raw = key.open(box, recipient_id=E, content_type=subj.REPORT_CONTENT_TYPE, context=box.context)
+                report = subject_pb2.SubjectReport.FromString(subject_pb2.SignedSubjectReport.FromString(raw).report)
+                assert len(report.cases) == n_cases and report.held == (which is not None)
+                per_shape.setdefault((provider, n_cases), set()).add(len(box.ciphertext))
+            finally:
+                store.close()
+    assert len(per_shape) == 2 * len(catalog.providers), per_shape
+    assert all(len(v) == 1 for v in per_shape.values()), per_shape
+    # Every report fits its budget: the padded length is the budget itself.
+    for (provider, n_cases), (length,) in per_shape.items():
+        assert length == subj.report_pad_to(len(catalog.provider_fields(provider)), n_cases) + 48, (
+            provider,
+            length,
+        )  # HPKE: enc and tag

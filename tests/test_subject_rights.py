@@ -19,13 +19,7 @@ from xinrong import subject as subj
 from xinrong.catalog import Catalog
 from xinrong.enterprise.client import SubjectClient
 from xinrong.errors import Reason
-from xinrong.keys.layout import party_dir
-from xinrong.keys.sealing import seal
-from xinrong.node.config import load_config, render_config
-from xinrong.node.server import NodeServer, start_node
-from xinrong.provider_agent import config as agent_config
-from xinrong.provider_agent import importer
-from xinrong.provider_agent import server as agent_server
+from xinrong.node.server import NodeServer
 from xinrong.provider_agent import store as agent_store
 from xinrong.provider_agent.subject import (
     APPROVED,
@@ -50,6 +44,7 @@ from support.node_fakes import (
     open_verdicts,
     verify_request,
 )
+from support.platform import real_platform
 
 AS_OF = "2026-06-30"
 CSV = {
@@ -67,58 +62,12 @@ CSV = {
 RAW = ["734512.37", "88231.90", "48213.77", "51234.11", "1234.56"]
 
 
-def _start_agent(root: Path, workdir: Path, catalog: Catalog, provider: str) -> Any:
-    csv_path = workdir / f"{provider}.csv"
-    csv_path.write_text(CSV[provider])
-    config = agent_config.parse_config(
-        {
-            "agent": {
-                "provider": provider,
-                "bind": "127.0.0.1:0",
-                "credentials": str(party_dir(root, "provider", provider)),
-                "ca_cert": str(root / "ca" / "ca.crt"),
-                "db": str(workdir / f"agent-{provider}.db"),
-                "node_id": "node",
-            }
-        },
-        workdir,
-    )
-    setup = agent_config.prepare(config)
-    data = agent_store.DataStore(config.db, provider)
-    try:
-        importer.import_csv(data, catalog, provider, csv_path)
-    finally:
-        data.close()
-    return agent_server.start_agent(setup, bind="127.0.0.1:0", poll_seconds=0.2)
-
-
 @contextlib.contextmanager
 def _platform(
     pki: Any, catalog: Catalog, tmp_path: Path, database: dict[str, Any] | None = None
 ) -> Iterator[tuple[NodeServer, dict[str, Any]]]:
-    agents = {p: _start_agent(pki.root, tmp_path, catalog, p) for p in ("tax", "social_insurance")}
-    root = pki.root
-    config_path = tmp_path / "node.toml"
-    config_path.write_text(
-        render_config(
-            bind="127.0.0.1:0",
-            credentials=party_dir(root, "node", "node"),
-            ca_cert=root / "ca" / "ca.crt",
-            db="node.db",
-            providers=[
-                (p, f"127.0.0.1:{a.port}", party_dir(root, "provider", p) / "binding.pb") for p, a in agents.items()
-            ],
-            institutions=[(b, party_dir(root, "institution", b) / "binding.pb") for b in ("bank-a", "bank-b")],
-            database=database,
-        )
-    )
-    node = start_node(load_config(config_path))
-    try:
-        yield node, agents
-    finally:
-        node.stop(0.5)
-        for agent in agents.values():
-            agent.stop(0.5)
+    with real_platform(pki, catalog, tmp_path, CSV, database=database, poll_seconds=0.2) as running:
+        yield running
 
 
 @pytest.fixture
@@ -157,13 +106,6 @@ def _case_store(agent: Any) -> SubjectStore:
     return agent.subject  # type: ignore[no-any-return]
 
 
-def test_padding_is_uniform_and_round_trips() -> None:
-    sizes = {len(subj.pad(b"x" * n)) for n in (0, 1, 100, 2000, 4000)}
-    assert sizes == {subj.SMALL_BUCKET}
-    assert subj.unpad(subj.pad(b"abc")) == b"abc"
-    assert len(subj.pad(b"x" * 5000)) == 2 * subj.SMALL_BUCKET
-
-
 def test_enterprise_reads_all_its_data_sealed_and_uniform(
     platform: tuple[NodeServer, dict[str, Any]], pki: Any, catalog: Catalog
 ) -> None:
@@ -180,7 +122,7 @@ def test_enterprise_reads_all_its_data_sealed_and_uniform(
         assert all(f.status == subject_pb2.FIELD_STATUS_NORMAL for f in tax.values())
         # Every field of the provider, held or not.
         assert set(tax) == {f.key for f in catalog.provider_fields("tax")}
-    # Another enterprise's answers are as long as ACME's (padded to one bucket).
+    # Another enterprise's answers are as long as ACME's (padded by the sealing rule).
     creds_beta = pki.enterprise(BETA)
     query = subj.sign_query(BETA, creds_beta.signing_key)
     channel = secure_channel(f"127.0.0.1:{node.port}", creds_beta, server_role="node", server_id="node")
@@ -200,8 +142,11 @@ def test_enterprise_reads_all_its_data_sealed_and_uniform(
         )
     finally:
         channel.close()
-    lengths = {len(a.sealed.ciphertext) for a in list(beta.answers) + list(acme.answers)}
-    assert len(lengths) == 1, lengths
+    # One length per provider (its field count is public), whichever enterprise and values.
+    lengths: dict[str, set[int]] = {}
+    for a in list(beta.answers) + list(acme.answers):
+        lengths.setdefault(a.provider, set()).add(len(a.sealed.ciphertext))
+    assert sorted(lengths) == ["social_insurance", "tax"] and all(len(v) == 1 for v in lengths.values()), lengths
     # The node stored and logged no raw value of these answers.
     db = node.core.config.db
     assert db is not None
@@ -465,13 +410,7 @@ def test_agent_refuses_a_filing_not_signed_by_the_enterprise(
     )
     signed = subj.sign_filing(filing, beta.signing_key)  # not ACME's key
     tax = pki.provider("tax").binding
-    box = seal(
-        subj.pad(signed.SerializeToString(deterministic=True)),
-        recipient_id="tax",
-        recipient_public_raw=tax.sealing_public_raw,
-        content_type=subj.FILING_CONTENT_TYPE,
-        context=filing.case_id,
-    )
+    box = subj.seal_filing(signed, provider="tax", sealing_public_raw=tax.sealing_public_raw, case_id=filing.case_id)
     channel = secure_channel(f"127.0.0.1:{node.port}", acme, server_role="node", server_id="node")
     try:
         stub = subject_pb2_grpc.SubjectServiceStub(channel)

@@ -46,6 +46,9 @@ class Reason(enum.StrEnum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     JOB_FAILED = "JOB_FAILED"
     INTERNAL = "INTERNAL"
+    # Access institutions (Issue 12 section 5): the caller's own status only.
+    INSTITUTION_SUSPENDED = "INSTITUTION_SUSPENDED"
+    QUOTA_EXHAUSTED = "QUOTA_EXHAUSTED"
 
 
 # Public messages: fixed per reason, so a refusal never echoes internal state.
@@ -77,6 +80,8 @@ PUBLIC_MESSAGES: dict[Reason, str] = {
     Reason.FAILED_PRECONDITION: "the operation is not allowed in the current state",
     Reason.JOB_FAILED: "the modeling job failed",
     Reason.INTERNAL: "internal error",
+    Reason.INSTITUTION_SUSPENDED: "this institution's access to the platform is suspended",
+    Reason.QUOTA_EXHAUSTED: "this institution's rate limit for the method is reached; retry later",
 }
 
 

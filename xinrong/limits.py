@@ -78,6 +78,16 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.PublicService/WithdrawFiling": _SMALL,
     "/xinrong.v1.PublicService/ListFilings": _SMALL,
     "/xinrong.v1.PublicService/GetCreditReport": _SMALL,
+    # Access institutions (operator only): a binding is ~300 bytes.
+    "/xinrong.v1.InstitutionAdminService/RegisterInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ListInstitutions": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/GetInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/SuspendInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ResumeInstitution": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/RecordAssessment": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/ListDueAssessments": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/SetQuota": _SMALL,
+    "/xinrong.v1.InstitutionAdminService/GetInstitutionUsage": _SMALL,
 }
 
 __all__ = [

@@ -7,13 +7,21 @@ state change (pause / resume). Each is signed with the enterprise's
 CA-bound Ed25519 key under its own context; a failed check is the uniform
 ``ACCESS_DENIED``.
 
-Padding: everything non-public an enterprise reads is sealed after being
-padded to a fixed bucket (``pad``), so a relay learns nothing from the
-length of a box but its bucket. Buckets are 4 KiB multiples up to 64 KiB,
-then 64 KiB multiples: one provider's report on one enterprise fits the
-first bucket, so different enterprises' answers have the same length.
-(A shared padding helper was being written in parallel; this one is local
-and fixed-bucket, and easy to swap.)
+Padding: everything non-public an enterprise reads, and every case it files,
+is sealed with the one padding rule of ``xinrong.keys.sealing`` (``pad_to``),
+to a length that depends only on what the relaying node knows:
+
+* a provider's report (``seal_report``): the provider's field count (the
+  public catalog) and the number of cases on the enterprise at that provider
+  (each went through the node as a FileCase), so ``report_pad_to`` per-field
+  and per-case budgets, never the values;
+* a case filing (``seal_filing``): one fixed size that holds the largest
+  statement and evidence admitted (``FILING_PAD_TO``), so a relay cannot tell
+  a one-line objection from one with a scanned page attached.
+
+A report larger than its budget (a case with a long history) pads to the next
+multiple of it: the length then says "over budget", never by how much within
+a step.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from xinrong import ids
 from xinrong.errors import ConsentError, Reason, ValidationError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
+from xinrong.keys.sealing import seal
 from xinrong.keys.signing import SigningKey
 from xinrong.v1 import common_pb2, subject_pb2
 
@@ -40,39 +49,54 @@ FILING_CONTENT_TYPE = "xinrong.v1.SignedCaseFiling"
 MAX_STATEMENT_CHARS = 2000
 MAX_EVIDENCE_BYTES = 256 * 1024
 
-SMALL_BUCKET = 4096
-LARGE_BUCKET = 65536
+# Budgets of ``report_pad_to``: the report's envelope (ids, dates, signature),
+# one field (key, value text, status) and one case (statement of up to
+# MAX_STATEMENT_CHARS in any script, reason, a few history steps).
+REPORT_BASE_BYTES = 1024
+REPORT_FIELD_BYTES = 256
+REPORT_CASE_BYTES = 4 * MAX_STATEMENT_CHARS + 4096
+# A filing: the largest evidence, the largest statement and name in 4-byte
+# UTF-8, ids, signature and framing.
+FILING_PAD_TO = MAX_EVIDENCE_BYTES + 4 * MAX_STATEMENT_CHARS + 8192
 
 
-def bucket_size(n: int) -> int:
-    """The padded size for a payload of n bytes (see the module docstring)."""
-    if n <= LARGE_BUCKET:
-        return max(SMALL_BUCKET, -(-n // SMALL_BUCKET) * SMALL_BUCKET)
-    return -(-n // LARGE_BUCKET) * LARGE_BUCKET
+def report_pad_to(fields: int, cases: int) -> int:
+    """The sealed size of a report with ``fields`` fields and ``cases`` cases (see the module docstring)."""
+    return REPORT_BASE_BYTES + REPORT_FIELD_BYTES * fields + REPORT_CASE_BYTES * cases
 
 
-def pad(payload: bytes) -> bytes:
-    """A PaddedPayload whose serialization is exactly a bucket size long."""
-    empty = subject_pb2.PaddedPayload(payload=payload).SerializeToString(deterministic=True)
-    target = bucket_size(len(empty) + 8)
-    # The padding field's tag and length prefix take 1 + varint bytes of the target.
-    for overhead in range(2, 8):
-        padded = subject_pb2.PaddedPayload(payload=payload, padding=bytes(target - len(empty) - overhead))
-        raw = padded.SerializeToString(deterministic=True)
-        if len(raw) == target:
-            return raw
-    raise AssertionError("padding did not converge")  # pragma: no cover - varint sizes are fixed
+def seal_report(
+    signed: subject_pb2.SignedSubjectReport,
+    *,
+    enterprise: str,
+    sealing_public_raw: bytes,
+    request_id: str,
+    fields: int,
+    cases: int,
+) -> common_pb2.SealedBox:
+    """A provider's signed report, padded to ``report_pad_to`` and sealed to the enterprise."""
+    return seal(
+        signed.SerializeToString(deterministic=True),
+        recipient_id=enterprise,
+        recipient_public_raw=sealing_public_raw,
+        content_type=REPORT_CONTENT_TYPE,
+        context=request_id,
+        pad_to=report_pad_to(fields, cases),
+    )
 
 
-def unpad(raw: bytes) -> bytes:
-    padded = subject_pb2.PaddedPayload()
-    try:
-        padded.ParseFromString(raw)
-    except Exception:
-        raise ValidationError("padded payload does not parse") from None
-    if any(padded.padding):
-        raise ValidationError("padding is not zero")
-    return padded.payload
+def seal_filing(
+    signed: subject_pb2.SignedCaseFiling, *, provider: str, sealing_public_raw: bytes, case_id: str
+) -> common_pb2.SealedBox:
+    """An enterprise's signed filing, padded to ``FILING_PAD_TO`` and sealed to the owning provider."""
+    return seal(
+        signed.SerializeToString(deterministic=True),
+        recipient_id=provider,
+        recipient_public_raw=sealing_public_raw,
+        content_type=FILING_CONTENT_TYPE,
+        context=case_id,
+        pad_to=FILING_PAD_TO,
+    )
 
 
 # -- subject queries -----------------------------------------------------------
@@ -215,17 +239,18 @@ def verify_state_change(
 
 __all__ = [
     "FILING_CONTENT_TYPE",
+    "FILING_PAD_TO",
     "MAX_EVIDENCE_BYTES",
     "MAX_STATEMENT_CHARS",
     "REPORT_CONTENT_TYPE",
     "REPORT_CONTEXT",
-    "bucket_size",
     "build_filing",
-    "pad",
+    "report_pad_to",
+    "seal_filing",
+    "seal_report",
     "sign_filing",
     "sign_query",
     "sign_state_change",
-    "unpad",
     "verify_enterprise",
     "verify_filing",
     "verify_query",

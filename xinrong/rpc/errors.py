@@ -51,6 +51,8 @@ STATUS_OF: dict[Reason, grpc.StatusCode] = {
     Reason.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.JOB_FAILED: grpc.StatusCode.ABORTED,
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+    Reason.INSTITUTION_SUSPENDED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.QUOTA_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 assert set(STATUS_OF) == set(Reason), "every reason needs a status code"
 

@@ -52,6 +52,7 @@ from xinrong.limits import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES
 from xinrong.logs import NO_REQUEST, request_var
 from xinrong.rpc.auth import Peer, peer_of, remember_peer
 from xinrong.rpc.errors import DOMAIN, status_for, status_for_error
+from xinrong.rpc.gate import CallGate
 
 if TYPE_CHECKING:
     from xinrong.rpc.observe import Observer
@@ -85,6 +86,18 @@ def _refused_peer(context: Any, roles: frozenset[str], method: str) -> Peer | No
         log.warning("[%s] refused caller role %s", method, peer.role if peer else None)
         return None
     return peer
+
+
+def _gate_refusal(gate: CallGate | None, peer: Peer | None, method: str) -> grpc.Status | None:
+    """The party's per-call gate (``xinrong.rpc.gate``): None to go on, else the refusal's status."""
+    if gate is None or peer is None:
+        return None
+    try:
+        gate.admit(peer, method)
+    except XinrongError as exc:
+        log.info("[%s] gate refused %s %s: %s", method, peer.role, peer.party_id, exc.reason.value)
+        return status_for_error(exc)
+    return None
 
 
 def _failure_status(exc: Exception, method: str) -> grpc.Status:
@@ -155,19 +168,58 @@ def _guard_sync(
     streaming: bool,
     decode: Decode,
     request_streaming: bool,
+    budget: _CallBudget | None = None,
+    gate: CallGate | None = None,
 ) -> Callable[..., Any]:
-    """Thread runtime: role check, then decoding, then the handler; any
-    exception becomes its status."""
+    """Thread runtime: the call budget, role check, the gate, then decoding, then
+    the handler; any exception becomes its status."""
 
     def decoded(raw: Any) -> Any:
         return _decoded_stream(raw, decode) if request_streaming else decode(raw)
 
+    def budgeted(guarded: Callable[..., Any]) -> Callable[..., Any]:
+        if budget is None:
+            return guarded
+
+        if streaming:
+
+            def stream_call(request: Any, context: grpc.ServicerContext) -> Any:
+                if not budget.enter():
+                    context.abort_with_status(_busy_status(budget.limit))
+                try:
+                    yield from guarded(request, context)
+                finally:
+                    budget.leave()
+
+            return stream_call
+
+        def unary_call(request: Any, context: grpc.ServicerContext) -> Any:
+            if not budget.enter():
+                context.abort_with_status(_busy_status(budget.limit))
+            try:
+                return guarded(request, context)
+            finally:
+                budget.leave()
+
+        return unary_call
+
     if streaming:
 
         def stream(request: Any, context: grpc.ServicerContext) -> Any:
-            if _refused_peer(context, roles, method) is None:
+            peer = _refused_peer(context, roles, method)
+            if peer is None:
                 context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
+            refusal = _gate_refusal(gate, peer, method)
+            if refusal is not None:
+                context.abort_with_status(refusal)
             try:
+                if gate is not None and peer is not None:
+                    with gate.streams.opened(peer, method) as open_stream:
+                        for item in behavior(decoded(request), context):
+                            if open_stream.error is not None:
+                                raise open_stream.error
+                            yield item
+                        return
                 yield from behavior(decoded(request), context)
                 return
             except Exception as exc:
@@ -178,50 +230,74 @@ def _guard_sync(
                 failure = _failure_status(exc, method)
             context.abort_with_status(failure)
 
-        return stream
+        return budgeted(stream)
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        if _refused_peer(context, roles, method) is None:
+        peer = _refused_peer(context, roles, method)
+        if peer is None:
             context.abort_with_status(status_for(Reason.CALLER_NOT_ALLOWED))
+        refusal = _gate_refusal(gate, peer, method)
+        if refusal is not None:
+            context.abort_with_status(refusal)
         try:
             return behavior(decoded(request), context)
         except Exception as exc:
             failure = _failure_status(exc, method)
         context.abort_with_status(failure)
 
-    return unary
+    return budgeted(unary)
 
 
 class _CallBudget:
-    """Concurrent guarded calls on the asyncio runtime (only touched on the loop).
+    """Concurrent guarded calls, in both runtimes; a call over it is refused at once with ``_busy_status``.
 
     gRPC's ``maximum_concurrent_rpcs`` counts every call, health checks too,
     so a node busy with 256 calls failed its liveness probe and would be
     restarted by an orchestrator. The budget lives in the guard instead:
-    health and reflection are not guarded, so they always answer.
+    health and reflection are not guarded, so they always answer. On the
+    asyncio runtime (calls hold no thread) the budget is ``16 * max_workers``;
+    on the threads runtime a call holds a handler thread, so the budget is
+    ``max_workers`` and the pool has ``BUDGET_SPARE_THREADS`` more, for
+    health, reflection and the refusals themselves (before, calls past the
+    pool queued silently until their deadline and health queued with them).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self._lock = threading.Lock()  # the threads runtime enters from many threads
 
     def enter(self) -> bool:
-        if self.in_flight >= self.limit:
-            return False
-        self.in_flight += 1
-        return True
+        with self._lock:
+            if self.in_flight >= self.limit:
+                return False
+            self.in_flight += 1
+            return True
 
     def leave(self) -> None:
-        self.in_flight -= 1
+        with self._lock:
+            self.in_flight -= 1
+
+
+# What a refused caller is told to wait before retrying (RetryInfo): calls are short, a second frees many.
+BUSY_RETRY_SECONDS = 1.0
+# Threads runtime: pool threads beyond the call budget (see _CallBudget).
+BUDGET_SPARE_THREADS = 4
 
 
 def _busy_status(limit: int) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason="SERVER_BUSY", domain=DOMAIN)
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    retry_ms = int(BUSY_RETRY_SECONDS * 1000)
+    info = error_details_pb2.ErrorInfo(reason="SERVER_BUSY", domain=DOMAIN, metadata={"retry_after_ms": str(retry_ms)})
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(retry_ms)
+    details = []
+    for message in (info, retry):
+        detail = any_pb2.Any()
+        detail.Pack(message)
+        details.append(detail)
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    message = f"server busy: {limit} calls in flight; retry later"
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=[detail]))
+    message = f"server busy: {limit} calls in flight; retry after {BUSY_RETRY_SECONDS:g} s"
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
 
 
 async def _abort(context: Any, status: grpc.Status) -> None:
@@ -259,6 +335,7 @@ def _guard_async(
     response_streaming: bool,
     decode: Decode,
     budget: _CallBudget | None = None,
+    gate: CallGate | None = None,
 ) -> Callable[..., Any]:
     """asyncio runtime: coroutine (and async generator) handlers run on the
     loop; plain ones run in ``pool``, so they may block, with their request
@@ -268,6 +345,9 @@ def _guard_async(
         peer = _refused_peer(context, roles, method)
         if peer is None:
             await _abort(context, status_for(Reason.CALLER_NOT_ALLOWED))
+        refusal = _gate_refusal(gate, peer, method)
+        if refusal is not None:
+            await _abort(context, refusal)
         return peer
 
     def in_pool(request: Any, context: Any, peer: Peer | None) -> Any:
@@ -319,6 +399,25 @@ def _guard_async(
 
     async def guarded_stream(request: Any, context: Any) -> Any:
         peer = await admit(context)
+        if gate is None or peer is None:
+            async for item in served_stream(request, context, peer):
+                yield item
+            return
+        with gate.streams.opened(peer, method) as open_stream:
+            try:
+                async for item in served_stream(request, context, peer):
+                    yield item
+                return
+            except asyncio.CancelledError:
+                if open_stream.error is None:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            # Closed by the gate (e.g. the institution was suspended): say why.
+            await _abort(context, status_for_error(open_stream.error))
+
+    async def served_stream(request: Any, context: Any, peer: Peer | None) -> Any:
         try:
             request = decoded(request)
             if async_generator:
@@ -342,12 +441,18 @@ class _GuardedRegistrar:
     functions and registers each handler wrapped in the guard."""
 
     def __init__(
-        self, server: Any, roles: frozenset[str], pool: futures.Executor | None, budget: _CallBudget | None = None
+        self,
+        server: Any,
+        roles: frozenset[str],
+        pool: futures.Executor | None,
+        budget: _CallBudget | None = None,
+        gate: CallGate | None = None,
     ) -> None:
         self._server = server
         self._roles = roles
         self._pool = pool
         self._budget = budget
+        self._gate = gate
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         # The generated code also registers each method by name below; that
@@ -374,6 +479,7 @@ class _GuardedRegistrar:
                 response_streaming=h.response_streaming,
                 decode=decode,
                 budget=self._budget,
+                gate=self._gate,
             )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
@@ -385,18 +491,21 @@ class _GuardedRegistrar:
         streams = h.request_streaming
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams), **kwargs
+                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams), **kwargs
+                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams), **kwargs
+                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                **kwargs,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams), **kwargs
+            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, self._budget, self._gate), **kwargs
         )
 
 
@@ -444,6 +553,8 @@ class RunningServer:
         self.service_names = service_names
         self._stopped = threading.Event()
         self._hard_stop_armed = threading.Event()
+        # Guarded calls in flight beyond which a call is refused SERVER_BUSY (see _CallBudget).
+        self.call_budget = 0
 
     def set_serving(self, serving: bool) -> None:
         """Report readiness: health answers SERVING only after the party says so."""
@@ -599,29 +710,36 @@ def build_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     runtime: Runtime = "threads",
     observer: Observer | None = None,
+    gate: CallGate | None = None,
 ) -> RunningServer:
     """Build and start a server; bind "127.0.0.1:0" for an ephemeral port.
 
     ``observer`` (xinrong.rpc.observe): metrics and request-scoped logs of every call.
+    ``gate`` (xinrong.rpc.gate): the party's per-call admission, asked after the role check.
     """
     if runtime == "asyncio":
-        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer)
+        return _build_asyncio(credentials, bind, services, max_workers, max_message_bytes, observer, gate)
     if runtime != "threads":
         raise ValueError(f"unknown server runtime {runtime!r}")
+    budget = _CallBudget(max_workers)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=credentials.party_id),
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers + BUDGET_SPARE_THREADS, thread_name_prefix=credentials.party_id
+        ),
         options=_options(max_message_bytes),
+        # A backstop only (it counts health too): the budget refuses long before.
         maximum_concurrent_rpcs=max_workers * 16,
         interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
-        s.register(_GuardedRegistrar(server, s.allowed_roles, None))
+        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget, gate=gate))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(s.name for s in services)
     reflection.enable_server_reflection(_reflected(names), server)
     port = _add_port(server, bind, credentials)
     running = ThreadedServer(port, names, server, health_servicer)
+    running.call_budget = budget.limit
     running.set_serving(False)
     server.start()
     return running
@@ -634,6 +752,7 @@ def _build_asyncio(
     max_workers: int,
     max_message_bytes: int,
     observer: Observer | None = None,
+    gate: CallGate | None = None,
 ) -> AsyncioServer:
     loop = asyncio.new_event_loop()
     from xinrong.rpc.observe import ContextThreadPool  # handlers in the pool keep the request's log context
@@ -649,7 +768,7 @@ def _build_asyncio(
         )
         budget = _CallBudget(max_workers * 16)
         for s in services:
-            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget))
+            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget, gate))
         health_servicer = AsyncHealthServicer()
         for name in ("", *names):  # the asyncio servicer starts out SERVING
             await health_servicer.set(name, _NOT_SERVING)
@@ -668,6 +787,8 @@ def _build_asyncio(
         thread.join(timeout=5)
         pool.shutdown(wait=False)
         raise
-    return AsyncioServer(
+    running = AsyncioServer(
         port, names, loop=loop, server=server, health_servicer=health_servicer, pool=pool, thread=thread
     )
+    running.call_budget = max_workers * 16
+    return running

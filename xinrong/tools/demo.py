@@ -564,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
             logs = transparency_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
             evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
+            institutions_tally = _institutions(platform, truth, args.as_of)
             from xinrong.tools.demo_public import play_public  # Issue 12: public records, filing, signed report
 
             public = play_public(platform, truth.enterprises_present_everywhere()[0])
@@ -578,6 +579,7 @@ def run(args: argparse.Namespace) -> int:
             rights = {}
             logs = LogTally()
             evaluated, evaluation_mismatches = 0, -1
+            institutions_tally = {}
             public = {}
         summary = {
             "verified": tally.verified,
@@ -591,6 +593,7 @@ def run(args: argparse.Namespace) -> int:
             **logs.as_dict(),
             "evaluated": evaluated,
             "evaluation_mismatches": evaluation_mismatches,
+            **institutions_tally,
             **public,
             "providers": len(providers),
             "enterprises": args.enterprises,
@@ -616,6 +619,15 @@ def run(args: argparse.Namespace) -> int:
         if ok and args.keep:
             keep_running(platform, truth, args.as_of)
     return 0 if ok else 1
+
+
+def _institutions(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> dict[str, int]:
+    """A third bank onboarded at run time, a quota and a suspension refusal (xinrong.tools.demo_institutions)."""
+    if "tax" not in truth.rows:
+        return {}
+    from xinrong.tools.demo_institutions import play_institutions
+
+    return play_institutions(platform, truth.enterprises_present_everywhere()[0], as_of, _say)
 
 
 def _subject_rights(platform: LocalPlatform, truth: GroundTruth, as_of: str, tally: Tally) -> dict[str, int]:

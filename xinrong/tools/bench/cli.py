@@ -82,3 +82,8 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--credentials", required=True, help="the credentials the ceiling server presents")
     p.add_argument("--port-file", required=True, type=Path, help="write the bound port here")
     p.set_defaults(func=verify.ceiling_server)
+    from xinrong.tools.bench import report_render
+
+    p = sub.add_parser("report-render", help="printable credit report: A4 PDF and HTML render time (median of N)")
+    report_render.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.report_render"))
