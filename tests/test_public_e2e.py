@@ -69,6 +69,24 @@ def test_publish_report_verify_filing_and_republish(platform: LocalPlatform, tmp
         else:
             assert key not in items
     assert all(i["self_reported"] for i in items.values() if i["field"].startswith("self."))
+    # The printable form through the bank CLI (renderer: bank.report_render), from the same node.
+    html = tmp_path / "report.html"
+    _cli(
+        plat,
+        "bank",
+        "report",
+        "--enterprise",
+        code,
+        "--credentials",
+        bank,
+        "--node",
+        plat.node_address,
+        "--html",
+        str(html),
+        "--lang",
+        "en",
+    )
+    assert code in html.read_text(encoding="utf-8")
     # Offline verification: a tampered copy is refused with a non-zero exit.
     saved = tmp_path / "report.json"
     saved.write_text(text)
