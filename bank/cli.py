@@ -180,6 +180,9 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
 
     add_score_arguments(p)
     p.set_defaults(func=run_score)
+    from xinrong.bank.public_cli import register_report
+
+    register_report(sub, add_connection_args)
     p = sub.add_parser("parties", help="list providers with CA-verified keys")
     add_connection_args(p)
     p.set_defaults(func=cmd_parties)

@@ -300,6 +300,9 @@ def cmd_audit_witness(args: argparse.Namespace) -> int:
 def register_cli(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="enterprise_cmd", metavar="COMMAND")
     sub.required = True
+    from xinrong.enterprise.public_cli import register_public
+
+    register_public(sub)
     p = sub.add_parser("score", help="this enterprise's own evaluation: score, grade and breakdown")
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
     p.add_argument("--node", required=True, help="node address host:port")

@@ -54,13 +54,13 @@ APPEND_LOCK = 0x78696E726F6E6705
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_AUDIENCE = 256
 MAX_TOPIC_CHARS = 32
-TOPIC_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+TOPIC_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # An event's region: a 6-digit administrative division code (GB/T 2260), or
 # a shorter prefix when only the province or city is known; "" when unknown.
-REGION_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})?$")
+REGION_RE = re.compile(r"(\d{2}|\d{4}|\d{6})?")
 # An event's industry: the GB/T 4754 section letter, then optionally the
 # division, group or class digits ("C", "C30", "C301", "C3011"); "" when unknown.
-INDUSTRY_RE = re.compile(r"^([A-T]\d{0,4})?$")
+INDUSTRY_RE = re.compile(r"([A-T]\d{0,4})?")
 # Subscription filters.
 REGION_FILTER_RE = re.compile(r"^(\d{2}|\d{4}|\d{6})$")
 INDUSTRY_FILTER_RE = re.compile(r"^([A-T]\d{0,4}|\d{2,4})$")
@@ -92,7 +92,7 @@ class Filters:
             if len(values) > MAX_FILTERS:
                 raise ValidationError(f"at most {MAX_FILTERS} {name} filters")
             for value in values:
-                if not pattern.match(value):
+                if not pattern.fullmatch(value):
                     raise ValidationError(
                         f"{name} filter malformed (region: 2, 4 or 6 digits; industry: a GB/T 4754 "
                         "section letter and up to 4 digits, or 2-4 digits; topic: lowercase name)"
@@ -188,17 +188,17 @@ def event_id(seq: int, topic: str, enterprise: str, region: str, industry: str, 
 
 
 def _check(event: NewEvent) -> None:
-    if not TOPIC_RE.match(event.topic):
+    if not TOPIC_RE.fullmatch(event.topic):
         raise ValueError("event topic must be a lowercase name of at most 32 characters")
     if not (0 < len(event.enterprise) <= 64):
         raise ValueError("event enterprise must be a USCC")
-    if not REGION_RE.match(event.region):
+    if not REGION_RE.fullmatch(event.region):
         raise ValueError("event region must be a 2-, 4- or 6-digit administrative division code")
-    if not INDUSTRY_RE.match(event.industry):
+    if not INDUSTRY_RE.fullmatch(event.industry):
         raise ValueError("event industry must be a GB/T 4754 section letter and up to 4 digits")
     if len(event.payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"event payload larger than {MAX_PAYLOAD_BYTES} bytes")
-    if len(event.audience) > MAX_AUDIENCE or not all(PARTY_ID_RE.match(a) for a in event.audience):
+    if len(event.audience) > MAX_AUDIENCE or not all(PARTY_ID_RE.fullmatch(a) for a in event.audience):
         raise ValueError("event audience must be at most 256 institution ids")
 
 

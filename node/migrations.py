@@ -424,6 +424,92 @@ CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE OR DELETE ON tlog_checkp
 CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
 """
 
+# -- 4: public records pushed by providers, voluntary filings (Issue 12 §1, §4) --
+# public_batches keeps every provider-signed batch as received (its exact
+# bytes and signature), so every version stays provable; public_records is
+# the current value per (enterprise, field); filings keeps the enterprise's
+# signed filing and, once withdrawn, its signed withdrawal.
+
+_SQLITE_4 = """
+CREATE TABLE public_batches (
+    provider     TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    base_version INTEGER NOT NULL,
+    period       TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    batch        BLOB NOT NULL,
+    signature    BLOB NOT NULL,
+    key_id       TEXT NOT NULL,
+    records      INTEGER NOT NULL,
+    changed      INTEGER NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    PRIMARY KEY (provider, version)
+) WITHOUT ROWID;
+CREATE TABLE public_records (
+    uscc     TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    as_of    TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    PRIMARY KEY (uscc, field)
+) WITHOUT ROWID;
+CREATE INDEX public_records_provider ON public_records (provider, uscc);
+CREATE TABLE filings (
+    filing_id            TEXT PRIMARY KEY,
+    enterprise           TEXT NOT NULL,
+    filing               BLOB NOT NULL,
+    signature            BLOB NOT NULL,
+    commitment_sha256    TEXT NOT NULL,
+    signed_at            INTEGER NOT NULL,
+    filed_ms             INTEGER NOT NULL,
+    withdrawn_ms         INTEGER,
+    withdrawal           BLOB,
+    withdrawal_signature BLOB
+);
+CREATE INDEX filings_enterprise ON filings (enterprise, filed_ms);
+"""
+
+_POSTGRES_4 = """
+CREATE TABLE public_batches (
+    provider     TEXT NOT NULL,
+    version      BIGINT NOT NULL,
+    base_version BIGINT NOT NULL,
+    period       TEXT NOT NULL,
+    sha256       TEXT NOT NULL,
+    batch        BYTEA NOT NULL,
+    signature    BYTEA NOT NULL,
+    key_id       TEXT NOT NULL,
+    records      BIGINT NOT NULL,
+    changed      BIGINT NOT NULL,
+    received_ms  BIGINT NOT NULL,
+    PRIMARY KEY (provider, version)
+);
+CREATE TABLE public_records (
+    uscc     TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    as_of    TEXT NOT NULL,
+    version  BIGINT NOT NULL,
+    PRIMARY KEY (uscc, field)
+);
+CREATE INDEX public_records_provider ON public_records (provider, uscc);
+CREATE TABLE filings (
+    filing_id            TEXT PRIMARY KEY,
+    enterprise           TEXT NOT NULL,
+    filing               BYTEA NOT NULL,
+    signature            BYTEA NOT NULL,
+    commitment_sha256    TEXT NOT NULL,
+    signed_at            BIGINT NOT NULL,
+    filed_ms             BIGINT NOT NULL,
+    withdrawn_ms         BIGINT,
+    withdrawal           BYTEA,
+    withdrawal_signature BYTEA
+);
+CREATE INDEX filings_enterprise ON filings (enterprise, filed_ms);
+"""
+
 # -- 6: access institutions (Issue 12 section 5) -------------------------------------
 # ``institutions``: every institution the node admits, config-file ones imported
 # at start (source 'config') and those onboarded at run time (source
@@ -605,7 +691,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
     Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
-    Migration(4, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(4, "public records and voluntary filings", _SQLITE_4, _POSTGRES_4),
     Migration(5, "event log", _SQLITE_5, _POSTGRES_5),
     Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
     Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),

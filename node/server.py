@@ -10,10 +10,11 @@ revocation pushes that agents have not acknowledged (at start, then every
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from xinrong.keys.layout import PartyCredentials, load_party
@@ -29,7 +30,7 @@ from xinrong.node.evaluation import EvaluationAgents, EvaluationStore
 from xinrong.node.evaluation_servicer import ALLOWED_ROLES as EVALUATION_ROLES
 from xinrong.node.evaluation_servicer import SERVICE_NAME as EVALUATION_SERVICE_NAME
 from xinrong.node.evaluation_servicer import EvaluationServicer
-from xinrong.node.events import EventLog
+from xinrong.node.events import EventLog, NewEvent, region_of
 from xinrong.node.institutions import InstitutionWatch
 from xinrong.node.institutions_servicer import ALLOWED_ROLES as INSTITUTION_ADMIN_ROLES
 from xinrong.node.institutions_servicer import SERVICE_NAME as INSTITUTION_ADMIN_SERVICE_NAME
@@ -39,6 +40,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.public import ChangedRecord, PublicStore
+from xinrong.node.public_servicer import ALLOWED_ROLES as PUBLIC_ROLES
+from xinrong.node.public_servicer import SERVICE_NAME as PUBLIC_SERVICE_NAME
+from xinrong.node.public_servicer import PublicServicer
 from xinrong.node.push_servicer import ALLOWED_ROLES as PUSH_ROLES
 from xinrong.node.push_servicer import SERVICE_NAME as PUSH_SERVICE_NAME
 from xinrong.node.push_servicer import PushServicer
@@ -59,6 +64,7 @@ from xinrong.v1 import (
     evaluation_pb2_grpc,
     modeling_pb2_grpc,
     node_pb2_grpc,
+    public_pb2_grpc,
     push_pb2_grpc,
     subject_pb2_grpc,
     transparency_pb2_grpc,
@@ -107,6 +113,55 @@ def open_database(config: NodeConfig) -> Database:
     return Database(config.db, synchronous=config.sqlite_synchronous)
 
 
+def push_public_changes(public: PublicStore, events: EventLog) -> None:
+    """Public-record and filing changes become push events (Issue 12 §3) for every institution.
+
+    The payload says what changed where (field, provider, version, self-reported, removed), not the value:
+    a subscriber reads the record itself with GetPublicRecords, which is an audited read.
+    """
+
+    def forward(changes: Sequence[ChangedRecord]) -> None:
+        events.append_many(
+            [
+                NewEvent(
+                    topic=c.topic,
+                    enterprise=c.enterprise,
+                    region=c.region or region_of(c.enterprise),
+                    industry=c.industry,
+                    payload=json.dumps(
+                        {
+                            "field": c.field,
+                            "provider": c.provider,
+                            "version": c.version,
+                            "self_reported": c.self_reported,
+                            "removed": c.removed,
+                        },
+                        sort_keys=True,
+                        separators=(",", ":"),
+                    ).encode(),
+                )
+                for c in changes
+            ]
+        )
+
+    public.on_change(forward)
+
+
+def public_store(core: NodeCore) -> PublicStore:
+    """Public records, filings and credit reports (``node.public``) over the core's stores."""
+    return PublicStore(
+        db=core.db,
+        audit=core.audit,
+        catalog=core.catalog,
+        registry=core.registry,
+        ca=core.ca,
+        signing_key=core.credentials.signing_key,
+        node_id=core.credentials.party_id,
+        max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+
+
 # How often a replica's sequencer looks for staged audit events (PostgreSQL).
 SEQUENCER_SECONDS = 0.05
 
@@ -120,6 +175,8 @@ class NodeServer:
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
     observer: Metrics | None = None
+    # Public records and filings; ``public.on_change(callback)`` is the change hook.
+    public: PublicStore | None = None
     institutions_watch: InstitutionWatch | None = None
     # The event log the push service streams (producers append to it).
     events: EventLog | None = None
@@ -311,6 +368,9 @@ def start_node(
         demand_servicer = DemandServicer(
             Demands(db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock)
         )
+        public = public_store(core)
+        push_public_changes(public, events)
+        public_servicer = PublicServicer(public)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -344,6 +404,11 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    PUBLIC_SERVICE_NAME,
+                    lambda s: public_pb2_grpc.add_PublicServiceServicer_to_server(public_servicer, s),
+                    allowed_roles=PUBLIC_ROLES,
+                ),
                 ServiceBinding(
                     INSTITUTION_ADMIN_SERVICE_NAME,
                     lambda s: institutions_grpc.add_InstitutionAdminServiceServicer_to_server(
@@ -407,6 +472,7 @@ def start_node(
         events=events,
         whitelist=whitelist,
         push=push_servicer,
+        public=public,
     )
     node.institutions_watch = InstitutionWatch(
         core.institutions,

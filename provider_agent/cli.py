@@ -4,6 +4,7 @@
     xinrong agent import --config agent.toml --csv tax.csv [--allow-older]
     xinrong agent serve  --config agent.toml [--port-file PATH]
     xinrong agent info   --config agent.toml [--json]
+    xinrong agent publish --config agent.toml --node HOST:PORT [--json]
     xinrong agent objections list|resolve --config agent.toml [--id X --corrected | --rejected --reason R]
     xinrong agent repairs list|approve|reject --config agent.toml [--id X [--effective DATE] [--reason R]]
 
@@ -101,6 +102,21 @@ def _serve(setup: AgentSetup, args: argparse.Namespace) -> int:
         port_file=Path(args.port_file) if args.port_file else None,
         metrics_port_file=Path(args.metrics_port_file) if args.metrics_port_file else None,
     )
+
+
+def _publish(setup: AgentSetup, args: argparse.Namespace) -> int:
+    from xinrong.provider_agent.publish import publish
+
+    report = publish(setup, args.node)
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        print(
+            f"{report.provider}: {report.outcome}, period {report.period or '-'}, {report.batches} batches "
+            f"({report.already_applied} already applied), {report.records_changed} changes, "
+            f"node version {report.version}"
+        )
+    return 0
 
 
 def _info(setup: AgentSetup, args: argparse.Namespace) -> int:
@@ -344,6 +360,14 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="agent TOML config")
     p.add_argument("--json", action="store_true", help="one JSON line")
     p.set_defaults(func=_with_setup(_info))
+
+    p = sub.add_parser(
+        "publish", help="push the active period's public (aggregate-mode) fields to the node: incremental, idempotent"
+    )
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--node", required=True, help="node address host:port")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(func=_with_setup(_publish))
     _register_cases(sub)
 
     audit = sub.add_parser("audit", help="the agent's own answer log, and what it holds of the node's")

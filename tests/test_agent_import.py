@@ -68,6 +68,7 @@ def test_good_file(store: DataStore, catalog: Catalog, tmp_path: Path) -> None:
         "cit_paid_last_year": "300000",
         "consecutive_normal_months": 30,
         "last_normal_payment_date": "2026-09-01",
+        "grade_a_taxpayer": True,
     }
     poor = record(store, E_POOR)
     assert poor is not None and poor["cit_paid_last_year"] is None and poor["last_normal_payment_date"] is None
@@ -78,21 +79,21 @@ def test_good_file(store: DataStore, catalog: Catalog, tmp_path: Path) -> None:
 
 BAD_ROWS = [
     # line 2: fine
-    [E_GOOD, AS_OF, "A", "false", "false", "0", "1", "2", "3", "2026-01-01"],
+    [E_GOOD, AS_OF, "A", "false", "false", "0", "1", "2", "3", "2026-01-01", ""],
     # line 3: bad USCC check character
-    [E_GOOD[:-1] + ("0" if E_GOOD[-1] != "0" else "1"), AS_OF, "A", "false", "false", "0", "1", "2", "3", ""],
+    [E_GOOD[:-1] + ("0" if E_GOOD[-1] != "0" else "1"), AS_OF, "A", "false", "false", "0", "1", "2", "3", "", ""],
     # line 4: grade not in the catalog, bool not a bool
-    [E_POOR, AS_OF, "E", "yes", "false", "0", "1", "2", "3", ""],
+    [E_POOR, AS_OF, "E", "yes", "false", "0", "1", "2", "3", "", ""],
     # line 5: duplicate of line 2
-    [E_GOOD, AS_OF, "B", "false", "false", "0", "1", "2", "3", ""],
+    [E_GOOD, AS_OF, "B", "false", "false", "0", "1", "2", "3", "", ""],
     # line 6: negative decimal, fractional int, impossible date
-    [make_uscc(5), AS_OF, "B", "true", "true", "-5", "1e6", "2", "3.5", "2026-02-30"],
+    [make_uscc(5), AS_OF, "B", "true", "true", "-5", "1e6", "2", "3.5", "2026-02-30", ""],
     # line 7: a second as_of date
-    [make_uscc(6), "2026-10-31", "B", "true", "true", "5", "1", "2", "3", ""],
+    [make_uscc(6), "2026-10-31", "B", "true", "true", "5", "1", "2", "3", "", ""],
     # line 8: too few cells
     [make_uscc(7), AS_OF, "B"],
     # line 9: NaN and infinity are not numbers here
-    [make_uscc(8), AS_OF, "B", "true", "true", "NaN", "Infinity", "2", "3", ""],
+    [make_uscc(8), AS_OF, "B", "true", "true", "NaN", "Infinity", "2", "3", "", ""],
 ]
 
 
@@ -110,7 +111,7 @@ def test_bad_file_rejected_whole_with_every_line(store: DataStore, catalog: Cata
     assert "line 5: USCC duplicates line 2" in text
     for column in ("arrears_amount", "vat_paid_last_year", "consecutive_normal_months", "last_normal_payment_date"):
         assert f"line 6: column {column}" in text
-    assert "line 7: column as_of" in text and "line 8: expected 10 cells, found 3" in text
+    assert "line 7: column as_of" in text and "line 8: expected 11 cells, found 3" in text
     assert "line 9: column arrears_amount" in text and "line 9: column vat_paid_last_year" in text
     # Problems never echo cell contents.
     assert "yes" not in text and "-5" not in text and "2026-02-30" not in text
@@ -156,8 +157,8 @@ def test_empty_and_header_only_files_are_rejected(store: DataStore, catalog: Cat
 def test_new_period_replaces_old_atomically(store: DataStore, catalog: Catalog, tmp_path: Path) -> None:
     import_csv(store, catalog, "tax", write_csv(tmp_path / "q3.csv", TAX_HEADER, tax_rows("2026-09-30")))
     newer = [
-        [make_uscc(10), "2026-12-31", "B", "false", "false", "0", "5", "5", "5", ""],
-        [E_GOOD, "2026-12-31", "D", "true", "true", "7", "5", "5", "5", ""],
+        [make_uscc(10), "2026-12-31", "B", "false", "false", "0", "5", "5", "5", "", ""],
+        [E_GOOD, "2026-12-31", "D", "true", "true", "7", "5", "5", "5", "", ""],
     ]
     result = import_csv(store, catalog, "tax", write_csv(tmp_path / "q4.csv", TAX_HEADER, newer))
     assert result.previous_as_of == "2026-09-30" and result.rows == 2

@@ -31,8 +31,8 @@ provider_agent_store = pytest.importorskip("xinrong.provider_agent.store")
 AS_OF = "2026-06-30"
 CSV = (
     "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-    "consecutive_normal_months,last_normal_payment_date\n"
-    f"{ACME},{AS_OF},A,false,false,0,734512.37,88231.90,27,2026-06-15\n"
+    "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
+    f"{ACME},{AS_OF},A,false,false,0,734512.37,88231.90,27,2026-06-15,true\n"
 )
 
 

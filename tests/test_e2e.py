@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from xinrong.bank.client import BankClient
-from xinrong.catalog import Catalog, default_catalog
+from xinrong.catalog import Catalog, SharingMode, default_catalog
 from xinrong.claims import check_claim, evaluate, parse_claim
 from xinrong.consent import parse_consent
 from xinrong.enterprise.client import ConsentRequest, EnterpriseClient, grant
@@ -104,7 +104,17 @@ def test_node_stores_and_logs_no_raw_provider_value(platform: tuple[LocalPlatfor
     after the session, before the adversarial tests send thresholds of their own
     that may coincide with CSV values.)"""
     plat, truth = platform
+    # Public records (Issue 12 §1) reach the node by design: every provider with
+    # aggregate-mode fields publishes first, so the scan also proves that no
+    # non-aggregate value travels with them. Public values are not leaks.
+    for provider in truth.catalog.public_providers():
+        if provider in plat.agent_configs:
+            published = plat.group.run_cli(
+                ["agent", "publish", "--config", str(plat.agent_configs[provider]), "--node", plat.node_address]
+            )
+            assert published.returncode == 0, published.stderr
     constants = _published_constants(truth.catalog)
+    public_cells: set[str] = set()
     raw: set[str] = set()
     for provider in truth.rows:
         with open(plat.workdir / "data" / f"{provider}.csv", newline="") as fh:
@@ -112,7 +122,12 @@ def test_node_stores_and_logs_no_raw_provider_value(platform: tuple[LocalPlatfor
                 for column, cell in row.items():
                     if column in ("uscc", "as_of") or len(cell) < 5 or cell in constants:
                         continue
-                    raw.add(cell)
+                    spec = truth.catalog.fields.get(f"{provider}.{column}")
+                    if spec is not None and spec.mode is SharingMode.AGGREGATE:
+                        public_cells.add(cell)
+                    else:
+                        raw.add(cell)
+    raw -= public_cells
     assert len(raw) > 5000  # the scan has something to find
     db_path = plat.workdir / "state" / "node.db"
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -130,6 +145,7 @@ def test_node_stores_and_logs_no_raw_provider_value(platform: tuple[LocalPlatfor
     log_text = (plat.workdir / "logs" / "node.log").read_text(errors="replace")
     assert "INFO" in log_text  # the node ran verbosely, so its log is worth scanning
     tokens.update(_TOKEN.findall(log_text))
+    assert public_cells & tokens  # the public records did arrive
     leaked = sorted(raw & tokens)
     assert leaked == [], f"raw provider values found at the node: {leaked[:10]}"
     # The scan works: a raw value planted in a copy of the log is found.

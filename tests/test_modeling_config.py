@@ -135,9 +135,9 @@ def test_store_features_follow_the_catalog(tmp_path: Path, catalog: Catalog) -> 
     csv_path = tmp_path / "tax.csv"
     csv_path.write_text(
         "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-        "consecutive_normal_months,last_normal_payment_date\n"
-        f"{A},2026-06-30,B,false,true,51234.11,734512.37,,27,2026-06-15\n"
-        f"{B},2026-06-30,,true,false,0,0,5.5,0,\n"
+        "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
+        f"{A},2026-06-30,B,false,true,51234.11,734512.37,,27,2026-06-15,false\n"
+        f"{B},2026-06-30,,true,false,0,0,5.5,0,,\n"
     )
     store = DataStore(tmp_path / "tax.db", "tax")
     try:

@@ -50,9 +50,9 @@ AS_OF = "2026-06-30"
 CSV = {
     "tax": (
         "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-        "consecutive_normal_months,last_normal_payment_date\n"
-        f"{ACME},{AS_OF},A,false,true,1234.56,734512.37,88231.90,27,\n"
-        f"{BETA},{AS_OF},C,true,true,51234.11,,,2,\n"
+        "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
+        f"{ACME},{AS_OF},A,false,true,1234.56,734512.37,88231.90,27,,true\n"
+        f"{BETA},{AS_OF},C,true,true,51234.11,,,2,,false\n"
     ),
     "social_insurance": (
         "uscc,as_of,avg_insured_headcount,avg_employer_contribution,consecutive_months,last_normal_month,in_arrears\n"

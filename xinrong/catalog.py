@@ -100,6 +100,50 @@ class FieldSpec:
         return lower, upper
 
 
+class SelfReportedType(enum.StrEnum):
+    INT = "int"
+    DECIMAL = "decimal"
+    BOOL = "bool"
+    TEXT = "text"
+    TEXT_LIST = "text_list"
+
+
+# Bounds of a self-reported text when the catalog names none.
+DEFAULT_TEXT_LENGTH = 256
+DEFAULT_LIST_ITEMS = 32
+
+
+@dataclass(frozen=True)
+class SelfReportedSpec:
+    """An item an enterprise may file about itself (自主填报): no provider holds it.
+
+    Kept apart from ``fields`` on purpose: a field belongs to a provider and
+    so to an agent process; a self-reported item belongs to nobody but the
+    enterprise and is stored only at the node, marked self-reported.
+    """
+
+    key: str
+    type: SelfReportedType
+    unit: str
+    label_zh: str
+    label_en: str
+    max_length: int = DEFAULT_TEXT_LENGTH
+    max_items: int = DEFAULT_LIST_ITEMS
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """The credit commitment text (信用承诺) a filing is signed with, pinned by hash."""
+
+    version: str
+    text_zh: str
+    text_en: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text_zh.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True)
 class Catalog:
     version: str
@@ -108,6 +152,8 @@ class Catalog:
     providers: dict[str, Provider]
     fields: dict[str, FieldSpec]
     _by_provider: dict[str, tuple[FieldSpec, ...]] = field(default_factory=dict, repr=False)
+    self_reported: dict[str, SelfReportedSpec] = field(default_factory=dict)
+    commitment: Commitment | None = None
 
     def field(self, key: str) -> FieldSpec:
         try:
@@ -119,6 +165,14 @@ class Catalog:
         if provider not in self.providers:
             raise CatalogError(f"unknown provider {provider!r}")
         return self._by_provider.get(provider, ())
+
+    def aggregate_fields(self, provider: str) -> tuple[FieldSpec, ...]:
+        """The provider's public (aggregate-mode) fields: the only ones it may push to the node."""
+        return tuple(s for s in self.provider_fields(provider) if s.mode is SharingMode.AGGREGATE)
+
+    def public_providers(self) -> tuple[str, ...]:
+        """Providers holding at least one aggregate-mode field, in catalog order."""
+        return tuple(p for p in self.providers if any(s.mode is SharingMode.AGGREGATE for s in self.provider_fields(p)))
 
 
 def _decimal_list(raw: object, where: str) -> tuple[Decimal, ...]:
@@ -194,6 +248,57 @@ def _parse_field(entry: dict[str, object], providers: dict[str, Provider]) -> Fi
     )
 
 
+def _bound(entry: dict[str, object], name: str, default: int, key: str) -> int:
+    value = entry.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096:
+        raise CatalogError(f"{key}: {name} must be a whole number in [1, 4096]")
+    return value
+
+
+def _parse_self_reported(raw: object, fields: dict[str, FieldSpec]) -> dict[str, SelfReportedSpec]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise CatalogError("[[self_reported]] must be an array of tables")
+    out: dict[str, SelfReportedSpec] = {}
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise CatalogError("every [[self_reported]] entry must be a table")
+        key = entry.get("key")
+        if not isinstance(key, str) or not key.startswith("self.") or key.count(".") != 1:
+            raise CatalogError(f"self-reported key {key!r} must look like 'self.name'")
+        name = key.split(".")[1]
+        if not name.isidentifier() or name != name.lower():
+            raise CatalogError(f"{key}: name must be a lower-case identifier")
+        if key in out or key in fields:
+            raise CatalogError(f"self-reported item {key} is declared twice")
+        try:
+            stype = SelfReportedType(str(entry.get("type")))
+        except ValueError as exc:
+            raise CatalogError(f"{key}: {exc}") from None
+        out[key] = SelfReportedSpec(
+            key=key,
+            type=stype,
+            unit=str(entry.get("unit", "")),
+            label_zh=str(entry.get("label_zh", key)),
+            label_en=str(entry.get("label_en", key)),
+            max_length=_bound(entry, "max_length", DEFAULT_TEXT_LENGTH, key),
+            max_items=_bound(entry, "max_items", DEFAULT_LIST_ITEMS, key),
+        )
+    return out
+
+
+def _parse_commitment(raw: object) -> Commitment | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise CatalogError("[commitment] must be a table")
+    version, text_zh, text_en = (raw.get(k) for k in ("version", "text_zh", "text_en"))
+    if not all(isinstance(v, str) and v.strip() for v in (version, text_zh, text_en)):
+        raise CatalogError("[commitment] needs non-empty version, text_zh and text_en")
+    return Commitment(version=str(version), text_zh=str(text_zh), text_en=str(text_en))
+
+
 def parse_catalog(raw: bytes) -> Catalog:
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
@@ -234,6 +339,8 @@ def parse_catalog(raw: bytes) -> Catalog:
         providers=providers,
         fields=fields,
         _by_provider={k: tuple(v) for k, v in by_provider.items()},
+        self_reported=_parse_self_reported(doc.get("self_reported"), fields),
+        commitment=_parse_commitment(doc.get("commitment")),
     )
 
 

@@ -90,7 +90,7 @@ def sign_demand(
 def check_demand_fields(demand: demand_pb2.FinancingDemand, *, now: float | None) -> None:
     """Every field inside its limits (INVALID_ARGUMENT naming the first one that is not);
     ``now`` None (a stored demand re-read) skips the freshness of ``issued_at``."""
-    if not DEMAND_ID_RE.match(demand.demand_id):
+    if not DEMAND_ID_RE.fullmatch(demand.demand_id):
         raise _refuse("demand_id: 1-64 of A-Z a-z 0-9 . _ -")
     if not 1 <= demand.amount_yuan <= MAX_AMOUNT_YUAN:
         raise _refuse(f"amount_yuan must be between 1 and {MAX_AMOUNT_YUAN}")
@@ -100,13 +100,13 @@ def check_demand_fields(demand: demand_pb2.FinancingDemand, *, now: float | None
         raise _refuse(f"purpose: 1 to {MAX_PURPOSE_CHARS} characters")
     if any(ord(c) < 0x20 for c in demand.purpose):
         raise _refuse("purpose must not hold control characters")
-    if not REGION_RE.match(demand.region):
+    if not REGION_RE.fullmatch(demand.region):
         raise _refuse("region must be a 6-digit administrative division code")
-    if not INDUSTRY_RE.match(demand.industry):
+    if not INDUSTRY_RE.fullmatch(demand.industry):
         raise _refuse("industry must be a GB/T 4754 section letter and up to 4 digits, or empty")
     if not 1 <= len(demand.consent_ids) <= MAX_CONSENTS or len(set(demand.consent_ids)) != len(demand.consent_ids):
         raise _refuse(f"consent_ids: 1 to {MAX_CONSENTS} distinct consent ids")
-    if any(not DEMAND_ID_RE.match(c) for c in demand.consent_ids):
+    if any(not DEMAND_ID_RE.fullmatch(c) for c in demand.consent_ids):
         raise _refuse("consent_ids: malformed consent id")
     if not demand.issued_at or (now is not None and abs(demand.issued_at - now) > 86400):
         raise _refuse("issued_at must be within a day of the node's clock")

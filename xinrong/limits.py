@@ -68,6 +68,16 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.AgentSubjectService/UpdateConsentPause": 64 * 1024,
     "/xinrong.v1.AgentSubjectService/GetCaseStats": _SMALL,
     "/xinrong.v1.EvaluationService/GetOwnEvaluation": 64 * 1024,
+    # Public records: a batch of at most xinrong.public.MAX_BATCH_RECORDS
+    # records (2 MiB of canonical JSON) plus its signature; a filing (32 KiB)
+    # with its signature and the enterprise's binding.
+    "/xinrong.v1.PublicService/PublishRecords": 2 * 1024 * 1024 + 1024,
+    "/xinrong.v1.PublicService/GetPublishState": _SMALL,
+    "/xinrong.v1.PublicService/GetPublicRecords": _SMALL,
+    "/xinrong.v1.PublicService/FileSelfReport": 48 * 1024,
+    "/xinrong.v1.PublicService/WithdrawFiling": _SMALL,
+    "/xinrong.v1.PublicService/ListFilings": _SMALL,
+    "/xinrong.v1.PublicService/GetCreditReport": _SMALL,
     # Access institutions (operator only): a binding is ~300 bytes.
     "/xinrong.v1.InstitutionAdminService/RegisterInstitution": _SMALL,
     "/xinrong.v1.InstitutionAdminService/ListInstitutions": _SMALL,

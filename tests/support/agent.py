@@ -65,14 +65,15 @@ TAX_HEADER = [
     "cit_paid_last_year",
     "consecutive_normal_months",
     "last_normal_payment_date",
+    "grade_a_taxpayer",
 ]
 
 
 def tax_rows(as_of: str = AS_OF) -> list[list[str]]:
     return [
-        [E_GOOD, as_of, "A", "false", "false", "0", "1200000.50", "300000", "30", "2026-09-01"],
-        [E_POOR, as_of, "C", "true", "true", "250000", "50000", "", "2", ""],
-        [E_EMPTY, as_of, "", "", "", "", "", "", "", ""],
+        [E_GOOD, as_of, "A", "false", "false", "0", "1200000.50", "300000", "30", "2026-09-01", "true"],
+        [E_POOR, as_of, "C", "true", "true", "250000", "50000", "", "2", "", "false"],
+        [E_EMPTY, as_of, "", "", "", "", "", "", "", "", ""],
     ]
 
 

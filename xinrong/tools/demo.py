@@ -566,6 +566,10 @@ def run(args: argparse.Namespace) -> int:
             evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
             institutions_tally = _institutions(platform, truth, args.as_of)
             push = _push(platform, truth, args.as_of[:7]) if evaluated else {}
+            from xinrong.tools.demo_public import play_public  # Issue 12: public records, filing, signed report
+
+            public = play_public(platform, truth.enterprises_present_everywhere()[0])
+            _say(f"\n[9] public records, a voluntary filing and a node-signed credit report verified offline: {public}")
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -578,6 +582,7 @@ def run(args: argparse.Namespace) -> int:
             evaluated, evaluation_mismatches = 0, -1
             institutions_tally = {}
             push = {}
+            public = {}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -592,6 +597,7 @@ def run(args: argparse.Namespace) -> int:
             "evaluation_mismatches": evaluation_mismatches,
             **institutions_tally,
             **push,
+            **public,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -610,6 +616,7 @@ def run(args: argparse.Namespace) -> int:
             and evaluation_mismatches == 0
             and push.get("whitelist_pushed", 0) == push.get("whitelist_expected", 0)
             and push.get("whitelist_leaked", 0) == 0
+            and public.get("reports_verified") == 1
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)

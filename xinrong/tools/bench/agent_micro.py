@@ -52,6 +52,7 @@ TAX_COLUMNS = [
     "cit_paid_last_year",
     "consecutive_normal_months",
     "last_normal_payment_date",
+    "grade_a_taxpayer",
 ]
 
 
@@ -74,11 +75,12 @@ def write_tax_csv(path: Path, rows: int, *, seed: int = 7, as_of: str = "2026-09
             if len(first) < 1000:
                 first.append(code)
             arrears = rng.random() < 0.1
+            grade = rng.choice("ABMCD")
             w.writerow(
                 [
                     code,
                     as_of,
-                    rng.choice("ABMCD"),
+                    grade,
                     "true" if rng.random() < 0.05 else "false",
                     "true" if arrears else "false",
                     f"{rng.uniform(0, 500000):.2f}" if arrears else "0",
@@ -86,6 +88,7 @@ def write_tax_csv(path: Path, rows: int, *, seed: int = 7, as_of: str = "2026-09
                     "" if rng.random() < 0.1 else f"{rng.uniform(0, 6e6):.2f}",
                     rng.randint(0, 60),
                     "2026-09-15",
+                    "true" if grade == "A" else "false",
                 ]
             )
     return first

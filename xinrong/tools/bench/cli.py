@@ -50,6 +50,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("tlog", help="Merkle audit log: inclusion proof time at N leaves, append throughput")
     tlog.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.tlog"))
+    from xinrong.tools.bench import report
+
+    p = sub.add_parser("report", help="credit report build + sign time (p50 / p99), and as GetCreditReport serves it")
+    report.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.report"))
     from xinrong.tools.bench import evaluate
 
     p = sub.add_parser(

@@ -6,10 +6,40 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from xinrong.tools.datagen.columns import Col, ProviderData, flag, graded, num
 from xinrong.tools.datagen.common import F64, Bools, epoch_day, sigmoid
 from xinrong.tools.datagen.firms import IND_ELEC, IND_GAS, IND_GAS_PRESENCE, IND_LETTERS, IND_WATER, STATUSES, Firms
+
+# Division codes the generator registers firms in (see firms._make_usccs) and
+# a few GB/T 4754-2017 classes per section: the catalog lists the same values.
+REGION_CODES = tuple(
+    f"13{p:02d}{c}" for p in range(1, 12) for c in ("00", "02", "03", "04", "05", "06", "08", "09", "21", "81")
+)
+INDUSTRY_CLASSES: dict[str, tuple[str, ...]] = {
+    "A": ("A0111", "A0311"),
+    "B": ("B0610", "B0810"),
+    "C": ("C1311", "C2614", "C3110", "C3311", "C3670", "C3911"),
+    "D": ("D4411", "D4430"),
+    "E": ("E4710", "E4890"),
+    "F": ("F5010", "F5110"),
+    "G": ("G5211", "G5261"),
+    "H": ("H6110", "H6210"),
+    "I": ("I6410", "I6513"),
+    "J": ("J6621", "J6940"),
+    "K": ("K7010", "K7040"),
+    "L": ("L7211", "L7251"),
+    "M": ("M7320", "M7520"),
+    "N": ("N7710", "N7820"),
+    "O": ("O8010", "O8051"),
+    "P": ("P8310", "P8336"),
+    "Q": ("Q8411", "Q8421"),
+    "R": ("R8610", "R8810"),
+    "S": ("S9421", "S9521"),
+}
+ALL_CLASSES = tuple(c for letter in IND_LETTERS for c in INDUSTRY_CLASSES[letter])
+CLASS_OFFSETS = {i: sum(len(INDUSTRY_CLASSES[x]) for x in IND_LETTERS[:i]) for i in range(len(IND_LETTERS))}
 
 
 def _streak(
@@ -42,17 +72,58 @@ def _market(f: Firms, rng: np.random.Generator) -> ProviderData:
     capital = np.exp(math.log(1_500_000.0) + 0.95 * f.size + 0.8 * rng.standard_normal(n))
     capital = np.maximum(10_000.0, np.round(capital / 10_000.0) * 10_000.0)
     abnormal = rng.random(n) < sigmoid(-3.8 - 1.0 * h + 1.4 * d + 1.5 * f.dormant)
-    return ProviderData(
-        present=np.ones(n, dtype=np.bool_),
-        columns={
-            "status": Col("enum", f.status, names=STATUSES),
-            "years_in_operation": num(np.floor(f.age_years)),
-            "industry": Col("enum", f.industry, names=IND_LETTERS),
-            "registered_capital": num(capital),
-            "annual_revenue": num(f.revenue),
-            "abnormal_operation": flag(abnormal),
-        },
+    columns = {
+        "status": Col("enum", f.status, names=STATUSES),
+        "years_in_operation": num(np.floor(f.age_years)),
+        "industry": Col("enum", f.industry, names=IND_LETTERS),
+        "registered_capital": num(capital),
+        "annual_revenue": num(f.revenue),
+        "abnormal_operation": flag(abnormal),
+    }
+    # The public records come last: their draws follow every earlier one, so
+    # the columns above keep their values for a seed.
+    columns.update(_market_public(f, rng, h, d))
+    return ProviderData(present=np.ones(n, dtype=np.bool_), columns=columns)
+
+
+def _region_index(f: Firms) -> npt.NDArray[np.int64]:
+    """The registration authority's division code is the USCC's characters 3-8."""
+    codes = [bytes(row[2:8]).decode("ascii") for row in f.uscc]
+    lut = {code: i for i, code in enumerate(REGION_CODES)}
+    return np.array([lut[c] for c in codes], dtype=np.int64)
+
+
+def _market_public(f: Firms, rng: np.random.Generator, h: F64, d: F64) -> dict[str, Col]:
+    """Publicity-system records (licences, penalties, ratings, certifications, copyrights)."""
+    n = f.n
+    section = np.asarray(f.industry, dtype=np.int64)
+    offsets = np.array([CLASS_OFFSETS[i] for i in range(len(IND_LETTERS))], dtype=np.int64)
+    counts = np.array([len(INDUSTRY_CLASSES[letter]) for letter in IND_LETTERS], dtype=np.int64)
+    klass = offsets[section] + np.floor(rng.random(n) * counts[section]).astype(np.int64)
+    licences = rng.poisson(np.exp(-0.2 + 0.35 * f.size + 0.3 * (section == IND_LETTERS.index("C"))))
+    penalties = rng.poisson(np.exp(-2.6 - 0.5 * h + 0.8 * d + 0.2 * f.size))
+    env_score = 0.8 * h - 0.6 * d - 0.4 * penalties + 0.8 * rng.standard_normal(n)
+    env = graded(env_score, (0.2, -1.0, -2.0, -2.8))  # green, blue, yellow, red, black
+    tech = rng.random(n) < sigmoid(-3.2 + 0.6 * f.size + 0.4 * h + 1.2 * (section == IND_LETTERS.index("M")))
+    tech_sme = rng.random(n) < sigmoid(-2.4 + 0.3 * h + 0.8 * tech)
+    specialised = tech & (rng.random(n) < sigmoid(-1.0 + 0.5 * f.size))
+    copyrights = np.where(
+        rng.random(n) < sigmoid(-2.0 + 1.5 * tech + 1.5 * (section == IND_LETTERS.index("I"))),
+        1 + rng.negative_binomial(1.0, 0.25, n),
+        0,
     )
+    return {
+        "region_code": Col("enum", _region_index(f), names=REGION_CODES),
+        "industry_class": Col("enum", klass, names=ALL_CLASSES),
+        "founded_on": Col("date", epoch_day(f.as_of) - np.asarray(f.age_days, dtype=np.int64)),
+        "admin_licences": num(licences.astype(np.float64)),
+        "admin_penalties": num(penalties.astype(np.float64)),
+        "env_credit_rating": Col("enum", env, names=("green", "blue", "yellow", "red", "black")),
+        "high_tech_enterprise": flag(tech),
+        "tech_sme": flag(tech_sme),
+        "specialized_sme": flag(specialised),
+        "software_copyrights": num(copyrights.astype(np.float64)),
+    }
 
 
 def _judicial(f: Firms, rng: np.random.Generator) -> ProviderData:
@@ -105,6 +176,8 @@ def _tax(f: Firms, rng: np.random.Generator) -> ProviderData:
             "cit_paid_last_year": num(cit),
             "consecutive_normal_months": months,
             "last_normal_payment_date": last,
+            # The published grade-A list (drawn nothing: the last grade decides).
+            "grade_a_taxpayer": flag(grade == 0),
         },
     )
 
