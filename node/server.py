@@ -28,6 +28,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.products import MatchingChannels, ProductDesk
+from xinrong.node.products_servicer import ALLOWED_ROLES as PRODUCT_ROLES
+from xinrong.node.products_servicer import SERVICE_NAME as PRODUCT_SERVICE_NAME
+from xinrong.node.products_servicer import ProductServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -39,7 +43,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    node_pb2_grpc,
+    products_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,7 @@ class NodeServer:
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
     observer: Metrics | None = None
+    products: ProductDesk | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -200,6 +212,8 @@ class NodeServer:
             self.modeling.close()
         if self.subject is not None:
             self.subject.close()
+        if self.products is not None:
+            self.products.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -225,6 +239,26 @@ def _evaluation_service(config: NodeConfig, creds: PartyCredentials) -> tuple[Ev
     return servicer, binding
 
 
+def product_desk(core: NodeCore) -> ProductDesk:
+    """Loan products and matching (``node.products``) over the core's stores and one admission path."""
+    desk = ProductDesk(
+        db=core.db,
+        ca=core.ca,
+        catalog=core.catalog,
+        registry=core.registry,
+        consents=core.consents,
+        admission=core.admission,
+        audit=core.audit,
+        channels=MatchingChannels(core.config, core.credentials),
+        node_id=core.credentials.party_id,
+        timeout=core.config.agent_timeout_seconds,
+        max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+    core.on_consent_registered.append(desk.on_consent)
+    return desk
+
+
 def start_node(
     config: NodeConfig,
     *,
@@ -245,6 +279,7 @@ def start_node(
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
     hub: ModelingHub | None = None
     rights: SubjectRights | None = None
+    products: ProductDesk | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
@@ -255,6 +290,8 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        products = product_desk(core)
+        products_servicer = ProductServicer(products, creds.party_id)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -288,6 +325,11 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    PRODUCT_SERVICE_NAME,
+                    lambda s: products_pb2_grpc.add_ProductServiceServicer_to_server(products_servicer, s),
+                    allowed_roles=PRODUCT_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -304,6 +346,8 @@ def start_node(
             hub.close()
         if rights is not None:
             rights.close()
+        if products is not None:
+            products.close()
         agents.close()
         db.close()
         raise
@@ -317,7 +361,7 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, products=products)
     running.set_serving(True)
     node.start_maintenance()
     log.info(
