@@ -254,6 +254,22 @@ def product_summary(checked: CheckedProduct) -> dict[str, object]:
     }
 
 
+def listing_summaries(
+    ca: CaVerifier, catalog: Catalog, listings: Iterable[products_pb2.ProductListing]
+) -> list[dict[str, object]]:
+    """Listed products whose bank signature verifies (others are dropped: the node cannot forge one)."""
+    out: list[dict[str, object]] = []
+    for listing in listings:
+        try:
+            checked = verify_product(ca, catalog, listing.product, listing.bank_binding)
+        except XinrongError:
+            continue
+        doc = product_summary(checked)
+        doc["withdrawn"] = listing.withdrawn
+        out.append(doc)
+    return out
+
+
 # -- Paillier on integers --------------------------------------------------------
 
 
@@ -488,6 +504,7 @@ __all__ = [
     "encrypt_failed",
     "encrypt_int",
     "is_product_id",
+    "listing_summaries",
     "load_or_create_key",
     "open_feedback",
     "product_sha256",

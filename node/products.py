@@ -177,12 +177,18 @@ class ProductDesk:
     def _bank(self, bank_id: str) -> Any:
         binding = self._registry.get(INSTITUTION, bank_id)
         if binding is None:
-            raise XinrongError(f"bank {bank_id} not registered", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                f"bank {bank_id} not registered", reason=Reason.CALLER_NOT_ALLOWED, public="the bank is not registered"
+            )
         return binding
 
     def publish(self, caller: Peer, signed: products_pb2.SignedLoanProduct) -> mt.CheckedProduct:
         if caller.role != INSTITUTION:
-            raise XinrongError("only institutions publish products", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                "only institutions publish products",
+                reason=Reason.CALLER_NOT_ALLOWED,
+                public="only institutions publish products",
+            )
         bank = self._bank(caller.party_id)
         try:
             checked = mt.verify_product(self._ca, self._catalog, signed, bank)
@@ -509,7 +515,9 @@ class ProductDesk:
 
     def my_matches(self, caller: Peer) -> list[products_pb2.EnterpriseMatch]:
         if caller.role != "enterprise":
-            raise XinrongError("enterprises only", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                "enterprises only", reason=Reason.CALLER_NOT_ALLOWED, public="only the enterprise itself calls this"
+            )
         rows = self._db.query(
             "SELECT c.product_id, p.bank_id, c.match_id, c.computed_ms, c.provider, c.feedback "
             "FROM match_contributions c JOIN loan_products p ON p.product_id = c.product_id "
@@ -539,7 +547,9 @@ class ProductDesk:
         enterprise_binding: common_pb2.SignedPartyBinding,
     ) -> tuple[str, int]:
         if caller.role != "enterprise":
-            raise XinrongError("enterprises only", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                "enterprises only", reason=Reason.CALLER_NOT_ALLOWED, public="only the enterprise itself calls this"
+            )
         app = mt.verify_application(self._ca, signed, enterprise_binding, expect_enterprise=caller.party_id)
         now = self._clock()
         if not ids.is_request_id(app.application_id):
@@ -614,7 +624,9 @@ class ProductDesk:
 
     def applications(self, caller: Peer, product_id: str = "") -> list[products_pb2.ApplicationRecord]:
         if caller.role != INSTITUTION:
-            raise XinrongError("institutions only", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                "institutions only", reason=Reason.CALLER_NOT_ALLOWED, public="only institutions call this"
+            )
         sql = (
             "SELECT application_id, enterprise, signed, enterprise_binding, attestation, received_ms "
             "FROM product_applications WHERE bank_id = ?"

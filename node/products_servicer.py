@@ -51,7 +51,11 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore
     ) -> products_pb2.RunMatchingResponse:
         caller = require_caller(context)
         if caller.role != "node" or caller.party_id != self._node_id:
-            raise XinrongError("only the node's operator runs matching", reason=Reason.CALLER_NOT_ALLOWED)
+            raise XinrongError(
+                "only the node's operator runs matching",
+                reason=Reason.CALLER_NOT_ALLOWED,
+                public="only the node's operator runs matching",
+            )
         stats = self._desk.run(request.product_id or None)
         return products_pb2.RunMatchingResponse(
             products=stats.products, pairs=stats.pairs, refused=stats.refused, seconds=stats.seconds
