@@ -444,3 +444,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     from xinrong.node.modeling_cli import register_cli as register_models
 
     register_models(sub)
+
+    from xinrong.node.products_cli import register_cli as register_matching
+
+    register_matching(sub)
