@@ -60,7 +60,7 @@ from xinrong.node.registry import PartyRegistry
 from xinrong.rpc.auth import Peer
 from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import decode_rpc_error
-from xinrong.v1 import common_pb2, products_pb2, products_pb2_grpc
+from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, products_pb2, products_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ MATCHING = Purpose(
     batch=True,
 )
 MAX_DEMAND_TEXT = 200
+# How often the node asks each agent which data period it serves (GetAgentInfo:
+# no enterprise data); a new period re-matches every product with a rule there.
+PERIOD_POLL_SECONDS = 30.0
 # Observer of the node's matching traffic (tests): (provider, "out"/"in", method, bytes).
 Observer = Callable[[str, str, str, bytes], None]
 
@@ -118,15 +121,17 @@ class RunStats:
 
 
 class MatchingChannels:
-    """One mTLS channel per configured agent for matching traffic."""
+    """One mTLS channel per configured agent for matching traffic (and its period probe)."""
 
     def __init__(self, config: NodeConfig, credentials: PartyCredentials) -> None:
         self._channels: dict[str, grpc.Channel] = {}
         self.stubs: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
         for endpoint in config.providers:
             channel = secure_channel(endpoint.address, credentials, server_role="provider", server_id=endpoint.name)
             self._channels[endpoint.name] = channel
             self.stubs[endpoint.name] = products_pb2_grpc.MatchingAgentServiceStub(channel)
+            self.info[endpoint.name] = agent_pb2_grpc.AgentServiceStub(channel)
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -171,6 +176,9 @@ class ProductDesk:
         self._idle = threading.Condition()
         self._pending = 0
         self._run_lock = threading.Lock()
+        self._periods: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- products --------------------------------------------------------------
 
@@ -491,7 +499,40 @@ class ProductDesk:
         if consent.purpose == common_pb2.CONSENT_PURPOSE_MATCHING and self._active_ids(consent.grantee_id):
             self.schedule(enterprise=consent.enterprise_uscc, bank_id=consent.grantee_id)
 
+    def check_periods(self) -> list[str]:
+        """Providers whose served data period changed since the last look; their products are re-matched."""
+        changed: list[str] = []
+        for provider, stub in sorted(self._channels.info.items()):
+            try:
+                info = stub.GetAgentInfo(agent_pb2.GetAgentInfoRequest(), timeout=5)
+            except grpc.RpcError:
+                continue
+            before = self._periods.get(provider)
+            self._periods[provider] = info.data_as_of
+            if before is not None and before != info.data_as_of:
+                changed.append(provider)
+        if changed:
+            for product_id in self._active_ids():
+                try:
+                    if set(self.product(product_id).providers) & set(changed):
+                        self.schedule(product_id)
+                except XinrongError:
+                    continue
+        return changed
+
+    def start_period_watch(self, interval: float = PERIOD_POLL_SECONDS) -> None:
+        def watch() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.check_periods()
+                except Exception:
+                    log.warning("period watch failed", exc_info=True)
+
+        self._watcher = threading.Thread(target=watch, name="node-matching-periods", daemon=True)
+        self._watcher.start()
+
     def close(self) -> None:
+        self._stop.set()
         if self._worker is not None:
             self._queue.put(None)
         self._channels.close()

@@ -256,6 +256,7 @@ def product_desk(core: NodeCore) -> ProductDesk:
         clock=core.clock,
     )
     core.on_consent_registered.append(desk.on_consent)
+    desk.start_period_watch()
     return desk
 
 

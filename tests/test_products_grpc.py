@@ -261,3 +261,34 @@ def test_publish_validates_every_rule_and_withdraw_drops_results(
         with pytest.raises(RemoteError) as refused:
             other.withdraw("p1")
         assert refused.value.reason == "NOT_FOUND"
+
+
+def test_a_new_data_period_rematches_the_products_with_rules_there(
+    desk: tuple[NodeServer, list[tuple[str, str, str, bytes]]], pki: Any, catalog: Catalog, tmp_path: Path
+) -> None:
+    from test_node_integration import provider_agent_importer, provider_agent_store
+
+    node, _seen = desk
+    assert node.products is not None
+    with _bank(node, pki, tmp_path) as bank:
+        _publish(bank, "p1", P1)
+        _register(node, pki, ACME, matching_consent(pki, catalog, ACME))
+        assert node.products.wait_idle()
+        with EnterpriseProducts(f"127.0.0.1:{node.port}", pki.enterprise(ACME)) as ent:
+            assert [m["eligible"] for m in ent.matches()] == [True]
+        assert node.products.check_periods() == []  # the periods served now
+        # The tax bureau's next export: ACME's grade fell to C.
+        new = CSV["tax"].replace("2026-06-30,A,", "2026-09-30,C,").replace("2026-06-30", "2026-09-30")
+        csv_path = tmp_path / "tax-next.csv"
+        csv_path.write_text(new)
+        store = provider_agent_store.DataStore(tmp_path / "agent-tax.db", "tax")
+        try:
+            provider_agent_importer.import_csv(store, catalog, "tax", csv_path)
+        finally:
+            store.close()
+        assert node.products.check_periods() == ["tax"]
+        assert node.products.wait_idle()
+        with EnterpriseProducts(f"127.0.0.1:{node.port}", pki.enterprise(ACME)) as ent:
+            (match,) = ent.matches()
+        assert match["eligible"] is False and match["failed_rules"] == ["tax.credit_grade in A,B"]
+        assert match["data_as_of"] == {"social_insurance": "2026-06-30", "tax": "2026-09-30"}
