@@ -17,8 +17,8 @@ r_i f_i is uniform on the non-zero residues (f_i < p, q so it is a unit) and
 independent of the rest, a uniform non-zero value: neither how many rules
 failed nor at which provider. (A false "eligible" needs the sum to hit 0 by
 chance: probability about 1/n.) Ciphertexts are obfuscated with a fresh
-r^n, so the node, which holds only ciphertexts, sees uniform-looking values
-of one fixed width.
+DJN obfuscator (below), so the node, which holds only ciphertexts, sees
+uniform-looking values of one fixed width.
 
 Raw Paillier on integers (phe keys, gmpy2 arithmetic): the fixed-point
 vectors of ``xinrong.modeling.he.paillier`` cap values at 2^12, and this
@@ -31,6 +31,8 @@ import hashlib
 import json
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.files import read_private_file, write_private_file
 from xinrong.keys.signing import SigningKey
+from xinrong.modeling.he.paillier_math import FixedBaseTable, djn_base
 from xinrong.v1 import common_pb2, products_pb2
 
 PRODUCT_CONTEXT = "xinrong.v1.LoanProduct"
@@ -277,17 +280,35 @@ def ciphertext_width(n: int) -> int:
     return 2 * ((n.bit_length() + 7) // 8)
 
 
-def _random_unit(n: int) -> int:
-    while True:
-        r = secrets.randbelow(n - 1) + 1
-        if gmpy2.gcd(r, n) == 1:
-            return r
+# Obfuscators are DJN's h_s^alpha (xinrong.modeling.he.paillier: the same
+# construction and assumption as the modeling backend's default), from a
+# fixed-base table per bank key that this process draws its own h_s for:
+# ~170 multiplications instead of the ~3,000 of r^n (about 40x faster at 2048 bits).
+_TABLE_WINDOW = 6
+_MAX_TABLES = 8
+_tables: OrderedDict[int, FixedBaseTable] = OrderedDict()
+_tables_lock = threading.Lock()
+
+
+def _obfuscator(n: int) -> int:
+    nsquare = n * n
+    with _tables_lock:
+        table = _tables.get(n)
+        if table is not None:
+            _tables.move_to_end(n)
+    if table is None:
+        table = FixedBaseTable(djn_base(n, nsquare), nsquare, (n.bit_length() + 1) // 2, _TABLE_WINDOW)
+        with _tables_lock:
+            _tables[n] = table
+            while len(_tables) > _MAX_TABLES:
+                _tables.popitem(last=False)
+    return int(table.pow(secrets.randbits(table.exponent_bits)))
 
 
 def encrypt_int(n: int, m: int) -> bytes:
-    """Enc(m) = (1 + m n) r^n mod n^2 with a fresh r, at the fixed width of n."""
+    """Enc(m) = (1 + m n) rho mod n^2 with a fresh obfuscator rho, at the fixed width of n."""
     nsquare = n * n
-    c = ((1 + (m % n) * n) * int(gmpy2.powmod(_random_unit(n), n, nsquare))) % nsquare
+    c = ((1 + (m % n) * n) * _obfuscator(n)) % nsquare
     return c.to_bytes(ciphertext_width(n), "big")
 
 

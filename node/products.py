@@ -39,7 +39,9 @@ import queue
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +112,9 @@ class RunStats:
     pairs: int = 0
     refused: int = 0
     seconds: float = 0.0
+    admission_seconds: float = 0.0
+    agents_seconds: float = 0.0
+    store_seconds: float = 0.0
 
     def __add__(self, other: RunStats) -> RunStats:
         return RunStats(
@@ -117,6 +122,9 @@ class RunStats:
             self.pairs + other.pairs,
             self.refused + other.refused,
             self.seconds + other.seconds,
+            self.admission_seconds + other.admission_seconds,
+            self.agents_seconds + other.agents_seconds,
+            self.store_seconds + other.store_seconds,
         )
 
 
@@ -335,6 +343,7 @@ class ProductDesk:
             asking=_ProductAsk(product),
         )
         admitted = self._admission.admit_blocking(request)
+        admission_seconds = time.perf_counter() - start
         refused = len(admitted.refused)
         if not admitted.admitted:
             return RunStats(products=1, refused=refused, seconds=time.perf_counter() - start)
@@ -347,20 +356,27 @@ class ProductDesk:
         for a in admitted.admitted:
             call.subjects.add(enterprise_uscc=a.subject.enterprise, consent=a.record.verified.signed)
         parts: dict[str, dict[str, products_pb2.MatchOutcome]] = {}
-        for provider in product.providers:
-            stub = self._channels.stubs.get(provider)
-            try:
-                if stub is None:
-                    raise XinrongError(f"no agent for {provider}", reason=Reason.PROVIDER_NOT_CONNECTED)
-                response = self._call(stub, provider, call)
-            except XinrongError as exc:
-                self._admission.failed(admitted, exc.reason.value)
-                log.warning("matching %s: provider %s failed (%s)", match_id, provider, exc.reason.value)
-                return RunStats(
-                    products=1, refused=refused + len(admitted.admitted), seconds=time.perf_counter() - start
-                )
-            parts[provider] = {o.enterprise_uscc: o for o in response.outcomes}
+        t_agents = time.perf_counter()
+        # Every provider at once: each call is that agent's CPU, not the node's.
+        failure: tuple[str, XinrongError] | None = None
+        with ThreadPoolExecutor(max_workers=len(product.providers), thread_name_prefix="matching") as pool:
+            futures = {p: pool.submit(self._call_provider, p, call) for p in product.providers}
+            for provider, future in futures.items():
+                try:
+                    response = future.result()
+                except XinrongError as exc:
+                    failure = failure or (provider, exc)
+                    continue
+                parts[provider] = {o.enterprise_uscc: o for o in response.outcomes}
+        if failure is not None:
+            provider, error = failure
+            self._admission.failed(admitted, error.reason.value)
+            log.warning("matching %s: provider %s failed (%s)", match_id, provider, error.reason.value)
+            return RunStats(products=1, refused=refused + len(admitted.admitted), seconds=time.perf_counter() - start)
+        agents_seconds = time.perf_counter() - t_agents
+        t_store = time.perf_counter()
         rows: list[tuple[str, list[tuple[str, bytes, bytes]], bytes]] = []
+        reasons: Counter[str] = Counter(e.reason.value for _s, e in admitted.refused)
         for a in admitted.admitted:
             e = a.subject.enterprise
             mine: list[tuple[str, bytes, bytes]] = []
@@ -380,6 +396,7 @@ class ProductDesk:
                 rows.append((e, mine, mt.add_ciphertexts(product.n, cts)))
                 continue
             refused += 1
+            reasons[o.refused_reason if o is not None and o.refused_reason else "INCOMPLETE"] += 1
         now_ms = int(self._clock() * 1000)
         with self._db.transaction() as tx:
             for e, mine, total in rows:
@@ -400,14 +417,31 @@ class ProductDesk:
                 )
         seconds = time.perf_counter() - start
         log.info(
-            "matching %s: product %s, %d enterprises matched, %d refused, %.2f s",
+            "matching %s: product %s, %d enterprises matched, %d refused %s, %.2f s",
             match_id,
             product.product_id,
             len(rows),
             refused,
+            dict(reasons),
             seconds,
         )
-        return RunStats(products=1, pairs=len(rows), refused=refused, seconds=seconds)
+        return RunStats(
+            products=1,
+            pairs=len(rows),
+            refused=refused,
+            seconds=seconds,
+            admission_seconds=admission_seconds,
+            agents_seconds=agents_seconds,
+            store_seconds=time.perf_counter() - t_store,
+        )
+
+    def _call_provider(
+        self, provider: str, call: products_pb2.ComputeMatchRequest
+    ) -> products_pb2.ComputeMatchResponse:
+        stub = self._channels.stubs.get(provider)
+        if stub is None:
+            raise XinrongError(f"no agent for {provider}", reason=Reason.PROVIDER_NOT_CONNECTED)
+        return self._call(stub, provider, call)
 
     def _call(
         self, stub: Any, provider: str, call: products_pb2.ComputeMatchRequest

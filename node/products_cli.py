@@ -35,7 +35,17 @@ def _matching_run(args: argparse.Namespace) -> int:
         channel.close()
     print(
         json.dumps(
-            {"products": resp.products, "pairs": resp.pairs, "refused": resp.refused, "seconds": round(resp.seconds, 3)}
+            {
+                "products": resp.products,
+                "pairs": resp.pairs,
+                "refused": resp.refused,
+                "seconds": round(resp.seconds, 3),
+                "phases": {
+                    "admission": round(resp.admission_seconds, 3),
+                    "agents": round(resp.agents_seconds, 3),
+                    "store": round(resp.store_seconds, 3),
+                },
+            }
         )
     )
     return 0

@@ -58,7 +58,13 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore
             )
         stats = self._desk.run(request.product_id or None)
         return products_pb2.RunMatchingResponse(
-            products=stats.products, pairs=stats.pairs, refused=stats.refused, seconds=stats.seconds
+            products=stats.products,
+            pairs=stats.pairs,
+            refused=stats.refused,
+            seconds=stats.seconds,
+            admission_seconds=stats.admission_seconds,
+            agents_seconds=stats.agents_seconds,
+            store_seconds=stats.store_seconds,
         )
 
     def ListMyMatches(

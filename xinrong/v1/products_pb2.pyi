@@ -228,16 +228,22 @@ class RunMatchingRequest(_message.Message):
     def __init__(self, product_id: _Optional[str] = ...) -> None: ...
 
 class RunMatchingResponse(_message.Message):
-    __slots__ = ("products", "pairs", "refused", "seconds")
+    __slots__ = ("products", "pairs", "refused", "seconds", "admission_seconds", "agents_seconds", "store_seconds")
     PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     products: int
     pairs: int
     refused: int
     seconds: float
-    def __init__(self, products: _Optional[int] = ..., pairs: _Optional[int] = ..., refused: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+    admission_seconds: float
+    agents_seconds: float
+    store_seconds: float
+    def __init__(self, products: _Optional[int] = ..., pairs: _Optional[int] = ..., refused: _Optional[int] = ..., seconds: _Optional[float] = ..., admission_seconds: _Optional[float] = ..., agents_seconds: _Optional[float] = ..., store_seconds: _Optional[float] = ...) -> None: ...
 
 class ListMyMatchesRequest(_message.Message):
     __slots__ = ()

@@ -69,6 +69,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("soak", help="steady verify load at half the measured capacity; errors, latency, RSS per minute")
     soak.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.soak"))
+    from xinrong.tools.bench import match
+
+    p = sub.add_parser("match", help="loan-product matching: time per (enterprise, product), real processes")
+    match.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.match"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
