@@ -292,3 +292,23 @@ def test_a_new_data_period_rematches_the_products_with_rules_there(
             (match,) = ent.matches()
         assert match["eligible"] is False and match["failed_rules"] == ["tax.credit_grade in A,B"]
         assert match["data_as_of"] == {"social_insurance": "2026-06-30", "tax": "2026-09-30"}
+
+
+def test_products_on_postgres(pki: Any, catalog: Catalog, tmp_path: Path, pg_cluster: Any) -> None:
+    """The node on PostgreSQL (schema step 9 there): publish, match, apply, the bank's offline check."""
+    from test_subject_rights import _platform
+
+    from support.pg import database_table
+
+    with _platform(pki, catalog, tmp_path, database_table(pg_cluster)) as (node, _agents):
+        assert node.products is not None
+        with _bank(node, pki, tmp_path) as bank:
+            _publish(bank, "p1", P1)
+            _register(node, pki, ACME, matching_consent(pki, catalog, ACME))
+            assert node.products.wait_idle()
+            assert node.products.run("p1").pairs == 1
+            with EnterpriseProducts(f"127.0.0.1:{node.port}", pki.enterprise(ACME)) as ent:
+                assert [m["eligible"] for m in ent.matches()] == [True]
+                ent.apply("p1", amount=500_000, term_months=24)
+            (app,) = bank.applications()
+            assert app["verified"] is True and app["eligible"] is True
