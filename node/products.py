@@ -53,7 +53,7 @@ from xinrong.errors import Reason, SignatureError, ValidationError, XinrongError
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.modeling import matching as mt
-from xinrong.node.admission import INSTITUTION, AccessRequest, Admission, Ask, Purpose, Subject
+from xinrong.node.admission import INSTITUTION, MATCHING, AccessRequest, Admission, Ask, Subject
 from xinrong.node.audit import AuditEvent, AuditLog, Decision, claims_digest
 from xinrong.node.config import NodeConfig
 from xinrong.node.consents import ConsentRegistry
@@ -66,12 +66,6 @@ from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, products_pb2, prod
 
 log = logging.getLogger(__name__)
 
-MATCHING = Purpose(
-    "matching",
-    "MatchProducts",
-    consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_MATCHING}),
-    batch=True,
-)
 MAX_DEMAND_TEXT = 200
 # How often the node asks each agent which data period it serves (GetAgentInfo:
 # no enterprise data); a new period re-matches every product with a rule there.

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import pytest
 
-from xinrong.catalog import Catalog
+from xinrong.catalog import Catalog, Form
 from xinrong.claims import parse_claim
 from xinrong.errors import XinrongError
 from xinrong.modeling import matching as mt
@@ -85,3 +85,39 @@ def test_signed_product_verifies_against_the_banks_binding(pki: object, catalog:
     )
     with pytest.raises(XinrongError):
         mt.verify_product(bank.ca, catalog, forged, bank.binding.signed)
+
+
+def test_the_feedback_box_holds_every_rule_failed_at_its_fixed_length(catalog: Catalog) -> None:
+    """Padding to 512 + 256 per rule must hold the longest canonical rule texts, all failed."""
+    from xinrong.claims import check_claim as check
+    from xinrong.v1 import common_pb2
+
+    longest: dict[str, str] = {}
+    for spec in catalog.fields.values():
+        texts = []
+        if spec.values:
+            texts.append(
+                check(
+                    catalog, common_pb2.Claim(field=spec.key, op=common_pb2.CLAIM_OPERATOR_IN, values=list(spec.values))
+                ).text
+            )
+        if len(spec.edges) >= 2 and Form.BRACKET in spec.forms:
+            lo, hi = spec.edges[-2], spec.edges[-1]
+            texts.append(check(catalog, parse_claim(f"{spec.key} in [{lo},{hi})")).text)
+        if spec.ladder:
+            texts.append(check(catalog, parse_claim(f"{spec.key} >= {spec.ladder[-1]}")).text)
+        if texts:
+            longest[spec.provider] = max([longest.get(spec.provider, ""), *texts], key=len)
+    for provider, text in longest.items():
+        for rules in (1, mt.MAX_RULES):
+            feedback = products_pb2.MatchFeedback(
+                match_id="m-" + "f" * 24,
+                product_id="p" * 64,
+                enterprise_uscc="9" * 18,
+                provider=provider,
+                data_as_of="2026-12-31",
+                failed_rules=[text] * rules,
+                issued_at=4_102_444_800,
+            )
+            signed = products_pb2.SignedMatchFeedback(feedback=feedback.SerializeToString(), signature=b"s" * 64)
+            assert signed.ByteSize() + 1 <= mt.FEEDBACK_PAD_BASE + mt.FEEDBACK_PAD_PER_RULE * rules, (provider, text)
