@@ -24,6 +24,9 @@ so an absent enterprise looks like any other), and the agent returns
   own X25519 key (from its CA-signed binding inside the consent), padded to
   a length that depends only on the product.
 
+Replay check, use count and answer-log entry (kind ``matching``, request id
+``<match id>.<USCC>``) are the agent's own, in its state store, as for Verify.
+
 Neither says anything to the node: a fixed-width, freshly obfuscated
 ciphertext and a box of fixed length. A refusal (step 4) depends on the
 consent alone, which the node holds anyway.
@@ -31,6 +34,7 @@ consent alone, which the node holds anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -39,18 +43,26 @@ from collections.abc import Callable
 from xinrong import ids
 from xinrong.catalog import Form
 from xinrong.claims import CheckedClaim, evaluate
-from xinrong.consent import check_consent_use, check_data_period
+from xinrong.consent import VerifiedConsent, check_consent_use, check_data_period
 from xinrong.errors import ConsentError, ProviderUnavailable, Reason, SignatureError, ValidationError, XinrongError
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.sealing import seal
 from xinrong.modeling import matching as mt
 from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.store import Admission, AnswerLogEntry
 from xinrong.provider_agent.subject import SubjectView
 from xinrong.v1 import common_pb2, products_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_SUBJECTS = 2_000
+# Kind of the agent's answer-log entries for matching (xinrong.node.reconcile reads it).
+ANSWER_KIND = "matching"
+
+
+def answer_request_id(match_id: str, enterprise: str) -> str:
+    """The id under which an agent logs its part for one enterprise of a match run."""
+    return f"{match_id}.{enterprise}"
 
 
 class AgentMatching:
@@ -88,14 +100,27 @@ class AgentMatching:
         needs = [(r.spec.key, r.form) for r in mine]
         response = products_pb2.ComputeMatchResponse()
         view = agent._view()
-        for subject in request.subjects:
-            outcome = response.outcomes.add(enterprise_uscc=subject.enterprise_uscc)
-            try:
-                self._one(outcome, subject, product, mine, needs, request.match_id, bank.party_id, now, view)
-            except XinrongError as exc:
-                outcome.Clear()
-                outcome.enterprise_uscc = subject.enterprise_uscc
-                outcome.refused_reason = exc.reason.value
+        # One state commit for the batch; each subject its own savepoint (StateStore.batch).
+        with agent.batch():
+            for subject in request.subjects:
+                outcome = response.outcomes.add(enterprise_uscc=subject.enterprise_uscc)
+                try:
+                    self._one(
+                        outcome,
+                        subject,
+                        product,
+                        mine,
+                        needs,
+                        request.match_id,
+                        bank.party_id,
+                        request.requested_at,
+                        now,
+                        view,
+                    )
+                except XinrongError as exc:
+                    outcome.Clear()
+                    outcome.enterprise_uscc = subject.enterprise_uscc
+                    outcome.refused_reason = exc.reason.value
         log.debug("match %s: %d subjects for product %s", request.match_id, len(request.subjects), product.product_id)
         return response
 
@@ -108,6 +133,7 @@ class AgentMatching:
         needs: list[tuple[str, Form]],
         match_id: str,
         bank_id: str,
+        requested_at: int,
         now: float,
         view: SubjectView,
     ) -> None:
@@ -123,6 +149,54 @@ class AgentMatching:
         )
         if verified.consent.purpose != common_pb2.CONSENT_PURPOSE_MATCHING:
             raise ConsentError("purpose is not matching", reason=Reason.CLAIM_OUT_OF_SCOPE)
+        consent = verified.consent
+        # The agent's own replay check, use count and answer log, as for Verify: the
+        # request id is the run's and the enterprise's (the node's audit entry has both).
+        request_id = answer_request_id(match_id, subject.enterprise_uscc)
+        with agent._state.request(
+            audience=bank_id,
+            request_id=request_id,
+            requested_at=requested_at,
+            consent_id=consent.consent_id,
+            max_uses=consent.max_uses,
+            max_uses_per_day=consent.max_uses_per_day,
+            now=now,
+        ) as txn:
+            if txn.outcome is Admission.REPLAYED:
+                raise ValidationError("match request seen before", reason=Reason.REQUEST_REPLAYED)
+            if txn.outcome is Admission.USES_EXHAUSTED:
+                raise ConsentError("agent use count reached max_uses", reason=Reason.CONSENT_USES_EXHAUSTED)
+            if txn.outcome is Admission.DAILY_LIMIT:
+                raise ConsentError("agent use count reached max_uses_per_day", reason=Reason.CONSENT_DAILY_LIMIT)
+            self._answer(outcome, subject, product, mine, match_id, verified, now, view)
+            txn.record(
+                AnswerLogEntry(
+                    request_id=request_id,
+                    kind=ANSWER_KIND,
+                    consent_id=consent.consent_id,
+                    enterprise_uscc=subject.enterprise_uscc,
+                    audience=bank_id,
+                    fields=tuple(field for field, _ in needs),
+                    data_as_of=mt.parse_contribution(outcome.contribution).data_as_of,
+                    answer_sha256=(hashlib.sha256(outcome.contribution.contribution).hexdigest(),),
+                    sealed_sha256=hashlib.sha256(outcome.feedback.ciphertext).hexdigest(),
+                    issued_at=int(now),
+                )
+            )
+
+    def _answer(
+        self,
+        outcome: products_pb2.MatchOutcome,
+        subject: products_pb2.MatchSubject,
+        product: mt.CheckedProduct,
+        mine: tuple[CheckedClaim, ...],
+        match_id: str,
+        verified: VerifiedConsent,
+        now: float,
+        view: SubjectView,
+    ) -> None:
+        """The one read, the rules, the signed contribution and the sealed feedback."""
+        agent = self._agent
         consent = verified.consent
         lookup = agent._data.lookup(subject.enterprise_uscc, consent.data_period_from, consent.data_period_to)
         if lookup is None:

@@ -312,3 +312,38 @@ def test_products_on_postgres(pki: Any, catalog: Catalog, tmp_path: Path, pg_clu
                 ent.apply("p1", amount=500_000, term_months=24)
             (app,) = bank.applications()
             assert app["verified"] is True and app["eligible"] is True
+
+
+def test_matching_reconciles_with_the_agents_answer_logs(
+    desk: tuple[NodeServer, list[tuple[str, str, str, bytes]]],
+    platform: tuple[NodeServer, dict[str, Any]],
+    pki: Any,
+    catalog: Catalog,
+    tmp_path: Path,
+) -> None:
+    """Every ALLOWED MatchProducts entry of the node has the agents' own logged answer, and no answer is extra."""
+    from xinrong.node.db import open_readonly
+    from xinrong.node.reconcile import reconcile
+
+    node, _seen = desk
+    assert node.products is not None
+    with _bank(node, pki, tmp_path) as bank:
+        _publish(bank, "p1", P1)
+        for enterprise in (ACME, BETA):
+            _register(node, pki, enterprise, matching_consent(pki, catalog, enterprise))
+        assert node.products.wait_idle()
+        assert node.products.run("p1").pairs == 2
+    exports = []
+    for provider, agent in platform[1].items():
+        agent.integrate_answers()
+        latest, entries = agent.state.answer_export()
+        assert {e["kind"] for e in entries} == {"matching"}
+        exports.append({"provider": provider, "checkpoint": latest.note if latest else "", "entries": entries})
+    assert node.core.config.db is not None
+    conn = open_readonly(node.core.config.db)
+    try:
+        report = reconcile(conn, node.core.config, exports)
+    finally:
+        conn.close()
+    assert report.mismatches == 0, report.to_json()
+    assert report.matched == 2 * 2 * 2  # two enterprises, two providers, two runs (on consent, then explicit)
