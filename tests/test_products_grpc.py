@@ -347,3 +347,28 @@ def test_matching_reconciles_with_the_agents_answer_logs(
         conn.close()
     assert report.mismatches == 0, report.to_json()
     assert report.matched == 2 * 2 * 2  # two enterprises, two providers, two runs (on consent, then explicit)
+
+
+def test_the_portal_backend_reads_products_and_applies(
+    desk: tuple[NodeServer, list[tuple[str, str, str, bytes]]], pki: Any, catalog: Catalog, tmp_path: Path
+) -> None:
+    from xinrong.enterprise.portal.adapter import ClientBackend
+    from xinrong.enterprise.portal.backend import ApplyForm
+
+    node, _seen = desk
+    assert node.products is not None
+    with _bank(node, pki, tmp_path) as bank:
+        _publish(bank, "p1", P1)
+        _publish(bank, "p3", P3)
+        _register(node, pki, ACME, matching_consent(pki, catalog, ACME))
+        assert node.products.wait_idle()
+        portal = ClientBackend(f"127.0.0.1:{node.port}", pki.enterprise(ACME), state_dir=tmp_path / "portal")
+        try:
+            rows = {r.product_id: r for r in portal.products()}
+            assert rows["p1"].eligible and rows["p1"].matched
+            assert not rows["p3"].eligible and rows["p3"].failed_rules == ("tax.in_arrears == true",)
+            assert portal.apply(ApplyForm("p3", 100_000, 6)).startswith("a-")
+        finally:
+            portal.close()
+        (app,) = bank.applications()
+        assert app["product_id"] == "p3" and app["verified"] is True and app["eligible"] is False
