@@ -70,6 +70,10 @@ MAX_DEMAND_TEXT = 200
 # How often the node asks each agent which data period it serves (GetAgentInfo:
 # no enterprise data); a new period re-matches every product with a rule there.
 PERIOD_POLL_SECONDS = 30.0
+# Enterprises per agent call (the agent takes at most provider_agent.matching.MAX_SUBJECTS).
+CHUNK_SUBJECTS = 500
+# Products one bank may have published (active or withdrawn): the node stores them all.
+MAX_PRODUCTS_PER_BANK = 500
 # Observer of the node's matching traffic (tests): (provider, "out"/"in", method, bytes).
 Observer = Callable[[str, str, str, bytes], None]
 
@@ -215,6 +219,15 @@ class ProductDesk:
                     "product id taken", reason=Reason.FAILED_PRECONDITION, public="another bank uses this product id"
                 )
             if row is None:
+                count = tx.execute(
+                    "SELECT COUNT(*) FROM loan_products WHERE bank_id = ?", (caller.party_id,)
+                ).fetchone()
+                if count is not None and int(count[0]) >= MAX_PRODUCTS_PER_BANK:
+                    raise XinrongError(
+                        "too many products",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"a bank publishes at most {MAX_PRODUCTS_PER_BANK} products",
+                    )
                 tx.execute(
                     "INSERT INTO loan_products (product_id, bank_id, signed, published_ms) VALUES (?,?,?,?)",
                     (checked.product_id, caller.party_id, raw, now_ms),
@@ -322,10 +335,23 @@ class ProductDesk:
             return stats
 
     def _run_product(self, product: mt.CheckedProduct, enterprise: str | None) -> RunStats:
-        start = time.perf_counter()
+        """All matching enterprises, in chunks of ``CHUNK_SUBJECTS`` (each its own run id and admission)."""
         subjects = self._subjects(product.bank_id, enterprise)
-        if not subjects:
-            return RunStats(products=1, seconds=time.perf_counter() - start)
+        stats = RunStats()
+        for at in range(0, len(subjects), CHUNK_SUBJECTS):
+            stats = stats + self._run_chunk(product, subjects[at : at + CHUNK_SUBJECTS])
+        return RunStats(
+            products=1,
+            pairs=stats.pairs,
+            refused=stats.refused,
+            seconds=stats.seconds,
+            admission_seconds=stats.admission_seconds,
+            agents_seconds=stats.agents_seconds,
+            store_seconds=stats.store_seconds,
+        )
+
+    def _run_chunk(self, product: mt.CheckedProduct, subjects: Sequence[Subject]) -> RunStats:
+        start = time.perf_counter()
         now = self._clock()
         match_id = f"m-{secrets.token_hex(12)}"
         request = AccessRequest(

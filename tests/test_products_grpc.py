@@ -372,3 +372,27 @@ def test_the_portal_backend_reads_products_and_applies(
             portal.close()
         (app,) = bank.applications()
         assert app["product_id"] == "p3" and app["verified"] is True and app["eligible"] is False
+
+
+def test_a_run_is_split_into_chunks_of_enterprises(
+    desk: tuple[NodeServer, list[tuple[str, str, str, bytes]]],
+    pki: Any,
+    catalog: Catalog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xinrong.node import products as node_products
+
+    node, seen = desk
+    assert node.products is not None
+    with _bank(node, pki, tmp_path) as bank:
+        _publish(bank, "p1", P3)
+        for enterprise in (ACME, BETA):
+            _register(node, pki, enterprise, matching_consent(pki, catalog, enterprise))
+        assert node.products.wait_idle()
+        monkeypatch.setattr(node_products, "CHUNK_SUBJECTS", 1)
+        seen.clear()
+        stats = node.products.run("p1")
+    assert stats.pairs == 2 and stats.products == 1
+    calls = [products_pb2.ComputeMatchRequest.FromString(d) for _p, way, _m, d in seen if way == "out"]
+    assert [len(c.subjects) for c in calls] == [1, 1] and calls[0].match_id != calls[1].match_id
