@@ -59,9 +59,9 @@ from xinrong.node.config import NodeConfig
 from xinrong.node.consents import ConsentRegistry
 from xinrong.node.db import Database
 from xinrong.node.registry import PartyRegistry
+from xinrong.node.routing import agent_failure
 from xinrong.rpc.auth import Peer
 from xinrong.rpc.channel import secure_channel
-from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, products_pb2, products_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ MAX_DEMAND_TEXT = 200
 # no enterprise data); a new period re-matches every product with a rule there.
 PERIOD_POLL_SECONDS = 30.0
 # Enterprises per agent call (the agent takes at most provider_agent.matching.MAX_SUBJECTS).
-CHUNK_SUBJECTS = 500
+CHUNK_SUBJECTS = 200
+SECONDS_PER_SUBJECT = 0.05
 # Products one bank may have published (active or withdrawn): the node stores them all.
 MAX_PRODUCTS_PER_BANK = 500
 # Observer of the node's matching traffic (tests): (provider, "out"/"in", method, bytes).
@@ -468,10 +469,13 @@ class ProductDesk:
     ) -> products_pb2.ComputeMatchResponse:
         if self.observer is not None:
             self.observer(provider, "out", "ComputeMatch", call.SerializeToString())
+        # The agent's work grows with the chunk (a Paillier encryption, two signatures and a seal
+        # per enterprise): the configured deadline plus a budget per enterprise.
+        timeout = self._timeout + SECONDS_PER_SUBJECT * len(call.subjects)
         try:
-            response: products_pb2.ComputeMatchResponse = stub.ComputeMatch(call, timeout=self._timeout)
+            response: products_pb2.ComputeMatchResponse = stub.ComputeMatch(call, timeout=timeout)
         except grpc.RpcError as err:
-            raise decode_rpc_error(err) from None
+            raise agent_failure(provider, err) from None
         if self.observer is not None:
             self.observer(provider, "in", "ComputeMatch", response.SerializeToString())
         return response

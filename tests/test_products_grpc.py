@@ -396,3 +396,25 @@ def test_a_run_is_split_into_chunks_of_enterprises(
     assert stats.pairs == 2 and stats.products == 1
     calls = [products_pb2.ComputeMatchRequest.FromString(d) for _p, way, _m, d in seen if way == "out"]
     assert [len(c.subjects) for c in calls] == [1, 1] and calls[0].match_id != calls[1].match_id
+
+
+def test_a_dead_agent_fails_the_run_cleanly(
+    desk: tuple[NodeServer, list[tuple[str, str, str, bytes]]],
+    platform: tuple[NodeServer, dict[str, Any]],
+    pki: Any,
+    catalog: Catalog,
+    tmp_path: Path,
+) -> None:
+    node, _seen = desk
+    assert node.products is not None
+    with _bank(node, pki, tmp_path) as bank:
+        _publish(bank, "p1", P1)
+        _register(node, pki, ACME, matching_consent(pki, catalog, ACME))
+        assert node.products.wait_idle()
+        before = node.core.db.query("SELECT match_id FROM match_sums")
+        platform[1]["social_insurance"].stop(0)
+        stats = node.products.run("p1")
+    assert stats.pairs == 0 and stats.refused == 1
+    assert node.core.db.query("SELECT match_id FROM match_sums") == before  # the last complete result stays
+    failed = node.core.db.query("SELECT COUNT(*) FROM audit_log WHERE method = 'MatchProducts' AND decision = 'FAILED'")
+    assert failed[0][0] == 1
