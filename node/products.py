@@ -420,6 +420,14 @@ class ProductDesk:
             reasons[o.refused_reason if o is not None and o.refused_reason else "INCOMPLETE"] += 1
         now_ms = int(self._clock() * 1000)
         with self._db.transaction() as tx:
+            # Withdrawn or re-published meanwhile: these parts are for a product that no longer is.
+            current = tx.execute(
+                "SELECT signed FROM loan_products WHERE product_id = ? AND withdrawn_ms IS NULL", (product.product_id,)
+            ).fetchone()
+            if current is None or mt.product_sha256(products_pb2.SignedLoanProduct.FromString(bytes(current[0]))) != (
+                product.sha256
+            ):
+                rows = []
             for e, mine, total in rows:
                 tx.execute(
                     "DELETE FROM match_contributions WHERE product_id = ? AND enterprise = ?", (product.product_id, e)
