@@ -19,8 +19,11 @@ count of failed rules; an enterprise with a missing part (an agent refused
 its consent, or failed) gets no stored result of that run.
 
 Triggers: a product published (its run), a MATCHING consent registered (every
-active product of its grantee, for that enterprise), and ``RunMatching``
-(``xinrong node matching run``). Background runs go through one worker thread.
+active product of its grantee, for that enterprise), a new data period at an
+agent (``check_periods``, polled), a financing demand changed
+(``on_demand_changed``, for the demands store's change hook) and
+``RunMatching`` (``xinrong node matching run``). Background runs go through
+one worker thread.
 
 An application (``ApplyToProduct``) is signed by the enterprise and names
 the product and the match run; the node attaches that run's signed
@@ -596,6 +599,10 @@ class ProductDesk:
 
         self._watcher = threading.Thread(target=watch, name="node-matching-periods", daemon=True)
         self._watcher.start()
+
+    def on_demand_changed(self, enterprise: str) -> None:
+        """An enterprise's financing demand changed (the demands store's change hook): match it again."""
+        self.schedule(enterprise=enterprise)
 
     def close(self) -> None:
         self._stop.set()

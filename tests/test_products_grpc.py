@@ -396,6 +396,12 @@ def test_a_run_is_split_into_chunks_of_enterprises(
     assert stats.pairs == 2 and stats.products == 1
     calls = [products_pb2.ComputeMatchRequest.FromString(d) for _p, way, _m, d in seen if way == "out"]
     assert [len(c.subjects) for c in calls] == [1, 1] and calls[0].match_id != calls[1].match_id
+    # A demand changed (the demands store's hook): that enterprise alone is matched again.
+    seen.clear()
+    node.products.on_demand_changed(ACME)
+    assert node.products.wait_idle()
+    calls = [products_pb2.ComputeMatchRequest.FromString(d) for _p, way, _m, d in seen if way == "out"]
+    assert [[s.enterprise_uscc for s in c.subjects] for c in calls] == [[ACME]]
 
 
 def test_a_dead_agent_fails_the_run_cleanly(
