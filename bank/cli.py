@@ -205,3 +205,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     add_connection_args(p)
     p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
     p.set_defaults(func=cmd_audit_witness)
+
+    from xinrong.bank.products_cli import register_cli as register_products
+
+    register_products(sub)

@@ -377,3 +377,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
     p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
     p.set_defaults(func=cmd_audit_witness)
+
+    from xinrong.enterprise.products_cli import register_cli as register_products
+
+    register_products(sub)

@@ -122,6 +122,15 @@ SCORING = Purpose(
     batch=True,
 )
 SELF_SERVICE = Purpose("self_service", "GetMyData", caller_role="enterprise", self_service=True)
+# Product matching (xinrong.node.products): the node asks on the grantee bank's behalf,
+# for every enterprise whose consent of purpose MATCHING names that bank; the bank
+# itself learns nothing unless the enterprise applies.
+MATCHING = Purpose(
+    "matching",
+    "MatchProducts",
+    consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_MATCHING}),
+    batch=True,
+)
 
 
 @dataclass(frozen=True)
@@ -762,6 +771,7 @@ def _check_subject_syntax(subject: Subject) -> None:
 
 __all__ = [
     "INDICATORS",
+    "MATCHING",
     "SCORING",
     "SELF_SERVICE",
     "VERIFICATION",

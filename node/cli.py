@@ -504,3 +504,7 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     from xinrong.node.institutions_cli import register_cli as register_institutions
 
     register_institutions(sub)
+
+    from xinrong.node.products_cli import register_cli as register_matching
+
+    register_matching(sub)

@@ -14,9 +14,10 @@ says where the demand is pushed now.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -31,6 +32,8 @@ from xinrong.node.demands import ACTIVE, MATCHING, DemandConflict, DemandStore, 
 from xinrong.node.lifecycle import ConsentLifecycle
 from xinrong.rpc.auth import Peer, require_caller
 from xinrong.v1 import common_pb2, demand_pb2, demand_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = "xinrong.v1.DemandService"
 ALLOWED_ROLES = frozenset({"enterprise"})
@@ -55,6 +58,19 @@ class Demands:
     lifecycle: ConsentLifecycle
     audit: AuditLog
     clock: Callable[[], float] = time.time
+    # Told the enterprise after each committed demand change (product matching re-runs for it).
+    listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        self.listeners.append(callback)
+
+    def _changed(self, enterprise: str) -> None:
+        self.whitelist.recompute(enterprise)
+        for callback in self.listeners:
+            try:
+                callback(enterprise)
+            except Exception:  # a listener's failure must not undo a committed demand
+                log.warning("demand change listener failed", exc_info=True)
 
     def _audit(self, caller: Peer, method: str, decision: Decision, reason: str = "", consent_id: str = "") -> None:
         with self.db.transaction() as tx:
@@ -137,13 +153,13 @@ class Demands:
                 method,
                 XinrongError("demand id registered with other bytes", reason=Reason.FAILED_PRECONDITION),
             ) from None
-        self.whitelist.recompute(caller.party_id)
+        self._changed(caller.party_id)
         return verified, self.whitelist.pushed_to(caller.party_id, verified.demand_id).get(verified.demand_id, [])
 
     def withdraw(self, caller: Peer, demand_id: str) -> int:
         method = "WithdrawDemand"
         self._caller(caller, method)
-        if not DEMAND_ID_RE.match(demand_id):
+        if not DEMAND_ID_RE.fullmatch(demand_id):
             raise self._refuse(caller, method, ValidationError("demand_id malformed"))
         record = self.store.get(demand_id)
         if record is None or record.verified.enterprise != caller.party_id:
@@ -162,7 +178,7 @@ class Demands:
                 ),
                 int(now * 1000),
             )
-        self.whitelist.recompute(caller.party_id)
+        self._changed(caller.party_id)
         after = self.store.get(demand_id)
         assert after is not None
         return after.effective_state(now)

@@ -687,6 +687,93 @@ CREATE TABLE whitelist (
 );
 """
 
+# -- 9: loan products, their encrypted match results and applications (xinrong.node.products) --
+# The node keeps what it may: public products, and per (product, enterprise,
+# provider) a signed Paillier ciphertext under the bank's key and a box
+# sealed to the enterprise. No eligibility bit or failed-rule count exists here.
+
+_SQLITE_9 = """
+CREATE TABLE loan_products (
+    product_id   TEXT PRIMARY KEY,
+    bank_id      TEXT NOT NULL,
+    signed       BLOB NOT NULL,
+    published_ms INTEGER NOT NULL,
+    withdrawn_ms INTEGER
+);
+CREATE INDEX loan_products_bank ON loan_products (bank_id);
+CREATE TABLE match_contributions (
+    product_id  TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    match_id    TEXT NOT NULL,
+    contribution BLOB NOT NULL,
+    feedback    BLOB NOT NULL,
+    computed_ms INTEGER NOT NULL,
+    PRIMARY KEY (product_id, enterprise, provider)
+) WITHOUT ROWID;
+CREATE INDEX match_contributions_enterprise ON match_contributions (enterprise);
+CREATE TABLE match_sums (
+    product_id  TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    match_id    TEXT NOT NULL,
+    total       BLOB NOT NULL,
+    computed_ms INTEGER NOT NULL,
+    PRIMARY KEY (product_id, enterprise)
+) WITHOUT ROWID;
+CREATE TABLE product_applications (
+    application_id TEXT PRIMARY KEY,
+    bank_id        TEXT NOT NULL,
+    product_id     TEXT NOT NULL,
+    enterprise     TEXT NOT NULL,
+    signed         BLOB NOT NULL,
+    enterprise_binding BLOB NOT NULL,
+    attestation    BLOB NOT NULL,
+    received_ms    INTEGER NOT NULL
+);
+CREATE INDEX product_applications_bank ON product_applications (bank_id, received_ms);
+"""
+
+_POSTGRES_9 = """
+CREATE TABLE loan_products (
+    product_id   TEXT PRIMARY KEY,
+    bank_id      TEXT NOT NULL,
+    signed       BYTEA NOT NULL,
+    published_ms BIGINT NOT NULL,
+    withdrawn_ms BIGINT
+);
+CREATE INDEX loan_products_bank ON loan_products (bank_id);
+CREATE TABLE match_contributions (
+    product_id  TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    match_id    TEXT NOT NULL,
+    contribution BYTEA NOT NULL,
+    feedback    BYTEA NOT NULL,
+    computed_ms BIGINT NOT NULL,
+    PRIMARY KEY (product_id, enterprise, provider)
+);
+CREATE INDEX match_contributions_enterprise ON match_contributions (enterprise);
+CREATE TABLE match_sums (
+    product_id  TEXT NOT NULL,
+    enterprise  TEXT NOT NULL,
+    match_id    TEXT NOT NULL,
+    total       BYTEA NOT NULL,
+    computed_ms BIGINT NOT NULL,
+    PRIMARY KEY (product_id, enterprise)
+);
+CREATE TABLE product_applications (
+    application_id TEXT PRIMARY KEY,
+    bank_id        TEXT NOT NULL,
+    product_id     TEXT NOT NULL,
+    enterprise     TEXT NOT NULL,
+    signed         BYTEA NOT NULL,
+    enterprise_binding BYTEA NOT NULL,
+    attestation    BYTEA NOT NULL,
+    received_ms    BIGINT NOT NULL
+);
+CREATE INDEX product_applications_bank ON product_applications (bank_id, received_ms);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -696,6 +783,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
     Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
     Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
+    Migration(9, "loan products and matching", _SQLITE_9, _POSTGRES_9),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -6,7 +6,7 @@ signed checkpoints (``xinrong agent audit export``). Here each export is
 first proven to be that agent's signed log: the checkpoint must verify with
 the agent's key from its CA-checked binding (the node's config names it) and
 the root recomputed from the exported entries must equal the signed root.
-Then the node's ALLOWED Verify / GetIndicators entries are matched, per
+Then the node's ALLOWED Verify / GetIndicators / MatchProducts entries are matched, per
 provider they were routed to, with the agents' answers by (request id,
 institution, enterprise):
 
@@ -37,7 +37,12 @@ from xinrong.tlog.client import answers_origin
 from xinrong.tlog.note import open_checkpoint
 from xinrong.tlog.store import fold, frontier_root
 
-KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators"}
+KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators", "MatchProducts": "matching"}
+
+
+def _answer_request_id(method: str, request_id: str, enterprise: str) -> str:
+    """A match run is one admission for many enterprises; each agent logs ``<run>.<USCC>`` (provider_agent.matching)."""
+    return f"{request_id}.{enterprise}" if method == "MatchProducts" else request_id
 
 
 class ExportRejected(ValueError):
@@ -129,23 +134,25 @@ def reconcile(conn: Any, config: NodeConfig, exports: Sequence[dict[str, Any]]) 
     allowed: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     failed: set[tuple[str, str, str]] = set()
     cursor = conn.execute(
-        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?) ORDER BY seq"), ("Verify", "GetIndicators")
+        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?) ORDER BY seq"),
+        ("Verify", "GetIndicators", "MatchProducts"),
     )
     for row in cursor.fetchall():
         entry = _row_to_entry(row)
         event = entry.event
+        request_id = _answer_request_id(event.method, event.request_id, event.enterprise)
         if event.decision.value == "FAILED":
-            failed.add((event.request_id, event.caller_id, event.enterprise))
+            failed.add((request_id, event.caller_id, event.enterprise))
         if event.decision.value != "ALLOWED":
             continue
         for provider in event.providers:
             if provider not in checked:
                 continue
-            key = (provider, KIND_OF_METHOD[event.method], event.request_id, event.caller_id, event.enterprise)
+            key = (provider, KIND_OF_METHOD[event.method], request_id, event.caller_id, event.enterprise)
             allowed[key] = {
                 "leaf_index": entry.seq - 1,
                 "provider": provider,
-                "request_id": event.request_id,
+                "request_id": request_id,
                 "institution": event.caller_id,
                 "enterprise": event.enterprise,
                 "method": event.method,

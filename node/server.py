@@ -40,6 +40,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.products import MatchingChannels, ProductDesk
+from xinrong.node.products_servicer import ALLOWED_ROLES as PRODUCT_ROLES
+from xinrong.node.products_servicer import SERVICE_NAME as PRODUCT_SERVICE_NAME
+from xinrong.node.products_servicer import ProductServicer
 from xinrong.node.public import ChangedRecord, PublicStore
 from xinrong.node.public_servicer import ALLOWED_ROLES as PUBLIC_ROLES
 from xinrong.node.public_servicer import SERVICE_NAME as PUBLIC_SERVICE_NAME
@@ -64,6 +68,7 @@ from xinrong.v1 import (
     evaluation_pb2_grpc,
     modeling_pb2_grpc,
     node_pb2_grpc,
+    products_pb2_grpc,
     public_pb2_grpc,
     push_pb2_grpc,
     subject_pb2_grpc,
@@ -184,6 +189,7 @@ class NodeServer:
     whitelist: Whitelist | None = None
     # The push service (``disconnect(institution)`` ends an institution's open streams).
     push: PushServicer | None = None
+    products: ProductDesk | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -296,6 +302,8 @@ class NodeServer:
             self.whitelist.close()
         if self.events is not None:
             self.events.close()
+        if self.products is not None:
+            self.products.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -321,6 +329,27 @@ def _evaluation_service(config: NodeConfig, creds: PartyCredentials) -> tuple[Ev
     return servicer, binding
 
 
+def product_desk(core: NodeCore) -> ProductDesk:
+    """Loan products and matching (``node.products``) over the core's stores and one admission path."""
+    desk = ProductDesk(
+        db=core.db,
+        ca=core.ca,
+        catalog=core.catalog,
+        registry=core.registry,
+        consents=core.consents,
+        admission=core.admission,
+        audit=core.audit,
+        channels=MatchingChannels(core.config, core.credentials),
+        node_id=core.credentials.party_id,
+        timeout=core.config.agent_timeout_seconds,
+        max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+    core.on_consent_registered.append(desk.on_consent)
+    desk.start_period_watch()
+    return desk
+
+
 def start_node(
     config: NodeConfig,
     *,
@@ -341,6 +370,7 @@ def start_node(
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
     hub: ModelingHub | None = None
     rights: SubjectRights | None = None
+    products: ProductDesk | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
@@ -365,12 +395,16 @@ def start_node(
             audit=core.audit,
         )
         core.consents.on_change(whitelist.mark)
-        demand_servicer = DemandServicer(
-            Demands(db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock)
+        demands = Demands(
+            db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock
         )
+        demand_servicer = DemandServicer(demands)
         public = public_store(core)
         push_public_changes(public, events)
         public_servicer = PublicServicer(public)
+        products = product_desk(core)
+        demands.on_change(products.on_demand_changed)
+        products_servicer = ProductServicer(products, creds.party_id)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -433,6 +467,11 @@ def start_node(
                     lambda s: demand_pb2_grpc.add_DemandServiceServicer_to_server(demand_servicer, s),
                     allowed_roles=DEMAND_ROLES,
                 ),
+                ServiceBinding(
+                    PRODUCT_SERVICE_NAME,
+                    lambda s: products_pb2_grpc.add_ProductServiceServicer_to_server(products_servicer, s),
+                    allowed_roles=PRODUCT_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -450,6 +489,8 @@ def start_node(
             hub.close()
         if rights is not None:
             rights.close()
+        if products is not None:
+            products.close()
         agents.close()
         db.close()
         raise
@@ -473,6 +514,7 @@ def start_node(
         whitelist=whitelist,
         push=push_servicer,
         public=public,
+        products=products,
     )
     node.institutions_watch = InstitutionWatch(
         core.institutions,

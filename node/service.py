@@ -125,6 +125,8 @@ class NodeCore:
             retry_seconds=config.revocation_retry_seconds,
             clock=clock,
         )
+        # Called after a consent is registered (e.g. product matching, xinrong.node.products).
+        self.on_consent_registered: list[Callable[[common_pb2.SignedConsent], None]] = []
 
     # -- start-up ----------------------------------------------------------
 
@@ -193,7 +195,13 @@ class NodeCore:
         return await self.access.get_indicators(caller, req)
 
     def register_consent(self, caller: Peer, signed: common_pb2.SignedConsent) -> tuple[str, int]:
-        return self.lifecycle.register(caller, signed)
+        result = self.lifecycle.register(caller, signed)
+        for hook in self.on_consent_registered:
+            try:
+                hook(signed)
+            except Exception:  # a hook (matching) never fails a registration
+                log.warning("consent registration hook failed", exc_info=True)
+        return result
 
     def consent_status(self, caller: Peer, consent_id: str) -> ConsentStatus:
         return self.lifecycle.status(caller, consent_id)

@@ -234,6 +234,7 @@ def start_agent(
                     allowed_roles=frozenset({"node"}),
                 ),
                 evaluation_binding,
+                _matching_binding(agent, cfg.node_id, cfg.max_clock_skew_seconds),
             ],
             max_workers=cfg.max_workers,
             observer=observer,
@@ -293,6 +294,21 @@ def _evaluation_binding(setup: AgentSetup, node_id: str) -> ServiceBinding:
     return ServiceBinding(
         EVALUATION_SERVICE_NAME,
         lambda s: evaluation_pb2_grpc.add_EvaluationAgentServiceServicer_to_server(servicer, s),
+        allowed_roles=frozenset({"node"}),
+    )
+
+
+def _matching_binding(agent: ProviderAgent, node_id: str, skew: float) -> ServiceBinding:
+    """Product matching (``provider_agent.matching``) over the agent's own consent checks and data."""
+    from xinrong.provider_agent.matching import AgentMatching
+    from xinrong.provider_agent.matching_servicer import SERVICE_NAME as MATCHING_SERVICE_NAME
+    from xinrong.provider_agent.matching_servicer import AgentMatchingServicer
+    from xinrong.v1 import products_pb2_grpc
+
+    servicer = AgentMatchingServicer(AgentMatching(agent, clock=agent._clock, skew=skew), node_id)
+    return ServiceBinding(
+        MATCHING_SERVICE_NAME,
+        lambda s: products_pb2_grpc.add_MatchingAgentServiceServicer_to_server(servicer, s),
         allowed_roles=frozenset({"node"}),
     )
 

@@ -23,7 +23,6 @@ from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2, node_pb2, node_pb2
 
 from support.node_fakes import (
     ACME,
-    BETA,
     assert_refused,
     consent_id_of,
     grant,
@@ -32,22 +31,7 @@ from support.node_fakes import (
     revocation,
     verify_request,
 )
-from support.platform import real_platform
-
-AS_OF = "2026-06-30"
-CSV = {
-    "tax": (
-        "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-        "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
-        f"{ACME},{AS_OF},A,false,false,0,734512.37,88231.90,27,2026-06-15,true\n"
-        f"{BETA},{AS_OF},C,true,true,51234.11,,,2,,false\n"
-    ),
-    "social_insurance": (
-        "uscc,as_of,avg_insured_headcount,avg_employer_contribution,consecutive_months,last_normal_month,in_arrears\n"
-        f"{ACME},{AS_OF},83,48213.77,19,2026-06-01,false\n"
-    ),
-}
-RAW = ["734512.37", "88231.90", "48213.77", "51234.11"]
+from support.platform import CSV, RAW, real_platform
 
 
 @pytest.fixture

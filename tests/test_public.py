@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from xinrong import public
+from xinrong.bank.push_client import PushClient, Subscription
 from xinrong.catalog import Catalog, SharingMode, parse_catalog
 from xinrong.errors import CatalogError, Reason, SignatureError, ValidationError
 from xinrong.keys.signing import SigningKey
@@ -35,7 +36,6 @@ from xinrong.report import (
     verify_with_key,
 )
 from xinrong.rpc.channel import secure_channel
-from xinrong.bank.push_client import PushClient, Subscription
 from xinrong.v1 import public_pb2, public_pb2_grpc
 
 from support.node_fakes import ACME, BETA, NodeHarness, assert_refused

@@ -96,6 +96,16 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.DemandService/RegisterDemand": 1024 * 1024 + 32 * 1024,
     "/xinrong.v1.DemandService/WithdrawDemand": _SMALL,
     "/xinrong.v1.DemandService/ListMyDemands": _SMALL,
+    # Loan products (products.proto): a product is a few KB (rules, a 512-byte
+    # Paillier modulus at most); a match call carries up to 2,000 signed consents.
+    "/xinrong.v1.ProductService/PublishProduct": 64 * 1024,
+    "/xinrong.v1.ProductService/WithdrawProduct": _SMALL,
+    "/xinrong.v1.ProductService/ListProducts": _SMALL,
+    "/xinrong.v1.ProductService/RunMatching": _SMALL,
+    "/xinrong.v1.ProductService/ListMyMatches": _SMALL,
+    "/xinrong.v1.ProductService/ApplyToProduct": 64 * 1024,
+    "/xinrong.v1.ProductService/ListApplications": _SMALL,
+    "/xinrong.v1.MatchingAgentService/ComputeMatch": 32 * 1024 * 1024,
 }
 
 __all__ = [

@@ -27,6 +27,7 @@ from xinrong.enterprise import client as ent
 from xinrong.enterprise.portal.backend import (
     AccessRow,
     ActionError,
+    ApplyForm,
     CaseEventRow,
     CaseForm,
     CaseRow,
@@ -36,6 +37,7 @@ from xinrong.enterprise.portal.backend import (
     Identity,
     MyData,
     NotAvailable,
+    ProductRow,
     ProviderData,
 )
 from xinrong.errors import XinrongError
@@ -327,6 +329,55 @@ class ClientBackend:
             return str(resp.case_id)
 
         return self._call("objections and repairs", send)
+
+    # -- loan products (xinrong.enterprise.products) ----------------------------------------------
+
+    def products(self) -> list[ProductRow]:
+        from xinrong.enterprise.products import EnterpriseProducts
+
+        def read(client: Any) -> list[ProductRow]:
+            mine = {m["product_id"]: m for m in client.matches()}
+            rows = []
+            for p in client.products():
+                m = mine.get(p["product_id"])
+                rows.append(
+                    ProductRow(
+                        product_id=str(p["product_id"]),
+                        bank_id=str(p["bank_id"]),
+                        name=str(p["name"]),
+                        category=str(p["category"]),
+                        amount="{}-{}".format(*p["amount"]),
+                        term_months="{}-{}".format(*p["term_months"]),
+                        rate_bps="{}-{}".format(*p["rate_bps"]),
+                        rules=tuple(p["rules"]),
+                        matched=m is not None,
+                        eligible=bool(m and m["eligible"]),
+                        failed_rules=tuple(m["failed_rules"]) if m else (),
+                    )
+                )
+            return rows
+
+        with (
+            EnterpriseProducts(self._node, self._creds, catalog=self._catalog, node_id=self._node_id) as products,
+            self._client("products", products) as client,
+        ):
+            return read(client)
+
+    def apply(self, form: ApplyForm) -> str:
+        from xinrong.enterprise.products import EnterpriseProducts
+
+        with (
+            EnterpriseProducts(self._node, self._creds, catalog=self._catalog, node_id=self._node_id) as products,
+            self._client("apply", products) as client,
+        ):
+            application_id: str = client.apply(
+                form.product_id,
+                amount=form.amount,
+                term_months=form.term_months,
+                purpose=form.purpose,
+                region=form.region,
+            )
+            return application_id
 
 
 def _state_of(resp: Any) -> str:

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.enterprise.portal import i18n
-from xinrong.enterprise.portal.backend import ActionError, CaseForm, GrantForm, NotAvailable, PortalBackend
+from xinrong.enterprise.portal.backend import ActionError, ApplyForm, CaseForm, GrantForm, NotAvailable, PortalBackend
 from xinrong.enterprise.portal.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -317,6 +317,37 @@ def create_app(
 
         return await _post(request, "/cases", act)
 
+    def _products_backend(name: str) -> Callable[..., Any]:
+        fn = getattr(backend, name, None)
+        if fn is None:
+            raise NotAvailable("products")
+        result: Callable[..., Any] = fn
+        return result
+
+    async def products_page(request: Request) -> Response:
+        def read() -> Any:
+            return _products_backend("products")()
+
+        value, missing, error = await load(read)
+        return render(request, "products.html", "products", rows=value, missing=missing, error=error)
+
+    async def apply_product(request: Request) -> Response:
+        async def act(values: dict[str, Any]) -> str:
+            try:
+                form = ApplyForm(
+                    product_id=_text(values, "product_id"),
+                    amount=int(_text(values, "amount")),
+                    term_months=int(_text(values, "term_months")),
+                    purpose=_text(values, "purpose"),
+                    region=_text(values, "region"),
+                )
+            except ValueError:
+                raise ActionError("amount and term must be whole numbers") from None
+            result: str = await run_in_threadpool(_products_backend("apply"), form)
+            return result
+
+        return await _post(request, "/products", act)
+
     static = resources.files("xinrong.enterprise.portal") / "static"
     routes = [
         Route("/", index),
@@ -329,6 +360,8 @@ def create_app(
         Route("/consents/{consent_id}/revoke", _change("revoke"), methods=["POST"]),
         Route("/cases", cases_page),
         Route("/cases/file", file_case, methods=["POST"]),
+        Route("/products", products_page),
+        Route("/products/apply", apply_product, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(static)), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -123,6 +123,32 @@ class CaseForm:
 
 
 @dataclass(frozen=True)
+class ProductRow:
+    """A bank's published product (signature checked) and this enterprise's own match, if any."""
+
+    product_id: str
+    bank_id: str
+    name: str
+    category: str
+    amount: str
+    term_months: str
+    rate_bps: str
+    rules: tuple[str, ...]
+    matched: bool
+    eligible: bool
+    failed_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplyForm:
+    product_id: str
+    amount: int
+    term_months: int
+    purpose: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True)
 class Identity:
     enterprise: str
     node: str
@@ -153,3 +179,6 @@ class PortalBackend(Protocol):
     def cases(self) -> list[CaseRow]: ...
 
     def file_case(self, form: CaseForm) -> str: ...
+
+    # Loan products (optional: a backend without them shows "not available"):
+    # ``products() -> list[ProductRow]`` and ``apply(form: ApplyForm) -> str``.

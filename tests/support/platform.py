@@ -20,7 +20,25 @@ from xinrong.provider_agent import importer
 from xinrong.provider_agent import server as agent_server
 from xinrong.provider_agent import store as agent_store
 
+from support.node_fakes import ACME, BETA
+
 BANKS = ("bank-a", "bank-b")
+
+# Two providers' exports of the node integration tests (ACME everywhere, BETA at the tax bureau only).
+AS_OF = "2026-06-30"
+CSV = {
+    "tax": (
+        "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
+        "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
+        f"{ACME},{AS_OF},A,false,false,0,734512.37,88231.90,27,2026-06-15,true\n"
+        f"{BETA},{AS_OF},C,true,true,51234.11,,,2,,false\n"
+    ),
+    "social_insurance": (
+        "uscc,as_of,avg_insured_headcount,avg_employer_contribution,consecutive_months,last_normal_month,in_arrears\n"
+        f"{ACME},{AS_OF},83,48213.77,19,2026-06-01,false\n"
+    ),
+}
+RAW = ["734512.37", "88231.90", "48213.77", "51234.11"]
 
 
 def agent_setup(

@@ -570,6 +570,9 @@ def run(args: argparse.Namespace) -> int:
 
             public = play_public(platform, truth.enterprises_present_everywhere()[0])
             _say(f"\n[9] public records, a voluntary filing and a node-signed credit report verified offline: {public}")
+            from xinrong.tools.demo_match import play_matching
+
+            matching = play_matching(platform, truth, args.as_of)
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -583,6 +586,7 @@ def run(args: argparse.Namespace) -> int:
             institutions_tally = {}
             push = {}
             public = {}
+            matching = {"matches_correct": 0, "matches_total": -1, "applications": 0}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -598,6 +602,7 @@ def run(args: argparse.Namespace) -> int:
             **institutions_tally,
             **push,
             **public,
+            **matching,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -617,6 +622,7 @@ def run(args: argparse.Namespace) -> int:
             and push.get("whitelist_pushed", 0) == push.get("whitelist_expected", 0)
             and push.get("whitelist_leaked", 0) == 0
             and public.get("reports_verified") == 1
+            and matching["matches_correct"] == matching["matches_total"]
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)

@@ -86,6 +86,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "push-node"]
     push.add_node_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.push", "node_main"))
+    from xinrong.tools.bench import match
+
+    p = sub.add_parser("match", help="loan-product matching: time per (enterprise, product), real processes")
+    match.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.match"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
