@@ -424,10 +424,48 @@ CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE OR DELETE ON tlog_checkp
 CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
 """
 
+# -- 10: tiles of the Merkle tree (xinrong.tlog.store) ---------------------------------
+# The complete subtrees again, grouped as C2SP tlog-tiles groups them (height
+# 8), one row per full tile with its interior levels, so an inclusion proof
+# reads one row per 8 levels instead of one per level. Written by the
+# integrator as tiles fill; tiles of a tree older than this step are
+# backfilled by it, and until then proofs read ``tlog_nodes`` as before.
+
+_SQLITE_10 = """
+CREATE TABLE tlog_tiles (
+    tlevel INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    PRIMARY KEY (tlevel, idx)
+);
+CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE ON tlog_tiles
+BEGIN
+    SELECT RAISE(ABORT, 'tlog_tiles is append-only');
+END;
+"""
+
+_POSTGRES_10 = """
+CREATE TABLE tlog_tiles (
+    tlevel INTEGER NOT NULL,
+    idx    BIGINT NOT NULL,
+    hashes BYTEA NOT NULL,
+    PRIMARY KEY (tlevel, idx)
+);
+CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE OR DELETE ON tlog_tiles
+    FOR EACH ROW EXECUTE FUNCTION xinrong_tlog_append_only();
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
     Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
+    Migration(4, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(5, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(6, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(8, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(9, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -298,3 +298,34 @@ def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
     kept = again.held(tlog.origin)
     assert kept is not None and kept.note == signed.note and again.alarms == witness.alarms
     db.close()
+
+
+def test_a_tree_without_tiles_gets_them_backfilled_and_a_forged_tile_fails_verification(tmp_path: Path) -> None:
+    """A tree older than schema step 10 gets its full tiles from the integrator; verify checks each tile."""
+    _chain_db(tmp_path / "node.db", 600)
+    db = Database(tmp_path / "node.db")
+    key = SigningKey.generate()
+    tlog = TransparencyLog(db, node_id="node", signing_key=key)
+    assert tlog.tick(force=True) is not None
+    assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+    with db.transaction() as tx:
+        tx.execute("DELETE FROM tlog_tiles")  # as if the tree predated the tiles
+    fresh = TransparencyLog(db, node_id="node", signing_key=key)
+    fresh.tick(force=True)
+    assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+    index, leaf, proof, checkpoint = fresh.inclusion(300, None, 0)
+    merkle.verify_inclusion(index, checkpoint.size, leaf, proof, checkpoint.root)
+    assert verify_log(db.query, fresh.origin, key.public_raw).ok
+    db.close()
+
+    conn = sqlite3.connect(tmp_path / "node.db")
+    conn.execute("DROP TRIGGER tlog_tiles_no_update")
+    conn.execute("UPDATE tlog_tiles SET hashes = zeroblob(16320) WHERE idx = 1")
+    conn.commit()
+    conn.close()
+    for side in tmp_path.glob("node.db*"):
+        side.chmod(0o600)
+    db = Database(tmp_path / "node.db")
+    report = verify_log(db.query, fresh.origin, key.public_raw)
+    assert not report.ok and "tile (0, 1)" in report.problem
+    db.close()
