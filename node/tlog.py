@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,14 @@ INTEGRATE_BATCH = 1_000
 MAX_PAGE = 200
 # Tiles a migrated tree gets per integration (each: one range read, 255 hashes).
 BACKFILL_TILES = 32
+# Bench only (``xinrong bench verify --tree-ab``): while the file this names exists, the
+# periodic tick builds no tree, so the bench can time the node with and without it.
+BENCH_PAUSE_ENV = "XINRONG_BENCH_TREE_PAUSE_FILE"
+
+
+def _bench_paused() -> bool:
+    path = os.environ.get(BENCH_PAUSE_ENV)
+    return bool(path) and os.path.exists(path)  # type: ignore[arg-type]
 
 
 def origin_of(node_id: str) -> str:
@@ -149,6 +158,8 @@ class TransparencyLog:
 
     def tick(self, *, force: bool = False) -> SignedCheckpoint | None:
         """Integrate every entry the tree lacks; sign a checkpoint if it grew (at most every few seconds)."""
+        if not force and _bench_paused():
+            return None
         with self._lock:
             now = self._clock()
             due = force or now - self._last_signed >= self._every

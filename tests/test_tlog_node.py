@@ -329,3 +329,25 @@ def test_a_tree_without_tiles_gets_them_backfilled_and_a_forged_tile_fails_verif
     report = verify_log(db.query, fresh.origin, key.public_raw)
     assert not report.ok and "tile (0, 1)" in report.problem
     db.close()
+
+
+def test_the_bench_pause_file_stops_only_the_periodic_tree_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench verify --tree-ab`` times the node without the tree: the periodic tick skips, a proof still forces."""
+    from xinrong.node.tlog import BENCH_PAUSE_ENV
+
+    _chain_db(tmp_path / "node.db", 5)
+    db = Database(tmp_path / "node.db")
+    tlog = TransparencyLog(db, node_id="node", signing_key=SigningKey.generate(), checkpoint_seconds=0)
+    pause = tmp_path / "paused"
+    monkeypatch.setenv(BENCH_PAUSE_ENV, str(pause))
+    pause.touch()
+    assert tlog.tick() is None and tlog.reader.size() == 0
+    assert tlog.tick(force=True) is not None and tlog.reader.size() == 5
+    pause.unlink()
+    audit = HashChainAuditLog(db.query)
+    with db.transaction() as tx:
+        audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED), 7000)
+    assert tlog.tick() is not None and tlog.reader.size() == 6
+    db.close()

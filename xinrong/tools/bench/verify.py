@@ -46,6 +46,7 @@ from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
 from xinrong.heap import settle_after_start
 from xinrong.keys.layout import load_party, party_dir
+from xinrong.node.tlog import BENCH_PAUSE_ENV
 from xinrong.rpc.channel import secure_channel, wait_healthy
 from xinrong.rpc.server import build_server
 from xinrong.tools import placement as cpus
@@ -163,6 +164,7 @@ def run(
     placement: str = "pinned",
     database: str = "sqlite",
     replicas: int = 1,
+    tree_ab: bool = False,
 ) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
 
@@ -171,6 +173,13 @@ def run(
     node processes on it; the load generator balances over them as the bank
     SDK does. Pinned, every replica shares the node's CPU: on two cores more
     replicas measure contention, not scale-out.
+
+    ``tree_ab``: one more load, ``verify_no_tree``, the same calls while the
+    node builds no Merkle tree (a bench-only pause file the node's tick
+    checks, ``xinrong.node.tlog.BENCH_PAUSE_ENV``), alternating with the
+    others; before each window with the tree, the node gets a second and a
+    half to fold the entries of the window without it, so each side pays only
+    for its own. Reported: ``tree_cost`` = 1 - qps with / qps without.
     """
     if placement not in ("pinned", "shared"):
         raise ValueError(f"placement must be pinned or shared, not {placement!r}")
@@ -187,6 +196,10 @@ def run(
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
         workdir = Path(tmp.name)
     pg = None
+    pause_file = workdir / "tree-paused"
+    saved_env = os.environ.get(BENCH_PAUSE_ENV)
+    if tree_ab:
+        os.environ[BENCH_PAUSE_ENV] = str(pause_file)  # inherited by the node processes
     try:
         table: dict[str, Any] | None = None
         if database == "postgres":
@@ -300,6 +313,22 @@ def run(
                             "ceiling": _Load(ceiling_call, ceiling_pinned),
                             "ceiling_shared": _Load(ceiling_call, ceiling_free),
                         }
+                    if tree_ab:
+                        with_tree, place_with = loads["verify"].call, loads["verify"].place
+
+                        def tree_on() -> None:
+                            if pause_file.exists():
+                                pause_file.unlink()
+                                time.sleep(1.5)  # the next tick folds the paused window's entries
+                            place_with()
+
+                        def tree_off() -> None:
+                            pause_file.touch()
+                            time.sleep(1.5)  # the tick in flight, if any, ends
+                            place_with()
+
+                        loads["verify"] = _Load(with_tree, tree_on)
+                        loads["verify_no_tree"] = _Load(with_tree, tree_off)
                     measured = _interleaved(
                         loads, seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices
                     )
@@ -320,12 +349,25 @@ def run(
                         bad += 1
                 checked = len(responses) - bad
     finally:
+        if tree_ab:
+            if saved_env is None:
+                os.environ.pop(BENCH_PAUSE_ENV, None)
+            else:
+                os.environ[BENCH_PAUSE_ENV] = saved_env
         if own_cpus is not None:  # the load generator may be a test process: give its CPUs back
             cpus.pin(os.getpid(), own_cpus)
         if pg is not None:
             pg.stop()
         if tmp is not None:
             tmp.cleanup()
+    tree: dict[str, object] = {}
+    if tree_ab:
+        off = measured["verify_no_tree"]
+        tree = {
+            "qps_no_tree": round(off["qps"], 1),
+            "p99_ms_no_tree": round(off["p99_ms"], 2),
+            "tree_cost": round(1 - e2e["qps"] / off["qps"], 3),
+        }
     return {
         "bench": "verify",
         "qps": round(e2e["qps"], 1),
@@ -344,6 +386,7 @@ def run(
         "seconds": seconds,
         "slices": slices,
         "claims_per_call": len(asked),
+        **tree,
     }
 
 
@@ -379,6 +422,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the node's store: SQLite (default) or a throwaway PostgreSQL 15 started for the run",
     )
     p.add_argument("--replicas", type=int, default=1, help="node processes on the one PostgreSQL (default 1)")
+    p.add_argument(
+        "--tree-ab",
+        action="store_true",
+        help="also time verify with the node's Merkle tree building paused (bench only), alternating",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -390,6 +438,7 @@ def main(args: argparse.Namespace) -> int:
         placement=args.placement,
         database=args.database,
         replicas=args.replicas,
+        tree_ab=args.tree_ab,
     )
     if not args.json:
         print(
