@@ -98,14 +98,20 @@ class LogClient:
         out: list[VerifiedAccess] = []
         token = ""
         while True:
-            resp = self._stub.ListAccesses(
-                transparency_pb2.ListAccessesRequest(page_size=page_size, page_token=token), timeout=30
-            )
-            checkpoint = self.accept(resp.checkpoint)
-            out.extend(verify_accesses(resp, enterprise, checkpoint))
-            token = resp.next_page_token
+            page, token = self.accesses_page(enterprise, page_token=token, page_size=page_size)
+            out.extend(page)
             if not token:
                 return out
+
+    def accesses_page(
+        self, enterprise: str, *, page_token: str = "", page_size: int = 50
+    ) -> tuple[list[VerifiedAccess], str]:
+        """One page of the access entries about ``enterprise``, each proven; and the next page's token ("" at the end)."""
+        resp = self._stub.ListAccesses(
+            transparency_pb2.ListAccessesRequest(page_size=page_size, page_token=page_token), timeout=30
+        )
+        checkpoint = self.accept(resp.checkpoint)
+        return verify_accesses(resp, enterprise, checkpoint), resp.next_page_token
 
 
 def check_inclusion(
