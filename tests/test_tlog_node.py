@@ -143,9 +143,9 @@ def test_checkpoints_proofs_cli_and_accesses(
     mine = acme.accesses(ACME, page_size=2)  # paginated
     assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, newest]
     assert all(a.caller_id == "bank-a" and a.decision == "ALLOWED" for a in mine if a.method == "Verify")
-    first, token = acme.accesses_page(ACME, page_size=2)  # one page at a time (the portal's cursor)
-    second, _ = acme.accesses_page(ACME, page_token=token, page_size=2)
-    assert token and [x.leaf_index for x in first + second] == [x.leaf_index for x in mine[:4]]
+    page1, token = acme.accesses_page(ACME, page_size=2)  # one page at a time (the portal's cursor)
+    page2, _ = acme.accesses_page(ACME, page_token=token, page_size=2)
+    assert token and [x.leaf_index for x in page1 + page2] == [x.leaf_index for x in mine[:4]]
     theirs = LogClient(_tstub(h, pki.enterprise(OTHER)), origin, node_key).accesses(OTHER)
     assert {a.leaf_index for a in theirs}.isdisjoint({a.leaf_index for a in mine})
     assert [a.method for a in theirs if a.method == "Verify"] == ["Verify"]
