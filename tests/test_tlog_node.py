@@ -163,6 +163,14 @@ def test_checkpoints_proofs_cli_and_accesses(
     assert main(["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]) == 0
     held_doc = json.loads(capsys.readouterr().out)
     assert held_doc["logs"][0]["origin"] == origin and held_doc["logs"][0]["size"] >= later.size
+    # Gossip: another party's witness file is taken only with the log's consistency proof.
+    peer = h.workdir / "peer-witness.json"
+    peer.write_text(json.dumps({"checkpoints": {origin: h.node.core.tlog.latest().note}}))
+    gossip = ["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]
+    assert main([*gossip, "--gossip-from", str(peer), "--node", f"127.0.0.1:{h.node.port}"]) == 0
+    gossiped = json.loads(capsys.readouterr().out)
+    assert gossiped["offered"] and gossiped["consistent"] and gossiped["held_size"] >= held_doc["logs"][0]["size"]
+    held_doc = {"logs": [{"size": gossiped["held_size"]}]}
     # The node equivocates (a note of the held size with another root): the client raises the alarm.
     forged = sign_checkpoint(Checkpoint(origin, held_doc["logs"][0]["size"], bytes(32)), pki.node.signing_key)
     state_file = state / "witness.json"

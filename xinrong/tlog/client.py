@@ -18,7 +18,7 @@ from typing import Any
 from xinrong.tlog import merkle
 from xinrong.tlog.auditleaf import audit_leaf
 from xinrong.tlog.note import Checkpoint
-from xinrong.tlog.witness import Witness
+from xinrong.tlog.witness import Witness, peer_notes
 from xinrong.v1 import transparency_pb2
 
 
@@ -72,6 +72,29 @@ class LogClient:
     def accept(self, note: str) -> Checkpoint:
         """Open a served checkpoint and have the witness accept it (SplitView if it cannot)."""
         return self.witness.observe(note, self.origin, self._proofs)
+
+    def gossip(self, peer: str) -> dict[str, object]:
+        """Take another party's newest checkpoint of this log (its witness file or one signed note).
+
+        The note must be signed by the log and consistent with the one held
+        (a proof from the log either way); a newer one is then held. NoteError
+        if it is not the log's; SplitView (kept as an alarm with both notes) if
+        the log showed the peer another history.
+        """
+        note = peer_notes(peer).get(self.origin)
+        before = self.witness.held(self.origin)
+        if note is None:
+            return {"origin": self.origin, "offered": False, "held_size": before.checkpoint.size if before else 0}
+        offered = self.accept(note)
+        after = self.witness.held(self.origin)
+        return {
+            "origin": self.origin,
+            "offered": True,
+            "offered_size": offered.size,
+            "held_size": after.checkpoint.size if after else 0,
+            "advanced": after is not None and (before is None or after.checkpoint.size > before.checkpoint.size),
+            "consistent": True,
+        }
 
     def checkpoint(self) -> Checkpoint:
         resp = self._stub.GetCheckpoint(transparency_pb2.GetCheckpointRequest(), timeout=10)
