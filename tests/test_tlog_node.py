@@ -362,3 +362,38 @@ def test_the_bench_pause_file_stops_only_the_periodic_tree_building(
         audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED), 7000)
     assert tlog.tick() is not None and tlog.reader.size() == 6
     db.close()
+
+
+def test_tiles_on_postgresql_are_written_by_the_integrator_and_serve_proofs(pg_cluster: Any) -> None:
+    """Schema step 10 on PostgreSQL: full tiles (BYTEA) are written as the sequenced log fills, proofs read them."""
+    from xinrong.node.audit import SequencedAuditLog
+    from xinrong.node.pg import PgDatabase
+    from xinrong.node.tlog import TreeReader
+    from xinrong.tlog.store import TileCache
+
+    from support.pg import database_config, database_table
+
+    db = PgDatabase(database_config(database_table(pg_cluster)))
+    try:
+        audit = SequencedAuditLog(db)
+        with db.transaction() as tx:
+            for i in range(600):
+                audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED, request_id=f"r{i}"), i)
+        while audit.sequence() > 0:
+            pass
+        key = SigningKey.generate()
+        tlog = TransparencyLog(db, node_id="node", signing_key=key)
+        signed = tlog.tick(force=True)
+        assert signed is not None and signed.size == 600
+        assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+        tiled = TreeReader(db.query, tiles=TileCache())
+        plain = TreeReader(db.query, use_tiles=False)
+        for index in (0, 255, 256, 511, 512, 599):
+            proof = tiled.inclusion(index, 600)
+            assert proof == plain.inclusion(index, 600)
+            merkle.verify_inclusion(index, 600, tiled.leaf_hash(index), proof, signed.root)
+        assert verify_log(db.query, tlog.origin, key.public_raw).ok
+        with pytest.raises(Exception, match="append-only"), db.transaction() as tx:
+            tx.execute("UPDATE tlog_tiles SET hashes = ? WHERE idx = 0", (bytes(16320),))
+    finally:
+        db.close()
