@@ -62,9 +62,31 @@ class _Window:
     latencies: list[float]
     seconds: float
     errors: int
+    cpu_s: float = 0.0  # CPU the probed processes used in the timed window (``cpu_probe``)
 
 
-def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> _Window:
+def _process_cpu(pids: list[int]) -> Callable[[], float]:
+    """A probe: user + system CPU seconds of ``pids`` so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def probe() -> float:
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
+
+    return probe
+
+
+def _drive(
+    call: Callable[[], object],
+    *,
+    seconds: float,
+    concurrency: int,
+    warmup: float,
+    cpu_probe: Callable[[], float] | None = None,
+) -> _Window:
     """C threads calling back to back; latencies of the calls that ended in the timed window."""
     stop = threading.Event()
     measuring = threading.Event()
@@ -87,15 +109,17 @@ def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warm
     for t in threads:
         t.start()
     time.sleep(warmup)
+    cpu0 = cpu_probe() if cpu_probe else 0.0
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - start
+    cpu = (cpu_probe() - cpu0) if cpu_probe else 0.0
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    return _Window([x for per in latencies for x in per], elapsed, sum(errors))
+    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu)
 
 
 def _summary(windows: list[_Window]) -> dict[str, float]:
@@ -110,6 +134,7 @@ def _summary(windows: list[_Window]) -> dict[str, float]:
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "calls": float(len(lat)),
         "errors": float(errors),
+        "cpu_us_per_call": 1e6 * sum(w.cpu_s for w in windows) / len(lat),
     }
 
 
@@ -126,7 +151,13 @@ def _unplaced() -> None:
 
 
 def _interleaved(
-    loads: dict[str, _Load], *, seconds: float, concurrency: int, warmup: float, slices: int
+    loads: dict[str, _Load],
+    *,
+    seconds: float,
+    concurrency: int,
+    warmup: float,
+    slices: int,
+    cpu_probe: Callable[[], float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
@@ -147,6 +178,7 @@ def _interleaved(
                     seconds=seconds / slices,
                     concurrency=concurrency,
                     warmup=warmup if k == 0 else min(warmup, 0.5),
+                    cpu_probe=cpu_probe,
                 )
             )
     return {name: _summary(w) for name, w in windows.items()}
@@ -179,7 +211,10 @@ def run(
     checks, ``xinrong.node.tlog.BENCH_PAUSE_ENV``), alternating with the
     others; before each window with the tree, the node gets a second and a
     half to fold the entries of the window without it, so each side pays only
-    for its own. Reported: ``tree_cost`` = 1 - qps with / qps without.
+    for its own. Reported: ``tree_cost`` = 1 - qps with / qps without, and
+    (Linux) the node processes' CPU per call with and without the tree,
+    ``tree_cpu_cost`` = their ratio - 1: on a machine shared with other
+    load, qps swings by tens of percent between windows, CPU per call far less.
     """
     if placement not in ("pinned", "shared"):
         raise ValueError(f"placement must be pinned or shared, not {placement!r}")
@@ -329,8 +364,16 @@ def run(
 
                         loads["verify"] = _Load(with_tree, tree_on)
                         loads["verify_no_tree"] = _Load(with_tree, tree_off)
+                    probe = None
+                    if tree_ab and cpus.supported():
+                        probe = _process_cpu([group.parties[name].proc.pid for name in node_names])
                     measured = _interleaved(
-                        loads, seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices
+                        loads,
+                        seconds=seconds,
+                        concurrency=concurrency,
+                        warmup=warmup,
+                        slices=slices,
+                        cpu_probe=probe,
                     )
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
@@ -367,6 +410,12 @@ def run(
             "qps_no_tree": round(off["qps"], 1),
             "p99_ms_no_tree": round(off["p99_ms"], 2),
             "tree_cost": round(1 - e2e["qps"] / off["qps"], 3),
+            # The node's own CPU per call: what the machine's other load moves least.
+            "node_cpu_us_per_call": round(e2e["cpu_us_per_call"], 1),
+            "node_cpu_us_per_call_no_tree": round(off["cpu_us_per_call"], 1),
+            "tree_cpu_cost": round(e2e["cpu_us_per_call"] / off["cpu_us_per_call"] - 1, 3)
+            if off["cpu_us_per_call"]
+            else None,
         }
     return {
         "bench": "verify",
