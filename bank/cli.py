@@ -48,9 +48,18 @@ def _proven(client: BankClient) -> dict[str, object]:
 
 
 def cmd_audit_witness(args: argparse.Namespace) -> int:
-    from xinrong.tlog.witness import held_summary
+    from xinrong.tlog.witness import SplitView, held_summary
 
     _node, creds = _connection(args)
+    if args.gossip_from:
+        peer = Path(args.gossip_from).read_text()
+        with _client(args) as client:
+            try:
+                print(json.dumps(client.node_log().gossip(peer), sort_keys=True))
+            except SplitView as alarm:
+                print(json.dumps({"split_view": alarm.evidence()}, sort_keys=True))
+                return 2
+        return 0
     print(json.dumps(held_summary(_witness_path(args, creds)), indent=2))
     return 0
 
@@ -204,6 +213,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = asub.add_parser("witness", help="the newest checkpoint of each log this bank holds")
     add_connection_args(p)
     p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
+    p.add_argument(
+        "--gossip-from",
+        default="",
+        help="another party's witness file or signed note: checked for consistency (exit 2 on a split view)",
+    )
     p.set_defaults(func=cmd_audit_witness)
 
     from xinrong.bank.products_cli import register_cli as register_products

@@ -291,8 +291,20 @@ def cmd_accesses(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_witness(args: argparse.Namespace) -> int:
-    from xinrong.tlog.witness import held_summary
+    from xinrong.tlog.witness import SplitView, Witness, held_summary
 
+    if args.gossip_from:
+        if not args.node:
+            raise SystemExit("--gossip-from needs --node (the log gives the consistency proof)")
+        peer = Path(args.gossip_from).read_text()
+        creds = load_party(args.credentials)
+        with EnterpriseClient(args.node, creds, node_id=args.node_id, witness=Witness(_witness_path(args))) as client:
+            try:
+                print(json.dumps(client.node_log().gossip(peer), sort_keys=True))
+            except SplitView as alarm:
+                print(json.dumps({"split_view": alarm.evidence()}, sort_keys=True))
+                return 2
+        return 0
     print(json.dumps(held_summary(_witness_path(args)), indent=2))
     return 0
 
@@ -376,6 +388,13 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = asub.add_parser("witness", help="the newest checkpoint of each log this enterprise holds")
     p.add_argument("--credentials", required=True, help="the enterprise's credentials directory")
     p.add_argument("--state-dir", default="", help="where the witness state lives (default: the credentials dir)")
+    p.add_argument(
+        "--gossip-from",
+        default="",
+        help="another party's witness file or signed note: checked for consistency (exit 2 on a split view)",
+    )
+    p.add_argument("--node", default="", help="node address host:port (with --gossip-from)")
+    p.add_argument("--node-id", default="node", help="the node's party id (default node)")
     p.set_defaults(func=cmd_audit_witness)
 
     from xinrong.enterprise.products_cli import register_cli as register_products

@@ -132,6 +132,13 @@ class EnterpriseClient:
         except grpc.RpcError as err:
             raise decode_rpc_error(err) from None
 
+    def accesses_page(self, page_token: str = "", page_size: int = 50) -> tuple[list[VerifiedAccess], str]:
+        """One page of ``accesses`` and the token of the next ("" on the last)."""
+        try:
+            return self.node_log().accesses_page(self.credentials.party_id, page_token=page_token, page_size=page_size)
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+
     def close(self) -> None:
         self._channel.close()
 

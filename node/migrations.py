@@ -774,6 +774,37 @@ CREATE TABLE product_applications (
 CREATE INDEX product_applications_bank ON product_applications (bank_id, received_ms);
 """
 
+# -- 10: tiles of the Merkle tree (xinrong.tlog.store) ---------------------------------
+# The complete subtrees again, grouped as C2SP tlog-tiles groups them (height
+# 8), one row per full tile with its interior levels, so an inclusion proof
+# reads one row per 8 levels instead of one per level. Written by the
+# integrator as tiles fill; tiles of a tree older than this step are
+# backfilled by it, and until then proofs read ``tlog_nodes`` as before.
+
+_SQLITE_10 = """
+CREATE TABLE tlog_tiles (
+    tlevel INTEGER NOT NULL,
+    idx    INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    PRIMARY KEY (tlevel, idx)
+);
+CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE ON tlog_tiles
+BEGIN
+    SELECT RAISE(ABORT, 'tlog_tiles is append-only');
+END;
+"""
+
+_POSTGRES_10 = """
+CREATE TABLE tlog_tiles (
+    tlevel INTEGER NOT NULL,
+    idx    BIGINT NOT NULL,
+    hashes BYTEA NOT NULL,
+    PRIMARY KEY (tlevel, idx)
+);
+CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE OR DELETE ON tlog_tiles
+    FOR EACH ROW EXECUTE FUNCTION xinrong_tlog_append_only();
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -784,6 +815,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
     Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
     Migration(9, "loan products and matching", _SQLITE_9, _POSTGRES_9),
+    Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -12,7 +12,11 @@ Storage (``tlog_nodes``): the hash of every complete subtree, ``(level,
 idx)`` = ``2**level`` leaves from ``idx * 2**level``, written once when its
 last leaf arrives (about 2 rows per leaf). Any proof or root then needs
 O(log n) of them (``xinrong.tlog.merkle``), fetched in one batched query; the
-node caches the upper levels, which never change.
+node caches the upper levels, which never change. ``tlog_tiles`` (schema step
+10) holds the same hashes grouped in full tiles of height 8 (C2SP tlog-tiles
+geometry, with interior levels), so a proof reads one row per 8 levels and,
+with the upper tiles in memory, one row in all (``xinrong.tlog.store``);
+``verify_log`` checks every tile against the verified subtrees.
 
 Checkpoints (C2SP tlog-checkpoint, Ed25519, signed with the node's signing
 key, whose public half is in its CA-signed party binding) are signed by the
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -44,13 +49,17 @@ from xinrong.tlog.auditleaf import audit_leaf_encoded
 from xinrong.tlog.client import audit_origin
 from xinrong.tlog.note import open_checkpoint
 from xinrong.tlog.store import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
     CheckpointRefused,
     Query,
     SignedCheckpoint,
     SubtreeStore,
+    TileCache,
     fold,
     frontier_keys,
     frontier_root,
+    tile_blob,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +70,16 @@ CHECKPOINT_SECONDS = 1.0
 # admissions need, so a batch is kept to a few milliseconds.
 INTEGRATE_BATCH = 1_000
 MAX_PAGE = 200
+# Tiles a migrated tree gets per integration (each: one range read, 255 hashes).
+BACKFILL_TILES = 32
+# Bench only (``xinrong bench verify --tree-ab``): while the file this names exists, the
+# periodic tick builds no tree, so the bench can time the node with and without it.
+BENCH_PAUSE_ENV = "XINRONG_BENCH_TREE_PAUSE_FILE"
+
+
+def _bench_paused() -> bool:
+    path = os.environ.get(BENCH_PAUSE_ENV)
+    return bool(path) and os.path.exists(path)  # type: ignore[arg-type]
 
 
 def origin_of(node_id: str) -> str:
@@ -75,8 +94,15 @@ def _first_row(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
 class TreeReader(SubtreeStore):
     """The node's tree (``tlog_`` tables) and the audit entries its leaves stand for."""
 
-    def __init__(self, query: Query, *, cache: dict[tuple[int, int], bytes] | None = None) -> None:
-        super().__init__(query, prefix="tlog_", cache=cache)
+    def __init__(
+        self,
+        query: Query,
+        *,
+        cache: dict[tuple[int, int], bytes] | None = None,
+        tiles: TileCache | None = None,
+        use_tiles: bool = True,
+    ) -> None:
+        super().__init__(query, prefix="tlog_", cache=cache, tiles=tiles, use_tiles=use_tiles)
 
     def entry(self, index: int) -> AuditEntry | None:
         row = _first_row(self._query(f"SELECT {_COLUMNS} FROM audit_log WHERE seq = ?", (index + 1,)))
@@ -116,8 +142,10 @@ class TransparencyLog:
         self._every = checkpoint_seconds
         self._lock = threading.Lock()
         self._cache: dict[tuple[int, int], bytes] = {}
+        self._tiles = TileCache()
+        self._tiles_complete = False
         self._last_signed = 0.0
-        self.reader = TreeReader(self._query, cache=self._cache)
+        self.reader = TreeReader(self._query, cache=self._cache, tiles=self._tiles)
 
     @property
     def public_raw(self) -> bytes:
@@ -130,6 +158,8 @@ class TransparencyLog:
 
     def tick(self, *, force: bool = False) -> SignedCheckpoint | None:
         """Integrate every entry the tree lacks; sign a checkpoint if it grew (at most every few seconds)."""
+        if not force and _bench_paused():
+            return None
         with self._lock:
             now = self._clock()
             due = force or now - self._last_signed >= self._every
@@ -148,10 +178,12 @@ class TransparencyLog:
 
                 if self._db.shared and not query("SELECT pg_try_advisory_xact_lock(?)", (SEQUENCER_LOCK,))[0][0]:
                     return None  # another replica is sequencing or signing now
-                reader = TreeReader(query, cache=self._cache)
+                reader = TreeReader(query, cache=self._cache, tiles=self._tiles)
                 added = self._integrate(tx, reader)
                 if added == INTEGRATE_BATCH:
                     continue  # more to fold: commit this batch, go on
+                if not self._tiles_complete:
+                    self._tiles_complete = self._backfill_tiles(tx, reader)
                 if sign or at_size is not None:
                     result = self._sign(tx, reader, at_size)
                 return result
@@ -169,6 +201,30 @@ class TransparencyLog:
             # ``verify_log`` rebuilds every leaf from the parsed entry, so a column that is not is caught.
             hashes.append(merkle.leaf_hash(audit_leaf_encoded(*row[:13])))
         return reader.extend(tx.executemany, hashes)
+
+    def _backfill_tiles(self, tx: Any, reader: TreeReader) -> bool:
+        """Write up to ``BACKFILL_TILES`` full tiles a tree older than schema step 10 lacks; True when none is.
+
+        New tiles are written as they fill, so only a migrated tree lacks any;
+        until they are written, proofs read ``tlog_nodes`` for them.
+        """
+        size = reader.size()
+        budget = BACKFILL_TILES
+        for tlevel in range(max(0, (size.bit_length() - 1) // TILE_HEIGHT)):
+            full = size >> (TILE_HEIGHT * (tlevel + 1))
+            have = {int(r[0]) for r in tx.execute("SELECT idx FROM tlog_tiles WHERE tlevel = ?", (tlevel,)).fetchall()}
+            missing = [i for i in range(full) if i not in have]
+            rows = []
+            for idx in missing[:budget]:
+                base, first = tlevel * TILE_HEIGHT, idx * TILE_WIDTH
+                bottom = reader.level_range(base, first, first + TILE_WIDTH)
+                rows.append((tlevel, idx, tile_blob([bottom[first + k] for k in range(TILE_WIDTH)])))
+            if rows:
+                tx.executemany("INSERT INTO tlog_tiles (tlevel, idx, hashes) VALUES (?, ?, ?)", rows)
+            budget -= len(rows)
+            if len(missing) > len(rows) or budget <= 0:
+                return False
+        return True
 
     def _sign(self, tx: Any, reader: TreeReader, at_size: int | None) -> SignedCheckpoint | None:
         return reader.sign(tx.execute, self.origin, self._key, int(self._clock() * 1000), at_size)
@@ -281,7 +337,7 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
     root at the newest checkpoint's size must equal the signed root, and
     every stored complete subtree must equal the recomputed one.
     """
-    reader = TreeReader(query)
+    reader = TreeReader(query, use_tiles=False)
     latest = reader.latest()
     signed = latest.size if latest else 0
     if latest is not None:
@@ -324,6 +380,15 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
             return LogReport(False, size, "", signed, f"the log has {size} entries, the checkpoint signs {signed}")
         if signed_root != latest.root:
             return LogReport(False, size, "", signed, "recomputed root does not match the signed checkpoint")
+    # Every stored tile must be the tile of the (now verified) stored subtrees.
+    after = (-1, -1)
+    while tiles := reader.stored_tiles(after, 100):
+        for tlevel, idx, blob in tiles:
+            base, first = tlevel * TILE_HEIGHT, idx * TILE_WIDTH
+            bottom = reader.level_range(base, first, first + TILE_WIDTH)
+            if len(bottom) != TILE_WIDTH or blob != tile_blob([bottom[first + k] for k in range(TILE_WIDTH)]):
+                return LogReport(False, size, "", signed, f"stored tile ({tlevel}, {idx}) does not match the log")
+        after = tiles[-1][:2]
     return LogReport(True, size, frontier_root(frontier).hex(), signed)
 
 

@@ -5,8 +5,8 @@
     xinrong agent serve  --config agent.toml [--port-file PATH]
     xinrong agent info   --config agent.toml [--json]
     xinrong agent publish --config agent.toml --node HOST:PORT [--json]
-    xinrong agent objections list|resolve --config agent.toml [--id X --corrected | --rejected --reason R]
-    xinrong agent repairs list|approve|reject --config agent.toml [--id X [--effective DATE] [--reason R]]
+    xinrong agent objections list|resolve|evidence --config agent.toml [--id X --corrected | --rejected --reason R | --out DIR]
+    xinrong agent repairs list|approve|reject|evidence --config agent.toml [--id X [--effective DATE] [--reason R] [--out DIR]]
 
 Every command validates the whole config (catalog, credentials, binding)
 before doing anything, and prints errors plainly: a rejected import lists
@@ -186,6 +186,23 @@ def _resolve(setup: AgentSetup, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_evidence(setup: AgentSetup, args: argparse.Namespace, kind: int) -> int:
+    """The case's evidence file and signed filing, written for the provider's review."""
+    store = _subject_store(setup)
+    try:
+        doc = store.export_case(args.id, kind=kind, out_dir=Path(args.out))
+    finally:
+        store.close()
+    print(
+        json.dumps(
+            {k: doc[k] for k in ("case_id", "evidence_file", "evidence_bytes", "evidence_sha256", "manifest_file")},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+    )
+    return 0
+
+
 def _decide_repair(setup: AgentSetup, args: argparse.Namespace, approve: bool) -> int:
     store = _subject_store(setup)
     try:
@@ -238,6 +255,7 @@ def _register_cases(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--rejected", action="store_true", help="the value stands")
     p.add_argument("--reason", help="why (required with --rejected)")
     p.set_defaults(func=_with_setup(_resolve))
+    _register_evidence(gsub, "objection", OBJECTION)
 
     group = sub.add_parser("repairs", help="credit-repair applications (信用修复): list, approve, reject")
     gsub = group.add_subparsers(dest="repairs_cmd", metavar="COMMAND")
@@ -258,6 +276,15 @@ def _register_cases(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if approve:
             p.add_argument("--effective", help="YYYY-MM-DD from which the item is hidden (default today, UTC)")
         p.set_defaults(func=_with_setup(functools.partial(_repair_decision, approve=approve)))
+    _register_evidence(gsub, "application", REPAIR)
+
+
+def _register_evidence(gsub: argparse._SubParsersAction, noun: str, kind: int) -> None:  # type: ignore[type-arg]
+    p = gsub.add_parser("evidence", help=f"export the {noun}'s evidence file and the enterprise's signed filing")
+    p.add_argument("--config", required=True, help="agent TOML config")
+    p.add_argument("--id", required=True, help=f"{noun} id")
+    p.add_argument("--out", required=True, help="directory to write <id>-<name> and <id>.json into (never overwrites)")
+    p.set_defaults(func=_with_setup(functools.partial(_export_evidence, kind=kind)))
 
 
 def _answer_doc(setup: AgentSetup) -> dict[str, object]:

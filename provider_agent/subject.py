@@ -30,11 +30,13 @@ false) discloses the new value normally.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -409,6 +411,50 @@ class SubjectStore:
     def overdue(self, now: float | None = None) -> int:
         return sum(1 for c in self.cases(now=now) if c.overdue)
 
+    def export_case(self, case_id: str, *, kind: int, out_dir: Path, now: float | None = None) -> dict[str, Any]:
+        """Write a case's evidence file and its manifest into ``out_dir`` (private files, never overwritten).
+
+        The provider reviews the evidence outside the agent. The manifest
+        (``<case_id>.json``) carries the enterprise's signed filing as stored
+        (base64 ``filing`` and ``signature``, which cover the evidence bytes),
+        so the export can be checked against the enterprise's key later;
+        the evidence file's name is the case id plus the filed name reduced
+        to safe characters. The export is a step in ``subject_log``.
+        """
+        now_i = int(time.time() if now is None else now)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT kind, enterprise, field, statement, evidence, evidence_name, state, filing, signature "
+                "FROM cases WHERE case_id = ?",
+                (case_id,),
+            ).fetchone()
+        if row is None or int(row[0]) != kind:
+            raise ValidationError(f"no {_name(subject_pb2.CaseKind, kind)} case with id {case_id}")
+        evidence = bytes(row[4])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        evidence_path = out_dir / f"{case_id}-{_safe_name(str(row[5]))}" if evidence else None
+        manifest = {
+            "case_id": case_id,
+            "kind": _name(subject_pb2.CaseKind, kind),
+            "enterprise": str(row[1]),
+            "field": str(row[2]),
+            "statement": str(row[3]),
+            "state": _name(subject_pb2.CaseState, int(row[6])),
+            "evidence_name": str(row[5]),
+            "evidence_file": evidence_path.name if evidence_path else "",
+            "evidence_bytes": len(evidence),
+            "evidence_sha256": hashlib.sha256(evidence).hexdigest() if evidence else "",
+            "filing": base64.b64encode(bytes(row[7])).decode(),
+            "signature": base64.b64encode(bytes(row[8])).decode(),
+        }
+        manifest_path = out_dir / f"{case_id}.json"
+        if evidence_path is not None:
+            _write_new(evidence_path, evidence)
+        _write_new(manifest_path, (json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=2) + "\n").encode())
+        with self._tx() as conn:
+            self._log(conn, now_i, "case_evidence_exported", str(row[1]), case_id, str(row[2]), "")
+        return {**manifest, "manifest_file": str(manifest_path), "out_dir": str(out_dir)}
+
     def subject_log(self) -> list[tuple[int, str, str, str, str]]:
         with self._lock:
             return [
@@ -606,6 +652,20 @@ def current_cell_sha256(data: DataStore, catalog: Catalog, enterprise: str, key:
     if index is None or index >= len(cells) or cells[index] is None:
         raise ValidationError(f"no value held on {key}")
     return cell_sha256(cells[index])
+
+
+def _safe_name(name: str) -> str:
+    """A filed evidence name reduced to a harmless file name (no path, no control or shell characters)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    kept = "".join(c for c in base if c.isascii() and (c.isalnum() or c in "._-")).lstrip(".")[:64]
+    return kept or "evidence.bin"
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (0600) with ``data``; an existing file is never overwritten."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 __all__ = [

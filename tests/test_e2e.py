@@ -361,8 +361,16 @@ def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path
     from xinrong.tools.bench import verify
 
     before = placement.affinity(os.getpid()) if placement.supported() else None
-    result = verify.run(seconds=1.0, concurrency=2, enterprises=100, warmup=0.3, slices=2, workdir=tmp_path)
+    result = verify.run(
+        seconds=1.0, concurrency=2, enterprises=100, warmup=0.3, slices=2, workdir=tmp_path, tree_ab=True
+    )
     assert result["errors"] == 0
+    # --tree-ab: the same calls with the node's tree building paused, alternating; the knob is gone after.
+    assert isinstance(result["qps_no_tree"], float) and result["qps_no_tree"] > 0
+    assert isinstance(result["tree_cost"], float)
+    if placement.supported():
+        assert isinstance(result["node_cpu_us_per_call"], float) and result["node_cpu_us_per_call"] > 0
+    assert "XINRONG_BENCH_TREE_PAUSE_FILE" not in os.environ
     assert isinstance(result["signatures_checked"], int) and result["signatures_checked"] > 0
     assert result["slices"] == 2
     for key in ("qps", "ceiling_qps", "ratio", "p50_ms", "p99_ms"):

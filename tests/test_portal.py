@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from starlette.testclient import TestClient
 from xinrong.enterprise.portal import i18n
 from xinrong.enterprise.portal.app import create_app
 from xinrong.enterprise.portal.backend import (
+    AccessPage,
     AccessRow,
     ActionError,
     CaseForm,
@@ -107,6 +109,14 @@ class FakeBackend:
                 True,
             ),
         ]
+
+    def accesses_page(self, cursor: str, limit: int) -> AccessPage:
+        """Pages of ``accesses`` as the node pages them: after the cursor's sequence number (leaf + 1)."""
+        after = int(cursor or 0)
+        rows = [r for r in self.accesses() if r.leaf_index + 1 > after]
+        page = rows[:limit]
+        more = len(rows) > limit
+        return AccessPage(tuple(page), str(page[-1].leaf_index + 1) if more and page else "")
 
     def consents(self) -> list[ConsentRow]:
         self._gate("consents")
@@ -534,3 +544,42 @@ def test_an_access_log_that_does_not_verify_shows_nothing(tmp_path: Path) -> Non
 
     html = _client(Refusing()).get("/accesses?lang=en").text
     assert 'id="load-error"' in html and "split view" in html and 'class="access"' not in html
+
+
+def test_the_access_list_is_paged_by_cursor_and_every_page_keeps_the_view() -> None:
+    """A long access list comes in pages of ACCESS_PAGE, each resumed after the last one's cursor."""
+    from xinrong.enterprise.portal.app import ACCESS_PAGE
+
+    class Long(FakeBackend):
+        def accesses(self) -> list[AccessRow]:
+            base = FakeBackend.accesses(self)[0]
+            return [
+                dataclasses.replace(base, institution=f"bank-{i:03d}", leaf_index=i, tree_size=200) for i in range(120)
+            ]
+
+        def accesses_page(self, cursor: str, limit: int) -> AccessPage:
+            self.calls.append(("accesses_page", (cursor, limit)))
+            return FakeBackend.accesses_page(self, cursor, limit)
+
+    backend = Long()
+    client = _client(backend)
+    seen: list[str] = []
+    url = "/accesses?lang=en"
+    pages = 0
+    while url:
+        html = client.get(url).text
+        pages += 1
+        seen += re.findall(r'data-institution="(bank-\d+)"', html)
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = found.group(1).replace("&amp;", "&") if found else ""
+        if pages > 1:
+            assert 'id="first-page" href="/accesses?lang=en"' in html
+        assert pages < 10
+    assert pages == 3 and seen == [f"bank-{i:03d}" for i in range(120)]
+    assert [c[1] for c in backend.calls if c[0] == "accesses_page"] == [
+        ("", ACCESS_PAGE),
+        ("50", ACCESS_PAGE),
+        ("100", ACCESS_PAGE),
+    ]
+    assert client.get("/accesses?after=1%200").status_code == 400
+    assert client.get("/accesses?after=" + "9" * 30).status_code == 400

@@ -542,3 +542,48 @@ def test_subject_rights_on_postgres(pki: Any, catalog: Catalog, tmp_path: Path, 
                 }
         finally:
             channel.close()
+
+
+def test_the_provider_exports_a_cases_evidence_with_the_signed_filing(pki: Any, tmp_path: Path) -> None:
+    """``xinrong agent objections|repairs evidence``: the file under a safe name, a manifest that checks, logged."""
+    import base64
+    import hashlib
+    import json
+
+    store = SubjectStore(tmp_path / "agent.state.db.subject.db")
+    try:
+        creds = pki.enterprise(ACME)
+        evidence = b"%PDF-1.4 receipt of payment\n" * 20
+        filing = subj.build_filing(
+            kind=REPAIR,
+            enterprise_uscc=ACME,
+            provider="tax",
+            field="tax.in_arrears",
+            statement="paid in full",
+            evidence=evidence,
+            evidence_name="../../etc/收据 $(rm).pdf",
+            now=1_800_000_000,
+        )
+        signed = subj.sign_filing(filing, creds.signing_key)
+        store.add_case(filing, signed, 1_800_000_000)
+        out = tmp_path / "review"
+        doc = store.export_case(filing.case_id, kind=REPAIR, out_dir=out)
+        written = out / doc["evidence_file"]
+        assert written.parent == out and written.name == f"{filing.case_id}-rm.pdf"
+        assert written.read_bytes() == evidence and (written.stat().st_mode & 0o777) == 0o600
+        manifest = json.loads((out / f"{filing.case_id}.json").read_text())
+        assert manifest["evidence_sha256"] == hashlib.sha256(evidence).hexdigest()
+        assert base64.b64decode(manifest["filing"]) == signed.filing
+        assert subject_pb2.CaseFiling.FromString(base64.b64decode(manifest["filing"])).evidence == evidence
+        from xinrong.keys.signing import VerifyKey
+
+        VerifyKey(creds.signing_key.public_raw).verify(
+            subj.FILING_CONTEXT, base64.b64decode(manifest["filing"]), base64.b64decode(manifest["signature"])
+        )
+        with pytest.raises(FileExistsError):  # never overwrites
+            store.export_case(filing.case_id, kind=REPAIR, out_dir=out)
+        with pytest.raises(Exception, match="no objection"):
+            store.export_case(filing.case_id, kind=OBJECTION, out_dir=tmp_path / "other")
+        assert [a for _t, a, *_ in store.subject_log()][-1] == "case_evidence_exported"
+    finally:
+        store.close()

@@ -143,6 +143,9 @@ def test_checkpoints_proofs_cli_and_accesses(
     mine = acme.accesses(ACME, page_size=2)  # paginated
     assert [a.leaf_index for a in mine if a.method == "Verify"] == [*leaves, newest]
     assert all(a.caller_id == "bank-a" and a.decision == "ALLOWED" for a in mine if a.method == "Verify")
+    page1, token = acme.accesses_page(ACME, page_size=2)  # one page at a time (the portal's cursor)
+    page2, _ = acme.accesses_page(ACME, page_token=token, page_size=2)
+    assert token and [x.leaf_index for x in page1 + page2] == [x.leaf_index for x in mine[:4]]
     theirs = LogClient(_tstub(h, pki.enterprise(OTHER)), origin, node_key).accesses(OTHER)
     assert {a.leaf_index for a in theirs}.isdisjoint({a.leaf_index for a in mine})
     assert [a.method for a in theirs if a.method == "Verify"] == ["Verify"]
@@ -160,6 +163,14 @@ def test_checkpoints_proofs_cli_and_accesses(
     assert main(["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]) == 0
     held_doc = json.loads(capsys.readouterr().out)
     assert held_doc["logs"][0]["origin"] == origin and held_doc["logs"][0]["size"] >= later.size
+    # Gossip: another party's witness file is taken only with the log's consistency proof.
+    peer = h.workdir / "peer-witness.json"
+    peer.write_text(json.dumps({"checkpoints": {origin: h.node.core.tlog.latest().note}}))
+    gossip = ["enterprise", "audit", "witness", "--credentials", creds_dir, "--state-dir", str(state)]
+    assert main([*gossip, "--gossip-from", str(peer), "--node", f"127.0.0.1:{h.node.port}"]) == 0
+    gossiped = json.loads(capsys.readouterr().out)
+    assert gossiped["offered"] and gossiped["consistent"] and gossiped["held_size"] >= held_doc["logs"][0]["size"]
+    held_doc = {"logs": [{"size": gossiped["held_size"]}]}
     # The node equivocates (a note of the held size with another root): the client raises the alarm.
     forged = sign_checkpoint(Checkpoint(origin, held_doc["logs"][0]["size"], bytes(32)), pki.node.signing_key)
     state_file = state / "witness.json"
@@ -298,3 +309,91 @@ def test_a_witness_catches_a_forged_second_checkpoint(tmp_path: Path) -> None:
     kept = again.held(tlog.origin)
     assert kept is not None and kept.note == signed.note and again.alarms == witness.alarms
     db.close()
+
+
+def test_a_tree_without_tiles_gets_them_backfilled_and_a_forged_tile_fails_verification(tmp_path: Path) -> None:
+    """A tree older than schema step 10 gets its full tiles from the integrator; verify checks each tile."""
+    _chain_db(tmp_path / "node.db", 600)
+    db = Database(tmp_path / "node.db")
+    key = SigningKey.generate()
+    tlog = TransparencyLog(db, node_id="node", signing_key=key)
+    assert tlog.tick(force=True) is not None
+    assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+    with db.transaction() as tx:
+        tx.execute("DELETE FROM tlog_tiles")  # as if the tree predated the tiles
+    fresh = TransparencyLog(db, node_id="node", signing_key=key)
+    fresh.tick(force=True)
+    assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+    index, leaf, proof, checkpoint = fresh.inclusion(300, None, 0)
+    merkle.verify_inclusion(index, checkpoint.size, leaf, proof, checkpoint.root)
+    assert verify_log(db.query, fresh.origin, key.public_raw).ok
+    db.close()
+
+    conn = sqlite3.connect(tmp_path / "node.db")
+    conn.execute("DROP TRIGGER tlog_tiles_no_update")
+    conn.execute("UPDATE tlog_tiles SET hashes = zeroblob(16320) WHERE idx = 1")
+    conn.commit()
+    conn.close()
+    for side in tmp_path.glob("node.db*"):
+        side.chmod(0o600)
+    db = Database(tmp_path / "node.db")
+    report = verify_log(db.query, fresh.origin, key.public_raw)
+    assert not report.ok and "tile (0, 1)" in report.problem
+    db.close()
+
+
+def test_the_bench_pause_file_stops_only_the_periodic_tree_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench verify --tree-ab`` times the node without the tree: the periodic tick skips, a proof still forces."""
+    from xinrong.node.tlog import BENCH_PAUSE_ENV
+
+    _chain_db(tmp_path / "node.db", 5)
+    db = Database(tmp_path / "node.db")
+    tlog = TransparencyLog(db, node_id="node", signing_key=SigningKey.generate(), checkpoint_seconds=0)
+    pause = tmp_path / "paused"
+    monkeypatch.setenv(BENCH_PAUSE_ENV, str(pause))
+    pause.touch()
+    assert tlog.tick() is None and tlog.reader.size() == 0
+    assert tlog.tick(force=True) is not None and tlog.reader.size() == 5
+    pause.unlink()
+    audit = HashChainAuditLog(db.query)
+    with db.transaction() as tx:
+        audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED), 7000)
+    assert tlog.tick() is not None and tlog.reader.size() == 6
+    db.close()
+
+
+def test_tiles_on_postgresql_are_written_by_the_integrator_and_serve_proofs(pg_cluster: Any) -> None:
+    """Schema step 10 on PostgreSQL: full tiles (BYTEA) are written as the sequenced log fills, proofs read them."""
+    from xinrong.node.audit import SequencedAuditLog
+    from xinrong.node.pg import PgDatabase
+    from xinrong.node.tlog import TreeReader
+    from xinrong.tlog.store import TileCache
+
+    from support.pg import database_config, database_table
+
+    db = PgDatabase(database_config(database_table(pg_cluster)))
+    try:
+        audit = SequencedAuditLog(db)
+        with db.transaction() as tx:
+            for i in range(600):
+                audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED, request_id=f"r{i}"), i)
+        while audit.sequence() > 0:
+            pass
+        key = SigningKey.generate()
+        tlog = TransparencyLog(db, node_id="node", signing_key=key)
+        signed = tlog.tick(force=True)
+        assert signed is not None and signed.size == 600
+        assert db.query("SELECT tlevel, idx FROM tlog_tiles ORDER BY idx") == [(0, 0), (0, 1)]
+        tiled = TreeReader(db.query, tiles=TileCache())
+        plain = TreeReader(db.query, use_tiles=False)
+        for index in (0, 255, 256, 511, 512, 599):
+            proof = tiled.inclusion(index, 600)
+            assert proof == plain.inclusion(index, 600)
+            merkle.verify_inclusion(index, 600, tiled.leaf_hash(index), proof, signed.root)
+        assert verify_log(db.query, tlog.origin, key.public_raw).ok
+        with pytest.raises(Exception, match="append-only"), db.transaction() as tx:
+            tx.execute("UPDATE tlog_tiles SET hashes = ? WHERE idx = 0", (bytes(16320),))
+    finally:
+        db.close()

@@ -25,6 +25,7 @@ from xinrong.catalog import Catalog, default_catalog
 from xinrong.consent import parse_consent, read_consent, write_consent
 from xinrong.enterprise import client as ent
 from xinrong.enterprise.portal.backend import (
+    AccessPage,
     AccessRow,
     ActionError,
     ApplyForm,
@@ -176,26 +177,18 @@ class ClientBackend:
 
     def accesses(self) -> list[AccessRow]:
         def read(client: Any) -> list[AccessRow]:
-            entries = client.accesses()
-            return [
-                AccessRow(
-                    at=_when(e.ts_ms / 1000),
-                    caller_role=e.caller_role,
-                    institution=e.caller_id,
-                    method=e.method.rsplit("/", 1)[-1],
-                    consent_id=e.consent_id,
-                    providers=tuple(e.providers),
-                    fields=tuple(e.fields),
-                    decision=e.decision,
-                    reason=e.reason,
-                    leaf_index=e.leaf_index,
-                    tree_size=e.tree_size,
-                    # VerifiedAccess is only ever built after its inclusion proof checked out.
-                    proof_verified=True,
-                )
-                for e in entries
-            ]
+            return [_access_row(e) for e in client.accesses()]
 
+        return self._proven_read(read)
+
+    def accesses_page(self, cursor: str, limit: int) -> AccessPage:
+        def read(client: Any) -> AccessPage:
+            entries, token = client.accesses_page(cursor, limit)
+            return AccessPage(tuple(_access_row(e) for e in entries), token)
+
+        return self._proven_read(read)
+
+    def _proven_read(self, read: Callable[[Any], T]) -> T:
         with self._access_lock:
             try:
                 with self._client("access log", self._log_client()) as client:
@@ -403,4 +396,22 @@ def _case_row(c: Any) -> CaseRow:
             CaseEventRow(_when(e.at), _enum(subject_pb2.CaseState.Name(e.state), "CASE_STATE_"), e.note)
             for e in c.history
         ),
+    )
+
+
+def _access_row(e: Any) -> AccessRow:
+    return AccessRow(
+        at=_when(e.ts_ms / 1000),
+        caller_role=e.caller_role,
+        institution=e.caller_id,
+        method=e.method.rsplit("/", 1)[-1],
+        consent_id=e.consent_id,
+        providers=tuple(e.providers),
+        fields=tuple(e.fields),
+        decision=e.decision,
+        reason=e.reason,
+        leaf_index=e.leaf_index,
+        tree_size=e.tree_size,
+        # VerifiedAccess is only ever built after its inclusion proof checked out.
+        proof_verified=True,
     )

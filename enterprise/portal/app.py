@@ -43,6 +43,7 @@ LANG_COOKIE = "xr_portal_lang"
 PURPOSES = ("loan_application", "post_loan_monitoring", "credit_scoring", "joint_modeling", "matching")
 # Evidence is capped by the subject-rights contract; the form may add a little text around it.
 MAX_EVIDENCE_BYTES = 256 * 1024
+ACCESS_PAGE = 50  # access rows per page (each proven before it is shown)
 MAX_BODY_BYTES = MAX_EVIDENCE_BYTES + 64 * 1024
 
 SECURITY_HEADERS = {
@@ -188,15 +189,31 @@ def create_app(
         return render(request, "data.html", "data", data=value, missing=missing, error=error)
 
     async def accesses_page(request: Request) -> Response:
-        value, missing, error = await load(backend.accesses)
+        # Cursor pagination: ``after`` is the node's page token (a leaf sequence number), oldest first.
+        cursor = request.query_params.get("after", "")
+        if not (cursor == "" or (cursor.isdigit() and cursor.isascii() and len(cursor) <= 19)):
+            return PlainTextResponse("bad cursor", status_code=400)
+        page, missing, error = await load(lambda: backend.accesses_page(cursor, ACCESS_PAGE))
+        value = list(page.rows) if page is not None else None
         # The owner's own requests (reads, filings) are logged too; shown on request only.
         own = request.query_params.get("own") == "1"
         hidden = 0
         if value is not None and not own:
             kept = [r for r in value if r.caller_role != "enterprise"]
             hidden, value = len(value) - len(kept), kept
+        keep = {k: v for k, v in request.query_params.items() if k in ("own", "lang")}
+        next_query = urlencode({**keep, "after": page.next_cursor}) if page is not None and page.next_cursor else ""
         return render(
-            request, "accesses.html", "accesses", rows=value, missing=missing, error=error, own=own, hidden=hidden
+            request,
+            "accesses.html",
+            "accesses",
+            rows=value,
+            missing=missing,
+            error=error,
+            own=own,
+            hidden=hidden,
+            next_query=next_query,
+            first_href=("/accesses?" + urlencode(keep) if keep else "/accesses") if cursor else "",
         )
 
     async def consents_page(request: Request) -> Response:

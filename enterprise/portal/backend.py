@@ -149,6 +149,18 @@ class ApplyForm:
 
 
 @dataclass(frozen=True)
+class AccessPage:
+    """One page of the access list, oldest first; ``next_cursor`` resumes after it ("" on the last page).
+
+    The cursor is the node's page token (the last leaf's sequence number), so
+    a page costs one indexed range read however long the list is.
+    """
+
+    rows: tuple[AccessRow, ...]
+    next_cursor: str
+
+
+@dataclass(frozen=True)
 class Identity:
     enterprise: str
     node: str
@@ -163,6 +175,8 @@ class PortalBackend(Protocol):
     def my_data(self) -> MyData: ...
 
     def accesses(self) -> list[AccessRow]: ...
+
+    def accesses_page(self, cursor: str, limit: int) -> AccessPage: ...
 
     def consents(self) -> list[ConsentRow]: ...
 

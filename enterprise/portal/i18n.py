@@ -61,6 +61,8 @@ _LABELS: dict[str, tuple[str, str]] = {
         "Each row's Merkle inclusion proof was checked here against a checkpoint signed by the node.",
     ),
     "acc.empty": ("暂无查询记录", "No access yet"),
+    "acc.next_page": ("下一页 →", "Next page →"),
+    "acc.first_page": ("← 第一页", "← First page"),
     "con.id": ("授权编号", "Consent"),
     "con.grantee": ("被授权机构", "Institution"),
     "con.purpose": ("用途", "Purpose"),

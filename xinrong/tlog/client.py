@@ -18,7 +18,7 @@ from typing import Any
 from xinrong.tlog import merkle
 from xinrong.tlog.auditleaf import audit_leaf
 from xinrong.tlog.note import Checkpoint
-from xinrong.tlog.witness import Witness
+from xinrong.tlog.witness import Witness, peer_notes
 from xinrong.v1 import transparency_pb2
 
 
@@ -73,6 +73,29 @@ class LogClient:
         """Open a served checkpoint and have the witness accept it (SplitView if it cannot)."""
         return self.witness.observe(note, self.origin, self._proofs)
 
+    def gossip(self, peer: str) -> dict[str, object]:
+        """Take another party's newest checkpoint of this log (its witness file or one signed note).
+
+        The note must be signed by the log and consistent with the one held
+        (a proof from the log either way); a newer one is then held. NoteError
+        if it is not the log's; SplitView (kept as an alarm with both notes) if
+        the log showed the peer another history.
+        """
+        note = peer_notes(peer).get(self.origin)
+        before = self.witness.held(self.origin)
+        if note is None:
+            return {"origin": self.origin, "offered": False, "held_size": before.checkpoint.size if before else 0}
+        offered = self.accept(note)
+        after = self.witness.held(self.origin)
+        return {
+            "origin": self.origin,
+            "offered": True,
+            "offered_size": offered.size,
+            "held_size": after.checkpoint.size if after else 0,
+            "advanced": after is not None and (before is None or after.checkpoint.size > before.checkpoint.size),
+            "consistent": True,
+        }
+
     def checkpoint(self) -> Checkpoint:
         resp = self._stub.GetCheckpoint(transparency_pb2.GetCheckpointRequest(), timeout=10)
         return self.accept(resp.checkpoint)
@@ -98,14 +121,20 @@ class LogClient:
         out: list[VerifiedAccess] = []
         token = ""
         while True:
-            resp = self._stub.ListAccesses(
-                transparency_pb2.ListAccessesRequest(page_size=page_size, page_token=token), timeout=30
-            )
-            checkpoint = self.accept(resp.checkpoint)
-            out.extend(verify_accesses(resp, enterprise, checkpoint))
-            token = resp.next_page_token
+            page, token = self.accesses_page(enterprise, page_token=token, page_size=page_size)
+            out.extend(page)
             if not token:
                 return out
+
+    def accesses_page(
+        self, enterprise: str, *, page_token: str = "", page_size: int = 50
+    ) -> tuple[list[VerifiedAccess], str]:
+        """One page of the access entries about ``enterprise``, each proven; and the next page's token ("" at the end)."""
+        resp = self._stub.ListAccesses(
+            transparency_pb2.ListAccessesRequest(page_size=page_size, page_token=page_token), timeout=30
+        )
+        checkpoint = self.accept(resp.checkpoint)
+        return verify_accesses(resp, enterprise, checkpoint), resp.next_page_token
 
 
 def check_inclusion(

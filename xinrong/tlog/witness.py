@@ -148,6 +148,25 @@ class Witness:
         return out
 
 
+def peer_notes(text: str) -> dict[str, str]:
+    """The signed notes another party offers for gossip: its witness state file, or one signed note.
+
+    Nothing in it is trusted: each note is checked against the log's key and
+    against what this witness holds when it is observed.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        doc = json.loads(text)
+        notes = doc.get("checkpoints", {}) if isinstance(doc, dict) else {}
+        if not isinstance(notes, dict):
+            raise NoteError("not a witness file: 'checkpoints' is not an object")
+        return {str(k): str(v) for k, v in notes.items()}
+    origin = stripped.split("\n", 1)[0]
+    if not origin:
+        raise NoteError("neither a witness file nor a signed note")
+    return {origin: text}
+
+
 def held_summary(path: Path) -> dict[str, object]:
     """What a witness file holds, for display: per origin, size and root as the held note says.
 
@@ -168,4 +187,4 @@ def held_summary(path: Path) -> dict[str, object]:
     return {"state_file": str(path), "logs": logs, "alarms": alarms}
 
 
-__all__ = ["ProofSource", "Seen", "SplitView", "Witness", "held_summary"]
+__all__ = ["ProofSource", "Seen", "SplitView", "Witness", "held_summary", "peer_notes"]

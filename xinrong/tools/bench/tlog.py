@@ -8,7 +8,12 @@ Two measurements, one JSON line:
   proven with the node's ``TreeReader`` (one batched query for the O(log n)
   subtrees a proof needs) and every proof is verified against the root.
   Reported: p50 / p99 / mean microseconds, cold (fresh reader, no cache) and
-  warm (the upper levels cached, as in a running node), and rows read.
+  warm (the upper levels cached, as in a running node), and rows read; for
+  the tiled store (``tlog_tiles``, what the node reads now) and, on the same
+  database in the same run, for the subtree rows alone (``nodes_*``: before),
+  alternating in rounds; ``*_cpu_*`` is the thread's CPU time (user + system,
+  page reads included), which a loaded machine's waiting for a core does not
+  inflate.
 * **Audit append throughput**, entries per second into the hash chain alone
   (what the node did before) and with the tree integrated and a checkpoint
   signed per batch (what it does now), on the same database.
@@ -30,7 +35,7 @@ from xinrong.node.audit import AuditEvent, Decision, HashChainAuditLog
 from xinrong.node.db import Database
 from xinrong.node.tlog import TransparencyLog, TreeReader
 from xinrong.tlog import merkle
-from xinrong.tlog.store import fold
+from xinrong.tlog.store import TileCache, fold, tile_rows
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -47,8 +52,10 @@ def build(db: Database, leaves: int, *, batch: int = 200_000) -> float:
         n = min(batch, leaves - size)
         hashes = [hashlib.sha256(b"\x00" + i.to_bytes(8, "big")).digest() for i in range(size, size + n)]
         rows = fold(size, frontier, hashes)
+        tiles = tile_rows(rows, TreeReader(db.query).level_range)
         with db.transaction() as tx:
             tx.executemany("INSERT INTO tlog_nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
+            tx.executemany("INSERT INTO tlog_tiles (tlevel, idx, hashes) VALUES (?, ?, ?)", tiles)
         db.checkpoint()  # the node does this every second off the request path
         size += n
     return time.perf_counter() - start
@@ -66,21 +73,37 @@ def proofs(db: Database, leaves: int, samples: int, seed: int) -> dict[str, Any]
         return rows
 
     out: dict[str, Any] = {}
-    warm_cache: dict[tuple[int, int], bytes] = {}
+    # Alternate the two stores round by round so load on the machine hits both alike.
+    caches: dict[str, tuple[dict[tuple[int, int], bytes], TileCache]] = {
+        store: ({}, TileCache()) for store in ("nodes", "tiles")
+    }
+    times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # this thread's CPU time: the wall time minus waiting for a core
+    rows: dict[str, list[int]] = {}
+    rounds = 4
     for label in ("cold", "warm"):
-        times: list[float] = []
-        reads.clear()
-        for index in indices:
-            reader = TreeReader(counting, cache={} if label == "cold" else warm_cache)
-            t0 = time.perf_counter()
-            leaf = reader.leaf_hash(index)
-            proof = reader.inclusion(index, leaves)
-            times.append((time.perf_counter() - t0) * 1e6)
-            merkle.verify_inclusion(index, leaves, leaf, proof, root)
-        out[f"inclusion_{label}_p50_us"] = round(_pct(times, 0.5), 1)
-        out[f"inclusion_{label}_p99_us"] = round(_pct(times, 0.99), 1)
-        out[f"inclusion_{label}_mean_us"] = round(sum(times) / len(times), 1)
-        out[f"inclusion_{label}_rows_per_proof"] = round(sum(reads) / len(indices), 1)
+        for r in range(rounds):
+            chunk = indices[r::rounds]
+            for store in ("nodes", "tiles"):
+                key = f"{store}_{label}" if store == "nodes" else label
+                for index in chunk:
+                    cache, tiles = ({}, TileCache()) if label == "cold" else caches[store]
+                    reader = TreeReader(counting, cache=cache, tiles=tiles, use_tiles=store == "tiles")
+                    reads.clear()
+                    c0, t0 = time.thread_time(), time.perf_counter()
+                    leaf = reader.leaf_hash(index)
+                    proof = reader.inclusion(index, leaves)
+                    times.setdefault(key, []).append((time.perf_counter() - t0) * 1e6)
+                    cpu.setdefault(key, []).append((time.thread_time() - c0) * 1e6)
+                    rows.setdefault(key, []).append(sum(reads))
+                    merkle.verify_inclusion(index, leaves, leaf, proof, root)
+    for key, values in times.items():
+        out[f"inclusion_{key}_p50_us"] = round(_pct(values, 0.5), 1)
+        out[f"inclusion_{key}_p99_us"] = round(_pct(values, 0.99), 1)
+        out[f"inclusion_{key}_mean_us"] = round(sum(values) / len(values), 1)
+        out[f"inclusion_{key}_cpu_p50_us"] = round(_pct(cpu[key], 0.5), 1)
+        out[f"inclusion_{key}_cpu_p99_us"] = round(_pct(cpu[key], 0.99), 1)
+        out[f"inclusion_{key}_rows_per_proof"] = round(sum(rows[key]) / len(rows[key]), 1)
     out["proof_hashes"] = len(TreeReader(db.query).inclusion(indices[0], leaves))
     return out
 

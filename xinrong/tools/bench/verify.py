@@ -46,6 +46,7 @@ from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
 from xinrong.heap import settle_after_start
 from xinrong.keys.layout import load_party, party_dir
+from xinrong.node.tlog import BENCH_PAUSE_ENV
 from xinrong.rpc.channel import secure_channel, wait_healthy
 from xinrong.rpc.server import build_server
 from xinrong.tools import placement as cpus
@@ -61,9 +62,31 @@ class _Window:
     latencies: list[float]
     seconds: float
     errors: int
+    cpu_s: float = 0.0  # CPU the probed processes used in the timed window (``cpu_probe``)
 
 
-def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warmup: float) -> _Window:
+def _process_cpu(pids: list[int]) -> Callable[[], float]:
+    """A probe: user + system CPU seconds of ``pids`` so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def probe() -> float:
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
+
+    return probe
+
+
+def _drive(
+    call: Callable[[], object],
+    *,
+    seconds: float,
+    concurrency: int,
+    warmup: float,
+    cpu_probe: Callable[[], float] | None = None,
+) -> _Window:
     """C threads calling back to back; latencies of the calls that ended in the timed window."""
     stop = threading.Event()
     measuring = threading.Event()
@@ -86,15 +109,17 @@ def _drive(call: Callable[[], object], *, seconds: float, concurrency: int, warm
     for t in threads:
         t.start()
     time.sleep(warmup)
+    cpu0 = cpu_probe() if cpu_probe else 0.0
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - start
+    cpu = (cpu_probe() - cpu0) if cpu_probe else 0.0
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    return _Window([x for per in latencies for x in per], elapsed, sum(errors))
+    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu)
 
 
 def _summary(windows: list[_Window]) -> dict[str, float]:
@@ -109,6 +134,7 @@ def _summary(windows: list[_Window]) -> dict[str, float]:
         "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
         "calls": float(len(lat)),
         "errors": float(errors),
+        "cpu_us_per_call": 1e6 * sum(w.cpu_s for w in windows) / len(lat),
     }
 
 
@@ -125,7 +151,13 @@ def _unplaced() -> None:
 
 
 def _interleaved(
-    loads: dict[str, _Load], *, seconds: float, concurrency: int, warmup: float, slices: int
+    loads: dict[str, _Load],
+    *,
+    seconds: float,
+    concurrency: int,
+    warmup: float,
+    slices: int,
+    cpu_probe: Callable[[], float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
@@ -146,6 +178,7 @@ def _interleaved(
                     seconds=seconds / slices,
                     concurrency=concurrency,
                     warmup=warmup if k == 0 else min(warmup, 0.5),
+                    cpu_probe=cpu_probe,
                 )
             )
     return {name: _summary(w) for name, w in windows.items()}
@@ -163,6 +196,7 @@ def run(
     placement: str = "pinned",
     database: str = "sqlite",
     replicas: int = 1,
+    tree_ab: bool = False,
 ) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
 
@@ -171,6 +205,16 @@ def run(
     node processes on it; the load generator balances over them as the bank
     SDK does. Pinned, every replica shares the node's CPU: on two cores more
     replicas measure contention, not scale-out.
+
+    ``tree_ab``: one more load, ``verify_no_tree``, the same calls while the
+    node builds no Merkle tree (a bench-only pause file the node's tick
+    checks, ``xinrong.node.tlog.BENCH_PAUSE_ENV``), alternating with the
+    others; before each window with the tree, the node gets a second and a
+    half to fold the entries of the window without it, so each side pays only
+    for its own. Reported: ``tree_cost`` = 1 - qps with / qps without, and
+    (Linux) the node processes' CPU per call with and without the tree,
+    ``tree_cpu_cost`` = their ratio - 1: on a machine shared with other
+    load, qps swings by tens of percent between windows, CPU per call far less.
     """
     if placement not in ("pinned", "shared"):
         raise ValueError(f"placement must be pinned or shared, not {placement!r}")
@@ -187,6 +231,10 @@ def run(
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
         workdir = Path(tmp.name)
     pg = None
+    pause_file = workdir / "tree-paused"
+    saved_env = os.environ.get(BENCH_PAUSE_ENV)
+    if tree_ab:
+        os.environ[BENCH_PAUSE_ENV] = str(pause_file)  # inherited by the node processes
     try:
         table: dict[str, Any] | None = None
         if database == "postgres":
@@ -300,8 +348,32 @@ def run(
                             "ceiling": _Load(ceiling_call, ceiling_pinned),
                             "ceiling_shared": _Load(ceiling_call, ceiling_free),
                         }
+                    if tree_ab:
+                        with_tree, place_with = loads["verify"].call, loads["verify"].place
+
+                        def tree_on() -> None:
+                            if pause_file.exists():
+                                pause_file.unlink()
+                                time.sleep(1.5)  # the next tick folds the paused window's entries
+                            place_with()
+
+                        def tree_off() -> None:
+                            pause_file.touch()
+                            time.sleep(1.5)  # the tick in flight, if any, ends
+                            place_with()
+
+                        loads["verify"] = _Load(with_tree, tree_on)
+                        loads["verify_no_tree"] = _Load(with_tree, tree_off)
+                    probe = None
+                    if tree_ab and cpus.supported():
+                        probe = _process_cpu([group.parties[name].proc.pid for name in node_names])
                     measured = _interleaved(
-                        loads, seconds=seconds, concurrency=concurrency, warmup=warmup, slices=slices
+                        loads,
+                        seconds=seconds,
+                        concurrency=concurrency,
+                        warmup=warmup,
+                        slices=slices,
+                        cpu_probe=probe,
                     )
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
@@ -320,12 +392,31 @@ def run(
                         bad += 1
                 checked = len(responses) - bad
     finally:
+        if tree_ab:
+            if saved_env is None:
+                os.environ.pop(BENCH_PAUSE_ENV, None)
+            else:
+                os.environ[BENCH_PAUSE_ENV] = saved_env
         if own_cpus is not None:  # the load generator may be a test process: give its CPUs back
             cpus.pin(os.getpid(), own_cpus)
         if pg is not None:
             pg.stop()
         if tmp is not None:
             tmp.cleanup()
+    tree: dict[str, object] = {}
+    if tree_ab:
+        off = measured["verify_no_tree"]
+        tree = {
+            "qps_no_tree": round(off["qps"], 1),
+            "p99_ms_no_tree": round(off["p99_ms"], 2),
+            "tree_cost": round(1 - e2e["qps"] / off["qps"], 3),
+            # The node's own CPU per call: what the machine's other load moves least.
+            "node_cpu_us_per_call": round(e2e["cpu_us_per_call"], 1),
+            "node_cpu_us_per_call_no_tree": round(off["cpu_us_per_call"], 1),
+            "tree_cpu_cost": round(e2e["cpu_us_per_call"] / off["cpu_us_per_call"] - 1, 3)
+            if off["cpu_us_per_call"]
+            else None,
+        }
     return {
         "bench": "verify",
         "qps": round(e2e["qps"], 1),
@@ -344,6 +435,7 @@ def run(
         "seconds": seconds,
         "slices": slices,
         "claims_per_call": len(asked),
+        **tree,
     }
 
 
@@ -379,6 +471,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the node's store: SQLite (default) or a throwaway PostgreSQL 15 started for the run",
     )
     p.add_argument("--replicas", type=int, default=1, help="node processes on the one PostgreSQL (default 1)")
+    p.add_argument(
+        "--tree-ab",
+        action="store_true",
+        help="also time verify with the node's Merkle tree building paused (bench only), alternating",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -390,6 +487,7 @@ def main(args: argparse.Namespace) -> int:
         placement=args.placement,
         database=args.database,
         replicas=args.replicas,
+        tree_ab=args.tree_ab,
     )
     if not args.json:
         print(
