@@ -122,6 +122,13 @@ SCORING = Purpose(
     batch=True,
 )
 SELF_SERVICE = Purpose("self_service", "GetMyData", caller_role="enterprise", self_service=True)
+# Post-loan monitoring (issue 13 §4): a watch is admitted once, like a Verify of
+# its claims, and only under a consent given for monitoring.
+MONITORING = Purpose(
+    "post_loan_monitoring",
+    "RegisterWatch",
+    consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING}),
+)
 
 
 @dataclass(frozen=True)
@@ -762,6 +769,7 @@ def _check_subject_syntax(subject: Subject) -> None:
 
 __all__ = [
     "INDICATORS",
+    "MONITORING",
     "SCORING",
     "SELF_SERVICE",
     "VERIFICATION",

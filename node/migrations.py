@@ -424,10 +424,78 @@ CREATE TRIGGER tlog_checkpoints_no_update BEFORE UPDATE OR DELETE ON tlog_checkp
 CREATE INDEX audit_log_enterprise ON audit_log (enterprise, seq);
 """
 
+# -- 7: post-loan monitoring (issue 13 §4): watches, the agents' cursors, the banks' queue --
+#
+# The queue holds sealed updates only (routing metadata and a box the node
+# cannot open). seq never repeats, even after acknowledged rows are deleted
+# (AUTOINCREMENT / IDENTITY): a bank's cursor must never skip a new update.
+
+_SQLITE_7 = """
+CREATE TABLE watches (
+    watch_id      TEXT PRIMARY KEY,
+    institution   TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    claims        TEXT NOT NULL,
+    valid_until   INTEGER NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms INTEGER NOT NULL
+);
+CREATE INDEX watches_institution ON watches (institution);
+CREATE TABLE watch_cursors (
+    provider  TEXT PRIMARY KEY,
+    after_seq INTEGER NOT NULL
+);
+CREATE TABLE alert_queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    institution TEXT NOT NULL,
+    update_id   TEXT NOT NULL UNIQUE,
+    watch_id    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX alert_queue_institution ON alert_queue (institution, seq);
+"""
+
+_POSTGRES_7 = """
+CREATE TABLE watches (
+    watch_id      TEXT PRIMARY KEY,
+    institution   TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    claims        TEXT NOT NULL,
+    valid_until   BIGINT NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms BIGINT NOT NULL
+);
+CREATE INDEX watches_institution ON watches (institution);
+CREATE TABLE watch_cursors (
+    provider  TEXT PRIMARY KEY,
+    after_seq BIGINT NOT NULL
+);
+CREATE TABLE alert_queue (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    institution TEXT NOT NULL,
+    update_id   TEXT NOT NULL UNIQUE,
+    watch_id    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    sealed      BYTEA NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+CREATE INDEX alert_queue_institution ON alert_queue (institution, seq);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
     Migration(3, "Merkle tree audit log", _SQLITE_3, _POSTGRES_3),
+    Migration(4, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(5, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(6, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(7, "post-loan watches and alert queue", _SQLITE_7, _POSTGRES_7),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -28,6 +28,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.monitoring import Monitoring
+from xinrong.node.monitoring_servicer import ALLOWED_ROLES as MONITORING_ROLES
+from xinrong.node.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
+from xinrong.node.monitoring_servicer import MonitoringServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -39,7 +43,14 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    evaluation_pb2_grpc,
+    modeling_pb2_grpc,
+    monitoring_pb2_grpc,
+    node_pb2_grpc,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,21 @@ def subject_rights(core: NodeCore) -> SubjectRights:
         credentials=core.credentials,
         timeout=core.config.agent_timeout_seconds,
         max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+
+
+def monitoring_of(core: NodeCore) -> Monitoring:
+    """Post-loan watches and the banks' alert queue over the core's stores and one admission path."""
+    return Monitoring(
+        db=core.db,
+        admission=core.admission,
+        audit=core.audit,
+        registry=core.registry,
+        catalog=core.catalog,
+        endpoints=tuple(core.config.providers),
+        credentials=core.credentials,
+        timeout=core.config.agent_timeout_seconds,
         clock=core.clock,
     )
 
@@ -96,6 +122,7 @@ class NodeServer:
     modeling: ModelingHub | None = None
     subject: SubjectRights | None = None
     observer: Metrics | None = None
+    monitoring: Monitoring | None = None  # post-loan watches and alert queue (node.monitoring)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -200,6 +227,8 @@ class NodeServer:
             self.modeling.close()
         if self.subject is not None:
             self.subject.close()
+        if self.monitoring is not None:
+            self.monitoring.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -245,6 +274,7 @@ def start_node(
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
     hub: ModelingHub | None = None
     rights: SubjectRights | None = None
+    monitoring: Monitoring | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
@@ -255,6 +285,9 @@ def start_node(
         rights = subject_rights(core)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
+        monitoring = monitoring_of(core)
+        monitoring.load()
+        monitoring_servicer = MonitoringServicer(monitoring)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -288,6 +321,11 @@ def start_node(
                     allowed_roles=SUBJECT_ROLES,
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    MONITORING_SERVICE_NAME,
+                    lambda s: monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    allowed_roles=MONITORING_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -304,6 +342,8 @@ def start_node(
             hub.close()
         if rights is not None:
             rights.close()
+        if monitoring is not None:
+            monitoring.close()
         agents.close()
         db.close()
         raise
@@ -317,9 +357,10 @@ def start_node(
     aclose = getattr(db, "aclose", None)
     if aclose is not None:
         running.on_stop.append(aclose)
-    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics)
+    node = NodeServer(core=core, server=running, modeling=hub, subject=rights, observer=metrics, monitoring=monitoring)
     running.set_serving(True)
     node.start_maintenance()
+    monitoring.start()
     log.info(
         "node %s serving on port %d (%d providers, catalog %s)",
         creds.party_id,

@@ -29,6 +29,9 @@ from xinrong.heap import settle_after_start
 from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
 from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.monitoring import AgentMonitor, WatchStore, monitor_db_path
+from xinrong.provider_agent.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
+from xinrong.provider_agent.monitoring_servicer import AgentMonitoringServicer
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
 from xinrong.provider_agent.subject import SubjectDesk, SubjectStore, subject_db_path
@@ -37,7 +40,7 @@ from xinrong.provider_agent.subject_servicer import AgentSubjectServicer
 from xinrong.rpc.observe import Observer, wanted
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.tlog.client import answers_origin
-from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
+from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, monitoring_pb2_grpc, subject_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class RunningAgent:
     # (origin, key) of the agent's own answer log; None: not kept (tests of the bare server).
     answer_log: tuple[str, SigningKey] | None = None
     observer: Observer | None = None
+    monitor: AgentMonitor | None = None  # post-loan watches (provider_agent.monitoring)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -120,6 +124,8 @@ class RunningAgent:
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5.0)
         self.server.stop(grace)
+        if self.monitor is not None:
+            self.monitor.stop()
         try:
             self.integrate_answers()  # the last answers get into the signed log before the store closes
         except Exception:
@@ -204,6 +210,8 @@ def start_agent(
         )
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
         evaluation_binding = _evaluation_binding(setup, cfg.node_id)
+        monitor = AgentMonitor(agent, setup.credentials, WatchStore(monitor_db_path(cfg.state_db)), clock=clock)
+        monitoring_servicer = AgentMonitoringServicer(monitor, cfg.node_id)
 
         def register(server: grpc.Server) -> None:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
@@ -224,6 +232,11 @@ def start_agent(
                     allowed_roles=frozenset({"node"}),
                 ),
                 evaluation_binding,
+                ServiceBinding(
+                    MONITORING_SERVICE_NAME,
+                    lambda s: monitoring_pb2_grpc.add_AgentMonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    allowed_roles=frozenset({"node"}),
+                ),
             ],
             max_workers=cfg.max_workers,
             observer=observer,
@@ -243,7 +256,9 @@ def start_agent(
         modeling_ready=features.ready if cfg.modeling.enabled else None,
         answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
         observer=observer,
+        monitor=monitor,
     )
+    monitor.start()
     if observer is not None:
         observe_agent(observer, running)
         observer.gauges.add(
