@@ -51,7 +51,7 @@ RECONNECT_SECONDS = 0.2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seen (update_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (update_id TEXT PRIMARY KEY, received_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS verdicts (
   watch_id TEXT NOT NULL,
   claim TEXT NOT NULL,
@@ -171,7 +171,12 @@ class AlertState:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for update_id, update, signed in checked:
-                    if conn.execute("INSERT OR IGNORE INTO seen(update_id) VALUES (?)", (update_id,)).rowcount == 0:
+                    if (
+                        conn.execute(
+                            "INSERT OR IGNORE INTO seen(update_id, received_ms) VALUES (?, ?)", (update_id, now_ms)
+                        ).rowcount
+                        == 0
+                    ):
                         outcome.duplicates += 1
                         continue
                     outcome.updates += 1

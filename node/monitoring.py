@@ -149,6 +149,7 @@ class Monitoring:
             4096, max_bytes=CLAIM_CACHE_BYTES, weigh=checked_claim_weight
         )
         self._watches: dict[str, WatchRow] = {}
+        self._institutions: set[str] = set()  # those with a watch, live or not
         self._watches_lock = threading.Lock()
         self._wakeup = _Wakeup()
         self._stop = threading.Event()
@@ -166,6 +167,7 @@ class Monitoring:
         with self._watches_lock:
             for r in rows:
                 self._watches[r[0]] = _row(r)
+                self._institutions.add(str(r[1]))
         return len(rows)
 
     def start(self) -> None:
@@ -266,6 +268,7 @@ class Monitoring:
             )
         with self._watches_lock:
             self._watches[row.watch_id] = row
+            self._institutions.add(row.institution)
 
     def _withdraw(self, watch_id: str, providers: list[str]) -> None:
         for name in providers:
@@ -420,7 +423,7 @@ class Monitoring:
 
     def _has_watches(self, institution: str) -> bool:
         with self._watches_lock:
-            return any(w.institution == institution for w in self._watches.values())
+            return institution in self._institutions
 
     def acknowledge(self, institution: str, after_seq: int) -> None:
         with self.db.transaction() as tx:

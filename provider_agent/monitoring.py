@@ -316,6 +316,8 @@ class AgentMonitor:
         return self.store.remove(watch_id)
 
     def pull(self, after_seq: int, limit: int, wait_ms: int) -> list[tuple[int, bytes]]:
+        if after_seq >= 2**62:
+            raise ValidationError("after_seq out of range")
         limit = max(1, min(limit or MAX_PULL, MAX_PULL))
         return self.store.pull(after_seq, limit, min(wait_ms, MAX_WAIT_MS) / 1000)
 

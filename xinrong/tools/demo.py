@@ -564,6 +564,9 @@ def run(args: argparse.Namespace) -> int:
             logs = transparency_session(platform, truth, args.as_of)
             audit_ok = _audit_ok(platform)
             evaluated, evaluation_mismatches = play_evaluation(platform, truth, args.as_of[:7])
+            from xinrong.tools.demo_alerts import play_alerts  # post-loan monitoring (issue 13 §4)
+
+            alerts = play_alerts(platform, data_dir, args.as_of, _say)
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -574,6 +577,7 @@ def run(args: argparse.Namespace) -> int:
             rights = {}
             logs = LogTally()
             evaluated, evaluation_mismatches = 0, -1
+            alerts = {"alerts_delivered": 0, "alerts_expected": 1}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -586,6 +590,7 @@ def run(args: argparse.Namespace) -> int:
             **logs.as_dict(),
             "evaluated": evaluated,
             "evaluation_mismatches": evaluation_mismatches,
+            **alerts,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -602,6 +607,7 @@ def run(args: argparse.Namespace) -> int:
             and logs.inclusion_proofs_ok > 0
             and logs.consistency_proofs_ok > 0
             and evaluation_mismatches == 0
+            and alerts.get("alerts_delivered") == alerts.get("alerts_expected")
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)
