@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 WATCH_UPDATE_CONTEXT = "xinrong.v1.WatchUpdate"  # as the agents sign them
 WATCH_UPDATE_CONTENT_TYPE = "xinrong.v1.SignedWatchUpdate"  # as the agents seal them
 RECONNECT_SECONDS = 0.2
+# A stream is re-opened after this long (when a batch arrives) so the node can drop acknowledged updates.
+RESUME_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -421,6 +423,7 @@ class AlertsClient:
 
         threading.Thread(target=watch_stop, name="alerts-stop", daemon=True).start()
         while not stop.is_set() and not (until is not None and until()):
+            opened = time.monotonic()
             try:
                 for response in self.stream():
                     outcome = self.process(response)
@@ -431,9 +434,15 @@ class AlertsClient:
                     if stop.is_set() or (until is not None and until()):
                         self.cancel_stream()
                         return raised
+                    if time.monotonic() - opened > RESUME_SECONDS:
+                        # Re-open after the durable cursor: that acknowledges, and the node drops what we hold.
+                        self.cancel_stream()
+                        break
             except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.CANCELLED and (stop.is_set() or (until is not None and until())):
-                    break
+                if err.code() == grpc.StatusCode.CANCELLED:
+                    if stop.is_set() or (until is not None and until()):
+                        break
+                    continue  # our own resume
                 remote = decode_rpc_error(err)
                 log.info("alert stream ended (%s); resuming", remote.reason or remote.code.name)
             stop.wait(RECONNECT_SECONDS)

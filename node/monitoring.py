@@ -53,7 +53,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_TIMESTAMP, MAX_WATCH_CLAIMS
 from xinrong.node.access import _ClaimsAsk
 from xinrong.node.admission import MONITORING, AccessRequest, Admission, Subject
-from xinrong.node.audit import AuditEvent, AuditLog, Decision
+from xinrong.node.audit import AuditEvent, AuditLog, Decision, claims_digest
 from xinrong.node.config import ProviderEndpoint
 from xinrong.node.db import Database
 from xinrong.node.registry import PartyRegistry
@@ -87,6 +87,14 @@ class WatchRow:
     valid_until: int
     state: int
     registered_ms: int
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(sorted({text.split(" ", 1)[0] for text in self.claims}))
+
+    @property
+    def claims_sha256(self) -> str:
+        return claims_digest(list(self.claims))
 
 
 class _Wakeup:
@@ -373,7 +381,7 @@ class Monitoring:
     def store_updates(self, provider: str, updates: list[monitoring_pb2.QueuedWatchUpdate]) -> int:
         """Queue what the node may relay, advance the provider's cursor, commit; returns the cursor."""
         now_ms = int(self.clock() * 1000)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[tuple[Any, ...], WatchRow]] = []
         last = 0
         dropped = 0
         with self._watches_lock:
@@ -392,13 +400,40 @@ class Monitoring:
                 ):
                     dropped += 1
                     continue
-                rows.append((watch.institution, u.update_id, u.watch_id, provider, u.SerializeToString(), now_ms))
+                rows.append(
+                    (
+                        (watch.institution, u.update_id, u.watch_id, provider, u.SerializeToString(), now_ms),
+                        watch,
+                    )
+                )
+        stored = 0
         with self.db.transaction() as tx:
-            if rows:
-                tx.executemany(
+            for values, watch in rows:
+                cur = tx.execute(
                     "INSERT INTO alert_queue (institution, update_id, watch_id, provider, sealed, received_ms) "
                     "VALUES (?,?,?,?,?,?) ON CONFLICT (update_id) DO NOTHING",
-                    rows,
+                    values,
+                )
+                if cur.rowcount == 0:
+                    continue  # a redelivery: queued (and audited) once
+                stored += 1
+                # The agent read the borrower's data for this bank's watch: an access like any
+                # other, in the log the enterprise reads (metadata only, no verdict).
+                self.audit.append(
+                    tx,
+                    AuditEvent(
+                        caller_role=INSTITUTION,
+                        caller_id=watch.institution,
+                        method="WatchUpdate",
+                        decision=Decision.ALLOWED,
+                        request_id=values[1],
+                        enterprise=watch.enterprise,
+                        consent_id=watch.consent_id,
+                        providers=(provider,),
+                        fields=watch.fields,
+                        claims_sha256=watch.claims_sha256,
+                    ),
+                    now_ms,
                 )
             tx.execute(
                 "INSERT INTO watch_cursors (provider, after_seq) VALUES (?, ?) "
@@ -407,10 +442,10 @@ class Monitoring:
             )
         if dropped:
             log.info("agent %s: %d updates for unknown or ended watches dropped", provider, dropped)
-        self.stored += len(rows)
+        self.stored += stored
         self._wakeup.fire()
         if self.on_stored is not None:
-            self.on_stored(len(rows))
+            self.on_stored(stored)
         return last
 
     # -- queue -> banks ----------------------------------------------------------------

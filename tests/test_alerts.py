@@ -36,7 +36,7 @@ from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError
 from xinrong.v1 import common_pb2, monitoring_pb2, node_pb2, node_pb2_grpc
 
-from support.node_fakes import ACME, BETA, consent_id_of
+from support.node_fakes import ACME, BETA, consent_id_of, revocation
 
 TAX_HEADER = (
     "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
@@ -235,6 +235,31 @@ def test_a_borrower_falling_into_arrears_raises_alerts_and_the_node_sees_one_len
             ("tax.in_arrears == true", "TRUE", "FALSE"),
         ]
     assert agents["tax"].monitor.store.count() == 1
+
+    # Each update is an access in the enterprise's log: metadata only, the bank as the caller.
+    entries = node.core.db.query(
+        "SELECT caller_id, enterprise, providers, decision, reason FROM audit_log WHERE method = 'WatchUpdate'"
+    )
+    assert len(entries) == 7
+    assert {(e[0], e[3]) for e in entries} == {("bank-a", "ALLOWED")}
+    assert {e[1] for e in entries} == {ACME, BETA}
+
+    # A revoked consent ends the watch at the agent: the next period emits nothing for it.
+    channel = secure_channel(f"127.0.0.1:{node.port}", pki.enterprise(ACME), server_role="node", server_id="node")
+    try:
+        node_pb2_grpc.NodeServiceStub(channel).RevokeConsent(
+            node_pb2.RevokeConsentRequest(revocation=revocation(pki, consents[ACME])), timeout=10
+        )
+    finally:
+        channel.close()
+    queued = node.monitoring.stored if node.monitoring else 0
+    import_period(tmp_path, catalog, "tax", tax_csv("2026-09-30", True), "p4")
+    deadline = time.monotonic() + 3
+    while agents["tax"].monitor.passes < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agents["tax"].monitor.passes == 4
+    time.sleep(0.5)
+    assert node.monitoring is not None and node.monitoring.stored == queued
 
 
 def _code(fn: Callable[[], object]) -> tuple[str, str]:
