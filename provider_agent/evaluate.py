@@ -79,7 +79,7 @@ from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.limits import MAX_ITEMS_PER_REQUEST
-from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, Period, StateStore
 from xinrong.provider_agent.subject import SubjectStore, SubjectView
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2
@@ -569,12 +569,23 @@ class ProviderAgent:
         return common_pb2.CONSENT_STATE_ACTIVE
 
     def watched_verdicts(
-        self, enterprise: str, period_from: str, period_to: str, checked: list[CheckedClaim]
+        self,
+        enterprise: str,
+        period_from: str,
+        period_to: str,
+        checked: list[CheckedClaim],
+        preloaded: tuple[Period, dict[str, str]] | None = None,
     ) -> tuple[Lookup, list[int]] | None:
         """One read of the enterprise's record (within the consent's data period,
         as a Verify reads it) and one verdict per claim; None before any import.
-        A repaired item answers NO_DATA, as in a Verify."""
-        lookup = self._data.lookup(enterprise, period_from, period_to)
+        A repaired item answers NO_DATA, as in a Verify. ``preloaded``: a period
+        and all its records, read once for a whole re-evaluation."""
+        if preloaded is not None:
+            period, records = preloaded
+            inside = period_from <= period.as_of <= period_to
+            lookup: Lookup | None = Lookup(period.id, period.as_of, records.get(enterprise) if inside else None)
+        else:
+            lookup = self._data.lookup(enterprise, period_from, period_to)
         if lookup is None:
             return None
         cells: list[object] | None = None
@@ -585,6 +596,12 @@ class ProviderAgent:
             cells = parsed
         view = self._view()
         return lookup, [_RESULT[evaluate(c, self._cell(lookup, cells, c.spec, enterprise, view))] for c in checked]
+
+    def active_period(self) -> Period | None:
+        return self._data.active_period()
+
+    def period_records(self, period_id: int) -> dict[str, str]:
+        return self._data.period_records(period_id)
 
     def info(self) -> AgentInfo:
         period = self._data.active_period()

@@ -49,6 +49,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.limits import MAX_WATCH_CLAIMS, WATCH_UPDATE_PAD_BYTES
 from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.store import Period
 from xinrong.statefiles import prepare_private
 from xinrong.v1 import common_pb2, monitoring_pb2
 
@@ -351,13 +352,19 @@ class AgentMonitor:
         signed = monitoring_pb2.SignedWatchUpdate(update=raw, signature=self._signing.sign(WATCH_UPDATE_CONTEXT, raw))
         return signed.SerializeToString(deterministic=True)
 
-    def _evaluate(self, watch: Watch, checked: list[CheckedClaim], now: int) -> tuple[int, str, bytes] | None:
+    def _evaluate(
+        self,
+        watch: Watch,
+        checked: list[CheckedClaim],
+        now: int,
+        preloaded: tuple[Period, dict[str, str]] | None = None,
+    ) -> tuple[int, str, bytes] | None:
         """This watch's update for the active period: (period, update id, sealed bytes); None if not live."""
         if now >= watch.valid_until:
             return None
         if self._agent.consent_state_of(watch.consent_id, watch.enterprise) != common_pb2.CONSENT_STATE_ACTIVE:
             return None  # revoked or paused: the node knows it too (it pushed the change)
-        read = self._agent.watched_verdicts(watch.enterprise, watch.period_from, watch.period_to, checked)
+        read = self._agent.watched_verdicts(watch.enterprise, watch.period_from, watch.period_to, checked, preloaded)
         if read is None:
             return None  # no period imported yet: the first import emits
         lookup, results = read
@@ -379,11 +386,14 @@ class AgentMonitor:
     def run_pass(self) -> int:
         """Re-evaluate every watch if the active period changed; returns updates emitted."""
         with self._pass_lock:
-            period = self._agent_period()
-            if period == 0 or period == self.store.evaluated_period():
+            active = self._agent.active_period()
+            period = active.id if active is not None else 0
+            if active is None or period == self.store.evaluated_period():
                 return 0
             started = time.monotonic()
             watches = self.store.watches()
+            # One scan of the period instead of a query per watch; every update of the pass is of this period.
+            preloaded = (active, self._agent.period_records(period))
             emitted = 0
             chunk: list[tuple[str, str, bytes]] = []
             claims_of: dict[bytes, CheckedClaim] = {}
@@ -396,7 +406,7 @@ class AgentMonitor:
                     if hit is None:
                         hit = claims_of[key] = self._agent.check_watched_claim(claim)
                     checked.append(hit)
-                out = self._evaluate(watch, checked, now)
+                out = self._evaluate(watch, checked, now, preloaded)
                 if out is not None:
                     chunk.append((out[1], watch.watch_id, out[2]))
                     emitted += 1
@@ -413,10 +423,6 @@ class AgentMonitor:
                 time.monotonic() - started,
             )
             return emitted
-
-    def _agent_period(self) -> int:
-        period = self._agent._data.active_period()
-        return period.id if period is not None else 0
 
     # -- the monitor thread ----------------------------------------------------------
 

@@ -314,6 +314,12 @@ class DataStore:
             self._columns[period_id] = cached
         return cached
 
+    def period_records(self, period_id: int) -> dict[str, str]:
+        """Every record of one period (USCC -> JSON array), in one scan: the post-loan
+        monitor re-evaluates every watch of a new period at once (provider_agent.monitoring)."""
+        rows = self._reader().execute("SELECT uscc, data FROM records WHERE period_id = ?", (period_id,))
+        return {str(uscc): str(data) for uscc, data in rows}
+
     def active_period(self) -> Period | None:
         row = self._reader().execute(f"SELECT {_PERIOD_COLUMNS} FROM periods WHERE active = 1").fetchone()
         return None if row is None else _period(row)

@@ -192,3 +192,14 @@ def test_no_alert_is_lost_across_kill_9_of_bank_node_and_agent(platform: LocalPl
     assert _bank_count(plat, alerts) == 4 * K
     assert _bank_count(plat, "SELECT COUNT(DISTINCT update_id) FROM alerts") == 4 * K
     assert _bank_count(plat, "SELECT COUNT(*) FROM seen") == 5 * K
+
+
+def test_bench_alerts_small(tmp_path: Path) -> None:
+    """``xinrong bench alerts`` end to end at a small N: every bank holds every alert."""
+    from xinrong.tools.bench import alerts
+
+    result = alerts.run(200, 0.1, 1, 120.0, tmp_path)
+    assert result["alerts_held"] == result["alerts_expected"] == 20
+    assert result["single_watch_alerts"] == 1
+    assert 0 < result["latency_p50_s"] <= result["latency_p99_s"] <= result["seconds"] + 0.5
+    assert result["update_bytes"] == 1024

@@ -172,6 +172,8 @@ def _wait(done: Any, timeout: float) -> None:
 def _latencies(plat: LocalPlatform, suffix: str, since: float) -> list[float]:
     out: list[float] = []
     for b in BANKS:
+        if not _bank_db(plat, b).exists():
+            continue  # a bank without watches (the single-watch run) may not have started yet
         conn = sqlite3.connect(f"file:{_bank_db(plat, b)}?mode=ro", uri=True, timeout=10)
         try:
             rows = conn.execute(f"SELECT received_ms FROM seen WHERE update_id LIKE '%{suffix}'").fetchall()
