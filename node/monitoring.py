@@ -52,7 +52,7 @@ from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_TIMESTAMP, MAX_WATCH_CLAIMS
 from xinrong.node.access import _ClaimsAsk
-from xinrong.node.admission import MONITORING, AccessRequest, Admission, Subject
+from xinrong.node.admission import MONITORING, AccessRequest, Admission, Ask, Subject
 from xinrong.node.audit import AuditEvent, AuditLog, Decision, claims_digest
 from xinrong.node.config import ProviderEndpoint
 from xinrong.node.db import Database
@@ -95,6 +95,23 @@ class WatchRow:
     @property
     def claims_sha256(self) -> str:
         return claims_digest(list(self.claims))
+
+
+@dataclass(frozen=True)
+class _WatchAsk:
+    """A watch's shape for admission step 5: its claims as a Verify's, and a term in the future."""
+
+    claims: _ClaimsAsk
+    valid_until: int
+    now: float
+
+    def check(self) -> Ask:
+        if self.valid_until and not self.now < self.valid_until < MAX_TIMESTAMP:
+            raise ValidationError("valid_until must lie in the future (the loan's end)")
+        return self.claims.check()
+
+    def raw_digest(self) -> str:
+        return self.claims.raw_digest()
 
 
 class _Wakeup:
@@ -194,8 +211,6 @@ class Monitoring:
     # -- register / cancel / list --------------------------------------------------------
 
     def register(self, caller: Peer, req: monitoring_pb2.RegisterWatchRequest) -> monitoring_pb2.RegisterWatchResponse:
-        if req.valid_until and not 0 < req.valid_until < MAX_TIMESTAMP:
-            raise ValidationError("valid_until out of range")
         asking = _ClaimsAsk(tuple(req.claims), self.catalog, MAX_WATCH_CLAIMS, self._claims)
         request = AccessRequest(
             MONITORING,
@@ -203,7 +218,7 @@ class Monitoring:
             req.request_id,
             req.requested_at,
             (Subject(enterprise=req.enterprise_uscc, consent_id=req.consent_id),),
-            asking,
+            _WatchAsk(asking, int(req.valid_until), self.clock()),
         )
         admitted = self.admission.admit_blocking(request)
         subject = admitted.admitted[0]

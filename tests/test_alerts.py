@@ -318,3 +318,22 @@ def test_the_node_streams_nothing_to_a_bank_without_watches(
             list(stub.StreamAlerts(monitoring_pb2.StreamAlertsRequest(after_seq=2**63), timeout=10))
     finally:
         channel.close()
+
+
+def test_a_watch_an_agent_cannot_take_is_withdrawn_and_logged_failed(
+    platform: tuple[NodeServer, dict[str, Any]], pki: Any, catalog: Catalog, tmp_path: Path
+) -> None:
+    node, agents = platform
+    good = monitoring_consent(pki, catalog, ACME)
+    register_consent(pki, node, good, ACME)
+    agents["social_insurance"].stop(0.2)
+    with AlertsClient(f"127.0.0.1:{node.port}", pki.institution("bank-a"), tmp_path / "a") as bank:
+        assert _code(lambda: bank.register_watch(ACME, CLAIMS, consent_id_of(good)))[0] == "PROVIDER_UNAVAILABLE"
+        assert bank.list_watches() == []
+        past = int(time.time()) - 10
+        assert _code(lambda: bank.register_watch(ACME, CLAIMS[:1], consent_id_of(good), valid_until=past))[0] == (
+            "INVALID_ARGUMENT"
+        )
+    assert agents["tax"].monitor.store.count() == 0
+    decisions = node.core.db.query("SELECT decision FROM audit_log WHERE method = 'RegisterWatch' ORDER BY seq")
+    assert [d for (d,) in decisions] == ["ALLOWED", "FAILED", "REFUSED"]
