@@ -23,6 +23,8 @@ importer's own code, so its commit time is known exactly) and timed:
 * ``latency_p50_s`` / ``latency_p99_s``: import committed -> the bank
   committed that watch's update, over all N watches (a pass serves the
   watches in order, so the tail is the pass itself);
+* ``agent_pass_seconds``: import committed -> the agent's pass recorded
+  complete (all N updates signed, sealed and in its outbox);
 * ``node_queued_seconds``: import committed -> all N updates in the node's queue;
 * ``single_watch_p99_s``: the same pipeline with one watch, over
   ``--trials`` imports (the latency a lone borrower's alert sees);
@@ -238,12 +240,16 @@ def _pipeline(workdir: Path, n: int, changed: float, timeout: float) -> dict[str
         baseline = time.time() - t1
         active = _import(plat, p2)
         node_db = workdir / "state" / "node.db"
-        node_done = 0.0
+        monitor_db = monitor_db_path(default_state_db(workdir / "state" / "agent-tax.db"))
+        node_done = agent_done = 0.0
 
         def done() -> bool:
-            nonlocal node_done
+            nonlocal node_done, agent_done
+            now = time.time() - active
+            if not agent_done and _count(monitor_db, "SELECT value FROM meta WHERE key = 'evaluated_period'") >= 2:
+                agent_done = now
             if not node_done and _count(node_db, "SELECT COUNT(*) FROM alert_queue WHERE update_id LIKE '%.2'") >= n:
-                node_done = time.time() - active
+                node_done = now
             return _seen(plat, ".2") >= n
 
         _wait(done, timeout)
@@ -253,6 +259,7 @@ def _pipeline(workdir: Path, n: int, changed: float, timeout: float) -> dict[str
         return {
             "seconds": round(seconds, 2),
             "baseline_seconds": round(baseline, 2),
+            "agent_pass_seconds": round(agent_done or seconds, 2),
             "node_queued_seconds": round(node_done or seconds, 2),
             "latency_p50_s": round(_pct(latencies, 0.5), 3),
             "latency_p99_s": round(_pct(latencies, 0.99), 3),
