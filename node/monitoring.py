@@ -396,6 +396,10 @@ class Monitoring:
     def store_updates(self, provider: str, updates: list[monitoring_pb2.QueuedWatchUpdate]) -> int:
         """Queue what the node may relay, advance the provider's cursor, commit; returns the cursor."""
         now_ms = int(self.clock() * 1000)
+        with self._watches_lock:
+            unknown = {q.update.watch_id for q in updates if q.update.watch_id not in self._watches}
+        if unknown:
+            self._refresh(unknown)
         rows: list[tuple[tuple[Any, ...], WatchRow]] = []
         last = 0
         dropped = 0
@@ -462,6 +466,19 @@ class Monitoring:
         if self.on_stored is not None:
             self.on_stored(stored)
         return last
+
+    def _refresh(self, watch_ids: set[str]) -> None:
+        """Watches registered through another replica (a shared database): read them before judging an update."""
+        for watch_id in sorted(watch_ids)[:PULL_MAX]:
+            rows = self.db.query(
+                "SELECT watch_id, institution, enterprise, consent_id, providers, claims, valid_until, state, "
+                "registered_ms FROM watches WHERE watch_id = ?",
+                (watch_id,),
+            )
+            if rows:
+                with self._watches_lock:
+                    self._watches[watch_id] = _row(rows[0])
+                    self._institutions.add(str(rows[0][1]))
 
     # -- queue -> banks ----------------------------------------------------------------
 

@@ -53,9 +53,14 @@ def test_alert_queue_on_postgresql(pg_cluster: Any, pki: Any, catalog: Catalog) 
         rows = mon.queued("bank-a", 0)
         assert len(rows) == 1 and monitoring_pb2.SealedWatchUpdate.FromString(rows[0][1]) == update
         assert mon.queued("bank-b", 0) == []
-        other = _monitoring(db, pki, catalog)  # another replica
+        other = _monitoring(db, pki, catalog)  # another replica, started before the next watch was registered
         assert other.load() == 1
+        mon._insert(WatchRow("w-2", "bank-a", ACME, "c-2", ("tax",), ("tax.in_arrears == true",), 4_000_000_000, 1, 0))
+        late = monitoring_pb2.SealedWatchUpdate(update_id="w-2.tax.1", watch_id="w-2", provider="tax", sealed=box)
+        assert other.store_updates("tax", [monitoring_pb2.QueuedWatchUpdate(seq=7, update=late)]) == 7
+        assert other.stored == 1  # known from the shared database, not dropped
+        assert len(mon.queued("bank-a", rows[0][0])) == 1
         other.acknowledge("bank-a", rows[0][0])
-        assert mon.queued("bank-a", 0) == []
+        assert len(mon.queued("bank-a", 0)) == 1
     finally:
         db.close()
