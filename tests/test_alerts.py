@@ -337,3 +337,35 @@ def test_a_watch_an_agent_cannot_take_is_withdrawn_and_logged_failed(
     assert agents["tax"].monitor.store.count() == 0
     decisions = node.core.db.query("SELECT decision FROM audit_log WHERE method = 'RegisterWatch' ORDER BY seq")
     assert [d for (d,) in decisions] == ["ALLOWED", "FAILED", "REFUSED"]
+
+
+def test_bank_cli_adds_lists_follows_and_cancels_a_watch(
+    platform: tuple[NodeServer, dict[str, Any]],
+    pki: Any,
+    catalog: Catalog,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from xinrong.consent import write_consent
+    from xinrong.tools.cli import main
+
+    node, _agents = platform
+    signed = monitoring_consent(pki, catalog, ACME)
+    consent_file = tmp_path / "monitoring.pb"
+    write_consent(consent_file, signed)
+    conn = ["--node", f"127.0.0.1:{node.port}", "--credentials", str(party_dir(pki.root, "institution", "bank-a"))]
+    state = ["--state-dir", str(tmp_path / "cli-state")]
+    add = ["bank", "watch", "add", *conn, *state, "--enterprise", ACME, "--consent", str(consent_file)]
+    assert main([*add, "--claim", "tax.in_arrears == true"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["providers"] == ["tax"] and added["watch_id"].startswith("w-")
+    assert main(["bank", "watch", "list", *conn, *state]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [w["watch_id"] for w in listed] == [added["watch_id"]]
+    assert listed[0]["claims"] == ["tax.in_arrears == true"]
+    assert main(["bank", "alerts", *conn, *state]) == 0  # no --follow: the alerts held, none yet
+    assert capsys.readouterr().out == ""
+    assert main(["bank", "watch", "cancel", *conn, *state, added["watch_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == monitoring_pb2.WATCH_STATE_CANCELLED
