@@ -37,7 +37,7 @@ from xinrong.tlog.client import answers_origin
 from xinrong.tlog.note import open_checkpoint
 from xinrong.tlog.store import fold, frontier_root
 
-KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators"}
+KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators", "WatchUpdate": "watch"}
 
 
 class ExportRejected(ValueError):
@@ -129,7 +129,8 @@ def reconcile(conn: Any, config: NodeConfig, exports: Sequence[dict[str, Any]]) 
     allowed: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     failed: set[tuple[str, str, str]] = set()
     cursor = conn.execute(
-        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?) ORDER BY seq"), ("Verify", "GetIndicators")
+        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?) ORDER BY seq"),
+        ("Verify", "GetIndicators", "WatchUpdate"),
     )
     for row in cursor.fetchall():
         entry = _row_to_entry(row)

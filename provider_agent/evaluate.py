@@ -600,6 +600,10 @@ class ProviderAgent:
     def active_period(self) -> Period | None:
         return self._data.active_period()
 
+    def record_answers(self, entries: list[AnswerLogEntry]) -> None:
+        """Log watch updates in the agent's own answer log (see StateStore.record_answers)."""
+        self._state.record_answers(entries)
+
     def period_records(self, period_id: int) -> dict[str, str]:
         return self._data.period_records(period_id)
 

@@ -33,6 +33,7 @@ completed is recorded in the same transaction as its last rows.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -49,7 +50,7 @@ from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.limits import MAX_WATCH_CLAIMS, WATCH_UPDATE_PAD_BYTES
 from xinrong.provider_agent.evaluate import ProviderAgent
-from xinrong.provider_agent.store import Period
+from xinrong.provider_agent.store import AnswerLogEntry, Period
 from xinrong.statefiles import prepare_private
 from xinrong.v1 import common_pb2, monitoring_pb2
 
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 WATCH_UPDATE_CONTEXT = "xinrong.v1.WatchUpdate"  # the provider's signature context
 WATCH_UPDATE_CONTENT_TYPE = "xinrong.v1.SignedWatchUpdate"  # the sealed box's content type
+ANSWER_KIND = "watch"  # kind of a watch update in the agent's answer log (node reconcile: WatchUpdate)
 POLL_SECONDS = 0.1
 # Watches evaluated per outbox transaction: the node starts pulling the first
 # chunk while later ones are being signed.
@@ -89,6 +91,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   sealed BLOB NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class _Emitted:
+    period: int
+    update_id: str
+    sealed: bytes  # the SealedWatchUpdate
+    answer: AnswerLogEntry
 
 
 def monitor_db_path(state_db: Path) -> Path:
@@ -307,8 +317,13 @@ class AgentMonitor:
         self._check_fits(watch, checked)
         with self._pass_lock:  # a pass running now sees this watch or has already emitted for it
             first = self._evaluate(watch, checked, int(self._clock()))
+            if first is not None:
+                self._agent.record_answers([first.answer])  # logged before it can leave
             self.store.add(
-                watch, req.SerializeToString(deterministic=True), int(self._clock()), first[1:] if first else None
+                watch,
+                req.SerializeToString(deterministic=True),
+                int(self._clock()),
+                (first.update_id, first.sealed) if first else None,
             )
         log.info("watch %s kept: %d claims", watch.watch_id, len(checked))
         return watch.watch_id
@@ -358,8 +373,8 @@ class AgentMonitor:
         checked: list[CheckedClaim],
         now: int,
         preloaded: tuple[Period, dict[str, str]] | None = None,
-    ) -> tuple[int, str, bytes] | None:
-        """This watch's update for the active period: (period, update id, sealed bytes); None if not live."""
+    ) -> _Emitted | None:
+        """This watch's update for the active period, with its answer-log entry; None if not live."""
         if now >= watch.valid_until:
             return None
         if self._agent.consent_state_of(watch.consent_id, watch.enterprise) != common_pb2.CONSENT_STATE_ACTIVE:
@@ -381,7 +396,19 @@ class AgentMonitor:
         envelope = monitoring_pb2.SealedWatchUpdate(
             update_id=update_id, watch_id=watch.watch_id, provider=self.provider, sealed=box
         )
-        return lookup.period_id, update_id, envelope.SerializeToString(deterministic=True)
+        answer = AnswerLogEntry(
+            request_id=update_id,
+            kind=ANSWER_KIND,
+            consent_id=watch.consent_id,
+            enterprise_uscc=watch.enterprise,
+            audience=watch.audience,
+            fields=tuple(sorted({c.spec.key for c in checked})),
+            data_as_of=lookup.as_of,
+            answer_sha256=(hashlib.sha256(signed).hexdigest(),),
+            sealed_sha256=hashlib.sha256(box.ciphertext).hexdigest(),
+            issued_at=now,
+        )
+        return _Emitted(lookup.period_id, update_id, envelope.SerializeToString(deterministic=True), answer)
 
     def run_pass(self) -> int:
         """Re-evaluate every watch if the active period changed; returns updates emitted."""
@@ -396,6 +423,7 @@ class AgentMonitor:
             preloaded = (active, self._agent.period_records(period))
             emitted = 0
             chunk: list[tuple[str, str, bytes]] = []
+            answers: list[AnswerLogEntry] = []
             claims_of: dict[bytes, CheckedClaim] = {}
             now = int(self._clock())
             for watch in watches:
@@ -408,11 +436,15 @@ class AgentMonitor:
                     checked.append(hit)
                 out = self._evaluate(watch, checked, now, preloaded)
                 if out is not None:
-                    chunk.append((out[1], watch.watch_id, out[2]))
+                    chunk.append((out.update_id, watch.watch_id, out.sealed))
+                    answers.append(out.answer)
                     emitted += 1
                 if len(chunk) >= CHUNK:
+                    # The agent's own answer log first: an update never leaves unlogged.
+                    self._agent.record_answers(answers)
                     self.store.append(chunk)
-                    chunk = []
+                    chunk, answers = [], []
+            self._agent.record_answers(answers)
             self.store.append(chunk, period_done=period)
             self.passes += 1
             log.info(

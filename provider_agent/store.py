@@ -814,6 +814,42 @@ class StateStore:
             for r in rows
         ]
 
+    def record_answers(self, entries: Sequence[AnswerLogEntry]) -> None:
+        """Answers that consumed no request id or use (post-loan watch updates,
+        ``provider_agent.monitoring``): logged in one transaction, so node and
+        agent logs reconcile for them as for Verify."""
+        if not entries:
+            return
+        rows = [
+            (
+                e.request_id,
+                e.kind,
+                e.consent_id,
+                e.enterprise_uscc,
+                e.audience,
+                string_array(e.fields),
+                e.data_as_of,
+                string_array(e.answer_sha256),
+                e.sealed_sha256,
+                e.issued_at,
+            )
+            for e in entries
+        ]
+        with self._lock, self._writing():
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO answer_log(request_id, kind, consent_id, enterprise_uscc, audience, fields, "
+                    "data_as_of, answer_sha256, sealed_sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     def add_revocation(
         self,
         *,

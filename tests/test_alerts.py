@@ -243,6 +243,15 @@ def test_a_borrower_falling_into_arrears_raises_alerts_and_the_node_sees_one_len
     assert len(entries) == 7
     assert {(e[0], e[3]) for e in entries} == {("bank-a", "ALLOWED")}
     assert {e[1] for e in entries} == {ACME, BETA}
+    # ... and each is in the providers' own answer logs, so node and agent logs reconcile.
+    logged = node.core.db.query("SELECT request_id, providers FROM audit_log WHERE method = 'WatchUpdate'")
+    answered = {
+        (name, a.request_id)
+        for name, agent in agents.items()
+        for a in agent.state.answer_log()
+        if a.kind == "watch" and a.audience == "bank-a"
+    }
+    assert {(str(p).strip('[]"'), r) for r, p in logged} <= answered
 
     # A revoked consent ends the watch at the agent: the next period emits nothing for it.
     channel = secure_channel(f"127.0.0.1:{node.port}", pki.enterprise(ACME), server_role="node", server_id="node")
