@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import secrets
@@ -77,7 +79,7 @@ CANCELLED_STATE = 2
 
 
 @dataclass(frozen=True)
-class WatchRow:
+class WatchRow:  # frozen; cached_property writes the instance __dict__ directly
     watch_id: str
     institution: str
     enterprise: str
@@ -88,11 +90,11 @@ class WatchRow:
     state: int
     registered_ms: int
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
         return tuple(sorted({text.split(" ", 1)[0] for text in self.claims}))
 
-    @property
+    @functools.cached_property
     def claims_sha256(self) -> str:
         return claims_digest(list(self.claims))
 
@@ -551,7 +553,7 @@ def _row(r: tuple[Any, ...]) -> WatchRow:
 
 
 def _replace_state(row: WatchRow, state: int) -> WatchRow:
-    return WatchRow(**{**row.__dict__, "state": state})
+    return dataclasses.replace(row, state=state)
 
 
 def _by_time(row: WatchRow) -> tuple[int, str]:
