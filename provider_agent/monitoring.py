@@ -315,16 +315,26 @@ class AgentMonitor:
         )
         # The longest update this watch can produce must fit the one pad length.
         self._check_fits(watch, checked)
-        with self._pass_lock:  # a pass running now sees this watch or has already emitted for it
-            first = self._evaluate(watch, checked, int(self._clock()))
-            if first is not None:
-                self._agent.record_answers([first.answer])  # logged before it can leave
-            self.store.add(
-                watch,
-                req.SerializeToString(deterministic=True),
-                int(self._clock()),
-                (first.update_id, first.sealed) if first else None,
-            )
+        # Not under the pass lock: a pass of 100,000 watches takes seconds, and the node's
+        # AddWatch must not wait for it. A pass that listed the watches before this one
+        # was kept is caught up below.
+        first = self._evaluate(watch, checked, int(self._clock()))
+        if first is not None:
+            self._agent.record_answers([first.answer])  # logged before it can leave
+        self.store.add(
+            watch,
+            req.SerializeToString(deterministic=True),
+            int(self._clock()),
+            (first.update_id, first.sealed) if first else None,
+        )
+        active = self._agent.active_period()
+        if first is not None and active is not None and active.id != first.period:
+            # A period became active after the baseline was read: emit this watch's update for it too
+            # (the same update id as a pass would give it, so never twice).
+            again = self._evaluate(watch, checked, int(self._clock()))
+            if again is not None:
+                self._agent.record_answers([again.answer])
+                self.store.append([(again.update_id, watch.watch_id, again.sealed)])
         log.info("watch %s kept: %d claims", watch.watch_id, len(checked))
         return watch.watch_id
 
