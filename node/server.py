@@ -43,14 +43,8 @@ from xinrong.node.transparency_servicer import TransparencyServicer
 from xinrong.rpc.observe import Observer as Metrics
 from xinrong.rpc.observe import wanted
 from xinrong.rpc.server import AsyncioServer, RunningServer, ServiceBinding, build_server
-from xinrong.v1 import (
-    evaluation_pb2_grpc,
-    modeling_pb2_grpc,
-    monitoring_pb2_grpc,
-    node_pb2_grpc,
-    subject_pb2_grpc,
-    transparency_pb2_grpc,
-)
+from xinrong.v1 import evaluation_pb2_grpc, modeling_pb2_grpc, node_pb2_grpc, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import monitoring_pb2_grpc as monitoring_grpc  # post-loan monitoring (issue 13 §4)
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +317,7 @@ def start_node(
                 evaluation_binding,
                 ServiceBinding(
                     MONITORING_SERVICE_NAME,
-                    lambda s: monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    lambda s: monitoring_grpc.add_MonitoringServiceServicer_to_server(monitoring_servicer, s),
                     allowed_roles=MONITORING_ROLES,
                 ),
             ],

@@ -437,6 +437,8 @@ class AgentMonitor:
             claims_of: dict[bytes, CheckedClaim] = {}
             now = int(self._clock())
             for watch in watches:
+                if self._stop.is_set():
+                    return emitted  # stopping: the pass is re-run (same update ids) at the next start
                 checked = []
                 for claim in watch.claims:
                     key = claim.SerializeToString(deterministic=True)

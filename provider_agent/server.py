@@ -40,7 +40,8 @@ from xinrong.provider_agent.subject_servicer import AgentSubjectServicer
 from xinrong.rpc.observe import Observer, wanted
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.tlog.client import answers_origin
-from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, monitoring_pb2_grpc, subject_pb2_grpc
+from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
+from xinrong.v1 import monitoring_pb2_grpc as monitoring_grpc  # post-loan monitoring (issue 13 §4)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def start_agent(
                 evaluation_binding,
                 ServiceBinding(
                     MONITORING_SERVICE_NAME,
-                    lambda s: monitoring_pb2_grpc.add_AgentMonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    lambda s: monitoring_grpc.add_AgentMonitoringServiceServicer_to_server(monitoring_servicer, s),
                     allowed_roles=frozenset({"node"}),
                 ),
             ],
