@@ -157,6 +157,67 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts_client(args: argparse.Namespace) -> Any:
+    from xinrong.bank.alerts_client import AlertsClient
+
+    node, creds = _connection(args)
+    return AlertsClient(node, load_party(creds), Path(args.state_dir or creds), timeout=args.timeout)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Alerts held in the state dir (after --after), then, with --follow, new ones as they come."""
+    import signal
+    import threading
+
+    with _alerts_client(args) as client:
+        for alert in client.state.alerts(args.after):
+            print(json.dumps(alert.as_dict(), ensure_ascii=False), flush=True)
+        if not args.follow:
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            client.follow(lambda a: print(json.dumps(a.as_dict(), ensure_ascii=False), flush=True), stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+    return 0
+
+
+def cmd_watch_add(args: argparse.Namespace) -> int:
+    signed = read_consent(args.consent)
+    consent_id = parse_consent(signed).consent_id
+    with _alerts_client(args) as client:
+        client.bank.register_consent(signed)  # idempotent: the node may already hold it
+        resp = client.register_watch(args.enterprise, args.claim, consent_id, valid_until=args.valid_until)
+    print(json.dumps({"watch_id": resp.watch_id, "valid_until": resp.valid_until, "providers": list(resp.providers)}))
+    return 0
+
+
+def cmd_watch_cancel(args: argparse.Namespace) -> int:
+    with _alerts_client(args) as client:
+        resp = client.cancel_watch(args.watch_id)
+    print(json.dumps({"watch_id": resp.watch_id, "state": int(resp.state)}))
+    return 0
+
+
+def cmd_watch_list(args: argparse.Namespace) -> int:
+    with _alerts_client(args) as client:
+        for w in client.list_watches():
+            print(
+                json.dumps(
+                    {
+                        "watch_id": w.watch_id,
+                        "enterprise": w.enterprise_uscc,
+                        "claims": list(w.claims),
+                        "providers": list(w.providers),
+                        "valid_until": w.valid_until,
+                        "state": int(w.state),
+                    }
+                )
+            )
+    return 0
+
+
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with [bank] node = 'host:port', credentials = 'dir'")
     p.add_argument("--node", default="", help="node address host:port")
@@ -223,3 +284,29 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     from xinrong.bank.products_cli import register_cli as register_products
 
     register_products(sub)
+    p = sub.add_parser("alerts", help="post-loan risk alerts: changes of watched claims, provider-signed")
+    add_connection_args(p)
+    p.add_argument("--follow", action="store_true", help="keep streaming new alerts (resumes after the last one)")
+    p.add_argument("--after", type=int, default=0, help="print held alerts after this alert id (default: all)")
+    p.add_argument("--state-dir", default="", help="where cursor and verdicts live (default: the credentials dir)")
+    p.set_defaults(func=cmd_alerts)
+    watch = sub.add_parser("watch", help="post-loan watches on borrowers (consent: post_loan_monitoring)")
+    wsub = watch.add_subparsers(dest="watch_cmd", metavar="COMMAND")
+    wsub.required = True
+    p = wsub.add_parser("add", help="watch claims of a borrower for the loan's term")
+    add_connection_args(p)
+    p.add_argument("--enterprise", required=True, help="the borrower's USCC")
+    p.add_argument("--claim", action="append", required=True, help="e.g. 'tax.in_arrears == true'; repeatable")
+    p.add_argument("--consent", required=True, type=Path, help="the enterprise's signed monitoring consent file")
+    p.add_argument("--valid-until", type=int, default=0, help="Unix seconds the loan ends (default: the consent's)")
+    p.add_argument("--state-dir", default="", help="the alerts state dir (default: the credentials dir)")
+    p.set_defaults(func=cmd_watch_add)
+    p = wsub.add_parser("cancel", help="end a watch of this bank's")
+    add_connection_args(p)
+    p.add_argument("watch_id", help="the watch id RegisterWatch returned")
+    p.add_argument("--state-dir", default="", help="the alerts state dir (default: the credentials dir)")
+    p.set_defaults(func=cmd_watch_cancel)
+    p = wsub.add_parser("list", help="this bank's watches")
+    add_connection_args(p)
+    p.add_argument("--state-dir", default="", help="the alerts state dir (default: the credentials dir)")
+    p.set_defaults(func=cmd_watch_list)

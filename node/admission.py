@@ -131,6 +131,13 @@ MATCHING = Purpose(
     consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_MATCHING}),
     batch=True,
 )
+# Post-loan monitoring (issue 13 §4): a watch is admitted once, like a Verify of
+# its claims, and only under a consent given for monitoring.
+MONITORING = Purpose(
+    "post_loan_monitoring",
+    "RegisterWatch",
+    consent_purposes=frozenset({common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING}),
+)
 
 
 @dataclass(frozen=True)
@@ -772,6 +779,7 @@ def _check_subject_syntax(subject: Subject) -> None:
 __all__ = [
     "INDICATORS",
     "MATCHING",
+    "MONITORING",
     "SCORING",
     "SELF_SERVICE",
     "VERIFICATION",

@@ -639,6 +639,70 @@ CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON events
     FOR EACH ROW EXECUTE FUNCTION xinrong_events_append_only();
 """
 
+# -- 7: post-loan monitoring (issue 13 §4): watches, the agents' cursors, the banks' queue --
+#
+# The queue holds sealed updates only (routing metadata and a box the node
+# cannot open). seq never repeats, even after acknowledged rows are deleted
+# (AUTOINCREMENT / IDENTITY): a bank's cursor must never skip a new update.
+
+_SQLITE_7 = """
+CREATE TABLE watches (
+    watch_id      TEXT PRIMARY KEY,
+    institution   TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    claims        TEXT NOT NULL,
+    valid_until   INTEGER NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms INTEGER NOT NULL
+);
+CREATE INDEX watches_institution ON watches (institution);
+CREATE TABLE watch_cursors (
+    provider  TEXT PRIMARY KEY,
+    after_seq INTEGER NOT NULL
+);
+CREATE TABLE alert_queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    institution TEXT NOT NULL,
+    update_id   TEXT NOT NULL UNIQUE,
+    watch_id    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX alert_queue_institution ON alert_queue (institution, seq);
+"""
+
+_POSTGRES_7 = """
+CREATE TABLE watches (
+    watch_id      TEXT PRIMARY KEY,
+    institution   TEXT NOT NULL,
+    enterprise    TEXT NOT NULL,
+    consent_id    TEXT NOT NULL,
+    providers     TEXT NOT NULL,
+    claims        TEXT NOT NULL,
+    valid_until   BIGINT NOT NULL,
+    state         INTEGER NOT NULL,
+    registered_ms BIGINT NOT NULL
+);
+CREATE INDEX watches_institution ON watches (institution);
+CREATE TABLE watch_cursors (
+    provider  TEXT PRIMARY KEY,
+    after_seq BIGINT NOT NULL
+);
+CREATE TABLE alert_queue (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    institution TEXT NOT NULL,
+    update_id   TEXT NOT NULL UNIQUE,
+    watch_id    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    sealed      BYTEA NOT NULL,
+    received_ms BIGINT NOT NULL
+);
+CREATE INDEX alert_queue_institution ON alert_queue (institution, seq);
+"""
+
 # -- 8: financing demands and the whitelist (xinrong.node.demands) ------------------
 # ``demands``: the enterprise-signed demand as received, its state (1 active,
 # 2 withdrawn; expiry is derived). ``whitelist``: what was pushed, per
@@ -812,7 +876,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "public records and voluntary filings", _SQLITE_4, _POSTGRES_4),
     Migration(5, "event log", _SQLITE_5, _POSTGRES_5),
     Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
-    Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(7, "post-loan watches and alert queue", _SQLITE_7, _POSTGRES_7),
     Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
     Migration(9, "loan products and matching", _SQLITE_9, _POSTGRES_9),
     Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),

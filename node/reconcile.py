@@ -37,7 +37,7 @@ from xinrong.tlog.client import answers_origin
 from xinrong.tlog.note import open_checkpoint
 from xinrong.tlog.store import fold, frontier_root
 
-KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators", "MatchProducts": "matching"}
+KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators", "MatchProducts": "matching", "WatchUpdate": "watch"}
 
 
 def _answer_request_id(method: str, request_id: str, enterprise: str) -> str:
@@ -135,7 +135,7 @@ def reconcile(conn: Any, config: NodeConfig, exports: Sequence[dict[str, Any]]) 
     failed: set[tuple[str, str, str]] = set()
     cursor = conn.execute(
         _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?) ORDER BY seq"),
-        ("Verify", "GetIndicators", "MatchProducts"),
+        ("Verify", "GetIndicators", "MatchProducts", "WatchUpdate"),
     )
     for row in cursor.fetchall():
         entry = _row_to_entry(row)

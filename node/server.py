@@ -51,6 +51,10 @@ from xinrong.node.public_servicer import PublicServicer
 from xinrong.node.push_servicer import ALLOWED_ROLES as PUSH_ROLES
 from xinrong.node.push_servicer import SERVICE_NAME as PUSH_SERVICE_NAME
 from xinrong.node.push_servicer import PushServicer
+from xinrong.node.monitoring import Monitoring
+from xinrong.node.monitoring_servicer import ALLOWED_ROLES as MONITORING_ROLES
+from xinrong.node.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
+from xinrong.node.monitoring_servicer import MonitoringServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer
@@ -75,6 +79,7 @@ from xinrong.v1 import (
     transparency_pb2_grpc,
 )
 from xinrong.v1 import institutions_pb2_grpc as institutions_grpc
+from xinrong.v1 import monitoring_pb2_grpc as monitoring_grpc  # post-loan monitoring (issue 13 §4)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,21 @@ def subject_rights(core: NodeCore) -> SubjectRights:
         credentials=core.credentials,
         timeout=core.config.agent_timeout_seconds,
         max_clock_skew_seconds=core.config.max_clock_skew_seconds,
+        clock=core.clock,
+    )
+
+
+def monitoring_of(core: NodeCore) -> Monitoring:
+    """Post-loan watches and the banks' alert queue over the core's stores and one admission path."""
+    return Monitoring(
+        db=core.db,
+        admission=core.admission,
+        audit=core.audit,
+        registry=core.registry,
+        catalog=core.catalog,
+        endpoints=tuple(core.config.providers),
+        credentials=core.credentials,
+        timeout=core.config.agent_timeout_seconds,
         clock=core.clock,
     )
 
@@ -190,6 +210,7 @@ class NodeServer:
     # The push service (``disconnect(institution)`` ends an institution's open streams).
     push: PushServicer | None = None
     products: ProductDesk | None = None
+    monitoring: Monitoring | None = None  # post-loan watches and alert queue (node.monitoring)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _checkpointer: threading.Thread | None = None
@@ -304,6 +325,8 @@ class NodeServer:
             self.events.close()
         if self.products is not None:
             self.products.close()
+        if self.monitoring is not None:
+            self.monitoring.close()
         self.core.agents.close()
         self.core.db.close()
         if self.observer is not None:
@@ -371,6 +394,7 @@ def start_node(
     hub: ModelingHub | None = None
     rights: SubjectRights | None = None
     products: ProductDesk | None = None
+    monitoring: Monitoring | None = None
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
@@ -405,6 +429,9 @@ def start_node(
         products = product_desk(core)
         demands.on_change(products.on_demand_changed)
         products_servicer = ProductServicer(products, creds.party_id)
+        monitoring = monitoring_of(core)
+        monitoring.load()
+        monitoring_servicer = MonitoringServicer(monitoring)
         metrics: Metrics | None = None
         if wanted(config.metrics, config.logging.format):
             from xinrong.node.metrics import observe_node
@@ -472,6 +499,11 @@ def start_node(
                     lambda s: products_pb2_grpc.add_ProductServiceServicer_to_server(products_servicer, s),
                     allowed_roles=PRODUCT_ROLES,
                 ),
+                ServiceBinding(
+                    MONITORING_SERVICE_NAME,
+                    lambda s: monitoring_grpc.add_MonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    allowed_roles=MONITORING_ROLES,
+                ),
             ],
             max_workers=config.max_workers,
             runtime="asyncio",
@@ -491,6 +523,8 @@ def start_node(
             rights.close()
         if products is not None:
             products.close()
+        if monitoring is not None:
+            monitoring.close()
         agents.close()
         db.close()
         raise
@@ -515,6 +549,7 @@ def start_node(
         push=push_servicer,
         public=public,
         products=products,
+        monitoring=monitoring,
     )
     node.institutions_watch = InstitutionWatch(
         core.institutions,
@@ -528,6 +563,7 @@ def start_node(
     node.start_maintenance()
     node.institutions_watch.start()
     whitelist.start()
+    monitoring.start()
     log.info(
         "node %s serving on port %d (%d providers, catalog %s)",
         creds.party_id,

@@ -79,7 +79,7 @@ from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
 from xinrong.limits import MAX_ITEMS_PER_REQUEST
-from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, StateStore
+from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, Period, StateStore
 from xinrong.provider_agent.subject import SubjectStore, SubjectView
 from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM
 from xinrong.v1 import common_pb2
@@ -517,6 +517,95 @@ class ProviderAgent:
             }
         log.info("consent %s revoked by its enterprise", parsed.consent_id)
         return RevocationResult(consent_id=parsed.consent_id, state=common_pb2.CONSENT_STATE_REVOKED)
+
+    # ------------------------------------------------ post-loan monitoring (provider_agent.monitoring)
+
+    def admit_watch(
+        self,
+        *,
+        enterprise: str,
+        consent: common_pb2.SignedConsent,
+        audience_binding: common_pb2.SignedPartyBinding,
+        claims: tuple[common_pb2.Claim, ...],
+        requested_at: int,
+        max_claims: int,
+    ) -> tuple[VerifiedConsent, VerifiedBinding, list[CheckedClaim]]:
+        """The checks a watch passes before the agent keeps it: the same ones,
+        in the same order, as a Verify (steps 0-5), plus the consent's purpose.
+        No data is read here."""
+        now = self._clock()
+        if not 1 <= len(claims) <= max_claims:
+            raise ValidationError(f"a watch carries 1 to {max_claims} claims")
+        self._check_fresh(requested_at, now)
+        verified = self._verify_consent(consent, now)
+        audience = self._verify_audience(audience_binding, now)
+        checked = [self._check_claim(claim) for claim in claims]
+        check_consent_use(
+            verified,
+            enterprise_uscc=enterprise,
+            audience_id=audience.party_id,
+            needs=[(c.spec.key, c.form) for c in checked],
+            now=now,
+            state=self._consent_state(verified),
+        )
+        if verified.consent.purpose != common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING:
+            raise ConsentError(
+                "purpose is not post-loan monitoring",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public="the consent's purpose is not post_loan_monitoring",
+            )
+        return verified, audience, checked
+
+    def check_watched_claim(self, claim: common_pb2.Claim) -> CheckedClaim:
+        """A stored watch's claim, re-checked against the catalog (cached by its bytes)."""
+        return self._check_claim(claim)
+
+    def consent_state_of(self, consent_id: str, enterprise: str) -> int:
+        """ACTIVE, PAUSED or REVOKED, as a Verify under that consent would see it now."""
+        if enterprise in self._revoked.get(consent_id, frozenset()):
+            return common_pb2.CONSENT_STATE_REVOKED
+        if self._subject is not None and (consent_id, enterprise) in self._subject.view().paused:
+            return common_pb2.CONSENT_STATE_PAUSED
+        return common_pb2.CONSENT_STATE_ACTIVE
+
+    def watched_verdicts(
+        self,
+        enterprise: str,
+        period_from: str,
+        period_to: str,
+        checked: list[CheckedClaim],
+        preloaded: tuple[Period, dict[str, str]] | None = None,
+    ) -> tuple[Lookup, list[int]] | None:
+        """One read of the enterprise's record (within the consent's data period,
+        as a Verify reads it) and one verdict per claim; None before any import.
+        A repaired item answers NO_DATA, as in a Verify. ``preloaded``: a period
+        and all its records, read once for a whole re-evaluation."""
+        if preloaded is not None:
+            period, records = preloaded
+            inside = period_from <= period.as_of <= period_to
+            lookup: Lookup | None = Lookup(period.id, period.as_of, records.get(enterprise) if inside else None)
+        else:
+            lookup = self._data.lookup(enterprise, period_from, period_to)
+        if lookup is None:
+            return None
+        cells: list[object] | None = None
+        if lookup.data is not None:
+            parsed = json.loads(lookup.data)
+            if not isinstance(parsed, list):
+                raise XinrongError("stored record is not a JSON array")
+            cells = parsed
+        view = self._view()
+        return lookup, [_RESULT[evaluate(c, self._cell(lookup, cells, c.spec, enterprise, view))] for c in checked]
+
+    def active_period(self) -> Period | None:
+        return self._data.active_period()
+
+    def record_answers(self, entries: list[AnswerLogEntry]) -> None:
+        """Log watch updates in the agent's own answer log (see StateStore.record_answers)."""
+        self._state.record_answers(entries)
+
+    def period_records(self, period_id: int) -> dict[str, str]:
+        return self._data.period_records(period_id)
 
     def info(self) -> AgentInfo:
         period = self._data.active_period()

@@ -30,6 +30,9 @@ from xinrong.keys.signing import SigningKey
 from xinrong.provider_agent.config import AgentSetup
 from xinrong.provider_agent.consent_sync import pull_consent_updates
 from xinrong.provider_agent.evaluate import ProviderAgent
+from xinrong.provider_agent.monitoring import AgentMonitor, WatchStore, monitor_db_path
+from xinrong.provider_agent.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
+from xinrong.provider_agent.monitoring_servicer import AgentMonitoringServicer
 from xinrong.provider_agent.servicer import SERVICE_NAME, AgentServicer
 from xinrong.provider_agent.store import DataStore, StateStore
 from xinrong.provider_agent.subject import SubjectDesk, SubjectStore, subject_db_path
@@ -39,6 +42,7 @@ from xinrong.rpc.observe import Observer, wanted
 from xinrong.rpc.server import RunningServer, ServiceBinding, build_server
 from xinrong.tlog.client import answers_origin
 from xinrong.v1 import agent_pb2_grpc, modeling_pb2_grpc, subject_pb2_grpc
+from xinrong.v1 import monitoring_pb2_grpc as monitoring_grpc  # post-loan monitoring (issue 13 §4)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class RunningAgent:
     observer: Observer | None = None
     # Joint-modeling jobs held (``AgentModeling.job_count``), for gauges and tests.
     modeling_jobs: Callable[[], int] | None = None
+    monitor: AgentMonitor | None = None  # post-loan watches (provider_agent.monitoring)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     _ready: bool = False
@@ -128,6 +133,8 @@ class RunningAgent:
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=5.0)
         self.server.stop(grace)
+        if self.monitor is not None:
+            self.monitor.stop()
         try:
             self.integrate_answers()  # the last answers get into the signed log before the store closes
         except Exception:
@@ -214,6 +221,8 @@ def start_agent(
         )
         modeling_servicer = AgentModelingServicer(modeling, cfg.node_id)
         evaluation_binding = _evaluation_binding(setup, cfg.node_id)
+        monitor = AgentMonitor(agent, setup.credentials, WatchStore(monitor_db_path(cfg.state_db)), clock=clock)
+        monitoring_servicer = AgentMonitoringServicer(monitor, cfg.node_id)
 
         def register(server: grpc.Server) -> None:
             agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
@@ -235,6 +244,11 @@ def start_agent(
                 ),
                 evaluation_binding,
                 _matching_binding(agent, cfg.node_id, cfg.max_clock_skew_seconds),
+                ServiceBinding(
+                    MONITORING_SERVICE_NAME,
+                    lambda s: monitoring_grpc.add_AgentMonitoringServiceServicer_to_server(monitoring_servicer, s),
+                    allowed_roles=frozenset({"node"}),
+                ),
             ],
             max_workers=cfg.max_workers,
             observer=observer,
@@ -255,7 +269,9 @@ def start_agent(
         answer_log=(answers_origin(setup.credentials.party_id), setup.credentials.signing_key),
         observer=observer,
         modeling_jobs=modeling.job_count,
+        monitor=monitor,
     )
+    monitor.start()
     if observer is not None:
         observe_agent(observer, running)
         observer.gauges.add(

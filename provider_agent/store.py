@@ -314,6 +314,12 @@ class DataStore:
             self._columns[period_id] = cached
         return cached
 
+    def period_records(self, period_id: int) -> dict[str, str]:
+        """Every record of one period (USCC -> JSON array), in one scan: the post-loan
+        monitor re-evaluates every watch of a new period at once (provider_agent.monitoring)."""
+        rows = self._reader().execute("SELECT uscc, data FROM records WHERE period_id = ?", (period_id,))
+        return {str(uscc): str(data) for uscc, data in rows}
+
     def active_period(self) -> Period | None:
         row = self._reader().execute(f"SELECT {_PERIOD_COLUMNS} FROM periods WHERE active = 1").fetchone()
         return None if row is None else _period(row)
@@ -807,6 +813,42 @@ class StateStore:
             )
             for r in rows
         ]
+
+    def record_answers(self, entries: Sequence[AnswerLogEntry]) -> None:
+        """Answers that consumed no request id or use (post-loan watch updates,
+        ``provider_agent.monitoring``): logged in one transaction, so node and
+        agent logs reconcile for them as for Verify."""
+        if not entries:
+            return
+        rows = [
+            (
+                e.request_id,
+                e.kind,
+                e.consent_id,
+                e.enterprise_uscc,
+                e.audience,
+                string_array(e.fields),
+                e.data_as_of,
+                string_array(e.answer_sha256),
+                e.sealed_sha256,
+                e.issued_at,
+            )
+            for e in entries
+        ]
+        with self._lock, self._writing():
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO answer_log(request_id, kind, consent_id, enterprise_uscc, audience, fields, "
+                    "data_as_of, answer_sha256, sealed_sha256, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def add_revocation(
         self,

@@ -106,7 +106,23 @@ MAX_REQUEST_BYTES: dict[str, int] = {
     "/xinrong.v1.ProductService/ApplyToProduct": 64 * 1024,
     "/xinrong.v1.ProductService/ListApplications": _SMALL,
     "/xinrong.v1.MatchingAgentService/ComputeMatch": 32 * 1024 * 1024,
+    # Post-loan monitoring (issue 13 §4): a watch is a Verify's shape; the agent leg adds consent and binding.
+    "/xinrong.v1.MonitoringService/RegisterWatch": 64 * 1024,
+    "/xinrong.v1.MonitoringService/CancelWatch": _SMALL,
+    "/xinrong.v1.MonitoringService/ListWatches": _SMALL,
+    "/xinrong.v1.MonitoringService/StreamAlerts": _SMALL,
+    "/xinrong.v1.AgentMonitoringService/AddWatch": 128 * 1024,
+    "/xinrong.v1.AgentMonitoringService/RemoveWatch": _SMALL,
+    "/xinrong.v1.AgentMonitoringService/PullWatchUpdates": _SMALL,
 }
+
+# Post-loan monitoring: claims in one watch, and the one length every sealed
+# watch update is padded to (whatever its verdicts, whatever changed), so the
+# node that queues them cannot tell whose status changed. Node and agents
+# both enforce the claim count; the agent refuses a watch whose update
+# could ever exceed the pad.
+MAX_WATCH_CLAIMS = 8
+WATCH_UPDATE_PAD_BYTES = 1024
 
 __all__ = [
     "MAX_CONSENT_BYTES",
@@ -123,5 +139,7 @@ __all__ = [
     "MAX_SCORE_SUBJECTS",
     "MAX_SIGNED_CONSENT_BYTES",
     "MAX_TIMESTAMP",
+    "MAX_WATCH_CLAIMS",
     "MIN_TIMESTAMP",
+    "WATCH_UPDATE_PAD_BYTES",
 ]

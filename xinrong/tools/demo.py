@@ -573,6 +573,9 @@ def run(args: argparse.Namespace) -> int:
             from xinrong.tools.demo_match import play_matching
 
             matching = play_matching(platform, truth, args.as_of)
+            from xinrong.tools.demo_alerts import play_alerts  # post-loan monitoring (issue 13 §4)
+
+            alerts = play_alerts(platform, data_dir, args.as_of, _say)
         except Exception as exc:
             _say(f"\ndemo failed: {type(exc).__name__}: {exc}")
             for party in group.parties.values():
@@ -587,6 +590,7 @@ def run(args: argparse.Namespace) -> int:
             push = {}
             public = {}
             matching = {"matches_correct": 0, "matches_total": -1, "applications": 0}
+            alerts = {"alerts_delivered": 0, "alerts_expected": 1}
         summary = {
             "verified": tally.verified,
             "signatures_ok": tally.signatures_ok,
@@ -603,6 +607,7 @@ def run(args: argparse.Namespace) -> int:
             **push,
             **public,
             **matching,
+            **alerts,
             "providers": len(providers),
             "enterprises": args.enterprises,
             "seconds": round(time.monotonic() - started, 1),
@@ -623,6 +628,7 @@ def run(args: argparse.Namespace) -> int:
             and push.get("whitelist_leaked", 0) == 0
             and public.get("reports_verified") == 1
             and matching["matches_correct"] == matching["matches_total"]
+            and alerts.get("alerts_delivered") == alerts.get("alerts_expected")
         )
         for problem in tally.unexpected:
             print(f"problem: {problem}", file=sys.stderr)

@@ -91,6 +91,11 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("match", help="loan-product matching: time per (enterprise, product), real processes")
     match.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.match"))
+    from xinrong.tools.bench import alerts
+
+    p = sub.add_parser("alerts", help="post-loan watches: N watches, a new period -> every bank holds every alert")
+    alerts.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.alerts"))
     # The one-hop ceiling's server, which bench verify starts as a process of
     # its own: an internal entry point, so it is left out of the listing
     # (argparse prints "==SUPPRESS==" for a sub-command whose help is SUPPRESS).
