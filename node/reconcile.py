@@ -37,7 +37,12 @@ from xinrong.tlog.client import answers_origin
 from xinrong.tlog.note import open_checkpoint
 from xinrong.tlog.store import fold, frontier_root
 
-KIND_OF_METHOD = {"Verify": "claims", "GetIndicators": "indicators", "MatchProducts": "matching", "WatchUpdate": "watch"}
+KIND_OF_METHOD = {
+    "Verify": "claims",
+    "GetIndicators": "indicators",
+    "MatchProducts": "matching",
+    "WatchUpdate": "watch",
+}
 
 
 def _answer_request_id(method: str, request_id: str, enterprise: str) -> str:

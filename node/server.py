@@ -40,6 +40,10 @@ from xinrong.node.modeling import ModelingHub
 from xinrong.node.modeling_links import AgentModelingChannels, Observer
 from xinrong.node.modeling_servicer import SERVICE_NAME as MODELING_SERVICE_NAME
 from xinrong.node.modeling_servicer import ModelingServicer
+from xinrong.node.monitoring import Monitoring
+from xinrong.node.monitoring_servicer import ALLOWED_ROLES as MONITORING_ROLES
+from xinrong.node.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
+from xinrong.node.monitoring_servicer import MonitoringServicer
 from xinrong.node.products import MatchingChannels, ProductDesk
 from xinrong.node.products_servicer import ALLOWED_ROLES as PRODUCT_ROLES
 from xinrong.node.products_servicer import SERVICE_NAME as PRODUCT_SERVICE_NAME
@@ -51,10 +55,6 @@ from xinrong.node.public_servicer import PublicServicer
 from xinrong.node.push_servicer import ALLOWED_ROLES as PUSH_ROLES
 from xinrong.node.push_servicer import SERVICE_NAME as PUSH_SERVICE_NAME
 from xinrong.node.push_servicer import PushServicer
-from xinrong.node.monitoring import Monitoring
-from xinrong.node.monitoring_servicer import ALLOWED_ROLES as MONITORING_ROLES
-from xinrong.node.monitoring_servicer import SERVICE_NAME as MONITORING_SERVICE_NAME
-from xinrong.node.monitoring_servicer import MonitoringServicer
 from xinrong.node.routing import AgentPool
 from xinrong.node.service import NodeCore
 from xinrong.node.servicer import SERVICE_NAME, NodeServicer

@@ -40,17 +40,17 @@ from support.node_fakes import ACME, BETA, consent_id_of, revocation
 
 TAX_HEADER = (
     "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-    "consecutive_normal_months,last_normal_payment_date\n"
+    "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
 )
 
 
 def tax_csv(as_of: str, acme_arrears: bool) -> str:
     acme = (
-        f"{ACME},{as_of},C,false,true,51234.11,734512.37,88231.90,0,2026-05-15\n"
+        f"{ACME},{as_of},C,false,true,51234.11,734512.37,88231.90,0,2026-05-15,false\n"
         if acme_arrears
-        else f"{ACME},{as_of},A,false,false,0,734512.37,88231.90,27,2026-06-15\n"
+        else f"{ACME},{as_of},A,false,false,0,734512.37,88231.90,27,2026-06-15,true\n"
     )
-    return TAX_HEADER + acme + f"{BETA},{as_of},B,false,false,0,,,12,2026-06-01\n"
+    return TAX_HEADER + acme + f"{BETA},{as_of},B,false,false,0,,,12,2026-06-01,false\n"
 
 
 SI_CSV = (

@@ -76,6 +76,7 @@ HEADER = [
     "cit_paid_last_year",
     "consecutive_normal_months",
     "last_normal_payment_date",
+    "grade_a_taxpayer",
 ]
 
 
@@ -99,7 +100,19 @@ def _write_tax(path: Path, codes: list[str], as_of: str, arrears: set[str]) -> P
         for code in codes:
             bad = code in arrears
             w.writerow(
-                [code, as_of, "B", "false", "true" if bad else "false", "1000" if bad else "0", "", "", "12", ""]
+                [
+                    code,
+                    as_of,
+                    "B",
+                    "false",
+                    "true" if bad else "false",
+                    "1000" if bad else "0",
+                    "",
+                    "",
+                    "12",
+                    "",
+                    "false",
+                ]
             )
     return path
 
