@@ -139,7 +139,7 @@ def reconcile(conn: Any, config: NodeConfig, exports: Sequence[dict[str, Any]]) 
     allowed: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     failed: set[tuple[str, str, str]] = set()
     cursor = conn.execute(
-        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?) ORDER BY seq"),
+        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?, ?) ORDER BY seq"),
         ("Verify", "GetIndicators", "MatchProducts", "WatchUpdate"),
     )
     for row in cursor.fetchall():
