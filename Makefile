@@ -21,7 +21,7 @@ SCREENSHOTS ?= docs/screenshots
 PDFTOPPM  ?= /usr/bin/pdftoppm
 PDFTOTEXT ?= /usr/bin/pdftotext
 
-.PHONY: install postgres browser pdftools demo test test-fast lint typecheck proto check-proto bench screenshots clean
+.PHONY: install postgres browser fonts pdftools demo test test-fast lint typecheck proto check-proto bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "xinrong needs Python 3.11, got %s" % sys.version.split()[0]'
@@ -52,6 +52,17 @@ browser:
 	  fi; \
 	fi
 
+# The CJK font alone (the demo renders a credit report PDF with it; `browser` installs it too).
+fonts:
+	@if [ ! -f $(CJK_FONT) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing a CJK font (apt-get install -y fonts-wqy-microhei)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; \
+	  else \
+	    echo "the CJK font is missing: run 'sudo apt-get install -y fonts-wqy-microhei'" >&2; exit 1; \
+	  fi; \
+	fi
+
 # poppler's pdftoppm / pdftotext, for tests/test_report_render.py (the report's PDF uses the browser target's CJK font).
 pdftools:
 	@if [ ! -x $(PDFTOPPM) ] || [ ! -x $(PDFTOTEXT) ]; then \
@@ -68,7 +79,7 @@ screenshots: $(STAMP) browser
 	XINRONG_PORTAL_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest -q tests/test_portal_browser.py
 	@ls -1 $(SCREENSHOTS)/*.png
 
-demo: $(STAMP)
+demo: $(STAMP) fonts
 	$(BIN)/xinrong demo
 
 test: $(STAMP) postgres browser pdftools lint typecheck

@@ -568,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
             push = _push(platform, truth, args.as_of[:7]) if evaluated else {}
             from xinrong.tools.demo_public import play_public  # Issue 12: public records, filing, signed report
 
-            public = play_public(platform, truth.enterprises_present_everywhere()[0])
+            public = play_public(platform, truth.enterprises_present_everywhere()[0], data_dir=data_dir)
             _say(f"\n[9] public records, a voluntary filing and a node-signed credit report verified offline: {public}")
             from xinrong.tools.demo_match import play_matching
 
@@ -606,6 +606,8 @@ def run(args: argparse.Namespace) -> int:
             **institutions_tally,
             **push,
             **public,
+            # Pushed to subscribed banks: the whitelist addition and the public-record change of a new period.
+            "pushed_events": int(push.get("pushed_events", 0)) + int(public.get("public_changes_pushed", 0)),
             **matching,
             **alerts,
             "providers": len(providers),
@@ -627,6 +629,8 @@ def run(args: argparse.Namespace) -> int:
             and push.get("whitelist_pushed", 0) == push.get("whitelist_expected", 0)
             and push.get("whitelist_leaked", 0) == 0
             and public.get("reports_verified") == 1
+            and public.get("public_changes_pushed") == 1
+            and public.get("reports_rendered") == 1
             and matching["matches_correct"] == matching["matches_total"]
             and alerts.get("alerts_delivered") == alerts.get("alerts_expected")
         )

@@ -20,7 +20,53 @@ from xinrong.keys.layout import party_dir
 from xinrong.tools.localnet import LocalPlatform
 
 
-def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a") -> dict[str, float]:
+def _head(client: Any) -> int:
+    """The log's head as the bank sees it: a subscription no event matches moves the cursor there."""
+    from xinrong.bank.push_client import Subscription
+
+    head = 0
+    for _events, after in client.batches(Subscription(topics=("none_such",)), 0):
+        head = after
+    return head
+
+
+def _new_period_pushed(platform: LocalPlatform, data_dir: Path, enterprise: str, bank_dir: Path) -> int:
+    """The market regulator's next period changes one record of ``enterprise``; after ``agent publish`` a bank
+    subscribed to its city (region prefix) and the public-record topic receives exactly that change, node-signed."""
+    import csv
+
+    from xinrong.bank.push_client import PushClient, Subscription
+    from xinrong.keys.layout import load_party
+    from xinrong.provider_agent.config import load_agent
+    from xinrong.provider_agent.publish import publish
+
+    with open(data_dir / "market.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with PushClient(platform.node_address, load_party(bank_dir), timeout=10.0) as client:
+        head = _head(client)
+        period = "2099-12-31"
+        for row in rows:
+            row["as_of"] = period
+            if row["uscc"] == enterprise:
+                row["admin_penalties"] = str(int(row.get("admin_penalties") or 0) + 1)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "market-next.csv"
+            with open(path, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+            platform.import_data("market", path)
+        publish(load_agent(platform.agent_configs["market"]), platform.node_address)
+        city = Subscription(regions=(enterprise[2:6],), topics=("public_record",))
+        got = [e for events, _after in client.batches(city, head) for e in events]
+    assert all(e.enterprise == enterprise for e in got), "a change of another enterprise was pushed"
+    assert [e.payload_json()["field"] for e in got] == ["market.admin_penalties"], got
+    return len(got)
+
+
+def play_public(
+    platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a", data_dir: Path | None = None
+) -> dict[str, float]:
     """Publish, file, fetch, verify (in process, the CLIs' own functions); returns the demo's counters.
 
     The CLIs themselves are exercised by tests/test_public_e2e.py; here nine
@@ -52,9 +98,18 @@ def play_public(platform: LocalPlatform, enterprise: str, *, bank: str = "bank-a
         saved = Path(tmp) / "report.json"
         saved.write_text(json.dumps(envelope, ensure_ascii=False), encoding="utf-8")
         report = verify_file(saved, ca_cert=bank_dir / "ca.crt", node_binding=bank_dir / NODE_BINDING_FILE)
+        # The printable form a loan officer files: A4, Chinese labels, the verification footer.
+        from xinrong.bank.report_render import render_pdf
+
+        pdf = Path(tmp) / "report.pdf"
+        render_pdf(envelope, pdf, lang="zh")
+        rendered = int(pdf.read_bytes().startswith(b"%PDF-") and pdf.stat().st_size > 1000)
     filed = next(s for s in report["sections"] if s["key"] == "self_reported")["items"]
+    pushed = _new_period_pushed(platform, data_dir, enterprise, bank_dir) if data_dir is not None else 0
     return {
+        "public_changes_pushed": pushed,
         "reports_verified": 1,
+        "reports_rendered": rendered,
         "filings_in_report": len(filed),
         "public_records_published": published,
         "republish_noops": already,
