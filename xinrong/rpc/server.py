@@ -75,6 +75,11 @@ class ServiceBinding:
     name: str
     register: Callable[[Any], None]
     allowed_roles: frozenset[str]
+    # Methods whose calls do not count against the server's call budget: long-lived
+    # streams (a following subscription) would otherwise hold a slot for hours and,
+    # a few hundred of them, refuse every other call SERVER_BUSY. Such a service
+    # bounds its streams itself.
+    unbudgeted: frozenset[str] = frozenset()
 
 
 def _refused_peer(context: Any, roles: frozenset[str], method: str) -> Peer | None:
@@ -342,12 +347,18 @@ class _GuardedRegistrar:
     functions and registers each handler wrapped in the guard."""
 
     def __init__(
-        self, server: Any, roles: frozenset[str], pool: futures.Executor | None, budget: _CallBudget | None = None
+        self,
+        server: Any,
+        roles: frozenset[str],
+        pool: futures.Executor | None,
+        budget: _CallBudget | None = None,
+        unbudgeted: frozenset[str] = frozenset(),
     ) -> None:
         self._server = server
         self._roles = roles
         self._pool = pool
         self._budget = budget
+        self._unbudgeted = unbudgeted
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         # The generated code also registers each method by name below; that
@@ -355,11 +366,14 @@ class _GuardedRegistrar:
         pass
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        guarded = {name: self._guard(f"/{service}/{name}", h) for name, h in handlers.items()}
+        guarded = {
+            name: self._guard(f"/{service}/{name}", h, budgeted=name not in self._unbudgeted)
+            for name, h in handlers.items()
+        }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
         self._server.add_registered_method_handlers(service, guarded)
 
-    def _guard(self, method: str, h: Any) -> Any:
+    def _guard(self, method: str, h: Any, *, budgeted: bool = True) -> Any:
         # Raw bytes in: the guard decodes after the role check (see _decoder).
         kwargs = {"request_deserializer": None, "response_serializer": h.response_serializer}
         decode = _decoder(h.request_deserializer, method)
@@ -373,7 +387,7 @@ class _GuardedRegistrar:
                 request_streaming=h.request_streaming,
                 response_streaming=h.response_streaming,
                 decode=decode,
-                budget=self._budget,
+                budget=self._budget if budgeted else None,
             )
             factory = {
                 (False, False): grpc.unary_unary_rpc_method_handler,
@@ -649,7 +663,7 @@ def _build_asyncio(
         )
         budget = _CallBudget(max_workers * 16)
         for s in services:
-            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget))
+            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget, s.unbudgeted))
         health_servicer = AsyncHealthServicer()
         for name in ("", *names):  # the asyncio servicer starts out SERVING
             await health_servicer.set(name, _NOT_SERVING)
