@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,7 +278,7 @@ class PushClient:
 
     def responses(
         self, subscription: Subscription, cursor: int, *, follow: bool, max_batch: int = 0
-    ) -> Iterator[push_pb2.SubscribeResponse]:
+    ) -> Generator[push_pb2.SubscribeResponse, None, None]:
         """One stream, raw (no check, no reconnect): what ``batches`` builds on."""
         call = self._push.Subscribe(subscription.request(cursor, follow=follow, max_batch=max_batch), timeout=None)
         try:

@@ -10,7 +10,10 @@ sends a heartbeat (no events, the current cursor) every
 ``HEARTBEAT_SECONDS`` so the client can tell a quiet log from a dead link.
 
 The stream has no deadline of its own: ``xinrong.rpc.server`` sets none,
-and the bank SDK calls without a timeout when following. It ends when the
+and the bank SDK calls without a timeout when following. Nor does it count
+against the server's call budget (``ServiceBinding.unbudgeted``): a few
+hundred following banks would otherwise refuse every other call; instead
+an institution holds at most ``MAX_STREAMS_PER_INSTITUTION`` streams. It ends when the
 client hangs up, or when the node stops (the server cancels it after its
 grace period; the client resumes from its cursor on a replica or after the
 restart).
@@ -51,6 +54,8 @@ POLL_SECONDS_SHARED = 0.25
 # A wake-up can only be missed if a callback fails; re-read now and then anyway.
 POLL_SECONDS_LOCAL = 5.0
 MAX_CURSOR = 2**62
+# Subscriptions do not count against the server's call budget (long-lived): bounded here.
+MAX_STREAMS_PER_INSTITUTION = 16
 
 
 class _Stream:
@@ -159,6 +164,15 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                 reason=Reason.FAILED_PRECONDITION,
                 public=f"the cursor is beyond this node's log (head {head}): it comes from another log",
             )
+        if len(self._streams.get(caller.party_id, ())) >= MAX_STREAMS_PER_INSTITUTION:
+            await loop.run_in_executor(
+                None, self._record, caller.party_id, filters, Decision.REFUSED, Reason.FAILED_PRECONDITION.value
+            )
+            raise XinrongError(
+                "too many open subscriptions",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"at most {MAX_STREAMS_PER_INSTITUTION} open subscriptions per institution",
+            )
         await loop.run_in_executor(None, self._record, caller.party_id, filters, Decision.ALLOWED)
         batch = min(request.max_batch or DEFAULT_BATCH, MAX_BATCH)
         cursor = int(request.cursor)
@@ -188,9 +202,11 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                     yield self._response(caller.party_id, page.events, cursor, page.head, key_id)
                     if len(page.events) >= batch:
                         continue  # more is waiting
+                if not sent_any:  # caught up at once: say so (cursor and head), so the client knows it is live
+                    sent_any = True
+                    last_sent = time.monotonic()
+                    yield self._response(caller.party_id, [], cursor, page.head, key_id)
                 if not request.follow:
-                    if not sent_any:
-                        yield self._response(caller.party_id, [], cursor, page.head, key_id)
                     return
                 idle = self._heartbeat - (time.monotonic() - last_sent)
                 if idle <= 0:

@@ -488,6 +488,7 @@ def start_node(
                     PUSH_SERVICE_NAME,
                     lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(push_servicer, s),
                     allowed_roles=PUSH_ROLES,
+                    unbudgeted=frozenset({"Subscribe"}),  # bounded per institution by the servicer
                 ),
                 ServiceBinding(
                     DEMAND_SERVICE_NAME,

@@ -408,3 +408,33 @@ def test_heartbeats_and_cut_streams(make_harness: Any) -> None:
                 pass
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert harness.node.push.disconnect("bank-a") == 0
+
+
+def test_following_streams_hold_no_call_budget_and_are_bounded_per_institution(make_harness: Any) -> None:
+    from xinrong.node.push_servicer import MAX_STREAMS_PER_INSTITUTION
+    from xinrong.v1 import common_pb2, node_pb2
+
+    harness = make_harness(providers=(), max_workers=2)  # a call budget of 32
+    assert harness.node is not None and harness.node.push is not None
+    clients = [_client(harness, bank) for bank in ("bank-a", "bank-b")]
+    streams = []
+    try:
+        for client in clients:
+            for _ in range(MAX_STREAMS_PER_INSTITUTION):
+                stream = client.responses(Subscription(), 0, follow=True)
+                next(stream)  # open and caught up
+                streams.append(stream)
+        assert harness.node.push.open_streams == 2 * MAX_STREAMS_PER_INSTITUTION == 32
+        # The budget is untouched: other calls are served.
+        parties = harness.bank("bank-a").ListParties(
+            node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_NODE), timeout=5
+        )
+        assert len(parties.bindings) == 1
+        with pytest.raises(grpc.RpcError) as err:
+            next(clients[0].responses(Subscription(), 0, follow=True))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        for stream in streams:
+            stream.close()
+        for client in clients:
+            client.close()

@@ -76,6 +76,11 @@ class ServiceBinding:
     name: str
     register: Callable[[Any], None]
     allowed_roles: frozenset[str]
+    # Methods whose calls do not count against the server's call budget: long-lived
+    # streams (a following subscription) would otherwise hold a slot for hours and,
+    # a few hundred of them, refuse every other call SERVER_BUSY. Such a service
+    # bounds its streams itself.
+    unbudgeted: frozenset[str] = frozenset()
 
 
 def _refused_peer(context: Any, roles: frozenset[str], method: str) -> Peer | None:
@@ -447,12 +452,14 @@ class _GuardedRegistrar:
         pool: futures.Executor | None,
         budget: _CallBudget | None = None,
         gate: CallGate | None = None,
+        unbudgeted: frozenset[str] = frozenset(),
     ) -> None:
         self._server = server
         self._roles = roles
         self._pool = pool
         self._budget = budget
         self._gate = gate
+        self._unbudgeted = unbudgeted
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
         # The generated code also registers each method by name below; that
@@ -460,11 +467,14 @@ class _GuardedRegistrar:
         pass
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        guarded = {name: self._guard(f"/{service}/{name}", h) for name, h in handlers.items()}
+        guarded = {
+            name: self._guard(f"/{service}/{name}", h, budgeted=name not in self._unbudgeted)
+            for name, h in handlers.items()
+        }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, guarded),))
         self._server.add_registered_method_handlers(service, guarded)
 
-    def _guard(self, method: str, h: Any) -> Any:
+    def _guard(self, method: str, h: Any, *, budgeted: bool = True) -> Any:
         # Raw bytes in: the guard decodes after the role check (see _decoder).
         kwargs = {"request_deserializer": None, "response_serializer": h.response_serializer}
         decode = _decoder(h.request_deserializer, method)
@@ -478,7 +488,7 @@ class _GuardedRegistrar:
                 request_streaming=h.request_streaming,
                 response_streaming=h.response_streaming,
                 decode=decode,
-                budget=self._budget,
+                budget=self._budget if budgeted else None,
                 gate=self._gate,
             )
             factory = {
@@ -489,23 +499,24 @@ class _GuardedRegistrar:
             }[(h.request_streaming, h.response_streaming)]
             return factory(wrapped, **kwargs)
         streams = h.request_streaming
+        budget = self._budget if budgeted else None
         if h.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                _guard_sync(h.unary_unary, self._roles, method, False, decode, streams, budget, self._gate),
                 **kwargs,
             )
         if h.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, self._budget, self._gate),
+                _guard_sync(h.unary_stream, self._roles, method, True, decode, streams, budget, self._gate),
                 **kwargs,
             )
         if h.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, self._budget, self._gate),
+                _guard_sync(h.stream_unary, self._roles, method, False, decode, streams, budget, self._gate),
                 **kwargs,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, self._budget, self._gate), **kwargs
+            _guard_sync(h.stream_stream, self._roles, method, True, decode, streams, budget, self._gate), **kwargs
         )
 
 
@@ -732,7 +743,7 @@ def build_server(
         interceptors=[observer.sync_interceptor()] if observer is not None else None,
     )
     for s in services:
-        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget, gate=gate))
+        s.register(_GuardedRegistrar(server, s.allowed_roles, None, budget, gate, s.unbudgeted))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(s.name for s in services)
@@ -768,7 +779,7 @@ def _build_asyncio(
         )
         budget = _CallBudget(max_workers * 16)
         for s in services:
-            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget, gate))
+            s.register(_GuardedRegistrar(server, s.allowed_roles, pool, budget, gate, s.unbudgeted))
         health_servicer = AsyncHealthServicer()
         for name in ("", *names):  # the asyncio servicer starts out SERVING
             await health_servicer.set(name, _NOT_SERVING)
