@@ -438,3 +438,36 @@ def test_following_streams_hold_no_call_budget_and_are_bounded_per_institution(m
             stream.close()
         for client in clients:
             client.close()
+
+
+def test_suspending_an_institution_closes_its_following_subscription(make_harness: Any) -> None:
+    """Issue 12 §5 over §3: a suspension ends the institution's open Subscribe streams at once with
+    PERMISSION_DENIED INSTITUTION_SUSPENDED (the gate every call passes), and the SDK does not retry it."""
+    harness = make_harness(providers=())
+    assert harness.node is not None
+    log = _events_log(harness)
+    log.append("public_record", "911301001234567883", region=SHIJIAZHUANG, industry="C", payload=b"{}")
+    errors: list[BaseException] = []
+    received: list[int] = []
+    with _client(harness) as client:
+
+        def consume() -> None:
+            try:
+                for event in client.events(Subscription(regions=("13",)), follow=True):
+                    received.append(event.seq)
+            except Exception as exc:  # RemoteError from the SDK
+                errors.append(exc)
+
+        thread = threading.Thread(target=consume, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert received == [1]
+        started = time.monotonic()
+        harness.node.core.institutions.suspend("bank-a", "security assessment failed")
+        thread.join(timeout=10)
+        assert not thread.is_alive() and time.monotonic() - started < 3.0
+    assert errors and getattr(errors[0], "reason", "") == "INSTITUTION_SUSPENDED"
+    with _client(harness, "bank-b") as other:  # another institution is unaffected
+        assert [e.seq for e in other.events(Subscription(regions=("13",)))] == [1]
