@@ -344,6 +344,9 @@ class SubjectRights:
         key = caller_key(caller.role, caller.party_id)
         providers = self.providers
         with self.db.lock:
+            full = self.replay.refusal(key, "chg:" + change.change_id, now)
+            if full is not None:
+                raise self._refuse(caller, method, full, **base)
             if self.replay.seen(key, "chg:" + change.change_id):
                 raise self._refuse(
                     caller, method, XinrongError("state change seen before", reason=Reason.REQUEST_REPLAYED), **base
