@@ -601,6 +601,39 @@ CREATE TABLE whitelist (
 );
 """
 
+# -- 11: pause / resume pushes ---------------------------------------------------
+# Pending pushes of an enterprise-signed pause or resume to each agent, like
+# revocation_pushes (acked, attempts, backoff), plus the request itself: the
+# consent row keeps only the state, and a node restart must not lose a push
+# to an agent that is down (node.subject). One row per consent and provider:
+# the newest change replaces an older one not yet delivered.
+
+_SQLITE_11 = """
+CREATE TABLE pause_pushes (
+    consent_id      TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    request         BLOB NOT NULL,
+    acked_ms        INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+) WITHOUT ROWID;
+"""
+
+_POSTGRES_11 = """
+CREATE TABLE pause_pushes (
+    consent_id      TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    request         BYTEA NOT NULL,
+    acked_ms        BIGINT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -610,6 +643,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "access institutions", _SQLITE_6, _POSTGRES_6),
     Migration(7, "reserved", "SELECT 1;", "SELECT 1;"),
     Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
+    Migration(9, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(10, "reserved", "SELECT 1;", "SELECT 1;"),
+    Migration(11, "pause and resume pushes", _SQLITE_11, _POSTGRES_11),
 )
 LATEST = MIGRATIONS[-1].version
 
