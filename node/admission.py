@@ -633,7 +633,11 @@ class Admission:
         replay_key = caller_key(caller.role, caller.party_id)
         with self._db.lock:
             # 4. Replay: check and consume the id atomically under the lock; ids are
-            # per caller, so one bank cannot learn which ids another has used.
+            # per caller, so one bank cannot learn which ids another has used. A
+            # window at its byte bound refuses (retry later) rather than forget ids.
+            full = self._replay.refusal(replay_key, request.request_id, now)
+            if full is not None:
+                raise refuse_now(full)
             if self._replay.seen(replay_key, request.request_id):
                 raise refuse_now(XinrongError("request id seen before", reason=Reason.REQUEST_REPLAYED))
             with self._db.transaction(durable=False) as tx:

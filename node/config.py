@@ -303,6 +303,11 @@ class NodeConfig(Section):
     agent_timeout_seconds: float = Field(5.0, ge=0.05)
     max_claims_per_request: int = Field(32, ge=1)
     enterprise_daily_budget: int = Field(200, ge=1)
+    # Byte bounds of the replay window (request ids kept 2 x skew + 60 s), on the
+    # node and per caller: when reached, new requests get RESOURCE_EXHAUSTED
+    # REPLAY_WINDOW_FULL with a retry-after (node.limits); ids are never forgotten early.
+    replay_window_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    replay_window_caller_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     # How often pending revocation pushes to agents that were down are retried.
     revocation_retry_seconds: float = Field(30.0, ge=0.05)
     # NORMAL (WAL): a power loss may roll back the last commits; a process

@@ -276,7 +276,7 @@ class ConsentLifecycle:
                 else:
                     # Exponential backoff from the retry interval, capped; an agent's
                     # return is noticed sooner by ``deliver_reconnected``.
-                    delay = min(interval * 2 ** min(state.attempts, 12), max(interval, MAX_BACKOFF_SECONDS))
+                    delay = backoff_seconds(interval, state.attempts)
                     with self._waiting_lock:
                         self._waiting.add(provider)
                     self.consents.push_failed(tx, record, provider, outcome.reason, now, delay)
@@ -337,8 +337,14 @@ class ConsentLifecycle:
         return acked
 
 
+def backoff_seconds(interval: float, attempts: int) -> float:
+    """Delay before the next push after ``attempts`` failed ones: doubling from the
+    retry interval, capped (revocations here, pauses and resumes in node.subject)."""
+    return float(min(interval * 2.0 ** min(attempts, 12), max(interval, MAX_BACKOFF_SECONDS)))
+
+
 def _replace(event: AuditEvent, **changes: Any) -> AuditEvent:
     return dataclasses.replace(event, **changes)
 
 
-__all__ = ["ConsentLifecycle", "ConsentStatus", "RevokeResult"]
+__all__ = ["ConsentLifecycle", "ConsentStatus", "RevokeResult", "backoff_seconds"]

@@ -1,10 +1,12 @@
 """Replay protection and the per-enterprise daily budget.
 
-With SQLite both are held in memory for the hot path and written through
-in the request's admission transaction, so they survive a restart. On a
-database shared by replicas (PostgreSQL) the database is the authority:
-the admission checks and counts both in one statement, whichever replica
-runs it (``xinrong.node.pg``), and these classes only load, prune and read.
+With SQLite the budget is held in memory for the hot path and written
+through in the request's admission transaction, so it survives a restart;
+replay ids live only in the database (a primary-key lookup on the node's
+one connection), with their byte counts in memory. On a database shared by
+replicas (PostgreSQL) the database is the authority for both: the
+admission checks and counts both in one statement, whichever replica runs
+it (``xinrong.node.pg``), and these classes only load, prune and read.
 
 Replay ids are scoped per caller (``caller_key``: role and party id): one
 global namespace told any bank whether another had used an id in the
@@ -15,16 +17,18 @@ step 2) still count for every caller until they expire. An id is kept for
 twice the clock-skew window (plus a minute): a captured request replayed
 later than that is refused as stale, whatever its id.
 
-The tables carry no secondary index: every index is one more page written
-per request. Expired replay ids are found in memory (kept in arrival
-order) and deleted by primary key, a few hundred per transaction.
+The window is bounded in bytes (``ReplayGuard``): at the bound new
+requests are refused with a retry-after, ids are never forgotten early.
+The tables carry no secondary index on SQLite: every index is one more
+page written per request. Expired replay ids are found by a sweep in
+primary-key order, a thousand rows per read, and deleted by primary key.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 
+from xinrong.errors import Reason, XinrongError
 from xinrong.node.db import Database, Transaction
 
 # The caller of replay ids recorded before they were scoped per caller.
@@ -43,30 +47,86 @@ def caller_key(role: str, party_id: str) -> str:
     return f"{role}:{party_id}"
 
 
+# The replay window's size is counted in 10-second buckets: what a caller and
+# the node hold, and when the oldest of it expires (the RetryInfo of a refusal).
+BUCKET_MS = 10_000
+# Estimated bytes of one replay_ids row beyond its two strings (record header,
+# seen_ms, cell pointer, B-tree slack): what the window is bounded by.
+ROW_OVERHEAD_BYTES = 40
+# Rows of replay_ids read per pruning transaction (the lock is free between them).
+SWEEP_ROWS = 1000
+
+
+def replay_row_bytes(caller: str, request_id: str) -> int:
+    """What one recorded id is counted as against the window's byte bounds."""
+    return ROW_OVERHEAD_BYTES + len(caller.encode()) + len(request_id.encode())
+
+
+class ReplayWindowFull(XinrongError):
+    """The window holds all it may: refused before anything is counted, with a retry-after."""
+
+    default_reason = Reason.REPLAY_WINDOW_FULL
+    data_read = False
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1.0, retry_after)
+
+
 class ReplayGuard:
     """Request ids seen within the retention window, per caller. Callers hold the
-    database lock across ``seen`` and ``record`` so that check and insert are one
-    atomic step.
+    database lock across ``refusal``, ``seen`` and ``record`` so that check and
+    insert are one atomic step.
 
-    Ids are kept in a set for lookups and in a deque in arrival order, so
-    pruning pops expired ids from the left in small batches instead of
-    scanning everything while requests wait.
+    The database row is the only copy of an id (soak: an in-memory set of
+    (caller, id) tuples and an arrival deque cost ~360 bytes per id, so the
+    node's RSS grew with rate x 11 minutes, +52 % over a 10-minute soak).
+    ``seen`` is a primary-key lookup on the connection that also holds the
+    not-yet-committed units, so an id recorded a moment ago is seen. Memory
+    holds only byte counts per caller and 10-second bucket (a few hundred
+    integers whatever the rate), and SQLite's page cache is bounded.
+
+    The window is bounded in bytes, on the node (``max_bytes``) and per caller
+    (``max_caller_bytes``; one bank filling its share leaves room for the
+    others). A window that forgot ids early would let a replay through, so
+    when a bound is reached new requests are refused (RESOURCE_EXHAUSTED
+    ``REPLAY_WINDOW_FULL`` with a RetryInfo: when the oldest bucket expires),
+    nothing is forgotten before its time.
     """
 
-    def __init__(self, db: Database, *, retention_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        retention_seconds: float,
+        max_bytes: int = 256 * 1024 * 1024,
+        max_caller_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self._db = db
         self._retention_ms = int(retention_seconds * 1000)
-        self._ids: set[tuple[str, str]] = set()
-        self._order: deque[tuple[int, str, str]] = deque()
-        self._legacy = 0  # live ids without a caller (they count for every caller)
+        self.max_bytes = max_bytes
+        self.max_caller_bytes = max_caller_bytes
+        # bucket -> caller -> bytes, oldest first; totals beside.
+        self._buckets: dict[int, dict[str, int]] = {}
+        self._caller_bytes: dict[str, int] = {}
+        self._bytes = 0
+        self._legacy_until_ms = 0  # ids without a caller (they count for every caller) live until then
         self._lock = threading.Lock()
 
     @property
     def retention_ms(self) -> int:
         return self._retention_ms
 
+    @property
+    def window_bytes(self) -> int:
+        """The live window's size as counted against ``max_bytes``."""
+        return self._bytes
+
+    def caller_bytes(self, caller: str) -> int:
+        return self._caller_bytes.get(caller, 0)
+
     def load(self, now: float) -> int:
-        """Drop expired rows once, then hold the live ids in memory (SQLite).
+        """Drop expired rows once and count the live window (SQLite).
 
         On a shared database the ids stay there: every admission checks and
         records its id in one statement (``xinrong_admit``), whichever replica
@@ -77,37 +137,94 @@ class ReplayGuard:
             tx.execute("DELETE FROM replay_ids WHERE seen_ms < ?", (cutoff,))
         if self._db.shared:
             return int(self._db.query("SELECT count(*) FROM replay_ids")[0][0])
-        rows = self._db.query("SELECT caller, request_id, seen_ms FROM replay_ids")
-        ordered = sorted((int(seen), str(caller), str(rid)) for caller, rid, seen in rows)
+        rows = self._db.query(
+            "SELECT caller, seen_ms / ?, count(*), sum(length(CAST(caller AS BLOB)) + length(CAST(request_id AS BLOB))),"
+            " max(seen_ms) FROM replay_ids GROUP BY caller, seen_ms / ?",
+            (BUCKET_MS, BUCKET_MS),
+        )
         with self._lock:
-            self._order = deque(ordered)
-            self._ids = {(caller, rid) for _seen, caller, rid in ordered}
-            self._legacy = sum(1 for _seen, caller, _rid in ordered if caller == LEGACY)
-            return len(self._ids)
+            self._buckets = {}
+            self._caller_bytes = {}
+            self._bytes = 0
+            self._legacy_until_ms = 0
+            live = 0
+            for caller, bucket, n, strings, last in sorted(rows, key=lambda r: (int(r[1]), str(r[0]))):
+                size = int(n) * ROW_OVERHEAD_BYTES + int(strings)
+                self._add(str(caller), int(bucket) * BUCKET_MS, size)
+                live += int(n)
+                if caller == LEGACY:
+                    self._legacy_until_ms = max(self._legacy_until_ms, int(last) + self._retention_ms)
+            return live
+
+    def _add(self, caller: str, bucket: int, size: int) -> None:
+        per = self._buckets.setdefault(bucket, {})
+        per[caller] = per.get(caller, 0) + size
+        self._caller_bytes[caller] = self._caller_bytes.get(caller, 0) + size
+        self._bytes += size
+
+    def refusal(self, caller: str, request_id: str, now: float) -> ReplayWindowFull | None:
+        """The refusal if recording this id would pass a bound, else None (nothing is changed)."""
+        if self._db.shared:
+            return None
+        size = replay_row_bytes(caller, request_id)
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                oldest = next(iter(self._buckets), None)
+                return ReplayWindowFull(
+                    f"replay window holds {self._bytes} of {self.max_bytes} bytes",
+                    self._expires_in(oldest, now),
+                )
+            mine = self._caller_bytes.get(caller, 0)
+            if mine + size > self.max_caller_bytes:
+                oldest = next((b for b, per in self._buckets.items() if per.get(caller)), None)
+                return ReplayWindowFull(
+                    f"caller's replay window holds {mine} of {self.max_caller_bytes} bytes",
+                    self._expires_in(oldest, now),
+                )
+        return None
+
+    def _expires_in(self, bucket: int | None, now: float) -> float:
+        if bucket is None:
+            return 1.0
+        return (bucket + BUCKET_MS + self._retention_ms) / 1000 - now
 
     def seen(self, caller: str, request_id: str) -> bool:
-        with self._lock:
-            return (caller, request_id) in self._ids or (self._legacy > 0 and (LEGACY, request_id) in self._ids)
+        """Whether the id is held (recorded and not yet pruned) for this caller."""
+        if self._legacy_until_ms:  # until a prune finds them expired
+            rows = self._db.query(
+                "SELECT 1 FROM replay_ids WHERE caller IN (?, ?) AND request_id = ? LIMIT 1",
+                (caller, LEGACY, request_id),
+            )
+        else:
+            rows = self._db.query("SELECT 1 FROM replay_ids WHERE caller = ? AND request_id = ?", (caller, request_id))
+        return bool(rows)
 
     def record(self, tx: Transaction, caller: str, request_id: str, now: float) -> None:
         seen_ms = int(now * 1000)
-        # An id already pruned from memory may linger on disk for a moment; it is
-        # older than the window, so this is a new use of it.
+        # An expired id not yet pruned is a new use of it.
         tx.execute(
             "INSERT INTO replay_ids (caller, request_id, seen_ms) VALUES (?, ?, ?) "
             "ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms",
             (caller, request_id, seen_ms),
         )
+        if self._db.shared:
+            return  # the window's bounds are the single node's (SQLite)
+        size = replay_row_bytes(caller, request_id)
 
         def commit() -> None:
             with self._lock:
-                self._ids.add((caller, request_id))
-                self._order.append((seen_ms, caller, request_id))
+                self._add(caller, seen_ms - seen_ms % BUCKET_MS, size)
 
         tx.on_commit(commit)
 
-    def prune(self, now: float, *, batch: int = 500) -> int:
-        """Forget ids older than the retention window, a batch per transaction."""
+    def prune(self, now: float, *, batch: int = SWEEP_ROWS) -> int:
+        """Forget ids older than the retention window; returns the rows deleted.
+
+        SQLite: one sweep over the table in primary-key order, ``batch`` rows
+        read per transaction (the table has no index on seen_ms: one more page
+        written per request), deleting the expired ones; then the buckets that
+        have run out are dropped from the counts.
+        """
         cutoff = int(now * 1000) - self._retention_ms
         dropped = 0
         if self._db.shared:
@@ -121,21 +238,42 @@ class ReplayGuard:
                 dropped += int(gone)
                 if gone < batch:
                     return dropped
+        after: tuple[str, str] | None = None
         while True:
-            expired: list[tuple[str, str, int]] = []
-            with self._lock:
-                while self._order and len(expired) < batch and self._order[0][0] < cutoff:
-                    _seen, caller, rid = self._order.popleft()
-                    self._ids.discard((caller, rid))
-                    if caller == LEGACY:
-                        self._legacy -= 1
-                    expired.append((caller, rid, cutoff))
-            if not expired:
-                return dropped
-            with self._db.transaction() as tx:
-                # The seen_ms guard keeps a row that was re-recorded in the meantime.
-                tx.executemany("DELETE FROM replay_ids WHERE caller = ? AND request_id = ? AND seen_ms < ?", expired)
+            if after is None:
+                rows = self._db.query(
+                    "SELECT caller, request_id, seen_ms FROM replay_ids ORDER BY caller, request_id LIMIT ?", (batch,)
+                )
+            else:
+                rows = self._db.query(
+                    "SELECT caller, request_id, seen_ms FROM replay_ids WHERE (caller, request_id) > (?, ?) "
+                    "ORDER BY caller, request_id LIMIT ?",
+                    (after[0], after[1], batch),
+                )
+            expired = [(c, r, cutoff) for c, r, seen in rows if int(seen) < cutoff]
+            if expired:
+                with self._db.transaction() as tx:
+                    # The seen_ms guard keeps a row re-recorded since it was read.
+                    tx.executemany(
+                        "DELETE FROM replay_ids WHERE caller = ? AND request_id = ? AND seen_ms < ?", expired
+                    )
             dropped += len(expired)
+            if len(rows) < batch:
+                break
+            after = (str(rows[-1][0]), str(rows[-1][1]))
+        with self._lock:
+            # A bucket is gone once its last id is older than the window.
+            for bucket in [b for b in self._buckets if b + BUCKET_MS <= cutoff]:
+                for caller, size in self._buckets.pop(bucket).items():
+                    left = self._caller_bytes.get(caller, 0) - size
+                    if left > 0:
+                        self._caller_bytes[caller] = left
+                    else:
+                        self._caller_bytes.pop(caller, None)
+                    self._bytes -= size
+            if self._legacy_until_ms and self._legacy_until_ms < int(now * 1000):
+                self._legacy_until_ms = 0
+        return dropped
 
 
 class EnterpriseBudget:

@@ -869,6 +869,39 @@ CREATE TRIGGER tlog_tiles_no_update BEFORE UPDATE OR DELETE ON tlog_tiles
     FOR EACH ROW EXECUTE FUNCTION xinrong_tlog_append_only();
 """
 
+# -- 11: pause / resume pushes ---------------------------------------------------
+# Pending pushes of an enterprise-signed pause or resume to each agent, like
+# revocation_pushes (acked, attempts, backoff), plus the request itself: the
+# consent row keeps only the state, and a node restart must not lose a push
+# to an agent that is down (node.subject). One row per consent and provider:
+# the newest change replaces an older one not yet delivered.
+
+_SQLITE_11 = """
+CREATE TABLE pause_pushes (
+    consent_id      TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    request         BLOB NOT NULL,
+    acked_ms        INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+) WITHOUT ROWID;
+"""
+
+_POSTGRES_11 = """
+CREATE TABLE pause_pushes (
+    consent_id      TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    request         BYTEA NOT NULL,
+    acked_ms        BIGINT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_reason     TEXT NOT NULL DEFAULT '',
+    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (consent_id, provider)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -880,6 +913,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "financing demands and the whitelist", _SQLITE_8, _POSTGRES_8),
     Migration(9, "loan products and matching", _SQLITE_9, _POSTGRES_9),
     Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),
+    Migration(11, "pause and resume pushes", _SQLITE_11, _POSTGRES_11),
 )
 LATEST = MIGRATIONS[-1].version
 

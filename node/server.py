@@ -106,6 +106,7 @@ def subject_rights(core: NodeCore) -> SubjectRights:
         timeout=core.config.agent_timeout_seconds,
         max_clock_skew_seconds=core.config.max_clock_skew_seconds,
         clock=core.clock,
+        retry_seconds=core.config.revocation_retry_seconds,
     )
 
 
@@ -230,7 +231,7 @@ class NodeServer:
                 # agent may have come back while the node was down.
                 self.core.retry_pending_pushes(force=first)
                 if self.subject is not None:
-                    self.subject.push_pending()
+                    self.subject.push_pending(force=first)
                     if time.monotonic() >= next_cases:
                         next_cases = time.monotonic() + CASE_STATS_SECONDS
                         self.subject.watch_overdue()
@@ -248,6 +249,8 @@ class NodeServer:
         while not self._stop.wait(WATCH_SECONDS):
             try:
                 self.core.deliver_reconnected()
+                if self.subject is not None:
+                    self.subject.deliver_reconnected()  # pauses and resumes, the same way
             except Exception:  # the next tick retries
                 log.warning("revocation delivery to returning agents failed", exc_info=True)
 

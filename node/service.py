@@ -75,7 +75,12 @@ class NodeCore:
         self.ca = CaVerifier(credentials.ca_cert_pem)
         self.registry = PartyRegistry(db, self.ca, clock=clock)
         self.consents = ConsentRegistry(db, self.ca, self.registry, clock=clock)
-        self.replay = ReplayGuard(db, retention_seconds=2 * config.max_clock_skew_seconds + 60)
+        self.replay = ReplayGuard(
+            db,
+            retention_seconds=2 * config.max_clock_skew_seconds + 60,
+            max_bytes=config.replay_window_bytes,
+            max_caller_bytes=config.replay_window_caller_bytes,
+        )
         self.budget = EnterpriseBudget(db, daily_limit=config.enterprise_daily_budget)
         self.audit = open_audit_log(db)
         self.tlog = TransparencyLog(

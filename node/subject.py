@@ -17,9 +17,12 @@ key: the node relays bytes it cannot open and stores nothing of them.
 Pause and resume are enterprise-signed (``ConsentStateChange``), like a
 revocation: the node sets PAUSED / ACTIVE (its admission then refuses
 ``CONSENT_PAUSED``) and pushes the signed change to every agent, which
-verifies and enforces it too. A push that fails is retried by the node's
-maintenance thread (kept in memory: after a node restart, the enterprise
-repeats the pause or resume; the node itself enforces the state it stored).
+verifies and enforces it too. Pending pushes are stored with the state
+change, in the same transaction (``pause_pushes``, schema step 11), so a node
+restart loses none: they are retried as revocations are (``node.lifecycle``:
+the same backoff, every pending push at start whatever its backoff, and a
+watch that delivers within about a second of an agent's return); an agent
+with ``node_address`` also pulls them (``pending_pauses``) before serving.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.config import ProviderEndpoint
 from xinrong.node.consents import ACTIVE, PAUSED, REVOKED, ConsentRecord, ConsentRegistry
 from xinrong.node.db import Database
+from xinrong.node.lifecycle import backoff_seconds
 from xinrong.node.limits import ReplayGuard, caller_key
 from xinrong.node.registry import PartyRegistry
 from xinrong.node.routing import agent_failure
@@ -103,6 +107,7 @@ class SubjectRights:
         timeout: float,
         max_clock_skew_seconds: float,
         clock: Callable[[], float],
+        retry_seconds: float = 30.0,
     ) -> None:
         self.db = db
         self.ca = ca
@@ -122,8 +127,11 @@ class SubjectRights:
             channel = secure_channel(endpoint.address, credentials, server_role="provider", server_id=endpoint.name)
             self._channels[endpoint.name] = channel
             self._stubs[endpoint.name] = subject_pb2_grpc.AgentSubjectServiceStub(channel)
-        self._pending: dict[tuple[str, str], subject_pb2.UpdateConsentPauseRequest] = {}
-        self._pending_lock = threading.Lock()
+        self._retry_seconds = retry_seconds
+        # Providers with an unacknowledged push: watched for their agent's return.
+        self._waiting: set[str] = set()
+        self._waiting_lock = threading.Lock()
+        self._push_lock = threading.Lock()  # one delivery round at a time (maintenance vs watch vs request)
         self._overdue: dict[str, int] = {}
 
     def close(self) -> None:
@@ -344,13 +352,25 @@ class SubjectRights:
         key = caller_key(caller.role, caller.party_id)
         providers = self.providers
         with self.db.lock:
+            full = self.replay.refusal(key, "chg:" + change.change_id, now)
+            if full is not None:
+                raise self._refuse(caller, method, full, **base)
             if self.replay.seen(key, "chg:" + change.change_id):
                 raise self._refuse(
                     caller, method, XinrongError("state change seen before", reason=Reason.REQUEST_REPLAYED), **base
                 )
+            request = subject_pb2.UpdateConsentPauseRequest(change=signed, enterprise_binding=binding)
             with self.db.transaction() as tx:
                 self.replay.record(tx, key, "chg:" + change.change_id, now)
                 self.consents.set_state(tx, record, target)
+                # Durable with the state: the newest change per consent and provider, not yet acknowledged.
+                tx.executemany(
+                    "INSERT INTO pause_pushes (consent_id, provider, request, acked_ms, attempts, last_reason, "
+                    "next_attempt_ms) VALUES (?, ?, ?, NULL, 0, '', 0) ON CONFLICT (consent_id, provider) DO UPDATE "
+                    "SET request = excluded.request, acked_ms = NULL, attempts = 0, last_reason = '', "
+                    "next_attempt_ms = 0",
+                    [(record.consent_id, provider, request.SerializeToString()) for provider in providers],
+                )
                 self.audit.append(
                     tx,
                     AuditEvent(
@@ -364,11 +384,7 @@ class SubjectRights:
                     ),
                     int(now * 1000),
                 )
-        request = subject_pb2.UpdateConsentPauseRequest(change=signed, enterprise_binding=binding)
-        with self._pending_lock:
-            for provider in providers:
-                self._pending[(record.consent_id, provider)] = request
-        notified = self.push_pending()
+        notified = self.push_pending(only=record.consent_id)
         return record.consent_id, target, tuple(p for c, p in notified if c == record.consent_id)
 
     def _verify_change(
@@ -387,31 +403,98 @@ class SubjectRights:
                 continue
         return None
 
+    def _pending_rows(
+        self, *, provider: str | None = None, consent_id: str | None = None, due_ms: int | None = None
+    ) -> list[tuple[str, str, bytes, int]]:
+        """Unacknowledged pushes (consent, provider, request bytes, attempts), in key order."""
+        sql = "SELECT consent_id, provider, request, attempts FROM pause_pushes WHERE acked_ms IS NULL"
+        params: list[Any] = []
+        if provider is not None:
+            sql += " AND provider = ?"
+            params.append(provider)
+        if consent_id is not None:
+            sql += " AND consent_id = ?"
+            params.append(consent_id)
+        if due_ms is not None:
+            sql += " AND next_attempt_ms <= ?"
+            params.append(due_ms)
+        rows = self.db.query(sql + " ORDER BY consent_id, provider", params)
+        return [(str(c), str(p), bytes(r), int(a)) for c, p, r, a in rows]
+
     def pending_pauses(self, provider: str) -> list[subject_pb2.UpdateConsentPauseRequest]:
         """The newest unacknowledged pause / resume per consent for ``provider`` (for an agent's pull)."""
-        with self._pending_lock:
-            return [request for (_cid, p), request in sorted(self._pending.items()) if p == provider]
+        return [
+            subject_pb2.UpdateConsentPauseRequest.FromString(raw)
+            for _c, _p, raw, _a in self._pending_rows(provider=provider)
+        ]
 
-    def push_pending(self) -> list[tuple[str, str]]:
-        """Push every pending pause / resume (the newest per consent and provider); returns the acknowledged."""
-        with self._pending_lock:
-            pending = dict(self._pending)
+    def push_pending(self, *, force: bool = True, only: str | None = None) -> list[tuple[str, str]]:
+        """Push the pending pauses / resumes (all with ``force``, else those due by their
+        backoff; ``only``: one consent's); returns the (consent, provider) acknowledged."""
+        due = None if force else int(self.clock() * 1000)
+        with self._push_lock:
+            return self._push(self._pending_rows(consent_id=only, due_ms=due))
+
+    def deliver_reconnected(self) -> list[tuple[str, str]]:
+        """Push every pending change to watched providers whose agent connects again (as revocations)."""
+        with self._waiting_lock:
+            waiting = sorted(self._waiting)
+        back = {p for p in waiting if self._reachable(p)}
+        if not back:
+            return []
+        with self._waiting_lock:
+            self._waiting -= back  # a failure below adds the provider again
+        with self._push_lock:
+            acked = self._push([row for row in self._pending_rows() if row[1] in back])
+        if acked:
+            log.info("pauses / resumes delivered to returning agents: %d", len(acked))
+        return acked
+
+    def _reachable(self, provider: str, timeout: float = 0.2) -> bool:
+        channel = self._channels.get(provider)
+        if channel is None:
+            return False
+        ready = grpc.channel_ready_future(channel)
+        try:
+            ready.result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            ready.cancel()
+            return False
+
+    def _push(self, rows: list[tuple[str, str, bytes, int]]) -> list[tuple[str, str]]:
         calls = []
-        for (cid, provider), request in sorted(pending.items()):
+        for cid, provider, raw, attempts in rows:
             stub = self._stubs.get(provider)
             if stub is None:
                 continue
-            calls.append((cid, provider, request, stub.UpdateConsentPause.future(request, timeout=self.timeout)))
+            request = subject_pb2.UpdateConsentPauseRequest.FromString(raw)
+            calls.append((cid, provider, raw, attempts, stub.UpdateConsentPause.future(request, timeout=self.timeout)))
         acked: list[tuple[str, str]] = []
-        for cid, provider, request, call in calls:
+        for cid, provider, raw, attempts, call in calls:
+            now = self.clock()
             try:
                 call.result()
             except grpc.RpcError as err:
-                log.warning("pause push of consent %s to %s failed (%s)", cid, provider, decode_rpc_error(err).reason)
+                reason = decode_rpc_error(err).reason
+                delay = backoff_seconds(self._retry_seconds, attempts)
+                with self._waiting_lock:
+                    self._waiting.add(provider)
+                with self.db.transaction() as tx:
+                    # Only the change that was pushed: a newer one stored meanwhile starts afresh.
+                    tx.execute(
+                        "UPDATE pause_pushes SET attempts = attempts + 1, last_reason = ?, next_attempt_ms = ? "
+                        "WHERE consent_id = ? AND provider = ? AND request = ? AND acked_ms IS NULL",
+                        (reason[:64], int((now + delay) * 1000), cid, provider, raw),
+                    )
+                log.warning("pause push of consent %s to %s failed (%s); retry in %.0fs", cid, provider, reason, delay)
                 continue
-            with self._pending_lock:
-                if self._pending.get((cid, provider)) is request:
-                    del self._pending[(cid, provider)]
+            with self.db.transaction() as tx:
+                tx.execute(
+                    "UPDATE pause_pushes SET acked_ms = ?, attempts = attempts + 1, last_reason = '' "
+                    "WHERE consent_id = ? AND provider = ? AND request = ? AND acked_ms IS NULL",
+                    (int(now * 1000), cid, provider, raw),
+                )
             acked.append((cid, provider))
             self._audit(
                 AuditEvent(

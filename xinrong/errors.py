@@ -49,6 +49,8 @@ class Reason(enum.StrEnum):
     # Access institutions (Issue 12 section 5): the caller's own status only.
     INSTITUTION_SUSPENDED = "INSTITUTION_SUSPENDED"
     QUOTA_EXHAUSTED = "QUOTA_EXHAUSTED"
+    # The node's replay window (request ids kept to refuse replays) is at its byte bound.
+    REPLAY_WINDOW_FULL = "REPLAY_WINDOW_FULL"
 
 
 # Public messages: fixed per reason, so a refusal never echoes internal state.
@@ -82,6 +84,7 @@ PUBLIC_MESSAGES: dict[Reason, str] = {
     Reason.INTERNAL: "internal error",
     Reason.INSTITUTION_SUSPENDED: "this institution's access to the platform is suspended",
     Reason.QUOTA_EXHAUSTED: "this institution's rate limit for the method is reached; retry later",
+    Reason.REPLAY_WINDOW_FULL: "too many recent request ids are held to refuse replays; retry later",
 }
 
 

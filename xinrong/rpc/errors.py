@@ -53,6 +53,7 @@ STATUS_OF: dict[Reason, grpc.StatusCode] = {
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
     Reason.INSTITUTION_SUSPENDED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.QUOTA_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.REPLAY_WINDOW_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 assert set(STATUS_OF) == set(Reason), "every reason needs a status code"
 

@@ -721,6 +721,9 @@ class RpcResult:
     bad_decodable: int = 0
     bad_undecodable: int = 0  # the same to inputs that do not decode (issue 10 A2 while open)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    # Resident memory of the hosting server before and after this RPC's inputs
+    # (RPCs run one after the other, so growth is attributed like tracebacks).
+    rss_mb: tuple[float, float] = (0.0, 0.0)
 
     def as_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"examples": self.examples} if self.examples else {}
@@ -737,6 +740,7 @@ class RpcResult:
             "bad_decodable": self.bad_decodable,
             "bad_undecodable": self.bad_undecodable,
             "seconds": round(self.seconds, 1),
+            "rss_mb": list(self.rss_mb),
             **extra,
         }
 
@@ -782,6 +786,7 @@ def fuzz_method(
     slots = threading.BoundedSemaphore(concurrency)
     pool = futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fuzz")
     before = tracebacks(network.log_path(target))
+    rss_before = rss_mb(network.pid(target))
     rng = random.Random(seed)
     t0 = time.monotonic()
 
@@ -828,6 +833,7 @@ def fuzz_method(
     caller.serving(target)  # a round trip, so the server's log has caught up with the last input
     time.sleep(0.2)
     result.tracebacks = tracebacks(network.log_path(target)) - before
+    result.rss_mb = (rss_before, rss_mb(network.pid(target)))
     return result
 
 
