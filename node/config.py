@@ -495,6 +495,8 @@ def render_template(
         "max_claims_per_request = 32",
         "enterprise_daily_budget = 200          # requests about one enterprise per UTC day, all institutions",
         "revocation_retry_seconds = 30          # retry interval of revocation pushes to agents that were down",
+        "# replay_window_bytes = 268435456      # request ids held to refuse replays, node-wide (full: retry later)",
+        "# replay_window_caller_bytes = 67108864  # of those, one caller's at most",
         '# sqlite_synchronous = "NORMAL"        # FULL: fsync on every commit',
         "# modeling_step_timeout_seconds = 300  # joint modeling: deadline per agent call",
         "# modeling_max_jobs = 4                # joint-modeling jobs held in memory at once",

@@ -168,6 +168,8 @@ class ReplayGuard:
             return None
         size = replay_row_bytes(caller, request_id)
         with self._lock:
+            # Buckets run out between prunes: count them out now (their rows go at the next sweep).
+            self._drop_expired(int(now * 1000) - self._retention_ms, oldest_only=True)
             if self._bytes + size > self.max_bytes:
                 oldest = next(iter(self._buckets), None)
                 return ReplayWindowFull(
@@ -182,6 +184,31 @@ class ReplayGuard:
                     self._expires_in(oldest, now),
                 )
         return None
+
+    def _drop_expired(self, cutoff: int, *, oldest_only: bool) -> None:
+        """Count out the buckets whose last id is older than the window (lock held).
+
+        ``oldest_only``: stop at the first live bucket in arrival order (the
+        hot path); a full pass also finds a bucket a clock step put later.
+        """
+        if oldest_only:
+            while self._buckets:
+                bucket = next(iter(self._buckets))
+                if bucket + BUCKET_MS > cutoff:
+                    return
+                self._pop_bucket(bucket)
+            return
+        for bucket in [b for b in self._buckets if b + BUCKET_MS <= cutoff]:
+            self._pop_bucket(bucket)
+
+    def _pop_bucket(self, bucket: int) -> None:
+        for caller, size in self._buckets.pop(bucket).items():
+            left = self._caller_bytes.get(caller, 0) - size
+            if left > 0:
+                self._caller_bytes[caller] = left
+            else:
+                self._caller_bytes.pop(caller, None)
+            self._bytes -= size
 
     def _expires_in(self, bucket: int | None, now: float) -> float:
         if bucket is None:
@@ -262,15 +289,7 @@ class ReplayGuard:
                 break
             after = (str(rows[-1][0]), str(rows[-1][1]))
         with self._lock:
-            # A bucket is gone once its last id is older than the window.
-            for bucket in [b for b in self._buckets if b + BUCKET_MS <= cutoff]:
-                for caller, size in self._buckets.pop(bucket).items():
-                    left = self._caller_bytes.get(caller, 0) - size
-                    if left > 0:
-                        self._caller_bytes[caller] = left
-                    else:
-                        self._caller_bytes.pop(caller, None)
-                    self._bytes -= size
+            self._drop_expired(cutoff, oldest_only=False)
             if self._legacy_until_ms and self._legacy_until_ms < int(now * 1000):
                 self._legacy_until_ms = 0
         return dropped

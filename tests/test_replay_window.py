@@ -127,3 +127,21 @@ def test_verify_at_a_full_window_is_resource_exhausted_with_retry_info(
     assert uses == [(fits,)]
     # Another bank is not refused: the bound is per caller too.
     assert h.node is not None and h.node.core.replay.caller_bytes(B) == 0
+
+
+def test_expired_buckets_are_counted_out_before_the_next_prune(tmp_path: Path) -> None:
+    """The retry-after is honest: once the oldest ids are out of the window the caller is admitted,
+    though their rows wait for the maintenance sweep (and are still refused as replays until then)."""
+    db = Database(tmp_path / "r.db")
+    size = replay_row_bytes(A, "r-0000")
+    guard = ReplayGuard(db, retention_seconds=100, max_caller_bytes=2 * size)
+    _record(db, guard, A, "r-0000", T0)
+    _record(db, guard, A, "r-0001", T0 + 20)
+    refusal = guard.refusal(A, "r-0002", T0 + 30)
+    assert refusal is not None and refusal.retry_after is not None
+    later = T0 + 30 + refusal.retry_after
+    assert guard.refusal(A, "r-0002", later) is None
+    assert guard.caller_bytes(A) == size
+    assert guard.seen(A, "r-0000")  # not forgotten before the sweep
+    assert guard.prune(later) == 1 and not guard.seen(A, "r-0000") and guard.seen(A, "r-0001")
+    db.close()
