@@ -142,10 +142,10 @@ def _print(doc: object, as_json: bool) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """Everything every provider holds on us, each report checked against its provider's signature."""
+    """Everything held on us: every provider's report (checked against its signature) and the node's public records."""
     with SubjectClient(args.node, load_party(args.credentials)) as client:
-        reports, unavailable = client.my_data()
-    _print({"providers": [r.to_json() for r in reports], "unavailable": unavailable}, args.json)
+        data = client.own_data()
+    _print(data.to_json(), args.json)
     return 0
 
 
@@ -220,7 +220,10 @@ def _subject_args(p: argparse.ArgumentParser) -> None:
 
 
 def _register_subject(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("data", help="all data every provider holds on this enterprise (free; sealed to it)")
+    p = sub.add_parser(
+        "data",
+        help="all data held on this enterprise: every provider's report (sealed to it) and the node's public records (free)",
+    )
     _subject_args(p)
     p.set_defaults(func=cmd_data)
     for noun, kind, verb, what in (

@@ -7,6 +7,7 @@ the node nor a bank can forge or widen a consent.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,16 +15,25 @@ from typing import Any
 import grpc
 
 from xinrong import subject as subj
-from xinrong.catalog import Catalog, default_catalog
+from xinrong.catalog import Catalog, SharingMode, default_catalog
 from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
 from xinrong.errors import SignatureError, ValidationError
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import DEFAULT_TIMEOUT, secure_channel
-from xinrong.rpc.errors import decode_rpc_error
+from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.tlog.client import LogClient, VerifiedAccess, audit_origin
 from xinrong.tlog.witness import Witness
-from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, subject_pb2, subject_pb2_grpc, transparency_pb2_grpc
+from xinrong.v1 import (
+    common_pb2,
+    node_pb2,
+    node_pb2_grpc,
+    public_pb2,
+    public_pb2_grpc,
+    subject_pb2,
+    subject_pb2_grpc,
+    transparency_pb2_grpc,
+)
 
 # A consent that ends sooner than this is refused when it is signed: it would
 # be expired, or nearly, by the time anyone could use it.
@@ -205,6 +215,64 @@ class ProviderReport:
         }
 
 
+@dataclass(frozen=True)
+class PublicRecordView:
+    """One public (aggregate-mode) record the node holds on the enterprise, as the node serves it.
+
+    Unlike a provider's sealed report this is not signed per record: the
+    provider signed the whole batch it published, and the node answers every
+    institution with the same value, so the enterprise sees exactly what any
+    bank reading its public records sees.
+    """
+
+    provider: str
+    field: str
+    value: object
+    as_of: str
+    version: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "field": self.field,
+            "value": self.value,
+            "provider": self.provider,
+            "as_of": self.as_of,
+            "version": self.version,
+            "public": True,
+        }
+
+
+@dataclass(frozen=True)
+class OwnData:
+    """Everything held on the enterprise: providers' sealed reports plus the node's public records.
+
+    ``public`` is None when the node does not serve public records at all
+    (an older node: UNIMPLEMENTED), which the views show as such rather than
+    as "no public record".
+    """
+
+    reports: tuple[ProviderReport, ...]
+    unavailable: tuple[str, ...]
+    public: tuple[PublicRecordView, ...] | None
+    public_audit_leaf: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "providers": [r.to_json() for r in self.reports],
+            "unavailable": list(self.unavailable),
+            "public_at_node": {
+                "title": PUBLIC_SECTION_TITLE,
+                "public": True,
+                "available": self.public is not None,
+                "records": [r.to_json() for r in self.public or ()],
+                "audit_leaf_index": self.public_audit_leaf,
+            },
+        }
+
+
+PUBLIC_SECTION_TITLE = "节点公开信息 / Public records at the node"
+
+
 def case_json(c: subject_pb2.SubjectCase) -> dict[str, object]:
     return {
         "id": c.case_id,
@@ -307,6 +375,49 @@ class SubjectClient(EnterpriseClient):
                 raise SignatureError(f"report from {answer.provider} is not the answer to this request")
             reports.append(ProviderReport(answer.provider, report))
         return reports, list(resp.unavailable)
+
+    def public_records(self) -> tuple[list[PublicRecordView], int | None]:
+        """The node's public records on this enterprise (GetPublicRecords as itself: audited, free).
+
+        A record naming another enterprise cannot come back (the request names
+        only our own code and the node refuses any other for the enterprise
+        role); a field that is not an aggregate field of the provider it is
+        attributed to is refused here, so a node cannot pass a private value
+        off as public.
+        """
+        stub = public_pb2_grpc.PublicServiceStub(self._channel)
+        try:
+            resp = stub.GetPublicRecords(
+                public_pb2.GetPublicRecordsRequest(enterprise_uscc=self.credentials.party_id), timeout=DEFAULT_TIMEOUT
+            )
+        except grpc.RpcError as err:
+            raise decode_rpc_error(err) from None
+        catalog = default_catalog()
+        out: list[PublicRecordView] = []
+        for r in resp.records:
+            spec = catalog.fields.get(r.field)
+            if spec is None or spec.provider != r.provider or spec.mode is not SharingMode.AGGREGATE:
+                raise ValidationError(f"the node served {r.field!r} of {r.provider!r} as a public record")
+            try:
+                value = json.loads(r.value_json)
+            except ValueError:
+                raise ValidationError(f"the node served a public record {r.field!r} that is not JSON") from None
+            out.append(PublicRecordView(r.provider, r.field, value, r.as_of, int(r.version)))
+        out.sort(key=lambda v: (v.provider, v.field))
+        return out, (resp.audit_leaf_index if resp.HasField("audit_leaf_index") else None)
+
+    def own_data(self) -> OwnData:
+        """All data held on the enterprise (Issue 11 §2.1): every provider's report and the node's public records."""
+        reports, unavailable = self.my_data()
+        public: tuple[PublicRecordView, ...] | None
+        try:
+            records, leaf = self.public_records()
+            public = tuple(records)
+        except RemoteError as err:
+            if err.code is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            public, leaf = None, None
+        return OwnData(tuple(reports), tuple(unavailable), public, leaf)
 
     def file_case(
         self, *, kind: int, field: str, statement: str, evidence: bytes = b"", evidence_name: str = ""

@@ -40,6 +40,7 @@ from xinrong.enterprise.portal.backend import (
     NotAvailable,
     ProductRow,
     ProviderData,
+    PublicRow,
 )
 from xinrong.errors import XinrongError
 from xinrong.keys.binding import verify_binding
@@ -171,9 +172,37 @@ class ClientBackend:
                     )
                 )
             providers.sort(key=lambda p: (p.category, p.provider))
-            return MyData(tuple(providers), tuple(unavailable))
+            return MyData(tuple(providers), tuple(unavailable), self._public_rows(client))
 
         return self._call("my data", read)
+
+    def _public_rows(self, client: Any) -> tuple[PublicRow, ...] | None:
+        """The node's public records on us (GetPublicRecords as ourselves); None if the node has none to serve."""
+        try:
+            records, _leaf = client.public_records()
+        except AttributeError:  # an enterprise client without public records
+            return None
+        except RemoteError as err:
+            if err.code is grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            raise
+        rows = []
+        for r in records:
+            spec = self._catalog.providers.get(r.provider)
+            desc = self._catalog.fields[r.field].description if r.field in self._catalog.fields else ""
+            rows.append(
+                PublicRow(
+                    field=r.field,
+                    description=desc,
+                    value=_public_value(r.value),
+                    provider=r.provider,
+                    provider_name=spec.display_name if spec else r.provider,
+                    provider_name_zh=spec.display_name_zh if spec else r.provider,
+                    as_of=r.as_of,
+                    version=r.version,
+                )
+            )
+        return tuple(rows)
 
     def accesses(self) -> list[AccessRow]:
         def read(client: Any) -> list[AccessRow]:
@@ -371,6 +400,15 @@ class ClientBackend:
                 region=form.region,
             )
             return application_id
+
+
+def _public_value(value: object) -> str:
+    """A public record's JSON value as text: true/false as the subject report spells them, lists joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def _state_of(resp: Any) -> str:

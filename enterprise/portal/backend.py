@@ -46,9 +46,25 @@ class ProviderData:
 
 
 @dataclass(frozen=True)
+class PublicRow:
+    """One public (aggregate-mode) record the node holds on the enterprise: what any bank may read."""
+
+    field: str
+    description: str
+    value: str
+    provider: str
+    provider_name: str
+    provider_name_zh: str
+    as_of: str
+    version: int
+
+
+@dataclass(frozen=True)
 class MyData:
     providers: tuple[ProviderData, ...]
     unavailable: tuple[str, ...] = ()
+    # The node's public records on the enterprise; None: the node does not serve them.
+    public: tuple[PublicRow, ...] | None = ()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,17 @@ _LABELS: dict[str, tuple[str, str]] = {
     "data.none": ("（无）", "(none)"),
     "data.object": ("提出异议", "Object"),
     "data.repair": ("申请修复", "Apply for repair"),
+    "data.public_title": ("节点公开信息", "Public records at the node"),
+    "data.public_badge": ("公开", "public"),
+    "data.public_help": (
+        "以下为数据提供方发布到节点的公开（汇总模式）信息，任何已接入的机构无需授权即可查询；每次查询都记入审计日志。",
+        "Public (aggregate-mode) records the providers published to the node: any registered institution may read "
+        "them without consent, and every read is in the audit log.",
+    ),
+    "data.source": ("来源", "Source"),
+    "data.version": ("版本", "Version"),
+    "data.public_empty": ("节点上没有关于本企业的公开信息", "The node holds no public record on the enterprise"),
+    "data.public_unavailable": ("此节点不提供公开信息", "This node does not serve public records"),
     "cat.market registration": ("市场主体登记", "market registration"),
     "cat.judicial": ("司法", "judicial"),
     "cat.tax": ("税务", "tax"),
