@@ -33,8 +33,8 @@ from support.platform import BANKS, agent_setup, start_agent
 
 TAX_CSV = (
     "uscc,as_of,credit_grade,abnormal_taxpayer,in_arrears,arrears_amount,vat_paid_last_year,cit_paid_last_year,"
-    "consecutive_normal_months,last_normal_payment_date\n"
-    f"{ACME},2026-06-30,A,false,false,0,734512.37,88231.90,27,2026-06-15\n"
+    "consecutive_normal_months,last_normal_payment_date,grade_a_taxpayer\n"
+    f"{ACME},2026-06-30,A,false,false,0,734512.37,88231.90,27,2026-06-15,true\n"
 )
 
 
