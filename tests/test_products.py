@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 
 import pytest
 
@@ -13,12 +12,7 @@ from xinrong.errors import XinrongError
 from xinrong.modeling import matching as mt
 from xinrong.v1 import products_pb2
 
-KEY_BITS = 1024
-
-
-@lru_cache(maxsize=1)
-def bank_key() -> mt.MatchingKey:
-    return mt.MatchingKey.generate(KEY_BITS)
+from support.matching_key import bank_key
 
 
 def make_product(

@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import grpc
 import pytest
-from test_products import KEY_BITS, bank_key
 
 from xinrong.bank.products import BankProducts
 from xinrong.catalog import Catalog, FieldType
@@ -36,6 +35,7 @@ from xinrong.rpc.channel import secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.v1 import common_pb2, node_pb2, node_pb2_grpc, products_pb2, products_pb2_grpc
 
+from support.matching_key import KEY_BITS, bank_key
 from support.node_fakes import ACME, BETA
 from support.platform import CSV, real_platform
 
