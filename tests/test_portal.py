@@ -6,28 +6,21 @@ import dataclasses
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from xinrong.enterprise.portal import i18n
-from xinrong.enterprise.portal.app import create_app
 from xinrong.enterprise.portal.backend import (
     AccessPage,
     AccessRow,
     ActionError,
     CaseForm,
     CaseRow,
-    ConsentRow,
-    DataField,
     GrantForm,
-    Identity,
-    MyData,
     NotAvailable,
-    ProviderData,
 )
 from xinrong.enterprise.portal.security import (
     CSRF_FIELD,
@@ -40,137 +33,7 @@ from xinrong.enterprise.portal.security import (
 )
 from xinrong.enterprise.portal.server import bind_socket
 
-PORT = 18765  # never bound: the app is driven in-process, the number only feeds the Host check
-BASE = f"http://127.0.0.1:{PORT}"
-
-
-@dataclass
-class FakeBackend:
-    calls: list[tuple[str, object]] = field(default_factory=list)
-    unavailable: set[str] = field(default_factory=set)
-    consent_state: str = "active"
-
-    def _gate(self, name: str) -> None:
-        if name in self.unavailable:
-            raise NotAvailable(name)
-
-    def identity(self) -> Identity:
-        return Identity("91130100MA0EXAMPLE", "127.0.0.1:7443")
-
-    def my_data(self) -> MyData:
-        self._gate("my_data")
-        return MyData(
-            (
-                ProviderData(
-                    "tax",
-                    "Tax bureau",
-                    "税务局",
-                    "tax",
-                    "2026-09-30",
-                    True,
-                    (
-                        DataField("tax.credit_grade", "tax credit grade", "A", "disputed"),
-                        DataField("tax.arrears_amount", "arrears", "0", "normal"),
-                    ),
-                ),
-            ),
-            ("judicial",),
-        )
-
-    def accesses(self) -> list[AccessRow]:
-        self._gate("accesses")
-        return [
-            AccessRow(
-                "2026-12-02 07:00:00 UTC",
-                "institution",
-                "bank-a",
-                "Verify",
-                "c1",
-                ("tax",),
-                ("tax.credit_grade",),
-                "ALLOWED",
-                "",
-                7,
-                9,
-                True,
-            ),
-            AccessRow(
-                "2026-12-02 07:00:01 UTC",
-                "enterprise",
-                "91130100MA0EXAMPLE",
-                "GetMyData",
-                "",
-                (),
-                (),
-                "ALLOWED",
-                "",
-                8,
-                9,
-                True,
-            ),
-        ]
-
-    def accesses_page(self, cursor: str, limit: int) -> AccessPage:
-        """Pages of ``accesses`` as the node pages them: after the cursor's sequence number (leaf + 1)."""
-        after = int(cursor or 0)
-        rows = [r for r in self.accesses() if r.leaf_index + 1 > after]
-        page = rows[:limit]
-        more = len(rows) > limit
-        return AccessPage(tuple(page), str(page[-1].leaf_index + 1) if more and page else "")
-
-    def consents(self) -> list[ConsentRow]:
-        self._gate("consents")
-        return [
-            ConsentRow(
-                "c1", "bank-a", "loan_application", self.consent_state, 1, 10, "2027-01-01", ("tax.credit_grade",)
-            )
-        ]
-
-    def institutions(self) -> list[str]:
-        return ["bank-a"]
-
-    def grant(self, form: GrantForm) -> str:
-        self.calls.append(("grant", form))
-        if form.grantee == "nobody":
-            raise ActionError("unknown institution")
-        return "c2"
-
-    def pause(self, consent_id: str) -> str:
-        self._gate("pause")
-        self.calls.append(("pause", consent_id))
-        return "paused"
-
-    def resume(self, consent_id: str) -> str:
-        self.calls.append(("resume", consent_id))
-        return "active"
-
-    def revoke(self, consent_id: str) -> str:
-        self.calls.append(("revoke", consent_id))
-        return "revoked"
-
-    def cases(self) -> list[CaseRow]:
-        self._gate("cases")
-        return [CaseRow("k1", "objection", "tax.credit_grade", "wrong grade", "open", "2026-12-01", "", True, "")]
-
-    def file_case(self, form: CaseForm) -> str:
-        self._gate("cases")
-        self.calls.append(("file_case", form))
-        return "k2"
-
-
-def _client(backend: FakeBackend, **kw: object) -> TestClient:
-    return TestClient(create_app(backend, port=PORT, secret=b"s" * 32), base_url=BASE, **kw)  # type: ignore[arg-type]
-
-
-def _token(client: TestClient, page: str = "/consents") -> str:
-    html = client.get(page).text
-    m = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', html)
-    assert m, "the page carries no CSRF token"
-    return m.group(1)
-
-
-ORIGIN = {"Origin": BASE}
-
+from support.portal import BASE, ORIGIN, PORT, FakeBackend, csrf_token, portal_client
 
 # -- bind ------------------------------------------------------------------------------------------
 
@@ -228,7 +91,7 @@ def test_host_check_stops_dns_rebinding() -> None:
         f"[::1]:{PORT}",
     ):
         assert not host_ok(bad, PORT), bad
-    client = _client(FakeBackend())
+    client = portal_client(FakeBackend())
     assert client.get("/data").status_code == 200
     assert client.get("/data", headers={"Host": f"localhost:{PORT}"}).status_code == 200
     for bad in ("evil.example", f"evil.example:{PORT}", f"127.0.0.1:{PORT + 1}"):
@@ -262,7 +125,7 @@ def test_tokens_are_bound_to_session_and_process() -> None:
 
 
 def test_session_cookie_flags_and_headers() -> None:
-    resp = _client(FakeBackend()).get("/data")
+    resp = portal_client(FakeBackend()).get("/data")
     cookie = resp.headers["set-cookie"]
     assert cookie.startswith(SESSION_COOKIE + "=")
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
@@ -291,8 +154,8 @@ def test_state_change_needs_a_valid_token(first: str, monkeypatch: pytest.Monkey
     # tampering character, and one that does not.
     monkeypatch.setattr(CsrfTokens, "new_session", staticmethod(lambda: _session_whose_token_starts_with(first)))
     backend = FakeBackend()
-    client = _client(backend)
-    token = _token(client)
+    client = portal_client(backend)
+    token = csrf_token(client)
     assert token.startswith(first)
     url = "/consents/c1/pause"
     assert client.post(url, data={}, headers=ORIGIN, follow_redirects=False).status_code == 403
@@ -301,8 +164,8 @@ def test_state_change_needs_a_valid_token(first: str, monkeypatch: pytest.Monkey
     )
     monkeypatch.undo()  # the other browser below gets a session of its own
     # A token from another browser session does not work in this one.
-    other = _client(backend)
-    other_token = _token(other)
+    other = portal_client(backend)
+    other_token = csrf_token(other)
     assert client.post(url, data={CSRF_FIELD: other_token}, headers=ORIGIN, follow_redirects=False).status_code == 403
     assert backend.calls == []
     resp = client.post(url, data={CSRF_FIELD: token}, headers=ORIGIN, follow_redirects=False)
@@ -314,12 +177,12 @@ def test_state_change_needs_a_valid_token(first: str, monkeypatch: pytest.Monkey
 
 def test_state_change_needs_same_origin_and_a_session() -> None:
     backend = FakeBackend()
-    client = _client(backend)
-    token = _token(client)
+    client = portal_client(backend)
+    token = csrf_token(client)
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {}, {"Referer": "http://evil.example/"}):
         resp = client.post("/consents/c1/revoke", data={CSRF_FIELD: token}, headers=headers, follow_redirects=False)
         assert resp.status_code == 403, headers
-    fresh = _client(backend)  # no session cookie yet
+    fresh = portal_client(backend)  # no session cookie yet
     resp = fresh.post("/consents/c1/revoke", data={CSRF_FIELD: token}, headers=ORIGIN, follow_redirects=False)
     assert resp.status_code == 403
     assert client.put("/consents/c1/revoke", headers=ORIGIN).status_code == 405
@@ -333,8 +196,8 @@ def test_state_change_needs_same_origin_and_a_session() -> None:
 
 def test_grant_and_file_case_forms() -> None:
     backend = FakeBackend()
-    client = _client(backend)
-    token = _token(client)
+    client = portal_client(backend)
+    token = csrf_token(client)
     data = {
         CSRF_FIELD: token,
         "grantee": "bank-a",
@@ -376,8 +239,8 @@ def test_grant_and_file_case_forms() -> None:
 
 def test_oversized_evidence_is_refused() -> None:
     backend = FakeBackend()
-    client = _client(backend)
-    token = _token(client)
+    client = portal_client(backend)
+    token = csrf_token(client)
     resp = client.post(
         "/cases/file",
         data={CSRF_FIELD: token, "kind": "objection", "field": "tax.credit_grade", "statement": "x"},
@@ -392,7 +255,7 @@ def test_oversized_evidence_is_refused() -> None:
 
 
 def test_pages_render_in_chinese_by_default_and_english_on_request() -> None:
-    client = _client(FakeBackend())
+    client = portal_client(FakeBackend())
     zh = client.get("/data").text
     assert "我的数据" in zh and "异议中" in zh and "税务局" in zh and 'lang="zh-CN"' in zh
     assert "类别: 税务" in zh
@@ -430,7 +293,7 @@ def test_every_label_used_by_a_template_exists_in_both_languages() -> None:
 
 
 def test_access_rows_show_the_proof_mark_and_hide_own_requests_by_default() -> None:
-    client = _client(FakeBackend())
+    client = portal_client(FakeBackend())
     html = client.get("/accesses").text
     assert html.count('class="access"') == 1 and "✓" in html and "bank-a" in html and "GetMyData" not in html
     html = client.get("/accesses?own=1&lang=en").text
@@ -444,7 +307,7 @@ def test_access_rows_show_the_proof_mark_and_hide_own_requests_by_default() -> N
 )
 def test_a_missing_feature_shows_not_available(page: str, feature: str) -> None:
     backend = FakeBackend(unavailable={feature})
-    client = _client(backend)
+    client = portal_client(backend)
     html = client.get(page).text
     assert 'id="not-available"' in html and "此节点暂不提供该功能" in html
     assert "Not available on this node" in client.get(page + "?lang=en").text
@@ -452,9 +315,9 @@ def test_a_missing_feature_shows_not_available(page: str, feature: str) -> None:
 
 def test_an_action_the_node_does_not_offer_is_reported() -> None:
     backend = FakeBackend(unavailable={"pause"})
-    client = _client(backend)
+    client = portal_client(backend)
     client.get("/consents?lang=en")
-    html = client.post("/consents/c1/pause", data={CSRF_FIELD: _token(client)}, headers=ORIGIN).text
+    html = client.post("/consents/c1/pause", data={CSRF_FIELD: csrf_token(client)}, headers=ORIGIN).text
     assert "does not offer it yet: pause" in html
 
 
@@ -466,7 +329,7 @@ def test_output_is_escaped() -> None:
                 CaseRow("k1", "objection", "tax.credit_grade", "<script>alert(1)</script>", "open", "", "", False, "")
             ]
 
-    html = _client(Hostile()).get("/cases").text
+    html = portal_client(Hostile()).get("/cases").text
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
 
 
@@ -542,7 +405,7 @@ def test_an_access_log_that_does_not_verify_shows_nothing(tmp_path: Path) -> Non
         def accesses(self) -> list[AccessRow]:
             raise ActionError("the node's log did not verify, nothing is shown: split view")
 
-    html = _client(Refusing()).get("/accesses?lang=en").text
+    html = portal_client(Refusing()).get("/accesses?lang=en").text
     assert 'id="load-error"' in html and "split view" in html and 'class="access"' not in html
 
 
@@ -562,7 +425,7 @@ def test_the_access_list_is_paged_by_cursor_and_every_page_keeps_the_view() -> N
             return FakeBackend.accesses_page(self, cursor, limit)
 
     backend = Long()
-    client = _client(backend)
+    client = portal_client(backend)
     seen: list[str] = []
     url = "/accesses?lang=en"
     pages = 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from test_portal import ORIGIN, FakeBackend, _client, _token
-
 from xinrong.enterprise.portal.backend import ApplyForm, ProductRow
 from xinrong.enterprise.portal.security import CSRF_FIELD
+
+from support.portal import ORIGIN, FakeBackend, csrf_token, portal_client
 
 
 @dataclass
@@ -61,7 +61,7 @@ class ProductsBackend(FakeBackend):
 
 
 def test_products_page_shows_the_own_match_and_failed_rules() -> None:
-    client = _client(ProductsBackend())
+    client = portal_client(ProductsBackend())
     html = client.get("/products?lang=en").text
     assert "Loan products" in html and html.count('class="product"') == 3
     assert 'id="product-p1" data-eligible="yes"' in html
@@ -73,8 +73,8 @@ def test_products_page_shows_the_own_match_and_failed_rules() -> None:
 
 def test_apply_needs_a_token_and_passes_the_demand() -> None:
     backend = ProductsBackend()
-    client = _client(backend)
-    token = _token(client, "/products")
+    client = portal_client(backend)
+    token = csrf_token(client, "/products")
     data = {
         CSRF_FIELD: token,
         "product_id": "p1",
@@ -96,6 +96,6 @@ def test_apply_needs_a_token_and_passes_the_demand() -> None:
 
 
 def test_a_backend_without_products_shows_not_available() -> None:
-    client = _client(FakeBackend())
+    client = portal_client(FakeBackend())
     html = client.get("/products").text
     assert 'id="not-available"' in html
