@@ -14,6 +14,7 @@ from xinrong.node.events import EventLog, Filters, NewEvent
 from xinrong.node.pg import PgDatabase
 
 from support.pg import database_config, database_table
+from support.whitelist import GOOD, cid_of, register_demand, store_evaluation, whitelist_events
 
 pytestmark = pytest.mark.slow
 
@@ -101,28 +102,26 @@ def test_stream_sees_another_replicas_appends(make_harness: Any) -> None:
 
 
 def test_whitelist_on_postgres(make_harness: Any, catalog: Any) -> None:
-    from test_whitelist import GOOD, _cid, _evaluate, _register, _whitelist_events
-
     from xinrong.consent import sign_revocation
     from xinrong.v1 import node_pb2
 
     harness = make_harness(providers=(), institutions=("bank-a", "bank-b"))
-    _evaluate(harness, {GOOD: 780})
-    resp, consents = _register(harness, catalog, GOOD, ("bank-a",))
+    store_evaluation(harness, {GOOD: 780})
+    resp, consents = register_demand(harness, catalog, GOOD, ("bank-a",))
     assert resp.whitelisted
     creds = harness.pki.enterprise(GOOD)
     harness.enterprise(GOOD).RevokeConsent(
-        node_pb2.RevokeConsentRequest(revocation=sign_revocation(_cid(consents[0]), GOOD, creds.signing_key)),
+        node_pb2.RevokeConsentRequest(revocation=sign_revocation(cid_of(consents[0]), GOOD, creds.signing_key)),
         timeout=10,
     )
     deadline = time.monotonic() + 10
     actions: list[str] = []
     while time.monotonic() < deadline:
-        actions = [e.payload_json()["action"] for e in _whitelist_events(harness, "bank-a")]
+        actions = [e.payload_json()["action"] for e in whitelist_events(harness, "bank-a")]
         if actions == ["add", "remove"]:
             break
         time.sleep(0.1)
     assert actions == ["add", "remove"]
     assert harness.node is not None and harness.node.whitelist is not None
     assert harness.node.whitelist.recompute_all() == 0
-    assert _whitelist_events(harness, "bank-b") == []
+    assert whitelist_events(harness, "bank-b") == []

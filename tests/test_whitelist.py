@@ -16,105 +16,40 @@ import time
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from xinrong import uscc as uscc_mod
-from xinrong.bank.push_client import PushClient, ReceivedEvent, Subscription
+from xinrong.bank.push_client import PushClient, Subscription
 from xinrong.catalog import Catalog
-from xinrong.consent import build_consent, parse_scope, sign_consent, sign_revocation
-from xinrong.enterprise.demand_client import DemandClient
-from xinrong.index import default_index
-from xinrong.node.evaluation import EvaluationStore
+from xinrong.consent import sign_revocation
 from xinrong.rpc.errors import RemoteError
-from xinrong.v1 import common_pb2, demand_pb2, node_pb2
+from xinrong.v1 import demand_pb2, node_pb2
 
 from support.node_fakes import NodeHarness
-
-GOOD = uscc_mod.make("9", "1", "130102", "MA0GD001")  # grade AA
-LOW = uscc_mod.make("9", "1", "130602", "MA0LW002")  # grade BB: below the threshold (A)
-HIDDEN = uscc_mod.make("9", "1", "130102", "MA0HD003")  # grade AAA, does not show its grade
-
-
-def _evaluate(harness: NodeHarness, scores: dict[str, int], period: str = "2026-11") -> None:
-    """Results of a period, stored as the evaluation run stores them."""
-    index = default_index()
-    names = sorted(scores)
-    EvaluationStore(harness.workdir / "evaluations").save(
-        {
-            "period": period,
-            "evaluation_id": f"ev-{period}",
-            "index_version": index.version,
-            "index_sha256": index.sha256,
-            "evaluated_at": int(time.time()),
-            "enterprises": len(names),
-            "evaluated": len(names),
-            "grades": [g.name for g in index.grades],
-            "grade_min_scores": [g.min_score for g in index.grades],
-        },
-        np.array([n.encode() for n in names], dtype="S18"),
-        np.array([scores[n] for n in names], dtype=np.int64),
-    )
-
-
-def _matching(pki: Any, catalog: Catalog, enterprise: str, grantee: str, **kw: Any) -> common_pb2.SignedConsent:
-    now = int(time.time())
-    creds = pki.enterprise(enterprise)
-    consent = build_consent(
-        enterprise_uscc=enterprise,
-        enterprise_key_id=creds.signing_key.key_id,
-        grantee_id=grantee,
-        purpose=kw.get("purpose", "matching"),
-        scope=parse_scope(catalog, ["tax.credit_grade"]),
-        data_period_from="2026-01-01",
-        data_period_to="2026-12-31",
-        valid_from=now - 60,
-        valid_until=now + 30 * 86400,
-        max_uses=100,
-    )
-    return sign_consent(consent, creds.signing_key, creds.binding.signed)
-
-
-def _demands(harness: NodeHarness, enterprise: str) -> DemandClient:
-    assert harness.node is not None
-    return DemandClient(f"127.0.0.1:{harness.node.port}", harness.pki.enterprise(enterprise))
-
-
-def _whitelist_events(harness: NodeHarness, bank: str) -> list[ReceivedEvent]:
-    assert harness.node is not None
-    with PushClient(f"127.0.0.1:{harness.node.port}", harness.pki.institution(bank)) as client:
-        return list(client.events(Subscription(topics=("whitelist",))))
-
-
-def _register(
-    harness: NodeHarness, catalog: Catalog, enterprise: str, banks: tuple[str, ...], *, show_grade: bool = True
-) -> tuple[demand_pb2.RegisterDemandResponse, list[common_pb2.SignedConsent]]:
-    consents = [_matching(harness.pki, catalog, enterprise, b) for b in banks]
-    with _demands(harness, enterprise) as client:
-        signed = client.sign(
-            amount_yuan=3_000_000,
-            term_months=12,
-            purpose="working capital for an export order",
-            region=enterprise[2:8],
-            industry="C3011",
-            consents=consents,
-            show_grade=show_grade,
-        )
-        return client.register(signed, consents), consents
+from support.whitelist import (
+    GOOD,
+    HIDDEN,
+    LOW,
+    cid_of,
+    demand_client,
+    matching_consent,
+    register_demand,
+    store_evaluation,
+    whitelist_events,
+)
 
 
 @pytest.fixture
 def harness(make_harness: Any) -> NodeHarness:
     h: NodeHarness = make_harness(providers=(), institutions=("bank-a", "bank-b", "bank-c"))
-    _evaluate(h, {GOOD: 780, LOW: 470, HIDDEN: 900})
+    store_evaluation(h, {GOOD: 780, LOW: 470, HIDDEN: 900})
     return h
 
 
 def test_whitelisted_demand_is_pushed_to_its_institutions_only(harness: NodeHarness, catalog: Catalog) -> None:
-    resp, _ = _register(harness, catalog, GOOD, ("bank-a", "bank-b"))
+    resp, _ = register_demand(harness, catalog, GOOD, ("bank-a", "bank-b"))
     assert resp.whitelisted and list(resp.pushed_to) == ["bank-a", "bank-b"]
     for bank in ("bank-a", "bank-b"):
-        (event,) = _whitelist_events(harness, bank)
+        (event,) = whitelist_events(harness, bank)
         body = event.payload_json()
         assert event.restricted and event.enterprise == GOOD and event.region == GOOD[2:8]
         assert body["action"] == "add" and body["grade"] == "AA" and body["enterprise"] == GOOD
@@ -123,7 +58,7 @@ def test_whitelisted_demand_is_pushed_to_its_institutions_only(harness: NodeHarn
         # Never the points breakdown, the score or who else receives it.
         assert set(body) == {"action", "enterprise", "demand", "valid_until", "period", "grade"}
         assert b"780" not in event.signed.event and b"bank-" not in event.signed.event
-    assert _whitelist_events(harness, "bank-c") == []  # not in the audience
+    assert whitelist_events(harness, "bank-c") == []  # not in the audience
     # Each push is an audit entry about the enterprise, one per institution.
     pushes = harness.query(
         "SELECT caller_id FROM audit_log WHERE method = 'WhitelistPush' AND enterprise = ? ORDER BY caller_id", (GOOD,)
@@ -132,11 +67,11 @@ def test_whitelisted_demand_is_pushed_to_its_institutions_only(harness: NodeHarn
 
 
 def test_below_threshold_is_not_pushed_and_hidden_grade_stays_hidden(harness: NodeHarness, catalog: Catalog) -> None:
-    low, _ = _register(harness, catalog, LOW, ("bank-a",))
+    low, _ = register_demand(harness, catalog, LOW, ("bank-a",))
     assert not low.whitelisted and list(low.pushed_to) == []
-    hidden, _ = _register(harness, catalog, HIDDEN, ("bank-a",), show_grade=False)
+    hidden, _ = register_demand(harness, catalog, HIDDEN, ("bank-a",), show_grade=False)
     assert hidden.whitelisted
-    (event,) = _whitelist_events(harness, "bank-a")
+    (event,) = whitelist_events(harness, "bank-a")
     assert event.enterprise == HIDDEN and "grade" not in event.payload_json()
     assert b"AAA" not in event.signed.event
 
@@ -145,7 +80,7 @@ def test_revoking_the_consent_removes_within_seconds_from_a_following_bank(
     harness: NodeHarness, catalog: Catalog
 ) -> None:
     assert harness.node is not None
-    _, consents = _register(harness, catalog, GOOD, ("bank-a", "bank-b"))
+    _, consents = register_demand(harness, catalog, GOOD, ("bank-a", "bank-b"))
     seen: list[tuple[str, float]] = []
     done = threading.Event()
     with PushClient(f"127.0.0.1:{harness.node.port}", harness.pki.institution("bank-a")) as client:
@@ -164,35 +99,31 @@ def test_revoking_the_consent_removes_within_seconds_from_a_following_bank(
         creds = harness.pki.enterprise(GOOD)
         revoked_at = time.monotonic()
         harness.enterprise(GOOD).RevokeConsent(
-            node_pb2.RevokeConsentRequest(revocation=sign_revocation(_cid(consents[0]), GOOD, creds.signing_key)),
+            node_pb2.RevokeConsentRequest(revocation=sign_revocation(cid_of(consents[0]), GOOD, creds.signing_key)),
             timeout=10,
         )
         thread.join(timeout=10)
     assert [a for a, _ in seen] == ["add", "remove"]
     assert seen[1][1] - revoked_at < 3.0
     # bank-b (its own consent untouched) keeps the entry; bank-a's view is empty again.
-    assert [e.payload_json()["action"] for e in _whitelist_events(harness, "bank-b")] == ["add"]
-    with _demands(harness, GOOD) as mine:
+    assert [e.payload_json()["action"] for e in whitelist_events(harness, "bank-b")] == ["add"]
+    with demand_client(harness, GOOD) as mine:
         (status,) = mine.list()
         assert list(status.pushed_to) == ["bank-b"] and status.state == demand_pb2.DEMAND_STATE_ACTIVE
 
 
-def _cid(signed: common_pb2.SignedConsent) -> str:
-    return common_pb2.Consent.FromString(signed.consent).consent_id
-
-
 def test_withdraw_and_new_period_below_threshold_remove(harness: NodeHarness, catalog: Catalog) -> None:
-    first, _ = _register(harness, catalog, GOOD, ("bank-a",))
-    _register(harness, catalog, HIDDEN, ("bank-a",))
-    with _demands(harness, GOOD) as client:
+    first, _ = register_demand(harness, catalog, GOOD, ("bank-a",))
+    register_demand(harness, catalog, HIDDEN, ("bank-a",))
+    with demand_client(harness, GOOD) as client:
         assert client.withdraw(first.demand_id).state == demand_pb2.DEMAND_STATE_WITHDRAWN
-    actions = [(e.enterprise, e.payload_json()["action"]) for e in _whitelist_events(harness, "bank-a")]
+    actions = [(e.enterprise, e.payload_json()["action"]) for e in whitelist_events(harness, "bank-a")]
     assert actions == [(GOOD, "add"), (HIDDEN, "add"), (GOOD, "remove")]
     # A new period puts HIDDEN below the threshold: the worker notices and removes it.
-    _evaluate(harness, {GOOD: 780, LOW: 470, HIDDEN: 300}, period="2026-12")
+    store_evaluation(harness, {GOOD: 780, LOW: 470, HIDDEN: 300}, period="2026-12")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        last = _whitelist_events(harness, "bank-a")[-1]
+        last = whitelist_events(harness, "bank-a")[-1]
         if last.enterprise == HIDDEN and last.payload_json()["action"] == "remove":
             break
         time.sleep(0.1)
@@ -204,21 +135,21 @@ def test_withdraw_and_new_period_below_threshold_remove(harness: NodeHarness, ca
 
 def test_refusals(harness: NodeHarness, catalog: Catalog) -> None:
     # A consent of another purpose, another enterprise's consent, someone else's demand.
-    wrong_purpose = _matching(harness.pki, catalog, GOOD, "bank-a", purpose="loan_application")
-    with _demands(harness, GOOD) as client:
+    wrong_purpose = matching_consent(harness.pki, catalog, GOOD, "bank-a", purpose="loan_application")
+    with demand_client(harness, GOOD) as client:
         signed = client.sign(amount_yuan=1, term_months=1, purpose="x", region="130102", consents=[wrong_purpose])
         with pytest.raises(RemoteError) as err:
             client.register(signed, [wrong_purpose])
         assert err.value.reason == "FAILED_PRECONDITION"
-    other = _matching(harness.pki, catalog, LOW, "bank-a")
+    other = matching_consent(harness.pki, catalog, LOW, "bank-a")
     harness.enterprise(LOW).RegisterConsent(node_pb2.RegisterConsentRequest(consent=other), timeout=10)
-    with _demands(harness, GOOD) as client:
+    with demand_client(harness, GOOD) as client:
         signed = client.sign(amount_yuan=1, term_months=1, purpose="x", region="130102", consents=[other])
         with pytest.raises(RemoteError) as err:
             client.register(signed)
         assert err.value.reason == "ACCESS_DENIED"
-    resp, _ = _register(harness, catalog, LOW, ("bank-a",))
-    with _demands(harness, GOOD) as client:
+    resp, _ = register_demand(harness, catalog, LOW, ("bank-a",))
+    with demand_client(harness, GOOD) as client:
         with pytest.raises(RemoteError) as err:
             client.withdraw(resp.demand_id)
         assert err.value.reason == "NOT_FOUND"
@@ -226,15 +157,15 @@ def test_refusals(harness: NodeHarness, catalog: Catalog) -> None:
             client.withdraw("no-such-demand")
         assert err.value.reason == "NOT_FOUND"
     # A demand signed by LOW but sent by GOOD.
-    with _demands(harness, LOW) as low_client:
+    with demand_client(harness, LOW) as low_client:
         forged = low_client.sign(
             amount_yuan=1,
             term_months=1,
             purpose="x",
             region="130602",
-            consents=[_matching(harness.pki, catalog, LOW, "bank-a")],
+            consents=[matching_consent(harness.pki, catalog, LOW, "bank-a")],
         )
-    with _demands(harness, GOOD) as client, pytest.raises(RemoteError) as err:
+    with demand_client(harness, GOOD) as client, pytest.raises(RemoteError) as err:
         client.register(forged)
     assert err.value.reason == "ACCESS_DENIED"
     # A bank may not call the demand service at all.
@@ -252,12 +183,12 @@ def test_refusals(harness: NodeHarness, catalog: Catalog) -> None:
 
 
 def test_whitelist_survives_a_restart_without_pushing_twice(harness: NodeHarness, catalog: Catalog) -> None:
-    _register(harness, catalog, GOOD, ("bank-a",))
+    register_demand(harness, catalog, GOOD, ("bank-a",))
     harness.restart()
     assert harness.node is not None and harness.node.whitelist is not None
     assert harness.node.whitelist.recompute_all() == 0
-    assert len(_whitelist_events(harness, "bank-a")) == 1
-    assert json.loads(_whitelist_events(harness, "bank-a")[0].payload)["grade"] == "AA"
+    assert len(whitelist_events(harness, "bank-a")) == 1
+    assert json.loads(whitelist_events(harness, "bank-a")[0].payload)["grade"] == "AA"
 
 
 def test_demand_limits_and_signature(pki: Any) -> None:
