@@ -14,8 +14,9 @@ from xinrong.keys.layout import create_ca, provision_party
 from support.node_fakes import NodeHarness, harness_factory
 from support.pg import database_table, pg_cluster
 from support.pki import Pki
+from support.replicas import replicas
 
-__all__ = ["pg_cluster"]  # a session fixture, here so every test module can use it
+__all__ = ["pg_cluster", "replicas"]  # fixtures defined in support/, here so every test module can use them
 
 
 @pytest.fixture(scope="session")

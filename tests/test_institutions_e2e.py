@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from test_replicas import Replicas, replicas  # noqa: F401  (its two-process fixture, reused)
 
 from xinrong.catalog import Catalog
 from xinrong.rpc.errors import decode_rpc_error
@@ -24,6 +23,7 @@ from xinrong.v1 import node_pb2
 
 from support.node_fakes import ACME, grant, register, verify_request
 from support.pki import Pki
+from support.replicas import Replicas
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ def test_onboard_at_run_time_verify_quota_and_suspension(platform: tuple[LocalPl
     assert {i["id"] for i in _cli(plat, "due", "--days", "30")} == {"bank-a"}
 
 
-# -- two node processes on one PostgreSQL (the replicas fixture of test_replicas) ----------
+# -- two node processes on one PostgreSQL (the replicas fixture of tests/support/replicas.py) ----------
 
 
 def _reason(call: object) -> str:
@@ -101,7 +101,7 @@ def _replica_cli(r: Replicas, i: int, *args: str) -> dict[str, object]:
 
 
 def test_suspend_at_one_replica_process_refuses_at_the_other(
-    replicas: Replicas,  # noqa: F811
+    replicas: Replicas,
     pki: Pki,
     catalog: Catalog,
 ) -> None:
