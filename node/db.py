@@ -123,6 +123,9 @@ class Database:
 
     shared = False
     backend = "sqlite"
+    # What a write that lost a race on a primary key or unique index raises here
+    # (narrowed further by ``violated_unique``): stores catch exactly this.
+    unique_violation: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", schemas: Sequence[str] = ()) -> None:
         """``schemas``: extra DDL applied after the migrations (tests' own tables)."""
@@ -186,6 +189,11 @@ class Database:
                 for ddl in schemas:
                     for statement in _split_statements(ddl):
                         tx.execute(statement)
+
+    def violated_unique(self, exc: Exception, table: str) -> bool:
+        """Whether ``exc`` (one of ``unique_violation``) is a duplicate key in ``table``, not another constraint."""
+        name = getattr(exc, "sqlite_errorname", "")
+        return name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE") and f"failed: {table}." in str(exc)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:

@@ -186,6 +186,7 @@ class PgDatabase(Database):
 
     shared = True
     backend = "postgres"
+    unique_violation: tuple[type[Exception], ...] = (psycopg.errors.UniqueViolation,)
 
     def __init__(self, config: DatabaseConfig, *, check_schema: bool = True) -> None:
         # Deliberately not Database.__init__: nothing of SQLite is opened.
@@ -251,6 +252,10 @@ class PgDatabase(Database):
         assert tx is not None
         for callback in tx._callbacks:
             callback()
+
+    def violated_unique(self, exc: Exception, table: str) -> bool:
+        """Whether ``exc`` is a duplicate key in ``table`` (PostgreSQL names the table in the error's diagnostics)."""
+        return isinstance(exc, psycopg.errors.UniqueViolation) and exc.diag.table_name == table
 
     def wait_durable(self, token: int) -> None:
         """Every unit committed durably before ``transaction`` returned: nothing to wait for."""

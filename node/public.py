@@ -252,55 +252,72 @@ class PublicStore:
             )
         digest = hashlib.sha256(raw).hexdigest()
         changes: list[ChangedRecord] = []
-        with self.db.transaction() as tx:
-            same = tx.execute(
-                "SELECT sha256 FROM public_batches WHERE provider = ? AND version = ?", (batch.provider, batch.version)
-            ).fetchall()
-            latest_rows = tx.execute(
-                "SELECT coalesce(max(version), 0) FROM public_batches WHERE provider = ?", (batch.provider,)
-            ).fetchall()
-            latest = int(latest_rows[0][0]) if latest_rows else 0
-            if same:
-                if str(same[0][0]) == digest:
-                    return PublishResult(applied=False, version=latest, changed=0)
-                raise XinrongError(
-                    f"{batch.provider} version {batch.version} exists with other content",
-                    reason=Reason.FAILED_PRECONDITION,
-                    public=f"version {batch.version} was already published with other content",
+        try:
+            with self.db.transaction() as tx:
+                known = self._already_published(tx, batch, digest)
+                if known is not None:
+                    return known
+                latest = self._latest_version(tx, batch.provider)
+                if batch.base_version != latest:
+                    raise XinrongError(
+                        f"{batch.provider} batch on {batch.base_version}, node at {latest}",
+                        reason=Reason.FAILED_PRECONDITION,
+                        public=f"the node's latest version of {batch.provider} is {latest}: publish on top of it",
+                    )
+                # The batch row first: a replica applying the same (provider, version) at
+                # the same instant waits on this key and loses here, before either touched
+                # a record (no lock-order deadlock between two different batches).
+                tx.execute(
+                    "INSERT INTO public_batches (provider, version, base_version, period, sha256, batch, signature, "
+                    "key_id, records, changed, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        batch.provider,
+                        batch.version,
+                        batch.base_version,
+                        batch.period,
+                        digest,
+                        raw,
+                        signature,
+                        binding.key_id,
+                        len(batch.records),
+                        0,
+                        self._now_ms(),
+                    ),
                 )
-            if batch.base_version != latest:
-                raise XinrongError(
-                    f"{batch.provider} batch on {batch.base_version}, node at {latest}",
-                    reason=Reason.FAILED_PRECONDITION,
-                    public=f"the node's latest version of {batch.provider} is {latest}: publish on top of it",
+                changes = self._apply(tx, batch)
+                tx.execute(
+                    "UPDATE public_batches SET changed = ? WHERE provider = ? AND version = ?",
+                    (len(changes), batch.provider, batch.version),
                 )
-            changes = self._apply(tx, batch)
-            tx.execute(
-                "INSERT INTO public_batches (provider, version, base_version, period, sha256, batch, signature, "
-                "key_id, records, changed, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    batch.provider,
-                    batch.version,
-                    batch.base_version,
-                    batch.period,
-                    digest,
-                    raw,
-                    signature,
-                    binding.key_id,
-                    len(batch.records),
-                    len(changes),
-                    self._now_ms(),
-                ),
-            )
-            self._audit(
-                tx,
-                caller,
-                "PublishRecords",
-                Decision.ALLOWED,
-                providers=(batch.provider,),
-                fields=tuple(sorted({c.field for c in changes})),
-            )
-            tx.on_commit(lambda: self._notify(changes))
+                self._audit(
+                    tx,
+                    caller,
+                    "PublishRecords",
+                    Decision.ALLOWED,
+                    providers=(batch.provider,),
+                    fields=tuple(sorted({c.field for c in changes})),
+                )
+                tx.on_commit(lambda: self._notify(changes))
+        except self.db.unique_violation as exc:
+            if not self.db.violated_unique(exc, "public_batches"):
+                raise
+            lost = True
+        else:
+            lost = False
+        if lost:
+            # Another replica committed this (provider, version) after our read; our
+            # transaction rolled back whole (no record, audit entry or hook): answer
+            # exactly as a re-send of this batch would be answered now.
+            with self.db.transaction() as tx:
+                known = self._already_published(tx, batch, digest)
+            if known is None:  # the conflicting row is committed: it cannot have vanished
+                raise XinrongError(
+                    f"{batch.provider} version {batch.version} conflicted but is not stored",
+                    reason=Reason.INTERNAL,
+                    public="the batch raced another publish of the same version",
+                )
+            log.info("public batch %s v%d: another replica applied it first", batch.provider, batch.version)
+            return known
         log.info(
             "public batch %s v%d (%s): %d records, %d changes",
             batch.provider,
@@ -310,6 +327,28 @@ class PublicStore:
             len(changes),
         )
         return PublishResult(applied=True, version=batch.version, changed=len(changes))
+
+    def _latest_version(self, tx: Transaction, provider: str) -> int:
+        rows = tx.execute(
+            "SELECT coalesce(max(version), 0) FROM public_batches WHERE provider = ?", (provider,)
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    def _already_published(self, tx: Transaction, batch: PublicBatch, digest: str) -> PublishResult | None:
+        """A re-send's answer if ``batch.version`` is stored: ALREADY_APPLIED for the same bytes,
+        FAILED_PRECONDITION for other content (the version is taken for good: retrying cannot help)."""
+        same = tx.execute(
+            "SELECT sha256 FROM public_batches WHERE provider = ? AND version = ?", (batch.provider, batch.version)
+        ).fetchall()
+        if not same:
+            return None
+        if str(same[0][0]) != digest:
+            raise XinrongError(
+                f"{batch.provider} version {batch.version} exists with other content",
+                reason=Reason.FAILED_PRECONDITION,
+                public=f"version {batch.version} was already published with other content",
+            )
+        return PublishResult(applied=False, version=self._latest_version(tx, batch.provider), changed=0)
 
     def _apply(self, tx: Transaction, batch: PublicBatch) -> list[ChangedRecord]:
         public = [s.key for s in self.catalog.aggregate_fields(batch.provider)]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -409,6 +410,88 @@ def test_publish_versions_idempotence_and_refusals(harness: NodeHarness, pki: An
         Reason.CALLER_NOT_ALLOWED,
     )
     assert [row[:2] for row in _audit(harness, "PublishRecords")] == [("provider", "market"), ("provider", "market")]
+
+
+class _Rows:
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+
+class _StaleTx:
+    """A transaction whose version reads see the provider at ``before``: a replica that read just
+    before another replica committed the same version (its writes still go to the real database)."""
+
+    def __init__(self, tx: Any, before: int) -> None:
+        self._tx, self._before = tx, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if sql.startswith("SELECT sha256 FROM public_batches"):
+            return _Rows([])
+        if sql.startswith("SELECT coalesce(max(version), 0) FROM public_batches"):
+            return _Rows([(self._before,)])
+        return self._tx.execute(sql, params)
+
+
+class _LosesTheRace:
+    """The node's database; its next transaction reads stale versions (``_StaleTx``), later ones are real."""
+
+    def __init__(self, db: Any, before: int) -> None:
+        self._db, self._before, self.armed = db, before, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    @contextmanager
+    def transaction(self, **kw: Any) -> Iterator[Any]:
+        with self._db.transaction(**kw) as tx:
+            if self.armed:
+                self.armed = False
+                yield _StaleTx(tx, self._before)
+            else:
+                yield tx
+
+
+def test_a_replica_losing_the_race_for_a_version_answers_as_a_resend(harness: NodeHarness, pki: Any) -> None:
+    """Two replicas apply version 1 at once: the loser's insert hits the primary key (UniqueViolation on
+    PostgreSQL, IntegrityError on SQLite). Same bytes: ALREADY_APPLIED, as a re-send; other bytes:
+    FAILED_PRECONDITION, as a sequential re-use of the version. Nothing of the loser is stored or pushed."""
+    assert harness.node is not None and harness.node.public is not None
+    store = harness.node.public
+    seen: list[ChangedRecord] = []
+    store.on_change(seen.extend)
+    market = pki.provider("market")
+    stub = _public(harness, market)
+    first = _batch([public.PublicRecord(ACME, ACME_MARKET)])
+    assert _publish(stub, market.signing_key, first).outcome == public_pb2.PUBLISH_OUTCOME_APPLIED
+    seen.clear()
+    real_db = store.db
+    try:
+        store.db = racing = _LosesTheRace(real_db, before=0)  # type: ignore[assignment]
+        resp = _publish(stub, market.signing_key, first)
+        assert not racing.armed
+        assert (resp.outcome, resp.version, resp.records_changed) == (public_pb2.PUBLISH_OUTCOME_ALREADY_APPLIED, 1, 0)
+        other = _batch([public.PublicRecord(ACME, dict(ACME_MARKET, **{"market.status": "revoked"}))])
+        store.db = racing = _LosesTheRace(real_db, before=0)  # type: ignore[assignment]
+        err = assert_refused(
+            lambda: _publish(stub, market.signing_key, other),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            Reason.FAILED_PRECONDITION,
+        )
+        assert not racing.armed
+        assert "version 1 was already published with other content" in str(err.details())
+    finally:
+        store.db = real_db
+    assert seen == []
+    assert harness.query("SELECT count(*), max(changed) FROM public_batches")[0] == (1, len(ACME_MARKET))
+    status = harness.query("SELECT value FROM public_records WHERE uscc = ? AND field = 'market.status'", (ACME,))
+    assert status == [('"in_business"',)]
+    assert len(_audit(harness, "PublishRecords")) == 1
 
 
 def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: Catalog) -> None:
