@@ -254,10 +254,13 @@ class PublicStore:
         changes: list[ChangedRecord] = []
         try:
             with self.db.transaction() as tx:
+                # Latest first: on PostgreSQL each statement sees what committed before it,
+                # so a replica committing this very version between the two reads is seen
+                # by the second one (ALREADY_APPLIED), never as a moved base.
+                latest = self._latest_version(tx, batch.provider)
                 known = self._already_published(tx, batch, digest)
                 if known is not None:
                     return known
-                latest = self._latest_version(tx, batch.provider)
                 if batch.base_version != latest:
                     raise XinrongError(
                         f"{batch.provider} batch on {batch.base_version}, node at {latest}",

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -492,6 +494,43 @@ def test_a_replica_losing_the_race_for_a_version_answers_as_a_resend(harness: No
     status = harness.query("SELECT value FROM public_records WHERE uscc = ? AND field = 'market.status'", (ACME,))
     assert status == [('"in_business"',)]
     assert len(_audit(harness, "PublishRecords")) == 1
+
+
+def test_two_publishes_of_one_version_at_once_apply_it_once(harness: NodeHarness, pki: Any) -> None:
+    """The same version sent twice at the same instant (two pooled connections on PostgreSQL): whichever
+    wins, the other is ALREADY_APPLIED for the same bytes and FAILED_PRECONDITION for other bytes."""
+    market = pki.provider("market")
+    stubs = [_public(harness, market), _public(harness, market)]
+
+    def race(batches: list[public.PublicBatch]) -> list[str]:
+        barrier = threading.Barrier(2)
+
+        def send(i: int) -> str:
+            barrier.wait()
+            try:
+                return public_pb2.PublishOutcome.Name(_publish(stubs[i], market.signing_key, batches[i]).outcome)
+            except grpc.RpcError as err:
+                return str(err.code().name)
+
+        with ThreadPoolExecutor(2) as pool:
+            return sorted(pool.map(send, range(2)))
+
+    for version in range(1, 9):
+        record = public.PublicRecord(ACME, dict(ACME_MARKET, **{"market.admin_licences": version}))
+        same = _batch([record], version=version, base=version - 1)
+        assert race([same, same]) == ["PUBLISH_OUTCOME_ALREADY_APPLIED", "PUBLISH_OUTCOME_APPLIED"]
+    for version in range(9, 13):
+        a, b = (
+            _batch(
+                [public.PublicRecord(ACME, dict(ACME_MARKET, **{"market.status": s}))],
+                version=version,
+                base=version - 1,
+            )
+            for s in ("in_business", "revoked")
+        )
+        got = race([a, b])
+        assert got == ["FAILED_PRECONDITION", "PUBLISH_OUTCOME_APPLIED"], got
+    assert harness.query("SELECT count(*) FROM public_batches")[0][0] == 12
 
 
 def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: Catalog) -> None:
