@@ -241,10 +241,18 @@ class _BatchingStream:
                         continue
                     self._in_flight += 1
                     self.batches_sent += 1
-                    # A write that raises never handed the batch to the transport
-                    # (the call failed before it connected): those calls reached nothing.
-                    await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
-                    self._sent.update(c.call_id for c, _ in batch)
+                    # Marked sent before the write: the agent's answer can be read (and
+                    # discard the id) before the write's await returns; marked after, the id
+                    # stayed in ``_sent`` for the stream's life (a soak: one int per call).
+                    ids = [c.call_id for c, _ in batch]
+                    self._sent.update(ids)
+                    try:
+                        await call.write(agent_pb2.EvaluateStreamRequest(calls=[c for c, _ in batch]))
+                    except BaseException:
+                        # A write that raises never handed the batch to the transport
+                        # (the call failed before it connected): those calls reached nothing.
+                        self._sent.difference_update(ids)
+                        raise
         except asyncio.CancelledError:
             raise
         except Exception as err:

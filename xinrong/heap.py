@@ -5,7 +5,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
+import threading
+import time
 
 # glibc's mallopt parameter for the size from which malloc maps memory itself.
 _M_MMAP_THRESHOLD = -3
@@ -51,3 +54,64 @@ def settle_after_start() -> None:
     fix_mmap_threshold()
     gc.collect()
     gc.freeze()
+    start_heap_probe_from_env()
+
+
+# Debug only (``xinrong bench soak --heap-probe``): when set, this names a directory where a
+# server writes, every ``HEAP_PROBE_SECONDS_ENV`` seconds, what grew since its first snapshot.
+HEAP_PROBE_ENV = "XINRONG_HEAP_PROBE_DIR"
+HEAP_PROBE_SECONDS_ENV = "XINRONG_HEAP_PROBE_SECONDS"
+
+
+def _type_counts() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def start_heap_probe(directory: str, every_seconds: float = 30.0, *, top: int = 25) -> threading.Thread:
+    """Trace allocations and write, periodically, the top growth since the first snapshot.
+
+    For finding what a long-lived server accumulates (a soak's rising RSS):
+    ``tracemalloc`` size diffs by allocation site (6 frames) and object counts by
+    type, one text file per process (``heap-<pid>.txt``, appended). Costs a lot of
+    CPU while on: never in production, only when the environment variable says so.
+    """
+    import tracemalloc
+
+    tracemalloc.start(6)
+    out = os.path.join(directory, f"heap-{os.getpid()}.txt")
+
+    def loop() -> None:
+        time.sleep(every_seconds)
+        base = tracemalloc.take_snapshot()
+        base_counts = _type_counts()
+        started = time.monotonic()
+        while True:
+            time.sleep(every_seconds)
+            snap = tracemalloc.take_snapshot()
+            counts = _type_counts()
+            stats = snap.compare_to(base, "traceback")
+            lines = [f"== t+{time.monotonic() - started:.0f}s traced {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB"]
+            for stat in stats[:top]:
+                lines.append(f"{stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks")
+                lines.extend("    " + line for line in stat.traceback.format())
+            grown = sorted(((counts.get(k, 0) - base_counts.get(k, 0), k) for k in counts), reverse=True)
+            lines.append("-- object counts grown: " + ", ".join(f"{k} {d:+d}" for d, k in grown[:top] if d > 0))
+            with open(out, "a") as fh:
+                fh.write("\n".join(lines) + "\n")
+
+    thread = threading.Thread(target=loop, name="heap-probe", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_heap_probe_from_env() -> bool:
+    """Start ``start_heap_probe`` when ``HEAP_PROBE_ENV`` names a directory; whether it did."""
+    directory = os.environ.get(HEAP_PROBE_ENV)
+    if not directory:
+        return False
+    start_heap_probe(directory, float(os.environ.get(HEAP_PROBE_SECONDS_ENV) or 30.0))
+    return True

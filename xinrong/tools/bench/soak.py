@@ -38,6 +38,7 @@ import grpc
 
 from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
+from xinrong.heap import HEAP_PROBE_ENV, HEAP_PROBE_SECONDS_ENV
 from xinrong.rpc.channel import secure_channel
 from xinrong.tools.bench.fixture import one_provider_platform
 from xinrong.tools.bench.verify import _drive
@@ -102,6 +103,7 @@ def run(
     malloc_arena_max: int | None = None,
     max_clock_skew_seconds: int | None = None,
     workdir: Path | None = None,
+    heap_probe: Path | None = None,
 ) -> dict[str, Any]:
     """Measure capacity, then ``minutes`` of open-loop load at ``load`` x capacity.
 
@@ -110,6 +112,8 @@ def run(
     (``xinrong.node.limits``), so its memory grows with rate x retention
     until the first ids expire: with the default that is 11 minutes, longer
     than the usual soak; a short window shows the plateau within the run.
+    ``heap_probe``: a directory where node and agent write what their heaps grew by,
+    every interval (``xinrong.heap.start_heap_probe``; slows them down a lot).
     """
     if not 0 < load <= 1:
         raise ValueError("load is a fraction of capacity in (0, 1]")
@@ -120,7 +124,16 @@ def run(
         workdir = Path(tmp.name)
     arena = None if malloc_arena_max is None else str(malloc_arena_max)
     try:
-        with _environment(MALLOC_ARENA_MAX=arena), ProcessGroup(workdir) as group:
+        probe = None if heap_probe is None else str(heap_probe.resolve())
+        if heap_probe is not None:
+            heap_probe.mkdir(parents=True, exist_ok=True)
+        with (
+            _environment(
+                MALLOC_ARENA_MAX=arena,
+                **{HEAP_PROBE_ENV: probe, HEAP_PROBE_SECONDS_ENV: None if probe is None else str(interval_seconds)},
+            ),
+            ProcessGroup(workdir) as group,
+        ):
             overrides = {} if max_clock_skew_seconds is None else {"max_clock_skew_seconds": max_clock_skew_seconds}
             bench = one_provider_platform(workdir, group, enterprises=enterprises, seed=11, node_overrides=overrides)
             pids = {"node": group.parties["node"].proc.pid, "agent": group.parties["agent-tax"].proc.pid}
@@ -304,6 +317,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="the node's clock-skew window (default: the node's, 300 s; request ids are kept 2x + 60 s)",
     )
     p.add_argument("--workdir", type=Path, default=None, help="keep keys, data and server logs here")
+    p.add_argument(
+        "--heap-probe",
+        type=Path,
+        default=None,
+        help="debug: node and agent write their heap growth (tracemalloc, object counts) here every interval",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -317,6 +336,7 @@ def main(args: argparse.Namespace) -> int:
         malloc_arena_max=args.malloc_arena_max,
         max_clock_skew_seconds=args.max_clock_skew_seconds,
         workdir=args.workdir,
+        heap_probe=args.heap_probe,
     )
     if not args.json:
         print(

@@ -1,0 +1,76 @@
+"""What a long steady load left behind in the node, each found by ``xinrong bench soak --heap-probe``.
+
+Every test runs N operations and checks that the structure that used to grow
+with N stays bounded: counted, not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from xinrong.node import routing
+from xinrong.v1 import agent_pb2
+
+
+class _AnswersFirstCall:
+    """An EvaluateStream whose answers are readable before ``write`` returns (a loaded loop does that)."""
+
+    def __init__(self) -> None:
+        self._answers: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def write(self, request: agent_pb2.EvaluateStreamRequest) -> None:
+        results = [agent_pb2.AgentCallResult(call_id=c.call_id) for c in request.calls]
+        self._answers.put_nowait(agent_pb2.EvaluateStreamResponse(results=results))
+        for _ in range(3):  # the reader runs, and resolves the calls, while the write is still "in flight"
+            await asyncio.sleep(0)
+
+    async def read(self) -> Any:
+        return await self._answers.get()
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Stub:
+    def EvaluateStream(self) -> _AnswersFirstCall:
+        return _AnswersFirstCall()
+
+
+def test_call_ids_answered_before_their_write_returns_are_not_kept() -> None:
+    """Soak: ``_sent`` kept every id whose answer was read before ``await write`` returned (+1 int per call)."""
+
+    async def drive() -> routing._BatchingStream:
+        stream = routing._BatchingStream("tax", _Stub(), lambda token: None)
+        for _ in range(50):
+            await asyncio.gather(*(stream.call(agent_pb2.AgentCall(), 5.0, 0) for _ in range(20)))
+        return stream
+
+    stream = asyncio.run(drive())
+    assert stream.batches_sent > 0
+    assert len(stream._sent) == 0
+    assert stream.depth().pending == 0
+
+
+def test_a_write_that_raises_leaves_its_calls_unsent() -> None:
+    """The calls of a batch whose write raised reached nothing (their uses are given back, node.admission A6)."""
+
+    class _Broken(_AnswersFirstCall):
+        async def write(self, request: agent_pb2.EvaluateStreamRequest) -> None:
+            raise RuntimeError("not connected")
+
+    class _BrokenStub:
+        def EvaluateStream(self) -> _Broken:
+            return _Broken()
+
+    async def drive() -> list[BaseException]:
+        stream = routing._BatchingStream("tax", _BrokenStub(), lambda token: None)
+        out = await asyncio.gather(
+            *(stream.call(agent_pb2.AgentCall(), 5.0, 0) for _ in range(3)), return_exceptions=True
+        )
+        assert len(stream._sent) == 0
+        return [e for e in out if isinstance(e, BaseException)]
+
+    errors = asyncio.run(drive())
+    assert len(errors) == 3
+    assert all(getattr(e, "data_read", True) is False for e in errors)
