@@ -122,7 +122,9 @@ class RiskMonitor:
         """The rules' verdicts for one institution over the window ending ``now`` (no side effects).
 
         Three aggregate queries over the ``audit_log_caller`` index: no row is read
-        into the node (a busy bank's hour is a few hundred thousand entries).
+        into the node (a busy bank's hour is a few hundred thousand entries). They
+        run on a reader connection (``read_query``), never under the lock the
+        request path takes: a scan that long would stall every admission.
         """
         c = self._config
         where = "caller_id = ? AND caller_role = ? AND ts_ms >= ? AND decision IN ('ALLOWED', 'REFUSED')"
@@ -131,7 +133,7 @@ class RiskMonitor:
         offset = int(c.utc_offset_hours) * 3600  # integers from the typed config, never from a request
         local = f"(ts_ms / 1000 + {offset})"
         hour = f"({local} / 3600 - ({local} / 86400) * 24)"  # integer arithmetic: no '%', which psycopg reserves
-        (total, refused, off), *_ = self._db.query(
+        (total, refused, off), *_ = self._db.read_query(
             f"SELECT count(*), coalesce(sum(CASE WHEN decision = 'REFUSED' THEN 1 ELSE 0 END), 0), "
             f"coalesce(sum(CASE WHEN {hour} < {int(start)} OR {hour} >= {int(end)} THEN 1 ELSE 0 END), 0) "
             f"FROM audit_log WHERE {where}",
@@ -144,7 +146,7 @@ class RiskMonitor:
         rate = refused / total
         if rate > c.max_refusal_rate:
             flags.append(Flag(institution, "RISK_REFUSAL_RATE", rate, c.max_refusal_rate))
-        (widest,), *_ = self._db.query(
+        (widest,), *_ = self._db.read_query(
             "SELECT coalesce(max(n), 0) FROM (SELECT count(DISTINCT enterprise) AS n FROM audit_log "
             f"WHERE {where} AND consent_id <> '' AND enterprise <> '' GROUP BY consent_id) AS per_consent",
             params,
