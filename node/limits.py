@@ -55,6 +55,12 @@ BUCKET_MS = 10_000
 ROW_OVERHEAD_BYTES = 40
 # Rows of replay_ids read per pruning transaction (the lock is free between them).
 SWEEP_ROWS = 1000
+# The periodic prune (``lazy``) sweeps the table only once the rows that have expired
+# since the last sweep are this share of the live window (and at least SWEEP_MIN_BYTES):
+# each sweep reads the whole table, so a sweep every tick read every row ~20 times in
+# its life; with a quarter, about five, and the table stays within 1.25x the window.
+SWEEP_SHARE = 0.25
+SWEEP_MIN_BYTES = 64 * 1024
 
 
 def replay_row_bytes(caller: str, request_id: str) -> int:
@@ -111,6 +117,9 @@ class ReplayGuard:
         self._caller_bytes: dict[str, int] = {}
         self._bytes = 0
         self._legacy_until_ms = 0  # ids without a caller (they count for every caller) live until then
+        # Bytes of the buckets counted out since the last sweep began: their rows are still in the table.
+        self._expired_bytes = 0
+        self.sweeps = 0  # full sweeps of the table so far (diagnostics, tests)
         self._lock = threading.Lock()
 
     @property
@@ -209,6 +218,7 @@ class ReplayGuard:
             else:
                 self._caller_bytes.pop(caller, None)
             self._bytes -= size
+            self._expired_bytes += size
 
     def _expires_in(self, bucket: int | None, now: float) -> float:
         if bucket is None:
@@ -244,13 +254,24 @@ class ReplayGuard:
 
         tx.on_commit(commit)
 
-    def prune(self, now: float, *, batch: int = SWEEP_ROWS) -> int:
+    def sweep_due(self, now: float) -> bool:
+        """Whether enough has expired since the last sweep for ``prune(lazy=True)`` to sweep (SQLite)."""
+        with self._lock:
+            self._drop_expired(int(now * 1000) - self._retention_ms, oldest_only=False)
+            return self._expired_bytes >= max(SWEEP_MIN_BYTES, SWEEP_SHARE * self._bytes)
+
+    def prune(self, now: float, *, batch: int = SWEEP_ROWS, lazy: bool = False) -> int:
         """Forget ids older than the retention window; returns the rows deleted.
 
+        ``lazy`` (the node's periodic maintenance): on SQLite, sweep only when
+        ``sweep_due``; until then expired ids stay in the table (a request reusing
+        one is refused as a replay a little longer: the safe side) and memory
+        has already counted them out of the window's bounds.
+
         SQLite: one sweep over the table in primary-key order, ``batch`` rows
-        read per transaction (the table has no index on seen_ms: one more page
-        written per request), deleting the expired ones; then the buckets that
-        have run out are dropped from the counts.
+        per statement (the table has no index on seen_ms: one more page
+        written per request), each range's expired rows deleted by SQLite
+        itself; then the buckets that have run out are dropped from the counts.
         """
         cutoff = int(now * 1000) - self._retention_ms
         dropped = 0
@@ -265,29 +286,38 @@ class ReplayGuard:
                 dropped += int(gone)
                 if gone < batch:
                     return dropped
+        if lazy and not self.sweep_due(now):
+            return 0
+        with self._lock:
+            self._drop_expired(cutoff, oldest_only=False)
+            self._expired_bytes = 0  # buckets counted out from here on are the next sweep's
+        self.sweeps += 1
         after: tuple[str, str] | None = None
+        token = 0
         while True:
-            if after is None:
-                rows = self._db.query(
-                    "SELECT caller, request_id, seen_ms FROM replay_ids ORDER BY caller, request_id LIMIT ?", (batch,)
-                )
-            else:
-                rows = self._db.query(
-                    "SELECT caller, request_id, seen_ms FROM replay_ids WHERE (caller, request_id) > (?, ?) "
-                    "ORDER BY caller, request_id LIMIT ?",
-                    (after[0], after[1], batch),
-                )
-            expired = [(c, r, cutoff) for c, r, seen in rows if int(seen) < cutoff]
-            if expired:
-                with self._db.transaction() as tx:
-                    # The seen_ms guard keeps a row re-recorded since it was read.
-                    tx.executemany(
-                        "DELETE FROM replay_ids WHERE caller = ? AND request_id = ? AND seen_ms < ?", expired
-                    )
-            dropped += len(expired)
-            if len(rows) < batch:
+            # The batch's last key, found by SQLite walking the primary key: no row comes into
+            # Python (reading the rows to filter them here held the GIL for every row, every sweep).
+            bound: tuple[str, ...] = after if after is not None else ()
+            lower = "(caller, request_id) > (?, ?) AND " if after is not None else ""
+            end = self._db.query(
+                f"SELECT caller, request_id FROM replay_ids WHERE {lower}1 ORDER BY caller, request_id "
+                "LIMIT 1 OFFSET ?",
+                (*bound, batch - 1),
+            )
+            last: tuple[str, ...] = (str(end[0][0]), str(end[0][1])) if end else ()
+            upper = " AND (caller, request_id) <= (?, ?)" if end else ""
+            # The seen_ms guard keeps a row re-recorded since the sweep began; the group
+            # COMMIT of the requests in between covers the deletes (waited for at the end).
+            with self._db.transaction(durable=False) as tx:
+                gone = tx.execute(
+                    f"DELETE FROM replay_ids WHERE {lower}seen_ms < ?{upper}", (*bound, cutoff, *last)
+                ).rowcount
+            dropped += int(gone)
+            token = tx.token
+            if not end:
                 break
-            after = (str(rows[-1][0]), str(rows[-1][1]))
+            after = (last[0], last[1])
+        self._db.wait_durable(token)
         with self._lock:
             self._drop_expired(cutoff, oldest_only=False)
             if self._legacy_until_ms and self._legacy_until_ms < int(now * 1000):

@@ -225,7 +225,7 @@ class NodeCore:
     def maintain(self) -> None:
         """Periodic housekeeping: forget expired replay ids and past budget days."""
         now = self.clock()
-        self.replay.prune(now)
+        self.replay.prune(now, lazy=True)
         self.budget.prune_memory(now)
 
     # -- access institutions -----------------------------------------------

@@ -108,3 +108,46 @@ def test_the_risk_monitor_scans_without_the_lock_admissions_take(tmp_path: Path)
     db.close()
     assert not scanned_under_the_lock
     assert "RISK_ENTERPRISES_PER_CONSENT" in {f.rule for f in flags}  # the committed entries were read
+
+
+def test_the_periodic_replay_prune_reads_the_table_a_few_times_per_id_not_every_tick(tmp_path: Path) -> None:
+    """Soak: every maintenance tick (30 s) swept the whole replay table, ~22 reads of each id in its 11 minutes.
+
+    Now a sweep runs once a quarter of the window has expired: the table stays
+    within ~1.25x the live window, every expired id is gone within a sweep, and
+    no live id is ever forgotten.
+    """
+    from xinrong.node.db import Database
+    from xinrong.node.limits import ReplayGuard, replay_row_bytes
+
+    db = Database(tmp_path / "node.db")
+    guard = ReplayGuard(db, retention_seconds=100)
+    per_tick, tick, t0 = 200, 5.0, 1_790_000_000.0
+    rows_read = [0]
+    query = db.query
+
+    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        rows = query(sql, params)
+        rows_read[0] += len(rows)
+        return rows
+
+    db.query = counting  # type: ignore[method-assign]
+    n = 0
+    ticks = 80  # 400 s: four retention periods
+    for k in range(ticks):
+        now = t0 + k * tick
+        with db.lock:
+            for _ in range(per_tick):
+                with db.transaction(durable=False) as tx:
+                    guard.record(tx, "institution:bank-a", f"r-{n:08d}", now)
+                n += 1
+        db.wait_durable(tx.token)
+        guard.prune(now, lazy=True)
+        live = guard.window_bytes // replay_row_bytes("institution:bank-a", "r-00000000")
+        held = int(query("SELECT count(*) FROM replay_ids")[0][0])
+        assert held <= 1.25 * live + 2 * per_tick + 1, (k, held, live)
+    newest = f"r-{n - 1:08d}"
+    assert guard.seen("institution:bank-a", newest)
+    db.close()
+    assert guard.sweeps <= ticks // 4, guard.sweeps  # not one per tick
+    assert rows_read[0] <= 10 * guard.sweeps * (1 + 40 * per_tick // 1000), rows_read[0]  # keys only, no rows
