@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from xinrong.node import routing
 from xinrong.v1 import agent_pb2
 
@@ -151,3 +153,28 @@ def test_the_periodic_replay_prune_reads_the_table_a_few_times_per_id_not_every_
     db.close()
     assert guard.sweeps <= ticks // 4, guard.sweeps  # not one per tick
     assert rows_read[0] <= 10 * guard.sweeps * (1 + 40 * per_tick // 1000), rows_read[0]  # keys only, no rows
+
+
+def test_the_subtree_cache_stays_bounded_as_the_log_grows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Soak: every fetched subtree of level >= 6 was cached for good (one per 32 leaves), node and agents alike."""
+    import hashlib
+    import sqlite3
+
+    from xinrong.keys.signing import SigningKey
+    from xinrong.tlog import store as tlog_store
+
+    monkeypatch.setattr(tlog_store, "CACHE_MAX", 64)
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(tlog_store.sqlite_tables("t_"))
+    cache: dict[tuple[int, int], bytes] = {}
+    key = SigningKey.generate()
+    n = 0
+    for _ in range(300):  # 300 integrations of 100 leaves, a checkpoint signed after each (as the node does)
+        reader = tlog_store.SubtreeStore(
+            lambda sql, p: conn.execute(sql, tuple(p)).fetchall(), prefix="t_", cache=cache
+        )
+        reader.extend(conn.executemany, [hashlib.sha256(f"{n + i}".encode()).digest() for i in range(100)])
+        n += 100
+        assert reader.sign(conn.execute, "test/log", key, 0) is not None
+        assert len(cache) <= 64
+    assert reader.size() == 30_000
