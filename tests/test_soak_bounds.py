@@ -178,3 +178,61 @@ def test_the_subtree_cache_stays_bounded_as_the_log_grows(monkeypatch: pytest.Mo
         assert reader.sign(conn.execute, "test/log", key, 0) is not None
         assert len(cache) <= 64
     assert reader.size() == 30_000
+
+
+def test_the_agent_folds_new_answers_without_stepping_over_the_old_ones(tmp_path: Path) -> None:
+    """Soak: each second's integration read ``OFFSET size`` (every answer so far) under the agent's store lock."""
+    import sqlite3
+
+    from xinrong.keys.signing import SigningKey
+    from xinrong.provider_agent.store import AnswerLogEntry, StateStore
+
+    store = StateStore(tmp_path / "agent.state.db", "tax")
+    key = SigningKey.generate()
+    n = [0]
+
+    def answers(count: int) -> None:
+        entries = [
+            AnswerLogEntry(
+                request_id=f"r-{n[0] + i}",
+                kind="claims",
+                consent_id="c1",
+                enterprise_uscc="e",
+                audience="bank-a",
+                fields=("tax.credit_grade",),
+                data_as_of="2026-06-30",
+                answer_sha256=("00",),
+                sealed_sha256="00",
+                issued_at=0,
+            )
+            for i in range(count)
+        ]
+        store.record_answers(entries)
+        n[0] += count
+
+    def steps_to_fold_ten() -> int:
+        answers(10)
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        conn: sqlite3.Connection = store._conn
+        conn.set_progress_handler(count, 100)
+        try:
+            store.integrate_answers("test/answers", key, 0)
+        finally:
+            conn.set_progress_handler(None, 100)
+        return steps[0]
+
+    answers(2_000)
+    store.integrate_answers("test/answers", key, 0)
+    small = steps_to_fold_ten()
+    answers(20_000)
+    store.integrate_answers("test/answers", key, 0)
+    large = steps_to_fold_ten()
+    latest, entries = store.answer_export()
+    store.close()
+    assert latest is not None and latest.size == n[0] == len(entries)
+    assert large < 2 * small + 50, (small, large)  # not ten times more for ten times the log
