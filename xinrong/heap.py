@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -61,6 +62,41 @@ def settle_after_start() -> None:
 # server writes, every ``HEAP_PROBE_SECONDS_ENV`` seconds, what grew since its first snapshot.
 HEAP_PROBE_ENV = "XINRONG_HEAP_PROBE_DIR"
 HEAP_PROBE_SECONDS_ENV = "XINRONG_HEAP_PROBE_SECONDS"
+# "0": native figures only, no tracemalloc (the servers keep their speed).
+HEAP_PROBE_TRACE_ENV = "XINRONG_HEAP_PROBE_TRACE"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def native_memory() -> dict[str, float]:
+    """MB: resident anonymous / file / shared memory, glibc heap in use and free, SQLite's own allocations.
+
+    tracemalloc sees Python's allocations only; SQLite, gRPC core and protobuf
+    allocate with malloc directly. These tell a Python leak from a native one,
+    and live native memory (malloc in use) from a fragmented heap (free).
+    """
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError), open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        out["malloc_in_use"] = round((info.uordblks + info.hblkhd) / 1e6, 1)
+        out["malloc_free"] = round(info.fordblks / 1e6, 1)
+    with contextlib.suppress(OSError, AttributeError):
+        sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        out["sqlite"] = round(sqlite.sqlite3_memory_used() / 1e6, 1)
+    return out
 
 
 def _type_counts() -> dict[str, int]:
@@ -71,35 +107,40 @@ def _type_counts() -> dict[str, int]:
     return counts
 
 
-def start_heap_probe(directory: str, every_seconds: float = 30.0, *, top: int = 25) -> threading.Thread:
-    """Trace allocations and write, periodically, the top growth since the first snapshot.
+def start_heap_probe(
+    directory: str, every_seconds: float = 30.0, *, top: int = 25, trace: bool = True
+) -> threading.Thread:
+    """Write, periodically, what the heap grew by since the first snapshot.
 
-    For finding what a long-lived server accumulates (a soak's rising RSS):
-    ``tracemalloc`` size diffs by allocation site (6 frames) and object counts by
-    type, one text file per process (``heap-<pid>.txt``, appended). Costs a lot of
-    CPU while on: never in production, only when the environment variable says so.
+    For finding what a long-lived server accumulates (a soak's rising RSS), one
+    text file per process (``heap-<pid>.txt``, appended): ``native_memory``
+    each time; with ``trace``, also ``tracemalloc`` size diffs by allocation site
+    (6 frames) and object counts by type, which cost a lot of CPU. Never in
+    production, only when the environment variable says so.
     """
     import tracemalloc
 
-    tracemalloc.start(6)
+    if trace:
+        tracemalloc.start(6)
     out = os.path.join(directory, f"heap-{os.getpid()}.txt")
 
     def loop() -> None:
         time.sleep(every_seconds)
-        base = tracemalloc.take_snapshot()
-        base_counts = _type_counts()
+        base = tracemalloc.take_snapshot() if trace else None
+        base_counts = _type_counts() if trace else {}
         started = time.monotonic()
         while True:
             time.sleep(every_seconds)
-            snap = tracemalloc.take_snapshot()
-            counts = _type_counts()
-            stats = snap.compare_to(base, "traceback")
-            lines = [f"== t+{time.monotonic() - started:.0f}s traced {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB"]
-            for stat in stats[:top]:
-                lines.append(f"{stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks")
-                lines.extend("    " + line for line in stat.traceback.format())
-            grown = sorted(((counts.get(k, 0) - base_counts.get(k, 0), k) for k in counts), reverse=True)
-            lines.append("-- object counts grown: " + ", ".join(f"{k} {d:+d}" for d, k in grown[:top] if d > 0))
+            traced = tracemalloc.get_traced_memory()[0] / 1e6
+            lines = [f"== t+{time.monotonic() - started:.0f}s traced {traced:.1f} MB native {native_memory()}"]
+            if base is not None:
+                stats = tracemalloc.take_snapshot().compare_to(base, "traceback")
+                counts = _type_counts()
+                for stat in stats[:top]:
+                    lines.append(f"{stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks")
+                    lines.extend("    " + line for line in stat.traceback.format())
+                grown = sorted(((counts.get(k, 0) - base_counts.get(k, 0), k) for k in counts), reverse=True)
+                lines.append("-- object counts grown: " + ", ".join(f"{k} {d:+d}" for d, k in grown[:top] if d > 0))
             with open(out, "a") as fh:
                 fh.write("\n".join(lines) + "\n")
 
@@ -113,5 +154,6 @@ def start_heap_probe_from_env() -> bool:
     directory = os.environ.get(HEAP_PROBE_ENV)
     if not directory:
         return False
-    start_heap_probe(directory, float(os.environ.get(HEAP_PROBE_SECONDS_ENV) or 30.0))
+    every = float(os.environ.get(HEAP_PROBE_SECONDS_ENV) or 30.0)
+    start_heap_probe(directory, every, trace=os.environ.get(HEAP_PROBE_TRACE_ENV, "1") != "0")
     return True

@@ -38,7 +38,7 @@ import grpc
 
 from xinrong.bank.client import AnswerRejected, BankClient
 from xinrong.claims import check_claim, parse_claim
-from xinrong.heap import HEAP_PROBE_ENV, HEAP_PROBE_SECONDS_ENV
+from xinrong.heap import HEAP_PROBE_ENV, HEAP_PROBE_SECONDS_ENV, HEAP_PROBE_TRACE_ENV
 from xinrong.rpc.channel import secure_channel
 from xinrong.tools.bench.fixture import one_provider_platform
 from xinrong.tools.bench.verify import _drive
@@ -104,6 +104,7 @@ def run(
     max_clock_skew_seconds: int | None = None,
     workdir: Path | None = None,
     heap_probe: Path | None = None,
+    heap_trace: bool = True,
 ) -> dict[str, Any]:
     """Measure capacity, then ``minutes`` of open-loop load at ``load`` x capacity.
 
@@ -113,7 +114,8 @@ def run(
     until the first ids expire: with the default that is 11 minutes, longer
     than the usual soak; a short window shows the plateau within the run.
     ``heap_probe``: a directory where node and agent write what their heaps grew by,
-    every interval (``xinrong.heap.start_heap_probe``; slows them down a lot).
+    every interval (``xinrong.heap.start_heap_probe``); with ``heap_trace`` by tracemalloc
+    too (slows them down a lot), else native figures only.
     """
     if not 0 < load <= 1:
         raise ValueError("load is a fraction of capacity in (0, 1]")
@@ -130,7 +132,11 @@ def run(
         with (
             _environment(
                 MALLOC_ARENA_MAX=arena,
-                **{HEAP_PROBE_ENV: probe, HEAP_PROBE_SECONDS_ENV: None if probe is None else str(interval_seconds)},
+                **{
+                    HEAP_PROBE_ENV: probe,
+                    HEAP_PROBE_SECONDS_ENV: None if probe is None else str(interval_seconds),
+                    HEAP_PROBE_TRACE_ENV: None if probe is None else ("1" if heap_trace else "0"),
+                },
             ),
             ProcessGroup(workdir) as group,
         ):
@@ -323,6 +329,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="debug: node and agent write their heap growth (tracemalloc, object counts) here every interval",
     )
+    p.add_argument(
+        "--heap-native-only",
+        action="store_true",
+        help="with --heap-probe: native memory figures only, no tracemalloc (servers keep their speed)",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -337,6 +348,7 @@ def main(args: argparse.Namespace) -> int:
         max_clock_skew_seconds=args.max_clock_skew_seconds,
         workdir=args.workdir,
         heap_probe=args.heap_probe,
+        heap_trace=not args.heap_native_only,
     )
     if not args.json:
         print(
