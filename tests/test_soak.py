@@ -20,7 +20,7 @@ from xinrong.tools.bench import soak
 def test_soak_reports_each_interval_with_no_errors(tmp_path: Path) -> None:
     result = soak.run(minutes=0.25, interval_seconds=5.0, capacity_seconds=2.0, workdir=tmp_path)
     assert result["bench"] == "soak"
-    for key in ("errors", "p50_ms", "p99_ms", "rss_node_mb", "rss_agent_mb", "qps"):
+    for key in ("errors", "p50_ms", "p99_ms", "rss_node_mb", "rss_agent_mb", "qps", "wal_node_mb"):
         assert len(result[key]) == 3, key
     assert result["errors"] == [0, 0, 0], result["error_kinds"]
     assert result["servers_alive"]
@@ -30,6 +30,8 @@ def test_soak_reports_each_interval_with_no_errors(tmp_path: Path) -> None:
     for p50, p99 in zip(result["p50_ms"], result["p99_ms"], strict=True):
         assert p50 is not None and p99 is not None and 0 < p50 <= p99
     assert all(50 < mb < 1024 for mb in result["rss_node_mb"] + result["rss_agent_mb"])
+    assert all(0 <= mb < 200 for mb in result["wal_node_mb"])  # restarted, not grown (node.db checkpoint)
+    assert len(result["load_average"]) == 2
 
 
 def test_soak_refuses_a_load_above_capacity() -> None:

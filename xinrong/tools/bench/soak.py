@@ -13,6 +13,10 @@ signatures and bindings checked; one that fails is an error.
 
 The goal on a healthy build: no errors, and memory flat after the first
 interval (growth under 5 % from the first interval's figure to the last).
+``wal_node_mb`` (the node's WAL file at each interval's end) shows the WAL
+kept bounded (``xinrong.node.db.Database.checkpoint``); ``load_average``
+the box's 1-minute load at start and end. ``--heap-probe DIR`` has node and
+agent write what their heaps grew by, every interval (``xinrong.heap``).
 ``--malloc-arena-max`` starts the servers with ``MALLOC_ARENA_MAX`` set, to
 tell glibc arena growth from a leak.
 """
@@ -120,6 +124,7 @@ def run(
     if not 0 < load <= 1:
         raise ValueError("load is a fraction of capacity in (0, 1]")
     intervals = max(1, math.ceil(minutes * 60 / interval_seconds - 1e-9))
+    load_start = round(os.getloadavg()[0], 2)  # the box's 1-minute load: other work skews every figure
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-soak-")
@@ -241,6 +246,8 @@ def run(
                 pace_thread.start()
                 finished: list[_Interval] = []
                 rss: dict[str, list[float]] = {"node": [], "agent": []}
+                wal: list[float] = []
+                node_wal = workdir / "state" / "node.db-wal"
                 durations: list[float] = []
                 for k in range(intervals):
                     end = started + (k + 1) * interval_seconds
@@ -251,6 +258,7 @@ def run(
                     durations.append(interval_seconds)
                     for name, pid in pids.items():
                         rss[name].append(rss_mb(pid))
+                    wal.append(round(node_wal.stat().st_size / 1e6, 1) if node_wal.exists() else 0.0)
                 stop.set()
                 pace_thread.join(timeout=10)
                 # Calls still in flight end in a last, unreported interval; wait for them
@@ -295,6 +303,8 @@ def run(
         "rss_node_mb": rss["node"],
         "rss_agent_mb": rss["agent"],
         "rss_growth_after_first_pct": growth,
+        "wal_node_mb": wal,
+        "load_average": [load_start, round(os.getloadavg()[0], 2)],
         "answers_checked_every": CHECK_EVERY,
         "malloc_arena_max": malloc_arena_max,
         "max_clock_skew_seconds": max_clock_skew_seconds,
