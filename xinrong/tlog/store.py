@@ -43,9 +43,9 @@ Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 CACHE_LEVEL = 6
 # At most this many cached subtrees (~200 bytes each): the cache is emptied when full. Unbounded,
 # it kept one of every 32 leaves for the process's life (a node at 770 calls/s: +3 MB per 10
-# minutes, gigabytes a month), though only the right edge's few hundred are read again (the
+# minutes, gigabytes a month), though only the right edge's few dozen are read again (the
 # rest of the tree is served by full tiles).
-CACHE_MAX = 8192
+CACHE_MAX = 1024
 # Tiles (C2SP tlog-tiles geometry): 2**TILE_HEIGHT subtrees of one level per full tile.
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
