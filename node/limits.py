@@ -27,6 +27,7 @@ primary-key order, a thousand rows per read, and deleted by primary key.
 from __future__ import annotations
 
 import threading
+import time
 
 from xinrong.errors import Reason, XinrongError
 from xinrong.node.db import Database, Transaction
@@ -61,6 +62,9 @@ SWEEP_ROWS = 1000
 # its life; with a quarter, about five, and the table stays within 1.25x the window.
 SWEEP_SHARE = 0.25
 SWEEP_MIN_BYTES = 64 * 1024
+# Pause between a sweep's batches: the lock is not fair, and a thread that takes it
+# straight back can keep the event loop's admissions waiting for the whole sweep.
+SWEEP_PAUSE_SECONDS = 0.001
 
 
 def replay_row_bytes(caller: str, request_id: str) -> int:
@@ -317,6 +321,7 @@ class ReplayGuard:
             if not end:
                 break
             after = (last[0], last[1])
+            time.sleep(SWEEP_PAUSE_SECONDS)
         self._db.wait_durable(token)
         with self._lock:
             self._drop_expired(cutoff, oldest_only=False)
