@@ -633,7 +633,7 @@ class Mutator:
         ("bytes", 16),  # cut short, a bit flipped, garbage inserted (mostly undecodable)
     )
 
-    def __init__(self, desc: pb_descriptor.Descriptor, seeds: Sequence[bytes], corpus: Corpus, rng: random.Random):
+    def __init__(self, desc: Any, seeds: Sequence[bytes], corpus: Corpus, rng: random.Random) -> None:
         self.desc = desc
         self.seeds = list(seeds) or [b""]
         self.corpus = corpus
