@@ -181,3 +181,27 @@ def test_a_refused_job_id_is_invalid_argument_and_short_in_the_log(job_id: str) 
     assert isinstance(refused.value, ValueError)  # local callers still catch ValueError
     assert len(str(refused.value)) < 200
     assert check_id("job-1.a_b", "job id") == "job-1.a_b"
+
+
+@pytest.mark.parametrize("since", [2**63 - 1, 2**53, 4_102_444_801])
+def test_usage_since_past_2100_is_invalid_argument_not_internal(make_harness: Any, pki: Any, since: int) -> None:
+    """Found by the 10k-per-RPC run: GetInstitutionUsage with ``since`` near 2**63 sent
+    ``since * 1000`` to SQLite, which overflowed its INTEGER: INTERNAL and a traceback."""
+    from xinrong.errors import Reason
+    from xinrong.rpc.channel import secure_channel
+    from xinrong.v1 import institutions_pb2 as ipb
+    from xinrong.v1 import institutions_pb2_grpc
+
+    from support.node_fakes import assert_refused
+
+    h = make_harness(["tax"])
+    with secure_channel(f"127.0.0.1:{h.node.port}", pki.node, server_role="node", server_id="node") as channel:
+        admin = institutions_pb2_grpc.InstitutionAdminServiceStub(channel)
+        request = ipb.GetInstitutionUsageRequest(institution_id="bank-a", since=since)
+        assert_refused(
+            lambda: admin.GetInstitutionUsage(request, timeout=10),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_ARGUMENT,
+        )
+        ok = admin.GetInstitutionUsage(ipb.GetInstitutionUsageRequest(institution_id="bank-a", since=1), timeout=10)
+        assert ok.total >= 0
