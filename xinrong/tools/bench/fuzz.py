@@ -61,15 +61,17 @@ import argparse
 import asyncio
 import importlib
 import json
+import multiprocessing
 import os
 import pkgutil
 import random
+import resource
 import struct
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1183,6 +1185,13 @@ def draw(strategy: st.SearchStrategy[bytes], count: int, seed: int) -> list[byte
     return out
 
 
+def draw_requests(corpus: Corpus, path: str, count: int, seed: int) -> list[bytes]:
+    """``draw`` for one RPC's requests, from picklable arguments: it runs in a process of
+    its own, so hypothesis (a third of the fuzzer's CPU) does not hold the sender's GIL."""
+    method = next(m for methods in services().values() for m in methods if m.path == path)
+    return draw(Strategies(corpus).request(method), count, seed)
+
+
 def _log_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -1214,13 +1223,13 @@ async def fuzz_method(
     drawn: int = DRAWN,
     concurrency: int = 8,
     timeout: float = 30.0,
-    draw_pool: futures.Executor | None = None,
+    seeds: Awaitable[list[bytes]] | None = None,
 ) -> RpcResult:
     """``inputs`` inputs to one RPC, ``concurrency`` in flight; the codes they got.
 
-    The first ``min(inputs, drawn)`` are hypothesis' (drawn on ``draw_pool``,
-    one thread, so the other server's RPC keeps sending meanwhile), the rest
-    the mutation stage's children of them. ``allowed``: the roles that get
+    The first ``min(inputs, drawn)`` are hypothesis' (``seeds``, drawn ahead
+    by the caller while the previous RPC was sent; else drawn here, on a
+    thread), the rest the mutation stage's children of them. ``allowed``: the roles that get
     past the method's checks (the inputs are theirs); ``refused``: the roles
     the service refuses outright, which send one input in ten and must get
     PERMISSION_DENIED whatever the bytes.
@@ -1232,9 +1241,11 @@ async def fuzz_method(
     rss_before = rss_mb(network.pid(target))
     rng = random.Random(seed)
     t0 = time.monotonic()
-    seeds = await loop.run_in_executor(draw_pool, draw, strategies.request(method), min(inputs, drawn), seed)
-    result.drawn = len(seeds)
-    mutator = Mutator(method.input, seeds, strategies.corpus, random.Random(seed ^ 0x5EED))
+    if seeds is None:
+        seeds = loop.run_in_executor(None, draw, strategies.request(method), min(inputs, drawn), seed)
+    pool = await seeds
+    result.drawn = len(pool)
+    mutator = Mutator(method.input, pool, strategies.corpus, random.Random(seed ^ 0x5EED))
     slots = asyncio.Semaphore(concurrency)
     pending: set[asyncio.Task[None]] = set()
 
@@ -1266,7 +1277,7 @@ async def fuzz_method(
             slots.release()
 
     for i in range(inputs):
-        payload = seeds[i] if i < len(seeds) else mutator.child()
+        payload = pool[i] if i < len(pool) else mutator.child()
         # One input in ten from a role that may not call the method (when there is one).
         wrong = bool(refused) and (not allowed or rng.random() < 0.1)
         role = rng.choice(refused if wrong else allowed)
@@ -1332,14 +1343,26 @@ async def _fuzz_all(
     concurrency: dict[str, int],
     one_server_at_a_time: bool,
     progress: Callable[[str], None] | None,
+    cpu: dict[str, float],
 ) -> dict[str, RpcResult]:
     caller = AioCaller(network, sync)
     results: dict[str, RpcResult] = {}
-    draw_pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hypothesis")
+    # Hypothesis in one process of its own ("spawn": grpc does not survive a fork), one RPC
+    # ahead of the sender on each server.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    draw_pool = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    loop = asyncio.get_running_loop()
+
+    def seeds_for(method: Method, seed: int) -> asyncio.Future[list[bytes]]:
+        return loop.run_in_executor(draw_pool, draw_requests, strategies.corpus, method.path, min(inputs, drawn), seed)
 
     async def one_server(p: Plan) -> None:
         kind = p.target.name.split("-")[0]
-        for method, seed, allowed, refused in p.methods:
+        ahead = seeds_for(p.methods[0][0], p.methods[0][1])
+        for i, (method, seed, allowed, refused) in enumerate(p.methods):
+            seeds = ahead
+            if i + 1 < len(p.methods):
+                ahead = seeds_for(p.methods[i + 1][0], p.methods[i + 1][1])
             results[method.path] = await fuzz_method(
                 caller,
                 network,
@@ -1352,7 +1375,7 @@ async def _fuzz_all(
                 refused=refused,
                 drawn=drawn,
                 concurrency=concurrency.get(kind, 8),
-                draw_pool=draw_pool,
+                seeds=seeds,
             )
             if progress is not None:
                 progress(f"{method.path}: {json.dumps(results[method.path].as_json())}")
@@ -1368,6 +1391,9 @@ async def _fuzz_all(
     finally:
         draw_pool.shutdown(wait=True)
         await caller.close()
+        # The hypothesis process has been waited for; the servers have not (yet).
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu["hypothesis"] = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     return results
 
 
@@ -1400,6 +1426,7 @@ def run(
                 cpu_before = {t.name.split("-")[0]: cpu_seconds(network.pid(t)) for t in network.targets}
                 cpu_before["fuzzer"] = cpu_seconds(os.getpid())
                 t_fuzz = time.monotonic()
+                cpu_after: dict[str, float] = {}
                 results = asyncio.run(
                     _fuzz_all(
                         network,
@@ -1411,11 +1438,13 @@ def run(
                         concurrency={**CONCURRENCY, **(concurrency or {})},
                         one_server_at_a_time=one_server_at_a_time,
                         progress=progress,
+                        cpu=cpu_after,
                     )
                 )
                 fuzz_seconds = time.monotonic() - t_fuzz
-                cpu_after = {t.name.split("-")[0]: cpu_seconds(network.pid(t)) for t in network.targets}
+                cpu_after.update({t.name.split("-")[0]: cpu_seconds(network.pid(t)) for t in network.targets})
                 cpu_after["fuzzer"] = cpu_seconds(os.getpid())
+                cpu_before["hypothesis"] = 0.0
                 rss_after = {t.name.split("-")[0]: rss_mb(network.pid(t)) for t in network.targets}
                 rss_peak = {t.name.split("-")[0]: rss_mb(network.pid(t), "VmHWM") for t in network.targets}
                 alive = {
@@ -1449,7 +1478,7 @@ def run(
         "busy_retries": sum(r.busy_retries for r in results.values()),
         "inputs_per_second": round(total / fuzz_seconds, 1) if fuzz_seconds else 0.0,
         "fuzz_seconds": round(fuzz_seconds, 1),
-        # CPU each process spent while fuzzing (the fuzzer's includes hypothesis' draws).
+        # CPU each process spent while fuzzing (the sender, its hypothesis process, the servers).
         "cpu_seconds": {name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before},
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "seed": seed,
