@@ -19,6 +19,7 @@ import time
 import grpc
 
 from xinrong.errors import ValidationError
+from xinrong.limits import MAX_TIMESTAMP
 from xinrong.node.institutions import SUSPENDED, Institution
 from xinrong.node.quotas import Limit
 from xinrong.node.service import NodeCore
@@ -158,6 +159,8 @@ class InstitutionAdminServicer(institutions_pb2_grpc.InstitutionAdminServiceServ
     ) -> pb.GetInstitutionUsageResponse:
         self._caller(context)
         inst = self._registry.require(request.institution_id)
+        if request.since > MAX_TIMESTAMP:  # found by bench fuzz: past ~2**53 ms SQLite's INTEGER overflowed
+            raise ValidationError(f"since must be a Unix time before {MAX_TIMESTAMP} (2100)")
         since = float(request.since) if request.since > 0 else time.time() - DEFAULT_USAGE_SECONDS
         counts = usage_counts(self._core.db, inst.institution_id, since)
         return pb.GetInstitutionUsageResponse(

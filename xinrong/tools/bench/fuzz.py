@@ -26,27 +26,52 @@ refuse to encode is out of reach:
 - a share of every method's inputs from a role that may not call it, which
   must be refused (PERMISSION_DENIED) whatever the bytes are.
 
+How the inputs are made, and sent, so that 10,000 per RPC over every RPC
+fits in about 20 minutes on two cores (hypothesis alone draws a few hundred
+inputs a second, and a thread per call held the first version to ~90 inputs/s):
+
+- hypothesis draws ``--drawn`` inputs per RPC (generate phase only, no
+  database, no shrinking, fixed seed), on one thread of its own;
+- a deterministic mutation stage (``Mutator``) breeds the rest from those
+  seeds at the wire level, knowing the request's descriptor: seeds spliced or
+  merged, fields dropped, one field repeated up to 10,000 times, a field at
+  any depth set to an extreme value of its type (huge, invalid UTF-8,
+  boundary ints, out-of-range enums, NaN, empty), wrong wire types, unknown
+  fields, byte-level damage; the JSON says how many inputs were drawn and how
+  many mutated, and by which operator;
+- inputs go out through grpc.aio, many in flight per server (``CONCURRENCY``,
+  below each server's call budget; a call the budget refuses is sent again);
+  client streams use the synchronous stub on threads (see ``AioCaller.call``);
+- the servers are fuzzed in parallel, each one RPC at a time.
+
 Per RPC the result counts status codes, UNKNOWN and INTERNAL answers (never
 acceptable: a bad input deserves a precise status) and the tracebacks the
-hosting server logged while that RPC was fuzzed; RPCs run one after the
-other, so a traceback is attributed to the RPC being fuzzed. The resident
-memory of node and agent is read before and after the run.
+hosting server logged while that RPC was fuzzed (the log is read once per
+RPC, from where it stood when the RPC started); a server is fuzzed one RPC
+after the other, so a traceback in its log is attributed to the RPC being
+fuzzed there (a traceback the agent logs for a call the node relayed lands on
+the agent RPC in flight; ``--one-server-at-a-time`` rules that out). The
+resident memory of every server process is read before and after each RPC
+and the whole run, and the CPU time each process spent while fuzzing.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
+import multiprocessing
+import os
 import pkgutil
 import random
+import resource
 import struct
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +92,7 @@ from xinrong.consent import parse_consent
 from xinrong.enterprise.client import ConsentRequest, grant
 from xinrong.errors import PUBLIC_MESSAGES, Reason
 from xinrong.keys.layout import PartyCredentials
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import secure_aio_channel, secure_channel
 from xinrong.tools.localnet import LocalPlatform, deploy, first_enterprise, generate_data
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import node_pb2, node_pb2_grpc
@@ -506,6 +531,304 @@ def generate(strategy: st.SearchStrategy[bytes], count: int, seed: int, sink: Ca
     return seen[0]
 
 
+# --------------------------------------------------------------------------- mutation stage
+#
+# Hypothesis draws a few hundred inputs per RPC at a few hundred per second;
+# 10,000 per RPC over ~90 RPCs that way would take hours. So hypothesis draws
+# the seeds (``drawn`` per RPC) and a cheap deterministic mutator breeds the
+# rest from them at the wire level, knowing the request's descriptor: fields
+# of two seeds spliced or merged, fields dropped, repeated thousands of times,
+# set to an extreme value of their type (at any depth: a nested message is
+# mutated with its own descriptor), given the wrong wire type, unknown fields
+# added, and byte-level damage. A child of structurally valid parents stays
+# structurally valid unless the operator is one that breaks it, so the mix of
+# decodable / undecodable inputs stays close to hypothesis' own.
+
+
+def split_fields(data: bytes) -> list[tuple[int, int, int, int]] | None:
+    """The top-level fields of wire bytes as (number, wire type, start, end), or None if malformed."""
+    out: list[tuple[int, int, int, int]] = []
+    pos, end = 0, len(data)
+
+    def varint(at: int) -> tuple[int, int]:
+        value, shift = 0, 0
+        while at < end and shift < 70:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value, at
+            shift += 7
+        raise ValueError("bad varint")
+
+    try:
+        while pos < end:
+            start = pos
+            key, pos = varint(pos)
+            number, wire_type = key >> 3, key & 7
+            if number == 0:
+                return None
+            if wire_type == 0:
+                _, pos = varint(pos)
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 2:
+                length, pos = varint(pos)
+                pos += length
+            elif wire_type == 5:
+                pos += 4
+            else:
+                return None
+            if pos > end:
+                return None
+            out.append((number, wire_type, start, pos))
+    except ValueError:
+        return None
+    return out
+
+
+def _value_start(data: bytes, start: int) -> int:
+    """Where a length-delimited field's payload starts (past tag and length)."""
+    pos = start
+    for _ in range(2):
+        while data[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return pos
+
+
+_FLOATS = (0.0, -0.0, 1.0, -1.0, float("nan"), float("inf"), float("-inf"), 5e-324, 1.7976931348623157e308)
+_HUGE_CACHE: dict[str, bytes] = {}
+
+
+def _huge_value(kind: str) -> bytes:
+    """A few large values made once (the mutator reuses them, it never builds megabytes per input)."""
+    if kind not in _HUGE_CACHE:
+        rng = random.Random(kind)
+        made = {
+            "ascii": b"a" * HUGE_BYTES,
+            "cjk": "信".encode() * (HUGE_BYTES // 3),
+            "bad-utf8": b"\xc3\x28" * (HUGE_BYTES // 2),
+            "binary": rng.randbytes(HUGE_BYTES),
+            "medium": b"0" * 65_536,
+        }
+        _HUGE_CACHE.update(made)
+    return _HUGE_CACHE[kind]
+
+
+class Mutator:
+    """Children of hypothesis-drawn seeds for one request type (deterministic for a seed).
+
+    ``seeds``: wire bytes drawn by hypothesis; ``corpus``: platform values
+    (ids, codes, valid messages) that fuzzed fields take now and then.
+    """
+
+    # Operators and their weights (out of 100).
+    OPERATORS = (
+        ("splice", 16),  # some fields of one seed and some of another
+        ("merge", 8),  # two seeds concatenated (protobuf merges them)
+        ("drop", 8),  # some fields left out
+        ("repeat", 6),  # one field 2..10,000 times
+        ("value", 34),  # one field (at any depth) set to an extreme value of its type
+        ("wire_type", 5),  # a known field with the wrong wire type (undecodable)
+        ("unknown", 7),  # an unknown field added
+        ("bytes", 16),  # cut short, a bit flipped, garbage inserted (mostly undecodable)
+    )
+
+    def __init__(self, desc: Any, seeds: Sequence[bytes], corpus: Corpus, rng: random.Random) -> None:
+        self.desc = desc
+        self.seeds = list(seeds) or [b""]
+        self.corpus = corpus
+        self.rng = rng
+        self.strings = [s.encode() for s in corpus.strings if s] or [b"x"]
+        self._split: dict[int, list[tuple[int, int, int, int]] | None] = {}
+        names = [name for name, _ in self.OPERATORS]
+        weights = [w for _, w in self.OPERATORS]
+        self._ops = rng.choices(names, weights, k=4096)  # a fixed cycle of operators, cheap to pick from
+        self._next = 0
+        self.counts: Counter[str] = Counter()
+
+    def _fields(self, index: int) -> list[tuple[int, int, int, int]] | None:
+        if index not in self._split:
+            self._split[index] = split_fields(self.seeds[index])
+        return self._split[index]
+
+    def _pick(self) -> tuple[bytes, list[tuple[int, int, int, int]] | None]:
+        i = self.rng.randrange(len(self.seeds))
+        return self.seeds[i], self._fields(i)
+
+    def child(self) -> bytes:
+        op = self._ops[self._next % len(self._ops)]
+        self._next += 1
+        self.counts[op] += 1
+        data, fields = self._pick()
+        if fields is None and op not in ("merge", "bytes", "unknown"):
+            op = "bytes"  # an undecodable seed has no fields to work on
+        made: bytes = getattr(self, f"_op_{op}")(data, fields)
+        return made
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def _op_splice(self, data: bytes, fields: list[tuple[int, int, int, int]]) -> bytes:
+        other, other_fields = self._pick()
+        rng = self.rng
+        parts = [data[s:e] for _, _, s, e in fields if rng.random() < 0.5]
+        parts += [other[s:e] for _, _, s, e in other_fields or () if rng.random() < 0.5]
+        rng.shuffle(parts)
+        return b"".join(parts)
+
+    def _op_merge(self, data: bytes, fields: Any) -> bytes:
+        return data + self._pick()[0]
+
+    def _op_drop(self, data: bytes, fields: list[tuple[int, int, int, int]]) -> bytes:
+        keep = self.rng.random()
+        return b"".join(data[s:e] for _, _, s, e in fields if self.rng.random() < keep)
+
+    def _op_repeat(self, data: bytes, fields: list[tuple[int, int, int, int]]) -> bytes:
+        if not fields:
+            return data * 2
+        _, _, s, e = self.rng.choice(fields)
+        one = data[s:e]
+        count = self.rng.choice((2, 3, 100, 1000, MANY_ELEMENTS))
+        count = max(1, min(count, MANY_BYTES // max(1, len(one))))
+        return data[:s] + one * count + data[e:]
+
+    def _op_value(self, data: bytes, fields: list[tuple[int, int, int, int]]) -> bytes:
+        return self._set_value(self.desc, data, fields, 0)
+
+    def _set_value(
+        self, desc: pb_descriptor.Descriptor, data: bytes, fields: list[tuple[int, int, int, int]] | None, depth: int
+    ) -> bytes:
+        rng = self.rng
+        known = [t for t in fields or () if t[0] in desc.fields_by_number]
+        if not known or (desc.fields and rng.random() < 0.25):
+            # Add a field the seed lacks (or one more occurrence), at the end.
+            f = rng.choice(desc.fields) if desc.fields else None
+            if f is None:
+                return data
+            return data + self._field_bytes(f, self._extreme(f, b"", depth))
+        number, wire_type, s, e = rng.choice(known)
+        f = desc.fields_by_number[number]
+        current = data[_value_start(data, s) : e] if wire_type == 2 else b""
+        return data[:s] + self._field_bytes(f, self._extreme(f, current, depth)) + data[e:]
+
+    def _field_bytes(self, f: pb_descriptor.FieldDescriptor, value: Any) -> bytes:
+        if isinstance(value, bytes) and f.type not in (FD.TYPE_STRING, FD.TYPE_BYTES, FD.TYPE_MESSAGE):
+            return _length_delimited(f.number, value)  # a packed run
+        return _encode_field(f, value)
+
+    def _extreme(self, f: pb_descriptor.FieldDescriptor, current: bytes, depth: int) -> Any:
+        """A value for ``f``: empty, a platform value, a boundary, invalid UTF-8, or huge (rarely)."""
+        rng = self.rng
+        roll = rng.random()
+        if f.type == FD.TYPE_STRING:
+            if roll < 0.015:
+                return _huge_value(rng.choice(("ascii", "cjk", "bad-utf8", "medium")))
+            if roll < 0.15:
+                return rng.choice(self.strings) + rng.choice(_INVALID_UTF8)  # undecodable
+            if roll < 0.25:
+                return rng.choice(_INVALID_UTF8)
+            return rng.choice(
+                (
+                    b"",
+                    rng.choice(self.strings),
+                    rng.choice(self.strings) + b"\n",
+                    rng.choice(self.strings).upper(),
+                    b"\x00",
+                    b"../" * 20,
+                    "\u202e".encode(),
+                    b"a" * 300,
+                    "💥".encode() * 50,
+                    rng.choice(self.strings) * rng.randrange(2, 50),
+                )
+            )
+        if f.type == FD.TYPE_BYTES:
+            if roll < 0.02:
+                return _huge_value(rng.choice(("binary", "medium", "ascii")))
+            return rng.choice(
+                (
+                    b"",
+                    rng.randbytes(rng.randrange(1, 65)),
+                    rng.randbytes(32),
+                    rng.randbytes(64),
+                    rng.choice(self.strings),
+                )
+            )
+        if f.type == FD.TYPE_MESSAGE:
+            sub = f.message_type
+            assert sub is not None
+            valid = self.corpus.messages.get(sub.full_name)
+            if roll < 0.5 and depth < MAX_DEPTH:
+                return self._set_value(sub, current, split_fields(current), depth + 1)
+            if roll < 0.65 and valid:
+                return rng.choice(valid)
+            if roll < 0.75:
+                return rng.randbytes(rng.randrange(1, 16))  # mostly undecodable
+            return b""
+        if f.type == FD.TYPE_ENUM:
+            assert f.enum_type is not None
+            numbers = [v.number for v in f.enum_type.values]
+            choice = rng.choice([*numbers, -1, max(numbers) + 1, 2**31 - 1, 2**40])
+            return self._maybe_packed(f, choice)
+        if f.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+            return self._maybe_packed(f, rng.choice(_FLOATS))
+        if f.type == FD.TYPE_BOOL:
+            return self._maybe_packed(f, rng.choice((0, 1, 2, 2**63 - 1)))
+        if f.type in (FD.TYPE_UINT32, FD.TYPE_FIXED32):
+            bounds: Sequence[int] = (0, 1, 2**31, 2**32 - 1)
+        elif f.type in (FD.TYPE_UINT64, FD.TYPE_FIXED64):
+            bounds = _UINT64
+        elif f.type in (FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32):
+            bounds = _INT32
+        else:
+            bounds = _INT64
+        value = rng.choice(bounds) if roll < 0.8 else rng.randrange(-(2**63), 2**64)
+        if f.type in (FD.TYPE_SINT32, FD.TYPE_SINT64, FD.TYPE_SFIXED64, FD.TYPE_SFIXED32, FD.TYPE_INT32, FD.TYPE_INT64):
+            value = max(-(2**63), min(value, 2**63 - 1))
+        return self._maybe_packed(f, value)
+
+    def _maybe_packed(self, f: pb_descriptor.FieldDescriptor, value: Any) -> Any:
+        """A repeated scalar sometimes as a packed run (up to 10,000 copies), else one element."""
+        if f.is_repeated and self.rng.random() < 0.3:
+            count = self.rng.choice((1, 8, MANY_ELEMENTS))
+            return _scalar_bytes(f.type, value)[1] * count
+        return value
+
+    def _op_wire_type(self, data: bytes, fields: list[tuple[int, int, int, int]]) -> bytes:
+        desc_fields = self.desc.fields
+        if not desc_fields:
+            return data + b"\x0f"
+        f = self.rng.choice(desc_fields)
+        if f.type in (FD.TYPE_STRING, FD.TYPE_BYTES, FD.TYPE_MESSAGE):
+            wrong = _tag(f.number, 0) + _varint(self.rng.choice(_UINT64))
+        else:
+            wrong = _tag(f.number, self.rng.choice((2, 3, 4))) + b"\x01x"
+        at = self.rng.choice([0, len(data)] + [s for _, _, s, _ in fields])
+        return data[:at] + wrong + data[at:]
+
+    def _op_unknown(self, data: bytes, fields: Any) -> bytes:
+        rng = self.rng
+        defined = set(self.desc.fields_by_number)
+        number = rng.choice((rng.randrange(1, 65), rng.randrange(1000, 2**29)))
+        while number in defined:
+            number += 1
+        kind = rng.randrange(5)
+        if kind == 0:
+            extra = _tag(number, 0) + _varint(rng.randrange(2**64))
+        elif kind == 1:
+            extra = _length_delimited(number, rng.randbytes(rng.randrange(65)))
+        elif kind == 2:
+            extra = _length_delimited(number, _huge_value("ascii") if rng.random() < 0.05 else b"u" * 1024)
+        elif kind == 3:
+            extra = _tag(number, 5) + rng.randbytes(4)
+        else:
+            extra = _tag(number, 1) + rng.randbytes(8)
+        return data + extra if rng.random() < 0.5 else extra + data
+
+    def _op_bytes(self, data: bytes, fields: Any) -> bytes:
+        return _mutate(data, self.rng.randrange(2**32))
+
+
 # --------------------------------------------------------------------------- the network
 
 
@@ -606,13 +929,20 @@ def stand_up(workdir: Path, group: ProcessGroup, *, enterprises: int = 100, seed
     return Network(platform, creds, targets, corpus)
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (Linux ``/proc``)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process (Linux ``/proc``); ``VmHWM``: its peak so far."""
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux ``/proc``): where the fuzzing time went."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tracebacks(path: Path) -> int:
@@ -724,6 +1054,10 @@ class RpcResult:
     # Resident memory of the hosting server before and after this RPC's inputs
     # (RPCs run one after the other, so growth is attributed like tracebacks).
     rss_mb: tuple[float, float] = (0.0, 0.0)
+    drawn: int = 0  # inputs hypothesis drew
+    mutated: int = 0  # inputs the mutation stage bred from them
+    operators: Counter[str] = field(default_factory=Counter)
+    busy_retries: int = 0  # sends again after a full call budget (the input never reached the handler)
 
     def as_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"examples": self.examples} if self.examples else {}
@@ -739,6 +1073,9 @@ class RpcResult:
             "undecodable_inputs": self.undecodable,
             "bad_decodable": self.bad_decodable,
             "bad_undecodable": self.bad_undecodable,
+            "drawn": self.drawn,
+            "mutated": self.mutated,
+            "busy_retries": self.busy_retries,
             "seconds": round(self.seconds, 1),
             "rss_mb": list(self.rss_mb),
             **extra,
@@ -761,8 +1098,119 @@ def decodes(method: Method, payload: bytes) -> bool:
     return True
 
 
-def fuzz_method(
-    caller: Caller,
+class AioCaller:
+    """Generic asyncio stubs on one channel per (target, role): raw bytes in, raw bytes out.
+
+    Many inputs in flight from one thread: a synchronous stub holds a thread
+    per call, and a few threads were what held the sender to ~90 inputs/s.
+    """
+
+    def __init__(self, network: Network, sync: Caller, stream_threads: int = 16) -> None:
+        self._network = network
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._sync = sync
+        self._streams = futures.ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="fuzz-stream")
+
+    def channel(self, target: Target, role: str) -> grpc.aio.Channel:
+        key = (target.name, role)
+        if key not in self._channels:
+            self._channels[key] = secure_aio_channel(
+                target.address,
+                self._network.credentials[role],
+                server_role=target.server_role,
+                server_id=target.server_id,
+            )
+        return self._channels[key]
+
+    async def call(
+        self, target: Target, role: str, method: Method, payload: bytes, timeout: float
+    ) -> tuple[grpc.StatusCode, str]:
+        """Send one input; the status (OK included) and details it ended with."""
+        ch = self.channel(target, role)
+        raw: dict[str, Any] = {"request_serializer": _IDENTITY, "response_deserializer": _IDENTITY}
+        try:
+            if method.client_streaming:
+                # grpc.aio reports a write that races the server's early end of the call (a
+                # refusal) as a local INTERNAL "Internal error from Core", hiding the server's
+                # status: client streams go through the synchronous stub, on a thread.
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(
+                    self._streams, self._sync.call, target, role, method, payload, timeout
+                )
+            if method.server_streaming:
+                stream = ch.unary_stream(method.path, **raw)(payload, timeout=timeout)
+                async for _ in stream:
+                    if method.path in TAILING_STREAMS:  # never ends by design: the first answer is the outcome
+                        stream.cancel()
+                        break
+            else:
+                await ch.unary_unary(method.path, **raw)(payload, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            return err.code(), str(err.details() or "")
+        return grpc.StatusCode.OK, ""
+
+    async def healthy(self, target: Target) -> bool:
+        """Whether the target answers SERVING to a health check (from the first role it lets in)."""
+        for role in ROLES:
+            try:
+                resp = await health_pb2_grpc.HealthStub(self.channel(target, role)).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+                return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.aio.AioRpcError:
+                continue
+        return False
+
+    async def close(self) -> None:
+        self._streams.shutdown(wait=True)
+        for ch in self._channels.values():
+            await ch.close(None)
+
+
+# A call the server refused because its call budget was full (xinrong.rpc.server
+# _busy_status) never reached the handler: it is sent again, a few times.
+_BUSY = "server busy"
+BUSY_RETRIES = 20
+# Hypothesis-drawn inputs per RPC by default; the mutation stage breeds the rest.
+DRAWN = 400
+# Inputs in flight per server: the node (asyncio runtime) has a call budget of
+# 256, the agent (threads runtime) of 16, shared with the node's own calls to it.
+CONCURRENCY = {"node": 64, "agent": 8}
+
+
+def draw(strategy: st.SearchStrategy[bytes], count: int, seed: int) -> list[bytes]:
+    """``count`` hypothesis examples of ``strategy`` (fixed seed, generate phase only)."""
+    out: list[bytes] = []
+    generate(strategy, count, seed, out.append)
+    return out
+
+
+def draw_requests(corpus: Corpus, path: str, count: int, seed: int) -> list[bytes]:
+    """``draw`` for one RPC's requests, from picklable arguments: it runs in a process of
+    its own, so hypothesis (a third of the fuzzer's CPU) does not hold the sender's GIL."""
+    method = next(m for methods in services().values() for m in methods if m.path == path)
+    return draw(Strategies(corpus).request(method), count, seed)
+
+
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def tracebacks_since(path: Path, offset: int) -> int:
+    """Tracebacks a log gained past ``offset`` (read once per RPC, not per input)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().count(TRACEBACK)
+    except OSError:
+        return 0
+
+
+async def fuzz_method(
+    caller: AioCaller,
     network: Network,
     target: Target,
     method: Method,
@@ -772,69 +1220,181 @@ def fuzz_method(
     seed: int,
     allowed: tuple[str, ...],
     refused: tuple[str, ...],
+    drawn: int = DRAWN,
     concurrency: int = 8,
     timeout: float = 30.0,
+    seeds: Awaitable[list[bytes]] | None = None,
 ) -> RpcResult:
-    """``inputs`` hypothesis inputs to one RPC, ``concurrency`` in flight; the codes they got.
+    """``inputs`` inputs to one RPC, ``concurrency`` in flight; the codes they got.
 
-    ``allowed``: the roles that get past the method's checks (the inputs are
-    theirs); ``refused``: the roles the service refuses outright, which send
-    one input in ten and must get PERMISSION_DENIED whatever the bytes.
+    The first ``min(inputs, drawn)`` are hypothesis' (``seeds``, drawn ahead
+    by the caller while the previous RPC was sent; else drawn here, on a
+    thread), the rest the mutation stage's children of them. ``allowed``: the roles that get
+    past the method's checks (the inputs are theirs); ``refused``: the roles
+    the service refuses outright, which send one input in ten and must get
+    PERMISSION_DENIED whatever the bytes.
     """
+    loop = asyncio.get_running_loop()
     result = RpcResult(roles=allowed)
-    lock = threading.Lock()
-    slots = threading.BoundedSemaphore(concurrency)
-    pool = futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fuzz")
-    before = tracebacks(network.log_path(target))
+    log = network.log_path(target)
+    offset = _log_size(log)
     rss_before = rss_mb(network.pid(target))
     rng = random.Random(seed)
     t0 = time.monotonic()
+    if seeds is None:
+        seeds = loop.run_in_executor(None, draw, strategies.request(method), min(inputs, drawn), seed)
+    pool = await seeds
+    result.drawn = len(pool)
+    mutator = Mutator(method.input, pool, strategies.corpus, random.Random(seed ^ 0x5EED))
+    slots = asyncio.Semaphore(concurrency)
+    pending: set[asyncio.Task[None]] = set()
 
-    def send(payload: bytes, role: str, wrong: bool) -> None:
+    async def send(payload: bytes, role: str, wrong: bool) -> None:
         try:
-            code, details = caller.call(target, role, method, payload, timeout)
+            for attempt in range(BUSY_RETRIES):
+                code, details = await caller.call(target, role, method, payload, timeout)
+                if code != grpc.StatusCode.RESOURCE_EXHAUSTED or not details.startswith(_BUSY):
+                    break
+                result.busy_retries += 1
+                await asyncio.sleep(0.05 * (attempt + 1))
             decodable = decodes(method, payload)
-            with lock:
-                result.inputs += 1
-                result.codes[code.name] += 1
-                result.undecodable += not decodable
-                if not decodable and code in _BAD and not wrong:
-                    result.bad_undecodable += 1
-                if decodable and code in _BAD and not wrong:
-                    result.bad_decodable += 1
-                    if len(result.examples) < MAX_EXAMPLES:
-                        result.examples.append(
-                            {
-                                "code": code.name,
-                                "details": details[:160],
-                                "bytes": len(payload),
-                                "head_hex": payload[:48].hex(),
-                            }
-                        )
-                if wrong:
-                    result.wrong_role_inputs += 1
-                    if code != grpc.StatusCode.PERMISSION_DENIED:
-                        result.wrong_role_not_denied += 1
+            result.inputs += 1
+            result.codes[code.name] += 1
+            result.undecodable += not decodable
+            if not decodable and code in _BAD and not wrong:
+                result.bad_undecodable += 1
+            if decodable and code in _BAD and not wrong:
+                result.bad_decodable += 1
+            if code in _BAD and not wrong and len(result.examples) < MAX_EXAMPLES:
+                result.examples.append(
+                    {"code": code.name, "details": details[:160], "bytes": len(payload), "head_hex": payload[:48].hex()}
+                )
+            if wrong:
+                result.wrong_role_inputs += 1
+                if code != grpc.StatusCode.PERMISSION_DENIED:
+                    result.wrong_role_not_denied += 1
         finally:
             slots.release()
 
-    def sink(payload: bytes) -> None:
+    for i in range(inputs):
+        payload = pool[i] if i < len(pool) else mutator.child()
         # One input in ten from a role that may not call the method (when there is one).
         wrong = bool(refused) and (not allowed or rng.random() < 0.1)
         role = rng.choice(refused if wrong else allowed)
-        slots.acquire()
-        pool.submit(send, payload, role, wrong)
-
-    try:
-        generate(strategies.request(method), inputs, seed, sink)
-    finally:
-        pool.shutdown(wait=True)
+        await slots.acquire()
+        task = loop.create_task(send(payload, role, wrong))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+    result.mutated = result.inputs - min(result.inputs, result.drawn)
+    result.operators = mutator.counts
     result.seconds = time.monotonic() - t0
-    caller.serving(target)  # a round trip, so the server's log has caught up with the last input
-    time.sleep(0.2)
-    result.tracebacks = tracebacks(network.log_path(target)) - before
+    await caller.healthy(target)  # a round trip, so the server's log has caught up with the last input
+    await asyncio.sleep(0.2)
+    result.tracebacks = tracebacks_since(log, offset)
     result.rss_mb = (rss_before, rss_mb(network.pid(target)))
     return result
+
+
+@dataclass
+class Plan:
+    """The RPCs one server hosts, in order, with the roles each is fuzzed from."""
+
+    target: Target
+    methods: list[tuple[Method, int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
+
+
+def plan(
+    caller: Caller, network: Network, services_wanted: Sequence[str], methods_wanted: Sequence[str], seed: int
+) -> tuple[list[Plan], list[str]]:
+    """Which server hosts each service, and the roles that may call each method; the services nobody serves."""
+    plans = {t.name: Plan(t) for t in network.targets}
+    skipped: list[str] = []
+    for service, methods in services().items():
+        if services_wanted and not any(w in service for w in services_wanted):
+            continue
+        target = next((t for t in network.targets if caller.hosts(t, service)), None)
+        if target is None:
+            skipped.append(service)
+            continue
+        # A role may pass the service's certificate check and still be refused by
+        # one method (an institution revoking a consent): its inputs would be
+        # refused there only after decoding. The roles no method lets through
+        # are the ones the service itself refuses, before anything else.
+        allowed = {m.path: tuple(r for r in ROLES if caller.probe(target, r, m)) for m in methods}
+        served = {r for roles in allowed.values() for r in roles}
+        refused = tuple(r for r in ROLES if r not in served)
+        for i, method in enumerate(methods):
+            if methods_wanted and not any(w in method.path for w in methods_wanted):
+                continue
+            plans[target.name].methods.append((method, seed * 1000 + i, allowed[method.path], refused))
+    return [p for p in plans.values() if p.methods], skipped
+
+
+async def _fuzz_all(
+    network: Network,
+    sync: Caller,
+    plans: list[Plan],
+    strategies: Strategies,
+    *,
+    inputs: int,
+    drawn: int,
+    concurrency: dict[str, int],
+    one_server_at_a_time: bool,
+    progress: Callable[[str], None] | None,
+    cpu: dict[str, float],
+) -> dict[str, RpcResult]:
+    caller = AioCaller(network, sync)
+    results: dict[str, RpcResult] = {}
+    # Hypothesis in one process of its own ("spawn": grpc does not survive a fork), one RPC
+    # ahead of the sender on each server.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    draw_pool = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    loop = asyncio.get_running_loop()
+
+    def seeds_for(method: Method, seed: int) -> asyncio.Future[list[bytes]]:
+        return loop.run_in_executor(draw_pool, draw_requests, strategies.corpus, method.path, min(inputs, drawn), seed)
+
+    async def one_server(p: Plan) -> None:
+        kind = p.target.name.split("-")[0]
+        ahead = seeds_for(p.methods[0][0], p.methods[0][1])
+        for i, (method, seed, allowed, refused) in enumerate(p.methods):
+            seeds = ahead
+            if i + 1 < len(p.methods):
+                ahead = seeds_for(p.methods[i + 1][0], p.methods[i + 1][1])
+            results[method.path] = await fuzz_method(
+                caller,
+                network,
+                p.target,
+                method,
+                strategies,
+                inputs=inputs,
+                seed=seed,
+                allowed=allowed,
+                refused=refused,
+                drawn=drawn,
+                concurrency=concurrency.get(kind, 8),
+                seeds=seeds,
+            )
+            if progress is not None:
+                progress(f"{method.path}: {json.dumps(results[method.path].as_json())}")
+
+    try:
+        if one_server_at_a_time:
+            for p in plans:
+                await one_server(p)
+        else:
+            # Servers in parallel, each one RPC at a time: a traceback in a server's log
+            # belongs to the RPC that server was being fuzzed with.
+            await asyncio.gather(*(one_server(p) for p in plans))
+    finally:
+        draw_pool.shutdown(wait=True)
+        await caller.close()
+        # The hypothesis process has been waited for; the servers have not (yet).
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu["hypothesis"] = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return results
 
 
 def run(
@@ -844,7 +1404,9 @@ def run(
     services_wanted: Sequence[str] = (),
     methods_wanted: Sequence[str] = (),
     workdir: Path | None = None,
-    concurrency: int = 8,
+    drawn: int = DRAWN,
+    concurrency: dict[str, int] | None = None,
+    one_server_at_a_time: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Stand up a platform, fuzz every RPC (or the services/methods named), return the JSON result."""
@@ -859,41 +1421,32 @@ def run(
             caller = Caller(network)
             try:
                 strategies = Strategies(network.corpus)
+                plans, skipped = plan(caller, network, services_wanted, methods_wanted, seed)
                 rss_before = {t.name.split("-")[0]: rss_mb(network.pid(t)) for t in network.targets}
-                results: dict[str, RpcResult] = {}
-                skipped: list[str] = []
-                for service, methods in services().items():
-                    if services_wanted and not any(w in service for w in services_wanted):
-                        continue
-                    target = next((t for t in network.targets if caller.hosts(t, service)), None)
-                    if target is None:
-                        skipped.append(service)
-                        continue
-                    # A role may pass the service's certificate check and still be refused by
-                    # one method (an institution revoking a consent): its inputs would be
-                    # refused there only after decoding. The roles no method lets through
-                    # are the ones the service itself refuses, before anything else.
-                    allowed = {m.path: tuple(r for r in ROLES if caller.probe(target, r, m)) for m in methods}
-                    served = {r for roles in allowed.values() for r in roles}
-                    refused = tuple(r for r in ROLES if r not in served)
-                    for i, method in enumerate(methods):
-                        if methods_wanted and not any(w in method.path for w in methods_wanted):
-                            continue
-                        results[method.path] = fuzz_method(
-                            caller,
-                            network,
-                            target,
-                            method,
-                            strategies,
-                            inputs=inputs,
-                            seed=seed * 1000 + i,
-                            allowed=allowed[method.path],
-                            refused=refused,
-                            concurrency=concurrency,
-                        )
-                        if progress is not None:
-                            progress(f"{method.path}: {json.dumps(results[method.path].as_json())}")
+                cpu_before = {t.name.split("-")[0]: cpu_seconds(network.pid(t)) for t in network.targets}
+                cpu_before["fuzzer"] = cpu_seconds(os.getpid())
+                t_fuzz = time.monotonic()
+                cpu_after: dict[str, float] = {}
+                results = asyncio.run(
+                    _fuzz_all(
+                        network,
+                        caller,
+                        plans,
+                        strategies,
+                        inputs=inputs,
+                        drawn=drawn,
+                        concurrency={**CONCURRENCY, **(concurrency or {})},
+                        one_server_at_a_time=one_server_at_a_time,
+                        progress=progress,
+                        cpu=cpu_after,
+                    )
+                )
+                fuzz_seconds = time.monotonic() - t_fuzz
+                cpu_after.update({t.name.split("-")[0]: cpu_seconds(network.pid(t)) for t in network.targets})
+                cpu_after["fuzzer"] = cpu_seconds(os.getpid())
+                cpu_before["hypothesis"] = 0.0
                 rss_after = {t.name.split("-")[0]: rss_mb(network.pid(t)) for t in network.targets}
+                rss_peak = {t.name.split("-")[0]: rss_mb(network.pid(t), "VmHWM") for t in network.targets}
                 alive = {
                     t.name.split("-")[0]: network.platform.group.parties[t.name].proc.poll() is None
                     and caller.serving(t)
@@ -904,13 +1457,30 @@ def run(
     finally:
         if tmp is not None:
             tmp.cleanup()
+    ordered = {path: results[path].as_json() for path in sorted(results)}
+    total = sum(r.inputs for r in results.values())
+    operators: Counter[str] = Counter()
+    for r in results.values():
+        operators.update(r.operators)
     return {
         "bench": "fuzz",
-        "rpcs": {path: r.as_json() for path, r in results.items()},
+        "rpcs": ordered,
         "rss_mb": {name: [rss_before[name], rss_after[name]] for name in rss_before},
+        "rss_peak_mb": rss_peak,  # the most each server held at any moment (VmHWM)
         "alive": alive,
         "services_not_served": skipped,
         "inputs_per_rpc": inputs,
+        "inputs": total,
+        # How the inputs were made: hypothesis draws, and the mutation stage's children of them.
+        "inputs_drawn": sum(r.drawn for r in results.values()),
+        "inputs_mutated": sum(r.mutated for r in results.values()),
+        "mutation_operators": dict(sorted(operators.items())),
+        "busy_retries": sum(r.busy_retries for r in results.values()),
+        "inputs_per_second": round(total / fuzz_seconds, 1) if fuzz_seconds else 0.0,
+        "fuzz_seconds": round(fuzz_seconds, 1),
+        # CPU each process spent while fuzzing (the sender, its hypothesis process, the servers).
+        "cpu_seconds": {name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "seed": seed,
         "seconds": round(time.monotonic() - t0, 1),
     }
@@ -918,6 +1488,12 @@ def run(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inputs", type=int, default=1000, help="inputs per RPC (default 1000)")
+    p.add_argument(
+        "--drawn",
+        type=int,
+        default=DRAWN,
+        help=f"of those, drawn by hypothesis (default {DRAWN}); the mutation stage breeds the rest from them",
+    )
     p.add_argument("--seed", type=int, default=1, help="hypothesis seed (default 1)")
     p.add_argument(
         "--service", action="append", default=[], help="fuzz only services whose name contains this (repeatable)"
@@ -925,7 +1501,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", action="append", default=[], help="fuzz only methods whose path contains this (repeatable)"
     )
-    p.add_argument("--concurrency", type=int, default=8, help="inputs in flight per RPC (default 8)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help=f"inputs in flight per server (default node {CONCURRENCY['node']}, agent {CONCURRENCY['agent']})",
+    )
+    p.add_argument(
+        "--one-server-at-a-time",
+        action="store_true",
+        help="fuzz the servers one after the other (default: in parallel, each one RPC at a time)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep keys, data and server logs here")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
@@ -942,7 +1528,9 @@ def main(args: argparse.Namespace) -> int:
         services_wanted=args.service,
         methods_wanted=args.method,
         workdir=args.workdir,
-        concurrency=args.concurrency,
+        drawn=args.drawn,
+        concurrency=None if args.concurrency is None else {"node": args.concurrency, "agent": args.concurrency},
+        one_server_at_a_time=args.one_server_at_a_time,
         progress=None if args.json else progress,
     )
     if not args.json:
