@@ -24,7 +24,7 @@ from xinrong.modeling.serde import ScoringKey, SubjectOutcome, scoring_key_to_pr
 from xinrong.node import modeling_store as store
 from xinrong.node.admission import SCORING, AccessRequest, Ask, Subject
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import JobRegistry, _Job
+from xinrong.node.modeling_jobs import Job, JobRegistry
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import modeling_pb2
 
@@ -50,7 +50,7 @@ class ScoringSteps(JobRegistry):
             raise ValidationError(f"a signed scoring key of scheme {allowed} is required")
         return scoring_key_to_proto(key)
 
-    def _aggregate(self, job: _Job, key: ScoringKeyInput, payloads: dict[str, bytes]) -> bytes:
+    def _aggregate(self, job: Job, key: ScoringKeyInput, payloads: dict[str, bytes]) -> bytes:
         public = load_public(key.scheme, key.public_key)
         return scoring.aggregate(public, [payloads[p] for p in job.providers], min_providers=len(job.providers))
 
@@ -162,7 +162,7 @@ class _ScoringAsk:
     job_id: str
     subjects: tuple[tuple[str, str], ...]
     key: ScoringKeyInput
-    job: _Job | None = None
+    job: Job | None = None
     scoring_key: modeling_pb2.ScoringKey | None = None
 
     def check(self) -> Ask:
