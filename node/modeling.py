@@ -140,7 +140,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
             check_id(job_id, "job id")
             if not providers or len(providers) > MAX_PROVIDERS or len(set(providers)) != len(providers):
                 raise ValidationError(f"a job needs 1..{MAX_PROVIDERS} distinct providers")
-            unroutable = sorted(set(providers) - self._channels.providers)
+            unroutable = sorted(set(providers) - self.connected_providers)
             if unroutable:
                 raise provider_not_connected(unroutable)
             bindings = []

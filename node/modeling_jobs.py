@@ -132,6 +132,11 @@ class JobRegistry:
             log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
         return len(stale)
 
+    @property
+    def connected_providers(self) -> frozenset[str]:
+        """Providers the node has a modeling channel to: a job naming any other cannot run."""
+        return self._channels.providers
+
     def jobs_by_state(self) -> dict[str, int]:
         """How many jobs are held in memory, by state (for metrics)."""
         with self._lock:
