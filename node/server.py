@@ -208,7 +208,7 @@ class NodeServer:
     events: EventLog | None = None
     # Financing demands and the whitelist pushed on the event log.
     whitelist: Whitelist | None = None
-    # The push service (``disconnect(institution)`` ends an institution's open streams).
+    # The push service (a suspension ends its streams through ``core.gate``, as any stream).
     push: PushServicer | None = None
     products: ProductDesk | None = None
     monitoring: Monitoring | None = None  # post-loan watches and alert queue (node.monitoring)

@@ -88,9 +88,7 @@ class ProviderParty(PartyCore):
             raise ValueError("provider needs a 2-D feature matrix with at least one named column")
         self._names = tuple(feature_names)
         self.min_batch_rows = min_batch_rows
-        self._residual: Any = None
         self._mask: Any = None
-        self._square_prefix: Any = None
         self._batch_n = 0
 
     def setup(self, msg: JobSetup) -> SetupAck:
