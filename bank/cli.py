@@ -13,7 +13,7 @@ from xinrong.consent import parse_consent, read_consent
 from xinrong.keys.layout import load_party
 
 
-def _connection(args: argparse.Namespace) -> tuple[str, Path]:
+def node_connection(args: argparse.Namespace) -> tuple[str, Path]:
     """Node address and credentials from flags, or from a [bank] table in --config."""
     node, creds = args.node, args.credentials
     if args.config:
@@ -34,7 +34,7 @@ def _witness_path(args: argparse.Namespace, creds: Path) -> Path:
 def _client(args: argparse.Namespace) -> BankClient:
     from xinrong.tlog.witness import Witness
 
-    node, creds = _connection(args)
+    node, creds = node_connection(args)
     return BankClient(node, load_party(creds), timeout=args.timeout, witness=Witness(_witness_path(args, creds)))
 
 
@@ -50,7 +50,7 @@ def _proven(client: BankClient) -> dict[str, object]:
 def cmd_audit_witness(args: argparse.Namespace) -> int:
     from xinrong.tlog.witness import SplitView, held_summary
 
-    _node, creds = _connection(args)
+    _node, creds = node_connection(args)
     if args.gossip_from:
         peer = Path(args.gossip_from).read_text()
         with _client(args) as client:
@@ -136,7 +136,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
     from xinrong.bank.push_client import CursorFile, PushClient, Subscription
 
-    node, creds = _connection(args)
+    node, creds = node_connection(args)
     out = Path(args.out)
     cursor_file = Path(args.cursor_file) if args.cursor_file else out.with_name(out.name + ".cursor")
     subscription = Subscription(tuple(args.region or ()), tuple(args.industry or ()), tuple(args.topic or ()))
@@ -160,7 +160,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 def _alerts_client(args: argparse.Namespace) -> Any:
     from xinrong.bank.alerts_client import AlertsClient
 
-    node, creds = _connection(args)
+    node, creds = node_connection(args)
     return AlertsClient(node, load_party(creds), Path(args.state_dir or creds), timeout=args.timeout)
 
 

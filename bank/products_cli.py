@@ -22,9 +22,9 @@ def _range(text: str, what: str) -> tuple[int, int]:
 
 
 def _products(args: argparse.Namespace) -> BankProducts:
-    from xinrong.bank.cli import _connection
+    from xinrong.bank.cli import node_connection
 
-    node, creds = _connection(args)
+    node, creds = node_connection(args)
     key_file = Path(args.key_file) if getattr(args, "key_file", "") else key_path(creds)
     return BankProducts(
         node,

@@ -112,11 +112,11 @@ def write_outputs(envelope: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from xinrong.bank.cli import _connection
+    from xinrong.bank.cli import node_connection
 
     if not args.enterprise:
         raise ValidationError("give --enterprise USCC (or the verify command)")
-    node, creds = _connection(args)
+    node, creds = node_connection(args)
     write_outputs(fetch_report(node, creds, args.enterprise, timeout=args.timeout), args)
     return 0
 

@@ -331,7 +331,7 @@ def train(
         # the batches ------------------------------------------------------------------------
         n_batches = bank.n_batches()
         first = bank.pos.epoch
-        bar = progress(bank._cfg().epochs * n_batches, first * n_batches) if progress is not None else _NullBar()
+        bar = progress(bank.job_config().epochs * n_batches, first * n_batches) if progress is not None else _NullBar()
 
         def on_epoch(end: EpochEnd) -> None:
             if end.loss is not None:

@@ -316,6 +316,20 @@ class SubjectClient(EnterpriseClient):
         except grpc.RpcError as err:
             raise decode_rpc_error(err) from None
 
+    def institution_ids(self, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+        """The node's institutions whose bindings the CA signed, sorted (checked here; a
+        ``grpc.RpcError`` is left to the caller, as the portal's action wrapper expects)."""
+        resp = self._stub.ListParties(
+            node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_INSTITUTION), timeout=timeout
+        )
+        out = []
+        for signed in resp.bindings:
+            try:
+                out.append(verify_binding(self.credentials.ca, signed, expect_role="institution").party_id)
+            except Exception:  # a binding the CA did not sign is not offered
+                continue
+        return sorted(out)
+
     def providers(self) -> dict[str, VerifiedBinding]:
         """Provider bindings, each checked against the CA here (the node could otherwise swap keys)."""
         if self._providers is None:

@@ -58,19 +58,6 @@ def parse_party_uri(uri: str) -> tuple[str, str] | None:
     return role, party_id
 
 
-def identity_of_certificate(cert: x509.Certificate) -> tuple[str, str] | None:
-    """(role, party_id) from a certificate's URI SAN, or None if it has none."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
-        parsed = parse_party_uri(uri)
-        if parsed:
-            return parsed
-    return None
-
-
 @dataclass
 class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey

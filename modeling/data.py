@@ -41,12 +41,6 @@ def data_dir_candidates() -> list[Path]:
     return [*([Path(env)] if env else []), beside, WORKPLACE_DATA_DIR]
 
 
-def default_data_dir() -> Path:
-    """The first candidate that exists (else the first, for the error message to name)."""
-    candidates = data_dir_candidates()
-    return next((d for d in candidates if d.is_dir()), candidates[0])
-
-
 @dataclass(frozen=True)
 class PartyTable:
     """One party's rows: string ids, raw features (NaN = missing), optional 0/1 labels."""

@@ -388,10 +388,6 @@ def load_or_create_key(path: Path, bits: int = DEFAULT_KEY_BITS) -> MatchingKey:
 # -- contributions, feedback, applications -------------------------------------
 
 
-def sign_message(key: SigningKey, context: str, message: bytes) -> tuple[bytes, bytes]:
-    return message, key.sign(context, message)
-
-
 def parse_contribution(signed: products_pb2.SignedMatchContribution) -> products_pb2.MatchContribution:
     c = products_pb2.MatchContribution()
     try:

@@ -81,7 +81,7 @@ def _ask(needs: list[tuple[str, Form]], texts: list[str], items: dict[str, list[
 
 
 @dataclass(frozen=True)
-class _ClaimsAsk:
+class ClaimsAsk:
     """Verify's claims against the probing policy; accepted claims are cached by their exact bytes."""
 
     claims: tuple[common_pb2.Claim, ...]
@@ -155,7 +155,7 @@ class AccessService:
         )
 
     async def verify(self, caller: Peer, req: VerifyInput) -> Answers:
-        asking = _ClaimsAsk(req.claims, self._catalog, self._max_claims, self.claim_cache)
+        asking = ClaimsAsk(req.claims, self._catalog, self._max_claims, self.claim_cache)
         admitted = await self._admit(VERIFICATION, caller, req, asking)
 
         def build(items: list[Any]) -> agent_pb2.EvaluateClaimsRequest:
@@ -187,7 +187,7 @@ class AccessService:
         return await self._fan_out(admitted, build, self._agents.evaluate_indicators)
 
     async def _admit(
-        self, purpose: Purpose, caller: Peer, req: VerifyInput | IndicatorsInput, asking: _ClaimsAsk | _IndicatorsAsk
+        self, purpose: Purpose, caller: Peer, req: VerifyInput | IndicatorsInput, asking: ClaimsAsk | _IndicatorsAsk
     ) -> Admitted:
         subject = Subject(enterprise=req.enterprise_uscc, consent_id=req.consent_id)
         request = AccessRequest(purpose, caller, req.request_id, req.requested_at, (subject,), asking)
@@ -218,4 +218,4 @@ class AccessService:
         return Answers(request_id=admitted.request.request_id, answers=tuple(answers), audit_leaf_index=leaf)
 
 
-__all__ = ["CANCELLED", "AccessService", "Answers", "IndicatorsInput", "VerifyInput"]
+__all__ = ["CANCELLED", "AccessService", "Answers", "ClaimsAsk", "IndicatorsInput", "VerifyInput"]

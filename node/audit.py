@@ -48,7 +48,7 @@ GENESIS = bytes(32)
 
 # Tables: schema steps in xinrong.node.migrations.
 
-_COLUMNS = (
+AUDIT_COLUMNS = (
     "seq, ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
     "providers, fields, claims_sha256, decision, reason, prev_hash, entry_hash"
 )
@@ -161,7 +161,7 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _row_to_entry(row: Sequence[Any]) -> AuditEntry:
+def row_to_entry(row: Sequence[Any]) -> AuditEntry:
     (
         seq,
         ts_ms,
@@ -203,9 +203,9 @@ class HashChainAuditLog:
     def __init__(self, query: Callable[[str], list[tuple[Any, ...]]]) -> None:
         """query: ``Database.query``, used once to load the chain head."""
         self._lock = threading.Lock()
-        rows = query(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1")
+        rows = query(f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1")
         if rows:
-            last = _row_to_entry(rows[0])
+            last = row_to_entry(rows[0])
             if chain_hash(last.prev_hash, last.leaf()) != last.entry_hash:
                 raise RuntimeError(f"audit log head (seq {last.seq}) does not match its hash: refusing to extend it")
             self._head = (last.seq, last.entry_hash)
@@ -227,7 +227,7 @@ class HashChainAuditLog:
         leaf = canonical_leaf(seq, ts_ms, event)
         digest = chain_hash(prev, leaf)
         tx.execute(
-            f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 seq,
                 ts_ms,
@@ -345,9 +345,9 @@ class SequencedAuditLog:
             ).fetchall()
             if not staged:
                 return 0
-            last = tx.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()
+            last = tx.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()
             if last:
-                head = _row_to_entry(last[0])
+                head = row_to_entry(last[0])
                 key = (head.seq, head.entry_hash)
                 if key != self._checked_head and chain_hash(head.prev_hash, head.leaf()) != head.entry_hash:
                     raise RuntimeError(
@@ -359,11 +359,11 @@ class SequencedAuditLog:
             rows: list[tuple[Any, ...]] = []
             for staged_row in staged:
                 seq += 1
-                entry = _row_to_entry((seq, *staged_row[1:], prev, b""))
+                entry = row_to_entry((seq, *staged_row[1:], prev, b""))
                 digest = chain_hash(prev, entry.leaf())
                 rows.append((seq, *staged_row[1:], prev, digest))
                 prev = digest
-            tx.executemany(f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            tx.executemany(f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             tx.execute("DELETE FROM audit_pending WHERE id = ANY(?)", ([int(r[0]) for r in staged],))
             self._checked_head = (seq, prev)
             return len(rows)
@@ -376,7 +376,7 @@ def open_audit_log(db: Any) -> AuditLog:
     return HashChainAuditLog(db.query)
 
 
-def _sql(conn: Any, sql: str) -> str:
+def dialect_sql(conn: Any, sql: str) -> str:
     """Operator tools get a sqlite3 or a psycopg connection; the latter takes %s."""
     return sql if isinstance(conn, sqlite3.Connection) else sql.replace("?", "%s")
 
@@ -386,14 +386,14 @@ def verify_chain(conn: Any, *, batch: int = 10_000) -> ChainReport:
     prev = GENESIS
     expected_seq = 1
     count = 0
-    cursor = conn.execute(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq")
+    cursor = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq")
     while True:
         rows = cursor.fetchmany(batch)
         if not rows:
             break
         for row in rows:
             try:
-                entry = _row_to_entry(row)
+                entry = row_to_entry(row)
             except (ValueError, TypeError) as exc:
                 return ChainReport(False, count, prev.hex(), int(row[0]), f"unreadable entry: {exc}")
             if entry.seq != expected_seq:
@@ -409,11 +409,14 @@ def verify_chain(conn: Any, *, batch: int = 10_000) -> ChainReport:
 
 
 def tail(conn: Any, n: int) -> list[AuditEntry]:
-    rows = conn.execute(_sql(conn, f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT ?"), (n,)).fetchall()
-    return [_row_to_entry(r) for r in reversed(rows)]
+    rows = conn.execute(
+        dialect_sql(conn, f"SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY seq DESC LIMIT ?"), (n,)
+    ).fetchall()
+    return [row_to_entry(r) for r in reversed(rows)]
 
 
 __all__ = [
+    "AUDIT_COLUMNS",
     "AuditEntry",
     "AuditEvent",
     "AuditLog",
@@ -422,7 +425,9 @@ __all__ = [
     "HashChainAuditLog",
     "SequencedAuditLog",
     "claims_digest",
+    "dialect_sql",
     "open_audit_log",
+    "row_to_entry",
     "tail",
     "verify_chain",
 ]

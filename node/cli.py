@@ -122,14 +122,14 @@ def _node_note_key(config_path: str) -> tuple[str, bytes]:
 
 
 def _reader(conn: Any) -> Any:
-    from xinrong.node.audit import _sql
+    from xinrong.node.audit import dialect_sql
     from xinrong.node.tlog import TreeReader
 
-    return TreeReader(lambda sql, params: list(conn.execute(_sql(conn, sql), tuple(params)).fetchall()))
+    return TreeReader(lambda sql, params: list(conn.execute(dialect_sql(conn, sql), tuple(params)).fetchall()))
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from xinrong.node.audit import _sql
+    from xinrong.node.audit import dialect_sql
     from xinrong.node.tlog import verify_log
 
     origin, public_raw = _node_note_key(args.config)
@@ -137,7 +137,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
     with closing(conn):
         report = verify_chain(conn)
         pending = _pending(conn)
-        tree = verify_log(lambda sql, p: list(conn.execute(_sql(conn, sql), tuple(p)).fetchall()), origin, public_raw)
+        tree = verify_log(
+            lambda sql, p: list(conn.execute(dialect_sql(conn, sql), tuple(p)).fetchall()), origin, public_raw
+        )
     if report.ok and tree.ok:
         waiting = f"; {pending} decisions waiting for the sequencer" if pending else ""
         print(

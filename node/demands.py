@@ -42,7 +42,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,10 +403,6 @@ class Whitelist:
         with self._cv:
             self._dirty.add(enterprise)
             self._cv.notify()
-
-    def mark_many(self, enterprises: Iterable[str]) -> None:
-        for e in enterprises:
-            self.mark(e)
 
     def _period_changed(self) -> bool:
         latest = self.evaluations.latest()

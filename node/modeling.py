@@ -63,7 +63,7 @@ from xinrong.modeling.vlr.errors import VlrError
 from xinrong.modeling.vlr_state import check_id
 from xinrong.node import modeling_store as store
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import _Job, _now_ms
+from xinrong.node.modeling_jobs import Job, now_ms
 from xinrong.node.modeling_scoring import ScoringSteps
 from xinrong.node.modeling_training import TrainingSteps
 from xinrong.rpc.auth import Peer
@@ -140,7 +140,7 @@ class ModelingHub(TrainingSteps, ScoringSteps):
             check_id(job_id, "job id")
             if not providers or len(providers) > MAX_PROVIDERS or len(set(providers)) != len(providers):
                 raise ValidationError(f"a job needs 1..{MAX_PROVIDERS} distinct providers")
-            unroutable = sorted(set(providers) - self._channels.providers)
+            unroutable = sorted(set(providers) - self.connected_providers)
             if unroutable:
                 raise provider_not_connected(unroutable)
             bindings = []
@@ -167,10 +167,10 @@ class ModelingHub(TrainingSteps, ScoringSteps):
             state=store.CREATED,
             failure_reason="",
             epochs_done=0,
-            created_ms=_now_ms(now),
-            updated_ms=_now_ms(now),
+            created_ms=now_ms(now),
+            updated_ms=now_ms(now),
         )
-        job = _Job(record=record, bank=bank, he_params=he_params, touched=now)
+        job = Job(record=record, bank=bank, he_params=he_params, touched=now)
         self.expire_idle()
         with self._lock:
             try:

@@ -48,12 +48,12 @@ OPEN_TIMEOUT_SECONDS = 10.0
 ABORT_TIMEOUT_SECONDS = 5.0
 
 
-def _now_ms(now: float) -> int:
+def now_ms(now: float) -> int:
     return int(now * 1000)
 
 
 @dataclass
-class _Job:
+class Job:
     """A job the node holds in memory (``coordinator`` and the key only while training)."""
 
     record: store.JobRecord
@@ -99,7 +99,7 @@ class JobRegistry:
         self._channels = channels
         self._timeout = core.config.modeling_step_timeout_seconds
         self._observer = observer
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="he-keygen")
         self._fanout = ThreadPoolExecutor(
@@ -115,7 +115,7 @@ class JobRegistry:
         if stale:
             with self._core.db.transaction() as tx:
                 for record in stale:
-                    store.save(tx, record.with_state(store.FAILED, _now_ms(now), reason=store.RESTARTED_REASON))
+                    store.save(tx, record.with_state(store.FAILED, now_ms(now), reason=store.RESTARTED_REASON))
                     self._core.audit.append(
                         tx,
                         self._event(
@@ -127,10 +127,15 @@ class JobRegistry:
                             record.providers,
                             Reason.JOB_FAILED.value,
                         ),
-                        _now_ms(now),
+                        now_ms(now),
                     )
             log.warning("%d modeling jobs were unfinished at the last stop and are now FAILED", len(stale))
         return len(stale)
+
+    @property
+    def connected_providers(self) -> frozenset[str]:
+        """Providers the node has a modeling channel to: a job naming any other cannot run."""
+        return self._channels.providers
 
     def jobs_by_state(self) -> dict[str, int]:
         """How many jobs are held in memory, by state (for metrics)."""
@@ -261,7 +266,7 @@ class JobRegistry:
     def _audit(self, event: AuditEvent) -> None:
         now = self._core.clock()
         with self._core.db.transaction() as tx:
-            self._core.audit.append(tx, event, _now_ms(now))
+            self._core.audit.append(tx, event, now_ms(now))
 
     def _refuse(
         self, caller: Peer, method: str, job_id: str, error: XinrongError, providers: Sequence[str] = ()
@@ -285,14 +290,14 @@ class JobRegistry:
             )
         return binding
 
-    def _owned(self, caller: Peer, job_id: str, method: str) -> _Job:
+    def _owned(self, caller: Peer, job_id: str, method: str) -> Job:
         """The caller's job: in memory, or (finished or failed) from the database; a refusal is audited."""
         try:
             return self._find_owned(caller, job_id)
         except XinrongError as exc:
             raise self._refuse(caller, method, job_id, exc) from None
 
-    def _find_owned(self, caller: Peer, job_id: str) -> _Job:
+    def _find_owned(self, caller: Peer, job_id: str) -> Job:
         """The caller's job, or the error saying why not (no audit: the caller records the decision)."""
         job = self._jobs.get(job_id)
         record = job.record if job is not None else store.get(self._core.db.query, job_id)
@@ -306,13 +311,13 @@ class JobRegistry:
                 public=f"modeling job {job_id!r} belongs to another institution; only it may drive or read the job",
             )
         if job is None:
-            job = _Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})
+            job = Job(record=record, bank=self._core.registry.get(INSTITUTION, record.institution), he_params={})
         job.touched = self._core.clock()
         return job
 
     def _save(
         self,
-        job: _Job,
+        job: Job,
         state: str,
         *,
         reason: str = "",
@@ -321,11 +326,11 @@ class JobRegistry:
         audit: AuditEvent | None = None,
     ) -> None:
         now = self._core.clock()
-        record = job.record.with_state(state, _now_ms(now), reason=reason, epochs_done=epochs_done, metadata=metadata)
+        record = job.record.with_state(state, now_ms(now), reason=reason, epochs_done=epochs_done, metadata=metadata)
         with self._core.db.transaction() as tx:
             store.save(tx, record)
             if audit is not None:
-                self._core.audit.append(tx, audit, _now_ms(now))
+                self._core.audit.append(tx, audit, now_ms(now))
         job.record = record
 
     def _each(self, providers: Sequence[str], fn: Callable[[str], T]) -> dict[str, T]:
@@ -349,7 +354,7 @@ class JobRegistry:
 
     def _call(
         self,
-        job: _Job,
+        job: Job,
         provider: str,
         method: str,
         request: Any,
@@ -376,7 +381,7 @@ class JobRegistry:
             wait_for_ready=wait_for_ready,
         )
 
-    def _fail(self, job: _Job, step: str, exc: BaseException) -> XinrongError:
+    def _fail(self, job: Job, step: str, exc: BaseException) -> XinrongError:
         """Mark the job FAILED (state, reason, audit) and return the error the bank gets."""
         resumable = job.coordinator is not None
         hint = (
@@ -420,7 +425,7 @@ class JobRegistry:
         log.warning("modeling job %s FAILED at %s: %s", job.job_id, step, reason.value)
         return XinrongError(failure, reason=reason, public=f"modeling job {job.job_id} FAILED: {failure}; {hint}")
 
-    def _require(self, job: _Job, *states: str) -> None:
+    def _require(self, job: Job, *states: str) -> None:
         if job.record.state not in states:
             detail = f" ({job.record.failure_reason})" if job.record.failure_reason else ""
             raise XinrongError(
@@ -430,7 +435,7 @@ class JobRegistry:
                 f"{' or '.join(states)}",
             )
 
-    def _step(self, caller: Peer, job_id: str, step: str, fn: Callable[[_Job, NodeCoordinator], T]) -> T:
+    def _step(self, caller: Peer, job_id: str, step: str, fn: Callable[[Job, NodeCoordinator], T]) -> T:
         """Run one training step under the job's lock; any failure fails the job."""
         job = self._owned(caller, job_id, step)
         with job.lock:

@@ -24,7 +24,7 @@ from xinrong.modeling.serde import ScoringKey, SubjectOutcome, scoring_key_to_pr
 from xinrong.node import modeling_store as store
 from xinrong.node.admission import SCORING, AccessRequest, Ask, Subject
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import JobRegistry, _Job
+from xinrong.node.modeling_jobs import Job, JobRegistry
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import modeling_pb2
 
@@ -50,7 +50,27 @@ class ScoringSteps(JobRegistry):
             raise ValidationError(f"a signed scoring key of scheme {allowed} is required")
         return scoring_key_to_proto(key)
 
-    def _aggregate(self, job: _Job, key: ScoringKeyInput, payloads: dict[str, bytes]) -> bytes:
+    def scoring_target(
+        self, caller: Peer, job_id: str, subjects: Sequence[tuple[str, str]], key: ScoringKeyInput
+    ) -> tuple[Job, modeling_pb2.ScoringKey]:
+        """What a ScoreEnterprises request may score: the caller's finished job and the checked key.
+
+        Admission's step 5 (``_ScoringAsk.check``) calls it; it audits nothing,
+        since the admission records the decision.
+        """
+        job = self._find_owned(caller, job_id)
+        self._require(job, store.SUCCEEDED)
+        if not 1 <= len(subjects) <= MAX_SCORE_SUBJECTS:
+            raise ValidationError(f"1..{MAX_SCORE_SUBJECTS:,} enterprises per request")
+        if len({u for u, _ in subjects}) != len(subjects):
+            raise ValidationError("an enterprise appears twice in one request")
+        scoring_key = self._scoring_key(key)
+        unroutable = sorted(set(job.providers) - self.connected_providers)
+        if unroutable:
+            raise provider_not_connected(unroutable)
+        return job, scoring_key
+
+    def _aggregate(self, job: Job, key: ScoringKeyInput, payloads: dict[str, bytes]) -> bytes:
         public = load_public(key.scheme, key.public_key)
         return scoring.aggregate(public, [payloads[p] for p in job.providers], min_providers=len(job.providers))
 
@@ -162,20 +182,11 @@ class _ScoringAsk:
     job_id: str
     subjects: tuple[tuple[str, str], ...]
     key: ScoringKeyInput
-    job: _Job | None = None
+    job: Job | None = None
     scoring_key: modeling_pb2.ScoringKey | None = None
 
     def check(self) -> Ask:
-        job = self.steps._find_owned(self.caller, self.job_id)
-        self.steps._require(job, store.SUCCEEDED)
-        if not 1 <= len(self.subjects) <= MAX_SCORE_SUBJECTS:
-            raise ValidationError(f"1..{MAX_SCORE_SUBJECTS:,} enterprises per request")
-        if len({u for u, _ in self.subjects}) != len(self.subjects):
-            raise ValidationError("an enterprise appears twice in one request")
-        self.scoring_key = self.steps._scoring_key(self.key)
-        unroutable = sorted(set(job.providers) - self.steps._channels.providers)
-        if unroutable:
-            raise provider_not_connected(unroutable)
+        job, self.scoring_key = self.steps.scoring_target(self.caller, self.job_id, self.subjects, self.key)
         self.job = job
         # The consent's scope must name every provider of the model (Purpose.covers_providers).
         return Ask(needs=(), fields=(), claims_sha256="", items={p: [] for p in job.providers})

@@ -30,7 +30,7 @@ from xinrong.modeling.vlr.node import NodeCoordinator
 from xinrong.modeling.vlr_wire import decode_for_job, encode
 from xinrong.node import modeling_store as store
 from xinrong.node.audit import Decision
-from xinrong.node.modeling_jobs import INSTITUTION, JobRegistry, _Job, _now_ms
+from xinrong.node.modeling_jobs import INSTITUTION, Job, JobRegistry, now_ms
 from xinrong.node.modeling_links import GrpcProviderLink
 from xinrong.rpc.auth import Peer
 from xinrong.v1 import modeling_pb2
@@ -100,7 +100,7 @@ class TrainingSteps(JobRegistry):
         self._owned(caller, job_id, "EndEpoch")  # who asks comes before what is asked
         msg = decode_for_job(EpochEnd, body, job_id)
 
-        def run(job: _Job, c: NodeCoordinator) -> bytes:
+        def run(job: Job, c: NodeCoordinator) -> bytes:
             ack = c.end_epoch(msg)
             self._save(job, store.RUNNING, epochs_done=msg.epoch)
             return encode(ack)
@@ -111,12 +111,12 @@ class TrainingSteps(JobRegistry):
         self._owned(caller, job_id, "FinishJob")  # who asks comes before what is asked
         msg = decode_for_job(FinishRequest, body, job_id)
 
-        def run(job: _Job, c: NodeCoordinator) -> str:
+        def run(job: Job, c: NodeCoordinator) -> str:
             metadata = c.finish(msg)
             metadata["institution"] = job.record.institution
             metadata["backend"] = job.record.backend
             metadata["created_ms"] = job.record.created_ms
-            metadata["finished_ms"] = _now_ms(self._core.clock())
+            metadata["finished_ms"] = now_ms(self._core.clock())
             metadata["wire_bytes"] = job.meter.snapshot()
             text = json.dumps(metadata, sort_keys=True, allow_nan=False)
             self._save(
@@ -196,7 +196,7 @@ class TrainingSteps(JobRegistry):
         self._owned(caller, job_id, "RestoreJob")  # who asks comes before what is asked
         msg = decode_for_job(RestoreRequest, body, job_id)
 
-        def run(job: _Job, c: NodeCoordinator) -> int:
+        def run(job: Job, c: NodeCoordinator) -> int:
             c.restore(msg)  # epoch 0: every provider is fresh after the resume's set-up
             self._save(job, store.RUNNING, epochs_done=msg.epoch)
             return msg.epoch

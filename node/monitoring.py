@@ -53,7 +53,7 @@ from xinrong.claims import CLAIM_CACHE_BYTES, CheckedClaim, check_claim, checked
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_TIMESTAMP, MAX_WATCH_CLAIMS
-from xinrong.node.access import _ClaimsAsk
+from xinrong.node.access import ClaimsAsk
 from xinrong.node.admission import MONITORING, AccessRequest, Admission, Ask, Subject
 from xinrong.node.audit import AuditEvent, AuditLog, Decision, claims_digest
 from xinrong.node.config import ProviderEndpoint
@@ -103,7 +103,7 @@ class WatchRow:  # frozen; cached_property writes the instance __dict__ directly
 class _WatchAsk:
     """A watch's shape for admission step 5: its claims as a Verify's, and a term in the future."""
 
-    claims: _ClaimsAsk
+    claims: ClaimsAsk
     valid_until: int
     now: float
 
@@ -213,7 +213,7 @@ class Monitoring:
     # -- register / cancel / list --------------------------------------------------------
 
     def register(self, caller: Peer, req: monitoring_pb2.RegisterWatchRequest) -> monitoring_pb2.RegisterWatchResponse:
-        asking = _ClaimsAsk(tuple(req.claims), self.catalog, MAX_WATCH_CLAIMS, self._claims)
+        asking = ClaimsAsk(tuple(req.claims), self.catalog, MAX_WATCH_CLAIMS, self._claims)
         request = AccessRequest(
             MONITORING,
             caller,
@@ -560,7 +560,7 @@ def _by_time(row: WatchRow) -> tuple[int, str]:
     return (row.registered_ms, row.watch_id)
 
 
-def _claim_texts(asking: _ClaimsAsk) -> list[str]:
+def _claim_texts(asking: ClaimsAsk) -> list[str]:
     return [check_claim(asking.catalog, c).text for c in asking.claims]
 
 

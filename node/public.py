@@ -8,7 +8,10 @@ my stores" survives this feature (the e2e storage scan checks it).
 
 Publishing is versioned per provider: batch ``v`` applies only on top of
 ``base_version`` = the node's latest; the very same batch again is a no-op
-(``ALREADY_APPLIED``); another batch under a used version is refused. Every
+(``ALREADY_APPLIED``); another batch under a used version is refused.
+Publishes of one provider are serialized (the SQLite write transaction; a
+per-provider advisory lock on PostgreSQL), so of two batches on the same base
+exactly one applies and the other is FAILED_PRECONDITION (stale base). Every
 batch is kept as received (bytes + signature), so any version is provable
 later; ``public_records`` is the current value per (enterprise, field).
 
@@ -56,6 +59,10 @@ log = logging.getLogger(__name__)
 
 REGION_FIELD = "market.region_code"
 INDUSTRY_FIELD = "market.industry_class"
+
+# pg_advisory_xact_lock(class, hashtext(provider)) key space of publishes ("xinr"); the two-int key
+# space does not overlap the one-bigint keys of the other node locks (events, whitelist, sequencer).
+PUBLISH_LOCK_CLASS = 0x78696E72
 
 # Tables: schema step 4 in xinrong.node.migrations.
 
@@ -254,6 +261,12 @@ class PublicStore:
         changes: list[ChangedRecord] = []
         try:
             with self.db.transaction() as tx:
+                # One publish of a provider at a time, so the base check below and the insert are one
+                # step: two batches on the same base (other versions: no key conflict) cannot both apply.
+                # SQLite: the write transaction (the database lock, BEGIN IMMEDIATE) already serializes;
+                # PostgreSQL: a transaction-scoped advisory lock per provider, across replicas.
+                if self.db.shared:
+                    tx.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (PUBLISH_LOCK_CLASS, batch.provider))
                 # Latest first: on PostgreSQL each statement sees what committed before it,
                 # so a replica committing this very version between the two reads is seen
                 # by the second one (ALREADY_APPLIED), never as a moved base.

@@ -39,6 +39,7 @@ from xinrong.node.events import EventLog, Filters, Page, StoredEvent
 from xinrong.node.registry import PartyRegistry
 from xinrong.pushwire import RESPONSE_CONTEXT, response_message
 from xinrong.rpc.auth import require_caller
+from xinrong.rpc.gate import current_stream
 from xinrong.v1 import push_pb2, push_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,6 @@ POLL_SECONDS_LOCAL = 5.0
 MAX_CURSOR = 2**62
 # Subscriptions do not count against the server's call budget (long-lived): bounded here.
 MAX_STREAMS_PER_INSTITUTION = 16
-
-
-class _Stream:
-    """One open subscription, as ``disconnect`` sees it."""
-
-    __slots__ = ("cut", "loop", "wake")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
-        self.loop = loop
-        self.wake = wake
-        self.cut = False
 
 
 class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
@@ -87,21 +77,10 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
         self._clock = clock
         self._heartbeat = heartbeat_seconds
         self.open_streams = 0
-        # Open streams per institution: (loop, wake-up, cut) so a suspension can end them.
-        self._streams: dict[str, set[_Stream]] = {}
-
-    def disconnect(self, institution: str) -> int:
-        """End every open stream of ``institution`` (e.g. on suspension; any thread).
-
-        Each ends with PERMISSION_DENIED CALLER_NOT_ALLOWED at its next
-        wake-up; the institution's reconnects are then refused by whatever
-        refuses its calls. Returns the number of streams cut.
-        """
-        streams = list(self._streams.get(institution, ()))
-        for stream in streams:
-            stream.cut = True
-            stream.loop.call_soon_threadsafe(stream.wake.set)
-        return len(streams)
+        # Open streams per institution, for MAX_STREAMS_PER_INSTITUTION (event-loop only). A
+        # suspension ends them through the server guard's stream registry
+        # (``InstitutionGate.close_streams``), as every other stream of the institution.
+        self._streams: dict[str, int] = {}
 
     def _record(self, caller_id: str, filters: Filters, decision: Decision, reason: str = "") -> None:
         fields = (
@@ -164,7 +143,7 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
                 reason=Reason.FAILED_PRECONDITION,
                 public=f"the cursor is beyond this node's log (head {head}): it comes from another log",
             )
-        if len(self._streams.get(caller.party_id, ())) >= MAX_STREAMS_PER_INSTITUTION:
+        if self._streams.get(caller.party_id, 0) >= MAX_STREAMS_PER_INSTITUTION:
             await loop.run_in_executor(
                 None, self._record, caller.party_id, filters, Decision.REFUSED, Reason.FAILED_PRECONDITION.value
             )
@@ -183,16 +162,18 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
 
         poll = POLL_SECONDS_SHARED if self._events.shared else POLL_SECONDS_LOCAL
         key_id = self._events.key_id
-        handle = _Stream(loop, wake)
-        self._streams.setdefault(caller.party_id, set()).add(handle)
+        self._streams[caller.party_id] = self._streams.get(caller.party_id, 0) + 1
         self._events.on_append(on_append)
         self.open_streams += 1
         sent_any = False
         last_sent = time.monotonic()
+        # A suspension cancels this stream's task (``InstitutionGate.close_streams``); asyncio.wait_for
+        # can swallow a cancel that lands as its timeout fires, so the gate's flag is checked too.
+        gated = current_stream()
         try:
             while True:
-                if handle.cut:
-                    raise XinrongError("stream cut by the node", reason=Reason.CALLER_NOT_ALLOWED)
+                if gated is not None and gated.cancelled.is_set() and gated.error is not None:
+                    raise gated.error
                 wake.clear()
                 page = await loop.run_in_executor(None, self._page, cursor, filters, caller.party_id, batch)
                 if page.events or page.cursor != cursor:
@@ -218,7 +199,11 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
         finally:
             self.open_streams -= 1
             self._events.remove_callback(on_append)
-            self._streams.get(caller.party_id, set()).discard(handle)
+            left = self._streams.get(caller.party_id, 1) - 1
+            if left > 0:
+                self._streams[caller.party_id] = left
+            else:
+                self._streams.pop(caller.party_id, None)
 
 
 __all__ = ["ALLOWED_ROLES", "SERVICE_NAME", "PushServicer"]

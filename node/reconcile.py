@@ -29,7 +29,7 @@ from xinrong.jsontext import string_array
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import read_binding_file
-from xinrong.node.audit import _COLUMNS, _row_to_entry, _sql
+from xinrong.node.audit import AUDIT_COLUMNS, dialect_sql, row_to_entry
 from xinrong.node.config import NodeConfig
 from xinrong.tlog import merkle
 from xinrong.tlog.auditleaf import answer_leaf
@@ -139,11 +139,11 @@ def reconcile(conn: Any, config: NodeConfig, exports: Sequence[dict[str, Any]]) 
     allowed: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     failed: set[tuple[str, str, str]] = set()
     cursor = conn.execute(
-        _sql(conn, f"SELECT {_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?, ?) ORDER BY seq"),
+        dialect_sql(conn, f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE method IN (?, ?, ?, ?) ORDER BY seq"),
         ("Verify", "GetIndicators", "MatchProducts", "WatchUpdate"),
     )
     for row in cursor.fetchall():
-        entry = _row_to_entry(row)
+        entry = row_to_entry(row)
         event = entry.event
         request_id = _answer_request_id(event.method, event.request_id, event.enterprise)
         if event.decision.value == "FAILED":

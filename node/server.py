@@ -208,7 +208,7 @@ class NodeServer:
     events: EventLog | None = None
     # Financing demands and the whitelist pushed on the event log.
     whitelist: Whitelist | None = None
-    # The push service (``disconnect(institution)`` ends an institution's open streams).
+    # The push service (a suspension ends its streams through ``core.gate``, as any stream).
     push: PushServicer | None = None
     products: ProductDesk | None = None
     monitoring: Monitoring | None = None  # post-loan watches and alert queue (node.monitoring)
@@ -376,6 +376,214 @@ def product_desk(core: NodeCore) -> ProductDesk:
     return desk
 
 
+def _node_credentials(config: NodeConfig, credentials: PartyCredentials | None) -> PartyCredentials:
+    """The node's own credentials (given, or from ``[node].credentials``); a party of another role is refused."""
+    creds = credentials or load_party(config.credentials, ca_cert=config.ca_cert)
+    if creds.role != "node":
+        raise ValueError(f"{config.credentials} holds {creds.role} credentials, not the node's")
+    return creds
+
+
+Closers = list[Callable[[], object]]  # what start_node opened so far, closed in order if a later step fails
+
+
+def _modeling_hub(core: NodeCore, observer: Observer | None, closers: Closers) -> ModelingHub:
+    """Joint modeling (``node.modeling``); jobs left unfinished by a previous process are failed at load."""
+    hub = ModelingHub(core, AgentModelingChannels(core.config.providers, core.credentials), observer=observer)
+    closers.append(hub.close)
+    hub.load()
+    return hub
+
+
+def _whitelist(core: NodeCore, events: EventLog) -> Whitelist:
+    """The financing whitelist, pushed on the event log and recomputed when an enterprise's consents change."""
+    config = core.config
+    whitelist = Whitelist(
+        core.db,
+        events,
+        DemandStore(core.db, core.ca),
+        core.consents,
+        core.registry,
+        EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
+        Threshold(config.whitelist_min_grade, config.whitelist_valid_days),
+        clock=core.clock,
+        audit=core.audit,
+    )
+    core.consents.on_change(whitelist.mark)
+    return whitelist
+
+
+def _demands(core: NodeCore, whitelist: Whitelist) -> Demands:
+    """Financing demands (``node.demand_servicer``) over the whitelist's demand store."""
+    return Demands(
+        core.db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock
+    )
+
+
+def _public(core: NodeCore, events: EventLog) -> PublicStore:
+    """Public records and filings, whose changes become push events."""
+    public = public_store(core)
+    push_public_changes(public, events)
+    return public
+
+
+def _products(core: NodeCore, demands: Demands, closers: Closers) -> ProductDesk:
+    """Loan products and matching, told of every change of a financing demand."""
+    products = product_desk(core)
+    closers.append(products.close)
+    demands.on_change(products.on_demand_changed)
+    return products
+
+
+def _monitoring(core: NodeCore, closers: Closers) -> Monitoring:
+    """Post-loan watches and the alert queue, loaded from the database."""
+    monitoring = monitoring_of(core)
+    closers.append(monitoring.close)
+    monitoring.load()
+    return monitoring
+
+
+def _metrics(config: NodeConfig, core: NodeCore, hub: ModelingHub) -> Metrics | None:
+    """The node's metrics observer, if metrics or structured logs want one."""
+    if not wanted(config.metrics, config.logging.format):
+        return None
+    from xinrong.node.metrics import observe_node
+
+    metrics = Metrics(core.credentials.party_id)
+    observe_node(metrics, core, hub)
+    return metrics
+
+
+@dataclass(frozen=True)
+class _Servicers:
+    """The servicers built before the server; the others are made when the server registers them."""
+
+    node: NodeServicer
+    modeling: ModelingServicer
+    subject: SubjectServicer
+    evaluation: ServiceBinding
+    public: PublicServicer
+    push: PushServicer
+    demand: DemandServicer
+    products: ProductServicer
+    monitoring: MonitoringServicer
+
+
+def _bindings(core: NodeCore, rights: SubjectRights, servicers: _Servicers) -> list[ServiceBinding]:
+    """Every service of the node with the roles allowed to call it."""
+    return [
+        ServiceBinding(
+            SERVICE_NAME,
+            lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicers.node, s),
+            allowed_roles=ALLOWED_ROLES,
+        ),
+        ServiceBinding(
+            TRANSPARENCY_SERVICE_NAME,
+            lambda s: transparency_pb2_grpc.add_TransparencyServiceServicer_to_server(
+                TransparencyServicer(core.tlog), s
+            ),
+            allowed_roles=TRANSPARENCY_ROLES,
+        ),
+        ServiceBinding(
+            MODELING_SERVICE_NAME,
+            lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(servicers.modeling, s),
+            allowed_roles=MODELING_ROLES,
+        ),
+        ServiceBinding(
+            SUBJECT_SERVICE_NAME,
+            lambda s: subject_pb2_grpc.add_SubjectServiceServicer_to_server(servicers.subject, s),
+            allowed_roles=SUBJECT_ROLES,
+        ),
+        servicers.evaluation,
+        ServiceBinding(
+            PUBLIC_SERVICE_NAME,
+            lambda s: public_pb2_grpc.add_PublicServiceServicer_to_server(servicers.public, s),
+            allowed_roles=PUBLIC_ROLES,
+        ),
+        ServiceBinding(
+            INSTITUTION_ADMIN_SERVICE_NAME,
+            lambda s: institutions_grpc.add_InstitutionAdminServiceServicer_to_server(
+                InstitutionAdminServicer(core), s
+            ),
+            allowed_roles=INSTITUTION_ADMIN_ROLES,
+        ),
+        ServiceBinding(
+            AGENT_SYNC_SERVICE_NAME,
+            lambda s: agent_pb2_grpc.add_AgentSyncServiceServicer_to_server(
+                AgentSyncServicer(AgentSync(core, rights)), s
+            ),
+            allowed_roles=AGENT_SYNC_ROLES,
+        ),
+        ServiceBinding(
+            PUSH_SERVICE_NAME,
+            lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(servicers.push, s),
+            allowed_roles=PUSH_ROLES,
+            unbudgeted=frozenset({"Subscribe"}),  # bounded per institution by the servicer
+        ),
+        ServiceBinding(
+            DEMAND_SERVICE_NAME,
+            lambda s: demand_pb2_grpc.add_DemandServiceServicer_to_server(servicers.demand, s),
+            allowed_roles=DEMAND_ROLES,
+        ),
+        ServiceBinding(
+            PRODUCT_SERVICE_NAME,
+            lambda s: products_pb2_grpc.add_ProductServiceServicer_to_server(servicers.products, s),
+            allowed_roles=PRODUCT_ROLES,
+        ),
+        ServiceBinding(
+            MONITORING_SERVICE_NAME,
+            lambda s: monitoring_grpc.add_MonitoringServiceServicer_to_server(servicers.monitoring, s),
+            allowed_roles=MONITORING_ROLES,
+        ),
+    ]
+
+
+def _serve(core: NodeCore, bindings: list[ServiceBinding], metrics: Metrics | None) -> RunningServer:
+    """The gRPC server (mTLS, the institution gate) and, if enabled, the metrics endpoint."""
+    config = core.config
+    running = build_server(
+        core.credentials,
+        config.bind,
+        bindings,
+        max_workers=config.max_workers,
+        runtime="asyncio",
+        observer=metrics,
+        gate=core.gate,
+    )
+    if metrics is not None and config.metrics.enabled:
+        try:
+            metrics.serve_http(config.metrics)
+        except BaseException:
+            running.stop(0)
+            raise
+    return running
+
+
+def _close_on_stop(running: AsyncioServer, agents: AgentPool, evaluation: EvaluationServicer, db: Database) -> None:
+    """What the server releases when it stops: agent streams, the evaluation agents, the database pool."""
+    running.on_stop.append(agents.aclose)
+
+    async def close_evaluation() -> None:
+        evaluation.close()
+
+    running.on_stop.append(close_evaluation)
+    aclose = getattr(db, "aclose", None)
+    if aclose is not None:
+        running.on_stop.append(aclose)
+
+
+def _institutions_watch(core: NodeCore) -> InstitutionWatch:
+    """Registry refresh, assessment checks and the risk monitor (started once the node serves)."""
+    return InstitutionWatch(
+        core.institutions,
+        core.config,
+        risk_tick=core.risk.tick,
+        quotas=core.quotas,
+        shared=core.db.shared,
+        monotonic=time.monotonic,
+    )
+
+
 def start_node(
     config: NodeConfig,
     *,
@@ -388,160 +596,53 @@ def start_node(
     ``modeling_observer`` (tests only) sees every serialized message of the
     modeling service and of the node's modeling calls to agents.
     """
-    creds = credentials or load_party(config.credentials, ca_cert=config.ca_cert)
-    if creds.role != "node":
-        raise ValueError(f"{config.credentials} holds {creds.role} credentials, not the node's")
+    creds = _node_credentials(config, credentials)
     catalog = config.load_catalog()
     db = open_database(config)
     agents = AgentPool(config.providers, creds, timeout=config.agent_timeout_seconds, durable=db.wait_durable)
-    hub: ModelingHub | None = None
-    rights: SubjectRights | None = None
-    products: ProductDesk | None = None
-    monitoring: Monitoring | None = None
+    closers: Closers = []
     try:
         core = NodeCore(config, creds, catalog, db, agents, clock=clock or time.time)
         core.load()
-        servicer = NodeServicer(core)
-        hub = ModelingHub(core, AgentModelingChannels(config.providers, creds), observer=modeling_observer)
-        hub.load()
+        node_servicer = NodeServicer(core)
+        hub = _modeling_hub(core, modeling_observer, closers)
         modeling_servicer = ModelingServicer(hub, observer=modeling_observer)
         rights = subject_rights(core)
+        closers.append(rights.close)
         subject_servicer = SubjectServicer(rights)
         evaluation_servicer, evaluation_binding = _evaluation_service(config, creds)
         events = EventLog(db, creds.signing_key, node_id=creds.party_id, clock=core.clock)
         push_servicer = PushServicer(events, core.registry, core.audit, db, clock=core.clock)
-        whitelist = Whitelist(
-            db,
-            events,
-            DemandStore(db, core.ca),
-            core.consents,
-            core.registry,
-            EvaluationStore(config.evaluation_path() if config.evaluation_dir or config.db else None),
-            Threshold(config.whitelist_min_grade, config.whitelist_valid_days),
-            clock=core.clock,
-            audit=core.audit,
-        )
-        core.consents.on_change(whitelist.mark)
-        demands = Demands(
-            db, core.ca, whitelist.demands, whitelist, core.consents, core.lifecycle, core.audit, core.clock
-        )
+        whitelist = _whitelist(core, events)
+        demands = _demands(core, whitelist)
         demand_servicer = DemandServicer(demands)
-        public = public_store(core)
-        push_public_changes(public, events)
+        public = _public(core, events)
         public_servicer = PublicServicer(public)
-        products = product_desk(core)
-        demands.on_change(products.on_demand_changed)
+        products = _products(core, demands, closers)
         products_servicer = ProductServicer(products, creds.party_id)
-        monitoring = monitoring_of(core)
-        monitoring.load()
+        monitoring = _monitoring(core, closers)
         monitoring_servicer = MonitoringServicer(monitoring)
-        metrics: Metrics | None = None
-        if wanted(config.metrics, config.logging.format):
-            from xinrong.node.metrics import observe_node
-
-            metrics = Metrics(creds.party_id)
-            observe_node(metrics, core, hub)
-        running = build_server(
-            creds,
-            config.bind,
-            [
-                ServiceBinding(
-                    SERVICE_NAME,
-                    lambda s: node_pb2_grpc.add_NodeServiceServicer_to_server(servicer, s),
-                    allowed_roles=ALLOWED_ROLES,
-                ),
-                ServiceBinding(
-                    TRANSPARENCY_SERVICE_NAME,
-                    lambda s: transparency_pb2_grpc.add_TransparencyServiceServicer_to_server(
-                        TransparencyServicer(core.tlog), s
-                    ),
-                    allowed_roles=TRANSPARENCY_ROLES,
-                ),
-                ServiceBinding(
-                    MODELING_SERVICE_NAME,
-                    lambda s: modeling_pb2_grpc.add_ModelingServiceServicer_to_server(modeling_servicer, s),
-                    allowed_roles=MODELING_ROLES,
-                ),
-                ServiceBinding(
-                    SUBJECT_SERVICE_NAME,
-                    lambda s: subject_pb2_grpc.add_SubjectServiceServicer_to_server(subject_servicer, s),
-                    allowed_roles=SUBJECT_ROLES,
-                ),
-                evaluation_binding,
-                ServiceBinding(
-                    PUBLIC_SERVICE_NAME,
-                    lambda s: public_pb2_grpc.add_PublicServiceServicer_to_server(public_servicer, s),
-                    allowed_roles=PUBLIC_ROLES,
-                ),
-                ServiceBinding(
-                    INSTITUTION_ADMIN_SERVICE_NAME,
-                    lambda s: institutions_grpc.add_InstitutionAdminServiceServicer_to_server(
-                        InstitutionAdminServicer(core), s
-                    ),
-                    allowed_roles=INSTITUTION_ADMIN_ROLES,
-                ),
-                ServiceBinding(
-                    AGENT_SYNC_SERVICE_NAME,
-                    lambda s: agent_pb2_grpc.add_AgentSyncServiceServicer_to_server(
-                        AgentSyncServicer(AgentSync(core, rights)), s
-                    ),
-                    allowed_roles=AGENT_SYNC_ROLES,
-                ),
-                ServiceBinding(
-                    PUSH_SERVICE_NAME,
-                    lambda s: push_pb2_grpc.add_PushServiceServicer_to_server(push_servicer, s),
-                    allowed_roles=PUSH_ROLES,
-                    unbudgeted=frozenset({"Subscribe"}),  # bounded per institution by the servicer
-                ),
-                ServiceBinding(
-                    DEMAND_SERVICE_NAME,
-                    lambda s: demand_pb2_grpc.add_DemandServiceServicer_to_server(demand_servicer, s),
-                    allowed_roles=DEMAND_ROLES,
-                ),
-                ServiceBinding(
-                    PRODUCT_SERVICE_NAME,
-                    lambda s: products_pb2_grpc.add_ProductServiceServicer_to_server(products_servicer, s),
-                    allowed_roles=PRODUCT_ROLES,
-                ),
-                ServiceBinding(
-                    MONITORING_SERVICE_NAME,
-                    lambda s: monitoring_grpc.add_MonitoringServiceServicer_to_server(monitoring_servicer, s),
-                    allowed_roles=MONITORING_ROLES,
-                ),
-            ],
-            max_workers=config.max_workers,
-            runtime="asyncio",
-            observer=metrics,
-            gate=core.gate,
+        metrics = _metrics(config, core, hub)
+        servicers = _Servicers(
+            node=node_servicer,
+            modeling=modeling_servicer,
+            subject=subject_servicer,
+            evaluation=evaluation_binding,
+            public=public_servicer,
+            push=push_servicer,
+            demand=demand_servicer,
+            products=products_servicer,
+            monitoring=monitoring_servicer,
         )
-        if metrics is not None and config.metrics.enabled:
-            try:
-                metrics.serve_http(config.metrics)
-            except BaseException:
-                running.stop(0)
-                raise
+        running = _serve(core, _bindings(core, rights, servicers), metrics)
     except BaseException:
-        if hub is not None:
-            hub.close()
-        if rights is not None:
-            rights.close()
-        if products is not None:
-            products.close()
-        if monitoring is not None:
-            monitoring.close()
+        for close in closers:
+            close()
         agents.close()
         db.close()
         raise
     assert isinstance(running, AsyncioServer)
-    running.on_stop.append(agents.aclose)
-
-    async def close_evaluation() -> None:
-        evaluation_servicer.close()
-
-    running.on_stop.append(close_evaluation)
-    aclose = getattr(db, "aclose", None)
-    if aclose is not None:
-        running.on_stop.append(aclose)
+    _close_on_stop(running, agents, evaluation_servicer, db)
     node = NodeServer(
         core=core,
         server=running,
@@ -555,14 +656,7 @@ def start_node(
         products=products,
         monitoring=monitoring,
     )
-    node.institutions_watch = InstitutionWatch(
-        core.institutions,
-        config,
-        risk_tick=core.risk.tick,
-        quotas=core.quotas,
-        shared=core.db.shared,
-        monotonic=time.monotonic,
-    )
+    node.institutions_watch = _institutions_watch(core)
     running.set_serving(True)
     node.start_maintenance()
     node.institutions_watch.start()

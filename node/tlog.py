@@ -43,7 +43,7 @@ from typing import Any
 
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.keys.signing import SigningKey
-from xinrong.node.audit import _COLUMNS, SEQUENCER_LOCK, AuditEntry, _row_to_entry
+from xinrong.node.audit import AUDIT_COLUMNS, SEQUENCER_LOCK, AuditEntry, row_to_entry
 from xinrong.tlog import merkle
 from xinrong.tlog.auditleaf import audit_leaf_encoded
 from xinrong.tlog.client import audit_origin
@@ -105,15 +105,15 @@ class TreeReader(SubtreeStore):
         super().__init__(query, prefix="tlog_", cache=cache, tiles=tiles, use_tiles=use_tiles)
 
     def entry(self, index: int) -> AuditEntry | None:
-        row = _first_row(self._query(f"SELECT {_COLUMNS} FROM audit_log WHERE seq = ?", (index + 1,)))
-        return None if row is None else _row_to_entry(row)
+        row = _first_row(self._query(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq = ?", (index + 1,)))
+        return None if row is None else row_to_entry(row)
 
     def entries_of(self, enterprise: str, after_seq: int, up_to_seq: int, limit: int) -> list[AuditEntry]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM audit_log WHERE enterprise = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE enterprise = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (enterprise, after_seq, up_to_seq, limit),
         )
-        return [_row_to_entry(r) for r in rows]
+        return [row_to_entry(r) for r in rows]
 
 
 class TransparencyLog:
@@ -191,7 +191,7 @@ class TransparencyLog:
     def _integrate(self, tx: Any, reader: TreeReader) -> int:
         size = reader.size()
         rows = tx.execute(
-            f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, INTEGRATE_BATCH)
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, INTEGRATE_BATCH)
         ).fetchall()
         hashes: list[bytes] = []
         for expected, row in enumerate(rows, start=size + 1):
@@ -352,12 +352,12 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
     signed_root: bytes | None = None
     stored_size = reader.size()
     while True:
-        rows = query(f"SELECT {_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, 10_000))
+        rows = query(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, 10_000))
         if not rows:
             break
         hashes: list[bytes] = []
         for expected, row in enumerate(rows, start=size + 1):
-            entry = _row_to_entry(row)
+            entry = row_to_entry(row)
             if entry.seq != expected:
                 return LogReport(False, size, "", signed, f"gap in audit_log at seq {expected}")
             hashes.append(merkle.leaf_hash(entry.leaf()))

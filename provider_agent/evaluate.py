@@ -78,6 +78,7 @@ from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.layout import PartyCredentials
 from xinrong.keys.sealing import SessionSealer
+from xinrong.keys.signing import SigningKey
 from xinrong.limits import MAX_ITEMS_PER_REQUEST
 from xinrong.provider_agent.store import Admission, AnswerLogEntry, DataStore, Lookup, Period, StateStore
 from xinrong.provider_agent.subject import SubjectStore, SubjectView
@@ -228,6 +229,32 @@ class ProviderAgent:
         for r in state.revocations():
             self._revoked[r.consent_id] = self._revoked.get(r.consent_id, frozenset()) | {r.enterprise_uscc}
 
+    # What the agent's other use cases (``provider_agent.matching``) answer with: its keys, CA, stores, clock.
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return self._signing
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    @property
+    def ca(self) -> CaVerifier:
+        return self._ca
+
+    @property
+    def data(self) -> DataStore:
+        return self._data
+
+    @property
+    def state(self) -> StateStore:
+        return self._state
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     # ------------------------------------------------------------------ checks
 
     def _check_shape(self, request_id: str, n_items: int) -> None:
@@ -240,7 +267,7 @@ class ProviderAgent:
         if abs(now - requested_at) > self._skew:
             raise ValidationError(f"requested_at is {now - requested_at:.0f}s from now", reason=Reason.REQUEST_STALE)
 
-    def _verify_consent(self, signed: common_pb2.SignedConsent, now: float) -> VerifiedConsent:
+    def verify_consent(self, signed: common_pb2.SignedConsent, now: float) -> VerifiedConsent:
         eb = signed.enterprise_binding
         # The key is the exact bytes that were verified (a tuple compares
         # them in full on a hit), so a forged signature never hits the cache.
@@ -265,7 +292,7 @@ class ProviderAgent:
         self._audiences.put(key, audience)
         return audience
 
-    def _consent_state(self, verified: VerifiedConsent) -> int:
+    def consent_state(self, verified: VerifiedConsent) -> int:
         if verified.enterprise in self._revoked.get(verified.consent_id, frozenset()):
             return common_pb2.CONSENT_STATE_REVOKED
         if self._subject is not None and (verified.consent_id, verified.enterprise) in self._subject.view().paused:
@@ -311,7 +338,7 @@ class ProviderAgent:
             audience_id=audience.party_id,
             needs=needs,
             now=now,
-            state=self._consent_state(verified),
+            state=self.consent_state(verified),
         )
         consent = verified.consent
         with self._state.request(
@@ -366,7 +393,7 @@ class ProviderAgent:
         log.debug("answered %s %s: consent %s, %d items", kind, request_id, consent.consent_id, len(needs))
         return box
 
-    def _cell(
+    def cell(
         self, lookup: Lookup, cells: list[object] | None, spec: FieldSpec, enterprise: str, view: SubjectView
     ) -> FieldValue:
         if cells is None:
@@ -378,7 +405,7 @@ class ProviderAgent:
             return None  # a repaired negative item is not disclosed (answers as NO_DATA)
         return _typed(spec, cells[index])
 
-    def _view(self) -> SubjectView:
+    def subject_view(self) -> SubjectView:
         return self._subject.view() if self._subject is not None else _NO_SUBJECT
 
     # -------------------------------------------------------------- use cases
@@ -392,7 +419,7 @@ class ProviderAgent:
         now = self._clock()
         self._check_shape(req.request_id, len(req.claims))
         self._check_fresh(req.requested_at, now)
-        verified = self._verify_consent(req.consent, now)
+        verified = self.verify_consent(req.consent, now)
         audience = self._verify_audience(req.audience_binding, now)
         checked = [self._check_claim(claim) for claim in req.claims]
 
@@ -401,14 +428,14 @@ class ProviderAgent:
         ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
-            view = self._view()
+            view = self.subject_view()
             for c in checked:
                 verdict = common_pb2.Verdict(
                     request_id=req.request_id,
                     enterprise_uscc=req.enterprise_uscc,
                     claim=c.claim,
                     claim_text=c.text,
-                    result=_RESULT[evaluate(c, self._cell(lookup, cells, c.spec, req.enterprise_uscc, view))],
+                    result=_RESULT[evaluate(c, self.cell(lookup, cells, c.spec, req.enterprise_uscc, view))],
                     data_as_of=lookup.as_of,
                     consent_id=verified.consent_id,
                     audience=audience.party_id,
@@ -442,7 +469,7 @@ class ProviderAgent:
         now = self._clock()
         self._check_shape(req.request_id, len(req.queries))
         self._check_fresh(req.requested_at, now)
-        verified = self._verify_consent(req.consent, now)
+        verified = self.verify_consent(req.consent, now)
         audience = self._verify_audience(req.audience_binding, now)
         specs: list[tuple[FieldSpec, Form]] = []
         for q in req.queries:
@@ -458,7 +485,7 @@ class ProviderAgent:
         ) -> tuple[common_pb2.AnswerBundle, list[str]]:
             bundle = common_pb2.AnswerBundle()
             hashes: list[str] = []
-            view = self._view()
+            view = self.subject_view()
             for spec, form in specs:
                 indicator = common_pb2.Indicator(
                     request_id=req.request_id,
@@ -474,7 +501,7 @@ class ProviderAgent:
                     provider_key_id=self._key_id,
                     disputed=(req.enterprise_uscc, spec.key) in view.disputed,
                 )
-                _disclose(indicator, spec, form, self._cell(lookup, cells, spec, req.enterprise_uscc, view))
+                _disclose(indicator, spec, form, self.cell(lookup, cells, spec, req.enterprise_uscc, view))
                 raw = indicator.SerializeToString(deterministic=True)
                 bundle.indicators.add(indicator=raw, signature=self._signing.sign(INDICATOR_CONTEXT, raw))
                 hashes.append(hashlib.sha256(raw).hexdigest())
@@ -537,7 +564,7 @@ class ProviderAgent:
         if not 1 <= len(claims) <= max_claims:
             raise ValidationError(f"a watch carries 1 to {max_claims} claims")
         self._check_fresh(requested_at, now)
-        verified = self._verify_consent(consent, now)
+        verified = self.verify_consent(consent, now)
         audience = self._verify_audience(audience_binding, now)
         checked = [self._check_claim(claim) for claim in claims]
         check_consent_use(
@@ -546,7 +573,7 @@ class ProviderAgent:
             audience_id=audience.party_id,
             needs=[(c.spec.key, c.form) for c in checked],
             now=now,
-            state=self._consent_state(verified),
+            state=self.consent_state(verified),
         )
         if verified.consent.purpose != common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING:
             raise ConsentError(
@@ -594,8 +621,8 @@ class ProviderAgent:
             if not isinstance(parsed, list):
                 raise XinrongError("stored record is not a JSON array")
             cells = parsed
-        view = self._view()
-        return lookup, [_RESULT[evaluate(c, self._cell(lookup, cells, c.spec, enterprise, view))] for c in checked]
+        view = self.subject_view()
+        return lookup, [_RESULT[evaluate(c, self.cell(lookup, cells, c.spec, enterprise, view))] for c in checked]
 
     def active_period(self) -> Period | None:
         return self._data.active_period()

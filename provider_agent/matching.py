@@ -87,11 +87,11 @@ class AgentMatching:
             raise ValidationError(f"1 to {MAX_SUBJECTS} subjects per call")
         agent = self._agent
         try:
-            bank = verify_binding(agent._ca, request.bank_binding, expect_role="institution", now=now)
+            bank = verify_binding(agent.ca, request.bank_binding, expect_role="institution", now=now)
         except SignatureError:
             raise XinrongError("bank binding does not verify", reason=Reason.ACCESS_DENIED) from None
         try:
-            product = mt.verify_product(agent._ca, agent.catalog, request.product, bank)
+            product = mt.verify_product(agent.ca, agent.catalog, request.product, bank)
         except SignatureError:
             raise XinrongError("product not signed by its bank", reason=Reason.ACCESS_DENIED) from None
         mine = product.rules_of(self.provider)
@@ -99,7 +99,7 @@ class AgentMatching:
             raise ValidationError(f"the product has no rule at provider {self.provider}")
         needs = [(r.spec.key, r.form) for r in mine]
         response = products_pb2.ComputeMatchResponse()
-        view = agent._view()
+        view = agent.subject_view()
         # One state commit for the batch; each subject its own savepoint (StateStore.batch).
         with agent.batch():
             for subject in request.subjects:
@@ -138,14 +138,14 @@ class AgentMatching:
         view: SubjectView,
     ) -> None:
         agent = self._agent
-        verified = agent._verify_consent(subject.consent, now)
+        verified = agent.verify_consent(subject.consent, now)
         check_consent_use(
             verified,
             enterprise_uscc=subject.enterprise_uscc,
             audience_id=bank_id,
             needs=needs,
             now=now,
-            state=agent._consent_state(verified),
+            state=agent.consent_state(verified),
         )
         if verified.consent.purpose != common_pb2.CONSENT_PURPOSE_MATCHING:
             raise ConsentError("purpose is not matching", reason=Reason.CLAIM_OUT_OF_SCOPE)
@@ -153,7 +153,7 @@ class AgentMatching:
         # The agent's own replay check, use count and answer log, as for Verify: the
         # request id is the run's and the enterprise's (the node's audit entry has both).
         request_id = answer_request_id(match_id, subject.enterprise_uscc)
-        with agent._state.request(
+        with agent.state.request(
             audience=bank_id,
             request_id=request_id,
             requested_at=requested_at,
@@ -198,7 +198,7 @@ class AgentMatching:
         """The one read, the rules, the signed contribution and the sealed feedback."""
         agent = self._agent
         consent = verified.consent
-        lookup = agent._data.lookup(subject.enterprise_uscc, consent.data_period_from, consent.data_period_to)
+        lookup = agent.data.lookup(subject.enterprise_uscc, consent.data_period_from, consent.data_period_to)
         if lookup is None:
             raise ProviderUnavailable("no data period imported yet")
         check_data_period(verified, lookup.as_of)
@@ -211,7 +211,7 @@ class AgentMatching:
         failed: list[str] = []
         passed: list[str] = []
         for rule in mine:
-            value = agent._cell(lookup, cells, rule.spec, subject.enterprise_uscc, view)
+            value = agent.cell(lookup, cells, rule.spec, subject.enterprise_uscc, view)
             (passed if evaluate(rule, value) is True else failed).append(rule.text)
         issued_at = int(now)
         contribution = products_pb2.MatchContribution(
@@ -220,7 +220,7 @@ class AgentMatching:
             product_sha256=product.sha256,
             enterprise_uscc=subject.enterprise_uscc,
             provider=self.provider,
-            provider_key_id=agent._key_id,
+            provider_key_id=agent.key_id,
             data_as_of=lookup.as_of,
             consent_id=consent.consent_id,
             issued_at=issued_at,
@@ -228,7 +228,7 @@ class AgentMatching:
         )
         raw = contribution.SerializeToString(deterministic=True)
         outcome.contribution.contribution = raw
-        outcome.contribution.signature = agent._signing.sign(mt.CONTRIBUTION_CONTEXT, raw)
+        outcome.contribution.signature = agent.signing_key.sign(mt.CONTRIBUTION_CONTEXT, raw)
         feedback = products_pb2.MatchFeedback(
             match_id=match_id,
             product_id=product.product_id,
@@ -241,9 +241,9 @@ class AgentMatching:
         )
         fraw = feedback.SerializeToString(deterministic=True)
         signed_feedback = products_pb2.SignedMatchFeedback(
-            feedback=fraw, signature=agent._signing.sign(mt.FEEDBACK_CONTEXT, fraw)
+            feedback=fraw, signature=agent.signing_key.sign(mt.FEEDBACK_CONTEXT, fraw)
         )
-        enterprise = verify_binding(agent._ca, subject.consent.enterprise_binding, expect_role="enterprise", now=now)
+        enterprise = verify_binding(agent.ca, subject.consent.enterprise_binding, expect_role="enterprise", now=now)
         if len(enterprise.sealing_public_raw) != 32:
             raise XinrongError("the enterprise's binding has no sealing key", reason=Reason.ACCESS_DENIED)
         outcome.feedback.CopyFrom(

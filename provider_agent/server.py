@@ -321,7 +321,7 @@ def _matching_binding(agent: ProviderAgent, node_id: str, skew: float) -> Servic
     from xinrong.provider_agent.matching_servicer import AgentMatchingServicer
     from xinrong.v1 import products_pb2_grpc
 
-    servicer = AgentMatchingServicer(AgentMatching(agent, clock=agent._clock, skew=skew), node_id)
+    servicer = AgentMatchingServicer(AgentMatching(agent, clock=agent.clock, skew=skew), node_id)
     return ServiceBinding(
         MATCHING_SERVICE_NAME,
         lambda s: products_pb2_grpc.add_MatchingAgentServiceServicer_to_server(servicer, s),

@@ -284,3 +284,10 @@ def test_the_client_refuses_a_private_field_passed_off_as_public(
         pytest.raises(ValidationError, match="as a public record"),
     ):
         client.public_records()
+
+
+def test_the_client_lists_the_node_institutions_it_can_verify(platform: NodeServer, pki: Any) -> None:
+    """What the portal's consent form offers as grantees: institutions whose bindings the CA signed."""
+    with SubjectClient(f"127.0.0.1:{platform.port}", pki.enterprise(ACME)) as client:
+        ids = client.institution_ids()
+    assert ids and ids == sorted(ids) and all(i.startswith("bank") for i in ids), ids

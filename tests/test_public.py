@@ -533,6 +533,46 @@ def test_two_publishes_of_one_version_at_once_apply_it_once(harness: NodeHarness
     assert harness.query("SELECT count(*) FROM public_batches")[0][0] == 12
 
 
+def test_two_publishes_of_different_versions_on_one_base_at_once_apply_one(harness: NodeHarness, pki: Any) -> None:
+    """Versions v+1 and v+2, both on base v, sent at the same instant (two pooled connections on
+    PostgreSQL): publishes of one provider are serialized, so exactly one applies and the other finds
+    its base stale (FAILED_PRECONDITION); the log of versions never forks."""
+    market = pki.provider("market")
+    stubs = [_public(harness, market), _public(harness, market)]
+
+    def race(batches: list[public.PublicBatch]) -> list[str]:
+        barrier = threading.Barrier(2)
+
+        def send(i: int) -> str:
+            barrier.wait()
+            try:
+                return public_pb2.PublishOutcome.Name(_publish(stubs[i], market.signing_key, batches[i]).outcome)
+            except grpc.RpcError as err:
+                return str(err.code().name)
+
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(send, range(2)))
+
+    base = 0
+    for _ in range(10):
+        a, b = (
+            _batch(
+                [public.PublicRecord(ACME, dict(ACME_MARKET, **{"market.admin_licences": base + step}))],
+                version=base + step,
+                base=base,
+            )
+            for step in (1, 2)
+        )
+        got = race([a, b])
+        assert sorted(got) == ["FAILED_PRECONDITION", "PUBLISH_OUTCOME_APPLIED"], got
+        old, base = base, base + (1 if got[0] == "PUBLISH_OUTCOME_APPLIED" else 2)
+        rows = harness.query("SELECT version, base_version FROM public_batches ORDER BY version")
+        assert (int(rows[-1][0]), int(rows[-1][1])) == (base, old)
+    chain = harness.query("SELECT version, base_version FROM public_batches ORDER BY version")
+    assert len(chain) == 10
+    assert all(int(chain[i][1]) == (int(chain[i - 1][0]) if i else 0) for i in range(len(chain)))  # one linear chain
+
+
 def test_reads_roles_audit_and_report(harness: NodeHarness, pki: Any, catalog: Catalog) -> None:
     market, tax = pki.provider("market"), pki.provider("tax")
     _publish(_public(harness, market), market.signing_key, _batch([public.PublicRecord(ACME, ACME_MARKET)]))

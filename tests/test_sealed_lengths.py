@@ -84,9 +84,9 @@ def _inject(monkeypatch: pytest.MonkeyPatch, t: AgentUnderTest, value: FieldValu
     """The agent reads ``value`` (or ``value[field]``) for a field; the rest of its path is real."""
     monkeypatch.setattr(t.data, "lookup", lambda *_a: Lookup(period_id=1, as_of=AS_OF, data="[]"))
     if isinstance(value, dict):
-        monkeypatch.setattr(t.agent, "_cell", lambda _l, _c, spec, *_rest: value[spec.key])
+        monkeypatch.setattr(t.agent, "cell", lambda _l, _c, spec, *_rest: value[spec.key])
     else:
-        monkeypatch.setattr(t.agent, "_cell", lambda *_a: value)
+        monkeypatch.setattr(t.agent, "cell", lambda *_a: value)
 
 
 def test_every_verdict_seals_to_one_length(

@@ -43,14 +43,13 @@ from xinrong.enterprise.portal.backend import (
     PublicRow,
 )
 from xinrong.errors import XinrongError
-from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.errors import RemoteError
 from xinrong.serde import consent_state_name, purpose_name
 from xinrong.tlog.merkle import ProofError
 from xinrong.tlog.note import NoteError
 from xinrong.tlog.witness import SplitView, Witness
-from xinrong.v1 import common_pb2, node_pb2, subject_pb2
+from xinrong.v1 import subject_pb2
 
 T = TypeVar("T")
 
@@ -276,16 +275,8 @@ class ClientBackend:
 
     def institutions(self) -> list[str]:
         def read(client: Any) -> list[str]:
-            resp = client._stub.ListParties(
-                node_pb2.ListPartiesRequest(role=common_pb2.PARTY_ROLE_INSTITUTION), timeout=10
-            )
-            out = []
-            for signed in resp.bindings:
-                try:
-                    out.append(verify_binding(self._creds.ca, signed, expect_role="institution").party_id)
-                except Exception:  # a binding the CA did not sign is not offered
-                    continue
-            return sorted(out)
+            ids: list[str] = client.institution_ids(timeout=10)
+            return ids
 
         try:
             return self._call("institution list", read)

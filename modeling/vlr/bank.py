@@ -131,7 +131,7 @@ class BankParty(PartyCore):
         self._check_batches()
 
     def _check_batches(self) -> None:
-        cfg = self._cfg()
+        cfg = self.job_config()
         for epoch in range(min(cfg.epochs, 3)):
             for rows in batch_rows(self.n_train, cfg.batch_size, cfg.seed, epoch):
                 real = int((~self.decoy[rows]).sum())
@@ -139,7 +139,7 @@ class BankParty(PartyCore):
                     raise VlrError("a batch has too few real rows for its decoys; use fewer decoys or larger batches")
 
     def job_start(self, provider_ids: Sequence[str], n_rows: int, train_rows: npt.ArrayLike) -> JobStart:
-        cfg = self._cfg()
+        cfg = self.job_config()
         self.provider_ids = tuple(check_id(p, "provider id") for p in provider_ids)
         if not self.provider_ids or len(set(self.provider_ids)) != len(self.provider_ids):
             raise ValueError("need at least one provider, each once")
@@ -162,7 +162,7 @@ class BankParty(PartyCore):
         if msg.provider_ids != self.provider_ids:
             raise ProtocolViolation("node answered with another provider set")
         resolved = TrainConfig.from_json(msg.config_json)
-        if dataclasses.replace(resolved, sigmoid_degree=self._cfg().sigmoid_degree) != self._cfg():
+        if dataclasses.replace(resolved, sigmoid_degree=self.job_config().sigmoid_degree) != self.job_config():
             raise ProtocolViolation("node changed the job configuration")
         self.he = load_public(msg.scheme, msg.he_public)
         approx = resolved.approximant(self.he.max_degree)
@@ -180,13 +180,13 @@ class BankParty(PartyCore):
         """The surrogate of one interval level, fitted once and cached."""
         approx = self._level_cache.get(level)
         if approx is None:
-            approx = self._cfg().approximant(self._he().max_degree, level)
+            approx = self.job_config().approximant(self._he().max_degree, level)
             self._level_cache[level] = approx
         return approx
 
     @property
     def loss_mode(self) -> str:
-        if not self._cfg().track_loss:
+        if not self.job_config().track_loss:
             return "none"
         return self._approx().loss_mode
 
@@ -195,7 +195,7 @@ class BankParty(PartyCore):
         rows = self.batches(epoch)[batch]
         code = self._bound(self.x[rows])  # the ones column carries the intercept
         self.pos.phase = "backward"
-        return ForwardRequest(self._cfg().job_id, epoch, batch, code)
+        return ForwardRequest(self.job_config().job_id, epoch, batch, code)
 
     def backward(self, reply: ForwardReply, partials: Sequence[PartialLogits]) -> BankBackward:
         """Residual, own gradient payload and (if possible now) loss payload for this batch."""
@@ -206,7 +206,7 @@ class BankParty(PartyCore):
         he, opt = self._he(), self._opt()
         if self._tau is None:
             raise ProtocolViolation("no bound was computed for this batch")
-        if not 0 <= reply.level <= self._cfg().guard_max_level:
+        if not 0 <= reply.level <= self.job_config().guard_max_level:
             raise ProtocolViolation("interval level out of range")
         approx = self._level_approx(reply.level)
         if reply.shrink_steps:
@@ -242,7 +242,7 @@ class BankParty(PartyCore):
         wy = y if weights is None else weights * y
         d = he.add_plain(he.polyval(t, approx.coeffs, row_weights=weights), -wy)
         mode = self.loss_mode
-        loss_batches = self._cfg().loss_batches
+        loss_batches = self.job_config().loss_batches
         want_loss = mode != "none" and (loss_batches == 0 or reply.batch < loss_batches)
         residuals = []
         prefix_plain = tau
@@ -283,7 +283,7 @@ class BankParty(PartyCore):
         """Unmask and apply the bank's gradient; returns a loss request in square-loss mode."""
         self._check_job(reply.job_id)
         self._expect(reply.epoch, reply.batch, "apply")
-        cfg, opt, he = self._cfg(), self._opt(), self._he()
+        cfg, opt, he = self.job_config(), self._opt(), self._he()
         p = self._pending
         sums = f64_values(reply.masked_sums, opt.w.size, "masked sums")
         grad = he.unmask_column_sums(sums, p["grad_mask"])
@@ -344,7 +344,7 @@ class BankParty(PartyCore):
 
     def end_epoch(self) -> EpochEnd:
         """Close the epoch: record its loss, decide early stopping, checkpoint."""
-        cfg = self._cfg()
+        cfg = self.job_config()
         epoch = self.pos.epoch + 1
         loss: float | None = None
         if self._epoch_loss_rows:
@@ -390,9 +390,9 @@ class BankParty(PartyCore):
 
     def model_share(self, epochs: int) -> ModelShare:
         w = self._opt().w
-        transform = self.transform or ColumnTransform((), (), (), (), (), self._cfg().clip)
+        transform = self.transform or ColumnTransform((), (), (), (), (), self.job_config().clip)
         return ModelShare(
-            job_id=self._cfg().job_id,
+            job_id=self.job_config().job_id,
             party_id=self.party_id,
             role="bank",
             feature_names=transform.output_names(),

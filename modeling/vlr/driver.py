@@ -75,7 +75,7 @@ class BankDriver:
 
     @property
     def job_id(self) -> str:
-        return self.bank._cfg().job_id
+        return self.bank.job_config().job_id
 
     def start(self, msg: JobStart) -> JobStarted:
         """Send the bank's ``JobStart`` (``BankParty.job_start``); take the node's key and resolved config."""
@@ -133,7 +133,7 @@ class BankDriver:
     ) -> list[float]:
         """Every epoch from the bank's position on, until the last or an early stop; seconds per epoch."""
         bank = self.bank
-        cfg = bank._cfg()
+        cfg = bank.job_config()
         n_batches = bank.n_batches()
         epoch_seconds: list[float] = []
         for epoch in range(bank.pos.epoch, cfg.epochs):

@@ -99,7 +99,8 @@ class PartyCore:
         self.n_train = 0
 
     # configuration checks shared by both roles
-    def _cfg(self) -> TrainConfig:
+    def job_config(self) -> TrainConfig:
+        """The job this party was set up for; ProtocolViolation before ``setup``."""
         if self.config is None:
             raise ProtocolViolation("no job is set up")
         return self.config
@@ -120,7 +121,7 @@ class PartyCore:
         return self.opt
 
     def _check_job(self, job_id: str) -> None:
-        if job_id != self._cfg().job_id:
+        if job_id != self.job_config().job_id:
             raise ProtocolViolation("message for another job")
 
     def _expect(self, epoch: int, batch: int, phase: str) -> None:
@@ -132,16 +133,16 @@ class PartyCore:
 
     def batches(self, epoch: int) -> list[IntArray]:
         if self._batches is None or self._batches[0] != epoch:
-            cfg = self._cfg()
+            cfg = self.job_config()
             self._batches = (epoch, batch_rows(self.n_train, cfg.batch_size, cfg.seed, epoch))
         return self._batches[1]
 
     def n_batches(self) -> int:
-        return batch_count(self.n_train, self._cfg().batch_size)
+        return batch_count(self.n_train, self.job_config().batch_size)
 
     def _bound(self, x_batch: FloatArray) -> int:
         """Partial logits at the look-ahead weights, normalized; cached for the encrypt step."""
-        cfg, opt = self._cfg(), self._opt()
+        cfg, opt = self.job_config(), self._opt()
         tau = (x_batch @ opt.lookahead(cfg.momentum)) / cfg.sigmoid_radius
         if not np.all(np.isfinite(tau)):
             raise VlrError("partial logits are not finite: the model diverged")
@@ -172,7 +173,7 @@ class PartyCore:
         """Atomically save weights, optimizer and position (completed epochs); prune old ones."""
         if self.checkpoint_dir is None:
             return None
-        cfg, opt = self._cfg(), self._opt()
+        cfg, opt = self.job_config(), self._opt()
         meta = {
             "job_id": cfg.job_id,
             "config_digest": cfg.digest(),
@@ -192,7 +193,7 @@ class PartyCore:
     def restore_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_dir is None:
             raise VlrError("this party keeps no checkpoints")
-        cfg, opt = self._cfg(), self._opt()
+        cfg, opt = self.job_config(), self._opt()
         path = checkpoint_path(self.checkpoint_dir, self.party_id, epoch)
         if not path.exists():
             raise VlrError(f"no checkpoint for epoch {epoch}")

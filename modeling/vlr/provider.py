@@ -88,9 +88,7 @@ class ProviderParty(PartyCore):
             raise ValueError("provider needs a 2-D feature matrix with at least one named column")
         self._names = tuple(feature_names)
         self.min_batch_rows = min_batch_rows
-        self._residual: Any = None
         self._mask: Any = None
-        self._square_prefix: Any = None
         self._batch_n = 0
 
     def setup(self, msg: JobSetup) -> SetupAck:
@@ -140,7 +138,7 @@ class ProviderParty(PartyCore):
             factor = shrink_factor(msg.shrink_steps)
             self._opt().shrink(factor)
             self._tau = self._tau * factor
-        if not 0 <= msg.level <= self._cfg().guard_max_level:
+        if not 0 <= msg.level <= self.job_config().guard_max_level:
             raise ProtocolViolation("interval level out of range")
         ct = he.rerandomize(he.encrypt(self._tau / level_scale(msg.level)))
         self.pos.phase = "gradient"
@@ -175,7 +173,7 @@ class ProviderParty(PartyCore):
     def update(self, msg: UpdateRequest) -> UpdateAck:
         self._check_job(msg.job_id)
         self._expect(msg.epoch, msg.batch, "update")
-        cfg, opt, he = self._cfg(), self._opt(), self._he()
+        cfg, opt, he = self.job_config(), self._opt(), self._he()
         sums = f64_values(msg.masked_sums, opt.w.size, "masked sums")
         grad = he.unmask_column_sums(sums, self._mask)
         self._mask = None
@@ -202,7 +200,7 @@ class ProviderParty(PartyCore):
         if self.transform is None:
             raise ProtocolViolation("no job is set up")
         return ModelShare(
-            job_id=self._cfg().job_id,
+            job_id=self.job_config().job_id,
             party_id=self.party_id,
             role="provider",
             feature_names=self.transform.output_names(),
@@ -210,7 +208,7 @@ class ProviderParty(PartyCore):
             weights=tuple(float(w) for w in self._opt().w),
             intercept=None,
             epochs=epochs,
-            sigmoid={"degree": self._cfg().sigmoid_degree, "radius": self._cfg().sigmoid_radius},
+            sigmoid={"degree": self.job_config().sigmoid_degree, "radius": self.job_config().sigmoid_radius},
         )
 
     def finish(self, msg: FinishRequest, share_path: str | Path) -> FinishAck:

@@ -30,7 +30,7 @@ _SAN_KEY = "x509_subject_alternative_name"
 @lru_cache(maxsize=4096)
 def _identity_from_sans(identities: tuple[bytes, ...]) -> Peer | None:
     """(role, party_id) from the first ``urn:xinrong:`` URI among the SANs,
-    in certificate order, as ``xinrong.keys.ca.identity_of_certificate`` reads it."""
+    in certificate order (``xinrong.keys.ca.parse_party_uri``)."""
     for raw in identities:
         parsed = parse_party_uri(raw.decode("ascii", "replace"))
         if parsed:

@@ -49,6 +49,9 @@ class OpenStream:
     task: asyncio.Task[object] | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     error: XinrongError | None = None
+    # Set by the server guard (on the loop) while the stream is suspended at its yield, i.e. while
+    # gRPC writes a response: a cancel landing there would be swallowed without a status.
+    yielding: bool = False
 
     def cancel(self, error: XinrongError) -> None:
         """End the stream with ``error`` (idempotent, from any thread)."""
@@ -57,7 +60,14 @@ class OpenStream:
         self.error = error
         self.cancelled.set()
         if self.loop is not None and self.task is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.task.cancel)
+            self.loop.call_soon_threadsafe(self._cancel_on_loop)
+
+    def _cancel_on_loop(self) -> None:
+        """Cancel the handler's task, unless it is writing a response: gRPC's write would swallow the
+        cancel and leave the call open with no status (the client would wait forever); the guard
+        checks ``cancelled`` as soon as the write returns instead."""
+        if not self.yielding and self.task is not None:
+            self.task.cancel()
 
 
 _current: contextvars.ContextVar[OpenStream | None] = contextvars.ContextVar("xinrong_open_stream", default=None)

@@ -409,17 +409,28 @@ def _guard_async(
                 yield item
             return
         with gate.streams.opened(peer, method) as open_stream:
+            items = served_stream(request, context, peer)
             try:
-                async for item in served_stream(request, context, peer):
-                    yield item
-                return
+                async for item in items:
+                    open_stream.yielding = True  # see OpenStream._cancel_on_loop
+                    try:
+                        yield item
+                    finally:
+                        open_stream.yielding = False
+                    if open_stream.cancelled.is_set():
+                        break
+                else:
+                    return
             except asyncio.CancelledError:
                 if open_stream.error is None:
                     raise
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()
+            finally:
+                await items.aclose()
             # Closed by the gate (e.g. the institution was suspended): say why.
+            assert open_stream.error is not None  # set before ``cancelled``
             await _abort(context, status_for_error(open_stream.error))
 
     async def served_stream(request: Any, context: Any, peer: Peer | None) -> Any:

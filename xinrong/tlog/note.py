@@ -25,7 +25,6 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xinrong.errors import SignatureError
@@ -171,10 +170,6 @@ def open_checkpoint(note: str, origin: str, public_raw: bytes) -> Checkpoint:
     if checkpoint.origin != origin:
         raise NoteError(f"checkpoint of {checkpoint.origin!r}, not {origin!r}")
     return checkpoint
-
-
-def signatures_of(note: str) -> Sequence[Signature]:
-    return _split_note(note)[1]
 
 
 __all__ = [

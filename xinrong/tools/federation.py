@@ -364,7 +364,7 @@ class LocalFederation:
 
     def resume(self) -> int:
         """Restore every party to the newest epoch all of them checkpointed; 0 if none."""
-        return self.driver.restore(self.transport.resume(ResumeQuery(self.bank._cfg().job_id)))
+        return self.driver.restore(self.transport.resume(ResumeQuery(self.bank.job_config().job_id)))
 
     def run(self, *, progress: Callable[[int, BankMetrics], None] | None = None, resume: bool = False) -> TrainResult:
         if not self._started:

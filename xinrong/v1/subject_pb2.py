@@ -26,21 +26,21 @@ from xinrong.v1 import common_pb2 as xinrong_dot_v1_dot_common__pb2
 from xinrong.v1 import node_pb2 as xinrong_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18xinrong/v1/subject.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\x1a\x15xinrong/v1/node.proto\"`\n\x0cSubjectQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\x03\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"6\n\x12SignedSubjectQuery\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"}\n\x10GetMyDataRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"i\n\x11GetMyDataResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\x12\x13\n\x0bunavailable\x18\x03 \x03(\t\"f\n\x0cSubjectField\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07present\x18\x03 \x01(\x08\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.xinrong.v1.FieldStatus\"K\n\tCaseEvent\x12\n\n\x02\x61t\x18\x01 \x01(\x03\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xa9\x02\n\x0bSubjectCase\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x11\n\tstatement\x18\x04 \x01(\t\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.xinrong.v1.CaseState\x12\x10\n\x08\x66iled_at\x18\x06 \x01(\x03\x12\x12\n\nupdated_at\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07overdue\x18\t \x01(\x08\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_date\x18\n \x01(\t\x12&\n\x07history\x18\x0b \x03(\x0b\x32\x15.xinrong.v1.CaseEvent\x12\x16\n\x0e\x65vidence_bytes\x18\x0c \x01(\r\"\xee\x01\n\rSubjectReport\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x17\n\x0fprovider_key_id\x18\x04 \x01(\t\x12\x11\n\tissued_at\x18\x05 \x01(\x03\x12\x12\n\ndata_as_of\x18\x06 \x01(\t\x12\x0c\n\x04held\x18\x07 \x01(\x08\x12(\n\x06\x66ields\x18\x08 \x03(\x0b\x32\x18.xinrong.v1.SubjectField\x12&\n\x05\x63\x61ses\x18\t \x03(\x0b\x32\x17.xinrong.v1.SubjectCase\"8\n\x13SignedSubjectReport\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"1\n\rPaddedPayload\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0f\n\x07padding\x18\x02 \x01(\x0c\"\x84\x01\n\x17GetSubjectReportRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"A\n\x18GetSubjectReportResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\xd8\x01\n\nCaseFiling\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x11\n\tstatement\x18\x06 \x01(\t\x12\x10\n\x08\x65vidence\x18\x07 \x01(\x0c\x12\x15\n\revidence_name\x18\x08 \x01(\t\x12\x10\n\x08\x66iled_at\x18\t \x01(\x03\x12\r\n\x05nonce\x18\n \x01(\x0c\"5\n\x10SignedCaseFiling\x12\x0e\n\x06\x66iling\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xf9\x01\n\x0f\x46ileCaseRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\"\n\x04kind\x18\x05 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\x0f\n\x07\x63\x61se_id\x18\x06 \x01(\t\x12%\n\x06sealed\x18\x07 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"I\n\x10\x46ileCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\"\xb6\x01\n\x11\x41\x63\x63\x65ptCaseRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12\x0f\n\x07\x63\x61se_id\x18\x03 \x01(\t\x12%\n\x06sealed\x18\x04 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"K\n\x12\x41\x63\x63\x65ptCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\"\x17\n\x15ListMyConsentsRequest\"\xd3\x01\n\x0e\x43onsentListing\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\ngrantee_id\x18\x02 \x01(\t\x12+\n\x07purpose\x18\x03 \x01(\x0e\x32\x1a.xinrong.v1.ConsentPurpose\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x0c\n\x04uses\x18\x05 \x01(\r\x12\x10\n\x08max_uses\x18\x06 \x01(\r\x12\x13\n\x0bvalid_until\x18\x07 \x01(\x03\x12\x0e\n\x06\x66ields\x18\x08 \x03(\t\"F\n\x16ListMyConsentsResponse\x12,\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x1a.xinrong.v1.ConsentListing\"\xa4\x01\n\x12\x43onsentStateChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x12\n\nconsent_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12)\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x19.xinrong.v1.ConsentAction\x12\x14\n\x0csigned_at_ms\x18\x05 \x01(\x03\x12\r\n\x05nonce\x18\x06 \x01(\x0c\"=\n\x18SignedConsentStateChange\x12\x0e\n\x06\x63hange\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"Q\n\x19\x43hangeConsentStateRequest\x12\x34\n\x06\x63hange\x18\x01 \x01(\x0b\x32$.xinrong.v1.SignedConsentStateChange\"u\n\x1a\x43hangeConsentStateResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x1a\n\x12providers_notified\x18\x03 \x03(\t\"\x8d\x01\n\x19UpdateConsentPauseRequest\x12\x34\n\x06\x63hange\x18\x01 \x01(\x0b\x32$.xinrong.v1.SignedConsentStateChange\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"Y\n\x1aUpdateConsentPauseResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"\x15\n\x13GetCaseStatsRequest\"\xa6\x01\n\x14GetCaseStatsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x17\n\x0fopen_objections\x18\x02 \x01(\r\x12\x1a\n\x12overdue_objections\x18\x03 \x01(\r\x12\x14\n\x0copen_repairs\x18\x04 \x01(\r\x12\x17\n\x0foverdue_repairs\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x06 \x01(\x03*z\n\x0b\x46ieldStatus\x12\x1c\n\x18\x46IELD_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46IELD_STATUS_NORMAL\x10\x01\x12\x19\n\x15\x46IELD_STATUS_DISPUTED\x10\x02\x12\x19\n\x15\x46IELD_STATUS_REPAIRED\x10\x03*T\n\x08\x43\x61seKind\x12\x19\n\x15\x43\x41SE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_KIND_OBJECTION\x10\x01\x12\x14\n\x10\x43\x41SE_KIND_REPAIR\x10\x02*\x88\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41SE_STATE_OPEN\x10\x01\x12\x18\n\x14\x43\x41SE_STATE_CORRECTED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_REJECTED\x10\x03\x12\x17\n\x13\x43\x41SE_STATE_APPROVED\x10\x04*d\n\rConsentAction\x12\x1e\n\x1a\x43ONSENT_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONSENT_ACTION_PAUSE\x10\x01\x12\x19\n\x15\x43ONSENT_ACTION_RESUME\x10\x02\x32\xdf\x02\n\x0eSubjectService\x12H\n\tGetMyData\x12\x1c.xinrong.v1.GetMyDataRequest\x1a\x1d.xinrong.v1.GetMyDataResponse\x12\x45\n\x08\x46ileCase\x12\x1b.xinrong.v1.FileCaseRequest\x1a\x1c.xinrong.v1.FileCaseResponse\x12W\n\x0eListMyConsents\x12!.xinrong.v1.ListMyConsentsRequest\x1a\".xinrong.v1.ListMyConsentsResponse\x12\x63\n\x12\x43hangeConsentState\x12%.xinrong.v1.ChangeConsentStateRequest\x1a&.xinrong.v1.ChangeConsentStateResponse2\xf9\x02\n\x13\x41gentSubjectService\x12]\n\x10GetSubjectReport\x12#.xinrong.v1.GetSubjectReportRequest\x1a$.xinrong.v1.GetSubjectReportResponse\x12K\n\nAcceptCase\x12\x1d.xinrong.v1.AcceptCaseRequest\x1a\x1e.xinrong.v1.AcceptCaseResponse\x12\x63\n\x12UpdateConsentPause\x12%.xinrong.v1.UpdateConsentPauseRequest\x1a&.xinrong.v1.UpdateConsentPauseResponse\x12Q\n\x0cGetCaseStats\x12\x1f.xinrong.v1.GetCaseStatsRequest\x1a .xinrong.v1.GetCaseStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18xinrong/v1/subject.proto\x12\nxinrong.v1\x1a\x17xinrong/v1/common.proto\x1a\x15xinrong/v1/node.proto\"`\n\x0cSubjectQuery\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x02 \x01(\t\x12\x14\n\x0crequested_at\x18\x03 \x01(\x03\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"6\n\x12SignedSubjectQuery\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"}\n\x10GetMyDataRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"i\n\x11GetMyDataResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1a.xinrong.v1.ProviderAnswer\x12\x13\n\x0bunavailable\x18\x03 \x03(\t\"f\n\x0cSubjectField\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0f\n\x07present\x18\x03 \x01(\x08\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.xinrong.v1.FieldStatus\"K\n\tCaseEvent\x12\n\n\x02\x61t\x18\x01 \x01(\x03\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\x12\x0c\n\x04note\x18\x03 \x01(\t\"\xa9\x02\n\x0bSubjectCase\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x11\n\tstatement\x18\x04 \x01(\t\x12$\n\x05state\x18\x05 \x01(\x0e\x32\x15.xinrong.v1.CaseState\x12\x10\n\x08\x66iled_at\x18\x06 \x01(\x03\x12\x12\n\nupdated_at\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x0f\n\x07overdue\x18\t \x01(\x08\x12\x16\n\x0e\x65\x66\x66\x65\x63tive_date\x18\n \x01(\t\x12&\n\x07history\x18\x0b \x03(\x0b\x32\x15.xinrong.v1.CaseEvent\x12\x16\n\x0e\x65vidence_bytes\x18\x0c \x01(\r\"\xee\x01\n\rSubjectReport\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x17\n\x0fprovider_key_id\x18\x04 \x01(\t\x12\x11\n\tissued_at\x18\x05 \x01(\x03\x12\x12\n\ndata_as_of\x18\x06 \x01(\t\x12\x0c\n\x04held\x18\x07 \x01(\x08\x12(\n\x06\x66ields\x18\x08 \x03(\x0b\x32\x18.xinrong.v1.SubjectField\x12&\n\x05\x63\x61ses\x18\t \x03(\x0b\x32\x17.xinrong.v1.SubjectCase\"8\n\x13SignedSubjectReport\x12\x0e\n\x06report\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x84\x01\n\x17GetSubjectReportRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"A\n\x18GetSubjectReportResponse\x12%\n\x06sealed\x18\x01 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"\xd8\x01\n\nCaseFiling\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x11\n\tstatement\x18\x06 \x01(\t\x12\x10\n\x08\x65vidence\x18\x07 \x01(\x0c\x12\x15\n\revidence_name\x18\x08 \x01(\t\x12\x10\n\x08\x66iled_at\x18\t \x01(\x03\x12\r\n\x05nonce\x18\n \x01(\x0c\"5\n\x10SignedCaseFiling\x12\x0e\n\x06\x66iling\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xf9\x01\n\x0f\x46ileCaseRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\"\n\x04kind\x18\x05 \x01(\x0e\x32\x14.xinrong.v1.CaseKind\x12\x0f\n\x07\x63\x61se_id\x18\x06 \x01(\t\x12%\n\x06sealed\x18\x07 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"I\n\x10\x46ileCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\"\xb6\x01\n\x11\x41\x63\x63\x65ptCaseRequest\x12-\n\x05query\x18\x01 \x01(\x0b\x32\x1e.xinrong.v1.SignedSubjectQuery\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\x12\x0f\n\x07\x63\x61se_id\x18\x03 \x01(\t\x12%\n\x06sealed\x18\x04 \x01(\x0b\x32\x15.xinrong.v1.SealedBox\"K\n\x12\x41\x63\x63\x65ptCaseResponse\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.xinrong.v1.CaseState\"\x17\n\x15ListMyConsentsRequest\"\xd3\x01\n\x0e\x43onsentListing\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x12\n\ngrantee_id\x18\x02 \x01(\t\x12+\n\x07purpose\x18\x03 \x01(\x0e\x32\x1a.xinrong.v1.ConsentPurpose\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x0c\n\x04uses\x18\x05 \x01(\r\x12\x10\n\x08max_uses\x18\x06 \x01(\r\x12\x13\n\x0bvalid_until\x18\x07 \x01(\x03\x12\x0e\n\x06\x66ields\x18\x08 \x03(\t\"F\n\x16ListMyConsentsResponse\x12,\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x1a.xinrong.v1.ConsentListing\"\xa4\x01\n\x12\x43onsentStateChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x12\n\nconsent_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65nterprise_uscc\x18\x03 \x01(\t\x12)\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x19.xinrong.v1.ConsentAction\x12\x14\n\x0csigned_at_ms\x18\x05 \x01(\x03\x12\r\n\x05nonce\x18\x06 \x01(\x0c\"=\n\x18SignedConsentStateChange\x12\x0e\n\x06\x63hange\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"Q\n\x19\x43hangeConsentStateRequest\x12\x34\n\x06\x63hange\x18\x01 \x01(\x0b\x32$.xinrong.v1.SignedConsentStateChange\"u\n\x1a\x43hangeConsentStateResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\x12\x1a\n\x12providers_notified\x18\x03 \x03(\t\"\x8d\x01\n\x19UpdateConsentPauseRequest\x12\x34\n\x06\x63hange\x18\x01 \x01(\x0b\x32$.xinrong.v1.SignedConsentStateChange\x12:\n\x12\x65nterprise_binding\x18\x02 \x01(\x0b\x32\x1e.xinrong.v1.SignedPartyBinding\"Y\n\x1aUpdateConsentPauseResponse\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.xinrong.v1.ConsentState\"\x15\n\x13GetCaseStatsRequest\"\xa6\x01\n\x14GetCaseStatsResponse\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x17\n\x0fopen_objections\x18\x02 \x01(\r\x12\x1a\n\x12overdue_objections\x18\x03 \x01(\r\x12\x14\n\x0copen_repairs\x18\x04 \x01(\r\x12\x17\n\x0foverdue_repairs\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x06 \x01(\x03*z\n\x0b\x46ieldStatus\x12\x1c\n\x18\x46IELD_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46IELD_STATUS_NORMAL\x10\x01\x12\x19\n\x15\x46IELD_STATUS_DISPUTED\x10\x02\x12\x19\n\x15\x46IELD_STATUS_REPAIRED\x10\x03*T\n\x08\x43\x61seKind\x12\x19\n\x15\x43\x41SE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_KIND_OBJECTION\x10\x01\x12\x14\n\x10\x43\x41SE_KIND_REPAIR\x10\x02*\x88\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41SE_STATE_OPEN\x10\x01\x12\x18\n\x14\x43\x41SE_STATE_CORRECTED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_REJECTED\x10\x03\x12\x17\n\x13\x43\x41SE_STATE_APPROVED\x10\x04*d\n\rConsentAction\x12\x1e\n\x1a\x43ONSENT_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43ONSENT_ACTION_PAUSE\x10\x01\x12\x19\n\x15\x43ONSENT_ACTION_RESUME\x10\x02\x32\xdf\x02\n\x0eSubjectService\x12H\n\tGetMyData\x12\x1c.xinrong.v1.GetMyDataRequest\x1a\x1d.xinrong.v1.GetMyDataResponse\x12\x45\n\x08\x46ileCase\x12\x1b.xinrong.v1.FileCaseRequest\x1a\x1c.xinrong.v1.FileCaseResponse\x12W\n\x0eListMyConsents\x12!.xinrong.v1.ListMyConsentsRequest\x1a\".xinrong.v1.ListMyConsentsResponse\x12\x63\n\x12\x43hangeConsentState\x12%.xinrong.v1.ChangeConsentStateRequest\x1a&.xinrong.v1.ChangeConsentStateResponse2\xf9\x02\n\x13\x41gentSubjectService\x12]\n\x10GetSubjectReport\x12#.xinrong.v1.GetSubjectReportRequest\x1a$.xinrong.v1.GetSubjectReportResponse\x12K\n\nAcceptCase\x12\x1d.xinrong.v1.AcceptCaseRequest\x1a\x1e.xinrong.v1.AcceptCaseResponse\x12\x63\n\x12UpdateConsentPause\x12%.xinrong.v1.UpdateConsentPauseRequest\x1a&.xinrong.v1.UpdateConsentPauseResponse\x12Q\n\x0cGetCaseStats\x12\x1f.xinrong.v1.GetCaseStatsRequest\x1a .xinrong.v1.GetCaseStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'xinrong.v1.subject_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FIELDSTATUS']._serialized_start=3542
-  _globals['_FIELDSTATUS']._serialized_end=3664
-  _globals['_CASEKIND']._serialized_start=3666
-  _globals['_CASEKIND']._serialized_end=3750
-  _globals['_CASESTATE']._serialized_start=3753
-  _globals['_CASESTATE']._serialized_end=3889
-  _globals['_CONSENTACTION']._serialized_start=3891
-  _globals['_CONSENTACTION']._serialized_end=3991
+  _globals['_FIELDSTATUS']._serialized_start=3491
+  _globals['_FIELDSTATUS']._serialized_end=3613
+  _globals['_CASEKIND']._serialized_start=3615
+  _globals['_CASEKIND']._serialized_end=3699
+  _globals['_CASESTATE']._serialized_start=3702
+  _globals['_CASESTATE']._serialized_end=3838
+  _globals['_CONSENTACTION']._serialized_start=3840
+  _globals['_CONSENTACTION']._serialized_end=3940
   _globals['_SUBJECTQUERY']._serialized_start=88
   _globals['_SUBJECTQUERY']._serialized_end=184
   _globals['_SIGNEDSUBJECTQUERY']._serialized_start=186
@@ -59,48 +59,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBJECTREPORT']._serialized_end=1196
   _globals['_SIGNEDSUBJECTREPORT']._serialized_start=1198
   _globals['_SIGNEDSUBJECTREPORT']._serialized_end=1254
-  _globals['_PADDEDPAYLOAD']._serialized_start=1256
-  _globals['_PADDEDPAYLOAD']._serialized_end=1305
-  _globals['_GETSUBJECTREPORTREQUEST']._serialized_start=1308
-  _globals['_GETSUBJECTREPORTREQUEST']._serialized_end=1440
-  _globals['_GETSUBJECTREPORTRESPONSE']._serialized_start=1442
-  _globals['_GETSUBJECTREPORTRESPONSE']._serialized_end=1507
-  _globals['_CASEFILING']._serialized_start=1510
-  _globals['_CASEFILING']._serialized_end=1726
-  _globals['_SIGNEDCASEFILING']._serialized_start=1728
-  _globals['_SIGNEDCASEFILING']._serialized_end=1781
-  _globals['_FILECASEREQUEST']._serialized_start=1784
-  _globals['_FILECASEREQUEST']._serialized_end=2033
-  _globals['_FILECASERESPONSE']._serialized_start=2035
-  _globals['_FILECASERESPONSE']._serialized_end=2108
-  _globals['_ACCEPTCASEREQUEST']._serialized_start=2111
-  _globals['_ACCEPTCASEREQUEST']._serialized_end=2293
-  _globals['_ACCEPTCASERESPONSE']._serialized_start=2295
-  _globals['_ACCEPTCASERESPONSE']._serialized_end=2370
-  _globals['_LISTMYCONSENTSREQUEST']._serialized_start=2372
-  _globals['_LISTMYCONSENTSREQUEST']._serialized_end=2395
-  _globals['_CONSENTLISTING']._serialized_start=2398
-  _globals['_CONSENTLISTING']._serialized_end=2609
-  _globals['_LISTMYCONSENTSRESPONSE']._serialized_start=2611
-  _globals['_LISTMYCONSENTSRESPONSE']._serialized_end=2681
-  _globals['_CONSENTSTATECHANGE']._serialized_start=2684
-  _globals['_CONSENTSTATECHANGE']._serialized_end=2848
-  _globals['_SIGNEDCONSENTSTATECHANGE']._serialized_start=2850
-  _globals['_SIGNEDCONSENTSTATECHANGE']._serialized_end=2911
-  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_start=2913
-  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_end=2994
-  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_start=2996
-  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_end=3113
-  _globals['_UPDATECONSENTPAUSEREQUEST']._serialized_start=3116
-  _globals['_UPDATECONSENTPAUSEREQUEST']._serialized_end=3257
-  _globals['_UPDATECONSENTPAUSERESPONSE']._serialized_start=3259
-  _globals['_UPDATECONSENTPAUSERESPONSE']._serialized_end=3348
-  _globals['_GETCASESTATSREQUEST']._serialized_start=3350
-  _globals['_GETCASESTATSREQUEST']._serialized_end=3371
-  _globals['_GETCASESTATSRESPONSE']._serialized_start=3374
-  _globals['_GETCASESTATSRESPONSE']._serialized_end=3540
-  _globals['_SUBJECTSERVICE']._serialized_start=3994
-  _globals['_SUBJECTSERVICE']._serialized_end=4345
-  _globals['_AGENTSUBJECTSERVICE']._serialized_start=4348
-  _globals['_AGENTSUBJECTSERVICE']._serialized_end=4725
+  _globals['_GETSUBJECTREPORTREQUEST']._serialized_start=1257
+  _globals['_GETSUBJECTREPORTREQUEST']._serialized_end=1389
+  _globals['_GETSUBJECTREPORTRESPONSE']._serialized_start=1391
+  _globals['_GETSUBJECTREPORTRESPONSE']._serialized_end=1456
+  _globals['_CASEFILING']._serialized_start=1459
+  _globals['_CASEFILING']._serialized_end=1675
+  _globals['_SIGNEDCASEFILING']._serialized_start=1677
+  _globals['_SIGNEDCASEFILING']._serialized_end=1730
+  _globals['_FILECASEREQUEST']._serialized_start=1733
+  _globals['_FILECASEREQUEST']._serialized_end=1982
+  _globals['_FILECASERESPONSE']._serialized_start=1984
+  _globals['_FILECASERESPONSE']._serialized_end=2057
+  _globals['_ACCEPTCASEREQUEST']._serialized_start=2060
+  _globals['_ACCEPTCASEREQUEST']._serialized_end=2242
+  _globals['_ACCEPTCASERESPONSE']._serialized_start=2244
+  _globals['_ACCEPTCASERESPONSE']._serialized_end=2319
+  _globals['_LISTMYCONSENTSREQUEST']._serialized_start=2321
+  _globals['_LISTMYCONSENTSREQUEST']._serialized_end=2344
+  _globals['_CONSENTLISTING']._serialized_start=2347
+  _globals['_CONSENTLISTING']._serialized_end=2558
+  _globals['_LISTMYCONSENTSRESPONSE']._serialized_start=2560
+  _globals['_LISTMYCONSENTSRESPONSE']._serialized_end=2630
+  _globals['_CONSENTSTATECHANGE']._serialized_start=2633
+  _globals['_CONSENTSTATECHANGE']._serialized_end=2797
+  _globals['_SIGNEDCONSENTSTATECHANGE']._serialized_start=2799
+  _globals['_SIGNEDCONSENTSTATECHANGE']._serialized_end=2860
+  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_start=2862
+  _globals['_CHANGECONSENTSTATEREQUEST']._serialized_end=2943
+  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_start=2945
+  _globals['_CHANGECONSENTSTATERESPONSE']._serialized_end=3062
+  _globals['_UPDATECONSENTPAUSEREQUEST']._serialized_start=3065
+  _globals['_UPDATECONSENTPAUSEREQUEST']._serialized_end=3206
+  _globals['_UPDATECONSENTPAUSERESPONSE']._serialized_start=3208
+  _globals['_UPDATECONSENTPAUSERESPONSE']._serialized_end=3297
+  _globals['_GETCASESTATSREQUEST']._serialized_start=3299
+  _globals['_GETCASESTATSREQUEST']._serialized_end=3320
+  _globals['_GETCASESTATSRESPONSE']._serialized_start=3323
+  _globals['_GETCASESTATSRESPONSE']._serialized_end=3489
+  _globals['_SUBJECTSERVICE']._serialized_start=3943
+  _globals['_SUBJECTSERVICE']._serialized_end=4294
+  _globals['_AGENTSUBJECTSERVICE']._serialized_start=4297
+  _globals['_AGENTSUBJECTSERVICE']._serialized_end=4674
 # @@protoc_insertion_point(module_scope)

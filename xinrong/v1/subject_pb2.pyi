@@ -169,14 +169,6 @@ class SignedSubjectReport(_message.Message):
     signature: bytes
     def __init__(self, report: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
-class PaddedPayload(_message.Message):
-    __slots__ = ("payload", "padding")
-    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
-    PADDING_FIELD_NUMBER: _ClassVar[int]
-    payload: bytes
-    padding: bytes
-    def __init__(self, payload: _Optional[bytes] = ..., padding: _Optional[bytes] = ...) -> None: ...
-
 class GetSubjectReportRequest(_message.Message):
     __slots__ = ("query", "enterprise_binding")
     QUERY_FIELD_NUMBER: _ClassVar[int]
