@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class _Window:
     seconds: float
     errors: int
     cpu_s: float = 0.0  # CPU the probed processes used in the timed window (``cpu_probe``)
+    cpu_by: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group (``cpu_groups``)
 
 
 def _process_cpu(pids: list[int]) -> Callable[[], float]:
@@ -79,6 +80,27 @@ def _process_cpu(pids: list[int]) -> Callable[[], float]:
     return probe
 
 
+def _cpu_groups(groups: dict[str, Callable[[], list[int]]]) -> Callable[[], dict[str, float]]:
+    """A probe: CPU seconds so far per named group of processes (pids looked up at each probe,
+    so a pool's connections opened since are counted; a process gone since is not)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def probe() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in groups.items():
+            total = 0
+            for pid in pids():
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += int(fields[11]) + int(fields[12])
+            out[name] = total / tick
+        return out
+
+    return probe
+
+
 def _drive(
     call: Callable[[], object],
     *,
@@ -86,6 +108,7 @@ def _drive(
     concurrency: int,
     warmup: float,
     cpu_probe: Callable[[], float] | None = None,
+    cpu_groups: Callable[[], dict[str, float]] | None = None,
 ) -> _Window:
     """C threads calling back to back; latencies of the calls that ended in the timed window."""
     stop = threading.Event()
@@ -110,19 +133,21 @@ def _drive(
         t.start()
     time.sleep(warmup)
     cpu0 = cpu_probe() if cpu_probe else 0.0
+    by0 = cpu_groups() if cpu_groups else {}
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - start
     cpu = (cpu_probe() - cpu0) if cpu_probe else 0.0
+    by = {name: v - by0.get(name, 0.0) for name, v in cpu_groups().items()} if cpu_groups else {}
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu)
+    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu, by)
 
 
-def _summary(windows: list[_Window]) -> dict[str, float]:
+def _summary(windows: list[_Window]) -> dict[str, Any]:
     """qps and latency percentiles (ms) over all windows of one load."""
     lat = sorted(x for w in windows for x in w.latencies)
     errors = sum(w.errors for w in windows)
@@ -135,6 +160,10 @@ def _summary(windows: list[_Window]) -> dict[str, float]:
         "calls": float(len(lat)),
         "errors": float(errors),
         "cpu_us_per_call": 1e6 * sum(w.cpu_s for w in windows) / len(lat),
+        "cpu_us_per_call_by": {
+            name: round(1e6 * sum(w.cpu_by.get(name, 0.0) for w in windows) / len(lat), 1)
+            for name in (windows[0].cpu_by if windows else {})
+        },
     }
 
 
@@ -158,7 +187,8 @@ def _interleaved(
     warmup: float,
     slices: int,
     cpu_probe: Callable[[], float] | None = None,
-) -> dict[str, dict[str, float]]:
+    cpu_groups: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
     This VM's speed drifts by 10-15% within minutes; measured one after the
@@ -179,6 +209,7 @@ def _interleaved(
                     concurrency=concurrency,
                     warmup=warmup if k == 0 else min(warmup, 0.5),
                     cpu_probe=cpu_probe,
+                    cpu_groups=cpu_groups,
                 )
             )
     return {name: _summary(w) for name, w in windows.items()}
@@ -367,6 +398,17 @@ def run(
                     probe = None
                     if tree_ab and cpus.supported():
                         probe = _process_cpu([group.parties[name].proc.pid for name in node_names])
+                    groups = None
+                    if cpus.supported():
+                        parties = group.parties
+                        procs: dict[str, Callable[[], list[int]]] = {
+                            "node": lambda: [parties[name].proc.pid for name in node_names],
+                            "agent": lambda: [parties["agent-tax"].proc.pid],
+                            "client": lambda: [os.getpid()],
+                        }
+                        if pg is not None:
+                            procs["postgres"] = pg.pids
+                        groups = _cpu_groups(procs)
                     measured = _interleaved(
                         loads,
                         seconds=seconds,
@@ -374,6 +416,7 @@ def run(
                         warmup=warmup,
                         slices=slices,
                         cpu_probe=probe,
+                        cpu_groups=groups,
                     )
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
@@ -435,6 +478,8 @@ def run(
         "seconds": seconds,
         "slices": slices,
         "claims_per_call": len(asked),
+        # CPU per verify call by process (Linux): what shared load moves least.
+        **({"cpu_us_per_call": e2e["cpu_us_per_call_by"]} if e2e["cpu_us_per_call_by"] else {}),
         **tree,
     }
 
