@@ -477,7 +477,16 @@ class PgDatabase(Database):
             raise unavailable(self.config.url, exc) from None
 
     async def aclose(self) -> None:
-        """Close the loop's pool (on the loop that owns it)."""
+        """Close the loop's pool (on the loop that owns it), after the admission batches in flight."""
+        if self._admit_tasks:
+            await asyncio.gather(*self._admit_tasks, return_exceptions=True)
+        if self._admit_kick is not None:
+            self._admit_kick.cancel()
+            self._admit_kick = None
+        for _, future in self._admit_queue:
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"node database {self.url}: closing"))
+        self._admit_queue = []
         if self._apool is not None:
             await self._apool.close()
             self._apool = None
