@@ -228,6 +228,7 @@ def run(
     database: str = "sqlite",
     replicas: int = 1,
     tree_ab: bool = False,
+    pg_synchronous_commit: str = "on",
 ) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
 
@@ -236,6 +237,12 @@ def run(
     node processes on it; the load generator balances over them as the bank
     SDK does. Pinned, every replica shares the node's CPU: on two cores more
     replicas measure contention, not scale-out.
+
+    ``pg_synchronous_commit``: the node's ``[database] synchronous_commit``
+    ("on", the default: every answer waits for its WAL flush; "off": like
+    SQLite's default ``synchronous=NORMAL``, no flush on the request path).
+    On PostgreSQL the result also carries the server's WAL flushes per
+    verify call and their mean time over the run (``pg_stat_wal``).
 
     ``tree_ab``: one more load, ``verify_no_tree``, the same calls while the
     node builds no Merkle tree (a bench-only pause file the node's tick
@@ -262,6 +269,7 @@ def run(
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
         workdir = Path(tmp.name)
     pg = None
+    wal: tuple[int, float] | None = None
     pause_file = workdir / "tree-paused"
     saved_env = os.environ.get(BENCH_PAUSE_ENV)
     if tree_ab:
@@ -274,7 +282,12 @@ def run(
             from xinrong.tools import pgtemp
 
             pg = pgtemp.start(fast=False)
-            table = {"url": pg.url, "password_file": str(pg.password_file), "pool_size": 8}
+            table = {
+                "url": pg.url,
+                "password_file": str(pg.password_file),
+                "pool_size": 8,
+                "synchronous_commit": pg_synchronous_commit,
+            }
             migrate(DatabaseConfig(url=pg.url, password_file=pg.password_file))
         if pg is not None and plan is not None:
             # As deployed on two cores: the node alone on the first CPU; its
@@ -409,6 +422,7 @@ def run(
                         if pg is not None:
                             procs["postgres"] = pg.pids
                         groups = _cpu_groups(procs)
+                    wal0 = _wal_syncs(pg.dsn) if pg is not None else (0, 0.0)
                     measured = _interleaved(
                         loads,
                         seconds=seconds,
@@ -418,6 +432,9 @@ def run(
                         cpu_probe=probe,
                         cpu_groups=groups,
                     )
+                    if pg is not None:  # flushes while the loads ran (warm-ups and the ceiling's windows too)
+                        wal1 = _wal_syncs(pg.dsn)
+                        wal = (wal1[0] - wal0[0], wal1[1] - wal0[1])
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
                 if "ceiling_shared" in measured:
@@ -480,8 +497,26 @@ def run(
         "claims_per_call": len(asked),
         # CPU per verify call by process (Linux): what shared load moves least.
         **({"cpu_us_per_call": e2e["cpu_us_per_call_by"]} if e2e["cpu_us_per_call_by"] else {}),
+        **(
+            {
+                "pg_synchronous_commit": pg_synchronous_commit,
+                "pg_wal_syncs_per_call": round(wal[0] / max(1.0, e2e["calls"]), 3),
+                "pg_wal_sync_ms": round(wal[1] / wal[0], 3) if wal[0] else 0.0,
+            }
+            if wal is not None
+            else {}
+        ),
         **tree,
     }
+
+
+def _wal_syncs(dsn: str) -> tuple[int, float]:
+    """The server's WAL flushes so far, and their total time in ms (``track_wal_io_timing``, pgtemp)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 def ceiling_server(args: argparse.Namespace) -> int:
@@ -517,6 +552,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--replicas", type=int, default=1, help="node processes on the one PostgreSQL (default 1)")
     p.add_argument(
+        "--pg-synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="the node's [database] synchronous_commit (default on: every answer waits for its WAL "
+        "flush; off: no flush on the request path, like SQLite's synchronous=NORMAL)",
+    )
+    p.add_argument(
         "--tree-ab",
         action="store_true",
         help="also time verify with the node's Merkle tree building paused (bench only), alternating",
@@ -533,6 +575,7 @@ def main(args: argparse.Namespace) -> int:
         database=args.database,
         replicas=args.replicas,
         tree_ab=args.tree_ab,
+        pg_synchronous_commit=args.pg_synchronous_commit,
     )
     if not args.json:
         print(
