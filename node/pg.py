@@ -22,7 +22,11 @@ Concurrency across replicas:
   it before the next starts (so the locking above is per admission, not per
   batch), catches an admission's own error so it fails alone, and returns
   every outcome. At most ``ADMIT_IN_FLIGHT`` batches are in flight per
-  replica; whatever arrives meanwhile waits for the next one.
+  replica; whatever arrives meanwhile waits for the next one. A batch that
+  fails as a whole (the connection drops, ``statement_timeout`` passes for
+  the whole call) answers UNAVAILABLE to every admission in it, as a lost
+  reply does: the admissions it had already committed stay committed (their
+  use is spent, their audit event says ALLOWED, with no FAILED entry).
 * **Durability, with group commit.** Every session commits asynchronously,
   so an admission releases its row locks at COMMIT, not after a WAL flush
   (on one hot consent a synchronous commit held them ~0.5 ms each and capped
