@@ -21,7 +21,7 @@ Concurrency across replicas:
   step 12): a procedure that runs each one's ``xinrong_admit`` and COMMITs
   it before the next starts (so the locking above is per admission, not per
   batch), catches an admission's own error so it fails alone, and returns
-  every outcome. At most ``ADMIT_IN_FLIGHT`` batches are in flight per
+  every outcome. At most ``pool_size`` - 1 batches are in flight per
   replica; whatever arrives meanwhile waits for the next one. A batch that
   fails as a whole (the connection drops, ``statement_timeout`` passes for
   the whole call) answers UNAVAILABLE to every admission in it, as a lost
@@ -140,10 +140,11 @@ ADMISSION_FIELDS = (
 )
 ADMIT_ONE_SQL = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
 ADMIT_MANY_SQL = "CALL xinrong_admit_many(%s::json, %s, NULL)"
-# Admissions per round trip, and round trips in flight at once (one executes while
-# another waits for its flush).
+# Admissions per round trip. Batches in flight at once: all but one of the loop's
+# connections (``pool_size`` - 1; one stays free for consent lookups). Each batch
+# ends in a flush and PostgreSQL groups concurrent flushes (one fsync covers every
+# commit before it), so a slow disk makes batches larger rather than queues longer.
 ADMIT_BATCH = 64
-ADMIT_IN_FLIGHT = 2
 # Diagnostics (A/B in ``xinrong bench verify``): "off" sends every admission on its
 # own, followed by the shared flush barrier, as before schema step 12.
 ADMIT_BATCHING_ENV = "XINRONG_PG_ADMIT_BATCHING"
@@ -267,6 +268,7 @@ class PgDatabase(Database):
         self._batching = os.environ.get(ADMIT_BATCHING_ENV, "on") != "off"
         self._admit_queue: list[tuple[Sequence[Any], asyncio.Future[list[str]]]] = []
         self._admit_in_flight = 0
+        self._admit_limit = max(1, config.pool_size - 1)
         self._admit_kick: asyncio.Handle | None = None
         self._admit_tasks: set[asyncio.Task[None]] = set()
         try:
@@ -429,7 +431,7 @@ class PgDatabase(Database):
 
     def _admit_send(self) -> None:
         self._admit_kick = None
-        while self._admit_queue and self._admit_in_flight < ADMIT_IN_FLIGHT:
+        while self._admit_queue and self._admit_in_flight < self._admit_limit:
             batch, self._admit_queue = self._admit_queue[:ADMIT_BATCH], self._admit_queue[ADMIT_BATCH:]
             self._admit_in_flight += 1
             task = asyncio.get_running_loop().create_task(self._admit_batch(batch))
