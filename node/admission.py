@@ -377,8 +377,8 @@ class Admission:
             for subject in request.subjects:
                 if subject.consent_id and subject.consent_id not in plan.records:
                     plan.records[subject.consent_id] = await self._consents.lookup_async(subject.consent_id)
-        row = await self._db.acall(ADMIT_SQL, self._admit_params(plan))  # type: ignore[attr-defined]
-        return self._shared_outcome(plan, list(row[0]))
+        outcome = await self._db.admit_async(self._admit_params(plan))  # type: ignore[attr-defined]
+        return self._shared_outcome(plan, outcome)
 
     def _admit_shared_blocking(self, request: AccessRequest) -> Admitted:
         plan = self._plan_shared(request)

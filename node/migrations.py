@@ -902,6 +902,62 @@ CREATE TABLE pause_pushes (
 );
 """
 
+# -- 12: admissions in batches (PostgreSQL) ------------------------------------------
+# ``xinrong_admit_many`` runs the admissions a replica has pending at one moment
+# in one round trip: each is ``xinrong_admit`` in a transaction of its own,
+# committed before the next starts (a procedure may COMMIT), so locking, order
+# and every check are exactly a single admission's; an admission that fails
+# (its own exception block) fails alone. With ``p_durable`` a last, synchronous
+# COMMIT flushes the WAL of all of them before the procedure returns: the
+# batch's group commit. SQLite admits in process: nothing to do.
+
+_SQLITE_12 = """
+SELECT 1;
+"""
+
+_POSTGRES_12 = """
+CREATE TYPE xinrong_admission AS (
+    caller TEXT, request_id TEXT, now_ms BIGINT, cutoff_ms BIGINT, day INTEGER, budget BIGINT,
+    early TEXT, shape TEXT,
+    consents TEXT[], enterprises TEXT[], max_uses BIGINT[], max_day BIGINT[], pre TEXT[],
+    role TEXT, caller_id TEXT, method TEXT, log_request_id TEXT, providers TEXT, fields TEXT,
+    claims TEXT, log_enterprise TEXT, log_consent TEXT, log_enterprises TEXT[], log_consents TEXT[]
+);
+-- p_batch: a JSON array of xinrong_admission objects. p_out: a JSON array, one
+-- element per admission in order: xinrong_admit's outcome (an array of text), or
+-- {"error": SQLSTATE, "message": ...} for an admission that failed (rolled back).
+CREATE PROCEDURE xinrong_admit_many(p_batch JSON, p_durable BOOLEAN, INOUT p_out JSONB DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_items JSON[] := ARRAY(SELECT json_array_elements(p_batch));
+    v_item JSON;
+    v_a xinrong_admission;
+    v_res JSONB;
+BEGIN
+    p_out := '[]'::JSONB;
+    FOREACH v_item IN ARRAY v_items LOOP
+        BEGIN
+            v_a := json_populate_record(NULL::xinrong_admission, v_item);
+            v_res := to_jsonb(xinrong_admit(
+                v_a.caller, v_a.request_id, v_a.now_ms, v_a.cutoff_ms, v_a.day, v_a.budget, v_a.early, v_a.shape,
+                coalesce(v_a.consents, '{}'), coalesce(v_a.enterprises, '{}'), coalesce(v_a.max_uses, '{}'),
+                coalesce(v_a.max_day, '{}'), coalesce(v_a.pre, '{}'), v_a.role, v_a.caller_id, v_a.method,
+                v_a.log_request_id, v_a.providers, v_a.fields, v_a.claims, v_a.log_enterprise, v_a.log_consent,
+                coalesce(v_a.log_enterprises, '{}'), coalesce(v_a.log_consents, '{}')));
+        EXCEPTION WHEN OTHERS THEN
+            v_res := jsonb_build_object('error', SQLSTATE, 'message', SQLERRM);
+        END;
+        COMMIT;
+        p_out := p_out || jsonb_build_array(v_res);
+    END LOOP;
+    IF p_durable THEN
+        PERFORM set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'xinrong', '');
+        COMMIT;
+    END IF;
+END;
+$$;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -914,6 +970,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "loan products and matching", _SQLITE_9, _POSTGRES_9),
     Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),
     Migration(11, "pause and resume pushes", _SQLITE_11, _POSTGRES_11),
+    Migration(12, "admissions in batches", _SQLITE_12, _POSTGRES_12),
 )
 LATEST = MIGRATIONS[-1].version
 

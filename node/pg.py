@@ -10,22 +10,36 @@ budgets and audit log. The stores are written once against
 Concurrency across replicas:
 
 * **Admission** (replay id, consent state and uses, daily and enterprise
-  budgets, audit event) is one statement, ``xinrong_admit``
+  budgets, audit event) is one function, ``xinrong_admit``
   (``xinrong.node.migrations``), run in its own transaction. It locks the
   consent rows and then the enterprise rows it uses, each sorted, so every
   check-and-increment is exact whichever replica runs it, a revocation
   committed before it is seen by it, and two admissions never deadlock.
   The rows stay locked for the function's microseconds, not for a batch.
+* **Batched round trips.** The admissions the event loop has pending at one
+  moment go to the database in one call, ``xinrong_admit_many`` (schema
+  step 12): a procedure that runs each one's ``xinrong_admit`` and COMMITs
+  it before the next starts (so the locking above is per admission, not per
+  batch), catches an admission's own error so it fails alone, and returns
+  every outcome. At most ``pool_size`` - 1 batches are in flight per
+  replica; whatever arrives meanwhile waits for the next one. A batch that
+  fails as a whole (the connection drops, ``statement_timeout`` passes for
+  the whole call) answers UNAVAILABLE to every admission in it, as a lost
+  reply does: the admissions it had already committed stay committed (their
+  use is spent, their audit event says ALLOWED, with no FAILED entry).
 * **Durability, with group commit.** Every session commits asynchronously,
   so an admission releases its row locks at COMMIT, not after a WAL flush
   (on one hot consent a synchronous commit held them ~0.5 ms each and capped
   that consent at ~1,000 uses a second). With ``synchronous_commit = "on"``
-  (the default) an admission then awaits a flush barrier before it returns:
-  one small transaction that commits synchronously, flushing all WAL before
-  it, shared by every admission of the replica that finished meanwhile (the
-  first waiter runs it for all, as the SQLite backend's batch COMMIT does).
-  Nothing an admission decided leaves the node before its WAL is on disk.
-  Threads' transactions (lifecycle, modeling) commit synchronously.
+  (the default) a batch ends with one small transaction that commits
+  synchronously, flushing all WAL before it, inside the same procedure call:
+  the batch's outcomes reach the node only once all of it is on disk (the
+  group commit the SQLite backend's batch COMMIT does). Nothing an admission
+  decided leaves the node before its WAL is on disk. (With batching off,
+  ``ADMIT_BATCHING_ENV``, each admission is its own statement and then
+  awaits a shared flush barrier, the first waiter running it for all who
+  finished meanwhile.) Threads' transactions (lifecycle, modeling) commit
+  synchronously.
 * **The audit log** gets one order through one sequencer: admissions append
   events to ``audit_pending``; whichever replica holds the advisory lock
   moves a batch into ``audit_log`` in id order, assigning ``seq`` and the
@@ -45,7 +59,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -94,6 +110,44 @@ def redacted(url: str) -> str:
 # the transaction WAL of its own to flush (an XID alone writes none), at any wal_level.
 _DURABLE = "set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'xinrong', '')"
 BARRIER_SQL = f"SELECT {_DURABLE}"
+
+# ``xinrong_admit``'s parameters, in order: the fields of ``xinrong_admission`` (schema step 12).
+ADMISSION_FIELDS = (
+    "caller",
+    "request_id",
+    "now_ms",
+    "cutoff_ms",
+    "day",
+    "budget",
+    "early",
+    "shape",
+    "consents",
+    "enterprises",
+    "max_uses",
+    "max_day",
+    "pre",
+    "role",
+    "caller_id",
+    "method",
+    "log_request_id",
+    "providers",
+    "fields",
+    "claims",
+    "log_enterprise",
+    "log_consent",
+    "log_enterprises",
+    "log_consents",
+)
+ADMIT_ONE_SQL = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
+ADMIT_MANY_SQL = "CALL xinrong_admit_many(%s::json, %s, NULL)"
+# Admissions per round trip. Batches in flight at once: all but one of the loop's
+# connections (``pool_size`` - 1; one stays free for consent lookups). Each batch
+# ends in a flush and PostgreSQL groups concurrent flushes (one fsync covers every
+# commit before it), so a slow disk makes batches larger rather than queues longer.
+ADMIT_BATCH = 64
+# Diagnostics (A/B in ``xinrong bench verify``): "off" sends every admission on its
+# own, followed by the shared flush barrier, as before schema step 12.
+ADMIT_BATCHING_ENV = "XINRONG_PG_ADMIT_BATCHING"
 
 
 def conninfo(config: DatabaseConfig) -> str:
@@ -211,6 +265,12 @@ class PgDatabase(Database):
         self._flushed = 0  # ... of which a barrier made durable
         self._barrier_running: asyncio.Future[None] | None = None
         self._failed: BaseException | None = None
+        self._batching = os.environ.get(ADMIT_BATCHING_ENV, "on") != "off"
+        self._admit_queue: list[tuple[Sequence[Any], asyncio.Future[list[str]]]] = []
+        self._admit_in_flight = 0
+        self._admit_limit = max(1, config.pool_size - 1)
+        self._admit_kick: asyncio.Handle | None = None
+        self._admit_tasks: set[asyncio.Task[None]] = set()
         try:
             self._pool.open(wait=True, timeout=config.connect_timeout_seconds)
         except psycopg_pool.PoolTimeout:
@@ -347,6 +407,72 @@ class PgDatabase(Database):
             finally:
                 self._barrier_running = None
 
+    # -- admissions, batched -----------------------------------------------------------
+
+    async def admit_async(self, params: Sequence[Any]) -> list[str]:
+        """One admission (``xinrong_admit``'s parameters, ``ADMISSION_FIELDS``); its outcome, once durable.
+
+        The admissions the loop has pending at one moment go to the database
+        together (``xinrong_admit_many``, schema step 12): each in its own
+        transaction, as if sent alone, in one round trip that ends with the
+        batch's flush. A caller that goes away does not withdraw its admission
+        (as a statement already sent is not withdrawn).
+        """
+        if not self._batching:
+            row = await self.acall(ADMIT_ONE_SQL, params)
+            return list(row[0])
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._admit_queue.append((params, future))
+        if self._admit_kick is None:
+            # Next loop iteration: every admission that arrives in this one joins the batch.
+            self._admit_kick = loop.call_soon(self._admit_send)
+        return await future  # cancelled: the batch skips it
+
+    def _admit_send(self) -> None:
+        self._admit_kick = None
+        while self._admit_queue and self._admit_in_flight < self._admit_limit:
+            batch, self._admit_queue = self._admit_queue[:ADMIT_BATCH], self._admit_queue[ADMIT_BATCH:]
+            self._admit_in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._admit_batch(batch))
+            self._admit_tasks.add(task)
+            task.add_done_callback(self._admit_tasks.discard)
+
+    async def _admit_batch(self, batch: list[tuple[Sequence[Any], asyncio.Future[list[str]]]]) -> None:
+        try:
+            payload = json.dumps([dict(zip(ADMISSION_FIELDS, params, strict=True)) for params, _ in batch])
+            try:
+                pool = await self._async_pool()
+                async with pool.connection() as conn:
+                    cursor = await conn.execute(ADMIT_MANY_SQL, (payload, self._durable))
+                    row = await cursor.fetchone()
+            except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
+                raise unavailable(self.config.url, exc) from None
+            assert row is not None
+            outcomes = row[0]
+            if not isinstance(outcomes, list) or len(outcomes) != len(batch):
+                raise StoreUnavailable(
+                    f"node database {self.url}: admission batch answered {len(batch)} admissions wrongly"
+                )
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, list):
+                    future.set_result([str(x) for x in outcome])
+                else:  # this admission alone failed, and was rolled back
+                    detail = str(outcome.get("message", "")) if isinstance(outcome, dict) else ""
+                    future.set_exception(StoreUnavailable(f"node database {self.url}: {detail or 'admission failed'}"))
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._admit_in_flight -= 1
+            if self._admit_queue and self._admit_kick is None:
+                self._admit_kick = asyncio.get_running_loop().call_soon(self._admit_send)
+
     async def aquery(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             pool = await self._async_pool()
@@ -357,7 +483,16 @@ class PgDatabase(Database):
             raise unavailable(self.config.url, exc) from None
 
     async def aclose(self) -> None:
-        """Close the loop's pool (on the loop that owns it)."""
+        """Close the loop's pool (on the loop that owns it), after the admission batches in flight."""
+        if self._admit_tasks:
+            await asyncio.gather(*self._admit_tasks, return_exceptions=True)
+        if self._admit_kick is not None:
+            self._admit_kick.cancel()
+            self._admit_kick = None
+        for _, future in self._admit_queue:
+            if not future.done():
+                future.set_exception(StoreUnavailable(f"node database {self.url}: closing"))
+        self._admit_queue = []
         if self._apool is not None:
             await self._apool.close()
             self._apool = None

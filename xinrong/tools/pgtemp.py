@@ -192,6 +192,8 @@ def start(*, fast: bool = False, root: Path | None = None, max_connections: int 
         f"-c max_connections={max_connections}",
         "-c shared_buffers=128MB",
         "-c log_min_messages=warning",
+        # WAL write and sync times in pg_stat_wal (what a flush costs on this disk).
+        "-c track_wal_io_timing=on",
     ]
     if fast:
         options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]

@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class _Window:
     seconds: float
     errors: int
     cpu_s: float = 0.0  # CPU the probed processes used in the timed window (``cpu_probe``)
+    cpu_by: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group (``cpu_groups``)
 
 
 def _process_cpu(pids: list[int]) -> Callable[[], float]:
@@ -79,6 +80,27 @@ def _process_cpu(pids: list[int]) -> Callable[[], float]:
     return probe
 
 
+def _cpu_groups(groups: dict[str, Callable[[], list[int]]]) -> Callable[[], dict[str, float]]:
+    """A probe: CPU seconds so far per named group of processes (pids looked up at each probe,
+    so a pool's connections opened since are counted; a process gone since is not)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def probe() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in groups.items():
+            total = 0
+            for pid in pids():
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += int(fields[11]) + int(fields[12])
+            out[name] = total / tick
+        return out
+
+    return probe
+
+
 def _drive(
     call: Callable[[], object],
     *,
@@ -86,6 +108,7 @@ def _drive(
     concurrency: int,
     warmup: float,
     cpu_probe: Callable[[], float] | None = None,
+    cpu_groups: Callable[[], dict[str, float]] | None = None,
 ) -> _Window:
     """C threads calling back to back; latencies of the calls that ended in the timed window."""
     stop = threading.Event()
@@ -110,19 +133,21 @@ def _drive(
         t.start()
     time.sleep(warmup)
     cpu0 = cpu_probe() if cpu_probe else 0.0
+    by0 = cpu_groups() if cpu_groups else {}
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     measuring.clear()
     elapsed = time.perf_counter() - start
     cpu = (cpu_probe() - cpu0) if cpu_probe else 0.0
+    by = {name: v - by0.get(name, 0.0) for name, v in cpu_groups().items()} if cpu_groups else {}
     stop.set()
     for t in threads:
         t.join(timeout=30)
-    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu)
+    return _Window([x for per in latencies for x in per], elapsed, sum(errors), cpu, by)
 
 
-def _summary(windows: list[_Window]) -> dict[str, float]:
+def _summary(windows: list[_Window]) -> dict[str, Any]:
     """qps and latency percentiles (ms) over all windows of one load."""
     lat = sorted(x for w in windows for x in w.latencies)
     errors = sum(w.errors for w in windows)
@@ -135,6 +160,10 @@ def _summary(windows: list[_Window]) -> dict[str, float]:
         "calls": float(len(lat)),
         "errors": float(errors),
         "cpu_us_per_call": 1e6 * sum(w.cpu_s for w in windows) / len(lat),
+        "cpu_us_per_call_by": {
+            name: round(1e6 * sum(w.cpu_by.get(name, 0.0) for w in windows) / len(lat), 1)
+            for name in (windows[0].cpu_by if windows else {})
+        },
     }
 
 
@@ -158,7 +187,8 @@ def _interleaved(
     warmup: float,
     slices: int,
     cpu_probe: Callable[[], float] | None = None,
-) -> dict[str, dict[str, float]]:
+    cpu_groups: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Each load for ``seconds`` in total, in ``slices`` alternating windows.
 
     This VM's speed drifts by 10-15% within minutes; measured one after the
@@ -179,6 +209,7 @@ def _interleaved(
                     concurrency=concurrency,
                     warmup=warmup if k == 0 else min(warmup, 0.5),
                     cpu_probe=cpu_probe,
+                    cpu_groups=cpu_groups,
                 )
             )
     return {name: _summary(w) for name, w in windows.items()}
@@ -197,6 +228,7 @@ def run(
     database: str = "sqlite",
     replicas: int = 1,
     tree_ab: bool = False,
+    pg_synchronous_commit: str = "on",
 ) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
 
@@ -205,6 +237,12 @@ def run(
     node processes on it; the load generator balances over them as the bank
     SDK does. Pinned, every replica shares the node's CPU: on two cores more
     replicas measure contention, not scale-out.
+
+    ``pg_synchronous_commit``: the node's ``[database] synchronous_commit``
+    ("on", the default: every answer waits for its WAL flush; "off": like
+    SQLite's default ``synchronous=NORMAL``, no flush on the request path).
+    On PostgreSQL the result also carries the server's WAL flushes per
+    verify call and their mean time over the run (``pg_stat_wal``).
 
     ``tree_ab``: one more load, ``verify_no_tree``, the same calls while the
     node builds no Merkle tree (a bench-only pause file the node's tick
@@ -231,6 +269,7 @@ def run(
         tmp = tempfile.TemporaryDirectory(prefix="xinrong-bench-")
         workdir = Path(tmp.name)
     pg = None
+    wal: tuple[int, float] | None = None
     pause_file = workdir / "tree-paused"
     saved_env = os.environ.get(BENCH_PAUSE_ENV)
     if tree_ab:
@@ -243,7 +282,12 @@ def run(
             from xinrong.tools import pgtemp
 
             pg = pgtemp.start(fast=False)
-            table = {"url": pg.url, "password_file": str(pg.password_file), "pool_size": 8}
+            table = {
+                "url": pg.url,
+                "password_file": str(pg.password_file),
+                "pool_size": 8,
+                "synchronous_commit": pg_synchronous_commit,
+            }
             migrate(DatabaseConfig(url=pg.url, password_file=pg.password_file))
         if pg is not None and plan is not None:
             # As deployed on two cores: the node alone on the first CPU; its
@@ -367,6 +411,18 @@ def run(
                     probe = None
                     if tree_ab and cpus.supported():
                         probe = _process_cpu([group.parties[name].proc.pid for name in node_names])
+                    groups = None
+                    if cpus.supported():
+                        parties = group.parties
+                        procs: dict[str, Callable[[], list[int]]] = {
+                            "node": lambda: [parties[name].proc.pid for name in node_names],
+                            "agent": lambda: [parties["agent-tax"].proc.pid],
+                            "client": lambda: [os.getpid()],
+                        }
+                        if pg is not None:
+                            procs["postgres"] = pg.pids
+                        groups = _cpu_groups(procs)
+                    wal0 = _wal_syncs(pg.dsn) if pg is not None else (0, 0.0)
                     measured = _interleaved(
                         loads,
                         seconds=seconds,
@@ -374,7 +430,11 @@ def run(
                         warmup=warmup,
                         slices=slices,
                         cpu_probe=probe,
+                        cpu_groups=groups,
                     )
+                    if pg is not None:  # flushes while the loads ran (warm-ups and the ceiling's windows too)
+                        wal1 = _wal_syncs(pg.dsn)
+                        wal = (wal1[0] - wal0[0], wal1[1] - wal0[1])
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
                 if "ceiling_shared" in measured:
@@ -435,8 +495,28 @@ def run(
         "seconds": seconds,
         "slices": slices,
         "claims_per_call": len(asked),
+        # CPU per verify call by process (Linux): what shared load moves least.
+        **({"cpu_us_per_call": e2e["cpu_us_per_call_by"]} if e2e["cpu_us_per_call_by"] else {}),
+        **(
+            {
+                "pg_synchronous_commit": pg_synchronous_commit,
+                "pg_wal_syncs_per_call": round(wal[0] / max(1.0, e2e["calls"]), 3),
+                "pg_wal_sync_ms": round(wal[1] / wal[0], 3) if wal[0] else 0.0,
+            }
+            if wal is not None
+            else {}
+        ),
         **tree,
     }
+
+
+def _wal_syncs(dsn: str) -> tuple[int, float]:
+    """The server's WAL flushes so far, and their total time in ms (``track_wal_io_timing``, pgtemp)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone()
+    return (int(row[0]), float(row[1])) if row else (0, 0.0)
 
 
 def ceiling_server(args: argparse.Namespace) -> int:
@@ -472,6 +552,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--replicas", type=int, default=1, help="node processes on the one PostgreSQL (default 1)")
     p.add_argument(
+        "--pg-synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="the node's [database] synchronous_commit (default on: every answer waits for its WAL "
+        "flush; off: no flush on the request path, like SQLite's synchronous=NORMAL)",
+    )
+    p.add_argument(
         "--tree-ab",
         action="store_true",
         help="also time verify with the node's Merkle tree building paused (bench only), alternating",
@@ -488,6 +575,7 @@ def main(args: argparse.Namespace) -> int:
         database=args.database,
         replicas=args.replicas,
         tree_ab=args.tree_ab,
+        pg_synchronous_commit=args.pg_synchronous_commit,
     )
     if not args.json:
         print(
