@@ -45,6 +45,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -66,6 +67,8 @@ STARTUP_BUSY_MS = 1000
 # WAL frames (pages written, ~4 KiB each) past which ``checkpoint`` restarts the WAL:
 # under a soak's load (~10 MB/s of frames) every few seconds, the WAL file at most ~64 MB.
 WAL_RESET_FRAMES = 16_384
+# A restart holding the lock longer than this is logged (the disk is slow or shared).
+SLOW_RESET_MS = 50.0
 
 
 def _busy(exc: sqlite3.Error) -> bool:
@@ -322,9 +325,13 @@ class Database:
         with self.lock:
             if self._failed is not None:
                 return
+            started = time.perf_counter()
             self._commit_locked()  # no write transaction open: the WAL can be emptied
             busy, frames, _copied = self._checkpointer.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            held_ms = (time.perf_counter() - started) * 1000
         self.wal_frames = max(0, int(frames))
+        if held_ms > SLOW_RESET_MS:
+            log.warning("WAL restart held the node database lock for %.0f ms", held_ms)
         if busy:  # a reader (read_query) still uses the WAL: the next tick tries again
             log.debug("WAL restart busy; %s frames stay", frames)
 
