@@ -908,8 +908,9 @@ CREATE TABLE pause_pushes (
 # committed before the next starts (a procedure may COMMIT), so locking, order
 # and every check are exactly a single admission's; an admission that fails
 # (its own exception block) fails alone. With ``p_durable`` a last, synchronous
-# COMMIT flushes the WAL of all of them before the procedure returns: the
-# batch's group commit. SQLite admits in process: nothing to do.
+# COMMIT flushes the WAL of all of them before the procedure returns (the node
+# passes false and awaits its shared flush barrier instead, so batches in flight
+# share one flush). SQLite admits in process: nothing to do.
 
 _SQLITE_12 = """
 SELECT 1;

@@ -31,15 +31,14 @@ Concurrency across replicas:
   so an admission releases its row locks at COMMIT, not after a WAL flush
   (on one hot consent a synchronous commit held them ~0.5 ms each and capped
   that consent at ~1,000 uses a second). With ``synchronous_commit = "on"``
-  (the default) a batch ends with one small transaction that commits
-  synchronously, flushing all WAL before it, inside the same procedure call:
-  the batch's outcomes reach the node only once all of it is on disk (the
-  group commit the SQLite backend's batch COMMIT does). Nothing an admission
-  decided leaves the node before its WAL is on disk. (With batching off,
-  ``ADMIT_BATCHING_ENV``, each admission is its own statement and then
-  awaits a shared flush barrier, the first waiter running it for all who
-  finished meanwhile.) Threads' transactions (lifecycle, modeling) commit
-  synchronously.
+  (the default) a batch's outcomes are then held until a flush barrier has
+  run: one small transaction that commits synchronously, flushing all WAL
+  before it, shared by every batch of the replica that finished meanwhile
+  (the first waiter runs it for all, as the SQLite backend's batch COMMIT
+  does). Nothing an admission decided leaves the node before its WAL is on
+  disk. (With batching off, ``ADMIT_BATCHING_ENV``, each admission is its own
+  statement and awaits the same barrier.) Threads' transactions (lifecycle,
+  modeling) commit synchronously.
 * **The audit log** gets one order through one sequencer: admissions append
   events to ``audit_pending``; whichever replica holds the advisory lock
   moves a batch into ``audit_log`` in id order, assigning ``seq`` and the
@@ -414,8 +413,8 @@ class PgDatabase(Database):
 
         The admissions the loop has pending at one moment go to the database
         together (``xinrong_admit_many``, schema step 12): each in its own
-        transaction, as if sent alone, in one round trip that ends with the
-        batch's flush. A caller that goes away does not withdraw its admission
+        transaction, as if sent alone, in one round trip; then the shared
+        flush barrier. A caller that goes away does not withdraw its admission
         (as a statement already sent is not withdrawn).
         """
         if not self._batching:
@@ -444,8 +443,11 @@ class PgDatabase(Database):
             try:
                 pool = await self._async_pool()
                 async with pool.connection() as conn:
-                    cursor = await conn.execute(ADMIT_MANY_SQL, (payload, self._durable))
+                    cursor = await conn.execute(ADMIT_MANY_SQL, (payload, False))
                     row = await cursor.fetchone()
+                if self._durable:  # the shared flush barrier, as for a single statement
+                    self._applied += 1
+                    await self._barrier(self._applied)
             except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
                 raise unavailable(self.config.url, exc) from None
             assert row is not None
