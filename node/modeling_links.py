@@ -54,7 +54,7 @@ from xinrong.modeling.vlr.messages import (
 )
 from xinrong.modeling.vlr_wire import decode, encode
 from xinrong.node.config import ProviderEndpoint
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import connects_within, secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error
 from xinrong.v1 import modeling_pb2, modeling_pb2_grpc
 
@@ -127,16 +127,7 @@ class AgentModelingChannels:
 
     def reachable(self, provider: str, timeout: float) -> bool:
         """Whether the agent accepts a connection within ``timeout`` (waiting while it reconnects)."""
-        channel = self._channels.get(provider)
-        if channel is None:
-            return False
-        ready = grpc.channel_ready_future(channel)
-        try:
-            ready.result(timeout=timeout)
-            return True
-        except grpc.FutureTimeoutError:
-            ready.cancel()
-            return False
+        return connects_within(self._channels.get(provider), timeout)
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -49,7 +49,7 @@ import grpc
 from xinrong.errors import ProviderUnavailable, Reason, XinrongError
 from xinrong.keys.layout import PartyCredentials
 from xinrong.node.config import ProviderEndpoint
-from xinrong.rpc.channel import secure_aio_channel, secure_channel
+from xinrong.rpc.channel import connects_within, secure_aio_channel, secure_channel
 from xinrong.rpc.errors import RemoteError, decode_rpc_error, remote_error_from_fields
 from xinrong.rpc.observe import outgoing_metadata
 from xinrong.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -480,16 +480,7 @@ class AgentPool:
 
     def reachable(self, name: str, timeout: float = 0.2) -> bool:
         """Whether the agent's push channel connects within ``timeout`` (it also starts connecting)."""
-        channel = self._channels.get(name)
-        if channel is None:
-            return False
-        ready = grpc.channel_ready_future(channel)
-        try:
-            ready.result(timeout=timeout)
-            return True
-        except grpc.FutureTimeoutError:
-            ready.cancel()
-            return False
+        return connects_within(self._channels.get(name), timeout)
 
     def push_revocation(
         self, providers: Sequence[str], request: agent_pb2.UpdateConsentStatusRequest

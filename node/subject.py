@@ -55,7 +55,7 @@ from xinrong.node.limits import ReplayGuard, caller_key
 from xinrong.node.registry import PartyRegistry
 from xinrong.node.routing import agent_failure
 from xinrong.rpc.auth import Peer
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import connects_within, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.v1 import node_pb2, subject_pb2, subject_pb2_grpc
 
@@ -451,16 +451,7 @@ class SubjectRights:
         return acked
 
     def _reachable(self, provider: str, timeout: float = 0.2) -> bool:
-        channel = self._channels.get(provider)
-        if channel is None:
-            return False
-        ready = grpc.channel_ready_future(channel)
-        try:
-            ready.result(timeout=timeout)
-            return True
-        except grpc.FutureTimeoutError:
-            ready.cancel()
-            return False
+        return connects_within(self._channels.get(provider), timeout)
 
     def _push(self, rows: list[tuple[str, str, bytes, int]]) -> list[tuple[str, str]]:
         calls = []

@@ -496,6 +496,21 @@ def test_a_replica_losing_the_race_for_a_version_answers_as_a_resend(harness: No
     assert len(_audit(harness, "PublishRecords")) == 1
 
 
+def _race(stubs: list[Any], signing_key: SigningKey, batches: list[public.PublicBatch]) -> list[str]:
+    """Send ``batches[i]`` on ``stubs[i]`` at the same instant; each outcome's name or status code, in order."""
+    barrier = threading.Barrier(len(batches))
+
+    def send(i: int) -> str:
+        barrier.wait()
+        try:
+            return public_pb2.PublishOutcome.Name(_publish(stubs[i], signing_key, batches[i]).outcome)
+        except grpc.RpcError as err:
+            return str(err.code().name)
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        return list(pool.map(send, range(len(batches))))
+
+
 def test_two_publishes_of_one_version_at_once_apply_it_once(harness: NodeHarness, pki: Any) -> None:
     """The same version sent twice at the same instant (two pooled connections on PostgreSQL): whichever
     wins, the other is ALREADY_APPLIED for the same bytes and FAILED_PRECONDITION for other bytes."""
@@ -503,17 +518,7 @@ def test_two_publishes_of_one_version_at_once_apply_it_once(harness: NodeHarness
     stubs = [_public(harness, market), _public(harness, market)]
 
     def race(batches: list[public.PublicBatch]) -> list[str]:
-        barrier = threading.Barrier(2)
-
-        def send(i: int) -> str:
-            barrier.wait()
-            try:
-                return public_pb2.PublishOutcome.Name(_publish(stubs[i], market.signing_key, batches[i]).outcome)
-            except grpc.RpcError as err:
-                return str(err.code().name)
-
-        with ThreadPoolExecutor(2) as pool:
-            return sorted(pool.map(send, range(2)))
+        return sorted(_race(stubs, market.signing_key, batches))
 
     for version in range(1, 9):
         record = public.PublicRecord(ACME, dict(ACME_MARKET, **{"market.admin_licences": version}))
@@ -541,17 +546,7 @@ def test_two_publishes_of_different_versions_on_one_base_at_once_apply_one(harne
     stubs = [_public(harness, market), _public(harness, market)]
 
     def race(batches: list[public.PublicBatch]) -> list[str]:
-        barrier = threading.Barrier(2)
-
-        def send(i: int) -> str:
-            barrier.wait()
-            try:
-                return public_pb2.PublishOutcome.Name(_publish(stubs[i], market.signing_key, batches[i]).outcome)
-            except grpc.RpcError as err:
-                return str(err.code().name)
-
-        with ThreadPoolExecutor(2) as pool:
-            return list(pool.map(send, range(2)))
+        return _race(stubs, market.signing_key, batches)
 
     base = 0
     for _ in range(10):

@@ -127,6 +127,23 @@ def secure_aio_channel(
     return grpc.aio.secure_channel(where, creds, options=args)
 
 
+def connects_within(channel: grpc.Channel | None, timeout: float) -> bool:
+    """Whether ``channel`` connects within ``timeout`` (asking also starts it connecting).
+
+    For pushes that wait for an agent's return: a cheap readiness probe, not a
+    health check (the agent's servicer answers for itself when called).
+    """
+    if channel is None:
+        return False
+    ready = grpc.channel_ready_future(channel)
+    try:
+        ready.result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        ready.cancel()
+        return False
+
+
 def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 30.0) -> None:
     """Block until the server reports SERVING for service, or raise TimeoutError."""
     stub = health_pb2_grpc.HealthStub(channel)
