@@ -158,7 +158,10 @@ def provider_not_connected(providers: list[str]) -> XinrongError:
 class StoreUnavailable(XinrongError):
     """The party's own state store is busy (locked by another process), read-only or down.
 
-    Nothing was decided: the request may be retried, here or at another replica.
+    Nothing was decided, so the request may be retried, here or at another
+    replica; except that on PostgreSQL a batch of admissions that fails as a
+    whole may have committed some of its admissions first (``xinrong.node.pg``),
+    which then stand as spent, as after a lost reply.
     """
 
     default_reason = Reason.STORE_UNAVAILABLE

@@ -156,16 +156,22 @@ def _seed(plat: LocalPlatform, codes: list[str], prefix: str) -> None:
         db.close()
 
 
-def _count(path: Path, sql: str) -> int:
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """A read of a bank's alert store; none while the bank has not created it (file or tables) yet."""
     if not path.exists():
-        return 0
+        return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
+        return list(conn.execute(sql).fetchall())
+    except sqlite3.OperationalError:  # the file is there, its schema not yet
+        return []
     finally:
         conn.close()
+
+
+def _count(path: Path, sql: str) -> int:
+    rows = _rows(path, sql)
+    return int(rows[0][0]) if rows else 0
 
 
 def _bank_db(plat: LocalPlatform, bank: str) -> Path:
@@ -187,13 +193,8 @@ def _wait(done: Any, timeout: float) -> None:
 def _latencies(plat: LocalPlatform, suffix: str, since: float) -> list[float]:
     out: list[float] = []
     for b in BANKS:
-        if not _bank_db(plat, b).exists():
-            continue  # a bank without watches (the single-watch run) may not have started yet
-        conn = sqlite3.connect(f"file:{_bank_db(plat, b)}?mode=ro", uri=True, timeout=10)
-        try:
-            rows = conn.execute(f"SELECT received_ms FROM seen WHERE update_id LIKE '%{suffix}'").fetchall()
-        finally:
-            conn.close()
+        # A bank without watches (the single-watch run) may not have created its store yet.
+        rows = _rows(_bank_db(plat, b), f"SELECT received_ms FROM seen WHERE update_id LIKE '%{suffix}'")
         out.extend(r[0] / 1000 - since for r in rows)
     return out
 
