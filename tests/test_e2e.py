@@ -389,3 +389,29 @@ def test_verify_benchmark_runs_end_to_end_and_checks_every_answer(tmp_path: Path
         after = placement.affinity(os.getpid())
         assert all(after[tid] == mask for tid, mask in before.items() if tid in after)
         assert set(after.values()) <= set(before.values())
+
+
+def test_verify_benchmark_on_postgres_reports_flushes_and_what_the_server_spent(tmp_path: Path) -> None:
+    """`bench verify --database postgres --pg-statements` in miniature: its own throwaway
+    PostgreSQL, every answer checked, the WAL flushes per call, and the statements the
+    load cost the server (the admission batches among them)."""
+    from xinrong.tools.bench import verify
+
+    result = verify.run(
+        seconds=1.0,
+        concurrency=2,
+        enterprises=100,
+        warmup=0.3,
+        slices=2,
+        workdir=tmp_path,
+        database="postgres",
+        pg_statements=True,
+    )
+    assert result["errors"] == 0 and result["database"] == "postgres"
+    assert isinstance(result["signatures_checked"], int) and result["signatures_checked"] > 0
+    assert isinstance(result["pg_wal_syncs_per_call"], float) and result["pg_wal_syncs_per_call"] > 0
+    statements = result["pg_statements"]
+    assert isinstance(statements, list) and statements
+    batches = [s for s in statements if "xinrong_admit_batch" in s["query"]]
+    assert batches and batches[0]["calls"] > 0 and batches[0]["calls_per_verify"] > 0
+    assert all("pg_stat_statements" not in s["query"] for s in statements)

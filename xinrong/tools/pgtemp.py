@@ -126,8 +126,13 @@ class TempPostgres:
         self.stop()
 
 
-def start(*, fast: bool = False, root: Path | None = None, max_connections: int = 100) -> TempPostgres:
-    """initdb, start, wait until it accepts connections; the caller stops it (or uses ``with``)."""
+def start(
+    *, fast: bool = False, root: Path | None = None, max_connections: int = 100, statements: bool = False
+) -> TempPostgres:
+    """initdb, start, wait until it accepts connections; the caller stops it (or uses ``with``).
+
+    ``statements``: load ``pg_stat_statements`` (benchmarks' diagnostics: what each call costs the server).
+    """
     bindir = pg_bin()
     owned = root is None
     root = Path(tempfile.mkdtemp(prefix="xinrong-pg-")) if root is None else root
@@ -195,6 +200,8 @@ def start(*, fast: bool = False, root: Path | None = None, max_connections: int 
         # WAL write and sync times in pg_stat_wal (what a flush costs on this disk).
         "-c track_wal_io_timing=on",
     ]
+    if statements:
+        options += ["-c shared_preload_libraries=pg_stat_statements", "-c pg_stat_statements.track=all"]
     if fast:
         options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
     log_file = root / "postgres.log"

@@ -229,6 +229,7 @@ def run(
     replicas: int = 1,
     tree_ab: bool = False,
     pg_synchronous_commit: str = "on",
+    pg_statements: bool = False,
 ) -> dict[str, object]:
     """Every load for ``seconds``, in alternating windows of about 2 s (``slices``).
 
@@ -243,6 +244,10 @@ def run(
     SQLite's default ``synchronous=NORMAL``, no flush on the request path).
     On PostgreSQL the result also carries the server's WAL flushes per
     verify call and their mean time over the run (``pg_stat_wal``).
+
+    ``pg_statements`` (diagnostics): the throwaway server loads
+    ``pg_stat_statements``; the result lists the statements the measured
+    loads cost it most (``calls``, ``exec_ms``, and ``calls_per_verify``).
 
     ``tree_ab``: one more load, ``verify_no_tree``, the same calls while the
     node builds no Merkle tree (a bench-only pause file the node's tick
@@ -270,6 +275,7 @@ def run(
         workdir = Path(tmp.name)
     pg = None
     wal: tuple[int, float] | None = None
+    statements: list[dict[str, Any]] = []
     pause_file = workdir / "tree-paused"
     saved_env = os.environ.get(BENCH_PAUSE_ENV)
     if tree_ab:
@@ -281,7 +287,7 @@ def run(
             from xinrong.node.pg import migrate
             from xinrong.tools import pgtemp
 
-            pg = pgtemp.start(fast=False)
+            pg = pgtemp.start(fast=False, statements=pg_statements)
             table = {
                 "url": pg.url,
                 "password_file": str(pg.password_file),
@@ -289,6 +295,8 @@ def run(
                 "synchronous_commit": pg_synchronous_commit,
             }
             migrate(DatabaseConfig(url=pg.url, password_file=pg.password_file))
+            if pg_statements:
+                _statements_reset(pg.dsn, create=True)
         if pg is not None and plan is not None:
             # As deployed on two cores: the node alone on the first CPU; its
             # database, like the agent, on the others (backends inherit this).
@@ -423,6 +431,8 @@ def run(
                             procs["postgres"] = pg.pids
                         groups = _cpu_groups(procs)
                     wal0 = _wal_syncs(pg.dsn) if pg is not None else (0, 0.0)
+                    if pg is not None and pg_statements:
+                        _statements_reset(pg.dsn)
                     measured = _interleaved(
                         loads,
                         seconds=seconds,
@@ -435,6 +445,8 @@ def run(
                     if pg is not None:  # flushes while the loads ran (warm-ups and the ceiling's windows too)
                         wal1 = _wal_syncs(pg.dsn)
                         wal = (wal1[0] - wal0[0], wal1[1] - wal0[1])
+                        if pg_statements:
+                            statements = _statements(pg.dsn)
                 e2e, ceiling = measured["verify"], measured["ceiling"]
                 ceilings = {"ceiling_pinned_qps" if plan else "ceiling_shared_qps": round(ceiling["qps"], 1)}
                 if "ceiling_shared" in measured:
@@ -507,6 +519,15 @@ def run(
             else {}
         ),
         **tree,
+        **(
+            {
+                "pg_statements": [
+                    {**st, "calls_per_verify": round(st["calls"] / max(1.0, e2e["calls"]), 3)} for st in statements
+                ]
+            }
+            if pg_statements
+            else {}
+        ),
     }
 
 
@@ -517,6 +538,32 @@ def _wal_syncs(dsn: str) -> tuple[int, float]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT wal_sync, wal_sync_time FROM pg_stat_wal").fetchone()
     return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+
+def _statements_reset(dsn: str, *, create: bool = False) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if create:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def _statements(dsn: str, top: int = 40) -> list[dict[str, Any]]:
+    """The statements that cost the server most since the reset (``--pg-statements``): text, calls, time."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120), calls, total_exec_time, "
+            "total_plan_time FROM pg_stat_statements WHERE query NOT LIKE '%%pg_stat_statements%%' "
+            "ORDER BY total_exec_time + total_plan_time DESC LIMIT %s",
+            (top,),
+        ).fetchall()
+    return [
+        {"query": q, "calls": int(c), "exec_ms": round(float(e), 1), "plan_ms": round(float(pl), 1)}
+        for q, c, e, pl in rows
+    ]
 
 
 def ceiling_server(args: argparse.Namespace) -> int:
@@ -559,6 +606,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "flush; off: no flush on the request path, like SQLite's synchronous=NORMAL)",
     )
     p.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="diagnostics: load pg_stat_statements and report the statements the verify load cost most",
+    )
+    p.add_argument(
         "--tree-ab",
         action="store_true",
         help="also time verify with the node's Merkle tree building paused (bench only), alternating",
@@ -576,6 +628,7 @@ def main(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         tree_ab=args.tree_ab,
         pg_synchronous_commit=args.pg_synchronous_commit,
+        pg_statements=args.pg_statements,
     )
     if not args.json:
         print(
