@@ -959,6 +959,199 @@ END;
 $$;
 """
 
+
+# -- 13: a batch of admissions is one transaction --------------------------------
+# Step 12 committed each admission of a batch on its own, inside an exception
+# block (a subtransaction): per admission, a commit and a subtransaction, and
+# at eight concurrent callers batches of one or two because every idle
+# connection took the next admission. ``xinrong_admit_batch`` admits the whole
+# batch in one transaction: it claims the batch's request ids (sorted), locks
+# its consents (sorted) and enterprise-days (sorted) up front, in the order a
+# single admission takes them (request id, consents, enterprises), so batches
+# and single admissions on any replica never deadlock; then runs each
+# admission in order exactly as ``xinrong_admit`` would, commits
+# asynchronously (the locks are released) and, with ``p_durable``, flushes the
+# WAL before it returns: one round trip per batch, durability included. A
+# batch that fails fails whole and leaves nothing behind (the node then retries
+# its admissions one by one, so one admission's error stays its own).
+# ``xinrong_admit_core`` is ``xinrong_admit`` with the request-id claim made
+# optional; ``xinrong_admit`` becomes a call of it, so the rules live once.
+
+_SQLITE_13 = """
+SELECT 1;
+"""
+
+_POSTGRES_13 = """
+CREATE FUNCTION xinrong_admit_core(
+    p_fresh BOOLEAN, p_caller TEXT, p_request_id TEXT, p_now_ms BIGINT, p_cutoff_ms BIGINT, p_day INTEGER, p_budget BIGINT,
+    p_early TEXT, p_shape TEXT,
+    p_consents TEXT[], p_enterprises TEXT[], p_max_uses BIGINT[], p_max_day BIGINT[], p_pre TEXT[],
+    p_role TEXT, p_caller_id TEXT, p_method TEXT, p_log_request_id TEXT, p_providers TEXT, p_fields TEXT,
+    p_claims TEXT, p_log_enterprise TEXT, p_log_consent TEXT, p_log_enterprises TEXT[], p_log_consents TEXT[]
+) RETURNS TEXT[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_out TEXT[] := ARRAY['']::TEXT[];
+    v_n INTEGER := coalesce(array_length(p_consents, 1), 0);
+    v_state INTEGER;
+    v_total BIGINT;
+    v_today BIGINT;
+    v_used BIGINT;
+    v_reason TEXT;
+    v_pre TEXT;
+    v_fresh BOOLEAN := p_fresh;
+BEGIN
+    IF p_early <> '' THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', p_early);
+        RETURN ARRAY[p_early];
+    END IF;
+    -- 4. The request id, per caller: an id older than the window is a new id again.
+    -- p_fresh NULL: claim the id here; TRUE / FALSE: the batch claimed it (xinrong_admit_batch).
+    IF v_fresh IS NULL THEN
+        INSERT INTO replay_ids AS r (caller, request_id, seen_ms) VALUES (p_caller, p_request_id, p_now_ms)
+            ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms WHERE r.seen_ms < p_cutoff_ms;
+        v_fresh := FOUND;
+    END IF;
+    IF NOT v_fresh THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', 'REQUEST_REPLAYED');
+        RETURN ARRAY['REQUEST_REPLAYED'];
+    END IF;
+    IF p_shape <> '' THEN
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprise, p_log_consent,
+                p_providers, p_fields, p_claims, 'REFUSED', p_shape);
+        RETURN ARRAY[p_shape];
+    END IF;
+    -- Lock what the subjects may use, in one global order: consents, then enterprises.
+    PERFORM 1 FROM consents WHERE consent_id = ANY (p_consents) ORDER BY consent_id FOR UPDATE;
+    INSERT INTO enterprise_daily_uses (enterprise, day, uses)
+        SELECT DISTINCT e, p_day, 0 FROM unnest(p_enterprises) AS e ORDER BY 1
+        ON CONFLICT (enterprise, day) DO NOTHING;
+    PERFORM 1 FROM enterprise_daily_uses WHERE day = p_day AND enterprise = ANY (p_enterprises)
+        ORDER BY enterprise FOR UPDATE;
+    FOR i IN 1 .. v_n LOOP
+        v_pre := p_pre[i];
+        v_reason := '';
+        IF left(v_pre, 2) = 'E:' THEN
+            v_reason := substr(v_pre, 3);
+        ELSE
+            SELECT state INTO v_state FROM consents WHERE consent_id = p_consents[i];
+            IF NOT FOUND THEN
+                v_reason := 'ACCESS_DENIED';
+            ELSIF v_state = 3 THEN
+                v_reason := 'CONSENT_REVOKED';
+            ELSIF v_state = 2 THEN
+                v_reason := 'CONSENT_PAUSED';
+            ELSIF left(v_pre, 2) = 'L:' THEN
+                v_reason := substr(v_pre, 3);
+            ELSE
+                SELECT coalesce(sum(uses), 0), coalesce(sum(uses) FILTER (WHERE day = p_day), 0)
+                    INTO v_total, v_today FROM consent_daily_uses WHERE consent_id = p_consents[i];
+                SELECT uses INTO v_used FROM enterprise_daily_uses WHERE enterprise = p_enterprises[i] AND day = p_day;
+                IF v_total >= p_max_uses[i] THEN
+                    v_reason := 'CONSENT_USES_EXHAUSTED';
+                ELSIF p_max_day[i] > 0 AND v_today >= p_max_day[i] THEN
+                    v_reason := 'CONSENT_DAILY_LIMIT';
+                ELSIF v_used >= p_budget THEN
+                    v_reason := 'ENTERPRISE_BUDGET_EXHAUSTED';
+                ELSE
+                    INSERT INTO consent_daily_uses AS u (consent_id, day, uses) VALUES (p_consents[i], p_day, 1)
+                        ON CONFLICT (consent_id, day) DO UPDATE SET uses = u.uses + 1;
+                    UPDATE enterprise_daily_uses SET uses = uses + 1 WHERE enterprise = p_enterprises[i] AND day = p_day;
+                END IF;
+            END IF;
+        END IF;
+        INSERT INTO audit_pending (ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id,
+                                   providers, fields, claims_sha256, decision, reason)
+        VALUES (p_now_ms, p_role, p_caller_id, p_method, p_log_request_id, p_log_enterprises[i], p_log_consents[i],
+                p_providers, p_fields, p_claims, CASE WHEN v_reason = '' THEN 'ALLOWED' ELSE 'REFUSED' END, v_reason);
+        v_out := v_out || v_reason;
+    END LOOP;
+    RETURN v_out;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION xinrong_admit(
+    p_caller TEXT, p_request_id TEXT, p_now_ms BIGINT, p_cutoff_ms BIGINT, p_day INTEGER, p_budget BIGINT,
+    p_early TEXT, p_shape TEXT,
+    p_consents TEXT[], p_enterprises TEXT[], p_max_uses BIGINT[], p_max_day BIGINT[], p_pre TEXT[],
+    p_role TEXT, p_caller_id TEXT, p_method TEXT, p_log_request_id TEXT, p_providers TEXT, p_fields TEXT,
+    p_claims TEXT, p_log_enterprise TEXT, p_log_consent TEXT, p_log_enterprises TEXT[], p_log_consents TEXT[]
+) RETURNS TEXT[] LANGUAGE sql AS $$
+    SELECT xinrong_admit_core(NULL, p_caller, p_request_id, p_now_ms, p_cutoff_ms, p_day, p_budget, p_early, p_shape, p_consents, p_enterprises, p_max_uses, p_max_day, p_pre, p_role, p_caller_id, p_method, p_log_request_id, p_providers, p_fields, p_claims, p_log_enterprise, p_log_consent, p_log_enterprises, p_log_consents);
+$$;
+
+-- p_batch: a JSON array of xinrong_admission objects (step 12). p_out: a JSON
+-- array of each one's outcome, in order.
+CREATE PROCEDURE xinrong_admit_batch(p_batch JSON, p_durable BOOLEAN, INOUT p_out JSONB DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_items xinrong_admission[] := ARRAY(
+        SELECT json_populate_record(NULL::xinrong_admission, t.v)
+        FROM json_array_elements(p_batch) WITH ORDINALITY AS t(v, n) ORDER BY t.n);
+    v_a xinrong_admission;
+    v_key RECORD;
+    v_k TEXT;
+    v_fresh TEXT[] := '{}';
+    v_flag BOOLEAN;
+BEGIN
+    -- 1. Request ids, sorted (the first of a batch's duplicates, in batch order, may be fresh).
+    FOR v_key IN
+        SELECT DISTINCT ON (a.caller, a.request_id) a.caller, a.request_id, a.now_ms, a.cutoff_ms
+        FROM unnest(v_items) WITH ORDINALITY AS a
+        WHERE a.early = ''
+        ORDER BY a.caller, a.request_id, a.ordinality
+    LOOP
+        INSERT INTO replay_ids AS r (caller, request_id, seen_ms) VALUES (v_key.caller, v_key.request_id, v_key.now_ms)
+            ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms WHERE r.seen_ms < v_key.cutoff_ms;
+        IF FOUND THEN
+            v_fresh := v_fresh || json_build_array(v_key.caller, v_key.request_id)::TEXT;
+        END IF;
+    END LOOP;
+    -- 2. Consents, sorted; 3. enterprise-days, sorted: every lock the batch's admissions take, up front.
+    PERFORM 1 FROM consents
+        WHERE consent_id IN (SELECT c FROM unnest(v_items) AS a, unnest(a.consents) AS c WHERE a.early = '')
+        ORDER BY consent_id FOR UPDATE;
+    INSERT INTO enterprise_daily_uses (enterprise, day, uses)
+        SELECT DISTINCT e, a.day, 0 FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = ''
+        ORDER BY 2, 1
+        ON CONFLICT (enterprise, day) DO NOTHING;
+    PERFORM 1 FROM enterprise_daily_uses AS d
+        WHERE (d.day, d.enterprise) IN (
+            SELECT a.day, e FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = '')
+        ORDER BY d.day, d.enterprise FOR UPDATE;
+    -- 4. Each admission, in order, as if alone.
+    p_out := '[]'::JSONB;
+    FOREACH v_a IN ARRAY v_items LOOP
+        v_flag := FALSE;
+        IF v_a.early = '' THEN
+            v_k := json_build_array(v_a.caller, v_a.request_id)::TEXT;
+            IF v_k = ANY (v_fresh) THEN
+                v_flag := TRUE;
+                v_fresh := array_remove(v_fresh, v_k);
+            END IF;
+        END IF;
+        p_out := p_out || jsonb_build_array(to_jsonb(xinrong_admit_core(
+            v_flag, v_a.caller, v_a.request_id, v_a.now_ms, v_a.cutoff_ms, v_a.day, v_a.budget, v_a.early, v_a.shape,
+            coalesce(v_a.consents, '{}'), coalesce(v_a.enterprises, '{}'), coalesce(v_a.max_uses, '{}'),
+            coalesce(v_a.max_day, '{}'), coalesce(v_a.pre, '{}'), v_a.role, v_a.caller_id, v_a.method,
+            v_a.log_request_id, v_a.providers, v_a.fields, v_a.claims, v_a.log_enterprise, v_a.log_consent,
+            coalesce(v_a.log_enterprises, '{}'), coalesce(v_a.log_consents, '{}'))));
+    END LOOP;
+    IF p_durable THEN  -- this COMMIT waits for the flush of the batch's WAL (and all before it)
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    COMMIT;
+END;
+$$;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SQLITE_1, _POSTGRES_1),
     Migration(2, "replay ids per caller", _SQLITE_2, _POSTGRES_2),
@@ -972,6 +1165,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "Merkle tree tiles", _SQLITE_10, _POSTGRES_10),
     Migration(11, "pause and resume pushes", _SQLITE_11, _POSTGRES_11),
     Migration(12, "admissions in batches", _SQLITE_12, _POSTGRES_12),
+    Migration(13, "a batch of admissions is one transaction", _SQLITE_13, _POSTGRES_13),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -17,30 +17,30 @@ Concurrency across replicas:
   committed before it is seen by it, and two admissions never deadlock.
   The rows stay locked for the function's microseconds, not for a batch.
 * **Batched round trips.** The admissions the event loop has pending at one
-  moment go to the database in one call, ``xinrong_admit_many`` (schema
-  step 12): a procedure that runs each one's ``xinrong_admit`` and COMMITs
-  it before the next starts (so the locking above is per admission, not per
-  batch), catches an admission's own error so it fails alone, and returns
-  every outcome; an admission that is alone goes as the plain statement
-  (the procedure's JSON and per-admission subtransaction cost more than the
-  round trip they save). At most ``pool_size`` - 1 batches are in flight per
-  replica; whatever arrives meanwhile waits for the next one. A batch that
-  fails as a whole (the connection drops, ``statement_timeout`` passes for
-  the whole call) answers UNAVAILABLE to every admission in it, as a lost
-  reply does: the admissions it had already committed stay committed (their
-  use is spent, their audit event says ALLOWED, with no FAILED entry).
-* **Durability, with group commit.** Every session commits asynchronously,
-  so an admission releases its row locks at COMMIT, not after a WAL flush
-  (on one hot consent a synchronous commit held them ~0.5 ms each and capped
-  that consent at ~1,000 uses a second). With ``synchronous_commit = "on"``
-  (the default) a batch's outcomes are then held until a flush barrier has
-  run: one small transaction that commits synchronously, flushing all WAL
-  before it, shared by every batch of the replica that finished meanwhile
-  (the first waiter runs it for all, as the SQLite backend's batch COMMIT
-  does). Nothing an admission decided leaves the node before its WAL is on
-  disk. (With batching off, ``ADMIT_BATCHING_ENV``, each admission is its own
-  statement and awaits the same barrier.) Threads' transactions (lifecycle,
-  modeling) commit synchronously.
+  moment go to the database in one call, ``xinrong_admit_batch`` (schema
+  step 13): one transaction that claims the batch's request ids, then locks
+  its consents and enterprise-days, each sorted and in the order a single
+  admission takes them (so batches on different replicas never deadlock),
+  runs each admission in order exactly as ``xinrong_admit`` would and
+  commits. One batch is in flight per replica; whatever arrives meanwhile
+  waits for the next, so batches grow with the load instead of every idle
+  connection taking one admission (at eight concurrent callers that made
+  batches of one or two, each fighting for the same consent row). A batch
+  the server refuses (an error in one admission) rolled back whole: its
+  admissions are then sent one by one, so that one fails alone. A batch whose
+  reply is lost (the connection drops, ``statement_timeout``) answers
+  UNAVAILABLE to every admission in it; it committed all of them or none.
+* **Durability, with group commit.** Sessions commit asynchronously by
+  default (a thread's small reads and writes wait for nothing); an admission
+  batch, with ``synchronous_commit = "on"`` (the default), commits
+  synchronously: its COMMIT returns once its WAL, and all WAL before it, is
+  on disk, so nothing an admission decided leaves the node before that.
+  Concurrent flushes are grouped by PostgreSQL (one fsync covers every commit
+  before it). Single statements on the loop (``acall``; batching off,
+  ``ADMIT_BATCHING_ENV``) await a shared flush barrier instead: one small
+  synchronous transaction run by the first waiter for everyone who finished
+  meanwhile. Threads' transactions (lifecycle, modeling, the sequencer)
+  commit synchronously.
 * **The audit log** gets one order through one sequencer: admissions append
   events to ``audit_pending``; whichever replica holds the advisory lock
   moves a batch into ``audit_log`` in id order, assigning ``seq`` and the
@@ -140,12 +140,14 @@ ADMISSION_FIELDS = (
     "log_consents",
 )
 ADMIT_ONE_SQL = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
-ADMIT_MANY_SQL = "CALL xinrong_admit_many(%s::json, %s, NULL)"
-# Admissions per round trip. Batches in flight at once: all but one of the loop's
-# connections (``pool_size`` - 1; one stays free for consent lookups). Each batch
-# ends in a flush and PostgreSQL groups concurrent flushes (one fsync covers every
-# commit before it), so a slow disk makes batches larger rather than queues longer.
+ADMIT_BATCH_SQL = "CALL xinrong_admit_batch(%s::json, %s, NULL)"
+# Admissions per round trip, and batches in flight per replica (one: the next
+# batch collects what arrives while this one runs and flushes, so a slow disk
+# makes batches larger rather than queues longer). ``ADMIT_IN_FLIGHT_ENV``
+# overrides the latter for A/B runs of ``xinrong bench verify``.
 ADMIT_BATCH = 64
+ADMIT_IN_FLIGHT = 1
+ADMIT_IN_FLIGHT_ENV = "XINRONG_PG_ADMIT_IN_FLIGHT"
 # Diagnostics (A/B in ``xinrong bench verify``): "off" sends every admission on its
 # own, followed by the shared flush barrier, as before schema step 12.
 ADMIT_BATCHING_ENV = "XINRONG_PG_ADMIT_BATCHING"
@@ -269,7 +271,7 @@ class PgDatabase(Database):
         self._batching = os.environ.get(ADMIT_BATCHING_ENV, "on") != "off"
         self._admit_queue: list[tuple[Sequence[Any], asyncio.Future[list[str]]]] = []
         self._admit_in_flight = 0
-        self._admit_limit = max(1, config.pool_size - 1)
+        self._admit_limit = max(1, int(os.environ.get(ADMIT_IN_FLIGHT_ENV, "0") or 0) or ADMIT_IN_FLIGHT)
         self._admit_kick: asyncio.Handle | None = None
         self._admit_tasks: set[asyncio.Task[None]] = set()
         try:
@@ -413,11 +415,11 @@ class PgDatabase(Database):
     async def admit_async(self, params: Sequence[Any]) -> list[str]:
         """One admission (``xinrong_admit``'s parameters, ``ADMISSION_FIELDS``); its outcome, once durable.
 
-        The admissions the loop has pending at one moment go to the database
-        together (``xinrong_admit_many``, schema step 12): each in its own
-        transaction, as if sent alone, in one round trip; then the shared
-        flush barrier. A caller that goes away does not withdraw its admission
-        (as a statement already sent is not withdrawn).
+        The admissions the loop has pending when the previous batch is done go
+        to the database together (``xinrong_admit_batch``, schema step 13):
+        one transaction, each admission as if sent alone, committed durably,
+        in one round trip. A caller that goes away does not withdraw its
+        admission (as a statement already sent is not withdrawn).
         """
         if not self._batching:
             row = await self.acall(ADMIT_ONE_SQL, params)
@@ -440,27 +442,30 @@ class PgDatabase(Database):
             task.add_done_callback(self._admit_tasks.discard)
 
     async def _admit_batch(self, batch: list[tuple[Sequence[Any], asyncio.Future[list[str]]]]) -> None:
+        released = False
         try:
-            if len(batch) == 1:
-                # Alone: the plain statement. The procedure's JSON and per-admission
-                # exception block (a subtransaction) cost more than the round trip they save
-                # (bench verify, concurrency 8: ratio 0.108-0.115 all batched vs 0.122 plain).
-                params, future = batch[0]
-                row1 = await self.acall(ADMIT_ONE_SQL, params)
-                if not future.done():
-                    future.set_result([str(x) for x in row1[0]])
-                return
             payload = json.dumps([dict(zip(ADMISSION_FIELDS, params, strict=True)) for params, _ in batch])
             try:
                 pool = await self._async_pool()
                 async with pool.connection() as conn:
-                    cursor = await conn.execute(ADMIT_MANY_SQL, (payload, False))
+                    cursor = await conn.execute(ADMIT_BATCH_SQL, (payload, self._durable))
                     row = await cursor.fetchone()
-                if self._durable:  # the shared flush barrier, as for a single statement
-                    self._applied += 1
-                    await self._barrier(self._applied)
             except (*_DOWN, psycopg.errors.QueryCanceled) as exc:
                 raise unavailable(self.config.url, exc) from None
+            except psycopg.Error as exc:
+                # The server refused the batch: it rolled back whole (nothing is spent).
+                # One by one, so an admission that fails fails alone.
+                log.warning(
+                    "node database %s: an admission batch of %d failed (%s); admitting them one by one",
+                    self.url,
+                    len(batch),
+                    type(exc).__name__,
+                )
+                self._admit_in_flight -= 1
+                released = True
+                self._admit_kick_soon()
+                await self._admit_alone(batch)
+                return
             assert row is not None
             outcomes = row[0]
             if not isinstance(outcomes, list) or len(outcomes) != len(batch):
@@ -468,13 +473,8 @@ class PgDatabase(Database):
                     f"node database {self.url}: admission batch answered {len(batch)} admissions wrongly"
                 )
             for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, list):
+                if not future.done():
                     future.set_result([str(x) for x in outcome])
-                else:  # this admission alone failed, and was rolled back
-                    detail = str(outcome.get("message", "")) if isinstance(outcome, dict) else ""
-                    future.set_exception(StoreUnavailable(f"node database {self.url}: {detail or 'admission failed'}"))
         except BaseException as exc:
             for _, future in batch:
                 if not future.done():
@@ -482,9 +482,27 @@ class PgDatabase(Database):
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._admit_in_flight -= 1
-            if self._admit_queue and self._admit_kick is None:
-                self._admit_kick = asyncio.get_running_loop().call_soon(self._admit_send)
+            if not released:
+                self._admit_in_flight -= 1
+                self._admit_kick_soon()
+
+    def _admit_kick_soon(self) -> None:
+        if self._admit_queue and self._admit_kick is None:
+            self._admit_kick = asyncio.get_running_loop().call_soon(self._admit_send)
+
+    async def _admit_alone(self, batch: list[tuple[Sequence[Any], asyncio.Future[list[str]]]]) -> None:
+        for params, future in batch:
+            if future.done():
+                continue
+            try:
+                row = await self.acall(ADMIT_ONE_SQL, params)
+            except StoreUnavailable as exc:
+                future.set_exception(exc)
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                future.set_exception(StoreUnavailable(f"node database {self.url}: {first}"))
+            else:
+                future.set_result([str(x) for x in row[0]])
 
     async def aquery(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:

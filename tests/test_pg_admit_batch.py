@@ -1,7 +1,8 @@
-"""Admissions sent in batches (``PgDatabase.admit_async``, schema step 12): each
-admission is its own transaction with its own outcome, exactly as if sent
-alone; one that fails fails alone; the loop's concurrent admissions share
-round trips."""
+"""Admissions sent in batches (``PgDatabase.admit_async``, schema step 13): a
+batch is one transaction whose admissions each get the outcome they would get
+alone, in order; a batch the server refuses leaves nothing behind and its
+admissions are retried one by one, so one that fails fails alone; batches on
+two replicas claiming the same rows in opposite orders never deadlock."""
 
 from __future__ import annotations
 
@@ -100,6 +101,62 @@ def test_an_admission_that_fails_fails_alone_and_is_rolled_back(pg_cluster: pgte
         assert sorted(r[0] for r in db.query("SELECT request_id FROM replay_ids")) == ["r-a", "r-c"]
     finally:
         db.close()
+
+
+def test_a_batch_admits_duplicates_in_order_and_one_failure_leaves_nothing_of_the_batch(
+    pg_cluster: pgtemp.TempPostgres,
+) -> None:
+    db = PgDatabase(database_config(database_table(pg_cluster)))
+    try:
+        sent = _round_trips(db)
+        # One loop iteration: one batch. The same id twice inside it: the first is fresh.
+        outcomes = asyncio.run(_admit_all(db, [_params("r-x"), _params("r-y"), _params("r-x")]))
+        assert outcomes == [["CLAIM_UNKNOWN"], ["CLAIM_UNKNOWN"], ["REQUEST_REPLAYED"]]
+        assert sent == [3]
+        # A batch the server refuses: nothing of it was committed before the retry one by one.
+        seen: list[int] = []
+        original = db._admit_alone
+
+        async def alone(batch: list[Any]) -> None:
+            seen.append(db.query("SELECT count(*) FROM replay_ids WHERE left(request_id, 3) = ?", ("r-z",))[0][0])
+            await original(batch)
+
+        db._admit_alone = alone  # type: ignore[method-assign]
+        outcomes = asyncio.run(_admit_all(db, [_params("r-z1"), _params("r-z2", method="\x00"), _params("r-z3")]))
+        assert seen == [0]
+        assert outcomes[0] == ["CLAIM_UNKNOWN"] and outcomes[2] == ["CLAIM_UNKNOWN"]
+        assert isinstance(outcomes[1], StoreUnavailable)
+    finally:
+        db.close()
+
+
+def test_two_replicas_claiming_the_same_ids_in_opposite_orders_never_deadlock(
+    pg_cluster: pgtemp.TempPostgres,
+) -> None:
+    table = database_table(pg_cluster)
+    a, b = PgDatabase(database_config(table)), PgDatabase(database_config(table))
+    try:
+
+        async def replica(db: PgDatabase, ids: list[str]) -> list[list[str] | BaseException]:
+            return await _admit_all(db, [_params(i) for i in ids])
+
+        async def race(ids: list[str]) -> tuple[list[Any], list[Any]]:
+            # Each replica in its own loop's thread, so both batches are in flight at once.
+            loop = asyncio.get_running_loop()
+            first = loop.run_in_executor(None, lambda: asyncio.run(replica(a, ids)))
+            second = loop.run_in_executor(None, lambda: asyncio.run(replica(b, ids[::-1])))
+            return await first, await second
+
+        for round_ in range(20):
+            ids = [f"d-{round_}-{i:02d}" for i in range(16)]
+            got_a, got_b = asyncio.run(race(ids))
+            errors = [o for o in (*got_a, *got_b) if isinstance(o, BaseException)]
+            assert errors == [], errors
+            fresh = sum(o == ["CLAIM_UNKNOWN"] for o in (*got_a, *got_b))
+            assert fresh == len(ids)  # each id admitted once, by one replica or the other
+    finally:
+        a.close()
+        b.close()
 
 
 def test_batching_off_sends_each_admission_alone(
