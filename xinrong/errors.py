@@ -158,10 +158,10 @@ def provider_not_connected(providers: list[str]) -> XinrongError:
 class StoreUnavailable(XinrongError):
     """The party's own state store is busy (locked by another process), read-only or down.
 
-    Nothing was decided, so the request may be retried, here or at another
-    replica; except that on PostgreSQL a batch of admissions that fails as a
-    whole may have committed some of its admissions first (``xinrong.node.pg``),
-    which then stand as spent, as after a lost reply.
+    The request may be retried, here or at another replica. When the reply
+    to a write was lost (the connection dropped after the statement was sent)
+    the write may have committed: on PostgreSQL a batch of admissions is one
+    transaction (``xinrong.node.pg``), so then all of it stands, as spent.
     """
 
     default_reason = Reason.STORE_UNAVAILABLE
