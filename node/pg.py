@@ -63,6 +63,7 @@ import functools
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -187,7 +188,32 @@ class PgTransaction(Transaction):
         return self.cursor.execute(placeholders(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Any:
-        return self.cursor.executemany(placeholders(sql), rows)
+        copy = copy_sql(sql) if len(rows) >= COPY_ROWS else None
+        if copy is None:
+            return self.cursor.executemany(placeholders(sql), rows)
+        # A plain multi-row INSERT as COPY: one statement instead of one per row (the
+        # sequencer's chained entries, the tree's new nodes); same rows, triggers and errors.
+        with self.cursor.copy(copy) as sink:
+            for row in rows:
+                sink.write_row(row)
+        return self.cursor
+
+
+# A plain INSERT of this many rows or more goes as COPY (``PgTransaction.executemany``).
+COPY_ROWS = 4
+_PLAIN_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((\?(?:, ?\?)*)\)")
+
+
+@functools.lru_cache(maxsize=256)
+def copy_sql(sql: str) -> str | None:
+    """``COPY t (cols) FROM STDIN`` for ``INSERT INTO t (cols) VALUES (?, ...)`` exactly; else None."""
+    match = _PLAIN_INSERT.fullmatch(sql.strip())
+    if match is None:
+        return None
+    columns = [c.strip() for c in match.group(2).split(",")]
+    if len(columns) != match.group(3).count("?"):
+        return None
+    return f"COPY {match.group(1)} ({', '.join(columns)}) FROM STDIN"
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:
