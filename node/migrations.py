@@ -969,11 +969,13 @@ $$;
 # its consents (sorted) and enterprise-days (sorted) up front, in the order a
 # single admission takes them (request id, consents, enterprises), so batches
 # and single admissions on any replica never deadlock; then runs each
-# admission in order exactly as ``xinrong_admit`` would, commits
-# asynchronously (the locks are released) and, with ``p_durable``, flushes the
-# WAL before it returns: one round trip per batch, durability included. A
+# admission in order exactly as ``xinrong_admit`` would and, with
+# ``p_durable``, makes its statement's COMMIT synchronous: one round trip per
+# batch, durability included. A function, not a procedure, so the node's
+# statement is prepared once per connection (CALL is parsed every time). A
 # batch that fails fails whole and leaves nothing behind (the node then retries
-# its admissions one by one, so one admission's error stays its own).
+# its admissions one by one, so one admission's error stays its own). A batch
+# of one is that admission as ``xinrong_admit`` runs it, with nothing up front.
 # ``xinrong_admit_core`` is ``xinrong_admit`` with the request-id claim made
 # optional; ``xinrong_admit`` becomes a call of it, so the rules live once.
 
@@ -1089,9 +1091,10 @@ $$;
 
 -- p_batch: a JSON array of xinrong_admission objects (step 12). p_out: a JSON
 -- array of each one's outcome, in order.
-CREATE PROCEDURE xinrong_admit_batch(p_batch JSON, p_durable BOOLEAN, INOUT p_out JSONB DEFAULT NULL)
+CREATE FUNCTION xinrong_admit_batch(p_batch JSON, p_durable BOOLEAN) RETURNS JSONB
 LANGUAGE plpgsql AS $$
 DECLARE
+    p_out JSONB;
     v_items xinrong_admission[] := ARRAY(
         SELECT json_populate_record(NULL::xinrong_admission, t.v)
         FROM json_array_elements(p_batch) WITH ORDINALITY AS t(v, n) ORDER BY t.n);
@@ -1101,6 +1104,19 @@ DECLARE
     v_fresh TEXT[] := '{}';
     v_flag BOOLEAN;
 BEGIN
+    IF array_length(v_items, 1) = 1 THEN  -- alone: xinrong_admit's own claims, in the same order
+        v_a := v_items[1];
+        p_out := jsonb_build_array(to_jsonb(xinrong_admit_core(
+            NULL, v_a.caller, v_a.request_id, v_a.now_ms, v_a.cutoff_ms, v_a.day, v_a.budget, v_a.early, v_a.shape,
+            coalesce(v_a.consents, '{}'), coalesce(v_a.enterprises, '{}'), coalesce(v_a.max_uses, '{}'),
+            coalesce(v_a.max_day, '{}'), coalesce(v_a.pre, '{}'), v_a.role, v_a.caller_id, v_a.method,
+            v_a.log_request_id, v_a.providers, v_a.fields, v_a.claims, v_a.log_enterprise, v_a.log_consent,
+            coalesce(v_a.log_enterprises, '{}'), coalesce(v_a.log_consents, '{}'))));
+        IF p_durable THEN
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+        RETURN p_out;
+    END IF;
     -- 1. Request ids, sorted (the first of a batch's duplicates, in batch order, may be fresh).
     FOR v_key IN
         SELECT DISTINCT ON (a.caller, a.request_id) a.caller, a.request_id, a.now_ms, a.cutoff_ms
@@ -1144,10 +1160,10 @@ BEGIN
             v_a.log_request_id, v_a.providers, v_a.fields, v_a.claims, v_a.log_enterprise, v_a.log_consent,
             coalesce(v_a.log_enterprises, '{}'), coalesce(v_a.log_consents, '{}'))));
     END LOOP;
-    IF p_durable THEN  -- this COMMIT waits for the flush of the batch's WAL (and all before it)
+    IF p_durable THEN  -- the statement's COMMIT waits for the flush of its WAL (and all before it)
         PERFORM set_config('synchronous_commit', 'on', true);
     END IF;
-    COMMIT;
+    RETURN p_out;
 END;
 $$;
 """

@@ -141,7 +141,7 @@ ADMISSION_FIELDS = (
     "log_consents",
 )
 ADMIT_ONE_SQL = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
-ADMIT_BATCH_SQL = "CALL xinrong_admit_batch(%s::json, %s, NULL)"
+ADMIT_BATCH_SQL = "SELECT xinrong_admit_batch(%s::json, %s)"
 # Admissions per round trip, and batches in flight per replica (one: the next
 # batch collects what arrives while this one runs and flushes, so a slow disk
 # makes batches larger rather than queues longer). ``ADMIT_IN_FLIGHT_ENV``
