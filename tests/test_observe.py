@@ -97,7 +97,14 @@ def test_calls_are_counted_by_method_and_code(
     assert _settled(observer, "xinrong_rpc_requests_total", 1, method=INDICATORS, code="INTERNAL") == 1
     assert _settled(observer, "xinrong_rpc_duration_seconds_count", 4, method=AGENT_INFO) == 4
     assert _value(observer, "xinrong_rpc_in_flight", method=AGENT_INFO) == 0
-    access = [r for r in caplog.records if r.name == "xinrong.access"]
+    # The access line of an aborted call may be written just after its counter moved:
+    # wait (briefly) until every caller's line is in.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        access = [r for r in caplog.records if r.name == "xinrong.access"]
+        if len(access) >= 6 and {getattr(r, "caller", "") for r in access} >= {"node", "bank-a"}:
+            break
+        time.sleep(0.01)
     by_status = {(getattr(r, "status", ""), r.levelno) for r in access}
     assert ("OK", logging.DEBUG) in by_status and ("INTERNAL", logging.INFO) in by_status
     rids = [getattr(r, "request_id", "") for r in access]
