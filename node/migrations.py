@@ -1103,50 +1103,41 @@ DECLARE
     v_k TEXT;
     v_fresh TEXT[] := '{}';
     v_flag BOOLEAN;
+    -- A batch of one claims nothing up front: xinrong_admit's own claims, in the same order.
+    v_alone BOOLEAN := coalesce(array_length(v_items, 1), 0) <= 1;
 BEGIN
-    IF array_length(v_items, 1) = 1 THEN  -- alone: xinrong_admit's own claims, in the same order
-        v_a := v_items[1];
-        p_out := jsonb_build_array(to_jsonb(xinrong_admit_core(
-            NULL, v_a.caller, v_a.request_id, v_a.now_ms, v_a.cutoff_ms, v_a.day, v_a.budget, v_a.early, v_a.shape,
-            coalesce(v_a.consents, '{}'), coalesce(v_a.enterprises, '{}'), coalesce(v_a.max_uses, '{}'),
-            coalesce(v_a.max_day, '{}'), coalesce(v_a.pre, '{}'), v_a.role, v_a.caller_id, v_a.method,
-            v_a.log_request_id, v_a.providers, v_a.fields, v_a.claims, v_a.log_enterprise, v_a.log_consent,
-            coalesce(v_a.log_enterprises, '{}'), coalesce(v_a.log_consents, '{}'))));
-        IF p_durable THEN
-            PERFORM set_config('synchronous_commit', 'on', true);
-        END IF;
-        RETURN p_out;
+    IF NOT v_alone THEN
+        -- 1. Request ids, sorted (the first of a batch's duplicates, in batch order, may be fresh).
+        FOR v_key IN
+            SELECT DISTINCT ON (a.caller, a.request_id) a.caller, a.request_id, a.now_ms, a.cutoff_ms
+            FROM unnest(v_items) WITH ORDINALITY AS a
+            WHERE a.early = ''
+            ORDER BY a.caller, a.request_id, a.ordinality
+        LOOP
+            INSERT INTO replay_ids AS r (caller, request_id, seen_ms) VALUES (v_key.caller, v_key.request_id, v_key.now_ms)
+                ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms WHERE r.seen_ms < v_key.cutoff_ms;
+            IF FOUND THEN
+                v_fresh := v_fresh || json_build_array(v_key.caller, v_key.request_id)::TEXT;
+            END IF;
+        END LOOP;
+        -- 2. Consents, sorted; 3. enterprise-days, sorted: every lock the batch's admissions take, up front.
+        PERFORM 1 FROM consents
+            WHERE consent_id IN (SELECT c FROM unnest(v_items) AS a, unnest(a.consents) AS c WHERE a.early = '')
+            ORDER BY consent_id FOR UPDATE;
+        INSERT INTO enterprise_daily_uses (enterprise, day, uses)
+            SELECT DISTINCT e, a.day, 0 FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = ''
+            ORDER BY 2, 1
+            ON CONFLICT (enterprise, day) DO NOTHING;
+        PERFORM 1 FROM enterprise_daily_uses AS d
+            WHERE (d.day, d.enterprise) IN (
+                SELECT a.day, e FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = '')
+            ORDER BY d.day, d.enterprise FOR UPDATE;
     END IF;
-    -- 1. Request ids, sorted (the first of a batch's duplicates, in batch order, may be fresh).
-    FOR v_key IN
-        SELECT DISTINCT ON (a.caller, a.request_id) a.caller, a.request_id, a.now_ms, a.cutoff_ms
-        FROM unnest(v_items) WITH ORDINALITY AS a
-        WHERE a.early = ''
-        ORDER BY a.caller, a.request_id, a.ordinality
-    LOOP
-        INSERT INTO replay_ids AS r (caller, request_id, seen_ms) VALUES (v_key.caller, v_key.request_id, v_key.now_ms)
-            ON CONFLICT (caller, request_id) DO UPDATE SET seen_ms = excluded.seen_ms WHERE r.seen_ms < v_key.cutoff_ms;
-        IF FOUND THEN
-            v_fresh := v_fresh || json_build_array(v_key.caller, v_key.request_id)::TEXT;
-        END IF;
-    END LOOP;
-    -- 2. Consents, sorted; 3. enterprise-days, sorted: every lock the batch's admissions take, up front.
-    PERFORM 1 FROM consents
-        WHERE consent_id IN (SELECT c FROM unnest(v_items) AS a, unnest(a.consents) AS c WHERE a.early = '')
-        ORDER BY consent_id FOR UPDATE;
-    INSERT INTO enterprise_daily_uses (enterprise, day, uses)
-        SELECT DISTINCT e, a.day, 0 FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = ''
-        ORDER BY 2, 1
-        ON CONFLICT (enterprise, day) DO NOTHING;
-    PERFORM 1 FROM enterprise_daily_uses AS d
-        WHERE (d.day, d.enterprise) IN (
-            SELECT a.day, e FROM unnest(v_items) AS a, unnest(a.enterprises) AS e WHERE a.early = '')
-        ORDER BY d.day, d.enterprise FOR UPDATE;
     -- 4. Each admission, in order, as if alone.
     p_out := '[]'::JSONB;
     FOREACH v_a IN ARRAY v_items LOOP
-        v_flag := FALSE;
-        IF v_a.early = '' THEN
+        v_flag := CASE WHEN v_alone THEN NULL ELSE FALSE END;
+        IF v_a.early = '' AND NOT v_alone THEN
             v_k := json_build_array(v_a.caller, v_a.request_id)::TEXT;
             IF v_k = ANY (v_fresh) THEN
                 v_flag := TRUE;

@@ -15,7 +15,7 @@ Concurrency across replicas:
   consent rows and then the enterprise rows it uses, each sorted, so every
   check-and-increment is exact whichever replica runs it, a revocation
   committed before it is seen by it, and two admissions never deadlock.
-  The rows stay locked for the function's microseconds, not for a batch.
+  In a batch (below) the rows stay locked until the batch commits.
 * **Batched round trips.** The admissions the event loop has pending at one
   moment go to the database in one call, ``xinrong_admit_batch`` (schema
   step 13): one transaction that claims the batch's request ids, then locks
@@ -469,6 +469,14 @@ class PgDatabase(Database):
 
     async def _admit_batch(self, batch: list[tuple[Sequence[Any], asyncio.Future[list[str]]]]) -> None:
         released = False
+
+        def release() -> None:  # the next batch may go
+            nonlocal released
+            if not released:
+                released = True
+                self._admit_in_flight -= 1
+                self._admit_kick_soon()
+
         try:
             payload = json.dumps([dict(zip(ADMISSION_FIELDS, params, strict=True)) for params, _ in batch])
             try:
@@ -487,9 +495,7 @@ class PgDatabase(Database):
                     len(batch),
                     type(exc).__name__,
                 )
-                self._admit_in_flight -= 1
-                released = True
-                self._admit_kick_soon()
+                release()
                 await self._admit_alone(batch)
                 return
             assert row is not None
@@ -508,9 +514,7 @@ class PgDatabase(Database):
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if not released:
-                self._admit_in_flight -= 1
-                self._admit_kick_soon()
+            release()
 
     def _admit_kick_soon(self) -> None:
         if self._admit_queue and self._admit_kick is None:
@@ -525,8 +529,7 @@ class PgDatabase(Database):
             except StoreUnavailable as exc:
                 future.set_exception(exc)
             except psycopg.Error as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                future.set_exception(StoreUnavailable(f"node database {self.url}: {first}"))
+                future.set_exception(unavailable(self.config.url, exc))
             else:
                 future.set_result([str(x) for x in row[0]])
 
