@@ -10,15 +10,16 @@ budgets and audit log. The stores are written once against
 Concurrency across replicas:
 
 * **Admission** (replay id, consent state and uses, daily and enterprise
-  budgets, audit event) is one function, ``xinrong_admit``
-  (``xinrong.node.migrations``), run in its own transaction. It locks the
+  budgets, audit event) is one function, ``xinrong_admit_batch``
+  (``xinrong.node.migrations``; ``xinrong_admit`` is a batch of one), run in
+  its own transaction. It locks the
   consent rows and then the enterprise rows it uses, each sorted, so every
   check-and-increment is exact whichever replica runs it, a revocation
   committed before it is seen by it, and two admissions never deadlock.
   In a batch (below) the rows stay locked until the batch commits.
 * **Batched round trips.** The admissions the event loop has pending at one
   moment go to the database in one call, ``xinrong_admit_batch`` (schema
-  step 13): one transaction that claims the batch's request ids, then locks
+  steps 13 and 14): one transaction that claims the batch's request ids, then locks
   its consents and enterprise-days, each sorted and in the order a single
   admission takes them (so batches on different replicas never deadlock),
   runs each admission in order exactly as ``xinrong_admit`` would and
@@ -442,7 +443,7 @@ class PgDatabase(Database):
         """One admission (``xinrong_admit``'s parameters, ``ADMISSION_FIELDS``); its outcome, once durable.
 
         The admissions the loop has pending when the previous batch is done go
-        to the database together (``xinrong_admit_batch``, schema step 13):
+        to the database together (``xinrong_admit_batch``, schema steps 13 and 14):
         one transaction, each admission as if sent alone, committed durably,
         in one round trip. A caller that goes away does not withdraw its
         admission (as a statement already sent is not withdrawn).
