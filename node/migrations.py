@@ -1181,8 +1181,12 @@ _POSTGRES_14 = """
 CREATE OR REPLACE FUNCTION xinrong_admit_batch(p_batch JSON, p_durable BOOLEAN) RETURNS JSONB
 LANGUAGE plpgsql AS $$
 DECLARE
-    -- json_populate_recordset yields the array's elements in order.
-    v_items xinrong_admission[] := ARRAY(SELECT json_populate_recordset(NULL::xinrong_admission, p_batch));
+    v_items xinrong_admission[] := ARRAY(
+        SELECT ROW(t.caller, t.request_id, t.now_ms, t.cutoff_ms, t.day, t.budget, t.early, t.shape, t.consents,
+                   t.enterprises, t.max_uses, t.max_day, t.pre, t.role, t.caller_id, t.method, t.log_request_id,
+                   t.providers, t.fields, t.claims, t.log_enterprise, t.log_consent, t.log_enterprises,
+                   t.log_consents)::xinrong_admission
+        FROM json_populate_recordset(NULL::xinrong_admission, p_batch) WITH ORDINALITY AS t ORDER BY t.ordinality);
     v_a xinrong_admission;
     v_key RECORD;
     v_k TEXT;
