@@ -362,11 +362,23 @@ class NodeHarness:
         return "postgres" if "database" in self.options else "sqlite"
 
     def flush_audit(self) -> None:
-        """Chain every staged audit event now (PostgreSQL; a no-op on SQLite)."""
+        """Chain every staged audit event now (PostgreSQL; a no-op on SQLite).
+
+        Another replica's sequencer may hold the lock mid-round (then ``sequence()``
+        is 0 with events still staged): wait until nothing is staged, so its round has
+        committed too.
+        """
         assert self.node is not None
-        sequence = getattr(self.node.core.audit, "sequence", None)
-        while sequence is not None and sequence() > 0:
-            pass
+        audit = self.node.core.audit
+        sequence = getattr(audit, "sequence", None)
+        pending = getattr(audit, "pending", None)
+        if sequence is None or pending is None:
+            return
+        deadline = time.monotonic() + 10
+        while sequence() > 0 or pending() > 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("staged audit events were not chained within 10 s")
+            time.sleep(0.005)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read the running node's database (either backend; ``?`` placeholders)."""
@@ -376,9 +388,7 @@ class NodeHarness:
     def tools_connection(self) -> Any:
         """A read-only connection to the node's database (either backend), audit log sequenced first."""
         if self.node is not None:
-            sequence = getattr(self.node.core.audit, "sequence", None)
-            while sequence is not None and sequence() > 0:
-                pass
+            self.flush_audit()
         return open_for_tools(load_config(self.write_config()))
 
     def stop(self) -> None:
