@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from xinrong.node.config import DatabaseConfig
-from xinrong.node.pg import ADMISSION_FIELDS, conninfo
+from xinrong.node.pg import ADMISSION_FIELDS, ADMIT_ONE_SQL, conninfo
 from xinrong.tools import pgtemp
 
 from support.pg import database_config, database_table
@@ -128,6 +128,12 @@ class _Model:
 
 def _fresh(cluster: pgtemp.TempPostgres) -> DatabaseConfig:
     config = database_config(database_table(cluster))
+    _register(config)
+    return config
+
+
+def _register(config: DatabaseConfig) -> None:
+    """The consents of ``STATES``, as rows (the rules read only their state)."""
     with psycopg.connect(conninfo(config), autocommit=True) as conn:
         for consent, state in STATES.items():
             conn.execute(
@@ -135,7 +141,12 @@ def _fresh(cluster: pgtemp.TempPostgres) -> DatabaseConfig:
                 " VALUES (%s, 'E1', 'bank-a', '\\x00', 'd', %s, 0)",
                 (consent, state),
             )
-    return config
+
+
+def _one_by_one(config: DatabaseConfig, admissions: list[dict[str, Any]]) -> list[list[str]]:
+    """Each admission alone, through ``xinrong_admit``."""
+    with psycopg.connect(conninfo(config), autocommit=True) as conn:
+        return [conn.execute(ADMIT_ONE_SQL, [a[f] for f in ADMISSION_FIELDS]).fetchone()[0] for a in admissions]  # type: ignore[index]
 
 
 def _state(config: DatabaseConfig) -> tuple[list[Any], dict[Any, int], dict[Any, int]]:
@@ -191,10 +202,7 @@ def test_batches_of_any_size_admit_exactly_as_the_rules_one_at_a_time(pg_cluster
     assert enterprise_days == model.enterprise_days
 
     single = _fresh(pg_cluster)
-    one_sql = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
-    with psycopg.connect(conninfo(single), autocommit=True) as conn:
-        alone = [conn.execute(one_sql, [a[f] for f in ADMISSION_FIELDS]).fetchone()[0] for a in admissions]  # type: ignore[index]
-    assert alone == expected
+    assert _one_by_one(single, admissions) == expected
     assert _state(single) == (model.events, consent_days, enterprise_days)
 
 
@@ -210,29 +218,17 @@ def test_a_database_at_step_13_upgrades_in_place_and_keeps_counting(
     config = database_config(table)
     monkeypatch.setattr(pgmod, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version <= 13))
     assert pgmod.migrate(config)[1][-1] == 13
-    with psycopg.connect(conninfo(config), autocommit=True) as conn:
-        for consent, state in STATES.items():
-            conn.execute(
-                "INSERT INTO consents (consent_id, enterprise, grantee, signed, digest, state, registered_ms)"
-                " VALUES (%s, 'E1', 'bank-a', '\\x00', 'd', %s, 0)",
-                (consent, state),
-            )
+    _register(config)
     admissions = [
         a | {"early": "", "shape": "", "pre": [""] * len(a["consents"]), "max_uses": [3] * len(a["consents"])}
         for a in _admissions(random.Random(13), 60)
     ]
     model = _Model()
     expected = [model.admit(a) for a in admissions]
-    one_sql = "SELECT xinrong_admit(" + ", ".join(["%s"] * len(ADMISSION_FIELDS)) + ")"
-
-    def admit(batch: list[dict[str, Any]]) -> list[list[str]]:
-        with psycopg.connect(conninfo(config), autocommit=True) as conn:
-            return [conn.execute(one_sql, [a[f] for f in ADMISSION_FIELDS]).fetchone()[0] for a in batch]  # type: ignore[index]
-
-    before = admit(admissions[:30])
+    before = _one_by_one(config, admissions[:30])
     monkeypatch.setattr(pgmod, "MIGRATIONS", MIGRATIONS)
     assert pgmod.migrate(config) == (13, [14])
-    after = admit(admissions[30:])
+    after = _one_by_one(config, admissions[30:])
     assert before + after == expected
     # The model carries state across the upgrade, so the equality covers it; these say it was exercised.
     claimed_before = {
