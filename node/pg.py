@@ -77,6 +77,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import make_conninfo
 
+from xinrong.config import ConfigError
 from xinrong.errors import StoreUnavailable
 from xinrong.node.config import DatabaseConfig
 from xinrong.node.db import Database, Transaction
@@ -89,6 +90,15 @@ MIGRATE_LOCK = 0x78696E726F6E6701  # "xinrong" 01
 SEQUENCER_LOCK = 0x78696E726F6E6702
 
 _DOWN = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.TransactionRollback)
+
+
+def _knob(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """A diagnostic environment knob (bench A/B runs): unset or empty is the default;
+    anything outside ``allowed`` stops the node at start with one line, not a traceback."""
+    value = os.environ.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 @functools.lru_cache(maxsize=1024)
@@ -295,10 +305,10 @@ class PgDatabase(Database):
         self._flushed = 0  # ... of which a barrier made durable
         self._barrier_running: asyncio.Future[None] | None = None
         self._failed: BaseException | None = None
-        self._batching = os.environ.get(ADMIT_BATCHING_ENV, "on") != "off"
+        self._batching = _knob(ADMIT_BATCHING_ENV, "on", ("on", "off")) == "on"
         self._admit_queue: list[tuple[Sequence[Any], asyncio.Future[list[str]]]] = []
         self._admit_in_flight = 0
-        self._admit_limit = max(1, int(os.environ.get(ADMIT_IN_FLIGHT_ENV, "0") or 0) or ADMIT_IN_FLIGHT)
+        self._admit_limit = int(_knob(ADMIT_IN_FLIGHT_ENV, str(ADMIT_IN_FLIGHT), ("1", "2", "3", "4")))
         self._admit_kick: asyncio.Handle | None = None
         self._admit_tasks: set[asyncio.Task[None]] = set()
         try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from xinrong.config import ConfigError
 from xinrong.errors import StoreUnavailable
 from xinrong.node import pg as pgmod
 from xinrong.node.pg import ADMISSION_FIELDS, PgDatabase
@@ -171,3 +172,15 @@ def test_batching_off_sends_each_admission_alone(
         assert sent == []
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("ADMIT_IN_FLIGHT_ENV", "two"), ("ADMIT_IN_FLIGHT_ENV", "0"), ("ADMIT_BATCHING_ENV", "no")]
+)
+def test_a_bad_diagnostic_knob_stops_the_node_with_one_line(
+    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """The bench-only knobs are read at start: a typo refuses to start, naming the knob, not a bare ValueError."""
+    monkeypatch.setenv(getattr(pgmod, name), value)
+    with pytest.raises(ConfigError, match=getattr(pgmod, name)):
+        PgDatabase(database_config(database_table(pg_cluster)))
