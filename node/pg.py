@@ -101,6 +101,20 @@ def _knob(name: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _knob_int(name: str, default: int, low: int, high: int) -> int:
+    """As ``_knob``, for a whole number in [low, high]."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={text!r}: expected a whole number from {low} to {high}")
+    return value
+
+
 @functools.lru_cache(maxsize=1024)
 def placeholders(sql: str) -> str:
     """``?`` -> ``%s``: the stores' statements carry no literal ``?`` or ``%``."""
@@ -163,6 +177,19 @@ ADMIT_IN_FLIGHT_ENV = "XINRONG_PG_ADMIT_IN_FLIGHT"
 # Diagnostics (A/B in ``xinrong bench verify``): "off" sends every admission on its
 # own, followed by the shared flush barrier, as before schema step 12.
 ADMIT_BATCHING_ENV = "XINRONG_PG_ADMIT_BATCHING"
+# Group commit's linger, as PostgreSQL's own commit_delay but only under load: while
+# admissions arrive less than ADMIT_LINGER_GAP apart (a moving average of their gaps),
+# a batch that would go with fewer than ADMIT_FULL waits up to the linger for more to
+# join, and goes at once when ADMIT_FULL are queued. At low load nothing waits.
+# Each batch costs the server a fixed ~300 us of CPU (its COMMIT, flush and set-up) and
+# each admission in it ~40 us, so fewer, fuller batches leave CPU to the rest of the
+# request (docs/ENGINEERING.md). ``ADMIT_LINGER_ENV`` (microseconds, 0 turns it off)
+# is for A/B runs of ``xinrong bench verify``.
+ADMIT_LINGER_US = 800
+ADMIT_LINGER_ENV = "XINRONG_PG_ADMIT_LINGER_US"
+ADMIT_FULL = 4
+ADMIT_LINGER_GAP = 0.004  # seconds: above 250 admissions/s per replica
+_GAP_WEIGHT = 0.1  # of the newest gap in the moving average
 
 
 def conninfo(config: DatabaseConfig) -> str:
@@ -310,6 +337,10 @@ class PgDatabase(Database):
         self._admit_in_flight = 0
         self._admit_limit = int(_knob(ADMIT_IN_FLIGHT_ENV, str(ADMIT_IN_FLIGHT), ("1", "2", "3", "4")))
         self._admit_kick: asyncio.Handle | None = None
+        self._admit_lingering = False  # the kick is a linger's timer (a full queue cuts it short)
+        self._admit_linger = _knob_int(ADMIT_LINGER_ENV, ADMIT_LINGER_US, 0, 100_000) / 1e6
+        self._arrival_gap = 1.0  # seconds between admissions, moving average
+        self._last_arrival = 0.0
         self._admit_tasks: set[asyncio.Task[None]] = set()
         try:
             self._pool.open(wait=True, timeout=config.connect_timeout_seconds)
@@ -462,15 +493,37 @@ class PgDatabase(Database):
             row = await self.acall(ADMIT_ONE_SQL, params)
             return list(row[0])
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._arrival_gap += (min(now - self._last_arrival, 1.0) - self._arrival_gap) * _GAP_WEIGHT
+        self._last_arrival = now
         future: asyncio.Future[list[str]] = loop.create_future()
         self._admit_queue.append((params, future))
         if self._admit_kick is None:
-            # Next loop iteration: every admission that arrives in this one joins the batch.
+            self._admit_schedule(loop)
+        elif self._admit_lingering and len(self._admit_queue) >= ADMIT_FULL:
+            self._admit_kick.cancel()  # full enough: go now
+            self._admit_lingering = False
             self._admit_kick = loop.call_soon(self._admit_send)
         return await future  # cancelled: the batch skips it
 
+    def _admit_schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Kick the next batch: on the next loop iteration (every admission that arrives in
+        this one joins it), or after the linger while admissions come close together."""
+        if (
+            self._admit_linger > 0
+            and len(self._admit_queue) < ADMIT_FULL
+            and self._admit_in_flight < self._admit_limit
+            and self._arrival_gap < ADMIT_LINGER_GAP
+        ):
+            self._admit_lingering = True
+            self._admit_kick = loop.call_later(self._admit_linger, self._admit_send)
+        else:
+            self._admit_lingering = False
+            self._admit_kick = loop.call_soon(self._admit_send)
+
     def _admit_send(self) -> None:
         self._admit_kick = None
+        self._admit_lingering = False
         while self._admit_queue and self._admit_in_flight < self._admit_limit:
             batch, self._admit_queue = self._admit_queue[:ADMIT_BATCH], self._admit_queue[ADMIT_BATCH:]
             self._admit_in_flight += 1
@@ -529,7 +582,7 @@ class PgDatabase(Database):
 
     def _admit_kick_soon(self) -> None:
         if self._admit_queue and self._admit_kick is None:
-            self._admit_kick = asyncio.get_running_loop().call_soon(self._admit_send)
+            self._admit_schedule(asyncio.get_running_loop())
 
     async def _admit_alone(self, batch: list[tuple[Sequence[Any], asyncio.Future[list[str]]]]) -> None:
         for params, future in batch:
@@ -555,15 +608,14 @@ class PgDatabase(Database):
 
     async def aclose(self) -> None:
         """Close the loop's pool (on the loop that owns it), after the admission batches in flight."""
-        if self._admit_tasks:
+        while True:  # a lingering batch goes now, not lost
+            if self._admit_kick is not None:
+                self._admit_kick.cancel()
+                self._admit_kick = None
+            if not (self._admit_tasks or self._admit_queue):
+                break
+            self._admit_send()
             await asyncio.gather(*self._admit_tasks, return_exceptions=True)
-        if self._admit_kick is not None:
-            self._admit_kick.cancel()
-            self._admit_kick = None
-        for _, future in self._admit_queue:
-            if not future.done():
-                future.set_exception(StoreUnavailable(f"node database {self.url}: closing"))
-        self._admit_queue = []
         if self._apool is not None:
             await self._apool.close()
             self._apool = None

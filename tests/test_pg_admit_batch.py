@@ -175,7 +175,15 @@ def test_batching_off_sends_each_admission_alone(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("ADMIT_IN_FLIGHT_ENV", "two"), ("ADMIT_IN_FLIGHT_ENV", "0"), ("ADMIT_BATCHING_ENV", "no")]
+    ("name", "value"),
+    [
+        ("ADMIT_IN_FLIGHT_ENV", "two"),
+        ("ADMIT_IN_FLIGHT_ENV", "0"),
+        ("ADMIT_BATCHING_ENV", "no"),
+        ("ADMIT_LINGER_ENV", "-1"),
+        ("ADMIT_LINGER_ENV", "fast"),
+        ("ADMIT_LINGER_ENV", "1e9"),
+    ],
 )
 def test_a_bad_diagnostic_knob_stops_the_node_with_one_line(
     pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -184,3 +192,97 @@ def test_a_bad_diagnostic_knob_stops_the_node_with_one_line(
     monkeypatch.setenv(getattr(pgmod, name), value)
     with pytest.raises(ConfigError, match=getattr(pgmod, name)):
         PgDatabase(database_config(database_table(pg_cluster)))
+
+
+LINGER_US = 100_000  # long, so "waited" and "did not wait" are far apart even on a loaded machine
+
+
+def _lingering_db(pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch) -> PgDatabase:
+    monkeypatch.setenv(pgmod.ADMIT_LINGER_ENV, str(LINGER_US))
+    return PgDatabase(database_config(database_table(pg_cluster)))
+
+
+def _as_under_load(db: PgDatabase) -> None:
+    """As after a while of admissions 0.1 ms apart (the moving average of their gaps)."""
+    db._arrival_gap = 0.0001
+    db._last_arrival = asyncio.get_running_loop().time()
+
+
+async def _timed(db: PgDatabase, waves: list[list[str]], pause: float) -> tuple[list[list[str]], float]:
+    """Admissions in waves ``pause`` apart; their outcomes, and the seconds until the last."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    pending = []
+    for i, wave in enumerate(waves):
+        if i:
+            await asyncio.sleep(pause)
+        pending += [asyncio.ensure_future(db.admit_async(_params(r))) for r in wave]
+    outcomes = list(await asyncio.gather(*pending))
+    return outcomes, loop.time() - t0
+
+
+def test_a_lone_admission_at_low_load_does_not_wait_for_the_linger(
+    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _lingering_db(pg_cluster, monkeypatch)
+    try:
+        sent = _round_trips(db)
+
+        async def run() -> tuple[list[list[str]], float]:
+            try:
+                return await _timed(db, [["lone-1"]], 0)
+            finally:
+                await db.aclose()
+
+        outcomes, elapsed = asyncio.run(run())
+        assert outcomes == [["CLAIM_UNKNOWN"]] and sent == [1]
+        assert elapsed < LINGER_US / 1e6 * 0.8, elapsed
+    finally:
+        db.close()
+
+
+def test_under_load_a_batch_waits_up_to_the_linger_for_more_and_a_full_one_goes_at_once(
+    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _lingering_db(pg_cluster, monkeypatch)
+    try:
+        sent = _round_trips(db)
+
+        async def run() -> list[tuple[list[list[str]], float]]:
+            try:
+                _as_under_load(db)
+                short = await _timed(db, [["w-1"], ["w-2", "w-3"]], 0.01)  # 3 < ADMIT_FULL: the linger runs out
+                _as_under_load(db)
+                full = await _timed(db, [["f-1"], ["f-2", "f-3", "f-4"]], 0.01)  # ADMIT_FULL: goes at once
+                return [short, full]
+            finally:
+                await db.aclose()
+
+        (short, waited), (full, quick) = asyncio.run(run())
+        assert pgmod.ADMIT_FULL == 4
+        assert short == [["CLAIM_UNKNOWN"]] * 3 and full == [["CLAIM_UNKNOWN"]] * 4
+        assert sent == [3, 4]  # one batch each: the later arrivals joined the lingering one
+        assert waited >= LINGER_US / 1e6 * 0.9, waited
+        assert quick < LINGER_US / 1e6 * 0.8, quick
+    finally:
+        db.close()
+
+
+def test_closing_sends_a_lingering_batch_rather_than_dropping_it(
+    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = _lingering_db(pg_cluster, monkeypatch)
+    try:
+
+        async def run() -> list[str]:
+            _as_under_load(db)
+            task = asyncio.ensure_future(db.admit_async(_params("closing-1")))
+            await asyncio.sleep(0.005)
+            assert db._admit_lingering and not task.done()
+            await db.aclose()
+            return await task
+
+        assert asyncio.run(run()) == ["CLAIM_UNKNOWN"]
+        assert db.query("SELECT count(*) FROM replay_ids WHERE request_id = ?", ("closing-1",))[0][0] == 1
+    finally:
+        db.close()
