@@ -177,10 +177,12 @@ ADMIT_IN_FLIGHT_ENV = "XINRONG_PG_ADMIT_IN_FLIGHT"
 # Diagnostics (A/B in ``xinrong bench verify``): "off" sends every admission on its
 # own, followed by the shared flush barrier, as before schema step 12.
 ADMIT_BATCHING_ENV = "XINRONG_PG_ADMIT_BATCHING"
-# Group commit's linger, as PostgreSQL's own commit_delay but only under load: while
-# admissions arrive less than ADMIT_LINGER_GAP apart (a moving average of their gaps),
-# a batch that would go with fewer than ADMIT_FULL waits up to the linger for more to
-# join, and goes at once when ADMIT_FULL are queued. At low load nothing waits.
+# Group commit's linger, as PostgreSQL's own commit_delay but only under concurrent
+# load: while admissions arrive less than ADMIT_LINGER_GAP apart and batches carry more
+# than one on average (moving averages: one fast caller in sequence makes batches of
+# one, and waiting would only slow it), a batch that would go with fewer than
+# ADMIT_FULL waits up to the linger for more to join, and goes at once when ADMIT_FULL
+# are queued. At low load, or for a lone caller, nothing waits.
 # Each batch costs the server a fixed ~300 us of CPU (its COMMIT, flush and set-up) and
 # each admission in it ~40 us, so fewer, fuller batches leave CPU to the rest of the
 # request (docs/ENGINEERING.md). ``ADMIT_LINGER_ENV`` (microseconds, 0 turns it off)
@@ -189,7 +191,9 @@ ADMIT_LINGER_US = 800
 ADMIT_LINGER_ENV = "XINRONG_PG_ADMIT_LINGER_US"
 ADMIT_FULL = 4
 ADMIT_LINGER_GAP = 0.004  # seconds: above 250 admissions/s per replica
+ADMIT_LINGER_COMPANY = 1.2  # average batch size above which callers are concurrent
 _GAP_WEIGHT = 0.1  # of the newest gap in the moving average
+_SIZE_WEIGHT = 0.2  # of the newest batch's size in its moving average
 
 
 def conninfo(config: DatabaseConfig) -> str:
@@ -341,6 +345,7 @@ class PgDatabase(Database):
         self._admit_linger = _knob_int(ADMIT_LINGER_ENV, ADMIT_LINGER_US, 0, 100_000) / 1e6
         self._arrival_gap = 1.0  # seconds between admissions, moving average
         self._last_arrival = 0.0
+        self._batch_size = 1.0  # admissions per batch sent, moving average
         self._admit_tasks: set[asyncio.Task[None]] = set()
         try:
             self._pool.open(wait=True, timeout=config.connect_timeout_seconds)
@@ -514,6 +519,7 @@ class PgDatabase(Database):
             and len(self._admit_queue) < ADMIT_FULL
             and self._admit_in_flight < self._admit_limit
             and self._arrival_gap < ADMIT_LINGER_GAP
+            and self._batch_size > ADMIT_LINGER_COMPANY
         ):
             self._admit_lingering = True
             self._admit_kick = loop.call_later(self._admit_linger, self._admit_send)
@@ -527,6 +533,7 @@ class PgDatabase(Database):
         while self._admit_queue and self._admit_in_flight < self._admit_limit:
             batch, self._admit_queue = self._admit_queue[:ADMIT_BATCH], self._admit_queue[ADMIT_BATCH:]
             self._admit_in_flight += 1
+            self._batch_size += (len(batch) - self._batch_size) * _SIZE_WEIGHT
             task = asyncio.get_running_loop().create_task(self._admit_batch(batch))
             self._admit_tasks.add(task)
             task.add_done_callback(self._admit_tasks.discard)

@@ -203,8 +203,9 @@ def _lingering_db(pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPat
 
 
 def _as_under_load(db: PgDatabase) -> None:
-    """As after a while of admissions 0.1 ms apart (the moving average of their gaps)."""
+    """As after a while of admissions 0.1 ms apart from several callers (the moving averages)."""
     db._arrival_gap = 0.0001
+    db._batch_size = 3.0
     db._last_arrival = asyncio.get_running_loop().time()
 
 
@@ -284,5 +285,34 @@ def test_closing_sends_a_lingering_batch_rather_than_dropping_it(
 
         assert asyncio.run(run()) == ["CLAIM_UNKNOWN"]
         assert db.query("SELECT count(*) FROM replay_ids WHERE request_id = ?", ("closing-1",))[0][0] == 1
+    finally:
+        db.close()
+
+
+def test_one_fast_caller_in_sequence_never_waits_for_the_linger(
+    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admissions close together but one at a time: a batch of one each, sent at once."""
+    monkeypatch.setattr(pgmod, "ADMIT_LINGER_GAP", 10.0)  # however slow this machine: only company is missing
+    db = _lingering_db(pg_cluster, monkeypatch)
+    try:
+        sent = _round_trips(db)
+
+        async def run() -> list[float]:
+            loop = asyncio.get_running_loop()
+            took = []
+            try:
+                for i in range(40):
+                    t0 = loop.time()
+                    assert await db.admit_async(_params(f"seq-{i}")) == ["CLAIM_UNKNOWN"]
+                    took.append(loop.time() - t0)
+                return took
+            finally:
+                await db.aclose()
+
+        took = asyncio.run(run())
+        assert sent == [1] * 40
+        assert sorted(took)[len(took) // 2] < LINGER_US / 1e6 * 0.5, took
+        assert max(took) < LINGER_US / 1e6 * 0.9, took
     finally:
         db.close()
