@@ -26,7 +26,9 @@ Concurrency across replicas:
   commits. One batch is in flight per replica; whatever arrives meanwhile
   waits for the next, so batches grow with the load instead of every idle
   connection taking one admission (at eight concurrent callers that made
-  batches of one or two, each fighting for the same consent row). A batch
+  batches of one or two, each fighting for the same consent row). Under
+  concurrent load a small batch also lingers briefly for company
+  (``ADMIT_LINGER_US``, below), since most of a batch's cost is fixed. A batch
   the server refuses (an error in one admission) rolled back whole: its
   admissions are then sent one by one, so that one fails alone. A batch whose
   reply is lost (the connection drops, ``statement_timeout``) answers
@@ -339,7 +341,7 @@ class PgDatabase(Database):
         self._batching = _knob(ADMIT_BATCHING_ENV, "on", ("on", "off")) == "on"
         self._admit_queue: list[tuple[Sequence[Any], asyncio.Future[list[str]]]] = []
         self._admit_in_flight = 0
-        self._admit_limit = int(_knob(ADMIT_IN_FLIGHT_ENV, str(ADMIT_IN_FLIGHT), ("1", "2", "3", "4")))
+        self._admit_limit = _knob_int(ADMIT_IN_FLIGHT_ENV, ADMIT_IN_FLIGHT, 1, 4)
         self._admit_kick: asyncio.Handle | None = None
         self._admit_lingering = False  # the kick is a linger's timer (a full queue cuts it short)
         self._admit_linger = _knob_int(ADMIT_LINGER_ENV, ADMIT_LINGER_US, 0, 100_000) / 1e6
@@ -506,9 +508,8 @@ class PgDatabase(Database):
         if self._admit_kick is None:
             self._admit_schedule(loop)
         elif self._admit_lingering and len(self._admit_queue) >= ADMIT_FULL:
-            self._admit_kick.cancel()  # full enough: go now
-            self._admit_lingering = False
-            self._admit_kick = loop.call_soon(self._admit_send)
+            self._admit_kick.cancel()  # full enough: rescheduled, it goes now
+            self._admit_schedule(loop)
         return await future  # cancelled: the batch skips it
 
     def _admit_schedule(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -614,7 +615,8 @@ class PgDatabase(Database):
             raise unavailable(self.config.url, exc) from None
 
     async def aclose(self) -> None:
-        """Close the loop's pool (on the loop that owns it), after the admission batches in flight."""
+        """Close the loop's pool (on the loop that owns it), after the admission batches in
+        flight and those still queued or lingering (sent now: an admission is not dropped)."""
         while True:  # a lingering batch goes now, not lost
             if self._admit_kick is not None:
                 self._admit_kick.cancel()

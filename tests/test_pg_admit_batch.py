@@ -7,7 +7,8 @@ two replicas claiming the same rows in opposite orders never deadlock."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,8 @@ from xinrong.node.pg import ADMISSION_FIELDS, PgDatabase
 from xinrong.tools import pgtemp
 
 from support.pg import database_config, database_table
+
+T = TypeVar("T")
 
 
 def _params(request_id: str, **over: Any) -> tuple[Any, ...]:
@@ -197,9 +200,26 @@ def test_a_bad_diagnostic_knob_stops_the_node_with_one_line(
 LINGER_US = 100_000  # long, so "waited" and "did not wait" are far apart even on a loaded machine
 
 
-def _lingering_db(pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch) -> PgDatabase:
+@pytest.fixture
+def lingering(pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgDatabase]:
     monkeypatch.setenv(pgmod.ADMIT_LINGER_ENV, str(LINGER_US))
-    return PgDatabase(database_config(database_table(pg_cluster)))
+    db = PgDatabase(database_config(database_table(pg_cluster)))
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _run_then_close(db: PgDatabase, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` on a fresh loop, then the loop's pool closed (as the node's stop does)."""
+
+    async def run() -> T:
+        try:
+            return await work()
+        finally:
+            await db.aclose()
+
+    return asyncio.run(run())
 
 
 def _as_under_load(db: PgDatabase) -> None:
@@ -222,97 +242,66 @@ async def _timed(db: PgDatabase, waves: list[list[str]], pause: float) -> tuple[
     return outcomes, loop.time() - t0
 
 
-def test_a_lone_admission_at_low_load_does_not_wait_for_the_linger(
-    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db = _lingering_db(pg_cluster, monkeypatch)
-    try:
-        sent = _round_trips(db)
-
-        async def run() -> tuple[list[list[str]], float]:
-            try:
-                return await _timed(db, [["lone-1"]], 0)
-            finally:
-                await db.aclose()
-
-        outcomes, elapsed = asyncio.run(run())
-        assert outcomes == [["CLAIM_UNKNOWN"]] and sent == [1]
-        assert elapsed < LINGER_US / 1e6 * 0.8, elapsed
-    finally:
-        db.close()
+def test_a_lone_admission_at_low_load_does_not_wait_for_the_linger(lingering: PgDatabase) -> None:
+    sent = _round_trips(lingering)
+    outcomes, elapsed = _run_then_close(lingering, lambda: _timed(lingering, [["lone-1"]], 0))
+    assert outcomes == [["CLAIM_UNKNOWN"]] and sent == [1]
+    assert elapsed < LINGER_US / 1e6 * 0.8, elapsed
 
 
 def test_under_load_a_batch_waits_up_to_the_linger_for_more_and_a_full_one_goes_at_once(
-    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
+    lingering: PgDatabase,
 ) -> None:
-    db = _lingering_db(pg_cluster, monkeypatch)
-    try:
-        sent = _round_trips(db)
+    sent = _round_trips(lingering)
 
-        async def run() -> list[tuple[list[list[str]], float]]:
-            try:
-                _as_under_load(db)
-                short = await _timed(db, [["w-1"], ["w-2", "w-3"]], 0.01)  # 3 < ADMIT_FULL: the linger runs out
-                _as_under_load(db)
-                full = await _timed(db, [["f-1"], ["f-2", "f-3", "f-4"]], 0.01)  # ADMIT_FULL: goes at once
-                return [short, full]
-            finally:
-                await db.aclose()
+    async def work() -> list[tuple[list[list[str]], float]]:
+        _as_under_load(lingering)
+        short = await _timed(lingering, [["w-1"], ["w-2", "w-3"]], 0.01)  # 3 < ADMIT_FULL: the linger runs out
+        _as_under_load(lingering)
+        full = await _timed(lingering, [["f-1"], ["f-2", "f-3", "f-4"]], 0.01)  # ADMIT_FULL: goes at once
+        return [short, full]
 
-        (short, waited), (full, quick) = asyncio.run(run())
-        assert pgmod.ADMIT_FULL == 4
-        assert short == [["CLAIM_UNKNOWN"]] * 3 and full == [["CLAIM_UNKNOWN"]] * 4
-        assert sent == [3, 4]  # one batch each: the later arrivals joined the lingering one
-        assert waited >= LINGER_US / 1e6 * 0.9, waited
-        assert quick < LINGER_US / 1e6 * 0.8, quick
-    finally:
-        db.close()
+    (short, waited), (full, quick) = _run_then_close(lingering, work)
+    assert pgmod.ADMIT_FULL == 4
+    assert short == [["CLAIM_UNKNOWN"]] * 3 and full == [["CLAIM_UNKNOWN"]] * 4
+    assert sent == [3, 4]  # one batch each: the later arrivals joined the lingering one
+    assert waited >= LINGER_US / 1e6 * 0.9, waited
+    assert quick < LINGER_US / 1e6 * 0.8, quick
 
 
-def test_closing_sends_a_lingering_batch_rather_than_dropping_it(
-    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    db = _lingering_db(pg_cluster, monkeypatch)
-    try:
+def test_closing_sends_a_lingering_batch_rather_than_dropping_it(lingering: PgDatabase) -> None:
+    async def run() -> list[str]:
+        _as_under_load(lingering)
+        task = asyncio.ensure_future(lingering.admit_async(_params("closing-1")))
+        await asyncio.sleep(0.005)
+        assert lingering._admit_lingering and not task.done()
+        await lingering.aclose()
+        return await task
 
-        async def run() -> list[str]:
-            _as_under_load(db)
-            task = asyncio.ensure_future(db.admit_async(_params("closing-1")))
-            await asyncio.sleep(0.005)
-            assert db._admit_lingering and not task.done()
-            await db.aclose()
-            return await task
-
-        assert asyncio.run(run()) == ["CLAIM_UNKNOWN"]
-        assert db.query("SELECT count(*) FROM replay_ids WHERE request_id = ?", ("closing-1",))[0][0] == 1
-    finally:
-        db.close()
+    assert asyncio.run(run()) == ["CLAIM_UNKNOWN"]
+    assert lingering.query("SELECT count(*) FROM replay_ids WHERE request_id = ?", ("closing-1",))[0][0] == 1
 
 
-def test_one_fast_caller_in_sequence_never_waits_for_the_linger(
-    pg_cluster: pgtemp.TempPostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def any_gap_is_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However slow this machine, the admissions count as close together: only company can be missing."""
+    monkeypatch.setattr(pgmod, "ADMIT_LINGER_GAP", 10.0)
+
+
+def test_one_fast_caller_in_sequence_never_waits_for_the_linger(any_gap_is_close: None, lingering: PgDatabase) -> None:
     """Admissions close together but one at a time: a batch of one each, sent at once."""
-    monkeypatch.setattr(pgmod, "ADMIT_LINGER_GAP", 10.0)  # however slow this machine: only company is missing
-    db = _lingering_db(pg_cluster, monkeypatch)
-    try:
-        sent = _round_trips(db)
+    sent = _round_trips(lingering)
 
-        async def run() -> list[float]:
-            loop = asyncio.get_running_loop()
-            took = []
-            try:
-                for i in range(40):
-                    t0 = loop.time()
-                    assert await db.admit_async(_params(f"seq-{i}")) == ["CLAIM_UNKNOWN"]
-                    took.append(loop.time() - t0)
-                return took
-            finally:
-                await db.aclose()
+    async def work() -> list[float]:
+        loop = asyncio.get_running_loop()
+        took = []
+        for i in range(40):
+            t0 = loop.time()
+            assert await lingering.admit_async(_params(f"seq-{i}")) == ["CLAIM_UNKNOWN"]
+            took.append(loop.time() - t0)
+        return took
 
-        took = asyncio.run(run())
-        assert sent == [1] * 40
-        assert sorted(took)[len(took) // 2] < LINGER_US / 1e6 * 0.5, took
-        assert max(took) < LINGER_US / 1e6 * 0.9, took
-    finally:
-        db.close()
+    took = _run_then_close(lingering, work)
+    assert sent == [1] * 40
+    assert sorted(took)[len(took) // 2] < LINGER_US / 1e6 * 0.5, took
+    assert max(took) < LINGER_US / 1e6 * 0.9, took
