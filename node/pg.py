@@ -43,7 +43,11 @@ Concurrency across replicas:
   ``ADMIT_BATCHING_ENV``) await a shared flush barrier instead: one small
   synchronous transaction run by the first waiter for everyone who finished
   meanwhile. Threads' transactions (lifecycle, modeling, the sequencer)
-  commit synchronously.
+  commit synchronously when they must: one that wrote, or that may have read
+  something not yet on disk (WAL written but not flushed). One that only
+  read, with every WAL record flushed, commits without a flush, so an idle
+  replica's sequencer and tree ticks (twenty a second each) cost the disk
+  nothing.
 * **The audit log** gets one order through one sequencer: admissions append
   events to ``audit_pending``; whichever replica holds the advisory lock
   moves a batch into ``audit_log`` in id order, assigning ``seq`` and the
@@ -139,6 +143,15 @@ def redacted(url: str) -> str:
 # the transaction WAL of its own to flush (an XID alone writes none), at any wal_level.
 _DURABLE = "set_config('synchronous_commit', 'on', true), pg_logical_emit_message(true, 'xinrong', '')"
 BARRIER_SQL = f"SELECT {_DURABLE}"
+# Run last in a thread's transaction: its COMMIT flushes, as BARRIER_SQL makes it, unless
+# it wrote nothing (no transaction id) and every WAL record so far is on disk, so nothing
+# it read can be lost; then there is nothing to flush and the COMMIT writes no WAL at all.
+# True when it made the COMMIT synchronous.
+DURABLE_IF_NEEDED_SQL = (
+    "SELECT CASE WHEN pg_current_xact_id_if_assigned() IS NULL"
+    " AND pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() THEN false"
+    f" ELSE ROW({_DURABLE}) IS NOT NULL END"
+)
 
 # ``xinrong_admit``'s parameters, in order: the fields of ``xinrong_admission`` (schema step 12).
 ADMISSION_FIELDS = (
@@ -375,14 +388,15 @@ class PgDatabase(Database):
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
-        """One transaction on a pooled connection, committed on exit (always durable)."""
+        """One transaction on a pooled connection, committed on exit (always durable: it
+        flushes if it wrote or read anything not yet on disk)."""
         tx: PgTransaction | None = None
         try:
             with self._pool.connection() as conn, conn.transaction():
                 tx = PgTransaction(conn.cursor())
-                if self._durable:
-                    tx.execute(BARRIER_SQL)  # this COMMIT flushes
                 yield tx
+                if self._durable:
+                    tx.execute(DURABLE_IF_NEEDED_SQL)  # this COMMIT flushes, if it must
         except _DOWN as exc:
             raise unavailable(self.config.url, exc) from None
         except psycopg.errors.QueryCanceled as exc:
