@@ -3,6 +3,7 @@ real health, reflection, size limits, server identity pinning, graceful stop."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,13 +13,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from xinrong.errors import Reason
-from xinrong.rpc.channel import secure_channel
+from xinrong.rpc.channel import connects_within, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
 from xinrong.rpc.server import BUSY_RETRY_SECONDS, RunningServer, Runtime, ServiceBinding, build_server
 from xinrong.v1 import agent_pb2, agent_pb2_grpc
 
 from support.busy import retry_after
 from support.echo_agent import AsyncEchoAgent, EchoAgent
+from support.node_fakes import free_port
 from support.pki import Pki
 
 
@@ -137,6 +139,26 @@ def test_reflection_lists_services(pki: Pki, server: RunningServer) -> None:
         )
         names = {s.name for r in responses for s in r.list_services_response.service}
     assert {"xinrong.v1.AgentService", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_connects_within_answers_and_leaves_no_thread_to_fail_on_close(pki: Pki, server: RunningServer) -> None:
+    """The node probes an agent's return, then may close its channel at once
+    (stopping). grpc.channel_ready_future's polling thread outlived the probe
+    and died with "Channel closed!" on such a close (an unhandled thread
+    exception); one health call ends with the call."""
+    assert not connects_within(None, 1.0)
+    for _ in range(5):
+        ch = _channel(pki, server, "node", "node")
+        assert connects_within(ch, 5.0)  # NOT_SERVING still means it connected
+        ch.close()
+        assert not connects_within(ch, 0.2)  # closed: no, and no exception
+    time.sleep(0.5)  # the old polling thread woke every 0.2 s
+    port = free_port()
+    with secure_channel(f"127.0.0.1:{port}", pki.node, server_role="provider", server_id="tax") as ch:
+        started = time.monotonic()
+        assert not connects_within(ch, 0.3)  # nothing listens there
+        assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize("runtime", ["threads", "asyncio"])

@@ -130,18 +130,23 @@ def secure_aio_channel(
 def connects_within(channel: grpc.Channel | None, timeout: float) -> bool:
     """Whether ``channel`` connects within ``timeout`` (asking also starts it connecting).
 
-    For pushes that wait for an agent's return: a cheap readiness probe, not a
-    health check (the agent's servicer answers for itself when called).
+    For pushes that wait for an agent's return: one health Check that waits for
+    the connection (``wait_for_ready``); any answer, whatever the service's
+    status, means it connected (the agent's servicer answers for itself when
+    called). Not ``grpc.channel_ready_future``: its connectivity-polling thread
+    outlives the wait by up to 0.2 s and dies with a ValueError if the channel
+    is closed meanwhile (a node stopping); a call made here ends with the call.
     """
     if channel is None:
         return False
-    ready = grpc.channel_ready_future(channel)
     try:
-        ready.result(timeout=timeout)
-        return True
-    except grpc.FutureTimeoutError:
-        ready.cancel()
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        return code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, None)
+    except ValueError:  # the channel is closed
         return False
+    return True
 
 
 def wait_healthy(channel: grpc.Channel, *, service: str = "", timeout: float = 30.0) -> None:
