@@ -275,13 +275,14 @@ class NodeServer:
         sequence = getattr(self.core.audit, "sequence", None)
         if sequence is None:
             return
+        fold = self.core.tlog.fold_in  # the tree grows in the sequencer's transaction
         failing = False
         while True:
             try:
                 # Again at once only while a full batch came back: a tick that took what
                 # there was waits for the next one, so the staged events of a tick are chained
                 # in one transaction (one flush) rather than a few at a time, back to back.
-                while sequence(batch=SEQUENCER_BATCH) >= SEQUENCER_BATCH:
+                while sequence(batch=SEQUENCER_BATCH, on_chained=fold) >= SEQUENCER_BATCH:
                     pass
                 failing = False
             except Exception:
@@ -291,7 +292,7 @@ class NodeServer:
             self._tlog_tick()
             if self._stop.wait(SEQUENCER_SECONDS):
                 try:
-                    while sequence() > 0:  # leave nothing of ours behind
+                    while sequence(on_chained=fold) > 0:  # leave nothing of ours behind
                         pass
                 except Exception:
                     log.warning("audit sequencer could not drain at stop", exc_info=True)
