@@ -165,3 +165,23 @@ def test_a_failing_fold_rolls_back_alone_and_never_stops_the_chain(
     monkeypatch.undo()
     tlog.tick()
     _check(db, tlog, 260)
+
+
+def test_the_bench_pause_file_stops_the_fold_too_and_the_tick_catches_up(
+    parts: tuple[PgDatabase, SequencedAuditLog, TransparencyLog, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """``bench verify --tree-ab`` on PostgreSQL times the node without its tree: the fold builds none either."""
+    from xinrong.node.tlog import BENCH_PAUSE_ENV
+
+    db, audit, tlog, _ = parts
+    pause = tmp_path / "paused"
+    monkeypatch.setenv(BENCH_PAUSE_ENV, str(pause))
+    pause.touch()
+    _stage(db, audit, 0, 12)
+    _drain(audit, tlog)
+    assert tlog.reader.size() == 0 and tlog.tick() is None
+    pause.unlink()
+    tlog.tick()
+    _check(db, tlog, 12)
