@@ -133,12 +133,7 @@ def leaf_hash(leaf: bytes) -> bytes:
 
 
 def chain_hash(prev_hash: bytes, leaf: bytes) -> bytes:
-    return chain_hash_of(prev_hash, leaf_hash(leaf))
-
-
-def chain_hash_of(prev_hash: bytes, leaf_digest: bytes) -> bytes:
-    """``chain_hash`` from the leaf's RFC 6962 hash, which the sequencer also hands the Merkle tree."""
-    return hashlib.sha256(CHAIN_CONTEXT + prev_hash + leaf_digest).digest()
+    return hashlib.sha256(CHAIN_CONTEXT + prev_hash + leaf_hash(leaf)).digest()
 
 
 @dataclass(frozen=True)
@@ -283,9 +278,6 @@ _EVENT_COLUMNS = (
     "ts_ms, caller_role, caller_id, method, request_id, enterprise, consent_id, "
     "providers, fields, claims_sha256, decision, reason"
 )
-# What the sequencer calls in its transaction with the entries it chained: (tx, first seq, leaf hashes).
-OnChained = Callable[[Transaction, int, list[bytes]], None]
-
 # pg_try_advisory_xact_lock key of the one sequencer (xinrong.node.pg.SEQUENCER_LOCK).
 SEQUENCER_LOCK = 0x78696E726F6E6702
 
@@ -343,15 +335,8 @@ class SequencedAuditLog:
     def pending(self) -> int:
         return int(self._db.query("SELECT count(*) FROM audit_pending")[0][0])
 
-    def sequence(self, *, batch: int = 2000, on_chained: OnChained | None = None) -> int:
-        """Chain up to ``batch`` staged events; 0 if another replica holds the sequencer lock.
-
-        ``on_chained(tx, first_seq, leaf_hashes)`` runs in the same transaction,
-        under the same advisory lock, with the RFC 6962 hash of each new entry's
-        leaf: the transparency log folds them into its tree there, instead of a
-        second transaction (and WAL flush) that reads the rows back and hashes
-        them again.
-        """
+    def sequence(self, *, batch: int = 2000) -> int:
+        """Chain up to ``batch`` staged events; 0 if another replica holds the sequencer lock."""
         with self._lock, self._db.transaction() as tx:
             if not tx.execute("SELECT pg_try_advisory_xact_lock(?)", (SEQUENCER_LOCK,)).fetchone()[0]:
                 return 0
@@ -371,23 +356,17 @@ class SequencedAuditLog:
                 seq, prev = head.seq, head.entry_hash
             else:
                 seq, prev = 0, GENESIS
-            first = seq + 1
             rows: list[tuple[Any, ...]] = []
-            leaves: list[bytes] = []
             for staged_row in staged:
                 seq += 1
                 # The list columns are stored as their leaf encoding (string_array, written by
-                # ``append``): the leaf is built from them as stored, as the tree and
-                # ``verify_chain`` (which parses them) would; a test compares the two.
-                lh = leaf_hash(audit_leaf_encoded(seq, *staged_row[1:13]))
-                digest = chain_hash_of(prev, lh)
+                # ``append``): the leaf is built from them as stored, as the tree does, with no
+                # parse and re-encode; ``verify_chain`` parses them, and a test compares the two.
+                digest = chain_hash(prev, audit_leaf_encoded(seq, *staged_row[1:13]))
                 rows.append((seq, *staged_row[1:], prev, digest))
-                leaves.append(lh)
                 prev = digest
             tx.executemany(f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             tx.execute("DELETE FROM audit_pending WHERE id = ANY(?)", ([int(r[0]) for r in staged],))
-            if on_chained is not None:
-                on_chained(tx, first, leaves)
             self._checked_head = (seq, prev)
             return len(rows)
 

@@ -191,6 +191,7 @@ def public_store(core: NodeCore) -> PublicStore:
 # How often a replica's sequencer looks for staged audit events (PostgreSQL).
 SEQUENCER_SECONDS = 0.05
 SEQUENCER_BATCH = 2000  # staged events chained per transaction
+TREE_SECONDS = 1.0  # the sequencer thread integrates the Merkle tree this often (shared database)
 
 
 @dataclass
@@ -271,31 +272,40 @@ class NodeServer:
             log.warning("transparency log tick failed", exc_info=True)
 
     def _sequence(self) -> None:
-        """Chain staged audit events (shared database): one replica at a time does it."""
+        """Chain staged audit events (shared database): one replica at a time does it.
+
+        The Merkle tree follows once a second (``TREE_SECONDS``), as on SQLite,
+        not after every round: folding a second's entries in one integration
+        costs a fraction of folding each round's few (see ``docs/ENGINEERING.md``).
+        Proofs never wait for it: a proof past the tree integrates on demand.
+        """
         sequence = getattr(self.core.audit, "sequence", None)
         if sequence is None:
             return
-        fold = self.core.tlog.fold_in  # the tree grows in the sequencer's transaction
         failing = False
+        next_tree = time.monotonic()
         while True:
             try:
                 # Again at once only while a full batch came back: a tick that took what
                 # there was waits for the next one, so the staged events of a tick are chained
                 # in one transaction (one flush) rather than a few at a time, back to back.
-                while sequence(batch=SEQUENCER_BATCH, on_chained=fold) >= SEQUENCER_BATCH:
+                while sequence(batch=SEQUENCER_BATCH) >= SEQUENCER_BATCH:
                     pass
                 failing = False
             except Exception:
                 if not failing:
                     log.warning("audit sequencer failed; retrying", exc_info=True)
                 failing = True
-            self._tlog_tick()
+            if time.monotonic() >= next_tree:
+                next_tree = time.monotonic() + TREE_SECONDS
+                self._tlog_tick()
             if self._stop.wait(SEQUENCER_SECONDS):
                 try:
-                    while sequence(on_chained=fold) > 0:  # leave nothing of ours behind
+                    while sequence() > 0:  # leave nothing of ours behind
                         pass
                 except Exception:
                     log.warning("audit sequencer could not drain at stop", exc_info=True)
+                self._tlog_tick()  # and the tree holding all of it
                 return
 
     def start_maintenance(self) -> None:

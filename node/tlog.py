@@ -145,10 +145,6 @@ class TransparencyLog:
         self._tiles = TileCache()
         self._tiles_complete = False
         self._last_signed = 0.0
-        # PostgreSQL: False while the tree may lack entries the sequencer chained (at start,
-        # after a fold failed, or after another replica sequenced without folding); the
-        # tick then reads them back from audit_log. True while every chain step folded in.
-        self._folded = False
         self.reader = TreeReader(self._query, cache=self._cache, tiles=self._tiles)
 
     @property
@@ -167,8 +163,6 @@ class TransparencyLog:
         with self._lock:
             now = self._clock()
             due = force or now - self._last_signed >= self._every
-            if not due and self._folded:
-                return None  # the sequencer folded every entry it chained: nothing to integrate
             signed = self._integrate_and_sign(sign=due)
             if signed is not None:
                 self._last_signed = now
@@ -188,40 +182,11 @@ class TransparencyLog:
                 added = self._integrate(tx, reader)
                 if added == INTEGRATE_BATCH:
                     continue  # more to fold: commit this batch, go on
-                self._folded = self._db.shared  # caught up; the sequencer's folds keep it so
                 if not self._tiles_complete:
                     self._tiles_complete = self._backfill_tiles(tx, reader)
                 if sign or at_size is not None:
                     result = self._sign(tx, reader, at_size)
                 return result
-
-    def fold_in(self, tx: Any, first_seq: int, leaf_hashes: Sequence[bytes]) -> None:
-        """Fold entries the sequencer just chained into the tree, in its transaction (PostgreSQL).
-
-        Runs under the sequencer's locks (in-process and advisory), which is
-        what integrating needs. A tree that does not end right before
-        ``first_seq`` (it lags, e.g. after a migration) is left to the tick,
-        which reads the rows back. A failure here is contained in a savepoint:
-        the tree never keeps the audit chain from growing; the tick retries.
-        """
-        self._folded = False
-        if _bench_paused():
-            return  # the bench times the node without its tree; the tick catches up after
-        reader = TreeReader(
-            lambda sql, params: list(tx.execute(sql, params).fetchall()), cache=self._cache, tiles=self._tiles
-        )
-        tx.execute("SAVEPOINT tlog_fold")
-        try:
-            if reader.size() != first_seq - 1:
-                tx.execute("RELEASE SAVEPOINT tlog_fold")
-                return
-            reader.extend(tx.executemany, leaf_hashes)
-        except Exception:
-            tx.execute("ROLLBACK TO SAVEPOINT tlog_fold")
-            log.warning("folding the sequenced entries into the tree failed; the tick retries", exc_info=True)
-            return
-        tx.execute("RELEASE SAVEPOINT tlog_fold")
-        self._folded = True
 
     def _integrate(self, tx: Any, reader: TreeReader) -> int:
         size = reader.size()
