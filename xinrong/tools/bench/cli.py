@@ -50,6 +50,13 @@ def register_cli(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("tlog", help="Merkle audit log: inclusion proof time at N leaves, append throughput")
     tlog.add_arguments(p)
     p.set_defaults(func=_lazy("xinrong.tools.bench.tlog"))
+    from xinrong.tools.bench import sequencer
+
+    p = sub.add_parser(
+        "sequencer", help="PostgreSQL: audit sequencer and Merkle tree CPU per entry, tree every round vs once a second"
+    )
+    sequencer.add_arguments(p)
+    p.set_defaults(func=_lazy("xinrong.tools.bench.sequencer"))
     from xinrong.tools.bench import report
 
     p = sub.add_parser("report", help="credit report build + sign time (p50 / p99), and as GetCreditReport serves it")
