@@ -297,8 +297,10 @@ class NodeServer:
                     log.warning("audit sequencer failed; retrying", exc_info=True)
                 failing = True
             if time.monotonic() >= next_tree:
-                next_tree = time.monotonic() + TREE_SECONDS
                 self._tlog_tick()
+                # From its end: the next tick is a whole checkpoint interval after this one
+                # signed (``TransparencyLog.tick`` signs when that much has passed).
+                next_tree = time.monotonic() + TREE_SECONDS
             if self._stop.wait(SEQUENCER_SECONDS):
                 try:
                     while sequence() > 0:  # leave nothing of ours behind
