@@ -119,10 +119,10 @@ def test_the_sequencer_thread_chains_every_round_but_integrates_the_tree_once_a_
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert len(sequence.calls) >= 20
-    assert ticks_running and ticks_running[0] - started < 1.0  # the first round integrates at once
+    assert ticks_running and ticks_running[0] <= sequence.calls[1]  # the first round integrates at once
     assert len(ticks_running) <= 1 + elapsed / node_server.TREE_SECONDS  # then at most once a second
     # A whole interval from the end of one tick to the next: the tick signs when a checkpoint
     # interval has passed since it last signed, so a shorter gap would skip a checkpoint.
     gaps = [start - end for end, start in zip(tick.ends, ticks_running[1:], strict=False)]
-    assert all(gap >= node_server.TREE_SECONDS for gap in gaps), gaps
+    assert all(gap >= node_server.TREE_SECONDS - 1e-6 for gap in gaps), gaps
     assert tick.calls[-1] >= sequence.calls[-1]  # at stop: drained, then the tree holds it all
