@@ -93,6 +93,7 @@ from xinrong.enterprise.client import ConsentRequest, grant
 from xinrong.errors import PUBLIC_MESSAGES, Reason
 from xinrong.keys.layout import PartyCredentials
 from xinrong.rpc.channel import secure_aio_channel, secure_channel
+from xinrong.tools.bench.procstat import cpu_seconds
 from xinrong.tools.localnet import LocalPlatform, deploy, first_enterprise, generate_data
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import node_pb2, node_pb2_grpc
@@ -936,13 +937,6 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
             if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError(f"no {field} for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (Linux ``/proc``): where the fuzzing time went."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tracebacks(path: Path) -> int:

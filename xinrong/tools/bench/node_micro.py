@@ -37,6 +37,7 @@ from typing import Any
 
 from xinrong.claims import parse_claim
 from xinrong.tools import placement as cpus
+from xinrong.tools.bench.procstat import cpu_seconds
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
 CLAIMS = [
@@ -45,13 +46,6 @@ CLAIMS = [
     "tax.consecutive_normal_months >= 12",
     "tax.vat_paid_last_year >= 500000",
 ]
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the full line)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _drive(stub: Any, make: Any, *, seconds: float, concurrency: int) -> tuple[int, int]:
@@ -113,16 +107,16 @@ def run(
                 stub.RegisterConsent(node_pb2.RegisterConsentRequest(consent=consent), timeout=10)
                 _drive(stub, make, seconds=1.0, concurrency=concurrency)  # warm-up
                 node0, agent0, self0 = (
-                    process_cpu_seconds(node_pid),
-                    process_cpu_seconds(agent_pid),
+                    cpu_seconds(node_pid),
+                    cpu_seconds(agent_pid),
                     time.process_time(),
                 )
                 wall0 = time.perf_counter()
                 done, errors = _drive(stub, make, seconds=seconds, concurrency=concurrency)
                 wall = time.perf_counter() - wall0
                 node1, agent1, self1 = (
-                    process_cpu_seconds(node_pid),
-                    process_cpu_seconds(agent_pid),
+                    cpu_seconds(node_pid),
+                    cpu_seconds(agent_pid),
                     time.process_time(),
                 )
             if plan is not None:

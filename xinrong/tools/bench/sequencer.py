@@ -15,17 +15,16 @@ integrating, for three schedules, alternating in rounds on fresh databases:
   (what the node does now, as on SQLite).
 
 Staging (the admissions' part) is outside the timed regions. Medians over the
-rounds are reported, and each schedule's cost over ``chain``.
+repeats are reported, and each schedule's cost over ``chain``. A run whose
+chain or tree does not end holding every staged entry is refused, not reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from xinrong.keys.signing import SigningKey
@@ -35,20 +34,9 @@ from xinrong.node.pg import PgDatabase, migrate
 from xinrong.node.server import SEQUENCER_SECONDS, TREE_SECONDS
 from xinrong.node.tlog import TransparencyLog
 from xinrong.tools import pgtemp
+from xinrong.tools.bench.procstat import cpu_seconds_of
 
 SCHEDULES = ("chain", "every_round", "once_a_second")
-
-
-def _cpu(pids: list[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
 
 
 def _one(cluster: pgtemp.TempPostgres, name: str, schedule: str, rounds: int, per_round: int) -> tuple[float, float]:
@@ -82,13 +70,16 @@ def _one(cluster: pgtemp.TempPostgres, name: str, schedule: str, rounds: int, pe
                     entries += 1
             clock[0] += SEQUENCER_SECONDS
             pids = cluster.pids()
-            pg0, c0 = _cpu(pids), time.process_time()
+            pg0, c0 = cpu_seconds_of(pids), time.process_time()
             audit.sequence()
             if schedule == "every_round" or (schedule == "once_a_second" and r % every == 0):
                 tlog.tick()
             c1 = time.process_time()
-            postgres += _cpu(pids + [p for p in cluster.pids() if p not in pids]) - pg0
+            postgres += cpu_seconds_of(pids + [p for p in cluster.pids() if p not in pids]) - pg0
             node += c1 - c0
+        chained = db.query("SELECT count(*) FROM audit_log")[0][0]
+        if chained != entries:
+            raise RuntimeError(f"the chain holds {chained} of {entries} entries")
         if schedule != "chain":
             tlog.tick(force=True)
             if tlog.reader.size() != entries:

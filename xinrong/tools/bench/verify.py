@@ -51,6 +51,7 @@ from xinrong.rpc.channel import secure_channel, wait_healthy
 from xinrong.rpc.server import build_server
 from xinrong.tools import placement as cpus
 from xinrong.tools.bench.fixture import one_provider_platform
+from xinrong.tools.bench.procstat import cpu_seconds, cpu_seconds_of
 from xinrong.tools.procs import ProcessGroup
 from xinrong.v1 import node_pb2, node_pb2_grpc
 
@@ -68,14 +69,9 @@ class _Window:
 
 def _process_cpu(pids: list[int]) -> Callable[[], float]:
     """A probe: user + system CPU seconds of ``pids`` so far (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
 
     def probe() -> float:
-        total = 0
-        for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return total / tick
+        return sum(cpu_seconds(pid) for pid in pids)
 
     return probe
 
@@ -83,20 +79,9 @@ def _process_cpu(pids: list[int]) -> Callable[[], float]:
 def _cpu_groups(groups: dict[str, Callable[[], list[int]]]) -> Callable[[], dict[str, float]]:
     """A probe: CPU seconds so far per named group of processes (pids looked up at each probe,
     so a pool's connections opened since are counted; a process gone since is not)."""
-    tick = os.sysconf("SC_CLK_TCK")
 
     def probe() -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, pids in groups.items():
-            total = 0
-            for pid in pids():
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                total += int(fields[11]) + int(fields[12])
-            out[name] = total / tick
-        return out
+        return {name: cpu_seconds_of(pids()) for name, pids in groups.items()}
 
     return probe
 
