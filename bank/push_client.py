@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from xinrong import ids
 from xinrong.errors import SignatureError, XinrongError
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.layout import PartyCredentials
@@ -170,9 +171,10 @@ class CursorFile:
             text = self.path.read_text().strip()
         except FileNotFoundError:
             return 0
-        if not text.isdigit():
+        cursor = ids.decimal(text)
+        if cursor is None:
             raise ValueError(f"cursor file {self.path} does not hold a cursor")
-        return int(text)
+        return cursor
 
     def write(self, cursor: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")

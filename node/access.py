@@ -91,7 +91,8 @@ class ClaimsAsk:
 
     def check(self) -> Ask:
         if not self.claims or len(self.claims) > self.limit:
-            raise ValidationError(f"{len(self.claims)} claims; 1..{self.limit} allowed")
+            text = f"{len(self.claims)} claims: a request carries 1 to {self.limit}"
+            raise ValidationError(text, public=text)
         needs: list[tuple[str, Form]] = []
         texts: list[str] = []
         items: dict[str, list[Any]] = {}
@@ -122,7 +123,8 @@ class _IndicatorsAsk:
 
     def check(self) -> Ask:
         if not self.queries or len(self.queries) > self.limit:
-            raise ValidationError(f"{len(self.queries)} queries; 1..{self.limit} allowed")
+            text = f"{len(self.queries)} queries: a request carries 1 to {self.limit}"
+            raise ValidationError(text, public=text)
         needs: list[tuple[str, Form]] = []
         texts: list[str] = []
         items: dict[str, list[Any]] = {}

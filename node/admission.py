@@ -72,7 +72,7 @@ from typing import Any, Protocol
 from xinrong import ids
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Form
-from xinrong.consent import check_consent_use
+from xinrong.consent import VALUE_QUERY_PURPOSES, check_consent_use
 from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.jsontext import string_array
 from xinrong.keys.binding import VerifiedBinding
@@ -94,8 +94,8 @@ INSTITUTION = "institution"
 class Purpose:
     """What a service is for, and so which callers and consents it admits.
 
-    ``consent_purposes`` empty means any purpose the consent names (Verify
-    and GetIndicators are bounded by scope alone, as they always were);
+    ``consent_purposes``: the consent purposes the service admits (empty:
+    any, for the enterprise's own requests, which use no consent);
     ``covers_providers`` asks the consent's scope to name at least one
     field of every provider consulted (a model's providers) instead of the
     exact fields and forms asked.
@@ -112,8 +112,10 @@ class Purpose:
     self_service: bool = False
 
 
-VERIFICATION = Purpose("verification", "Verify")
-INDICATORS = Purpose("indicators", "GetIndicators")
+# Values (verdicts, brackets, grades) only under a consent given for a loan or its
+# monitoring (xinrong.consent.VALUE_QUERY_PURPOSES); the agents check the same.
+VERIFICATION = Purpose("verification", "Verify", consent_purposes=VALUE_QUERY_PURPOSES)
+INDICATORS = Purpose("indicators", "GetIndicators", consent_purposes=VALUE_QUERY_PURPOSES)
 SCORING = Purpose(
     "scoring",
     "ScoreEnterprises",
@@ -404,7 +406,7 @@ class Admission:
                 f"{caller.role} {caller.party_id} may not call {purpose.method}", reason=Reason.CALLER_NOT_ALLOWED
             )
         elif not request_id:
-            plan.early = ValidationError("request id missing or malformed")
+            plan.early = ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE)
         elif abs(now - request.requested_at) > self._skew:
             plan.early = XinrongError(
                 f"requested_at off by {now - request.requested_at:.0f}s", reason=Reason.REQUEST_STALE
@@ -607,7 +609,7 @@ class Admission:
             )
         # 2-3. Well formed, fresh.
         if not request_id:
-            raise refuse_now(ValidationError("request id missing or malformed"))
+            raise refuse_now(ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE))
         if abs(now - request.requested_at) > self._skew:
             raise refuse_now(
                 XinrongError(f"requested_at off by {now - request.requested_at:.0f}s", reason=Reason.REQUEST_STALE)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xinrong import ids
 from xinrong.errors import ValidationError
 from xinrong.keys.signing import SigningKey
 from xinrong.node.db import Database, Transaction
@@ -174,7 +175,7 @@ def region_of(uscc: str) -> str:
     """The administrative division code in a USCC (characters 3-8: where it was registered),
     for producers that know no better; "" if it is not six digits."""
     code = uscc[2:8]
-    return code if len(code) == 6 and code.isdigit() else ""
+    return code if ids.decimal(code, max_digits=6) is not None and len(code) == 6 else ""
 
 
 def event_id(seq: int, topic: str, enterprise: str, region: str, industry: str, payload: bytes) -> str:

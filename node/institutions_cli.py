@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from xinrong import ids
 from xinrong.config import ConfigError
 from xinrong.keys.layout import load_ca, load_party, party_dir, provision_party
 from xinrong.node.config import INSTITUTION_TYPES, load_config
@@ -50,8 +51,9 @@ TIMEOUT = 15.0
 
 def _when(text: str) -> int:
     """Unix seconds from YYYY-MM-DD (UTC midnight), an ISO time, or digits."""
-    if text.isdigit():
-        return int(text)
+    seconds = ids.decimal(text)
+    if seconds is not None:
+        return seconds
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:

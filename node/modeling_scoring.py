@@ -78,7 +78,7 @@ class ScoringSteps(JobRegistry):
         job = self._owned(caller, job_id, "ScoreJobRows")
         self._require(job, store.SUCCEEDED)
         if not ids.is_request_id(request_id):
-            raise ValidationError("request id missing or malformed")
+            raise ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE)
         if len(positions) % 4 or not 0 < len(positions) // 4 <= MAX_SCORE_ROWS:
             raise ValidationError(f"positions must be 1..{MAX_SCORE_ROWS:,} uint32 values")
         request = modeling_pb2.AgentScoreRowsRequest(

@@ -109,7 +109,8 @@ class _WatchAsk:
 
     def check(self) -> Ask:
         if self.valid_until and not self.now < self.valid_until < MAX_TIMESTAMP:
-            raise ValidationError("valid_until must lie in the future (the loan's end)")
+            text = f"valid_until must lie in the future (the loan's end) and before {MAX_TIMESTAMP} (2100)"
+            raise ValidationError(text, public=text)
         return self.claims.check()
 
     def raw_digest(self) -> str:

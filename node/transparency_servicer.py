@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import grpc
 
+from xinrong import ids
 from xinrong.errors import Reason, ValidationError, XinrongError
 from xinrong.node.tlog import TransparencyLog
 from xinrong.rpc.auth import require_caller
@@ -28,16 +29,17 @@ MAX_POSITION = 2**62
 
 def _position(value: int, what: str) -> int:
     if value >= MAX_POSITION:
-        raise ValidationError(f"{what} must be below 2^62")
+        raise ValidationError(f"{what} must be below 2^62", public=f"{what} must be below 2^62")
     return value
 
 
 def _page_token(value: str) -> int:
     if not value:
         return 0
-    if not value.isdigit() or len(value) > 19:
-        raise ValidationError("page token malformed")
-    return _position(int(value), "page token")
+    number = ids.decimal(value)
+    if number is None:
+        raise ValidationError("page token malformed", public="the page token is malformed: pass back next_page_token")
+    return _position(number, "page token")
 
 
 class TransparencyServicer(transparency_pb2_grpc.TransparencyServiceServicer):  # type: ignore[misc]
@@ -56,7 +58,7 @@ class TransparencyServicer(transparency_pb2_grpc.TransparencyServiceServicer):  
         require_caller(context)
         which = request.WhichOneof("leaf")
         if which is None:
-            raise ValidationError("leaf_index or leaf_hash is required")
+            raise ValidationError("no leaf", public="leaf_index or leaf_hash is required")
         index, leaf, proof, checkpoint = self._tlog.inclusion(
             _position(request.leaf_index, "leaf_index") if which == "leaf_index" else None,
             bytes(request.leaf_hash) if which == "leaf_hash" else None,

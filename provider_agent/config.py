@@ -45,6 +45,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from xinrong import ids
 from xinrong.catalog import Catalog, load_catalog
 from xinrong.config import ConfigError, ConfigPath, Section, parse_file, read_toml
 from xinrong.errors import SignatureError
@@ -66,7 +67,8 @@ def _party_id(value: str) -> str:
 
 def _bind(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    number = ids.decimal(port, max_digits=5)
+    if not sep or not host or number is None or number > 65535:
         raise ValueError(f"bind {value!r} must look like HOST:PORT")
     return value
 

@@ -60,6 +60,7 @@ from xinrong.claims import (
     format_decimal,
 )
 from xinrong.consent import (
+    VALUE_QUERY_PURPOSES,
     VerifiedConsent,
     check_consent_use,
     check_data_period,
@@ -259,9 +260,10 @@ class ProviderAgent:
 
     def _check_shape(self, request_id: str, n_items: int) -> None:
         if not ids.is_request_id(request_id):
-            raise ValidationError("request id missing or malformed")
+            raise ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE)
         if not 1 <= n_items <= MAX_ITEMS_PER_REQUEST:
-            raise ValidationError(f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries")
+            text = f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries"
+            raise ValidationError(text, public=text)
 
     def _check_fresh(self, requested_at: int, now: float) -> None:
         if abs(now - requested_at) > self._skew:
@@ -341,6 +343,12 @@ class ProviderAgent:
             state=self.consent_state(verified),
         )
         consent = verified.consent
+        if consent.purpose not in VALUE_QUERY_PURPOSES:  # as the node checks (node.admission)
+            raise ConsentError(
+                "purpose opens no value queries",
+                reason=Reason.CLAIM_OUT_OF_SCOPE,
+                public="the consent's purpose is not loan_application or post_loan_monitoring",
+            )
         with self._state.request(
             audience=audience.party_id,
             request_id=request_id,
@@ -562,7 +570,7 @@ class ProviderAgent:
         No data is read here."""
         now = self._clock()
         if not 1 <= len(claims) <= max_claims:
-            raise ValidationError(f"a watch carries 1 to {max_claims} claims")
+            raise ValidationError(f"{len(claims)} claims", public=f"a watch carries 1 to {max_claims} claims")
         self._check_fresh(requested_at, now)
         verified = self.verify_consent(consent, now)
         audience = self._verify_audience(audience_binding, now)

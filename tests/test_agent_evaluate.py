@@ -280,7 +280,22 @@ def test_forged_revocation_is_refused(pki: Pki, catalog: Catalog, tax: AgentUnde
 def test_wrong_grantee(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> None:
     consent = signed_consent(pki, catalog, E_GOOD, grantee="bank-b")
     req = claims_request(pki, consent, E_GOOD, ["tax.in_arrears == false"], audience="bank-a")
-    assert refusal(tax.agent.evaluate_claims, req) is Reason.CONSENT_GRANTEE_MISMATCH
+    assert refusal(tax.agent.evaluate_claims, req) is Reason.ACCESS_DENIED  # uniform: no oracle on the id
+
+
+@pytest.mark.parametrize("purpose", ["matching", "credit_scoring", "joint_modeling"])
+def test_values_need_a_loan_consent(pki: Pki, catalog: Catalog, tax: AgentUnderTest, purpose: str) -> None:
+    """A consent given for matching, scoring or modeling opens no verdict or indicator,
+    at the agent as at the node: the matching consent's id reaches the bank with every
+    application. The refusal spends no use (the agent's count stays where it was)."""
+    other = signed_consent(pki, catalog, E_GOOD, purpose=purpose, max_uses=1)
+    req = claims_request(pki, other, E_GOOD, ["tax.in_arrears == false"])
+    assert refusal(tax.agent.evaluate_claims, req) is Reason.CLAIM_OUT_OF_SCOPE
+    ireq = indicators_request(pki, other, E_GOOD, [("tax.credit_grade", Form.GRADE)])
+    assert refusal(tax.agent.evaluate_indicators, ireq) is Reason.CLAIM_OUT_OF_SCOPE
+    for allowed in ("loan_application", "post_loan_monitoring"):
+        consent = signed_consent(pki, catalog, E_GOOD, purpose=allowed, max_uses=1)
+        assert results(pki, tax, claims_request(pki, consent, E_GOOD, ["tax.in_arrears == false"])) == ["TRUE"]
 
 
 def test_audience_binding_must_be_a_ca_signed_institution(pki: Pki, catalog: Catalog, tax: AgentUnderTest) -> None:

@@ -201,7 +201,7 @@ def test_end_to_end_verdicts_and_refusals(pki: Pki, catalog: Catalog, running: R
                     pki, signed_consent(pki, catalog, E_GOOD, grantee="bank-b"), E_GOOD, claims, request_id="r-9"
                 ),
                 P,
-                "CONSENT_GRANTEE_MISMATCH",
+                "ACCESS_DENIED",
             ),
             (
                 claims_rpc(

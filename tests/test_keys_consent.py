@@ -280,7 +280,7 @@ def test_consent_round_trip_and_use_checks(pki: Pki, catalog: Catalog) -> None:
             check_consent_use(v, **args)  # type: ignore[arg-type]
         return info.value.reason
 
-    assert reason(audience_id="bank-b") is Reason.CONSENT_GRANTEE_MISMATCH
+    assert reason(audience_id="bank-b") is Reason.ACCESS_DENIED  # the uniform denial
     assert reason(enterprise_uscc=OTHER) is Reason.ACCESS_DENIED
     assert reason(now=now + 7200) is Reason.CONSENT_EXPIRED
     assert reason(now=now - 3600) is Reason.CONSENT_NOT_YET_VALID
@@ -315,6 +315,37 @@ def test_consent_validation(pki: Pki, catalog: Catalog) -> None:
         parse_scope(catalog, ["tax.credit_grade:bracket"])
     with pytest.raises(ValidationError):
         parse_scope(catalog, ["tax.last_normal_payment_date"])
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"purpose": 999}, "purpose"),
+        ({"purpose": 0}, "purpose"),
+        ({"fetch_type": 999}, "fetch type"),
+        ({"data_period_from": "0", "data_period_to": "z"}, "data period"),  # as text: every date
+        ({"data_period_to": "9999-99-99"}, "data period end"),
+        ({"data_period_from": "20250101"}, "data period start"),  # fromisoformat takes it; text order does not
+        ({"data_period_from": "2026-06-01", "data_period_to": "2026-01-01"}, "ends before it starts"),
+        ({"max_uses": 0}, "max_uses"),
+        ({"valid_until": 0}, "valid_until"),
+    ],
+)
+def test_a_signed_consent_must_be_well_formed_not_only_authentic(
+    pki: Pki, catalog: Catalog, change: dict[str, object], named: str
+) -> None:
+    """``build_consent`` refuses these; an enterprise's own tool need not use it, and its
+    signature makes the consent authentic, not sane. The node and every agent verify
+    with ``verify_signed_consent``: INVALID_ARGUMENT naming the field."""
+    ent = pki.enterprise(USCC)
+    consent = common_pb2.Consent()
+    consent.ParseFromString(_consent(pki, catalog).consent)
+    for key, value in change.items():
+        setattr(consent, key, value)
+    signed = sign_consent(consent, ent.signing_key, ent.binding.signed)
+    with pytest.raises(ValidationError) as info:
+        verify_signed_consent(CaVerifier(pki.ca.cert_pem), signed)
+    assert named in info.value.public_message
 
 
 def test_revocations_must_be_signed_by_the_enterprise(pki: Pki) -> None:

@@ -441,7 +441,7 @@ def test_scoring_needs_a_consent_for_credit_scoring_and_counts_its_uses(platform
         targets[0]: (True, ""),
         targets[1]: (False, "CONSENT_REVOKED"),
         targets[2]: (False, "CLAIM_OUT_OF_SCOPE"),
-        targets[3]: (False, "CONSENT_GRANTEE_MISMATCH"),
+        targets[3]: (False, "ACCESS_DENIED"),
         targets[4]: (False, "CLAIM_OUT_OF_SCOPE"),
         targets[5]: (False, "ACCESS_DENIED"),
     }

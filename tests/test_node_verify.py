@@ -98,11 +98,16 @@ def test_uniform_denial_is_byte_identical_across_causes(make_harness: Any, pki: 
     h = make_harness()
     acme = grant(pki, catalog, ACME)
     beta = grant(pki, catalog, BETA)
+    theirs = grant(pki, catalog, ACME, grantee="bank-b")
     register(h.bank(), acme)
     register(h.bank(), beta)
+    register(h.bank("bank-b"), theirs)
     bank = h.bank()
     causes = {
         "unknown consent id": verify_request(str(uuid.uuid4()), enterprise=ACME),
+        # Another bank's consent, even with the right enterprise: were it a reason of its
+        # own, it would confirm the id exists, and trying USCCs would find whose it is.
+        "another institution's consent": verify_request(theirs, enterprise=ACME),
         "consent for another enterprise": verify_request(beta, enterprise=ACME),
         "unknown enterprise": verify_request(acme, enterprise=GAMMA),
         "unknown enterprise, unknown consent": verify_request(str(uuid.uuid4()), enterprise=GAMMA),
@@ -125,7 +130,7 @@ def test_uniform_denial_is_byte_identical_across_causes(make_harness: Any, pki: 
         ("expired", FP, Reason.CONSENT_EXPIRED),
         ("not_yet_valid", FP, Reason.CONSENT_NOT_YET_VALID),
         ("revoked", FP, Reason.CONSENT_REVOKED),
-        ("wrong_grantee", PD, Reason.CONSENT_GRANTEE_MISMATCH),
+        ("wrong_grantee", PD, Reason.ACCESS_DENIED),
         ("out_of_scope", PD, Reason.CLAIM_OUT_OF_SCOPE),
         ("form_out_of_scope", PD, Reason.CLAIM_OUT_OF_SCOPE),
     ],
@@ -161,6 +166,80 @@ def test_consent_use_refusals(
     assert status.uses == 0, "a refused request must not consume a use"
     asked = [c for a in h.agents.values() for c in a.fake.calls if c != "UpdateConsentStatus"]
     assert asked == [], "no agent may be asked for data when the node refuses"
+
+
+@pytest.mark.parametrize("purpose", ["matching", "credit_scoring", "joint_modeling"])
+def test_verify_and_indicators_need_a_loan_consent(make_harness: Any, pki: Any, catalog: Catalog, purpose: str) -> None:
+    """A matching consent's id reaches the bank with every application (the providers'
+    attestation names it); a scoring or modeling consent is for those services. None of
+    them opens values: refused at the node, no use spent, no agent asked."""
+    h = make_harness()
+    consent = grant(pki, catalog, purpose=purpose)
+    register(h.bank(), consent)
+    bank = h.bank()
+    err = assert_refused(lambda: bank.Verify(verify_request(consent), timeout=5), PD, Reason.CLAIM_OUT_OF_SCOPE)
+    assert "loan_application or post_loan_monitoring" in (err.details() or "")
+    assert_refused(
+        lambda: bank.GetIndicators(indicators_request(consent, [("tax.credit_grade", "grade")]), timeout=5),
+        PD,
+        Reason.CLAIM_OUT_OF_SCOPE,
+    )
+    assert _status(h, consent).uses == 0
+    asked = [c for a in h.agents.values() for c in a.fake.calls if c != "UpdateConsentStatus"]
+    assert asked == []
+    monitoring = grant(pki, catalog, purpose="post_loan_monitoring")
+    register(h.bank(), monitoring)
+    assert bank.Verify(verify_request(monitoring, ["tax.in_arrears == false"]), timeout=10).answers
+
+
+@pytest.mark.parametrize("op", ["bracket", "threshold"])
+def test_a_refusal_quotes_a_huge_value_shortened(make_harness: Any, pki: Any, catalog: Catalog, op: str) -> None:
+    """A 100 kB edge or threshold is refused THRESHOLD_NOT_PUBLISHED as itself: the
+    public message quotes a prefix, so the trailers stay far below a stock client's
+    16 KiB metadata limit (which would turn the refusal into RESOURCE_EXHAUSTED)."""
+    h = make_harness()
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    huge = "1" * 100_000
+    if op == "bracket":
+        claim = common_pb2.Claim(
+            field="tax.vat_paid_last_year", op=common_pb2.CLAIM_OPERATOR_IN_BRACKET, values=[huge, ""]
+        )
+    else:
+        claim = common_pb2.Claim(field="tax.vat_paid_last_year", op=common_pb2.CLAIM_OPERATOR_GE, values=[huge])
+    req = verify_request(consent)
+    del req.claims[:]
+    req.claims.append(claim)
+    err = assert_refused(
+        lambda: h.bank().Verify(req, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, Reason.THRESHOLD_NOT_PUBLISHED
+    )
+    assert len(err.details() or "") < 1024
+    assert "1111..." in (err.details() or "")
+    metadata: Any = err.trailing_metadata() or ()
+    trailers = sum(len(key) + len(value) for key, value in metadata)
+    assert trailers < 4096
+
+
+def test_a_malformed_request_is_told_which_rule_it_broke(make_harness: Any, pki: Any, catalog: Catalog) -> None:
+    """INVALID_ARGUMENT about the caller's own bytes names the rule (no oracle: nothing
+    about anyone else is in it), rather than a bare "the request is malformed"."""
+    h = make_harness()
+    consent = grant(pki, catalog)
+    register(h.bank(), consent)
+    bank = h.bank()
+    for bad_id in ("r-1\n", "\u00e9t\u00e9", "x" * 129, "a\x00b", "-leading-dash"):
+        err = assert_refused(
+            lambda: bank.Verify(verify_request(consent, request_id=bad_id), timeout=5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_ARGUMENT,
+        )
+        assert "request_id must be 1 to 128" in (err.details() or "")
+    many = verify_request(consent, ["tax.in_arrears == false"] * 65)
+    err = assert_refused(
+        lambda: bank.Verify(many, timeout=5), grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_ARGUMENT
+    )
+    assert "65 claims: a request carries 1 to 32" == err.details()
+    assert _status(h, consent).uses == 0
 
 
 def test_forged_consent_is_refused_at_registration(make_harness: Any, pki: Any, catalog: Catalog) -> None:

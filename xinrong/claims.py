@@ -110,6 +110,16 @@ def checked_claim_weight(key: bytes, checked: CheckedClaim) -> int:
     return len(key) + checked.claim.ByteSize() + len(checked.text.encode())
 
 
+# How much of a caller's own value a refusal quotes: enough to recognise it, never
+# the whole of a 64 KiB string (a refusal's trailers have a 16 KiB limit at stock
+# clients, which would then see RESOURCE_EXHAUSTED instead of the refusal).
+SHOWN_CHARS = 40
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
+
+
 def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
     """Enforce catalog and probing policy; return the canonical claim.
 
@@ -142,7 +152,8 @@ def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
             t = _decimal(values[0])
             if t not in spec.ladder:
                 text = (
-                    f"{spec.key}: threshold {values[0]} is not on the published ladder {[_fmt(x) for x in spec.ladder]}"
+                    f"{spec.key}: threshold {_shown(values[0])} is not on the published ladder "
+                    f"{[_fmt(x) for x in spec.ladder]}"
                 )
                 raise PolicyError(text, reason=Reason.THRESHOLD_NOT_PUBLISHED, public=text)
             form = Form.LADDER
@@ -154,7 +165,7 @@ def check_claim(catalog: Catalog, claim: common_pb2.Claim) -> CheckedClaim:
             hi = _decimal(values[1]) if values[1] else None
             if lo not in spec.edges or (hi is not None and (hi not in spec.edges or hi <= lo)):
                 text = (
-                    f"{spec.key}: bracket [{values[0]},{values[1]}) does not use published edges "
+                    f"{spec.key}: bracket [{_shown(values[0])},{_shown(values[1])}) does not use published edges "
                     f"{[_fmt(x) for x in spec.edges]}"
                 )
                 raise PolicyError(text, reason=Reason.THRESHOLD_NOT_PUBLISHED, public=text)

@@ -35,6 +35,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
+from xinrong import ids
 from xinrong.errors import ValidationError
 
 T = TypeVar("T", bound="Section")
@@ -77,9 +78,9 @@ ConfigPath = Annotated[Path, BeforeValidator(_resolve_path)]
 def check_address(address: str, *, allow_port_zero: bool) -> str:
     """host:port (IPv6 as [::1]:port); the port must be numeric."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    number = ids.decimal(port, max_digits=5)
+    if not sep or not host or number is None:
         raise ValueError(f"{address!r} is not host:port")
-    number = int(port)
     if number > 65535 or (number == 0 and not allow_port_zero):
         raise ValueError(f"port {port} is out of range")
     return address

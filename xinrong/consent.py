@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -36,7 +37,7 @@ from xinrong.limits import (
     MAX_TIMESTAMP,
     MIN_TIMESTAMP,
 )
-from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM, PURPOSE_TO_PROTO
+from xinrong.serde import FORM_TO_PROTO, PROTO_TO_FORM, PROTO_TO_PURPOSE, PURPOSE_TO_PROTO
 from xinrong.v1 import common_pb2
 
 CONSENT_CONTEXT = "xinrong.v1.Consent"
@@ -44,13 +45,27 @@ REVOCATION_CONTEXT = "xinrong.v1.ConsentRevocation"
 
 PURPOSES = PURPOSE_TO_PROTO
 FETCH_TYPES = {"one_time": common_pb2.FETCH_TYPE_ONE_TIME, "periodic": common_pb2.FETCH_TYPE_PERIODIC}
+# The purposes under which an institution may ask for values (Verify, GetIndicators):
+# deciding a loan, and watching it afterwards. A consent given for matching, scoring
+# or joint modeling opens only that service: a matching consent's id reaches the bank
+# with every application, and must not let it ask the fields it covers one by one.
+VALUE_QUERY_PURPOSES: frozenset[int] = frozenset(
+    {common_pb2.CONSENT_PURPOSE_LOAN_APPLICATION, common_pb2.CONSENT_PURPOSE_POST_LOAN_MONITORING}
+)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _date(text: str, what: str) -> dt.date:
+    """Strictly YYYY-MM-DD (``fromisoformat`` also takes YYYYMMDD and weeks): data periods
+    are compared as text, which orders dates only in this one spelling."""
     try:
+        if _ISO_DATE.fullmatch(text) is None:
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{what} {text!r} is not a YYYY-MM-DD date") from None
+        raise ValidationError(
+            f"{what} {text[:32]!r} is not a YYYY-MM-DD date", public=f"{what} is not a YYYY-MM-DD date"
+        ) from None
 
 
 def _refuse(why: str) -> ValidationError:
@@ -74,7 +89,13 @@ def check_signed_consent_size(signed: common_pb2.SignedConsent) -> None:
 
 
 def check_consent_fields(consent: common_pb2.Consent) -> None:
-    """Field limits and timestamp windows of a parsed consent."""
+    """Field limits, enum values, dates and timestamp windows of a parsed consent.
+
+    The same rules ``build_consent`` applies, checked again wherever a signed
+    consent is verified: the enterprise's signature makes a consent authentic,
+    not well formed (an unknown purpose, or a data period "0".."z" that text
+    comparison would read as every date, must be refused, not interpreted).
+    """
     if len(consent.nonce) > MAX_NONCE_BYTES:
         raise _refuse(f"consent nonce is longer than {MAX_NONCE_BYTES} bytes")
     if len(consent.scope) > MAX_SCOPE_ITEMS:
@@ -83,6 +104,18 @@ def check_consent_fields(consent: common_pb2.Consent) -> None:
     check_timestamp(consent.valid_until, "consent valid_until")
     if consent.issued_at:
         check_timestamp(consent.issued_at, "consent issued_at")
+    if consent.purpose not in PROTO_TO_PURPOSE:
+        raise _refuse("consent purpose is not one of " + ", ".join(sorted(PURPOSES)))
+    if consent.fetch_type not in FETCH_TYPES.values():
+        raise _refuse("consent fetch type is not one of " + ", ".join(sorted(FETCH_TYPES)))
+    if _date(consent.data_period_to, "consent data period end") < _date(
+        consent.data_period_from, "consent data period start"
+    ):
+        raise _refuse("consent data period ends before it starts")
+    if consent.max_uses < 1:
+        raise _refuse("consent max_uses must be at least 1")
+    if consent.valid_until <= consent.valid_from:
+        raise _refuse("consent validity ends before it starts")
 
 
 def parse_scope(catalog: Catalog, specs: Iterable[str]) -> list[common_pb2.ConsentScopeItem]:
@@ -276,7 +309,10 @@ def check_consent_use(
         # Consent for another enterprise: indistinguishable from no consent.
         raise ConsentError("consent is for another enterprise")
     if c.grantee_id != audience_id:
-        raise ConsentError("grantee mismatch", reason=Reason.CONSENT_GRANTEE_MISMATCH)
+        # Another institution's consent: to this caller, as if there were none. A
+        # reason of its own would confirm that the id exists, and trying USCCs
+        # would then find whose it is (the consent-status call already answers so).
+        raise ConsentError("grantee mismatch")
     if state == common_pb2.CONSENT_STATE_REVOKED:
         raise ConsentError("revoked", reason=Reason.CONSENT_REVOKED)
     if state == common_pb2.CONSENT_STATE_PAUSED:

@@ -20,6 +20,25 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _CONSENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
+# A decimal number as callers and files write it: ASCII digits only. ``str.isdigit``
+# is true for superscripts, Arabic-Indic and full-width digits too, and ``int()`` then raises (a crash where a
+# refusal was meant) or reads a number the caller never wrote in ASCII.
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+def decimal(value: str, *, max_digits: int = 19) -> int | None:
+    """``value`` as a non-negative int if it is 1..``max_digits`` ASCII digits, else None."""
+    if len(value) > max_digits or _DECIMAL.fullmatch(value) is None:
+        return None
+    return int(value)
+
+
+# What a refusal of a request id says (the caller's own bytes: no oracle).
+REQUEST_ID_RULE = (
+    "request_id must be 1 to 128 ASCII characters: a letter or digit, then letters, digits, '.', '_', ':' or '-'"
+)
+
+
 def is_request_id(value: str) -> bool:
     return _REQUEST_ID.fullmatch(value) is not None
 
@@ -37,4 +56,4 @@ def safe_consent_id(value: str) -> str:
     return value if is_consent_id(value) else ""
 
 
-__all__ = ["MAX_ID_LENGTH", "is_consent_id", "is_request_id", "safe_consent_id", "safe_request_id"]
+__all__ = ["MAX_ID_LENGTH", "REQUEST_ID_RULE", "decimal", "is_consent_id", "is_request_id", "safe_consent_id", "safe_request_id"]

@@ -135,7 +135,7 @@ def verify_query(
     if query.enterprise_uscc != enterprise.party_id:
         raise ConsentError("subject query names another enterprise")
     if not ids.is_request_id(query.request_id):
-        raise ValidationError("request id missing or malformed")
+        raise ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE)
     if abs(now - query.requested_at) > max_skew:
         raise ValidationError(f"requested_at off by {now - query.requested_at:.0f}s", reason=Reason.REQUEST_STALE)
     return query

@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from xinrong import ids
 from xinrong.catalog import Catalog, default_catalog
 from xinrong.enterprise.portal import i18n
 from xinrong.enterprise.portal.backend import ActionError, ApplyForm, CaseForm, GrantForm, NotAvailable, PortalBackend
@@ -100,7 +101,8 @@ class _Guard(BaseHTTPMiddleware):
             if fresh:
                 return _refuse(403, "no session: reload the page and try again")
             length = request.headers.get("content-length")
-            if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            size = ids.decimal(length) if length is not None else None
+            if size is None or size > MAX_BODY_BYTES:
                 return _refuse(413, "request too large or without a length")
         if fresh:
             session = CsrfTokens.new_session()
@@ -191,7 +193,7 @@ def create_app(
     async def accesses_page(request: Request) -> Response:
         # Cursor pagination: ``after`` is the node's page token (a leaf sequence number), oldest first.
         cursor = request.query_params.get("after", "")
-        if not (cursor == "" or (cursor.isdigit() and cursor.isascii() and len(cursor) <= 19)):
+        if not (cursor == "" or ids.decimal(cursor) is not None):
             return PlainTextResponse("bad cursor", status_code=400)
         page, missing, error = await load(lambda: backend.accesses_page(cursor, ACCESS_PAGE))
         value = list(page.rows) if page is not None else None

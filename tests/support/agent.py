@@ -164,6 +164,7 @@ def signed_consent(
     max_uses_per_day: int = 0,
     period: tuple[str, str] = PERIOD,
     signer: str | None = None,
+    purpose: str = "loan_application",
 ) -> common_pb2.SignedConsent:
     """A consent signed by the enterprise (or, to forge one, by ``signer``'s
     key while carrying the enterprise's genuine binding)."""
@@ -173,7 +174,7 @@ def signed_consent(
         enterprise_uscc=enterprise,
         enterprise_key_id=creds.signing_key.key_id,
         grantee_id=grantee,
-        purpose="loan_application",
+        purpose=purpose,
         scope=parse_scope(catalog, scope),
         data_period_from=period[0],
         data_period_to=period[1],

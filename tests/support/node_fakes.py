@@ -475,6 +475,7 @@ def grant(
     max_uses_per_day: int = 0,
     consent_id: str | None = None,
     signer: str | None = None,
+    purpose: str = "loan_application",
 ) -> common_pb2.SignedConsent:
     """A consent signed by the enterprise (or, to forge one, by another enterprise's key)."""
     now = int(time.time())
@@ -483,7 +484,7 @@ def grant(
         enterprise_uscc=enterprise,
         enterprise_key_id=creds.signing_key.key_id,
         grantee_id=grantee,
-        purpose="loan_application",
+        purpose=purpose,
         scope=parse_scope(catalog, scope),
         data_period_from="2026-01-01",
         data_period_to="2026-12-31",

@@ -700,14 +700,15 @@ def check_bindable(bind: str) -> None:
     a busy port is probed first with a plain socket; port 0 always binds.
     """
     host, _, port_text = bind.rpartition(":")
-    if not port_text.isdigit() or int(port_text) == 0:
+    port = ids.decimal(port_text, max_digits=5)
+    if port is None or port == 0:
         return
     host = host.strip("[]") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, int(port_text)))
+            probe.bind((host, port))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind {bind}: {exc.strerror}") from None
 

@@ -282,7 +282,7 @@ def play_session(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Tal
         _expect_refusal(
             tally,
             "bank-b using bank-a's consent",
-            "CONSENT_GRANTEE_MISMATCH",
+            "ACCESS_DENIED",
             lambda: other_bank.verify(e1, ["tax.in_arrears == false"], id1),
         )
         _expect_refusal(

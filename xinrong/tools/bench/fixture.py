@@ -57,6 +57,6 @@ def one_provider_platform(
     enterprise = first_enterprise(workdir / "data", "tax")
     consent = grant(
         platform.enterprise(enterprise),
-        ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=UNLIMITED_USES),
+        ConsentRequest("bank-a", "loan_application", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=UNLIMITED_USES),
     )
     return BenchPlatform(platform, enterprise, platform.party("institution", "bank-a"), consent)

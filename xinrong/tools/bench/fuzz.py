@@ -873,7 +873,7 @@ def stand_up(workdir: Path, group: ProcessGroup, *, enterprises: int = 100, seed
     ent_creds = platform.enterprise(enterprise)
     consent = grant(
         ent_creds,
-        ConsentRequest("bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000),
+        ConsentRequest("bank-a", "loan_application", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000),
     )
     bank = platform.party("institution", "bank-a")
     node = platform.party("node", "node")
@@ -898,7 +898,7 @@ def stand_up(workdir: Path, group: ProcessGroup, *, enterprises: int = 100, seed
             "bank-a",
             "tax",
             "node",
-            "credit_scoring",
+            "loan_application",
             "tax.credit_grade",
             "tax.*",
             "A",

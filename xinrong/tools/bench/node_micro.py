@@ -180,7 +180,7 @@ def run_admission(*, calls: int, enterprises: int = 1) -> dict[str, object]:
             consent = grant(
                 ent,
                 ConsentRequest(
-                    "bank-a", "credit_scoring", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
+                    "bank-a", "loan_application", ("tax.*",), "2025-01-01", "2026-12-31", max_uses=4_000_000_000
                 ),
             )
             core.register_consent(Peer("institution", "bank-a"), consent)
