@@ -116,6 +116,16 @@ class TreeReader(SubtreeStore):
         return [row_to_entry(r) for r in rows]
 
 
+def _public(message: str, reason: Reason) -> XinrongError:
+    """A refusal that says what it is about: tree sizes and leaf positions are public
+    (every checkpoint states its size), so the caller may read them."""
+    return XinrongError(message, reason=reason, public=message)
+
+
+def _invalid(message: str) -> ValidationError:
+    return ValidationError(message, public=message)
+
+
 class TransparencyLog:
     """The node's side: integrate the audit log into the tree, sign checkpoints, serve proofs."""
 
@@ -241,16 +251,21 @@ class TransparencyLog:
             return found
         newest = self.reader.latest()
         if newest is not None and size < newest.size:
-            raise XinrongError(f"no checkpoint was signed at size {size}", reason=Reason.NOT_FOUND)
+            raise _public(
+                f"no checkpoint was signed at size {size} (sizes below {newest.size} are served only as signed)",
+                Reason.NOT_FOUND,
+            )
         with self._lock:
             if self.reader.size() < size:
                 self._integrate_and_sign(sign=False)
             if self.reader.size() < size:
-                raise XinrongError(f"the log has fewer than {size} entries", reason=Reason.NOT_FOUND)
+                raise _public(f"the log has fewer than {size} entries", Reason.OUT_OF_RANGE)
             self._integrate_and_sign(sign=False, at_size=size)
         found = self.reader.at(size)
         if found is None:  # another replica holds the lock: it will have signed soon
-            raise XinrongError(f"no checkpoint of size {size} yet; retry", reason=Reason.NOT_FOUND)
+            busy = _public(f"no checkpoint of size {size} yet; retry shortly", Reason.STORE_UNAVAILABLE)
+            busy.retry_after = 1.0
+            raise busy
         return found
 
     # -- serving -----------------------------------------------------------------
@@ -262,20 +277,20 @@ class TransparencyLog:
             self.tick(force=latest is None)
             latest = self.reader.latest()
         if latest is None:
-            raise XinrongError("the audit log is empty: no checkpoint yet", reason=Reason.NOT_FOUND)
+            raise _public("the audit log is empty: no checkpoint yet", Reason.OUT_OF_RANGE)
         return latest
 
     def _covering(self, index: int, tree_size: int) -> SignedCheckpoint:
         if tree_size:
             if index >= tree_size:
-                raise ValidationError(f"leaf {index} is not in a tree of {tree_size}")
+                raise _invalid(f"leaf {index} is not in a tree of size {tree_size}")
             return self.checkpoint_at(tree_size)
         latest = self.reader.latest()
         if latest is None or latest.size <= index:
             self.tick(force=True)
             latest = self.reader.latest()
         if latest is None or latest.size <= index:
-            raise XinrongError(f"leaf {index} is not in the log yet", reason=Reason.NOT_FOUND)
+            raise _public(f"leaf {index} is not in the log yet", Reason.OUT_OF_RANGE)
         return latest
 
     def inclusion(
@@ -284,24 +299,31 @@ class TransparencyLog:
         """(leaf index, leaf hash, proof, checkpoint it verifies against)."""
         if index is None:
             if leaf_hash is None or len(leaf_hash) != merkle.HASH_SIZE:
-                raise ValidationError("leaf hash must be 32 bytes")
+                raise _invalid(f"leaf_hash must be {merkle.HASH_SIZE} bytes")
             index = self.reader.index_of(leaf_hash)
             if index is None:
                 self.tick(force=True)
                 index = self.reader.index_of(leaf_hash)
             if index is None:
-                raise XinrongError("no such leaf in the log", reason=Reason.NOT_FOUND)
+                raise _public("no leaf with that hash is in the log", Reason.NOT_FOUND)
         if index < 0:
-            raise ValidationError("leaf index must not be negative")
+            raise _invalid("leaf_index must not be negative")
         checkpoint = self._covering(index, tree_size)
         return index, self.reader.leaf_hash(index), self.reader.inclusion(index, checkpoint.size), checkpoint
 
     def consistency(self, size1: int, size2: int) -> tuple[int, int, list[bytes], SignedCheckpoint]:
-        """(size1, size2, proof, the checkpoint of size2); size2 0 means the newest checkpoint."""
+        """(size1, size2, proof, the checkpoint of size2); size2 0 means the newest checkpoint.
+
+        The sizes are checked before any checkpoint is looked up, so a malformed pair
+        is INVALID_ARGUMENT whatever the log holds."""
+        if size1 <= 0 or (size2 and size1 > size2):
+            raise _invalid(
+                f"no consistency proof from size {size1} to size {size2}: need 0 < first_size <= second_size"
+            )
         checkpoint = self.latest() if size2 == 0 else self.checkpoint_at(size2)
         size2 = checkpoint.size
-        if not 0 < size1 <= size2:
-            raise ValidationError(f"no consistency proof from {size1} to {size2}")
+        if size1 > size2:
+            raise _public(f"first_size {size1} is past the newest checkpoint ({size2})", Reason.OUT_OF_RANGE)
         return size1, size2, self.reader.consistency(size1, size2), checkpoint
 
     def accesses(
@@ -331,26 +353,42 @@ class LogReport:
 
 
 def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
-    """Recompute the tree from ``audit_log`` and match it with the stored tree and signed checkpoint.
+    """Recompute the tree from ``audit_log`` and match it with the stored tree and every signed checkpoint.
 
-    Every leaf is rebuilt from its entry and folded afresh; the recomputed
-    root at the newest checkpoint's size must equal the signed root, and
-    every stored complete subtree must equal the recomputed one.
+    Every leaf is rebuilt from its entry and folded afresh; at the size of
+    every stored checkpoint (not only the newest: older ones are what proofs
+    at older sizes are served against) its note must verify with the log's
+    key, state the row's size and root, and that root must be the recomputed
+    one; every stored complete subtree must equal the recomputed one.
     """
     reader = TreeReader(query, use_tiles=False)
     latest = reader.latest()
     signed = latest.size if latest else 0
-    if latest is not None:
-        try:
-            checkpoint = open_checkpoint(latest.note, origin, public_raw)
-        except ValueError as exc:
-            return LogReport(False, 0, "", signed, f"newest checkpoint does not verify: {exc}")
-        if checkpoint.size != latest.size or checkpoint.root != latest.root:
-            return LogReport(False, 0, "", signed, "newest checkpoint row does not match its signed note")
     frontier: list[tuple[int, bytes]] = []
     size = 0
-    signed_root: bytes | None = None
     stored_size = reader.size()
+    queue: list[SignedCheckpoint] = []
+    seen_checkpoint = 0
+
+    def next_checkpoint() -> SignedCheckpoint | None:
+        nonlocal queue
+        if not queue:
+            queue = reader.checkpoints_after(seen_checkpoint, 1000)
+        return queue.pop(0) if queue else None
+
+    def checkpoint_problem(row: SignedCheckpoint, root: bytes) -> str:
+        which = "newest checkpoint" if row.size == signed else f"checkpoint of size {row.size}"
+        try:
+            checkpoint = open_checkpoint(row.note, origin, public_raw)
+        except ValueError as exc:
+            return f"{which} does not verify: {exc}"
+        if checkpoint.size != row.size or checkpoint.root != row.root:
+            return f"{which} row does not match its signed note"
+        if row.root != root:
+            return f"recomputed root does not match the signed {which}"
+        return ""
+
+    pending = next_checkpoint()
     while True:
         rows = query(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, 10_000))
         if not rows:
@@ -361,12 +399,19 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
             if entry.seq != expected:
                 return LogReport(False, size, "", signed, f"gap in audit_log at seq {expected}")
             hashes.append(merkle.leaf_hash(entry.leaf()))
-        # Fold in two parts if the signed size falls inside this batch, to take its root.
-        cut = signed - size if size < signed <= size + len(hashes) else len(hashes)
-        computed = fold(size, frontier, hashes[:cut])
-        if cut < len(hashes) or size + cut == signed:
-            signed_root = frontier_root(frontier) if size + cut == signed else signed_root
-        computed += fold(size + cut, frontier, hashes[cut:])
+        # Fold in parts, cut at each checkpoint's size inside this batch, to take its root.
+        computed: list[tuple[int, int, bytes]] = []
+        done = 0
+        while pending is not None and pending.size <= size + len(hashes):
+            cut = pending.size - size
+            computed += fold(size + done, frontier, hashes[done:cut])
+            done = cut
+            problem = checkpoint_problem(pending, frontier_root(frontier))
+            if problem:
+                return LogReport(False, size + done, "", signed, problem)
+            seen_checkpoint = pending.size
+            pending = next_checkpoint()
+        computed += fold(size + done, frontier, hashes[done:])
         upto = min(stored_size, size + len(hashes))
         check = [(lv, ix, h) for lv, ix, h in computed if ((ix + 1) << lv) <= upto]
         if check:
@@ -375,11 +420,8 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
                 if stored[(lv, ix)] != h:
                     return LogReport(False, size, "", signed, f"stored subtree ({lv}, {ix}) does not match the log")
         size += len(hashes)
-    if latest is not None:
-        if size < latest.size:
-            return LogReport(False, size, "", signed, f"the log has {size} entries, the checkpoint signs {signed}")
-        if signed_root != latest.root:
-            return LogReport(False, size, "", signed, "recomputed root does not match the signed checkpoint")
+    if pending is not None:
+        return LogReport(False, size, "", signed, f"the log has {size} entries, the checkpoint signs {pending.size}")
     # Every stored tile must be the tile of the (now verified) stored subtrees.
     after = (-1, -1)
     while tiles := reader.stored_tiles(after, 100):

@@ -91,3 +91,127 @@ def test_gossip_catches_a_split_view_and_refuses_another_logs_note(tmp_path: Pat
     assert held is not None and held.checkpoint.size == 200
     with pytest.raises(NoteError):
         peer_notes("")
+
+
+class _LyingLog(_Log):
+    """Serves genuine checkpoints, but whatever consistency proof ``self.proof`` says."""
+
+    proof: list[bytes] | None = None
+
+    def GetConsistencyProof(self, req: Any, timeout: float = 0) -> Any:
+        resp = super().GetConsistencyProof(req, timeout)
+        if self.proof is not None and req.first_size != req.second_size:
+            del resp.proof[:]
+            resp.proof.extend(self.proof)
+        return resp
+
+
+def test_consistency_checks_the_proof_between_both_signed_roots() -> None:
+    """``LogClient.consistency`` once only showed the checkpoint to the witness, which
+    (fresh) took it unproven: garbage or an empty proof passed (RFC 9162 2.1.4.2)."""
+    from xinrong.tlog import merkle
+
+    log = _LyingLog(300)
+    assert LogClient(log, ORIGIN, log.key.public_raw).consistency(26, 300).size == 300
+    assert LogClient(log, ORIGIN, log.key.public_raw).consistency(300, 300).size == 300
+    for lie in ([], [bytes(32)] * 3, [hashlib.sha256(b"x").digest()] * 9):
+        log.proof = lie
+        with pytest.raises((merkle.ProofError, SplitView)):  # the witness, holding 26, may catch it first
+            LogClient(log, ORIGIN, log.key.public_raw).consistency(26, 300)
+    with pytest.raises(ValueError):
+        LogClient(log, ORIGIN, log.key.public_raw).consistency(5, 2)
+
+
+def test_a_witness_refuses_an_empty_tree_with_a_root() -> None:
+    """Size 0 has one root, SHA-256 of nothing: a signed note saying otherwise is evidence, and
+    were it held, the next checkpoint would be taken without a consistency proof."""
+    log = _Log(10)
+    witness = Witness(None)
+    witness.trust(ORIGIN, log.key.public_raw)
+    false_empty = sign_checkpoint(Checkpoint(ORIGIN, 0, bytes([0x13]) * 32), log.key)
+    with pytest.raises(SplitView):
+        witness.observe(false_empty, ORIGIN, log.store.consistency)
+    assert witness.held(ORIGIN) is None and len(witness.alarms) == 1
+    witness.observe(log.note(10), ORIGIN, log.store.consistency)
+    with pytest.raises(SplitView):  # also once a real checkpoint is held
+        witness.observe(false_empty, ORIGIN, log.store.consistency)
+    assert witness.held(ORIGIN) is not None and witness.held(ORIGIN).checkpoint.size == 10  # type: ignore[union-attr]
+
+
+class _Pages:
+    """ListAccesses that answers the pages it is given, whatever the token (a node that lies)."""
+
+    def __init__(self, log: _AccessLog, pages: list[tuple[list[int], str]]) -> None:
+        self.log, self.pages, self.calls = log, pages, 0
+
+    def GetConsistencyProof(self, req: Any, timeout: float = 0) -> Any:
+        return self.log.GetConsistencyProof(req, timeout)
+
+    def ListAccesses(self, req: Any, timeout: float = 0) -> Any:
+        from xinrong.tlog.client import access_leaf
+
+        indexes, token = self.pages[min(self.calls, len(self.pages) - 1)]
+        self.calls += 1
+        size = self.log.size
+        resp = transparency_pb2.ListAccessesResponse(checkpoint=self.log.note(size), next_page_token=token)
+        for index in indexes:
+            entry = transparency_pb2.AccessEntry(
+                leaf_index=index,
+                ts_ms=index,
+                caller_role="institution",
+                caller_id="bank-a",
+                method="Verify",
+                decision="ALLOWED",
+            )
+            entry.inclusion_proof.extend(self.log.store.inclusion(index, size))
+            assert hashlib.sha256(b"\x00" + access_leaf(entry, ENTERPRISE)).digest() == self.log.leaves[index]
+            resp.entries.append(entry)
+        return resp
+
+
+ENTERPRISE = "91130100MA07K4RJ1X"
+
+
+class _AccessLog(_Log):
+    """A log whose leaves are access entries, so listed entries prove genuinely."""
+
+    def __init__(self, leaves: int) -> None:
+        from xinrong.tlog.client import access_leaf
+
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.executescript(sqlite_tables("t_"))
+        self.store = SubtreeStore(lambda sql, p: self.conn.execute(sql, tuple(p)).fetchall(), prefix="t_")
+        self.leaves: list[bytes] = []
+        for i in range(leaves):
+            entry = transparency_pb2.AccessEntry(
+                leaf_index=i,
+                ts_ms=i,
+                caller_role="institution",
+                caller_id="bank-a",
+                method="Verify",
+                decision="ALLOWED",
+            )
+            self.leaves.append(hashlib.sha256(b"\x00" + access_leaf(entry, ENTERPRISE)).digest())
+        self.store.extend(self.conn.executemany, self.leaves)
+        self.size = leaves
+        self.key = SigningKey.generate()
+
+
+def test_the_access_listing_does_not_trust_the_nodes_paging() -> None:
+    from xinrong.tlog import merkle
+
+    log = _AccessLog(12)
+
+    def client(pages: list[tuple[list[int], str]]) -> LogClient:
+        return LogClient(_Pages(log, pages), ORIGIN, log.key.public_raw)
+
+    honest = client([([0, 3], "4"), ([5, 9], "10"), ([11], "")])
+    assert [a.leaf_index for a in honest.accesses(ENTERPRISE)] == [0, 3, 5, 9, 11]
+    with pytest.raises(merkle.ProofError):  # the same page for ever
+        client([([1, 2], "3")]).accesses(ENTERPRISE)
+    with pytest.raises(merkle.ProofError):  # "more" with nothing in it, for ever
+        client([([1], "2"), ([], "2")]).accesses(ENTERPRISE)
+    with pytest.raises(merkle.ProofError):  # an entry listed twice in a page
+        client([([4, 4], "")]).accesses(ENTERPRISE)
+    with pytest.raises(merkle.ProofError):  # out of order across pages
+        client([([5, 6], "7"), ([2], "")]).accesses(ENTERPRISE)

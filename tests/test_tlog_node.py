@@ -103,16 +103,38 @@ def test_checkpoints_proofs_cli_and_accesses(
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.INVALID_ARGUMENT,
     )
-    assert_refused(
+    past = assert_refused(  # past the end: "not yet", not "never"
         lambda: tstub.GetInclusionProof(transparency_pb2.GetInclusionProofRequest(leaf_index=10**6)),
-        grpc.StatusCode.NOT_FOUND,
-        Reason.NOT_FOUND,
+        grpc.StatusCode.OUT_OF_RANGE,
+        Reason.OUT_OF_RANGE,
     )
+    assert "leaf 1000000" in (past.details() or "")  # sizes and positions are public: the reason names them
     assert_refused(
         lambda: tstub.GetConsistencyProof(transparency_pb2.GetConsistencyProofRequest(first_size=0)),
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.INVALID_ARGUMENT,
     )
+    # A malformed pair is INVALID_ARGUMENT whether or not second_size was ever signed.
+    for size1, size2 in ((first.size + 5, 2), (3, 2)):
+        bad = assert_refused(
+            lambda: tstub.GetConsistencyProof(
+                transparency_pb2.GetConsistencyProofRequest(first_size=size1, second_size=size2)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_ARGUMENT,
+        )
+        assert "first_size <= second_size" in (bad.details() or "")
+    too_far = transparency_pb2.GetInclusionProofRequest(leaf_index=1, tree_size=first.size + 10**6)
+    assert_refused(lambda: tstub.GetInclusionProof(too_far), grpc.StatusCode.OUT_OF_RANGE, Reason.OUT_OF_RANGE)
+    # Page tokens are ASCII digits: a superscript, Arabic-Indic or full-width digit
+    # (str.isdigit says yes; int() then raises or reads it) is refused, never INTERNAL.
+    etstub = _tstub(h, pki.enterprise(ACME))
+    for token in ("\u00b2", "\u0661", "\uff11\uff12", "-1", "1 ", "x"):
+        assert_refused(
+            lambda: etstub.ListAccesses(transparency_pb2.ListAccessesRequest(page_token=token)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            Reason.INVALID_ARGUMENT,
+        )
 
     # The CLI prints the newest note exactly as served, and proofs anyone can check.
     config = str(h.config_path)
@@ -281,6 +303,42 @@ def test_a_hash_chain_migrates_into_the_first_leaves_and_inconsistency_is_refuse
     with pytest.raises(CheckpointRefused):
         restarted.tick(force=True)
     assert not verify_log(db.query, restarted.origin, key.public_raw).ok
+    db.close()
+
+
+@pytest.mark.parametrize("tamper", ["note", "root", "foreign"])
+def test_audit_verify_checks_every_stored_checkpoint_not_only_the_newest(tmp_path: Path, tamper: str) -> None:
+    """Proofs at an older size are served against that size's stored checkpoint, so
+    ``node audit verify`` (verify_log) opens every one: its note, its row, its root."""
+    db = Database(tmp_path / "node.db")
+    key = SigningKey.generate()
+    tlog = TransparencyLog(db, node_id="node", signing_key=key)
+    audit = HashChainAuditLog(db.query)
+    for batch in (5, 3, 4):
+        for i in range(batch):
+            with db.transaction() as tx:
+                audit.append(tx, AuditEvent("institution", "bank-a", "Verify", Decision.ALLOWED, request_id=f"r{i}"), i)
+        assert tlog.tick(force=True) is not None
+    report = verify_log(db.query, tlog.origin, key.public_raw)
+    assert report.ok and report.checkpoint_size == 12
+    db.close()
+    conn = sqlite3.connect(tmp_path / "node.db")
+    conn.execute("DROP TRIGGER tlog_checkpoints_no_update")
+    if tamper == "note":
+        conn.execute("UPDATE tlog_checkpoints SET note = 'garbage' WHERE size = 5")
+    elif tamper == "root":
+        conn.execute("UPDATE tlog_checkpoints SET root = zeroblob(32) WHERE size = 8")
+    else:  # a genuine-looking note of the right size, signed by another key
+        other = sign_checkpoint(Checkpoint(tlog.origin, 8, bytes(32)), SigningKey.generate())
+        conn.execute("UPDATE tlog_checkpoints SET note = ? WHERE size = 8", (other,))
+    conn.commit()
+    conn.close()
+    for side in tmp_path.glob("node.db*"):
+        side.chmod(0o600)
+    db = Database(tmp_path / "node.db")
+    report = verify_log(db.query, tlog.origin, key.public_raw)
+    assert not report.ok
+    assert ("size 5" if tamper == "note" else "size 8") in report.problem
     db.close()
 
 

@@ -51,6 +51,9 @@ class Reason(enum.StrEnum):
     QUOTA_EXHAUSTED = "QUOTA_EXHAUSTED"
     # The node's replay window (request ids kept to refuse replays) is at its byte bound.
     REPLAY_WINDOW_FULL = "REPLAY_WINDOW_FULL"
+    # A log position past the log's end (a leaf or tree size it has not reached yet):
+    # gRPC's OUT_OF_RANGE, so a client can tell "not yet" from "never" (NOT_FOUND).
+    OUT_OF_RANGE = "OUT_OF_RANGE"
 
 
 # Public messages: fixed per reason, so a refusal never echoes internal state.
@@ -85,6 +88,7 @@ PUBLIC_MESSAGES: dict[Reason, str] = {
     Reason.INSTITUTION_SUSPENDED: "this institution's access to the platform is suspended",
     Reason.QUOTA_EXHAUSTED: "this institution's rate limit for the method is reached; retry later",
     Reason.REPLAY_WINDOW_FULL: "too many recent request ids are held to refuse replays; retry later",
+    Reason.OUT_OF_RANGE: "the log does not reach that position yet",
 }
 
 

@@ -54,11 +54,26 @@ STATUS_OF: dict[Reason, grpc.StatusCode] = {
     Reason.INSTITUTION_SUSPENDED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.QUOTA_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.REPLAY_WINDOW_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.OUT_OF_RANGE: grpc.StatusCode.OUT_OF_RANGE,
 }
 assert set(STATUS_OF) == set(Reason), "every reason needs a status code"
 
 
+# A refusal travels in trailers twice (grpc-message and the Status detail), and stock
+# clients accept 16 KiB of metadata: a longer public message would turn the refusal
+# into the client's own RESOURCE_EXHAUSTED. Messages quote callers' values shortened
+# already (xinrong.claims); this is the bound for any that does not.
+MAX_PUBLIC_MESSAGE_CHARS = 1024
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_PUBLIC_MESSAGE_CHARS:
+        return message
+    return message[: MAX_PUBLIC_MESSAGE_CHARS - 3] + "..."
+
+
 def status_for(reason: Reason, message: str | None = None) -> grpc.Status:
+    message = _bounded(message) if message else None
     info = error_details_pb2.ErrorInfo(reason=reason.value, domain=DOMAIN)
     detail = any_pb2.Any()
     detail.Pack(info)
@@ -81,14 +96,16 @@ def status_for_error(exc: XinrongError) -> grpc.Status:
         detail.Pack(message)
         details.append(detail)
     code = STATUS_OF[exc.reason]
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=exc.public_message, details=details))
+    return rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=_bounded(exc.public_message), details=details)
+    )
 
 
 def status_fields(exc: Exception) -> tuple[int, str, str]:
     """(status code, reason, public message) of an error, for per-call results
     inside a stream (``CallError``), mapped exactly like a unary refusal."""
     if isinstance(exc, XinrongError):
-        return STATUS_OF[exc.reason].value[0], exc.reason.value, exc.public_message
+        return STATUS_OF[exc.reason].value[0], exc.reason.value, _bounded(exc.public_message)
     return grpc.StatusCode.INTERNAL.value[0], Reason.INTERNAL.value, PUBLIC_MESSAGES[Reason.INTERNAL]
 
 

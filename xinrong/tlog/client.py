@@ -109,19 +109,49 @@ class LogClient:
             raise merkle.ProofError("the log proved another leaf")
         return checkpoint
 
+    def _signed_at(self, size: int) -> Checkpoint:
+        """The log's signed checkpoint of exactly ``size``, accepted by the witness."""
+        resp = self._stub.GetConsistencyProof(
+            transparency_pb2.GetConsistencyProofRequest(first_size=size, second_size=size), timeout=10
+        )
+        checkpoint = self.accept(resp.checkpoint)
+        if checkpoint.size != size or resp.first_size != size or resp.second_size != size:
+            raise merkle.ProofError(f"the log answered a checkpoint of size {checkpoint.size} for size {size}")
+        return checkpoint
+
     def consistency(self, size1: int, size2: int) -> Checkpoint:
-        """Check the log's checkpoint of ``size2`` extends its tree of ``size1`` (as held by the witness)."""
+        """Check that the log's signed checkpoint of ``size2`` extends its signed checkpoint
+        of ``size1`` (RFC 9162 2.1.4.2, against both roots); both are accepted by the
+        witness first. Returns the checkpoint of ``size2``."""
+        if not 0 < size1 <= size2:
+            raise ValueError(f"need 0 < size1 <= size2, not {size1}, {size2}")
+        old = self._signed_at(size1)
         resp = self._stub.GetConsistencyProof(
             transparency_pb2.GetConsistencyProofRequest(first_size=size1, second_size=size2), timeout=10
         )
-        return self.accept(resp.checkpoint)
+        if resp.first_size != size1 or resp.second_size != size2:
+            raise merkle.ProofError("the log answered a consistency proof for other sizes")
+        new = self.accept(resp.checkpoint)
+        if new.size != size2:
+            raise merkle.ProofError(f"the log answered a checkpoint of size {new.size} for size {size2}")
+        merkle.verify_consistency(size1, size2, [bytes(h) for h in resp.proof], old.root, new.root)
+        return new
 
     def accesses(self, enterprise: str, *, page_size: int = 100) -> list[VerifiedAccess]:
-        """Every access entry about ``enterprise`` (the caller), each proven before it is returned."""
+        """Every access entry about ``enterprise`` (the caller), each proven before it is returned.
+
+        The node's paging is not trusted either: leaf indexes must rise strictly across
+        pages (no entry shown twice, none reordered) and a page that promises more must
+        hold some, so a node cannot keep the client paging for ever.
+        """
         out: list[VerifiedAccess] = []
         token = ""
         while True:
             page, token = self.accesses_page(enterprise, page_token=token, page_size=page_size)
+            if out and page and page[0].leaf_index <= out[-1].leaf_index:
+                raise merkle.ProofError("the log listed an access again or out of order across pages")
+            if token and not page:
+                raise merkle.ProofError("the log promised more accesses but listed none")
             out.extend(page)
             if not token:
                 return out
@@ -171,9 +201,12 @@ def access_leaf(entry: transparency_pb2.AccessEntry, enterprise: str) -> bytes:
 def verify_accesses(
     resp: transparency_pb2.ListAccessesResponse, enterprise: str, checkpoint: Checkpoint
 ) -> list[VerifiedAccess]:
-    """Every entry of a page, its leaf rebuilt and proven; ProofError on the first that is not."""
+    """Every entry of a page, its leaf rebuilt and proven; ProofError on the first that is not,
+    or if the page lists a leaf twice or out of order (entries are oldest first)."""
     out: list[VerifiedAccess] = []
     for entry in resp.entries:
+        if out and entry.leaf_index <= out[-1].leaf_index:
+            raise merkle.ProofError("the log listed an access twice or out of order")
         leaf = merkle.leaf_hash(access_leaf(entry, enterprise))
         merkle.verify_inclusion(
             entry.leaf_index, checkpoint.size, leaf, [bytes(h) for h in entry.inclusion_proof], checkpoint.root

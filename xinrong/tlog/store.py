@@ -260,6 +260,13 @@ class SubtreeStore:
         row = _first(self._query(f"SELECT size, root, note FROM {self._checkpoints} ORDER BY size DESC LIMIT 1", ()))
         return None if row is None else SignedCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))
 
+    def checkpoints_after(self, size: int, limit: int) -> list[SignedCheckpoint]:
+        """Stored checkpoints of sizes above ``size``, smallest first (for the verifier)."""
+        rows = self._query(
+            f"SELECT size, root, note FROM {self._checkpoints} WHERE size > ? ORDER BY size LIMIT ?", (size, limit)
+        )
+        return [SignedCheckpoint(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+
     def at(self, size: int) -> SignedCheckpoint | None:
         row = _first(self._query(f"SELECT size, root, note FROM {self._checkpoints} WHERE size = ?", (size,)))
         return None if row is None else SignedCheckpoint(int(row[0]), bytes(row[1]), str(row[2]))

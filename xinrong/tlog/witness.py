@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xinrong.tlog.merkle import ProofError, verify_consistency
+from xinrong.tlog.merkle import EMPTY_ROOT, ProofError, verify_consistency
 from xinrong.tlog.note import Checkpoint, NoteError, open_checkpoint
 
 # Fetches a consistency proof between two tree sizes from the log.
@@ -99,6 +99,10 @@ class Witness:
     def _observe(self, note: str, offered: Checkpoint, origin: str, proofs: ProofSource) -> Checkpoint:
         with self._lock:
             held_note = self._notes.get(origin)
+            if offered.size == 0 and offered.root != EMPTY_ROOT:
+                # A signed false statement: the empty tree's root is SHA-256 of nothing
+                # (RFC 6962 2.1). Held, it would let the next checkpoint in unproven.
+                raise SplitView(origin, held_note or "", note, "a checkpoint of size 0 with a non-empty root")
             if held_note is None:
                 self._keep(origin, note)
                 return offered
