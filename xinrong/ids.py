@@ -56,4 +56,12 @@ def safe_consent_id(value: str) -> str:
     return value if is_consent_id(value) else ""
 
 
-__all__ = ["MAX_ID_LENGTH", "REQUEST_ID_RULE", "decimal", "is_consent_id", "is_request_id", "safe_consent_id", "safe_request_id"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "REQUEST_ID_RULE",
+    "decimal",
+    "is_consent_id",
+    "is_request_id",
+    "safe_consent_id",
+    "safe_request_id",
+]
