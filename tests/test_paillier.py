@@ -322,7 +322,11 @@ def test_masked_values_seen_by_key_owner_are_uncorrelated_with_true_sums(
         truth.extend((x.T @ plain).tolist())
         assert np.allclose(pk.unmask_column_sums(opened, mask), x.T @ plain, atol=1e-4)
     corr = np.corrcoef(np.array(seen), np.array(truth))[0, 1]
-    assert abs(corr) < 0.05
+    # The key is fresh per run (keygen is random), so the statistic is too: under
+    # independence it is ~N(0, 1/len), and 4 standard errors (0.073 for 3,000 values)
+    # fail an honest masking once in ~16,000 runs. 0.05 (2.7 of them) failed ~1 in 150.
+    # Unmasked values correlate at ~1.
+    assert abs(corr) < 4 / np.sqrt(len(seen))
     # The window is spread over its whole range, not concentrated near the sums.
     assert np.min(seen) >= 0 and np.max(seen) < 2.0**paillier.WINDOW_BITS
     assert np.median(seen) > 2.0 ** (paillier.WINDOW_BITS - 3)
