@@ -274,14 +274,29 @@ class Whitelist:
                 )
         return out
 
+    def _public_industry(self, enterprise: str) -> str:
+        """The enterprise's published GB/T 4754 class (a public record), or ""."""
+        rows = self.db.query(
+            "SELECT value FROM public_records WHERE uscc = ? AND field = ?", (enterprise, "market.industry_class")
+        )
+        if not rows:
+            return ""
+        try:
+            value = json.loads(str(rows[0][0]))
+        except ValueError:
+            return ""
+        return value if isinstance(value, str) else ""
+
     # -- applying the difference -----------------------------------------------------
 
     def recompute(self, enterprise: str) -> Changes:
         """Push what changed for one enterprise; the rows and the events in one transaction."""
         want = self.desired(enterprise)
-        regions = {
-            r.demand.demand_id: (r.demand.region, r.demand.industry) for r in self.demands.of_enterprise(enterprise)
-        }
+        demands = self.demands.of_enterprise(enterprise)
+        # A demand that names no industry is tagged with the enterprise's public one
+        # (market.industry_class), so subscriptions by industry still receive it.
+        public = self._public_industry(enterprise) if any(not r.demand.industry for r in demands) else ""
+        regions = {r.demand.demand_id: (r.demand.region, r.demand.industry or public) for r in demands}
         changes = Changes()
         pushed = {
             (str(r[0]), str(r[1])): str(r[2])

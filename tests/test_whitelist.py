@@ -67,6 +67,26 @@ def test_whitelisted_demand_is_pushed_to_its_institutions_only(harness: NodeHarn
     assert [r[0] for r in pushes] == ["bank-a", "bank-b"]
 
 
+def test_a_demand_without_an_industry_is_tagged_with_the_public_one(harness: NodeHarness, catalog: Catalog) -> None:
+    """The CLI's --industry is optional; a demand without one was pushed with industry ""
+    and so never reached a subscription by industry. The node tags it with the
+    enterprise's published market.industry_class."""
+    assert harness.node is not None
+    with harness.node.core.db.transaction() as tx:  # as a market agent's publish stores it
+        tx.execute(
+            "INSERT INTO public_records (uscc, field, provider, value, as_of, version) VALUES (?, ?, ?, ?, ?, ?)",
+            (GOOD, "market.industry_class", "market", json.dumps("F5010"), "2026-09-30", 1),
+        )
+    register_demand(harness, catalog, GOOD, ("bank-a",), industry="")
+    (event,) = whitelist_events(harness, "bank-a")
+    assert event.industry == "F5010"
+    assert harness.node is not None
+    with PushClient(f"127.0.0.1:{harness.node.port}", harness.pki.institution("bank-a")) as client:
+        by_section = list(client.events(Subscription(topics=("whitelist",), industries=("F",))))
+        other = list(client.events(Subscription(topics=("whitelist",), industries=("C",))))
+    assert [e.enterprise for e in by_section] == [GOOD] and other == []
+
+
 def test_below_threshold_is_not_pushed_and_hidden_grade_stays_hidden(harness: NodeHarness, catalog: Catalog) -> None:
     low, _ = register_demand(harness, catalog, LOW, ("bank-a",))
     assert not low.whitelisted and list(low.pushed_to) == []

@@ -79,7 +79,13 @@ def whitelist_events(harness: NodeHarness, bank: str) -> list[ReceivedEvent]:
 
 
 def register_demand(
-    harness: NodeHarness, catalog: Catalog, enterprise: str, banks: tuple[str, ...], *, show_grade: bool = True
+    harness: NodeHarness,
+    catalog: Catalog,
+    enterprise: str,
+    banks: tuple[str, ...],
+    *,
+    show_grade: bool = True,
+    industry: str = "C3011",
 ) -> tuple[demand_pb2.RegisterDemandResponse, list[common_pb2.SignedConsent]]:
     """Register a demand with one matching consent per bank; the node's answer and the consents."""
     consents = [matching_consent(harness.pki, catalog, enterprise, b) for b in banks]
@@ -89,7 +95,7 @@ def register_demand(
             term_months=12,
             purpose="working capital for an export order",
             region=enterprise[2:8],
-            industry="C3011",
+            industry=industry,
             consents=consents,
             show_grade=show_grade,
         )
