@@ -57,6 +57,7 @@ from xinrong.node.routing import agent_failure
 from xinrong.rpc.auth import Peer
 from xinrong.rpc.channel import connects_within, secure_channel
 from xinrong.rpc.errors import decode_rpc_error
+from xinrong.serde import consent_state_name
 from xinrong.v1 import node_pb2, subject_pb2, subject_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -344,7 +345,11 @@ class SubjectRights:
                 caller,
                 method,
                 XinrongError(
-                    "a revoked or expired consent cannot be paused or resumed", reason=Reason.FAILED_PRECONDITION
+                    "a revoked or expired consent cannot be paused or resumed",
+                    reason=Reason.FAILED_PRECONDITION,
+                    # The enterprise's own consent: its state is no secret from it.
+                    public=f"the consent is {consent_state_name(state).lower()}: "
+                    "only an active or paused consent can be paused or resumed",
                 ),
                 **base,
             )
