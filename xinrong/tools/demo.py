@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import shutil
 import signal
 import sys
@@ -464,7 +465,8 @@ def play_evaluation(platform: LocalPlatform, truth: GroundTruth, period: str) ->
     view = json.loads(own.stdout)
     _say(
         f"    enterprise {code} sees its own score {view['score']} ({view['grade']}), breakdown from "
-        f"{len(view['breakdown'])} providers summing to {view['breakdown_points']} points; mismatches: {mismatches}"
+        f"{len(view['breakdown'])} providers summing to {view['breakdown_points']} of the index's "
+        f"{index.max_total} points (score = 1000 x points / {index.max_total}); mismatches: {mismatches}"
     )
     return int(run["evaluated"]), mismatches
 
@@ -699,6 +701,51 @@ def _write_job(platform: LocalPlatform, workdir: Path) -> Path:
     return job
 
 
+# A one-page PDF, as the evidence a README example attaches to an objection.
+_EVIDENCE_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+def _write_env(platform: LocalPlatform, workdir: Path, enterprise: str, job: Path) -> Path:
+    """``env.sh`` for the README's sections after the walk-through: they run as written
+    against the kept network once it is sourced (paths absolute, so from any folder)."""
+    assert platform.node_config is not None
+    bank = party_dir(platform.keys_dir, "institution", "bank-a")
+    bank_toml = workdir / "config" / "bank.toml"
+    bank_toml.write_text(
+        "# Written by xinrong demo --keep: the bank CLI's --config (node address and bank-a's credentials)\n"
+        f"[bank]\nnode = {json.dumps(platform.node_address)}\ncredentials = {json.dumps(str(bank))}\n"
+    )
+    evidence = workdir / "letter.pdf"
+    evidence.write_bytes(_EVIDENCE_PDF)
+    values = {
+        "XR": workdir,
+        "N": platform.node_address,
+        "USCC": enterprise,
+        "E": party_dir(platform.keys_dir, "enterprise", enterprise),
+        "B": bank,
+        "NODE_TOML": platform.node_config,
+        "BANK_TOML": bank_toml,
+        "JOB_TOML": job,
+        "CONSENT": workdir / "consents" / "try.pb",
+        "SCORING": workdir / "consents" / "scoring.pb",
+        "MONITORING": workdir / "consents" / "monitoring.pb",
+        "EVIDENCE": evidence,
+    }
+    for provider, config in sorted(platform.agent_configs.items()):
+        values[f"AGENT_{provider.upper()}"] = config
+    lines = ["# Written by xinrong demo --keep; `source` it in another shell while the demo runs."]
+    lines += [
+        f"export {name}={shlex.quote(str(value.resolve() if isinstance(value, Path) else value))}"
+        for name, value in values.items()
+    ]
+    env = workdir / "env.sh"
+    env.write_text("\n".join(lines) + "\n")
+    return env
+
+
 def keep_running(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> None:
     """Leave the network up, print what to try against it, and wait for Ctrl-C or SIGTERM."""
     workdir = platform.workdir
@@ -708,14 +755,18 @@ def keep_running(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Non
     scope = tuple(f"{p}.*" for p in truth.rows)
     consent = grant(creds, ConsentRequest("bank-a", "loan_application", scope, *period, max_uses=1000))
     scoring = grant(creds, ConsentRequest("bank-a", "credit_scoring", scope, *period, max_uses=1000))
+    monitoring = grant(creds, ConsentRequest("bank-a", "post_loan_monitoring", scope, *period, max_uses=1000))
     consents = workdir / "consents"
     consents.mkdir(exist_ok=True)
     write_consent(consents / "try.pb", consent)
     write_consent(consents / "scoring.pb", scoring)
+    write_consent(consents / "monitoring.pb", monitoring)
     with EnterpriseClient(platform.node_address, creds) as client:
         client.register(consent)
         client.register(scoring)
+        client.register(monitoring)
     job = _write_job(platform, workdir)
+    env = _write_env(platform, workdir, enterprise, job)
     node, bank = platform.node_address, _shown(party_dir(platform.keys_dir, "institution", "bank-a"))
     ent = _shown(party_dir(platform.keys_dir, "enterprise", enterprise))
     try_pb, scoring_pb = _shown(consents / "try.pb"), _shown(consents / "scoring.pb")
@@ -733,7 +784,8 @@ def keep_running(platform: LocalPlatform, truth: GroundTruth, as_of: str) -> Non
     ]
     if platform.node_port == KEEP_NODE_PORT:
         commands.append("xinrong model train --config docs/examples/job.toml   # from the repository root")
-    _say(f"\nThe network stays up (node on {node}, modeling on for bank-a and bank-b). Try:")
+    _say(f"\nThe network stays up (node on {node}, modeling on for bank-a and bank-b).")
+    _say(f"In another shell, `source {_shown(env)}` sets what the README's sections use ($N, $E, $B, ...). Try:")
     for command in commands:
         _say(f"  {command}")
     _say("Ctrl-C (or SIGTERM) stops every process the demo started.")
