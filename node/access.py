@@ -29,7 +29,7 @@ from xinrong.claims import (
     checked_claim_weight,
     claim_text,
 )
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, XinrongError, invalid
 from xinrong.node.admission import INDICATORS, VERIFICATION, AccessRequest, Admission, Admitted, Ask, Purpose, Subject
 from xinrong.node.audit import claims_digest
 from xinrong.node.routing import AgentPool
@@ -91,8 +91,7 @@ class ClaimsAsk:
 
     def check(self) -> Ask:
         if not self.claims or len(self.claims) > self.limit:
-            text = f"{len(self.claims)} claims: a request carries 1 to {self.limit}"
-            raise ValidationError(text, public=text)
+            raise invalid(f"{len(self.claims)} claims: a request carries 1 to {self.limit}")
         needs: list[tuple[str, Form]] = []
         texts: list[str] = []
         items: dict[str, list[Any]] = {}
@@ -123,8 +122,7 @@ class _IndicatorsAsk:
 
     def check(self) -> Ask:
         if not self.queries or len(self.queries) > self.limit:
-            text = f"{len(self.queries)} queries: a request carries 1 to {self.limit}"
-            raise ValidationError(text, public=text)
+            raise invalid(f"{len(self.queries)} queries: a request carries 1 to {self.limit}")
         needs: list[tuple[str, Form]] = []
         texts: list[str] = []
         items: dict[str, list[Any]] = {}

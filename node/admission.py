@@ -72,7 +72,7 @@ from typing import Any, Protocol
 from xinrong import ids
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Form
-from xinrong.consent import VALUE_QUERY_PURPOSES, check_consent_use
+from xinrong.consent import VALUE_QUERY_PURPOSES, check_consent_use, check_purpose
 from xinrong.errors import ConsentError, Reason, ValidationError, XinrongError, provider_not_connected
 from xinrong.jsontext import string_array
 from xinrong.keys.binding import VerifiedBinding
@@ -82,7 +82,6 @@ from xinrong.node.db import Database
 from xinrong.node.limits import EnterpriseBudget, ReplayGuard, caller_key, utc_day
 from xinrong.node.registry import PartyRegistry
 from xinrong.rpc.auth import Peer
-from xinrong.serde import purpose_name
 from xinrong.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -455,14 +454,11 @@ class Admission:
         except XinrongError as exc:
             early = exc.reason in (Reason.ACCESS_DENIED, Reason.CONSENT_GRANTEE_MISMATCH)
             return ("E" if early else "L"), exc
-        consent = record.verified.consent
-        if purpose.consent_purposes and consent.purpose not in purpose.consent_purposes:
-            wanted = " or ".join(sorted(purpose_name(p) for p in purpose.consent_purposes))
-            return "L", ConsentError(
-                f"purpose is not {wanted}",
-                reason=Reason.CLAIM_OUT_OF_SCOPE,
-                public=f"the consent's purpose is not {wanted}",
-            )
+        if purpose.consent_purposes:
+            try:
+                check_purpose(record.verified, purpose.consent_purposes)
+            except XinrongError as exc:
+                return "L", exc
         if purpose.covers_providers:
             covered = {key.split(".", 1)[0] for key in record.verified.scope}
             missing = sorted(set(ask.items) - covered)
@@ -696,13 +692,8 @@ class Admission:
             state=record.state,
         )
         consent = record.verified.consent
-        if purpose.consent_purposes and consent.purpose not in purpose.consent_purposes:
-            wanted = " or ".join(sorted(purpose_name(p) for p in purpose.consent_purposes))
-            raise ConsentError(
-                f"purpose is not {wanted}",
-                reason=Reason.CLAIM_OUT_OF_SCOPE,
-                public=f"the consent's purpose is not {wanted}",
-            )
+        if purpose.consent_purposes:
+            check_purpose(record.verified, purpose.consent_purposes)
         if purpose.covers_providers:
             covered = {key.split(".", 1)[0] for key in record.verified.scope}
             missing = sorted(set(ask.items) - covered)

@@ -54,6 +54,7 @@ from xinrong.node.consents import ConsentRegistry
 from xinrong.node.db import Database, Transaction
 from xinrong.node.evaluation import EvaluationStore
 from xinrong.node.events import EventLog, NewEvent
+from xinrong.node.public import published_region_industry
 from xinrong.node.registry import PartyRegistry
 from xinrong.v1 import common_pb2, demand_pb2
 
@@ -274,19 +275,6 @@ class Whitelist:
                 )
         return out
 
-    def _public_industry(self, enterprise: str) -> str:
-        """The enterprise's published GB/T 4754 class (a public record), or ""."""
-        rows = self.db.query(
-            "SELECT value FROM public_records WHERE uscc = ? AND field = ?", (enterprise, "market.industry_class")
-        )
-        if not rows:
-            return ""
-        try:
-            value = json.loads(str(rows[0][0]))
-        except ValueError:
-            return ""
-        return value if isinstance(value, str) else ""
-
     # -- applying the difference -----------------------------------------------------
 
     def recompute(self, enterprise: str) -> Changes:
@@ -295,7 +283,11 @@ class Whitelist:
         demands = self.demands.of_enterprise(enterprise)
         # A demand that names no industry is tagged with the enterprise's public one
         # (market.industry_class), so subscriptions by industry still receive it.
-        public = self._public_industry(enterprise) if any(not r.demand.industry for r in demands) else ""
+        public = (
+            published_region_industry(self.db.query, enterprise)[1]
+            if any(not r.demand.industry for r in demands)
+            else ""
+        )
         regions = {r.demand.demand_id: (r.demand.region, r.demand.industry or public) for r in demands}
         changes = Changes()
         pushed = {

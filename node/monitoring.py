@@ -50,7 +50,7 @@ import grpc
 from xinrong.cache import BoundedCache
 from xinrong.catalog import Catalog
 from xinrong.claims import CLAIM_CACHE_BYTES, CheckedClaim, check_claim, checked_claim_weight
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError, invalid
 from xinrong.keys.layout import PartyCredentials
 from xinrong.limits import MAX_TIMESTAMP, MAX_WATCH_CLAIMS
 from xinrong.node.access import ClaimsAsk
@@ -109,8 +109,7 @@ class _WatchAsk:
 
     def check(self) -> Ask:
         if self.valid_until and not self.now < self.valid_until < MAX_TIMESTAMP:
-            text = f"valid_until must lie in the future (the loan's end) and before {MAX_TIMESTAMP} (2100)"
-            raise ValidationError(text, public=text)
+            raise invalid(f"valid_until must lie in the future (the loan's end) and before {MAX_TIMESTAMP} (2100)")
         return self.claims.check()
 
     def raw_digest(self) -> str:

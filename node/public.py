@@ -60,6 +60,19 @@ log = logging.getLogger(__name__)
 REGION_FIELD = "market.region_code"
 INDUSTRY_FIELD = "market.industry_class"
 
+
+def published_region_industry(
+    query: Callable[[str, Sequence[Any]], Sequence[tuple[Any, ...]]], uscc: str
+) -> tuple[str, str]:
+    """An enterprise's published division code and GB/T 4754 class ("" for either not published)."""
+    rows = query(
+        "SELECT field, value FROM public_records WHERE uscc = ? AND field IN (?, ?)",
+        (uscc, REGION_FIELD, INDUSTRY_FIELD),
+    )
+    found = {str(f): json.loads(str(v)) for f, v in rows}
+    return str(found.get(REGION_FIELD, "")), str(found.get(INDUSTRY_FIELD, ""))
+
+
 # pg_advisory_xact_lock(class, hashtext(provider)) key space of publishes ("xinr"); the two-int key
 # space does not overlap the one-bigint keys of the other node locks (events, whitelist, sequencer).
 PUBLISH_LOCK_CLASS = 0x78696E72
@@ -213,12 +226,7 @@ class PublicStore:
         )
 
     def _region_industry(self, tx: Transaction, uscc: str) -> tuple[str, str]:
-        rows = tx.execute(
-            "SELECT field, value FROM public_records WHERE uscc = ? AND field IN (?, ?)",
-            (uscc, REGION_FIELD, INDUSTRY_FIELD),
-        ).fetchall()
-        found = {str(f): json.loads(str(v)) for f, v in rows}
-        return str(found.get(REGION_FIELD, "")), str(found.get(INDUSTRY_FIELD, ""))
+        return published_region_industry(lambda sql, params: tx.execute(sql, params).fetchall(), uscc)
 
     # -- publish ---------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, XinrongError, invalid
 from xinrong.node.audit import AuditEvent, AuditLog, Decision
 from xinrong.node.db import Database
 from xinrong.node.events import EventLog, Filters, Page, StoredEvent
@@ -125,7 +125,7 @@ class PushServicer(push_pb2_grpc.PushServiceServicer):  # type: ignore[misc]
             raise XinrongError(f"{caller.role} may not subscribe", reason=Reason.CALLER_NOT_ALLOWED)
         filters = Filters.checked(request.regions, request.industries, request.topics)
         if request.cursor >= MAX_CURSOR:
-            raise ValidationError("cursor must be below 2^62", public="cursor must be below 2^62")
+            raise invalid("cursor must be below 2^62")
         loop = asyncio.get_running_loop()
         if self._registry.get(INSTITUTION, caller.party_id) is None:
             await loop.run_in_executor(

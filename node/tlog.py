@@ -37,11 +37,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, XinrongError, invalid
 from xinrong.keys.signing import SigningKey
 from xinrong.node.audit import AUDIT_COLUMNS, SEQUENCER_LOCK, AuditEntry, row_to_entry
 from xinrong.tlog import merkle
@@ -120,10 +120,6 @@ def _public(message: str, reason: Reason) -> XinrongError:
     """A refusal that says what it is about: tree sizes and leaf positions are public
     (every checkpoint states its size), so the caller may read them."""
     return XinrongError(message, reason=reason, public=message)
-
-
-def _invalid(message: str) -> ValidationError:
-    return ValidationError(message, public=message)
 
 
 class TransparencyLog:
@@ -283,7 +279,7 @@ class TransparencyLog:
     def _covering(self, index: int, tree_size: int) -> SignedCheckpoint:
         if tree_size:
             if index >= tree_size:
-                raise _invalid(f"leaf {index} is not in a tree of size {tree_size}")
+                raise invalid(f"leaf {index} is not in a tree of size {tree_size}")
             return self.checkpoint_at(tree_size)
         latest = self.reader.latest()
         if latest is None or latest.size <= index:
@@ -299,7 +295,7 @@ class TransparencyLog:
         """(leaf index, leaf hash, proof, checkpoint it verifies against)."""
         if index is None:
             if leaf_hash is None or len(leaf_hash) != merkle.HASH_SIZE:
-                raise _invalid(f"leaf_hash must be {merkle.HASH_SIZE} bytes")
+                raise invalid(f"leaf_hash must be {merkle.HASH_SIZE} bytes")
             index = self.reader.index_of(leaf_hash)
             if index is None:
                 self.tick(force=True)
@@ -307,7 +303,7 @@ class TransparencyLog:
             if index is None:
                 raise _public("no leaf with that hash is in the log", Reason.NOT_FOUND)
         if index < 0:
-            raise _invalid("leaf_index must not be negative")
+            raise invalid("leaf_index must not be negative")
         checkpoint = self._covering(index, tree_size)
         return index, self.reader.leaf_hash(index), self.reader.inclusion(index, checkpoint.size), checkpoint
 
@@ -317,9 +313,7 @@ class TransparencyLog:
         The sizes are checked before any checkpoint is looked up, so a malformed pair
         is INVALID_ARGUMENT whatever the log holds."""
         if size1 <= 0 or (size2 and size1 > size2):
-            raise _invalid(
-                f"no consistency proof from size {size1} to size {size2}: need 0 < first_size <= second_size"
-            )
+            raise invalid(f"no consistency proof from size {size1} to size {size2}: need 0 < first_size <= second_size")
         checkpoint = self.latest() if size2 == 0 else self.checkpoint_at(size2)
         size2 = checkpoint.size
         if size1 > size2:
@@ -367,14 +361,14 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
     frontier: list[tuple[int, bytes]] = []
     size = 0
     stored_size = reader.size()
-    queue: list[SignedCheckpoint] = []
-    seen_checkpoint = 0
 
-    def next_checkpoint() -> SignedCheckpoint | None:
-        nonlocal queue
-        if not queue:
-            queue = reader.checkpoints_after(seen_checkpoint, 1000)
-        return queue.pop(0) if queue else None
+    def stored_checkpoints() -> Iterator[SignedCheckpoint]:  # smallest first, a page at a time
+        after = 0
+        while page := reader.checkpoints_after(after, 1000):
+            yield from page
+            after = page[-1].size
+
+    checkpoints = stored_checkpoints()
 
     def checkpoint_problem(row: SignedCheckpoint, root: bytes) -> str:
         which = "newest checkpoint" if row.size == signed else f"checkpoint of size {row.size}"
@@ -388,7 +382,7 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
             return f"recomputed root does not match the signed {which}"
         return ""
 
-    pending = next_checkpoint()
+    pending = next(checkpoints, None)
     while True:
         rows = query(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", (size, 10_000))
         if not rows:
@@ -409,8 +403,7 @@ def verify_log(query: Query, origin: str, public_raw: bytes) -> LogReport:
             problem = checkpoint_problem(pending, frontier_root(frontier))
             if problem:
                 return LogReport(False, size + done, "", signed, problem)
-            seen_checkpoint = pending.size
-            pending = next_checkpoint()
+            pending = next(checkpoints, None)
         computed += fold(size + done, frontier, hashes[done:])
         upto = min(stored_size, size + len(hashes))
         check = [(lv, ix, h) for lv, ix, h in computed if ((ix + 1) << lv) <= upto]

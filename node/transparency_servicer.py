@@ -13,7 +13,7 @@ from __future__ import annotations
 import grpc
 
 from xinrong import ids
-from xinrong.errors import Reason, ValidationError, XinrongError
+from xinrong.errors import Reason, ValidationError, XinrongError, invalid
 from xinrong.node.tlog import TransparencyLog
 from xinrong.rpc.auth import require_caller
 from xinrong.v1 import transparency_pb2, transparency_pb2_grpc
@@ -29,7 +29,7 @@ MAX_POSITION = 2**62
 
 def _position(value: int, what: str) -> int:
     if value >= MAX_POSITION:
-        raise ValidationError(f"{what} must be below 2^62", public=f"{what} must be below 2^62")
+        raise invalid(f"{what} must be below 2^62")
     return value
 
 

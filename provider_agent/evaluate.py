@@ -64,6 +64,7 @@ from xinrong.consent import (
     VerifiedConsent,
     check_consent_use,
     check_data_period,
+    check_purpose,
     verify_revocation,
     verify_signed_consent,
 )
@@ -74,6 +75,7 @@ from xinrong.errors import (
     SignatureError,
     ValidationError,
     XinrongError,
+    invalid,
 )
 from xinrong.keys.binding import VerifiedBinding, verify_binding
 from xinrong.keys.ca import CaVerifier
@@ -262,8 +264,7 @@ class ProviderAgent:
         if not ids.is_request_id(request_id):
             raise ValidationError("request id missing or malformed", public=ids.REQUEST_ID_RULE)
         if not 1 <= n_items <= MAX_ITEMS_PER_REQUEST:
-            text = f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries"
-            raise ValidationError(text, public=text)
+            raise invalid(f"a request carries 1 to {MAX_ITEMS_PER_REQUEST} claims or queries")
 
     def _check_fresh(self, requested_at: int, now: float) -> None:
         if abs(now - requested_at) > self._skew:
@@ -343,12 +344,7 @@ class ProviderAgent:
             state=self.consent_state(verified),
         )
         consent = verified.consent
-        if consent.purpose not in VALUE_QUERY_PURPOSES:  # as the node checks (node.admission)
-            raise ConsentError(
-                "purpose opens no value queries",
-                reason=Reason.CLAIM_OUT_OF_SCOPE,
-                public="the consent's purpose is not loan_application or post_loan_monitoring",
-            )
+        check_purpose(verified, VALUE_QUERY_PURPOSES)  # as the node's admission does
         with self._state.request(
             audience=audience.party_id,
             request_id=request_id,

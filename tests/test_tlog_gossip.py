@@ -23,11 +23,16 @@ ORIGIN = "xinrong.audit/node"
 class _Log:
     """A log serving consistency proofs from its stored subtrees (what GetConsistencyProof answers)."""
 
-    def __init__(self, leaves: int) -> None:
+    def __init__(self, leaves: int, hashes: list[bytes] | None = None) -> None:
+        """``leaves`` arbitrary leaf hashes, or exactly ``hashes``."""
         self.conn = sqlite3.connect(":memory:")
         self.conn.executescript(sqlite_tables("t_"))
         self.store = SubtreeStore(lambda sql, p: self.conn.execute(sql, tuple(p)).fetchall(), prefix="t_")
-        self.store.extend(self.conn.executemany, [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(leaves)])
+        self.leaves = (
+            hashes if hashes is not None else [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(leaves)]
+        )
+        self.store.extend(self.conn.executemany, self.leaves)
+        self.size = len(self.leaves)
         self.key = SigningKey.generate()
 
     def note(self, size: int) -> str:
@@ -138,6 +143,31 @@ def test_a_witness_refuses_an_empty_tree_with_a_root() -> None:
     assert witness.held(ORIGIN) is not None and witness.held(ORIGIN).checkpoint.size == 10  # type: ignore[union-attr]
 
 
+ENTERPRISE = "91130100MA07K4RJ1X"
+
+
+def _entry(index: int) -> transparency_pb2.AccessEntry:
+    """Access entry ``index`` of the fake log (its leaf is what the client rebuilds from it)."""
+    return transparency_pb2.AccessEntry(
+        leaf_index=index,
+        ts_ms=index,
+        caller_role="institution",
+        caller_id="bank-a",
+        method="Verify",
+        decision="ALLOWED",
+    )
+
+
+class _AccessLog(_Log):
+    """A log whose leaves are access entries, so listed entries prove genuinely."""
+
+    def __init__(self, leaves: int) -> None:
+        from xinrong.tlog import merkle
+        from xinrong.tlog.client import access_leaf
+
+        super().__init__(leaves, [merkle.leaf_hash(access_leaf(_entry(i), ENTERPRISE)) for i in range(leaves)])
+
+
 class _Pages:
     """ListAccesses that answers the pages it is given, whatever the token (a node that lies)."""
 
@@ -148,53 +178,15 @@ class _Pages:
         return self.log.GetConsistencyProof(req, timeout)
 
     def ListAccesses(self, req: Any, timeout: float = 0) -> Any:
-        from xinrong.tlog.client import access_leaf
-
         indexes, token = self.pages[min(self.calls, len(self.pages) - 1)]
         self.calls += 1
         size = self.log.size
         resp = transparency_pb2.ListAccessesResponse(checkpoint=self.log.note(size), next_page_token=token)
         for index in indexes:
-            entry = transparency_pb2.AccessEntry(
-                leaf_index=index,
-                ts_ms=index,
-                caller_role="institution",
-                caller_id="bank-a",
-                method="Verify",
-                decision="ALLOWED",
-            )
+            entry = _entry(index)
             entry.inclusion_proof.extend(self.log.store.inclusion(index, size))
-            assert hashlib.sha256(b"\x00" + access_leaf(entry, ENTERPRISE)).digest() == self.log.leaves[index]
             resp.entries.append(entry)
         return resp
-
-
-ENTERPRISE = "91130100MA07K4RJ1X"
-
-
-class _AccessLog(_Log):
-    """A log whose leaves are access entries, so listed entries prove genuinely."""
-
-    def __init__(self, leaves: int) -> None:
-        from xinrong.tlog.client import access_leaf
-
-        self.conn = sqlite3.connect(":memory:")
-        self.conn.executescript(sqlite_tables("t_"))
-        self.store = SubtreeStore(lambda sql, p: self.conn.execute(sql, tuple(p)).fetchall(), prefix="t_")
-        self.leaves: list[bytes] = []
-        for i in range(leaves):
-            entry = transparency_pb2.AccessEntry(
-                leaf_index=i,
-                ts_ms=i,
-                caller_role="institution",
-                caller_id="bank-a",
-                method="Verify",
-                decision="ALLOWED",
-            )
-            self.leaves.append(hashlib.sha256(b"\x00" + access_leaf(entry, ENTERPRISE)).digest())
-        self.store.extend(self.conn.executemany, self.leaves)
-        self.size = leaves
-        self.key = SigningKey.generate()
 
 
 def test_the_access_listing_does_not_trust_the_nodes_paging() -> None:

@@ -268,6 +268,18 @@ def _chain_db(path: Path, entries: int) -> list[bytes]:
     return leaves
 
 
+def _tamper(path: Path, trigger: str, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Rewrite a stored row behind the node's back (its append-only trigger dropped first),
+    leaving the files as private as the node requires."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+    for side in path.parent.glob(path.name + "*"):
+        side.chmod(0o600)
+
+
 def test_a_hash_chain_migrates_into_the_first_leaves_and_inconsistency_is_refused(tmp_path: Path) -> None:
     leaves = _chain_db(tmp_path / "node.db", 37)
     db = Database(tmp_path / "node.db")
@@ -288,13 +300,11 @@ def test_a_hash_chain_migrates_into_the_first_leaves_and_inconsistency_is_refuse
     # Someone rewrites a stored subtree: the node refuses to sign a tree
     # inconsistent with its last checkpoint, also after a restart.
     db.close()
-    conn = sqlite3.connect(tmp_path / "node.db")
-    conn.execute("DROP TRIGGER tlog_nodes_no_update")
-    conn.execute("UPDATE tlog_nodes SET hash = zeroblob(32) WHERE level = 5 AND idx = 0")
-    conn.commit()
-    conn.close()
-    for side in tmp_path.glob("node.db*"):
-        side.chmod(0o600)
+    _tamper(
+        tmp_path / "node.db",
+        "tlog_nodes_no_update",
+        "UPDATE tlog_nodes SET hash = zeroblob(32) WHERE level = 5 AND idx = 0",
+    )
     db = Database(tmp_path / "node.db")
     audit = HashChainAuditLog(db.query)
     with db.transaction() as tx:
@@ -322,19 +332,14 @@ def test_audit_verify_checks_every_stored_checkpoint_not_only_the_newest(tmp_pat
     report = verify_log(db.query, tlog.origin, key.public_raw)
     assert report.ok and report.checkpoint_size == 12
     db.close()
-    conn = sqlite3.connect(tmp_path / "node.db")
-    conn.execute("DROP TRIGGER tlog_checkpoints_no_update")
     if tamper == "note":
-        conn.execute("UPDATE tlog_checkpoints SET note = 'garbage' WHERE size = 5")
+        change: tuple[str, tuple[Any, ...]] = ("UPDATE tlog_checkpoints SET note = 'garbage' WHERE size = 5", ())
     elif tamper == "root":
-        conn.execute("UPDATE tlog_checkpoints SET root = zeroblob(32) WHERE size = 8")
+        change = ("UPDATE tlog_checkpoints SET root = zeroblob(32) WHERE size = 8", ())
     else:  # a genuine-looking note of the right size, signed by another key
         other = sign_checkpoint(Checkpoint(tlog.origin, 8, bytes(32)), SigningKey.generate())
-        conn.execute("UPDATE tlog_checkpoints SET note = ? WHERE size = 8", (other,))
-    conn.commit()
-    conn.close()
-    for side in tmp_path.glob("node.db*"):
-        side.chmod(0o600)
+        change = ("UPDATE tlog_checkpoints SET note = ? WHERE size = 8", (other,))
+    _tamper(tmp_path / "node.db", "tlog_checkpoints_no_update", *change)
     db = Database(tmp_path / "node.db")
     report = verify_log(db.query, tlog.origin, key.public_raw)
     assert not report.ok
@@ -387,13 +392,9 @@ def test_a_tree_without_tiles_gets_them_backfilled_and_a_forged_tile_fails_verif
     assert verify_log(db.query, fresh.origin, key.public_raw).ok
     db.close()
 
-    conn = sqlite3.connect(tmp_path / "node.db")
-    conn.execute("DROP TRIGGER tlog_tiles_no_update")
-    conn.execute("UPDATE tlog_tiles SET hashes = zeroblob(16320) WHERE idx = 1")
-    conn.commit()
-    conn.close()
-    for side in tmp_path.glob("node.db*"):
-        side.chmod(0o600)
+    _tamper(
+        tmp_path / "node.db", "tlog_tiles_no_update", "UPDATE tlog_tiles SET hashes = zeroblob(16320) WHERE idx = 1"
+    )
     db = Database(tmp_path / "node.db")
     report = verify_log(db.query, fresh.origin, key.public_raw)
     assert not report.ok and "tile (0, 1)" in report.problem

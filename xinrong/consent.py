@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 
 from xinrong import uscc as uscc_mod
 from xinrong.catalog import Catalog, Form
-from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError
+from xinrong.errors import ConsentError, Reason, SignatureError, ValidationError, invalid
 from xinrong.keys.binding import verify_binding
 from xinrong.keys.ca import CaVerifier
 from xinrong.keys.signing import SigningKey
@@ -71,7 +71,7 @@ def _date(text: str, what: str) -> dt.date:
 def _refuse(why: str) -> ValidationError:
     """INVALID_ARGUMENT whose public message names the limit: it is about the
     caller's own bytes, so it reveals nothing about anyone else."""
-    return ValidationError(why, public=why)
+    return invalid(why)
 
 
 def check_timestamp(value: int, what: str) -> None:
@@ -324,6 +324,19 @@ def check_consent_use(
     for field, form in needs:
         if not verified.covers(field, form):
             raise ConsentError(f"{field}:{form} not in scope", reason=Reason.CLAIM_OUT_OF_SCOPE)
+
+
+def check_purpose(verified: VerifiedConsent, purposes: frozenset[int]) -> None:
+    """CLAIM_OUT_OF_SCOPE naming ``purposes`` unless the consent was given for one of them.
+
+    Checked after ``check_consent_use``, so only the grantee, who holds the consent, learns it."""
+    if verified.consent.purpose not in purposes:
+        wanted = " or ".join(sorted(PROTO_TO_PURPOSE.get(int(p), "unspecified") for p in purposes))
+        raise ConsentError(
+            f"purpose is not {wanted}",
+            reason=Reason.CLAIM_OUT_OF_SCOPE,
+            public=f"the consent's purpose is not {wanted}",
+        )
 
 
 def check_data_period(verified: VerifiedConsent, data_as_of: str) -> None:

@@ -117,6 +117,12 @@ class ValidationError(XinrongError):
     default_reason = Reason.INVALID_ARGUMENT
 
 
+def invalid(message: str) -> ValidationError:
+    """INVALID_ARGUMENT whose public message is ``message``: for refusals about the caller's
+    own bytes (a limit, a rule of syntax, a public size), which reveal nothing of anyone else."""
+    return ValidationError(message, public=message)
+
+
 class ClaimError(XinrongError):
     default_reason = Reason.INVALID_CLAIM
 
